@@ -1,0 +1,191 @@
+package atomicfile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// TempPrefix starts the name of every temp file this package creates.
+const TempPrefix = ".#"
+
+// File is a pending write of one target file. Nothing is visible at the
+// target until Commit succeeds. Close (or Abort) after a failed or skipped
+// Commit removes the temp file; Close after Commit does nothing.
+type File struct {
+	*os.File
+	target string
+	perm   os.FileMode
+	done   bool
+}
+
+// Create starts an atomic write of target with the given permissions.
+func Create(target string, perm os.FileMode) (*File, error) {
+	dir, base := filepath.Split(target)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, TempPrefix+base+".")
+	if err != nil {
+		return nil, fmt.Errorf("create temp file for %s: %w", target, err)
+	}
+	return &File{File: f, target: target, perm: perm}, nil
+}
+
+// TempName returns the temp file's path.
+func (f *File) TempName() string { return f.File.Name() }
+
+// Commit fsyncs the temp file, sets its permissions, renames it over the
+// target and fsyncs the directory. With replace false an existing target
+// is an error (os.ErrExist) and is left alone. The temp file is gone
+// afterwards in every case.
+func (f *File) Commit(replace bool) error {
+	if f.done {
+		return errors.New("atomicfile: commit after close")
+	}
+	defer f.Abort()
+	if err := f.File.Chmod(f.perm); err != nil {
+		return fmt.Errorf("chmod %s: %w", f.TempName(), err)
+	}
+	if err := f.File.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", f.TempName(), err)
+	}
+	if err := f.File.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", f.TempName(), err)
+	}
+	if replace {
+		if err := os.Rename(f.TempName(), f.target); err != nil {
+			return fmt.Errorf("rename into %s: %w", f.target, err)
+		}
+	} else {
+		// link(2) fails when the target exists, so two writers cannot both win.
+		if err := os.Link(f.TempName(), f.target); err != nil {
+			if errors.Is(err, os.ErrExist) {
+				return fmt.Errorf("%s already exists: %w", f.target, os.ErrExist)
+			}
+			return fmt.Errorf("link into %s: %w", f.target, err)
+		}
+	}
+	f.done = true
+	_ = os.Remove(f.TempName())
+	return SyncDir(filepath.Dir(f.target))
+}
+
+// Abort removes the temp file unless Commit has succeeded. It is safe to
+// call more than once, and is what Close does.
+func (f *File) Abort() error {
+	if f.done {
+		return nil
+	}
+	f.done = true
+	f.File.Close()
+	if err := os.Remove(f.TempName()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// Close aborts the write if it was not committed.
+func (f *File) Close() error { return f.Abort() }
+
+// WriteFile atomically replaces target with data.
+func WriteFile(target string, data []byte, perm os.FileMode) error {
+	f, err := Create(target, perm)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("write %s: %w", f.TempName(), err)
+	}
+	return f.Commit(true)
+}
+
+// WriteFrom atomically writes everything r yields to target, stopping when
+// ctx is cancelled. With replace false an existing target is refused.
+func WriteFrom(ctx context.Context, target string, r io.Reader, perm os.FileMode, replace bool) (int64, error) {
+	f, err := Create(target, perm)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	n, err := io.Copy(f, ctxReader{ctx, r})
+	if err != nil {
+		return n, fmt.Errorf("write %s: %w", target, err)
+	}
+	return n, f.Commit(replace)
+}
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// Symlink atomically points link at target: a temp link is created next to
+// it and renamed over the old one, so readers see the old or the new link,
+// never none.
+func Symlink(target, link string) error {
+	dir, base := filepath.Split(link)
+	if dir == "" {
+		dir = "."
+	}
+	for i := 0; ; i++ {
+		tmp := filepath.Join(dir, fmt.Sprintf("%s%s.link%d", TempPrefix, base, i))
+		err := os.Symlink(target, tmp)
+		if errors.Is(err, os.ErrExist) && i < 100 {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("create link %s: %w", tmp, err)
+		}
+		if err := os.Rename(tmp, link); err != nil {
+			os.Remove(tmp)
+			return fmt.Errorf("replace link %s: %w", link, err)
+		}
+		return SyncDir(dir)
+	}
+}
+
+// SyncDir fsyncs a directory so that a rename in it survives a crash.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// RemoveTemps deletes temp files this package left in dir after a crash
+// (SIGKILL, power loss). Callers run it when they take the lock on dir.
+func RemoveTemps(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), TempPrefix) {
+			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,71 @@
+package extension
+
+import (
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// MaxNameLen bounds names and versions so that NAME-VERSION-ARCH.raw and the
+// store's temp names fit in NAME_MAX (255).
+const MaxNameLen = 100
+
+// ValidateName checks an extension name the way systemd checks image names
+// (a valid file name: no '/', not "." or "..", no control characters, valid
+// UTF-8, not a hidden or temporary file) and additionally refuses
+// whitespace and a leading '-', so the name is safe everywhere we use it:
+// file names, tags, unit file names and command lines.
+func ValidateName(name string) error {
+	return validateComponent("extension name", name)
+}
+
+// ValidateVersion checks an extension version with the same rules as names.
+func ValidateVersion(version string) error {
+	return validateComponent("extension version", version)
+}
+
+func validateComponent(what, s string) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("%s is empty", what)
+	case len(s) > MaxNameLen:
+		return fmt.Errorf("%s %.20q... is %d bytes long, at most %d are allowed", what, s, len(s), MaxNameLen)
+	case !utf8.ValidString(s):
+		return fmt.Errorf("%s %q is not valid UTF-8", what, s)
+	case s == "." || s == "..":
+		return fmt.Errorf("%s %q is not a valid file name", what, s)
+	case strings.HasPrefix(s, "."):
+		return fmt.Errorf("%s %q starts with '.': systemd ignores hidden images", what, s)
+	case strings.HasPrefix(s, "-"):
+		return fmt.Errorf("%s %q starts with '-'", what, s)
+	case strings.HasSuffix(s, "~"):
+		return fmt.Errorf("%s %q ends with '~': systemd ignores backup files", what, s)
+	}
+	for _, c := range s {
+		switch {
+		case c == '/' || c == '\\':
+			return fmt.Errorf("%s %q contains %q", what, s, c)
+		case unicode.IsControl(c):
+			return fmt.Errorf("%s %q contains a control character", what, s)
+		case unicode.IsSpace(c):
+			return fmt.Errorf("%s %q contains whitespace", what, s)
+		}
+	}
+	return nil
+}
+
+// ReleaseDir is where an extension image carries its metadata, relative to
+// the image's root.
+const ReleaseDir = "usr/lib/extension-release.d"
+
+// ReleasePath returns the path of NAME's extension-release file inside an
+// image, relative to its root.
+func ReleasePath(name string) string {
+	return ReleaseDir + "/extension-release." + name
+}
+
+// FileName returns the canonical image file name NAME-VERSION-ARCH.raw.
+func FileName(name, version string, arch Arch) string {
+	return name + "-" + version + "-" + string(arch) + ".raw"
+}

@@ -1,0 +1,27 @@
+package fsimage
+
+import (
+	"github.com/sysext/sysext/extension"
+)
+
+// Format is the filesystem of an image file.
+type Format string
+
+// Formats we recognise.
+const (
+	Squashfs Format = "squashfs"
+	EROFS    Format = "erofs"
+	GPT      Format = "gpt" // a disk image: recognised, not read
+)
+
+// Info is what an image says about itself.
+type Info struct {
+	Path    string
+	Format  Format
+	Size    int64
+	Digest  string // "sha256:<hex>" of the whole file
+	Name    string // NAME of the one usr/lib/extension-release.d/extension-release.NAME
+	Release *extension.Release
+	Meta    extension.Metadata
+	Upholds []string // units named in Upholds= drop-ins under usr/lib/systemd/system/*.target.d
+}

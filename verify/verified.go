@@ -1,0 +1,43 @@
+package verify
+
+import (
+	"fmt"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Verified records that one manifest digest passed the trust policy, and by
+// whose signature. Its fields are unexported so only this package can make
+// one: the store requires it to install an image, so an unverified install
+// cannot be written by mistake.
+type Verified struct {
+	digest   digest.Digest
+	signer   string // key fingerprint or certificate identity; "" when unsigned
+	unsigned bool   // the explicit --insecure-allow-unsigned / insecureAcceptAnything opt-out
+}
+
+// Digest is the manifest digest that was verified.
+func (v Verified) Digest() digest.Digest { return v.digest }
+
+// Signer says who signed, or "" when the opt-out allowed an unsigned image.
+func (v Verified) Signer() string { return v.signer }
+
+// Unsigned reports whether the image was accepted without a signature.
+func (v Verified) Unsigned() bool { return v.unsigned }
+
+// Check returns an error unless d is the digest that was verified.
+func (v Verified) Check(d digest.Digest) error {
+	if v.digest == "" {
+		return fmt.Errorf("manifest %s was never verified", d)
+	}
+	if v.digest != d {
+		return fmt.Errorf("manifest %s is not the one verified (%s): refusing to install", d, v.digest)
+	}
+	return nil
+}
+
+// AcceptUnsigned is the explicit opt-out: it records that d is accepted
+// without a signature because the user or the policy said so.
+func AcceptUnsigned(d digest.Digest) Verified {
+	return Verified{digest: d, unsigned: true}
+}

@@ -63,7 +63,16 @@ $(TOOLS_DIR)/crane:
 	mkdir -p $(TOOLS_DIR)
 	GOFLAGS= GOBIN=$(TOOLS_DIR) $(GO) install github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION)
 
-tools: $(TOOLS_DIR)/registry $(TOOLS_DIR)/cosign $(TOOLS_DIR)/cosign3 $(TOOLS_DIR)/oras $(TOOLS_DIR)/crane
+# systemd-sysupdate is not in Debian 12: take it (systemd 257) from a Debian 13
+# tree made with debootstrap, run with that tree's own loader and libraries.
+$(TOOLS_DIR)/systemd-sysupdate:
+	mkdir -p $(TOOLS_DIR)
+	rm -rf $(TOOLS_DIR)/trixie-sysupdate
+	debootstrap --variant=minbase --include=systemd-container,dbus trixie $(TOOLS_DIR)/trixie-sysupdate http://deb.debian.org/debian >/dev/null
+	printf '#!/bin/sh\nR=%s\nexec "$$R/usr/lib64/ld-linux-x86-64.so.2" --library-path "$$R/usr/lib/x86_64-linux-gnu:$$R/usr/lib/x86_64-linux-gnu/systemd" "$$R/usr/lib/systemd/systemd-sysupdate" "$$@"\n' $(TOOLS_DIR)/trixie-sysupdate > $@.tmp
+	chmod +x $@.tmp && $@.tmp --version >/dev/null && mv $@.tmp $@
+
+tools: $(TOOLS_DIR)/registry $(TOOLS_DIR)/cosign $(TOOLS_DIR)/cosign3 $(TOOLS_DIR)/oras $(TOOLS_DIR)/crane $(TOOLS_DIR)/systemd-sysupdate
 
 test-deps: apt-deps tools
 
@@ -79,6 +88,7 @@ demo: apt-deps build
 
 install: build
 	install -D -m 0755 bin/sysext $(DESTDIR)$(PREFIX)/bin/sysext
+	bin/sysext install-units -q --root $(or $(DESTDIR),/) --unit-dir $(PREFIX)/lib/systemd/system --bin $(PREFIX)/bin/sysext --no-enable
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

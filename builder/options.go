@@ -1,6 +1,10 @@
 package builder
 
-import "github.com/sysext/sysext/extension"
+import (
+	"io"
+
+	"github.com/sysext/sysext/extension"
+)
 
 // ImageFormat is the filesystem an image is written in.
 type ImageFormat string
@@ -21,4 +25,8 @@ type Options struct {
 	Output          string             // file or directory; "" = current directory
 	Force           bool               // replace an existing output file
 	SourceDateEpoch int64              // timestamps in the image; default 0
+
+	// Progress, when set, receives the filesystem tool's own progress and
+	// summary output (for a terminal); otherwise the tool runs quietly.
+	Progress io.Writer
 }

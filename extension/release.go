@@ -127,6 +127,9 @@ func (p *releaseParser) run(s string) error {
 				st = stComment
 			case c == '\n':
 			case c == ' ' || c == '\t' || c == '\r':
+			case c == '=':
+				p.keyLine = p.line // an empty key, refused by commit
+				st = stPreValue
 			default:
 				p.keyLine = p.line
 				p.key.WriteRune(c)
@@ -214,7 +217,13 @@ func (p *releaseParser) run(s string) error {
 				st = stPreKey
 			}
 		case stCommentEscape:
-			st = stComment
+			// Since systemd 254 a backslash at the end of a comment no
+			// longer makes the next line a comment too.
+			if c == '\n' {
+				st = stPreKey
+			} else {
+				st = stComment
+			}
 		}
 		if c == '\n' {
 			p.line++

@@ -1,4 +1,22 @@
 // Package node runs what a node does with extensions: pull, update, sync,
 // rollback, remove, gc and check, from resolving a reference to refreshing
-// systemd-sysext. It composes oci, verify and store.
+// systemd-sysext. It composes oci (resolve, download), a Verifier (the trust
+// policy), store (the only writer of node state) and a Refresher.
+//
+// Order of a pull: resolve the tag → pick the platform → manifest
+// (size-limited) → verify against the policy → compatibility with the target
+// root's os-release, from the annotations, before any download → preflight
+// hook → download into a staging directory of the store (hashed while
+// streaming, resumed on a cut connection, image metadata checked) → commit
+// → switch the link → refresh (only on the running system) → post-activation
+// check hook; a failed refresh or check switches back to the previous
+// version.
+//
+// Seams for safe activation (issue 9): Refresher, Preflighter and Checker
+// are interfaces in Options; the store's Entry.Activation records pending,
+// refreshed, proven, unproven, rolled-back or failed, with the reason.
+//
+// Invariants: any failure before the link switch leaves the active image
+// and the state as they were; nothing here writes node state except through
+// store.
 package node

@@ -1,5 +1,29 @@
 // Package oci moves extension images through OCI registries and OCI image
 // layouts: references, media types and annotations of the sysext artifact
-// format, push, fetch, copy and auth. It is the only importer of oras-go's
-// registry client.
+// format (docs/format.md), push, resolve, download, copy and auth. It is
+// the only importer of oras-go's registry client.
+//
+// The pieces, in the order a node uses them:
+//
+//	ref, _ := oci.ParseReference("ghcr.io/acme/ext/docker:24")  // or oci:DIR:tag
+//	t, _   := oci.Open(ctx, ref, oci.Options{})                  // registry or layout, an oras.GraphTarget
+//	r, _   := oci.Resolve(ctx, t, ref, "")                       // index → this host's manifest, from manifests only
+//	// verify r.Descriptor.Digest (signatures) and check r.Metadata against os-release here
+//	d, _   := oci.Download(ctx, t, &r.Entry, oci.DownloadOptions{Dir: storeDir})
+//
+// Invariants:
+//   - Every manifest and index read is size-limited (MaxManifestSize) and
+//     digest-checked before it is parsed.
+//   - Download hashes while it streams (one pass), resumes a cut transfer
+//     with an HTTP Range request, checks size, digest, the filesystem magic
+//     and (for our format) that the image's extension-release agrees with
+//     the annotations, and only then fsyncs and renames into place; on any
+//     failure nothing is left at or next to the target.
+//   - File names taken from annotations are single path components
+//     (SafeFileName): untrusted metadata never escapes the directory.
+//   - Loopback registries use plain HTTP; 429 and 5xx answers are retried
+//     a bounded number of times with exponential back-off.
+//
+// It does not verify signatures (package verify does) and does not decide
+// compatibility with a host (package extension does, from Metadata).
 package oci

@@ -1,5 +1,23 @@
-// Package verify checks cosign-compatible signatures on OCI manifests
-// against a trust policy, and signs. It is the only importer of sigstore.
-// Its result, Verified, is the only way to tell the node store that a
-// manifest digest may be installed.
+// Package verify signs OCI manifests the way cosign does and checks
+// cosign-compatible signatures against a trust policy. It is the only
+// importer of sigstore.
+//
+// Formats: it writes cosign's simple-signing signature manifest under the
+// sha256-<hex>.sig tag, which cosign v2 and v3 verify; it reads that format
+// and cosign v3's Sigstore bundles (v0.3, DSSE) attached as OCI referrers
+// or under the sha256-<hex> fallback tag. All cryptography, certificate and
+// transparency-log checking is sigstore-go's; this package decides what to
+// feed it and what the result means.
+//
+// Invariants: its result, Verified, can only be made here and names one
+// manifest digest, so the node store cannot install an unverified or a
+// different manifest by mistake. A signature counts only after its
+// cryptography verified and it was shown to cover that digest. Untrusted
+// signature data is size-limited before it is read and digest-checked as it
+// is read. Nothing here reaches the network except through the Source the
+// caller passes: no TUF, Rekor or Fulcio requests (keyless verification
+// takes a trusted root file).
+//
+// It does not guarantee freshness: a valid signature on an old manifest is
+// still valid; rollback protection is the node store's job.
 package verify

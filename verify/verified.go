@@ -14,7 +14,13 @@ type Verified struct {
 	digest   digest.Digest
 	signer   string // key fingerprint or certificate identity; "" when unsigned
 	unsigned bool   // the explicit --insecure-allow-unsigned / insecureAcceptAnything opt-out
+	// signatures are the valid signatures the decision rests on.
+	signatures []Signature
 }
+
+// Signatures lists the valid signatures the decision rests on (none when
+// the image was accepted unsigned).
+func (v Verified) Signatures() []Signature { return append([]Signature(nil), v.signatures...) }
 
 // Digest is the manifest digest that was verified.
 func (v Verified) Digest() digest.Digest { return v.digest }

@@ -2,10 +2,83 @@ package main
 
 import (
 	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/fsimage"
 )
 
+// hostOSReleasePaths are where os-release(5) says to look, in order.
+var hostOSReleasePaths = []string{"/etc/os-release", "/usr/lib/os-release"}
+
+// runInspectFile prints an image file's metadata and whether it would
+// merge on the host (or the os-release given with --os-release).
 func runInspectFile(c *cobra.Command, opts inspectOptions, path string) error {
-	return errors.New("inspect FILE: not implemented yet")
+	info, err := fsimage.Open(c.Context(), path)
+	if err != nil {
+		return err
+	}
+	j := newImageJSON(info.Path, string(info.Format), info.Size, info.Digest, info.Meta, info.Release, info.Upholds)
+	hostFile, hostRel, err := readOSRelease(opts.OSRelease)
+	if err != nil {
+		return err
+	}
+	cj := &compatJSON{OSRelease: hostFile, OK: true}
+	if err := extension.Compatible(info.Release, extension.Host{OSRelease: hostRel}); err != nil {
+		var ie *extension.IncompatibleError
+		if !errors.As(err, &ie) {
+			return err
+		}
+		cj.OK, cj.Field, cj.Reason = false, ie.Field, ie.Reason
+	}
+	j.Compatible = cj
+	if opts.JSON {
+		return printJSON(c.OutOrStdout(), j)
+	}
+	return printImage(c.OutOrStdout(), j)
+}
+
+// readOSRelease reads the os-release file to judge against: the given one,
+// or the host's.
+func readOSRelease(path string) (string, *extension.Release, error) {
+	candidates := hostOSReleasePaths
+	if path != "" {
+		candidates = []string{path}
+	}
+	for _, p := range candidates {
+		data, err := readSmallFile(p, extension.MaxReleaseSize)
+		if errors.Is(err, fs.ErrNotExist) && path == "" {
+			continue
+		}
+		if err != nil {
+			return "", nil, fmt.Errorf("--os-release: %w", err)
+		}
+		rel, err := extension.ParseRelease(data)
+		if err != nil {
+			return "", nil, fmt.Errorf("%s: %w", p, err)
+		}
+		return p, rel, nil
+	}
+	return "", nil, errors.New("this host has no /etc/os-release or /usr/lib/os-release: give one with --os-release FILE")
+}
+
+func readSmallFile(p string, limit int64) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s is more than %d bytes", p, limit)
+	}
+	return data, nil
 }

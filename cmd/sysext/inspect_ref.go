@@ -1,11 +1,159 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"sort"
+	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/oci"
 )
 
-func runInspectRef(c *cobra.Command, opts inspectOptions, ref string) error {
-	return fmt.Errorf("%s: no such file, and inspecting a registry reference is not implemented yet", ref)
+// refJSON is `inspect REF --json`.
+type refJSON struct {
+	Reference   string            `json:"reference"`
+	Digest      string            `json:"digest"`
+	MediaType   string            `json:"media_type"`
+	Size        int64             `json:"size"`
+	Annotations map[string]string `json:"annotations"`
+	Platforms   []platformJSON    `json:"platforms"`
+	Skipped     []string          `json:"skipped,omitempty"`
+}
+
+type platformJSON struct {
+	Platform    string            `json:"platform"`
+	Digest      string            `json:"digest"`
+	Size        int64             `json:"size"`
+	Kind        string            `json:"kind"`
+	Layer       layerJSON         `json:"layer"`
+	FileName    string            `json:"file_name"`
+	Annotations map[string]string `json:"annotations"`
+	Extension   *imageJSON        `json:"extension,omitempty"`
+	Compatible  *compatJSON       `json:"compatible"`
+}
+
+type layerJSON struct {
+	MediaType string `json:"media_type"`
+	Digest    string `json:"digest"`
+	Size      int64  `json:"size"`
+	Title     string `json:"title,omitempty"`
+}
+
+// runInspectRef describes a registry or layout reference from its
+// manifests alone: no image is downloaded.
+func runInspectRef(c *cobra.Command, opts inspectOptions, arg string) error {
+	ctx := c.Context()
+	if _, err := oci.ParseReference(arg); err != nil {
+		return usageError("%s: no such file, and not a reference: %v", arg, err)
+	}
+	ref, t, err := openReference(ctx, arg, registryFlags{PlainHTTP: opts.PlainHTTP}, false)
+	if err != nil {
+		return err
+	}
+	a, err := oci.Describe(ctx, t, ref)
+	if err != nil {
+		return err
+	}
+	hostFile, hostRel, err := readOSRelease(opts.OSRelease)
+	if err != nil {
+		return err
+	}
+	j := refJSON{Reference: ref.String(), Digest: a.Root.Digest.String(), MediaType: a.Root.MediaType, Size: a.Root.Size, Annotations: map[string]string{}, Skipped: a.Skipped}
+	if a.Index != nil && a.Index.Annotations != nil {
+		j.Annotations = a.Index.Annotations
+	}
+	for _, e := range a.Entries {
+		p := platformJSON{
+			Platform: oci.PlatformString(e.Platform),
+			Digest:   e.Descriptor.Digest.String(),
+			Size:     e.Descriptor.Size,
+			Kind:     string(e.Kind),
+			Layer: layerJSON{
+				MediaType: e.Layer.MediaType, Digest: e.Layer.Digest.String(), Size: e.Layer.Size,
+				Title: e.Layer.Annotations[oci.AnnotationTitle],
+			},
+			FileName:    e.FileName,
+			Annotations: e.Manifest.Annotations,
+		}
+		if p.Annotations == nil {
+			p.Annotations = map[string]string{}
+		}
+		if a.Index == nil && e.Kind == oci.KindSysext {
+			p.Platform = oci.PlatformString(oci.Platform(e.Metadata.Arch))
+		}
+		cj := &compatJSON{OSRelease: hostFile}
+		if e.Kind == oci.KindSysext {
+			rel := e.Metadata.Release()
+			ij := newImageJSON("", e.Manifest.Annotations[oci.AnnotationFormat], e.Layer.Size, e.Layer.Digest.String(), e.Metadata, rel, nil)
+			p.Extension = &ij
+			cj.OK = true
+			if err := extension.Compatible(rel, extension.Host{OSRelease: hostRel}); err != nil {
+				var ie *extension.IncompatibleError
+				if !errors.As(err, &ie) {
+					return err
+				}
+				cj.OK, cj.Field, cj.Reason = false, ie.Field, ie.Reason
+			}
+		} else {
+			cj.Reason = "unknown before download: the manifest carries no extension-release fields"
+		}
+		p.Compatible = cj
+		j.Platforms = append(j.Platforms, p)
+	}
+	sort.SliceStable(j.Platforms, func(x, y int) bool { return j.Platforms[x].Platform < j.Platforms[y].Platform })
+	if opts.JSON {
+		return printJSON(c.OutOrStdout(), j)
+	}
+	return printRef(c.OutOrStdout(), j)
+}
+
+func printRef(w io.Writer, j refJSON) error {
+	kind := "manifest"
+	if strings.Contains(j.MediaType, "index") || strings.Contains(j.MediaType, "list") {
+		kind = "index"
+	}
+	fmt.Fprintf(w, "%-15s %s\n", "reference:", j.Reference)
+	fmt.Fprintf(w, "%-15s %s (%s, %d platforms)\n", "digest:", j.Digest, kind, len(j.Platforms))
+	for _, k := range []string{oci.AnnotationCreated, oci.AnnotationSource} {
+		if v := j.Annotations[k]; v != "" {
+			fmt.Fprintf(w, "%-15s %s\n", strings.TrimPrefix(k, "org.opencontainers.image.")+":", v)
+		}
+	}
+	for _, p := range j.Platforms {
+		fmt.Fprintf(w, "\n%s  %s (%s)\n", p.Platform, p.Digest, p.Kind)
+		fmt.Fprintf(w, "  %-13s %s %s (%s)\n", "layer:", p.Layer.MediaType, p.Layer.Digest, humanSize(p.Layer.Size))
+		fmt.Fprintf(w, "  %-13s %s\n", "file:", p.FileName)
+		if e := p.Extension; e != nil {
+			dash := func(s string) string {
+				if s == "" {
+					return "-"
+				}
+				return s
+			}
+			fmt.Fprintf(w, "  %-13s %s\n", "name:", e.Name)
+			fmt.Fprintf(w, "  %-13s %s\n", "version:", dash(e.Version))
+			fmt.Fprintf(w, "  %-13s %s\n", "architecture:", dash(e.Architecture))
+			fmt.Fprintf(w, "  %-13s %s\n", "ID:", e.ID)
+			fmt.Fprintf(w, "  %-13s %s\n", "SYSEXT_LEVEL:", dash(e.SysextLevel))
+			fmt.Fprintf(w, "  %-13s %s\n", "VERSION_ID:", dash(e.VersionID))
+			fmt.Fprintf(w, "  %-13s %s\n", "scope:", strings.Join(e.Scope, " "))
+		}
+		c := p.Compatible
+		switch {
+		case p.Extension == nil:
+			fmt.Fprintf(w, "  %-13s %s\n", "merges:", c.Reason)
+		case c.OK:
+			fmt.Fprintf(w, "  %-13s yes, on the host described by %s\n", "merges:", c.OSRelease)
+		default:
+			fmt.Fprintf(w, "  %-13s no, on the host described by %s: %s\n", "merges:", c.OSRelease, c.Reason)
+		}
+	}
+	for _, s := range j.Skipped {
+		fmt.Fprintf(w, "\nskipped: %s\n", s)
+	}
+	return nil
 }

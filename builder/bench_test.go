@@ -1,0 +1,134 @@
+package builder
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sysext/sysext/extension"
+)
+
+// makeBenchTree writes a tree of about size bytes: half incompressible
+// (random) 1 MiB files, half compressible text, plus 2000 small files so
+// staging has entries to link. It returns the tree's path.
+func makeBenchTree(b *testing.B, size int64) string {
+	b.Helper()
+	dir := filepath.Join(b.TempDir(), "tree")
+	rng := rand.New(rand.NewChaCha8([32]byte{1}))
+	buf := make([]byte, 1<<20)
+	var written int64
+	for i := 0; written < size/2; i++ {
+		p := filepath.Join(dir, "usr/lib/bench/random", fmt.Sprintf("%03d", i/50), fmt.Sprintf("r%04d.bin", i))
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		for j := range buf {
+			buf[j] = byte(rng.Uint32())
+		}
+		if err := os.WriteFile(p, buf, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		written += int64(len(buf))
+	}
+	line := []byte("compressible benchmark text with a counter: ")
+	for i := 0; written < size-2000*4096; i++ {
+		p := filepath.Join(dir, "usr/share/bench/text", fmt.Sprintf("%03d", i/50), fmt.Sprintf("t%04d.txt", i))
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		buf = buf[:0]
+		for n := 0; len(buf) < 1<<20; n++ {
+			buf = append(buf, line...)
+			buf = append(buf, fmt.Sprintf("%d %d\n", i, n)...)
+		}
+		if err := os.WriteFile(p, buf, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		written += int64(len(buf))
+	}
+	small := make([]byte, 4096)
+	for i := 0; i < 2000; i++ {
+		p := filepath.Join(dir, "usr/lib/bench/small", fmt.Sprintf("%02d", i/100), fmt.Sprintf("s%04d", i))
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		for j := range small {
+			small[j] = byte(rng.Uint32() % 16)
+		}
+		if err := os.WriteFile(p, small, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// BenchmarkBuild300MiB compares Build with the bare tool run on the same
+// tree with the same options, side by side (alternating, several rounds,
+// best of each), and reports the ratio: the overhead of staging, metadata,
+// the read-back check and the digest. Run with: make bench, or
+// go test -run '^$' -bench Build300MiB -benchtime 1x ./builder
+func BenchmarkBuild300MiB(b *testing.B) {
+	tree := makeBenchTree(b, 300<<20)
+	syscall.Sync() // start every run with a clean page cache to write back
+	phases := map[string]time.Duration{}
+	phaseHook = func(name string, d time.Duration) { phases[name] += d }
+	defer func() { phaseHook = nil }()
+	for _, tc := range []struct {
+		format ImageFormat
+		comp   string
+		rounds int
+	}{{Squashfs, "lz4", 3}, {EROFS, "lz4", 3}, {Squashfs, "", 1}} {
+		b.Run(fmt.Sprintf("%s-%s", tc.format, cmp.Or(tc.comp, "default")), func(b *testing.B) {
+			if _, err := exec.LookPath(map[ImageFormat]string{Squashfs: "mksquashfs", EROFS: "mkfs.erofs"}[tc.format]); err != nil {
+				b.Skip(err)
+			}
+			opts := Options{
+				Tree:        tree,
+				Meta:        extension.Metadata{Name: "bench", Version: "1", Arch: "x86-64", ID: "_any"},
+				Format:      tc.format,
+				Compression: tc.comp,
+				Force:       true,
+			}
+			clear(phases)
+			rounds := tc.rounds
+			bestBare, bestOurs := time.Duration(1<<62), time.Duration(1<<62)
+			var size int64
+			for i := 0; i < b.N; i++ {
+				for r := 0; r < rounds; r++ {
+					out := b.TempDir()
+					p, err := plan(Options{Tree: tree, Meta: opts.Meta, Format: tc.format, Compression: tc.comp, Output: out})
+					if err != nil {
+						b.Fatal(err)
+					}
+					name, args := p.toolArgs(tree, filepath.Join(out, "bare.raw"), false)
+					start := time.Now()
+					if o, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+						b.Fatalf("%s: %v\n%s", name, err, o)
+					}
+					bestBare = min(bestBare, time.Since(start))
+					os.Remove(filepath.Join(out, "bare.raw"))
+					syscall.Sync()
+
+					opts.Output = out
+					start = time.Now()
+					res, err := Build(context.Background(), opts)
+					if err != nil {
+						b.Fatal(err)
+					}
+					bestOurs = min(bestOurs, time.Since(start))
+					size = res.Size
+					os.Remove(res.Path)
+					syscall.Sync()
+				}
+			}
+			b.ReportMetric(bestBare.Seconds(), "bare-s")
+			b.ReportMetric(bestOurs.Seconds(), "sysext-s")
+			b.ReportMetric(float64(bestOurs)/float64(bestBare), "ratio")
+			b.ReportMetric(float64(size)/(1<<20), "image-MiB")
+			for name, d := range phases {
+				b.ReportMetric(d.Seconds()/float64(rounds*b.N), name+"-s")
+			}
+		})
+	}
+}

@@ -1,0 +1,416 @@
+package builder
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sysext/sysext/atomicfile"
+	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/fsimage"
+	"github.com/sysext/sysext/internal/tool"
+)
+
+// Default compression per format: zstd squashfs is what distributions
+// ship and every current kernel reads; erofs-utils 1.5 offers lz4 and
+// lz4hc, and lz4hc is what the Flatcar bakery uses.
+const (
+	DefaultSquashfsCompression = "zstd"
+	DefaultEROFSCompression    = "lz4hc"
+)
+
+// Build checks opts and the tree, stages a view of the tree with the
+// extension-release file and Upholds= drop-ins added, runs mksquashfs or
+// mkfs.erofs on it, checks the image it wrote and renames it into place.
+// It accepts any tree that CheckTree accepts, so other packages build by
+// preparing a tree and calling Build. On any error or cancellation nothing
+// is left: no temp file, no staging directory, no output.
+func Build(ctx context.Context, opts Options) (*Result, error) {
+	p, err := plan(opts)
+	if err != nil {
+		return nil, err
+	}
+	warnings, err := CheckTree(p.tree)
+	if err != nil {
+		return nil, err
+	}
+	theirs, err := existingRelease(p.tree, p.meta.Name)
+	if err != nil {
+		return nil, err
+	}
+	rel, err := mergeRelease(filepath.Join(p.tree, filepath.FromSlash(extension.ReleasePath(p.meta.Name))), theirs, p.meta.Release())
+	if err != nil {
+		return nil, err
+	}
+	drops, err := dropIns(p.tree, p.meta.Name, opts.Enable)
+	if err != nil {
+		return nil, err
+	}
+	meta, err := extension.MetadataFromRelease(p.meta.Name, rel)
+	if err != nil {
+		return nil, err
+	}
+
+	added := []dropIn{{path: extension.ReleasePath(meta.Name), content: rel.Format()}}
+	added = append(added, drops...)
+
+	// Everything we write besides the image lives in one directory next to
+	// the output, named like a temp file, removed on every path.
+	work, err := os.MkdirTemp(p.outDir, atomicfile.TempPrefix+filepath.Base(p.target)+".stage-")
+	if err != nil {
+		return nil, fmt.Errorf("create staging directory in %s: %w", p.outDir, err)
+	}
+	cleaned := false
+	cleanup := func() {
+		if !cleaned {
+			cleaned = true
+			os.RemoveAll(work)
+		}
+	}
+	defer cleanup()
+	start := time.Now()
+	src, extra, copied, err := p.prepareSource(ctx, work, added)
+	if phaseHook != nil {
+		phaseHook("stage", time.Since(start))
+	}
+	if err != nil {
+		return nil, err
+	}
+	if copied > 0 {
+		warnings = append(warnings, fmt.Sprintf("%d files were copied rather than linked into the staging directory (is %s on another filesystem than %s?)", copied, p.outDir, p.tree))
+	}
+
+	out, err := atomicfile.Create(p.target, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer out.Close() // removes the temp file unless committed
+	name, args := p.toolArgs(src, out.TempName(), opts.Progress != nil)
+	cmd, err := tool.Command(ctx, name, append(args, extra...)...)
+	if err != nil {
+		return nil, err
+	}
+	cmd.Env = toolEnv()
+	var tail tool.Tail
+	cmd.Stderr = &tail
+	if opts.Progress != nil {
+		cmd.Stdout = opts.Progress
+	} else {
+		cmd.Stdout = &tail
+	}
+	start = time.Now()
+	stopFlush := startWriteback(out.File)
+	err = cmd.Run()
+	stopFlush()
+	if phaseHook != nil {
+		phaseHook("tool", time.Since(start))
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("build %s: %w", p.target, ctx.Err())
+		}
+		return nil, fmt.Errorf("build %s: %w", p.target, tool.Failed(name, err, &tail))
+	}
+
+	// The tool must have written into our temp file, not replaced it:
+	// Commit flushes and renames through this handle.
+	if a, err := out.Stat(); err != nil {
+		return nil, err
+	} else if b, err := os.Stat(out.TempName()); err != nil || !os.SameFile(a, b) {
+		return nil, fmt.Errorf("build %s: %s replaced its output file instead of writing it", p.target, name)
+	}
+
+	// After the tool, four independent jobs run side by side so the image
+	// costs little more than the tool itself: read the metadata back (the
+	// image must say what we meant), hash it, flush it to disk, and remove
+	// the staging directory.
+	var (
+		wg                      sync.WaitGroup
+		info                    *fsimage.Info
+		digest                  string
+		infoErr, digErr, synErr error
+	)
+	wg.Add(4)
+	timed := func(phase string, f func()) {
+		defer wg.Done()
+		start := time.Now()
+		f()
+		if phaseHook != nil {
+			phaseHook(phase, time.Since(start))
+		}
+	}
+	go timed("read-back", func() { info, infoErr = fsimage.OpenMetadata(ctx, out.TempName()) })
+	go timed("digest", func() { digest, digErr = fsimage.Digest(ctx, out.TempName(), false) })
+	go timed("fsync", func() { synErr = out.Sync() })
+	go timed("cleanup", cleanup)
+	wg.Wait()
+	switch {
+	case ctx.Err() != nil:
+		return nil, fmt.Errorf("build %s: %w", p.target, ctx.Err())
+	case infoErr != nil:
+		return nil, fmt.Errorf("check the image %s wrote: %w", name, infoErr)
+	case digErr != nil:
+		return nil, digErr
+	case synErr != nil:
+		return nil, fmt.Errorf("fsync %s: %w", out.TempName(), synErr)
+	}
+	if info.Name != meta.Name || !info.Release.Equal(rel) {
+		return nil, fmt.Errorf("check the image %s wrote: it carries extension-release.%s with different content", name, info.Name)
+	}
+	if err := out.Commit(opts.Force); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("%s already exists: use --force to replace it", p.target)
+		}
+		return nil, err
+	}
+	info.Digest = digest
+	fsimage.SetDigestCache(p.target, info.Digest)
+	return &Result{
+		Path:     p.target,
+		Format:   p.format,
+		Size:     info.Size,
+		Digest:   info.Digest,
+		Meta:     meta,
+		Release:  rel,
+		Upholds:  info.Upholds,
+		Warnings: warnings,
+	}, nil
+}
+
+// startWriteback asks the kernel, while the tool writes, to start writing
+// the image's dirty pages to disk, so the fsync before the rename has
+// little left to wait for. It returns a function that stops it.
+func startWriteback(f *os.File) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				// Asynchronous: starts writeback, waits for nothing.
+				_ = unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
+}
+
+// phaseHook, when set (by benchmarks), receives the duration of each phase.
+var phaseHook func(phase string, d time.Duration)
+
+// buildPlan is opts checked and completed.
+type buildPlan struct {
+	tree        string
+	meta        extension.Metadata
+	format      ImageFormat
+	compression string
+	level       string
+	epoch       int64
+	outDir      string
+	target      string
+}
+
+// plan validates everything that does not need the tree, so a bad flag
+// fails before any work.
+func plan(opts Options) (*buildPlan, error) {
+	p := &buildPlan{meta: opts.Meta, format: opts.Format, epoch: opts.SourceDateEpoch}
+	if opts.Tree == "" {
+		return nil, errors.New("no tree given: name the directory to build from")
+	}
+	tree, err := filepath.Abs(opts.Tree)
+	if err != nil {
+		return nil, err
+	}
+	p.tree = tree
+	if p.format == "" {
+		p.format = Squashfs
+	}
+	if p.format != Squashfs && p.format != EROFS {
+		return nil, fmt.Errorf("unknown format %q: use squashfs or erofs (--format)", p.format)
+	}
+	if p.meta.ID == "" {
+		p.meta.ID = extension.AnyID
+	}
+	if p.meta.Arch == "" {
+		p.meta.Arch = extension.HostArch()
+	} else if !p.meta.Arch.Valid() {
+		a, err := extension.ParseArch(string(p.meta.Arch))
+		if err != nil {
+			return nil, fmt.Errorf("--arch: %w", err)
+		}
+		p.meta.Arch = a
+	}
+	if p.meta.Version == "" {
+		return nil, fmt.Errorf("extension %s has no version: give one with --version", p.meta.Name)
+	}
+	if len(opts.Enable) > 0 {
+		p.meta.ReloadManager = true
+	}
+	if err := p.meta.Validate(); err != nil {
+		return nil, err
+	}
+	if p.meta.ID != extension.AnyID && p.meta.VersionID == "" && p.meta.SysextLevel == "" {
+		return nil, fmt.Errorf("--os %s: systemd-sysext then also needs the OS version: give --sysext-level or --version-id (or use --os _any)", p.meta.ID)
+	}
+	if p.epoch < 0 || p.epoch > 1<<32-1 {
+		return nil, fmt.Errorf("SOURCE_DATE_EPOCH=%d: use seconds since 1970 that fit in 32 bits (the image formats' limit)", p.epoch)
+	}
+	if err := p.parseCompression(opts.Compression); err != nil {
+		return nil, err
+	}
+	if err := p.resolveOutput(opts.Output, opts.Force); err != nil {
+		return nil, err
+	}
+	toolName := "mksquashfs"
+	if p.format == EROFS {
+		toolName = "mkfs.erofs"
+	}
+	if _, err := tool.Look(toolName); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+var compressions = map[ImageFormat][]string{
+	Squashfs: {"gzip", "xz", "lzo", "lz4", "zstd", "none"},
+	EROFS:    {"lz4", "lz4hc", "none"},
+}
+
+// parseCompression accepts ALG or ALG:LEVEL ("zstd:19", "lz4hc:12").
+func (p *buildPlan) parseCompression(s string) error {
+	if s == "" {
+		s = DefaultSquashfsCompression
+		if p.format == EROFS {
+			s = DefaultEROFSCompression
+		}
+	}
+	alg, level, hasLevel := strings.Cut(s, ":")
+	ok := false
+	for _, a := range compressions[p.format] {
+		ok = ok || a == alg
+	}
+	if !ok {
+		return fmt.Errorf("--compression %s: %s images take %s, optionally with :LEVEL", s, p.format, strings.Join(compressions[p.format], ", "))
+	}
+	if hasLevel {
+		if n, err := strconv.Atoi(level); err != nil || n < 0 || n > 22 || alg == "none" || alg == "lz4" && p.format == EROFS {
+			return fmt.Errorf("--compression %s: the level must be a number the algorithm accepts", s)
+		}
+	}
+	p.compression, p.level = alg, level
+	return nil
+}
+
+// resolveOutput picks the target file: NAME-VERSION-ARCH.raw in the
+// current directory, in --output when it is a directory, or --output.
+func (p *buildPlan) resolveOutput(output string, force bool) error {
+	fileName := extension.FileName(p.meta.Name, p.meta.Version, p.meta.Arch)
+	switch {
+	case output == "":
+		output = fileName
+	case strings.HasSuffix(output, "/"):
+		output = filepath.Join(output, fileName)
+	default:
+		if fi, err := os.Stat(output); err == nil && fi.IsDir() {
+			output = filepath.Join(output, fileName)
+		}
+	}
+	target, err := filepath.Abs(output)
+	if err != nil {
+		return err
+	}
+	p.target = target
+	p.outDir = filepath.Dir(target)
+	if fi, err := os.Stat(p.outDir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("output directory %s does not exist: create it or choose another --output", p.outDir)
+	}
+	// The staging directory and the image live next to the output: inside
+	// the tree they would change the input and end up in the image.
+	realTree, err1 := filepath.EvalSymlinks(p.tree)
+	realOut, err2 := filepath.EvalSymlinks(p.outDir)
+	if err1 == nil && err2 == nil && (realOut == realTree || strings.HasPrefix(realOut, realTree+string(filepath.Separator))) {
+		return fmt.Errorf("output %s is inside the tree %s: write the image elsewhere (--output)", p.target, p.tree)
+	}
+	if fi, err := os.Lstat(p.target); err == nil {
+		if fi.IsDir() {
+			return fmt.Errorf("output %s is a directory", p.target)
+		}
+		if !force {
+			return fmt.Errorf("%s already exists: use --force to replace it", p.target)
+		}
+	}
+	return nil
+}
+
+// toolArgs returns the command that writes the image from dir to out,
+// reproducibly: all files owned by root, every timestamp the epoch, a
+// fixed UUID, sorted entries (both tools sort directories).
+func (p *buildPlan) toolArgs(dir, out string, progress bool) (string, []string) {
+	epoch := strconv.FormatInt(p.epoch, 10)
+	if p.format == EROFS {
+		args := []string{"--all-root", "-T" + epoch, "-U" + p.uuid()}
+		if p.compression != "none" {
+			z := "-z" + p.compression
+			if p.level != "" {
+				z += "," + p.level
+			}
+			args = append(args, z)
+		}
+		if !progress {
+			args = append(args, "--quiet")
+		}
+		return "mkfs.erofs", append(args, out, dir)
+	}
+	args := []string{dir, out, "-noappend", "-all-root", "-root-mode", "0755", "-reproducible", "-mkfs-time", epoch, "-all-time", epoch}
+	if p.compression == "none" {
+		args = append(args, "-noI", "-noId", "-noD", "-noF", "-noX")
+	} else {
+		args = append(args, "-comp", p.compression)
+		if p.level != "" {
+			args = append(args, "-Xcompression-level", p.level)
+		}
+	}
+	if !progress {
+		args = append(args, "-quiet", "-no-progress")
+	}
+	return "mksquashfs", args
+}
+
+// uuid derives the filesystem UUID from the extension's identity: fixed for
+// reproducibility, yet different between extensions.
+func (p *buildPlan) uuid() string {
+	h := sha256.Sum256([]byte("sysext\x00" + p.meta.Name + "\x00" + p.meta.Version + "\x00" + string(p.meta.Arch)))
+	h[6] = h[6]&0x0f | 0x40 // version 4 layout, RFC 4122 variant
+	h[8] = h[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
+}
+
+// toolEnv drops SOURCE_DATE_EPOCH, which mksquashfs refuses next to
+// explicit times; the epoch is passed as flags.
+func toolEnv() []string {
+	var env []string
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "SOURCE_DATE_EPOCH=") {
+			env = append(env, e)
+		}
+	}
+	return env
+}

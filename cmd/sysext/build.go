@@ -1,0 +1,208 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/sysext/sysext/builder"
+	"github.com/sysext/sysext/extension"
+)
+
+func init() { register(newBuildCommand) }
+
+// buildOptions are the flags of `sysext build` shared by every source of
+// the tree (a directory, or --from-image in build_from_image.go).
+type buildOptions struct {
+	Name        string
+	Version     string
+	Arch        string
+	OS          string
+	SysextLevel string
+	VersionID   string
+	Scope       string
+	Format      string
+	Compression string
+	Enable      []string
+	Output      string
+	Force       bool
+	JSON        bool
+}
+
+// fromImageOptions are the flags that build from a container image instead
+// of a directory; build_from_image.go implements them.
+type fromImageOptions struct {
+	Image           string   // --from-image REF
+	Base            string   // --base REF: drop what this image already has
+	Keep            []string // --keep PATH (repeatable)
+	IgnoreDeletions bool     // --ignore-deletions
+	Confext         string   // --confext FILE
+	Platform        string   // --platform os/arch[/variant]
+}
+
+func (o *buildOptions) AddFlags(c *cobra.Command) {
+	f := c.Flags()
+	f.StringVar(&o.Name, "name", "", "extension name (the NAME in extension-release.NAME); required")
+	f.StringVar(&o.Version, "version", "", "extension version (SYSEXT_VERSION_ID); required")
+	f.StringVar(&o.Arch, "arch", "", "architecture in systemd's naming (x86-64, arm64, ...), an OCI or uname name, or _any (default: the host's)")
+	f.StringVar(&o.OS, "os", extension.AnyID, "ID of the OS the extension is for, or _any")
+	f.StringVar(&o.SysextLevel, "sysext-level", "", "SYSEXT_LEVEL the host must have (with --os)")
+	f.StringVar(&o.VersionID, "version-id", "", "VERSION_ID the host must have (with --os, when it has no SYSEXT_LEVEL)")
+	f.StringVar(&o.Scope, "scope", "", `SYSEXT_SCOPE: "system", "initrd", "portable" or several, space-separated (default: unset, meaning system portable)`)
+	f.StringVar(&o.Format, "format", string(builder.Squashfs), "image format: squashfs or erofs")
+	f.StringVar(&o.Compression, "compression", "", "compression, ALG or ALG:LEVEL (squashfs: gzip, xz, lzo, lz4, zstd, none; erofs: lz4, lz4hc, none; default zstd / lz4hc)")
+	f.StringArrayVar(&o.Enable, "enable", nil, "start this unit (under usr/lib/systemd/system/ in the tree) while the extension is merged, via an Upholds= drop-in; repeatable")
+	f.StringVarP(&o.Output, "output", "o", "", "output file, or directory for NAME-VERSION-ARCH.raw (default: the current directory)")
+	f.BoolVar(&o.Force, "force", false, "replace an existing output file")
+	f.BoolVar(&o.JSON, "json", false, "print the result as JSON")
+}
+
+func (o *fromImageOptions) AddFlags(c *cobra.Command) {
+	f := c.Flags()
+	f.StringVar(&o.Image, "from-image", "", "build from the root filesystem of this container image (REF) instead of a directory")
+	f.StringVar(&o.Base, "base", "", "with --from-image: leave out what this base image (REF) already has")
+	f.StringArrayVar(&o.Keep, "keep", nil, "with --from-image: keep only this path of the image (repeatable)")
+	f.BoolVar(&o.IgnoreDeletions, "ignore-deletions", false, "with --from-image --base: ignore files the image deletes from its base")
+	f.StringVar(&o.Confext, "confext", "", "with --from-image: also write the image's /etc as a configuration extension to FILE")
+	f.StringVar(&o.Platform, "platform", "", "with --from-image: the platform to pick from a multi-platform image (os/arch[/variant])")
+}
+
+func newBuildCommand() *cobra.Command {
+	var opts buildOptions
+	var img fromImageOptions
+	c := &cobra.Command{
+		Use:   "build TREE --name NAME --version VERSION [flags]",
+		Short: "Build a systemd-sysext image from a directory tree",
+		Long: `Build a system extension image (squashfs or EROFS) from TREE, a directory
+with usr/ (and optionally opt/), the only places systemd-sysext merges.
+
+The image gets usr/lib/extension-release.d/extension-release.NAME (ID,
+ARCHITECTURE, SYSEXT_LEVEL or VERSION_ID, SYSEXT_VERSION_ID, ...) and, for
+each --enable UNIT, an Upholds= drop-in that starts the unit while the
+extension is merged. TREE itself is never modified. The output,
+NAME-VERSION-ARCH.raw, is byte-for-byte reproducible: the same tree and
+SOURCE_DATE_EPOCH (default 0) give the same image.
+
+Needs mksquashfs (squashfs-tools) or mkfs.erofs (erofs-utils).
+
+Exit status: 0 on success, 1 on failure (a bad tree, a tool failing, the
+output existing without --force), 2 on a usage error (bad flag values).`,
+		Example: `  sysext build ./root --name hello --version 1.0
+  sysext build ./root --name docker --version 24.0.9 --arch arm64 --format erofs \
+      --enable docker.socket --enable docker.service -o out/
+  sysext build ./root --name tool --version 2 --os flatcar --sysext-level 1.0`,
+		Args: argsUsage(func(c *cobra.Command, args []string) error {
+			if img.Image != "" {
+				return cobra.NoArgs(c, args)
+			}
+			return cobra.ExactArgs(1)(c, args)
+		}),
+		RunE: func(c *cobra.Command, args []string) error {
+			if img.Image != "" {
+				return runBuildFromImage(c, opts, img)
+			}
+			if img.Base != "" || len(img.Keep) > 0 || img.IgnoreDeletions || img.Confext != "" || img.Platform != "" {
+				return usageError("--base, --keep, --ignore-deletions, --confext and --platform need --from-image")
+			}
+			return runBuild(c, opts, args[0])
+		},
+	}
+	opts.AddFlags(c)
+	img.AddFlags(c)
+	return c
+}
+
+// builderOptions checks the flags and turns them into builder.Options for
+// tree. Bad values are usage errors (exit 2).
+func (o buildOptions) builderOptions(tree string) (builder.Options, error) {
+	if o.Name == "" {
+		return builder.Options{}, usageError("--name is required: the extension's name, as in extension-release.NAME")
+	}
+	if err := extension.ValidateName(o.Name); err != nil {
+		return builder.Options{}, usageError("--name: %v", err)
+	}
+	if o.Version == "" {
+		return builder.Options{}, usageError("--version is required: the extension's version")
+	}
+	if err := extension.ValidateVersion(o.Version); err != nil {
+		return builder.Options{}, usageError("--version: %v", err)
+	}
+	arch := extension.HostArch()
+	if o.Arch != "" {
+		a, err := extension.ParseArch(o.Arch)
+		if err != nil {
+			return builder.Options{}, usageError("--arch: %v", err)
+		}
+		arch = a
+	}
+	var scopes []extension.Scope
+	if o.Scope != "" {
+		s, err := extension.ParseScopes(o.Scope)
+		if err != nil {
+			return builder.Options{}, usageError("--scope: %v", err)
+		}
+		scopes = s
+	}
+	format := builder.ImageFormat(o.Format)
+	if format != builder.Squashfs && format != builder.EROFS {
+		return builder.Options{}, usageError("--format %s: use squashfs or erofs", o.Format)
+	}
+	epoch := int64(0)
+	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
+		e, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || e < 0 {
+			return builder.Options{}, usageError("SOURCE_DATE_EPOCH=%q: use a number of seconds since 1970", s)
+		}
+		epoch = e
+	}
+	meta := extension.Metadata{
+		Name: o.Name, Version: o.Version, Arch: arch, ID: o.OS,
+		VersionID: o.VersionID, SysextLevel: o.SysextLevel, Scopes: scopes,
+		ReloadManager: len(o.Enable) > 0,
+	}
+	if err := meta.Validate(); err != nil {
+		return builder.Options{}, usageError("%v", err)
+	}
+	if meta.ID != extension.AnyID && meta.VersionID == "" && meta.SysextLevel == "" {
+		return builder.Options{}, usageError("--os %s also needs --sysext-level or --version-id (or use --os _any)", meta.ID)
+	}
+	return builder.Options{
+		Tree: tree, Meta: meta, Format: format, Compression: o.Compression,
+		Enable: o.Enable, Output: o.Output, Force: o.Force, SourceDateEpoch: epoch,
+	}, nil
+}
+
+// runBuild builds TREE and prints the image's description.
+func runBuild(c *cobra.Command, o buildOptions, tree string) error {
+	bo, err := o.builderOptions(tree)
+	if err != nil {
+		return err
+	}
+	// The tools' progress only on a terminal; scripts get quiet output.
+	if !o.JSON && term.IsTerminal(int(os.Stderr.Fd())) {
+		bo.Progress = c.ErrOrStderr()
+	}
+	return printBuildResult(c, o, bo)
+}
+
+// printBuildResult runs the build with bo and prints the result; the
+// --from-image path calls it with the tree it prepared.
+func printBuildResult(c *cobra.Command, o buildOptions, bo builder.Options) error {
+	res, err := builder.Build(c.Context(), bo)
+	if err != nil {
+		return err
+	}
+	for _, w := range res.Warnings {
+		fmt.Fprintf(c.ErrOrStderr(), "sysext: warning: %s\n", w)
+	}
+	j := newImageJSON(res.Path, string(res.Format), res.Size, res.Digest, res.Meta, res.Release, res.Upholds)
+	if o.JSON {
+		j.Warnings = res.Warnings
+		return printJSON(c.OutOrStdout(), j)
+	}
+	fmt.Fprintf(c.OutOrStdout(), "built %s\n", res.Path)
+	return printImage(c.OutOrStdout(), j)
+}

@@ -1,0 +1,130 @@
+package main
+
+// `sysext build --from-image REF [--base REF]`: the tree comes from what a
+// container build added to its base (package fromimage), then the build
+// goes on exactly like `sysext build TREE`.
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/fromimage"
+	"github.com/sysext/sysext/oci"
+)
+
+func runBuildFromImage(c *cobra.Command, opts buildOptions, img fromImageOptions) error {
+	if img.Confext != "" {
+		return usageError("--confext is not implemented yet: the builder writes system extensions (usr/, opt/) only")
+	}
+	// Check every flag before any download.
+	if _, err := opts.builderOptions("."); err != nil {
+		return err
+	}
+	arch := extension.Arch("")
+	if opts.Arch != "" {
+		a, err := extension.ParseArch(opts.Arch)
+		if err != nil {
+			return usageError("--arch: %v", err)
+		}
+		arch = a
+	}
+	if img.Platform != "" {
+		a, err := extension.ParseArch(img.Platform)
+		if err != nil {
+			return usageError("--platform: %v", err)
+		}
+		if arch != "" && a != arch {
+			return usageError("--platform %s and --arch %s disagree: give one", img.Platform, opts.Arch)
+		}
+		arch = a
+		opts.Arch = string(a)
+	}
+	if arch == extension.AnyArch {
+		return usageError("--arch _any: a container image is for one platform; name it")
+	}
+	// Bound to the base by default: its ID and VERSION_ID, unless the user
+	// said otherwise with --os (and its level or version).
+	bind := img.Base != "" && !c.Flags().Changed("os")
+	ctx := c.Context()
+	iref, it, err := openReference(ctx, img.Image, registryFlags{}, false)
+	if err != nil {
+		return err
+	}
+	idesc, err := it.Resolve(ctx, iref.Reference())
+	if err != nil {
+		return oci.Explain(iref, fmt.Errorf("%s: resolve: %w", iref, err))
+	}
+	fo := fromimage.Options{
+		Image: fromimage.Source{Fetcher: it, Desc: idesc, Name: iref.String()},
+		Arch:  arch, Keep: img.Keep, IgnoreDeletions: img.IgnoreDeletions, BaseOSRelease: bind,
+	}
+	if img.Base != "" {
+		bref, bt, err := openReference(ctx, img.Base, registryFlags{}, false)
+		if err != nil {
+			return err
+		}
+		bdesc, err := bt.Resolve(ctx, bref.Reference())
+		if err != nil {
+			return oci.Explain(bref, fmt.Errorf("base %s: resolve: %w", bref, err))
+		}
+		fo.Base = fromimage.Source{Fetcher: bt, Desc: bdesc, Name: bref.String()}
+	}
+	outDir := "."
+	if opts.Output != "" {
+		outDir = opts.Output
+		if fi, err := os.Stat(opts.Output); err != nil || !fi.IsDir() {
+			outDir = filepath.Dir(opts.Output)
+		}
+	}
+	tree, err := os.MkdirTemp(outDir, ".#from-image-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tree)
+	if err := os.Chmod(tree, 0o755); err != nil {
+		return err
+	}
+	res, err := fromimage.Prepare(ctx, tree, fo)
+	if err != nil {
+		return err
+	}
+	w := c.ErrOrStderr()
+	switch res.Mode {
+	case fromimage.ByLayers:
+		fmt.Fprintf(w, "sysext: %s shares %d layers with its base: took the %d above them\n", iref, res.SharedLayers, res.AddedLayers)
+	case fromimage.ByFiles:
+		fmt.Fprintf(w, "sysext: %s shares no layers with its base: took the files that differ\n", iref)
+	}
+	fmt.Fprintf(w, "sysext: %s\n", res.Summary())
+	if len(res.Deletions) > 0 {
+		fmt.Fprintf(w, "sysext: warning: ignored deletions of base files: %s\n", strings.Join(res.Deletions, ", "))
+	}
+	if bind {
+		id, vid := res.OSRelease["ID"], res.OSRelease["VERSION_ID"]
+		if id == "" || vid == "" {
+			return fmt.Errorf("the base's os-release has no ID or VERSION_ID to bind the extension to: give --os and --version-id (or --os _any)")
+		}
+		opts.OS, opts.VersionID, opts.SysextLevel = id, vid, ""
+		msg := fmt.Sprintf("bound to the base: ID=%s VERSION_ID=%s", id, vid)
+		for _, k := range []string{"IMAGE_ID", "IMAGE_VERSION"} {
+			if v := res.OSRelease[k]; v != "" {
+				msg += " " + k + "=" + v
+			}
+		}
+		fmt.Fprintf(w, "sysext: %s\n", msg)
+	}
+	bo, err := opts.builderOptions(tree)
+	if err != nil {
+		return err
+	}
+	if !opts.JSON && term.IsTerminal(int(os.Stderr.Fd())) {
+		bo.Progress = c.ErrOrStderr()
+	}
+	return printBuildResult(c, opts, bo)
+}

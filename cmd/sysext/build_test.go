@@ -1,0 +1,153 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/internal/testenv"
+)
+
+// buildCmdRun runs a command line in-process and returns stdout, stderr
+// and the exit code main would use.
+func buildCmdRun(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	root := newRootCommand()
+	var out, errb bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&errb)
+	root.SetArgs(args)
+	err := root.ExecuteContext(context.Background())
+	if err == nil {
+		return out.String(), errb.String(), exitOK
+	}
+	errb.WriteString("sysext: " + err.Error() + "\n")
+	var ee *exitError
+	switch {
+	case errors.As(err, &ee):
+		return out.String(), errb.String(), ee.code
+	case isCobraUsage(err):
+		return out.String(), errb.String(), exitUsage
+	}
+	return out.String(), errb.String(), exitFailure
+}
+
+// exampleTree is the repository's example extension.
+func exampleTree(t *testing.T) string {
+	t.Helper()
+	p, err := filepath.Abs("../../testdata/example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestBuildAndInspectCommands(t *testing.T) {
+	testenv.RequireTool(t, "mksquashfs")
+	testenv.RequireTool(t, "mkfs.erofs")
+	for _, format := range []string{"squashfs", "erofs"} {
+		t.Run(format, func(t *testing.T) {
+			out := testenv.TempDirNoLeak(t, ".#")
+			stdout, stderr, code := buildCmdRun(t, "build", exampleTree(t), "--name", "sysext-hello", "--version", "1.0",
+				"--arch", "amd64", "--format", format, "--enable", "sysext-hello.service", "-o", out+"/", "--json")
+			if code != exitOK {
+				t.Fatalf("build exit %d: %s", code, stderr)
+			}
+			var built imageJSON
+			if err := json.Unmarshal([]byte(stdout), &built); err != nil {
+				t.Fatalf("build --json printed %q: %v", stdout, err)
+			}
+			img := filepath.Join(out, "sysext-hello-1.0-x86-64.raw")
+			if built.Path != img || built.Format != format || built.Architecture != "x86-64" || !built.ReloadManager || !strings.HasPrefix(built.Digest, "sha256:") {
+				t.Fatalf("build --json = %+v", built)
+			}
+
+			osRel := filepath.Join(t.TempDir(), "os-release")
+			os.WriteFile(osRel, []byte("ID=debian\nVERSION_ID=12\n"), 0o644)
+			stdout, stderr, code = buildCmdRun(t, "inspect", img, "--json", "--os-release", osRel)
+			if code != exitOK {
+				t.Fatalf("inspect exit %d: %s", code, stderr)
+			}
+			var got imageJSON
+			if err := json.Unmarshal([]byte(stdout), &got); err != nil {
+				t.Fatal(err)
+			}
+			if got.Name != "sysext-hello" || got.Version != "1.0" || got.Digest != built.Digest || got.Size != built.Size ||
+				strings.Join(got.Upholds, ",") != "sysext-hello.service" || got.Compatible == nil {
+				t.Fatalf("inspect --json = %+v", got)
+			}
+			if got.Compatible.OK != (hostArchIs("x86-64")) {
+				t.Fatalf("compatible = %+v", got.Compatible)
+			}
+
+			stdout, _, code = buildCmdRun(t, "inspect", img, "--os-release", osRel)
+			for _, want := range []string{"name:           sysext-hello", "format:         " + format, "digest:         sha256:", "upholds:        sysext-hello.service"} {
+				if code != exitOK || !strings.Contains(stdout, want) {
+					t.Fatalf("inspect printed (exit %d):\n%s\nwant %q", code, stdout, want)
+				}
+			}
+
+			// A second build without --force: refused, exit 1, file kept.
+			_, stderr, code = buildCmdRun(t, "build", exampleTree(t), "--name", "sysext-hello", "--version", "1.0",
+				"--arch", "x86-64", "--format", format, "-o", out)
+			if code != exitFailure || !strings.Contains(stderr, "already exists: use --force") {
+				t.Fatalf("second build: exit %d, %s", code, stderr)
+			}
+		})
+	}
+}
+
+func hostArchIs(a string) bool { return hostArch() == a }
+
+func TestInspectIncompatible(t *testing.T) {
+	testenv.RequireTool(t, "mksquashfs")
+	out := t.TempDir()
+	_, stderr, code := buildCmdRun(t, "build", exampleTree(t), "--name", "sysext-hello", "--version", "1.0",
+		"--os", "fedora", "--version-id", "39", "-o", out)
+	if code != exitOK {
+		t.Fatalf("build: %s", stderr)
+	}
+	img := filepath.Join(out, "sysext-hello-1.0-"+hostArch()+".raw")
+	osRel := filepath.Join(t.TempDir(), "os-release")
+	os.WriteFile(osRel, []byte("ID=fedora\nVERSION_ID=40\n"), 0o644)
+	stdout, _, code := buildCmdRun(t, "inspect", img, "--os-release", osRel)
+	if code != exitOK || !strings.Contains(stdout, "merges:         no") || !strings.Contains(stdout, "VERSION_ID=39 does not match the host's VERSION_ID=40") {
+		t.Fatalf("inspect (exit %d):\n%s", code, stdout)
+	}
+}
+
+func TestBuildCommandUsageErrors(t *testing.T) {
+	tree := exampleTree(t)
+	tests := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"build", tree, "--version", "1"}, exitUsage, "--name is required"},
+		{[]string{"build", tree, "--name", "x"}, exitUsage, "--version is required"},
+		{[]string{"build", tree, "--name", "a/b", "--version", "1"}, exitUsage, "--name: extension name"},
+		{[]string{"build", tree, "--name", "x", "--version", "1", "--arch", "sparc"}, exitUsage, "--arch: unknown architecture"},
+		{[]string{"build", tree, "--name", "x", "--version", "1", "--scope", "everywhere"}, exitUsage, "--scope"},
+		{[]string{"build", tree, "--name", "x", "--version", "1", "--format", "ext4"}, exitUsage, "--format ext4"},
+		{[]string{"build", tree, "--name", "x", "--version", "1", "--os", "fedora"}, exitUsage, "--sysext-level or --version-id"},
+		{[]string{"build", "--name", "x", "--version", "1"}, exitUsage, "accepts 1 arg"},
+		{[]string{"build", tree, "--name", "x", "--version", "1", "--keep", "/usr"}, exitUsage, "need --from-image"},
+		{[]string{"build", "--from-image", "example.com/x:1", "--name", "x", "--version", "1"}, exitFailure, "not implemented yet"},
+		{[]string{"build", filepath.Join(tree, "usr"), "--name", "x", "--version", "1", "-o", t.TempDir()}, exitFailure, "systemd-sysext merges only usr/ and opt/"},
+		{[]string{"inspect", filepath.Join(tree, "usr/bin/sysext-hello")}, exitFailure, "is not a squashfs, EROFS or GPT image"},
+	}
+	for _, tt := range tests {
+		_, stderr, code := buildCmdRun(t, tt.args...)
+		if code != tt.code || !strings.Contains(stderr, tt.want) {
+			t.Errorf("sysext %s: exit %d, %q; want exit %d and %q", strings.Join(tt.args, " "), code, stderr, tt.code, tt.want)
+		}
+	}
+}
+
+func hostArch() string { return string(extension.HostArch()) }

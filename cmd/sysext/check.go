@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/node"
+)
+
+func init() { register(newCheckCommand) }
+
+type checkOptions struct {
+	nodeFlags
+	OSRelease string
+}
+
+func newCheckCommand() *cobra.Command {
+	var opts checkOptions
+	c := &cobra.Command{
+		Use:   "check --os-release FILE",
+		Short: "Tell whether every installed or declared extension has a build for an OS",
+		Long: `For every installed or declared extension, resolve its source (declared
+sources are expanded with FILE's {ID}, {VERSION_ID}, ...) and decide from the
+registry's manifests alone, without downloading, whether a build exists that
+systemd-sysext would merge on the OS that FILE describes. Gate an OS upgrade
+on it: 'sysext check --os-release /path/to/new/usr/lib/os-release && bootc upgrade --apply'.
+
+Exit status: 0 when every extension has a compatible build, 1 when one is
+missing (each is listed with the reason), 2 on a usage error.`,
+		Args: argsUsage(cobra.NoArgs),
+		RunE: func(c *cobra.Command, args []string) error {
+			if opts.OSRelease == "" {
+				return usageError("--os-release FILE is required: the os-release of the OS to check against")
+			}
+			return runCheck(c.Context(), c, opts)
+		},
+	}
+	opts.nodeFlags.addFlags(c, false, false)
+	opts.registryFlags.addFlags(c)
+	c.Flags().StringVar(&opts.OSRelease, "os-release", "", "the os-release `FILE` of the OS to check against")
+	return c
+}
+
+func runCheck(ctx context.Context, c *cobra.Command, opts checkOptions) error {
+	b, err := os.ReadFile(opts.OSRelease)
+	if err != nil {
+		return usageError("--os-release: %v", err)
+	}
+	osr, err := extension.ParseRelease(b)
+	if err != nil {
+		return usageError("--os-release %s: %v", opts.OSRelease, err)
+	}
+	n, err := opts.node(c, false)
+	if err != nil {
+		return err
+	}
+	rs, err := n.Check(ctx, osr, opts.OSRelease)
+	if opts.JSON {
+		if rs == nil {
+			rs = []node.CheckResult{}
+		}
+		if jerr := printJSON(c.OutOrStdout(), rs); jerr != nil {
+			return jerr
+		}
+	} else if !opts.Quiet {
+		for _, r := range rs {
+			if r.OK {
+				fmt.Fprintf(c.OutOrStdout(), "%s: ok, %s (%s)\n", r.Name, r.Version, r.Source)
+			} else {
+				fmt.Fprintf(c.OutOrStdout(), "%s: MISSING: %s\n", r.Name, r.Reason)
+			}
+		}
+	}
+	return withExit(exitFailure, err)
+}

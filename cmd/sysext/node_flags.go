@@ -1,0 +1,164 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sysext/sysext/node"
+	"github.com/sysext/sysext/store"
+	"github.com/sysext/sysext/verify"
+)
+
+// nodeFlags are shared by the node commands (pull, list, update, rollback,
+// remove, gc, sync, check).
+type nodeFlags struct {
+	outputFlags
+	registryFlags
+	Root          string
+	ExtensionsDir string
+	PerDeployment bool
+	LockTimeout   time.Duration
+	NoRefresh     bool
+	// trust (pull, update, sync)
+	Keys          []string
+	Policy        string
+	AllowUnsigned bool
+}
+
+func (f *nodeFlags) addFlags(c *cobra.Command, refresh, trust bool) {
+	f.outputFlags.addFlags(c)
+	c.Flags().StringVar(&f.Root, "root", "/", "operate on the OS tree at `DIR` (an image build or a staged deployment); nothing is refreshed")
+	c.Flags().StringVar(&f.ExtensionsDir, "extensions-dir", "", "activation links go here, inside --root (default /var/lib/extensions; /etc/extensions per deployment)")
+	c.Flags().BoolVar(&f.PerDeployment, "per-deployment", false, "keep links and state in the deployment's /etc (ostree, bootc); detected from /run/ostree-booted")
+	c.Flags().DurationVar(&f.LockTimeout, "lock-timeout", store.DefaultLockTimeout, "wait this long for another sysext to finish")
+	if refresh {
+		c.Flags().BoolVar(&f.NoRefresh, "no-refresh", false, "switch links but do not refresh systemd-sysext")
+	}
+	if trust {
+		f.registryFlags.addFlags(c)
+		c.Flags().StringArrayVar(&f.Keys, "key", nil, "require a signature by this cosign public key `FILE` (repeatable)")
+		c.Flags().StringVar(&f.Policy, "policy", "", "trust policy `FILE` (default /etc/sysext/policy.json under --root)")
+		c.Flags().BoolVar(&f.AllowUnsigned, "insecure-allow-unsigned", false, "accept images without a valid signature (prints a warning)")
+	}
+}
+
+func (f nodeFlags) trust() verify.TrustOptions {
+	// Absolute paths, because the state records them for later updates.
+	keys := make([]string, len(f.Keys))
+	for i, k := range f.Keys {
+		keys[i] = absPath(k)
+	}
+	pol := f.Policy
+	if pol != "" {
+		pol = absPath(pol)
+	}
+	return verify.TrustOptions{PolicyPath: pol, Root: f.Root, KeyPaths: keys, AllowUnsigned: f.AllowUnsigned}
+}
+
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}
+
+func (f nodeFlags) storeOptions(copyMode bool) (store.Options, error) {
+	root := f.Root
+	if root == "" {
+		root = "/"
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return store.Options{}, usageError("--root: %v", err)
+	}
+	ext := f.ExtensionsDir
+	if ext != "" && !filepath.IsAbs(ext) {
+		return store.Options{}, usageError("--extensions-dir %s: give an absolute path as seen inside --root", ext)
+	}
+	per := f.PerDeployment
+	if !per && !copyMode && ext == "" {
+		per = (abs == "/" && store.OstreeBooted("/")) || store.IsDeploymentDir(abs)
+	}
+	if copyMode && ext == "" {
+		return store.Options{}, usageError("--copy needs --extensions-dir (e.g. /usr/lib/extensions)")
+	}
+	return store.Options{Root: abs, ExtensionsDir: ext, PerDeployment: per, Copy: copyMode, LockTimeout: f.LockTimeout}, nil
+}
+
+func (f nodeFlags) node(c *cobra.Command, copyMode bool) (*node.Node, error) {
+	so, err := f.storeOptions(copyMode)
+	if err != nil {
+		return nil, err
+	}
+	var log io.Writer = c.ErrOrStderr()
+	if f.Quiet || f.JSON {
+		log = io.Discard
+	}
+	p := newProgress(c, f.outputFlags)
+	return node.New(node.Options{
+		Store:     so,
+		OCI:       f.registryFlags.options(),
+		Verifier:  node.PolicyVerifier{Trust: f.trust()},
+		NoRefresh: f.NoRefresh,
+		Log:       log,
+		Progress:  p.fileFunc("download"),
+	}), nil
+}
+
+// printResults prints node results for people.
+func printResults(w io.Writer, rs []node.Result) {
+	for _, r := range rs {
+		printResult(w, r)
+	}
+}
+
+func printResult(w io.Writer, r node.Result) {
+	switch r.Action {
+	case "failed":
+		fmt.Fprintf(w, "%s: failed: %s\n", r.Name, r.Error)
+		return
+	case "unchanged":
+		fmt.Fprintf(w, "%s %s: up to date\n", r.Name, r.Version)
+		return
+	case "would-update":
+		fmt.Fprintf(w, "%s %s: the source moved to %s (dry run, nothing changed)\n", r.Name, r.Version, short(r.Digest))
+		return
+	case "removed":
+		fmt.Fprintf(w, "%s: removed\n", r.Name)
+		return
+	}
+	line := fmt.Sprintf("%s %s: %s", r.Name, r.Version, r.Action)
+	if r.From != "" && r.From != r.Version {
+		line += " from " + r.From
+	}
+	if r.Digest != "" {
+		line += " (" + short(r.Digest) + ")"
+	}
+	switch {
+	case r.Unsigned:
+		line += ", UNSIGNED"
+	case r.Signer != "":
+		line += ", signed by " + r.Signer
+	}
+	switch r.Activation {
+	case store.ActivationUnproven:
+		line += "; linked, not refreshed (run 'systemd-sysext refresh' or boot it)"
+	case store.ActivationRefreshed, store.ActivationProven:
+		line += "; merged"
+	case "":
+	default:
+		line += "; " + r.Activation
+	}
+	fmt.Fprintln(w, line)
+}
+
+func short(d string) string {
+	if len(d) > 19 {
+		return d[:19]
+	}
+	return d
+}

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sysext/sysext/oci"
+)
+
+func init() { register(newPushCommand) }
+
+// pushOptions are the flags of `sysext push`.
+type pushOptions struct {
+	registryFlags
+	outputFlags
+	Append      bool
+	Annotations []string
+	Source      string
+}
+
+func newPushCommand() *cobra.Command {
+	var opts pushOptions
+	c := &cobra.Command{
+		Use:   "push FILE.raw... REF",
+		Short: "Push extension images as one multi-architecture OCI artifact",
+		Long: `Push one or more extension images of the same extension, one per
+architecture, to REF (host[:port]/repo:tag or oci:DIR[:tag]): each file
+becomes the one layer of a per-architecture manifest whose annotations carry
+its extension-release fields, and the tag points to an index over them.
+Each file's metadata is read first; a file whose metadata is broken is
+refused before anything is uploaded. --append keeps the architectures
+already at the tag that these files do not replace, so per-architecture CI
+jobs can publish to one tag. Prints the pushed index digest.
+The format is described in docs/format.md.
+` + exitStatusHelp,
+		Args: argsUsage(cobra.MinimumNArgs(2)),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runPush(c.Context(), c, opts, args)
+		},
+	}
+	opts.registryFlags.addFlags(c)
+	opts.outputFlags.addFlags(c)
+	c.Flags().BoolVar(&opts.Append, "append", false, "add or replace these architectures in the index already at REF")
+	c.Flags().StringArrayVar(&opts.Annotations, "annotation", nil, "add `key=value` to every manifest and the index (repeatable)")
+	c.Flags().StringVar(&opts.Source, "source", "", "set org.opencontainers.image.source to `URL`")
+	return c
+}
+
+func runPush(ctx context.Context, c *cobra.Command, opts pushOptions, args []string) error {
+	files, refArg := args[:len(args)-1], args[len(args)-1]
+	ann := map[string]string{}
+	for _, a := range opts.Annotations {
+		k, v, ok := strings.Cut(a, "=")
+		if !ok || k == "" {
+			return usageError("--annotation %q: use key=value", a)
+		}
+		ann[k] = v
+	}
+	ref, t, err := openReference(ctx, refArg, opts.registryFlags, true)
+	if err != nil {
+		return err
+	}
+	p := newProgress(c, opts.outputFlags)
+	res, err := oci.Push(ctx, t, ref, files, oci.PushOptions{
+		Append:      opts.Append,
+		Annotations: ann,
+		Source:      opts.Source,
+		Progress:    p.update,
+	})
+	if err != nil {
+		return err
+	}
+	out := c.OutOrStdout()
+	if opts.JSON {
+		type manifestJSON struct {
+			File     string `json:"file"`
+			Platform string `json:"platform"`
+			Digest   string `json:"digest"`
+			Layer    string `json:"layer"`
+			Size     int64  `json:"size"`
+		}
+		j := struct {
+			Reference string         `json:"reference"`
+			Digest    string         `json:"digest"`
+			Manifests []manifestJSON `json:"manifests"`
+			Kept      []string       `json:"kept_platforms"`
+		}{Reference: ref.String(), Digest: res.Index.Digest.String(), Manifests: []manifestJSON{}, Kept: []string{}}
+		for _, m := range res.Manifests {
+			j.Manifests = append(j.Manifests, manifestJSON{m.File, oci.PlatformString(m.Descriptor.Platform), m.Descriptor.Digest.String(), m.Layer.Digest.String(), m.Layer.Size})
+		}
+		for _, k := range res.Kept {
+			j.Kept = append(j.Kept, oci.PlatformString(k.Platform))
+		}
+		return printJSON(out, j)
+	}
+	if opts.Quiet {
+		_, err := fmt.Fprintln(out, res.Index.Digest)
+		return err
+	}
+	for _, m := range res.Manifests {
+		fmt.Fprintf(out, "%s: %s %s\n", oci.PlatformString(m.Descriptor.Platform), m.File, m.Descriptor.Digest)
+	}
+	for _, k := range res.Kept {
+		fmt.Fprintf(out, "%s: kept %s\n", oci.PlatformString(k.Platform), k.Digest)
+	}
+	_, err = fmt.Fprintf(out, "pushed %s@%s\n", ref.WithTag(ref.Tag), res.Index.Digest)
+	return err
+}

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sysext/sysext/oci"
+	"github.com/sysext/sysext/verify"
+)
+
+func init() { register(newSignCommand) }
+
+// signOptions are the flags of `sysext sign`.
+type signOptions struct {
+	registryFlags
+	outputFlags
+	Key string
+}
+
+func newSignCommand() *cobra.Command {
+	var opts signOptions
+	c := &cobra.Command{
+		Use:   "sign REF --key cosign.key",
+		Short: "Sign an extension already in a registry or OCI layout, as cosign does",
+		Long: `Sign the manifest REF points to with a cosign private key and, when REF is
+an index, every per-architecture manifest it lists, so that a node verifies
+the manifest it installs. Signatures are stored as cosign stores them: a
+manifest under the tag sha256-<hex>.sig whose layers are signed payloads;
+a signature is appended when the tag already holds some. cosign v2 and v3
+verify them ('cosign verify --key cosign.pub --insecure-ignore-tlog REF').
+
+The key password comes from $COSIGN_PASSWORD or a terminal prompt.
+Nothing is written to a transparency log. See docs/signatures.md.
+` + exitStatusHelp,
+		Args: argsUsage(cobra.ExactArgs(1)),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runSign(c.Context(), c, opts, args)
+		},
+	}
+	opts.registryFlags.addFlags(c)
+	opts.outputFlags.addFlags(c)
+	c.Flags().StringVar(&opts.Key, "key", "", "cosign private key `FILE` (cosign.key)")
+	return c
+}
+
+func runSign(ctx context.Context, c *cobra.Command, opts signOptions, args []string) error {
+	if opts.Key == "" {
+		return usageError("sign needs --key FILE (make one with 'sysext generate-key-pair')")
+	}
+	signer, err := loadSigner(c, opts.Key)
+	if err != nil {
+		return err
+	}
+	ref, t, err := openReference(ctx, args[0], opts.registryFlags, false)
+	if err != nil {
+		return err
+	}
+	signed, err := signReference(ctx, t, ref, signer)
+	if err != nil {
+		return err
+	}
+	return printSigned(c, opts.outputFlags, ref, signer, signed)
+}
+
+// signReference signs what ref points to (and its per-architecture
+// manifests) in t.
+func signReference(ctx context.Context, t oci.Target, ref oci.Reference, signer *verify.Signer) ([]verify.Signed, error) {
+	desc, err := resolveRef(ctx, t, ref)
+	if err != nil {
+		return nil, err
+	}
+	signed, err := verify.SignTree(ctx, t, desc, ref.Scope(), signer)
+	if err != nil {
+		return signed, fmt.Errorf("%s: %w", ref, err)
+	}
+	return signed, nil
+}
+
+// pushSigning is push's --sign --key: the key is loaded (and its password
+// checked) before anything is uploaded, and what the push wrote is signed
+// after it.
+type pushSigning struct {
+	Sign bool
+	Key  string
+}
+
+func (f *pushSigning) addFlags(c *cobra.Command) {
+	c.Flags().BoolVar(&f.Sign, "sign", false, "sign each pushed manifest and the index (cosign format; needs --key)")
+	c.Flags().StringVar(&f.Key, "key", "", "cosign private key `FILE` for --sign")
+}
+
+// signer loads the key, or returns nil when --sign is not given.
+func (f pushSigning) signer(c *cobra.Command) (*verify.Signer, error) {
+	switch {
+	case f.Sign && f.Key == "":
+		return nil, usageError("--sign needs --key FILE (make one with 'sysext generate-key-pair')")
+	case !f.Sign && f.Key != "":
+		return nil, usageError("--key is only used with --sign")
+	case !f.Sign:
+		return nil, nil
+	}
+	return loadSigner(c, f.Key)
+}
+
+// signPushed signs the manifests a push wrote, then its index (kept
+// architectures keep the signatures they have). A failure says how to
+// finish the job: the artifact is pushed, only its signatures are missing.
+func signPushed(ctx context.Context, t oci.Target, res *oci.PushResult, s *verify.Signer, keyPath string) ([]verify.Signed, error) {
+	var out []verify.Signed
+	descs := make([]ocispec.Descriptor, 0, len(res.Manifests)+1)
+	for _, m := range res.Manifests {
+		descs = append(descs, m.Descriptor)
+	}
+	descs = append(descs, res.Index)
+	for _, d := range descs {
+		sd, err := verify.Sign(ctx, t, d, res.Ref.Scope(), s)
+		if err != nil {
+			return out, fmt.Errorf("%s was pushed but not signed (run 'sysext sign %s --key %s'): %w", res.Ref, res.Ref, keyPath, err)
+		}
+		out = append(out, sd)
+	}
+	return out, nil
+}
+
+// resolveRef resolves ref in t; the error names ref once (registry errors
+// already do).
+func resolveRef(ctx context.Context, t oci.Target, ref oci.Reference) (ocispec.Descriptor, error) {
+	desc, err := t.Resolve(ctx, ref.Reference())
+	if err != nil && !strings.Contains(err.Error(), ref.Scope()) {
+		err = fmt.Errorf("%s: %w", ref, err)
+	}
+	return desc, err
+}
+
+func printSigned(c *cobra.Command, out outputFlags, ref oci.Reference, signer *verify.Signer, signed []verify.Signed) error {
+	w := c.OutOrStdout()
+	if out.JSON {
+		type signedJSON struct {
+			Digest    string `json:"digest"`
+			MediaType string `json:"mediaType"`
+			Tag       string `json:"tag"`
+			Signature string `json:"signatureManifest"`
+		}
+		res := struct {
+			Reference string       `json:"reference"`
+			Signer    string       `json:"signer"`
+			Signed    []signedJSON `json:"signed"`
+		}{Reference: ref.String(), Signer: signer.Fingerprint()}
+		for _, s := range signed {
+			res.Signed = append(res.Signed, signedJSON{s.Digest.String(), s.MediaType, s.Tag, s.Manifest.Digest.String()})
+		}
+		return printJSON(w, res)
+	}
+	for _, s := range signed {
+		if out.Quiet {
+			fmt.Fprintln(w, s.Digest)
+			continue
+		}
+		fmt.Fprintf(w, "signed %s (%s) with %s: tag %s\n", s.Digest, kindOf(s.MediaType), signer.Fingerprint(), s.Tag)
+	}
+	return nil
+}
+
+func kindOf(mediaType string) string {
+	switch mediaType {
+	case "application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json":
+		return "index"
+	}
+	return "manifest"
+}

@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sysext/sysext/activate"
+	"github.com/sysext/sysext/fsimage"
+	"github.com/sysext/sysext/store"
+)
+
+func init() { register(newStatusCommand) }
+
+// status's exit codes (besides 0, 1 and 2).
+const (
+	exitStatusDiffers = 3 // status: sysext's view and systemd-sysext's differ
+	exitPreflightFail = 4 // --preflight: refused (warnings too with --strict)
+)
+
+type statusOptions struct {
+	nodeFlags
+	Preflight bool
+	Strict    bool
+}
+
+func newStatusCommand() *cobra.Command {
+	var opts statusOptions
+	c := &cobra.Command{
+		Use:   "status [--preflight [--strict] [IMAGE.raw...]]",
+		Short: "Show sysext's view of the extensions next to systemd-sysext's, and flag differences",
+		Long: `Show, for every extension, what sysext installed (active version, activation
+status: proven, pending, unproven, rolled-back or failed, with the reason),
+which file systemd-sysext will pick from its extension directories, and what
+systemd-sysext has merged now (only on the running system; with --root only
+the first two). Every difference between these views is flagged with the way
+to repair it.
+
+With --preflight, check instead whether extensions can merge on this system:
+the kernel can mount their filesystem, overlayfs is available, /usr is not
+already stacked too deep on overlays (composefs, transient root or /etc), and
+the target root's systemd is new enough for their features. It checks the
+given image files, or every installed extension. Problems are warnings;
+--strict refuses on them.
+
+Exit status: 0 when the views agree (or the preflight passes), 3 when
+differences are flagged, 4 when the preflight refuses, 1 on failure, 2 on a
+usage error.`,
+		Args: func(c *cobra.Command, args []string) error {
+			if len(args) > 0 && !opts.Preflight {
+				return usageError("image arguments are only taken with --preflight (see 'sysext status --help')")
+			}
+			if opts.Strict && !opts.Preflight {
+				return usageError("--strict is only taken with --preflight")
+			}
+			return nil
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			if opts.Preflight {
+				return runPreflight(c.Context(), c.OutOrStdout(), c.ErrOrStderr(), opts.nodeFlags, opts.Strict, args)
+			}
+			return runStatus(c.Context(), c.OutOrStdout(), opts)
+		},
+	}
+	opts.nodeFlags.addFlags(c, false, false)
+	c.Flags().BoolVar(&opts.Preflight, "preflight", false, "check whether extensions can merge on this system (see above)")
+	c.Flags().BoolVar(&opts.Strict, "strict", false, "with --preflight: refuse on warnings too (a stacked /usr, an old systemd)")
+	return c
+}
+
+func runStatus(ctx context.Context, w io.Writer, opts statusOptions) error {
+	so, err := opts.storeOptions(false)
+	if err != nil {
+		return err
+	}
+	rep, err := activate.ReadStatus(ctx, activate.StatusOptions{Store: so, AskSystemd: filepath.Clean(so.Root) == "/"})
+	if err != nil {
+		return withExit(exitFailure, err)
+	}
+	if opts.JSON {
+		if err := printJSON(w, rep); err != nil {
+			return err
+		}
+	} else {
+		printStatus(w, rep, opts.Quiet)
+	}
+	if n := rep.Differences(); n > 0 {
+		return withExit(exitStatusDiffers, fmt.Errorf("%d difference(s) flagged (see above)", n))
+	}
+	return nil
+}
+
+func printStatus(w io.Writer, rep *activate.StatusReport, quiet bool) {
+	for _, e := range rep.Errors {
+		fmt.Fprintf(w, "warning: %s\n", e)
+	}
+	if len(rep.Extensions) == 0 {
+		if !quiet {
+			fmt.Fprintln(w, "no extensions installed, linked or merged")
+		}
+		return
+	}
+	merged := "MERGED"
+	if !rep.Online {
+		merged = "MERGED (not asked: --root)"
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "NAME\tACTIVE\tACTIVATION\tUSED BY SYSTEMD-SYSEXT\t%s\n", merged)
+	for _, e := range rep.Extensions {
+		active, act := dash(e.Active), dash(e.Activation)
+		if !e.Installed {
+			active, act = "(not sysext's)", "-"
+		}
+		m := "-"
+		switch {
+		case !rep.Online:
+		case e.Merged && e.MergedVersion != "":
+			m = e.MergedVersion
+		case e.Merged:
+			m = "yes"
+		default:
+			m = "no"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Name, active, act, dash(e.Path), m)
+	}
+	tw.Flush()
+	if !quiet {
+		for _, e := range rep.Extensions {
+			for _, n := range e.Notes {
+				fmt.Fprintf(w, "note: %s\n", n)
+			}
+		}
+	}
+	n := rep.Differences()
+	if n == 0 {
+		if !quiet {
+			fmt.Fprintln(w, "sysext's view and systemd-sysext's agree")
+		}
+		return
+	}
+	fmt.Fprintln(w, "Differences:")
+	for _, e := range rep.Extensions {
+		for _, d := range e.Differences {
+			fmt.Fprintf(w, "  %s: %s\n", e.Name, d)
+		}
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// runPreflight prints activate's preflight for the given image files, or
+// for every installed extension when none is given; `sysext check
+// --preflight` can call it as it is.
+func runPreflight(ctx context.Context, w, errw io.Writer, f nodeFlags, strict bool, files []string) error {
+	so, err := f.storeOptions(false)
+	if err != nil {
+		return err
+	}
+	images, warnings := preflightImages(ctx, so, files)
+	if len(files) > 0 && len(warnings) > 0 {
+		return withExit(exitFailure, errors.New(warnings[0]))
+	}
+	rep := activate.Check(ctx, activate.System{Root: so.Root}, images, strict)
+	refused := rep.Err()
+	if f.JSON {
+		if err := printJSON(w, rep); err != nil {
+			return err
+		}
+	} else {
+		for _, s := range warnings {
+			fmt.Fprintf(errw, "warning: %s\n", s)
+		}
+		for _, x := range rep.Findings {
+			sev := x.Severity
+			if strict {
+				sev = activate.Refuse
+			}
+			fmt.Fprintf(w, "%s: %s\n", sev, x)
+		}
+		if refused == nil && !f.Quiet {
+			fmt.Fprintf(w, "preflight passed for %d extension(s)\n", len(images))
+		}
+	}
+	if refused != nil {
+		return withExit(exitPreflightFail, refused)
+	}
+	return nil
+}
+
+// preflightImages reads the format and metadata of the given files, or of
+// every installed extension's active image.
+func preflightImages(ctx context.Context, so store.Options, files []string) ([]activate.Image, []string) {
+	var images []activate.Image
+	var warnings []string
+	add := func(path string) {
+		info, err := fsimage.OpenMetadata(ctx, path)
+		if err != nil {
+			if errors.Is(err, fsimage.ErrDiskImage) {
+				images = append(images, activate.Image{Name: filepath.Base(path), Format: fsimage.GPT})
+				return
+			}
+			warnings = append(warnings, err.Error())
+			return
+		}
+		images = append(images, activate.Image{Name: info.Name, Format: info.Format, Meta: info.Meta})
+	}
+	if len(files) > 0 {
+		for _, p := range files {
+			add(p)
+		}
+		return images, warnings
+	}
+	so.ReadOnly = true
+	s, err := store.Open(ctx, so)
+	if err != nil {
+		return nil, []string{fmt.Sprintf("installed extensions not checked: %v", err)}
+	}
+	defer s.Close()
+	st := s.State()
+	for _, name := range st.Names() {
+		if e := st.Extensions[name]; e.Active.File != "" {
+			add(s.ImagePath(name, e.Active.File))
+		}
+	}
+	return images, warnings
+}

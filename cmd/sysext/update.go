@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"errors"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sysext/sysext/node"
+)
+
+func init() { register(newUpdateCommand) }
+
+// update's exit codes.
+const (
+	exitUpdated   = 0
+	exitUpToDate  = 3
+	updateExitDoc = `
+Exit status:
+  0  at least one extension was updated (or would be, with --dry-run)
+  1  an extension failed to update (the others were still tried)
+  2  usage error
+  3  nothing to do: every extension is up to date`
+)
+
+type updateOptions struct {
+	nodeFlags
+	All    bool
+	DryRun bool
+}
+
+func newUpdateCommand() *cobra.Command {
+	var opts updateOptions
+	c := &cobra.Command{
+		Use:   "update [NAME...|--all] [--dry-run]",
+		Short: "Pull newer builds of installed extensions",
+		Long: `Re-resolve each installed extension's source. When the tag did not move this
+costs one manifest request per extension; a moved tag is verified, checked
+and pulled as 'sysext pull' does, and the version it replaces is kept for
+'sysext rollback'. Extensions keep the trust policy they were pulled with.
+` + updateExitDoc,
+		RunE: func(c *cobra.Command, args []string) error {
+			if len(args) == 0 && !opts.All {
+				return usageError("name the extensions to update, or use --all (see '%s --help')", c.CommandPath())
+			}
+			if len(args) > 0 && opts.All {
+				return usageError("give names or --all, not both")
+			}
+			return runUpdate(c.Context(), c, opts, args)
+		},
+	}
+	opts.nodeFlags.addFlags(c, true, true)
+	c.Flags().BoolVar(&opts.All, "all", false, "update every installed extension")
+	c.Flags().BoolVar(&opts.DryRun, "dry-run", false, "only say what would be updated")
+	return c
+}
+
+func runUpdate(ctx context.Context, c *cobra.Command, opts updateOptions, args []string) error {
+	n, err := opts.node(c, false)
+	if err != nil {
+		return err
+	}
+	rs, err := n.Update(ctx, node.UpdateOptions{Names: args, All: opts.All, DryRun: opts.DryRun})
+	if opts.JSON {
+		if rs == nil {
+			rs = []node.Result{}
+		}
+		if jerr := printJSON(c.OutOrStdout(), rs); jerr != nil {
+			return jerr
+		}
+	} else if !opts.Quiet {
+		printResults(c.OutOrStdout(), rs)
+	}
+	if err != nil {
+		return withExit(exitFailure, err)
+	}
+	for _, r := range rs {
+		if r.Changed || r.Action == "would-update" {
+			return nil
+		}
+	}
+	return withExit(exitUpToDate, errUpToDate)
+}
+
+// errUpToDate is exit 3's message.
+var errUpToDate = errors.New("nothing to do: every extension is up to date")

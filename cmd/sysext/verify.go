@@ -1,0 +1,246 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/spf13/cobra"
+
+	"github.com/sysext/sysext/oci"
+	"github.com/sysext/sysext/verify"
+)
+
+func init() { register(newVerifyCommand) }
+
+// trustFlags say what signatures to trust; verify, fetch, pull and update
+// share them.
+type trustFlags struct {
+	verify.TrustOptions
+}
+
+// addFlags registers the trust flags; withOptOut adds
+// --insecure-allow-unsigned (not for `verify`, whose job is to check).
+func (f *trustFlags) addFlags(c *cobra.Command, withOptOut bool) {
+	fs := c.Flags()
+	fs.StringArrayVar(&f.KeyPaths, "key", nil, "trust signatures by this cosign public key `FILE` (repeatable)")
+	fs.StringVar(&f.PolicyPath, "policy", "", "trust policy `FILE` (default "+verify.DefaultPolicyPath+", under --root when given)")
+	fs.StringVar(&f.CertIdentity, "certificate-identity", "", "keyless: the signer's certificate identity (email or URI)")
+	fs.StringVar(&f.CertIdentityRegexp, "certificate-identity-regexp", "", "keyless: a regular expression the certificate identity must match")
+	fs.StringVar(&f.CertIssuer, "certificate-oidc-issuer", "", "keyless: the OIDC issuer of the signer's certificate")
+	fs.StringVar(&f.CertIssuerRegexp, "certificate-oidc-issuer-regexp", "", "keyless: a regular expression the OIDC issuer must match")
+	fs.StringVar(&f.TrustedRootPath, "trusted-root", "", "keyless: Sigstore trusted root `FILE` (trusted_root.json); never fetched from the network")
+	fs.BoolVar(&f.IgnoreTlog, "insecure-ignore-tlog", false, "do not require transparency-log entries")
+	if withOptOut {
+		fs.BoolVar(&f.AllowUnsigned, "insecure-allow-unsigned", false, "accept images without a valid signature (prints a warning)")
+	}
+}
+
+// policy turns the flags into a policy; root is the --root directory, if
+// the command has one. Missing trust is a usage error that says what to
+// give.
+func (f trustFlags) policy(c *cobra.Command, root string) (*verify.Policy, error) {
+	o := f.TrustOptions
+	o.Root = root
+	p, err := o.Policy()
+	if errors.Is(err, verify.ErrNoTrust) {
+		return nil, withExit(exitUsage, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if o.AllowUnsigned {
+		fmt.Fprintln(c.ErrOrStderr(), "sysext: WARNING: --insecure-allow-unsigned: signatures are not checked; anyone who can write to the registry can run code on this machine")
+	}
+	return p, nil
+}
+
+// verifyOptions are the flags of `sysext verify`.
+type verifyOptions struct {
+	registryFlags
+	trustFlags
+	JSON bool
+	Root string
+}
+
+func newVerifyCommand() *cobra.Command {
+	var opts verifyOptions
+	c := &cobra.Command{
+		Use:   "verify REF",
+		Short: "Check the signatures on an extension against a key or the trust policy",
+		Long: `Check the signatures on what REF points to and print who signed what.
+Signatures are found as cosign stores them: the sha256-<hex>.sig tag (cosign
+v2, sysext sign) and Sigstore bundles attached as OCI referrers (cosign v3),
+through the referrers API or its sha256-<hex> fallback tag.
+
+Trust comes from --key (a cosign public key), or keyless flags
+(--certificate-identity[-regexp] and --certificate-oidc-issuer[-regexp] with
+--trusted-root), or a policy file (--policy, default
+/etc/sysext/policy.json). Transparency-log entries are required and checked
+when the trusted root holds the log's key; --insecure-ignore-tlog skips them.
+
+REF is verified when its own manifest has a valid signature, or when it is
+an index and every per-architecture manifest in it has one. A signature on
+the index also covers the manifests it lists (what a node installs). See
+docs/signatures.md.
+
+Exit status: 0 verified, 1 no valid signature (or another failure), 2 usage
+error, including no key and no policy.
+`,
+		Args: argsUsage(cobra.ExactArgs(1)),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runVerify(c.Context(), c, opts, args)
+		},
+	}
+	opts.registryFlags.addFlags(c)
+	opts.trustFlags.addFlags(c, false)
+	c.Flags().BoolVar(&opts.JSON, "json", false, "print the result as JSON")
+	c.Flags().StringVar(&opts.Root, "root", "", "read the default policy under `DIR`")
+	return c
+}
+
+// verifyReport is what `verify --json` prints.
+type verifyReport struct {
+	Reference  string             `json:"reference"`
+	Digest     string             `json:"digest"`
+	MediaType  string             `json:"mediaType"`
+	Verified   bool               `json:"verified"`
+	Signatures []verify.Signature `json:"signatures"`
+	Error      string             `json:"error,omitempty"`
+	Manifests  []verifyReport     `json:"manifests,omitempty"`
+	Platform   string             `json:"platform,omitempty"`
+}
+
+func runVerify(ctx context.Context, c *cobra.Command, opts verifyOptions, args []string) error {
+	p, err := opts.trustFlags.policy(c, opts.Root)
+	if err != nil {
+		return err
+	}
+	ref, t, err := openReference(ctx, args[0], opts.registryFlags, false)
+	if err != nil {
+		return err
+	}
+	rep, err := verifyReference(ctx, p, t, ref)
+	if err != nil {
+		return err
+	}
+	w := c.OutOrStdout()
+	if opts.JSON {
+		if err := printJSON(w, rep); err != nil {
+			return err
+		}
+	} else {
+		printVerifyReport(w, rep)
+	}
+	if !rep.Verified {
+		if opts.JSON {
+			return fmt.Errorf("%s: no valid signature", ref)
+		}
+		return errors.New(rep.Error)
+	}
+	return nil
+}
+
+// verifyReference checks ref's manifest and, for an index, each image
+// manifest it lists.
+func verifyReference(ctx context.Context, p *verify.Policy, t oci.Target, ref oci.Reference) (*verifyReport, error) {
+	desc, err := resolveRef(ctx, t, ref)
+	if err != nil {
+		return nil, err
+	}
+	one := func(d, via ocispec.Descriptor) verifyReport {
+		r := verifyReport{Reference: ref.WithDigest(d.Digest).String(), Digest: d.Digest.String(), MediaType: d.MediaType, Signatures: []verify.Signature{}}
+		if d.Platform != nil {
+			r.Platform = oci.PlatformString(d.Platform)
+		}
+		v, err := p.VerifyEntry(ctx, t, ref.String(), via, d)
+		if err != nil {
+			r.Error = err.Error()
+			return r
+		}
+		r.Verified = true
+		r.Signatures = append(r.Signatures, v.Signatures()...)
+		if v.Unsigned() {
+			r.Error = "accepted without a signature by the policy"
+		}
+		return r
+	}
+	rep := one(desc, ocispec.Descriptor{})
+	if desc.MediaType != ocispec.MediaTypeImageIndex {
+		return &rep, nil
+	}
+	body, err := oci.FetchManifest(ctx, t, desc)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", ref, err)
+	}
+	var idx ocispec.Index
+	if err := json.Unmarshal(body, &idx); err != nil {
+		return nil, fmt.Errorf("%s: index: %w", ref, err)
+	}
+	all := len(idx.Manifests) > 0
+	for _, m := range idx.Manifests {
+		if m.MediaType != ocispec.MediaTypeImageManifest {
+			continue
+		}
+		r := one(m, desc) // a signature on the index covers what it lists
+		all = all && r.Verified
+		rep.Manifests = append(rep.Manifests, r)
+	}
+	if !rep.Verified && all {
+		rep.Verified, rep.Error = true, ""
+	}
+	return &rep, nil
+}
+
+func printVerifyReport(w io.Writer, rep *verifyReport) {
+	line := func(r verifyReport, indent string) {
+		what := kindOf(r.MediaType)
+		if r.Platform != "" {
+			what += " " + r.Platform
+		}
+		switch {
+		case r.Verified && len(r.Signatures) == 0:
+			fmt.Fprintf(w, "%s%s (%s): accepted unsigned (the policy allows it)\n", indent, r.Digest, what)
+		case r.Verified:
+			for _, s := range r.Signatures {
+				tl := "transparency log not checked"
+				if s.Tlog {
+					tl = "transparency log entry verified"
+				}
+				fmt.Fprintf(w, "%s%s (%s): signed by %s [%s, %s; %s]\n", indent, r.Digest, what, s.Signer, s.Format, s.Where, tl)
+			}
+		default:
+			fmt.Fprintf(w, "%s%s (%s): NOT verified: %s\n", indent, r.Digest, what, r.Error)
+		}
+	}
+	line(*rep, "")
+	for _, m := range rep.Manifests {
+		line(m, "  ")
+	}
+	if rep.Verified {
+		fmt.Fprintf(w, "%s: verified\n", rep.Reference)
+	}
+}
+
+// verifyResolved is the check before a download: the trust policy must
+// accept the manifest r resolved to (signed itself, or through the signed
+// index that lists it), before any image byte is fetched. The result names
+// that manifest's digest.
+func verifyResolved(ctx context.Context, c *cobra.Command, f trustFlags, root string, t oci.Target, r *oci.Resolved) (verify.Verified, error) {
+	p, err := f.policy(c, root)
+	if err != nil {
+		return verify.Verified{}, err
+	}
+	var idx ocispec.Descriptor
+	if r.Index != nil {
+		idx = r.Root
+	}
+	v, err := p.VerifyEntry(ctx, t, r.Ref.String(), idx, r.Descriptor)
+	if err != nil {
+		return verify.Verified{}, err
+	}
+	return v, v.Check(r.Descriptor.Digest)
+}

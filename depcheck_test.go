@@ -1,0 +1,145 @@
+package sysext_test
+
+// The dependency rules of the team's standards (style.md), checked on
+// every test run: the domain core imports only the standard library,
+// nothing imports the command, builder does no network I/O (not even
+// transitively), only oci/ imports the registry client and only verify/
+// imports sigstore.
+
+import (
+	"bytes"
+	"encoding/json"
+	"go/parser"
+	"go/token"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/sysext/sysext"
+
+// sourceImports maps each package directory (relative, slash-separated)
+// to the imports of its files; tests selects _test.go files or the others.
+func sourceImports(t *testing.T, tests bool) map[string]map[string]bool {
+	t.Helper()
+	out := map[string]map[string]bool{}
+	fset := token.NewFileSet()
+	err := filepath.WalkDir(".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if p != "." && (strings.HasPrefix(d.Name(), ".") || d.Name() == "testdata" || d.Name() == "vendor" || d.Name() == "bin") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") != tests {
+			return nil
+		}
+		f, err := parser.ParseFile(fset, p, nil, parser.ImportsOnly)
+		if err != nil {
+			return nil // a half-written file is its owner's build error, not ours
+		}
+		dir := filepath.ToSlash(filepath.Dir(p))
+		if out[dir] == nil {
+			out[dir] = map[string]bool{}
+		}
+		for _, imp := range f.Imports {
+			path, _ := strconv.Unquote(imp.Path.Value)
+			out[dir][path] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func under(dir, top string) bool { return dir == top || strings.HasPrefix(dir, top+"/") }
+
+func isStd(path string) bool { return !strings.Contains(strings.SplitN(path, "/", 2)[0], ".") }
+
+func TestDependencyRules(t *testing.T) {
+	for _, tests := range []bool{false, true} {
+		for dir, imps := range sourceImports(t, tests) {
+			for imp := range imps {
+				if strings.HasPrefix(imp, module+"/cmd") && !under(dir, "cmd") {
+					t.Errorf("%s imports %s: no package may import the command", dir, imp)
+				}
+				if under(dir, "extension") && !isStd(imp) {
+					t.Errorf("%s imports %s: the domain core imports only the standard library", dir, imp)
+				}
+				if tests {
+					continue
+				}
+				// The registry client; oras.land/oras-go/v2/registry itself
+				// holds only interfaces and reference parsing.
+				if strings.HasPrefix(imp, "oras.land/oras-go/v2/registry/remote") && !under(dir, "oci") {
+					t.Errorf("%s imports %s: only oci/ talks to registries", dir, imp)
+				}
+				if strings.HasPrefix(imp, "github.com/sigstore/") && !under(dir, "verify") {
+					t.Errorf("%s imports %s: only verify/ imports sigstore", dir, imp)
+				}
+			}
+		}
+	}
+}
+
+// goListDeps returns the transitive imports of pkg, as the go command sees
+// them.
+func goListDeps(t *testing.T, pkg string) []string {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-e", "-deps", "-json=ImportPath,Standard", pkg)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list %s: %v\n%s", pkg, err, stderr.String())
+	}
+	var deps []string
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for {
+		var p struct {
+			ImportPath string
+			Standard   bool
+		}
+		if err := dec.Decode(&p); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		deps = append(deps, p.ImportPath)
+	}
+	return deps
+}
+
+func TestTransitiveDependencies(t *testing.T) {
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("no go command")
+	}
+	if _, err := os.Stat("go.mod"); err != nil {
+		t.Skip("not run from the module root")
+	}
+	for _, dep := range goListDeps(t, "./extension") {
+		if !isStd(dep) && dep != module+"/extension" {
+			t.Errorf("extension depends on %s: the domain core uses only the standard library", dep)
+		}
+	}
+	for _, dep := range goListDeps(t, "./builder") {
+		switch {
+		case dep == "net/http", strings.HasPrefix(dep, "net/http/"),
+			strings.HasPrefix(dep, "oras.land/oras-go/v2/registry"),
+			strings.HasPrefix(dep, "github.com/sigstore/"),
+			dep == module+"/oci", strings.HasPrefix(dep, module+"/oci/"),
+			dep == module+"/verify", strings.HasPrefix(dep, module+"/cmd"):
+			t.Errorf("builder depends on %s: builder does no network I/O", dep)
+		}
+	}
+}

@@ -1,0 +1,68 @@
+package extension
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestValidateName(t *testing.T) {
+	good := []string{"docker", "docker-compose", "k3s", "a", "python3.12", "foo_bar", "Ünïcode", "x@y", strings.Repeat("n", MaxNameLen)}
+	for _, n := range good {
+		if err := ValidateName(n); err != nil {
+			t.Errorf("ValidateName(%q) = %v, want nil", n, err)
+		}
+	}
+	bad := map[string]string{
+		"":                                "empty",
+		".":                               "not a valid file name",
+		"..":                              "not a valid file name",
+		".hidden":                         "starts with '.'",
+		"-flag":                           "starts with '-'",
+		"backup~":                         "ends with '~'",
+		"a/b":                             `contains '/'`,
+		`a\b`:                             `contains '\\'`,
+		"a b":                             "whitespace",
+		"tab\tx":                          "control character",
+		"nl\n":                            "control character",
+		"nul\x00":                         "control character",
+		"del\x7f":                         "control character",
+		"bad\xffutf8":                     "not valid UTF-8",
+		strings.Repeat("n", MaxNameLen+1): "at most",
+	}
+	for n, want := range bad {
+		err := ValidateName(n)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ValidateName(%q) = %v, want an error containing %q", n, err, want)
+		}
+	}
+}
+
+func TestValidateVersion(t *testing.T) {
+	for _, v := range []string{"1.0", "24.0.9", "v1.2.3-rc1", "2024.01.01+git5"} {
+		if err := ValidateVersion(v); err != nil {
+			t.Errorf("ValidateVersion(%q) = %v", v, err)
+		}
+	}
+	for _, v := range []string{"", "1/2", "..", "1 2", "-1"} {
+		if err := ValidateVersion(v); err == nil {
+			t.Errorf("ValidateVersion(%q) = nil, want an error", v)
+		} else if !strings.Contains(err.Error(), "extension version") {
+			t.Errorf("ValidateVersion(%q) = %v, want it to name the version", v, err)
+		}
+	}
+}
+
+func TestPathsAndFileName(t *testing.T) {
+	if got := ReleasePath("docker"); got != "usr/lib/extension-release.d/extension-release.docker" {
+		t.Errorf("ReleasePath = %q", got)
+	}
+	if got := FileName("docker", "24.0.9", "x86-64"); got != "docker-24.0.9-x86-64.raw" {
+		t.Errorf("FileName = %q", got)
+	}
+	// The longest valid name and version still make a file name that fits
+	// NAME_MAX together with a temp prefix and suffix.
+	long := strings.Repeat("n", MaxNameLen)
+	if n := len(".#" + FileName(long, long, "loongarch64") + ".1234567890"); n > 255 {
+		t.Errorf("longest file name with temp affixes is %d bytes", n)
+	}
+}

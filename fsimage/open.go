@@ -1,0 +1,319 @@
+package fsimage
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sysext/sysext/extension"
+)
+
+// Options says how much Open does beyond reading the metadata.
+type Options struct {
+	// Digest computes the sha256 of the whole file (streaming, constant
+	// memory; about 0.5 s per GiB).
+	Digest bool
+	// CacheDigest trusts and refreshes a digest cached in the file's
+	// user.sysext.sha256 extended attribute, which is only used while the
+	// file's size, mtime and inode number are those it was computed for.
+	// Only for files this host wrote or checked; never for a decision
+	// about trust (pull hashes what it downloads as it streams).
+	CacheDigest bool
+}
+
+// Open reads an image's metadata and its digest (from the cache when valid).
+func Open(ctx context.Context, path string) (*Info, error) {
+	return OpenWith(ctx, path, Options{Digest: true, CacheDigest: true})
+}
+
+// OpenMetadata reads an image's metadata without hashing it: a few small
+// reads, fast and constant-memory whatever the image's size. Info.Digest
+// is empty.
+func OpenMetadata(ctx context.Context, path string) (*Info, error) {
+	return OpenWith(ctx, path, Options{})
+}
+
+// OpenWith reads an image as opts say. The image is read, never mounted
+// and never written (except the digest cache attribute when asked).
+// Errors name the file: "FILE is not a squashfs, EROFS or GPT image"
+// (ErrUnknownFormat), "FILE is a GPT disk image..." (ErrDiskImage),
+// "FILE has no .../extension-release.NAME" (ErrNoRelease).
+func OpenWith(ctx context.Context, path string, opts Options) (*Info, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	format, err := Detect(f)
+	if err != nil {
+		if errors.Is(err, ErrUnknownFormat) {
+			return nil, fmt.Errorf("%s %w", path, err)
+		}
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	info := &Info{Path: path, Format: format, Size: st.Size()}
+	if format == GPT {
+		return nil, fmt.Errorf("%s %w", path, ErrDiskImage)
+	}
+	t, err := openTree(ctx, f, st.Size(), format)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	defer t.close()
+	if err := readMetadata(ctx, t, info); err != nil {
+		if errors.Is(err, ErrNoRelease) {
+			return nil, fmt.Errorf("%s %w", path, err)
+		}
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if opts.Digest {
+		d, err := digestFile(ctx, f, opts.CacheDigest)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		info.Digest = d
+	}
+	return info, nil
+}
+
+// readMetadata finds the one extension-release file and the Upholds=
+// drop-ins.
+func readMetadata(ctx context.Context, t tree, info *Info) error {
+	ents, err := t.readDir(ctx, extension.ReleaseDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return ErrNoRelease
+	}
+	if err != nil {
+		return err
+	}
+	var names []string
+	for _, e := range ents {
+		if name, ok := strings.CutPrefix(e.name, "extension-release."); ok {
+			if e.mode&fs.ModeSymlink != 0 {
+				return fmt.Errorf("%s/%s is a symlink: sysext reads only a regular extension-release file", extension.ReleaseDir, e.name)
+			}
+			if e.mode.IsRegular() {
+				names = append(names, name)
+			}
+		}
+	}
+	switch len(names) {
+	case 0:
+		return ErrNoRelease
+	case 1:
+	default:
+		sort.Strings(names)
+		return fmt.Errorf("%s holds %d extension-release files (%s): an image carries exactly one", extension.ReleaseDir, len(names), strings.Join(names, ", "))
+	}
+	name := names[0]
+	if err := extension.ValidateName(name); err != nil {
+		return fmt.Errorf("%s: %w", extension.ReleasePath(name), err)
+	}
+	data, err := t.readFile(ctx, extension.ReleasePath(name), extension.MaxReleaseSize)
+	if err != nil {
+		return err
+	}
+	rel, err := extension.ParseRelease(data)
+	if err != nil {
+		return fmt.Errorf("%s: %w", extension.ReleasePath(name), err)
+	}
+	meta, err := extension.MetadataFromRelease(name, rel)
+	if err != nil {
+		return fmt.Errorf("%s: %w", extension.ReleasePath(name), err)
+	}
+	info.Name, info.Release, info.Meta = name, rel, meta
+	info.Upholds, err = readUpholds(ctx, t)
+	return err
+}
+
+// unitDir is where an extension's units and drop-ins live.
+const unitDir = "usr/lib/systemd/system"
+
+// maxDropIns bounds how many drop-in files we read from an untrusted image.
+const maxDropIns = 1000
+
+// readUpholds collects the units named in Upholds= of the [Unit] sections
+// of usr/lib/systemd/system/*.target.d/*.conf, sorted and unique.
+func readUpholds(ctx context.Context, t tree) ([]string, error) {
+	targets, err := t.readDir(ctx, unitDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	read := 0
+	for _, d := range targets {
+		if !d.mode.IsDir() || !strings.HasSuffix(d.name, ".target.d") {
+			continue
+		}
+		dir := path.Join(unitDir, d.name)
+		confs, err := t.readDir(ctx, dir)
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range confs {
+			if !c.mode.IsRegular() || !strings.HasSuffix(c.name, ".conf") {
+				continue
+			}
+			if read++; read > maxDropIns {
+				return nil, fmt.Errorf("%s: more than %d drop-in files", unitDir, maxDropIns)
+			}
+			data, err := t.readFile(ctx, path.Join(dir, c.name), extension.MaxReleaseSize)
+			if err != nil {
+				return nil, err
+			}
+			for _, u := range ParseUpholds(data) {
+				seen[u] = true
+			}
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for u := range seen {
+		out = append(out, u)
+	}
+	sort.Strings(out)
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return out, nil
+}
+
+// ParseUpholds returns the units an Upholds= setting of a unit file's
+// [Unit] section names; an empty assignment resets the list, as in systemd.
+func ParseUpholds(data []byte) []string {
+	var out []string
+	section := ""
+	for _, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "" || line[0] == '#' || line[0] == ';':
+			continue
+		case line[0] == '[' && strings.HasSuffix(line, "]"):
+			section = line[1 : len(line)-1]
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok || section != "Unit" || strings.TrimSpace(k) != "Upholds" {
+			continue
+		}
+		fields := strings.Fields(v)
+		if len(fields) == 0 {
+			out = nil
+		}
+		out = append(out, fields...)
+	}
+	return out
+}
+
+// Digest returns "sha256:<hex>" of the file at path, hashing it as a
+// stream; with cache it uses and refreshes the user.sysext.sha256 attribute.
+func Digest(ctx context.Context, path string, cache bool) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	d, err := digestFile(ctx, f, cache)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return d, nil
+}
+
+// DigestXattr is the extended attribute caching an image's digest.
+const DigestXattr = "user.sysext.sha256"
+
+func digestFile(ctx context.Context, f *os.File, cache bool) (string, error) {
+	key := ""
+	if cache {
+		key = cacheKey(f)
+		if key != "" {
+			buf := make([]byte, 256)
+			if n, err := unix.Fgetxattr(int(f.Fd()), DigestXattr, buf); err == nil {
+				if k, d, ok := strings.Cut(string(buf[:n]), " "); ok && k == key && validDigest(d) {
+					return d, nil
+				}
+			}
+		}
+	}
+	h := sha256.New()
+	buf := make([]byte, 1<<20)
+	r := io.NewSectionReader(f, 0, 1<<62)
+	for {
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
+		n, err := r.Read(buf)
+		h.Write(buf[:n])
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return "", fmt.Errorf("hash: %w", err)
+		}
+	}
+	d := "sha256:" + hex.EncodeToString(h.Sum(nil))
+	if key != "" && cacheKey(f) == key {
+		// Best effort: a filesystem without user xattrs just recomputes.
+		_ = unix.Fsetxattr(int(f.Fd()), DigestXattr, []byte(key+" "+d), 0)
+	}
+	return d, nil
+}
+
+// SetDigestCache records digest in path's cache attribute (best effort), for
+// a writer that hashed the file as it wrote it.
+func SetDigestCache(path, digest string) {
+	f, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	if key := cacheKey(f); key != "" && validDigest(digest) {
+		_ = unix.Fsetxattr(int(f.Fd()), DigestXattr, []byte(key+" "+digest), 0)
+	}
+}
+
+// cacheKey identifies one content of a file: size, mtime and inode. A
+// rewrite in place that keeps all three (touch -d after editing) defeats
+// it, which is why the cache is never used to decide trust.
+func cacheKey(f *os.File) string {
+	st, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return ""
+	}
+	return "v1:" + strconv.FormatInt(st.Size(), 10) + ":" + strconv.FormatInt(st.ModTime().UnixNano(), 10) + ":" + strconv.FormatUint(sys.Ino, 10)
+}
+
+func validDigest(d string) bool {
+	h, ok := strings.CutPrefix(d, "sha256:")
+	if !ok || len(h) != 64 {
+		return false
+	}
+	_, err := hex.DecodeString(h)
+	return err == nil
+}

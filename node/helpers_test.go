@@ -1,0 +1,137 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+
+	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/internal/testenv"
+	"github.com/sysext/sysext/oci"
+	"github.com/sysext/sysext/oci/ocitest"
+	"github.com/sysext/sysext/verify"
+)
+
+// makeImage builds a squashfs extension NAME VERSION with a program
+// /usr/bin/NAME-hello printing "NAME VERSION", and pad bytes of random
+// (incompressible) payload.
+func makeImage(t testing.TB, m extension.Metadata, pad int) string {
+	t.Helper()
+	mk := testenv.RequireTool(t, "mksquashfs")
+	tmp := t.TempDir()
+	root := filepath.Join(tmp, "root")
+	rel := filepath.Join(root, extension.ReleasePath(m.Name))
+	must(t, os.MkdirAll(filepath.Dir(rel), 0o755))
+	must(t, os.WriteFile(rel, m.Release().Format(), 0o644))
+	must(t, os.MkdirAll(filepath.Join(root, "usr/bin"), 0o755))
+	must(t, os.WriteFile(filepath.Join(root, "usr/bin", m.Name+"-hello"), []byte("#!/bin/sh\necho "+m.Name+" "+m.Version+"\n"), 0o755))
+	if pad > 0 {
+		b := make([]byte, pad)
+		rand.Read(b)
+		must(t, os.MkdirAll(filepath.Join(root, "usr/share", m.Name), 0o755))
+		must(t, os.WriteFile(filepath.Join(root, "usr/share", m.Name, "pad"), b, 0o644))
+	}
+	arch := m.Arch
+	if arch == "" {
+		arch = extension.AnyArch
+	}
+	out := filepath.Join(tmp, extension.FileName(m.Name, m.Version, arch))
+	cmd := exec.Command(mk, root, out, "-all-root", "-noappend", "-no-progress", "-quiet", "-comp", "lz4", "-noI", "-noD", "-noF", "-noX")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("mksquashfs: %v\n%s", err, b)
+	}
+	return out
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func meta(name, version string) extension.Metadata {
+	return extension.Metadata{Name: name, Version: version, Arch: extension.HostArch(), ID: extension.AnyID}
+}
+
+// push pushes files to ref (host/repo:tag or oci:DIR:tag).
+func push(t testing.TB, ref string, files ...string) *oci.PushResult {
+	t.Helper()
+	r, err := oci.ParseReference(ref)
+	must(t, err)
+	o := ocitest.TestOptions()
+	o.CreateLayout = true
+	tg, err := oci.Open(context.Background(), r, o)
+	must(t, err)
+	res, err := oci.Push(context.Background(), tg, r, files, oci.PushOptions{})
+	must(t, err)
+	return res
+}
+
+// nodeRoot makes a node root with an os-release.
+func nodeRoot(t testing.TB, osRelease string) string {
+	t.Helper()
+	root := testenv.TempDirNoLeak(t, ".#")
+	must(t, os.MkdirAll(filepath.Join(root, "etc"), 0o755))
+	must(t, os.WriteFile(filepath.Join(root, "etc/os-release"), []byte(osRelease), 0o644))
+	return root
+}
+
+const debianRelease = "ID=debian\nVERSION_ID=12\n"
+
+// unsigned accepts anything, as --insecure-allow-unsigned does.
+type unsigned struct{}
+
+func (unsigned) Verify(_ context.Context, _ oci.Target, _ oci.Reference, e *oci.Entry, _ string, _ bool) (verify.Verified, error) {
+	return verify.AcceptUnsigned(e.Descriptor.Digest), nil
+}
+
+// recRefresher records refreshes and fails when told to.
+type recRefresher struct {
+	n    atomic.Int32
+	fail error
+}
+
+func (r *recRefresher) Refresh(context.Context) error {
+	r.n.Add(1)
+	return r.fail
+}
+
+func testNode(root string) *Node {
+	return New(Options{
+		Store:    storeOpts(root),
+		OCI:      ocitest.TestOptions(),
+		Verifier: unsigned{},
+	})
+}
+
+// requestCounter counts registry requests by kind.
+type requestCounter struct {
+	all, manifests, blobs atomic.Int64
+}
+
+func (c *requestCounter) fault() ocitest.Fault {
+	return func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+		c.all.Add(1)
+		switch {
+		case ocitest.Manifests(r):
+			c.manifests.Add(1)
+		case ocitest.Blobs(r):
+			c.blobs.Add(1)
+		}
+		return false
+	}
+}
+
+func (c *requestCounter) reset() { c.all.Store(0); c.manifests.Store(0); c.blobs.Store(0) }
+
+func fileContains(t testing.TB, p, s string) bool {
+	b, err := os.ReadFile(p)
+	return err == nil && bytes.Contains(b, []byte(s))
+}

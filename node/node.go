@@ -1,0 +1,199 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/oci"
+	"github.com/sysext/sysext/store"
+	"github.com/sysext/sysext/verify"
+)
+
+// Verifier applies the trust policy to one manifest.
+type Verifier interface {
+	// Verify checks the signatures on e's manifest found in t and returns
+	// the verification the store requires. allowUnsigned is the explicit
+	// --insecure-allow-unsigned opt-out; policy is a per-extension policy
+	// file ("" = the default).
+	Verify(ctx context.Context, t oci.Target, ref oci.Reference, e *oci.Entry, policy string, allowUnsigned bool) (verify.Verified, error)
+}
+
+// Refresher makes systemd-sysext merge the extensions directory again.
+type Refresher interface {
+	Refresh(ctx context.Context) error
+}
+
+// Activation describes one switched link, for the hooks.
+type Activation struct {
+	Name     string
+	Install  store.Install  // now active
+	Previous *store.Install // active before, nil for a first install
+	Image    string         // the stored file, under Root
+	Root     string
+	Offline  bool // --root or --no-refresh: nothing was refreshed
+}
+
+// Checker proves after a refresh that systemd-sysext merged what we
+// expect. An error makes the node switch back to the previous version.
+type Checker interface {
+	Check(ctx context.Context, a Activation) error
+}
+
+// Plan is what a pull is about to activate, for the preflight hook.
+type Plan struct {
+	Name     string
+	Ref      oci.Reference
+	Entry    *oci.Entry
+	Root     string
+	Metadata extension.Metadata
+}
+
+// Preflighter refuses before anything is downloaded or touched.
+type Preflighter interface {
+	Preflight(ctx context.Context, p Plan) error
+}
+
+// Options configure a Node.
+type Options struct {
+	Store store.Options
+	OCI   oci.Options
+	// Verifier is required for anything that installs.
+	Verifier Verifier
+	// Refresher is used on the running system unless NoRefresh; nil means
+	// SystemdRefresher. It is never used with a Root other than "/".
+	Refresher Refresher
+	NoRefresh bool
+	// RefreshWithRoot refreshes (and checks) even with a Root other than
+	// "/": the Refresher then knows how to merge that root (tests run
+	// systemd-sysext in a private namespace with ROOT/var bound over /var).
+	RefreshWithRoot bool
+	// Checker and Preflighter are optional hooks (safe activation).
+	Checker     Checker
+	Preflighter Preflighter
+	// Arch is the node's architecture ("" = the host's).
+	Arch extension.Arch
+	// Log receives one line per notable step and warnings (nil = discard).
+	Log io.Writer
+	// Progress is told about download progress.
+	Progress oci.ProgressFunc
+	// Hook is called at named steps (tests kill the process there).
+	Hook func(point string)
+	// Now is the clock (tests); nil = time.Now.
+	Now func() time.Time
+}
+
+// Node runs node operations. Each operation takes the store's lock for its
+// whole duration.
+type Node struct {
+	opts Options
+}
+
+// New returns a Node.
+func New(opts Options) *Node {
+	if opts.Store.Root == "" {
+		opts.Store.Root = "/"
+	}
+	if opts.Log == nil {
+		opts.Log = io.Discard
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Hook != nil && opts.Store.Hook == nil {
+		opts.Store.Hook = opts.Hook
+	}
+	return &Node{opts: opts}
+}
+
+func (n *Node) hook(p string) {
+	if n.opts.Hook != nil {
+		n.opts.Hook(p)
+	}
+}
+
+func (n *Node) logf(format string, args ...any) {
+	fmt.Fprintf(n.opts.Log, format+"\n", args...)
+}
+
+// offline reports whether activation cannot be refreshed here.
+func (n *Node) offline() bool {
+	if n.opts.NoRefresh || n.opts.Store.Copy {
+		return true
+	}
+	return filepath.Clean(n.opts.Store.Root) != "/" && !n.opts.RefreshWithRoot
+}
+
+func (n *Node) open(ctx context.Context) (*store.Store, error) {
+	return store.Open(ctx, n.opts.Store)
+}
+
+// OSRelease reads the target root's os-release (/etc/os-release, else
+// /usr/lib/os-release).
+func OSRelease(root string) (*extension.Release, string, error) {
+	var firstErr error
+	for _, p := range []string{"etc/os-release", "usr/lib/os-release"} {
+		full := filepath.Join(root, p)
+		b, err := os.ReadFile(full)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			firstErr = err
+			continue
+		}
+		r, err := extension.ParseRelease(b)
+		if err != nil {
+			return nil, full, fmt.Errorf("%s: %w", full, err)
+		}
+		return r, full, nil
+	}
+	if firstErr != nil {
+		return nil, "", firstErr
+	}
+	return nil, "", fmt.Errorf("no os-release in %s (looked at etc/os-release and usr/lib/os-release): give the root of an OS tree", root)
+}
+
+func (n *Node) arch() extension.Arch {
+	if n.opts.Arch != "" {
+		return n.opts.Arch
+	}
+	return extension.HostArch()
+}
+
+// IncompatibleError says a build cannot merge on the target OS; it was
+// refused before download.
+type IncompatibleError struct {
+	Name, Version, Ref, OSRelease string
+	Err                           error
+}
+
+func (e *IncompatibleError) Error() string {
+	return fmt.Sprintf("%s %s (%s) would not merge on this OS (%s): %v; refused before download: pick a build for this OS", e.Name, e.Version, e.Ref, e.OSRelease, e.Err)
+}
+
+func (e *IncompatibleError) Unwrap() error { return e.Err }
+
+// compatible applies systemd's rules to the manifest's metadata.
+func (n *Node) compatible(meta extension.Metadata, ref string, osr *extension.Release, osrPath string) error {
+	if err := extension.Compatible(meta.Release(), extension.Host{OSRelease: osr, Arch: n.arch()}); err != nil {
+		return &IncompatibleError{Name: meta.Name, Version: meta.Version, Ref: ref, OSRelease: osrPath, Err: err}
+	}
+	return nil
+}
+
+// shortDigest is for messages.
+func shortDigest(d digest.Digest) string {
+	e := d.Encoded()
+	if len(e) > 12 {
+		e = e[:12]
+	}
+	return e
+}

@@ -1,0 +1,298 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/oci/ocitest"
+	"github.com/sysext/sysext/store"
+)
+
+func storeOpts(root string) store.Options {
+	return store.Options{Root: root, LockTimeout: 5 * time.Second}
+}
+
+func active(t *testing.T, root, name string) string {
+	t.Helper()
+	target, err := os.Readlink(filepath.Join(root, "var/lib/extensions", name+".raw"))
+	if err != nil {
+		t.Fatalf("%s: no activation link: %v", name, err)
+	}
+	return filepath.Base(target)
+}
+
+func TestPullUpdateRollbackGCRemove(t *testing.T) {
+	var count requestCounter
+	reg := ocitest.NewOlareg(t, count.fault())
+	v1 := makeImage(t, meta("hello", "1.0"), 0)
+	v2 := makeImage(t, meta("hello", "2.0"), 0)
+	ref := reg.Ref("ext/hello:stable")
+	push(t, ref, v1)
+	root := nodeRoot(t, debianRelease)
+	n := testNode(root)
+	ctx := context.Background()
+
+	r, err := n.Pull(ctx, PullRequest{Ref: ref})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Action != "pulled" || r.Version != "1.0" || r.Activation != store.ActivationUnproven {
+		t.Fatalf("pull: %+v", r)
+	}
+	arch := string(extension.HostArch())
+	if got := active(t, root, "hello"); got != "hello-1.0-"+arch+".raw" {
+		t.Fatalf("active %s", got)
+	}
+	// Pulling what is active: a no-op without a blob request.
+	count.reset()
+	if r, err := n.Pull(ctx, PullRequest{Ref: ref}); err != nil || r.Changed {
+		t.Fatalf("second pull: %+v %v", r, err)
+	}
+	if count.blobs.Load() != 0 {
+		t.Fatalf("second pull fetched %d blobs", count.blobs.Load())
+	}
+	// Nothing new: one request.
+	count.reset()
+	res, err := n.Update(ctx, UpdateOptions{All: true})
+	if err != nil || len(res) != 1 || res[0].Action != "unchanged" {
+		t.Fatalf("update: %+v %v", res, err)
+	}
+	if got := count.all.Load(); got != 1 {
+		t.Fatalf("update with nothing new made %d requests, want 1", got)
+	}
+	// The tag moves.
+	push(t, ref, v2)
+	if res, err := n.Update(ctx, UpdateOptions{All: true, DryRun: true}); err != nil || res[0].Action != "would-update" {
+		t.Fatalf("dry run: %+v %v", res, err)
+	}
+	if active(t, root, "hello") != "hello-1.0-"+arch+".raw" {
+		t.Fatal("dry run changed the active image")
+	}
+	res, err = n.Update(ctx, UpdateOptions{Names: []string{"hello"}})
+	if err != nil || res[0].Action != "updated" || res[0].Version != "2.0" || res[0].From != "1.0" {
+		t.Fatalf("update: %+v %v", res, err)
+	}
+	if active(t, root, "hello") != "hello-2.0-"+arch+".raw" {
+		t.Fatal("update did not switch")
+	}
+	if r, err := n.Rollback(ctx, "hello"); err != nil || r.Version != "1.0" {
+		t.Fatalf("rollback: %+v %v", r, err)
+	}
+	if active(t, root, "hello") != "hello-1.0-"+arch+".raw" {
+		t.Fatal("rollback did not switch")
+	}
+	l, err := n.List(ctx)
+	if err != nil || len(l.Extensions) != 1 || !l.Extensions[0].Linked || len(l.Extensions[0].Previous) != 1 || l.Extensions[0].Source != ref {
+		t.Fatalf("list: %+v %v", l, err)
+	}
+	removed, err := n.GC(ctx, 1)
+	if err != nil || len(removed) != 1 || !strings.Contains(removed[0], "hello-2.0") {
+		t.Fatalf("gc: %v %v", removed, err)
+	}
+	if _, err := n.Remove(ctx, "hello"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(root, "var/lib/extensions/hello.raw")); err == nil {
+		t.Fatal("link left")
+	}
+}
+
+func TestRefreshFailureRollsBack(t *testing.T) {
+	reg := ocitest.NewOlareg(t)
+	ref := reg.Ref("ext/hello:stable")
+	push(t, ref, makeImage(t, meta("hello", "1.0"), 0))
+	root := nodeRoot(t, debianRelease)
+	rr := &recRefresher{}
+	o := testNode(root).opts
+	o.Refresher, o.RefreshWithRoot = rr, true
+	n := New(o)
+	ctx := context.Background()
+	r, err := n.Pull(ctx, PullRequest{Ref: ref})
+	if err != nil || r.Activation != store.ActivationRefreshed || rr.n.Load() != 1 {
+		t.Fatalf("pull: %+v %v (refreshes %d)", r, err, rr.n.Load())
+	}
+	arch := string(extension.HostArch())
+	push(t, ref, makeImage(t, meta("hello", "2.0"), 0))
+	rr.fail = errors.New("Failed to merge extensions: Invalid argument")
+	_, err = n.Update(ctx, UpdateOptions{All: true})
+	if err == nil || !strings.Contains(err.Error(), "Invalid argument") || !strings.Contains(err.Error(), "1.0 is active again") {
+		t.Fatalf("update with a failing refresh: %v", err)
+	}
+	if active(t, root, "hello") != "hello-1.0-"+arch+".raw" {
+		t.Fatal("not switched back")
+	}
+	e := entry(t, root, "hello")
+	if e.Activation.Status != store.ActivationRolledBack || !strings.Contains(e.Activation.Reason, "Invalid argument") {
+		t.Fatalf("activation %+v", e.Activation)
+	}
+	// A check hook that fails does the same.
+	rr.fail = nil
+	o.Checker = checkFunc(func(a Activation) error {
+		if a.Install.Version == "2.0" {
+			return errors.New("extension-release.hello is not merged")
+		}
+		return nil
+	})
+	n = New(o)
+	if _, err := n.Update(ctx, UpdateOptions{All: true}); err == nil || !strings.Contains(err.Error(), "not merged") {
+		t.Fatalf("update with a failing check: %v", err)
+	}
+	if active(t, root, "hello") != "hello-1.0-"+arch+".raw" {
+		t.Fatal("not switched back after a failed check")
+	}
+	if e := entry(t, root, "hello"); e.Activation.Status != store.ActivationRolledBack {
+		t.Fatalf("activation %+v", e.Activation)
+	}
+}
+
+type checkFunc func(Activation) error
+
+func (f checkFunc) Check(_ context.Context, a Activation) error { return f(a) }
+
+func entry(t *testing.T, root, name string) *store.Entry {
+	t.Helper()
+	s, err := store.Open(context.Background(), storeOpts(root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	e, ok := s.Entry(name)
+	if !ok {
+		t.Fatalf("%s not installed", name)
+	}
+	return e
+}
+
+func TestIncompatibleRefusedBeforeDownload(t *testing.T) {
+	var count requestCounter
+	reg := ocitest.NewOlareg(t, count.fault())
+	m := meta("fed", "1.0")
+	m.ID, m.VersionID = "fedora", "40"
+	ref := reg.Ref("ext/fed:1")
+	push(t, ref, makeImage(t, m, 0))
+	root := nodeRoot(t, debianRelease)
+	count.reset()
+	_, err := testNode(root).Pull(context.Background(), PullRequest{Ref: ref})
+	var ie *IncompatibleError
+	if !errors.As(err, &ie) || !strings.Contains(err.Error(), "ID=fedora does not match the host's ID=debian") || !strings.Contains(err.Error(), "before download") {
+		t.Fatalf("pull of an incompatible build: %v", err)
+	}
+	if count.blobs.Load() != 0 {
+		t.Fatalf("%d blob requests before refusing", count.blobs.Load())
+	}
+	if _, err := os.Stat(filepath.Join(root, "var/lib/sysext/store/fed")); err == nil {
+		if ents, _ := os.ReadDir(filepath.Join(root, "var/lib/sysext/store/fed")); len(ents) > 0 {
+			t.Fatal("something stored")
+		}
+	}
+}
+
+func TestNameMismatch(t *testing.T) {
+	reg := ocitest.NewOlareg(t)
+	ref := reg.Ref("ext/hello:1")
+	push(t, ref, makeImage(t, meta("hello", "1.0"), 0))
+	root := nodeRoot(t, debianRelease)
+	_, err := testNode(root).Pull(context.Background(), PullRequest{Ref: ref, Name: "other"})
+	if err == nil || !strings.Contains(err.Error(), `not "other"`) {
+		t.Fatalf("pull --name other: %v", err)
+	}
+}
+
+func TestCutConnectionResumed(t *testing.T) {
+	var cut ocitest.Counter
+	reg := ocitest.NewOlareg(t, ocitest.CutBlob(1<<20, 1, &cut))
+	ref := reg.Ref("ext/big:1")
+	push(t, ref, makeImage(t, meta("big", "1.0"), 4<<20))
+	root := nodeRoot(t, debianRelease)
+	r, err := testNode(root).Pull(context.Background(), PullRequest{Ref: ref})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cut.N() != 1 || r.Resumes != 1 {
+		t.Fatalf("cut %d, resumes %d", cut.N(), r.Resumes)
+	}
+}
+
+func TestForeignExtensionRefused(t *testing.T) {
+	reg := ocitest.NewOlareg(t)
+	ref := reg.Ref("ext/hello:1")
+	push(t, ref, makeImage(t, meta("hello", "1.0"), 0))
+	root := nodeRoot(t, debianRelease)
+	p := filepath.Join(root, "etc/extensions/hello.raw")
+	must(t, os.MkdirAll(filepath.Dir(p), 0o755))
+	must(t, os.WriteFile(p, []byte("a person's image"), 0o644))
+	_, err := testNode(root).Pull(context.Background(), PullRequest{Ref: ref})
+	var fe *store.ForeignError
+	if !errors.As(err, &fe) || !strings.Contains(err.Error(), p) {
+		t.Fatalf("pull over a foreign image: %v", err)
+	}
+	if !fileContains(t, p, "a person's image") {
+		t.Fatal("foreign image touched")
+	}
+}
+
+func TestCorruptStateListExplains(t *testing.T) {
+	reg := ocitest.NewOlareg(t)
+	ref := reg.Ref("ext/hello:1")
+	push(t, ref, makeImage(t, meta("hello", "1.0"), 0))
+	root := nodeRoot(t, debianRelease)
+	n := testNode(root)
+	if _, err := n.Pull(context.Background(), PullRequest{Ref: ref}); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(root, "var/lib/sysext/state.json")
+	must(t, os.WriteFile(state, []byte(`{"schema":1,"extensions":{`), 0o644))
+	linkBefore := active(t, root, "hello")
+	if _, err := n.Update(context.Background(), UpdateOptions{All: true}); err == nil || !strings.Contains(err.Error(), state) {
+		t.Fatalf("update with a corrupt state: %v", err)
+	}
+	l, err := n.List(context.Background())
+	if err != nil || l.StateError == "" || len(l.Seen) != 1 || !l.Seen[0].Ours {
+		t.Fatalf("list: %+v %v", l, err)
+	}
+	if active(t, root, "hello") != linkBefore {
+		t.Fatal("link changed")
+	}
+}
+
+func TestConcurrentRuns(t *testing.T) {
+	reg := ocitest.NewOlareg(t)
+	refA, refB := reg.Ref("ext/a:1"), reg.Ref("ext/b:1")
+	push(t, refA, makeImage(t, meta("a", "1"), 0))
+	push(t, refB, makeImage(t, meta("b", "1"), 0))
+	root := nodeRoot(t, debianRelease)
+	// Holding the lock: a second run with a short bound says who holds it.
+	s, err := store.Open(context.Background(), storeOpts(root))
+	must(t, err)
+	o := testNode(root).opts
+	o.Store.LockTimeout = 50 * time.Millisecond
+	_, err = New(o).Pull(context.Background(), PullRequest{Ref: refA})
+	var le *store.LockedError
+	if !errors.As(err, &le) || !strings.Contains(err.Error(), "pid ") {
+		t.Fatalf("pull while locked: %v", err)
+	}
+	s.Close()
+	// Two at once: both finish, one after the other.
+	errs := make(chan error, 2)
+	for _, ref := range []string{refA, refB} {
+		go func() {
+			_, err := testNode(root).Pull(context.Background(), PullRequest{Ref: ref})
+			errs <- err
+		}()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, _ := testNode(root).List(context.Background())
+	if len(l.Extensions) != 2 {
+		t.Fatalf("after two concurrent pulls: %+v", l)
+	}
+}

@@ -1,0 +1,172 @@
+package oci_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/internal/testenv"
+	"github.com/sysext/sysext/oci"
+	"github.com/sysext/sysext/oci/ocitest"
+)
+
+// Side by side on one loopback distribution registry: `sysext fetch` vs
+// `oras pull` (throughput including our digest check and fsync), `sysext
+// push` vs `oras push`, and the peak RSS of each sysext child process.
+// Run with: make bench, or
+//
+//	go test -run '^$' -bench Transfer -benchtime 1x ./oci/
+func BenchmarkTransfer256MiB(b *testing.B) { benchTransfer(b, 256<<20) }
+func BenchmarkTransfer1GiB(b *testing.B)   { benchTransfer(b, 1<<30) }
+
+// bigImage writes a squashfs image of about size bytes of incompressible
+// data (stored uncompressed, so the image is as big as the payload).
+func bigImage(b *testing.B, size int64) string {
+	b.Helper()
+	mk := testenv.RequireTool(b, "mksquashfs")
+	tmp := b.TempDir()
+	m := ocitest.Meta("big", "1", extension.HostArch())
+	rel := filepath.Join(tmp, "root", extension.ReleasePath(m.Name))
+	os.MkdirAll(filepath.Dir(rel), 0o755)
+	os.WriteFile(rel, m.Release().Format(), 0o644)
+	f, err := os.Create(filepath.Join(tmp, "root", "usr", "payload"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := rand.NewChaCha8([32]byte{1})
+	buf := make([]byte, 4<<20)
+	for w := int64(0); w < size; w += int64(len(buf)) {
+		r.Read(buf)
+		if _, err := f.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	f.Close()
+	out := filepath.Join(tmp, extension.FileName(m.Name, m.Version, m.Arch))
+	if o, err := exec.Command(mk, filepath.Join(tmp, "root"), out, "-noappend", "-all-root", "-quiet", "-no-progress", "-noI", "-noD", "-noF", "-noX").CombinedOutput(); err != nil {
+		b.Fatalf("mksquashfs: %v %s", err, o)
+	}
+	os.RemoveAll(filepath.Join(tmp, "root"))
+	return out
+}
+
+// timed runs a command and returns its wall time and peak RSS in MiB.
+// It syncs first, so that neither side pays for the other's (or the
+// registry's) writeback: our fetch fsyncs, and on ext4 an fsync also waits
+// for other files' pending data.
+func timed(b *testing.B, dir string, name string, args ...string) (time.Duration, float64) {
+	b.Helper()
+	syscall.Sync()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	d := time.Since(start)
+	if err != nil {
+		b.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	return d, float64(ru.Maxrss) / 1024
+}
+
+func buildSysext(b *testing.B) string {
+	b.Helper()
+	bin := filepath.Join(b.TempDir(), "sysext")
+	cmd := exec.Command("go", "build", "-o", bin, "../cmd/sysext")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("build sysext: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func benchTransfer(b *testing.B, size int64) {
+	oras := testenv.RequireTool(b, "oras")
+	sysext := buildSysext(b)
+	reg := ocitest.StartDistribution(b)
+	img := bigImage(b, size)
+	fi, _ := os.Stat(img)
+	mb := float64(fi.Size()) / 1e6
+	dir := filepath.Dir(img)
+	base := filepath.Base(img)
+	var pushUs, pushOras, fetchUs, fetchOras time.Duration
+	var rssPush, rssFetch float64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		runtime.GC()
+		// Push: fresh repositories, so every byte is uploaded.
+		d, rss := timed(b, dir, sysext, "push", "-q", img, reg.Ref(fmt.Sprintf("bench/ours%d:1", i)))
+		pushUs += d
+		rssPush = max(rssPush, rss)
+		d, _ = timed(b, dir, oras, "push", "--plain-http", "--no-tty", reg.Ref(fmt.Sprintf("bench/oras%d:1", i)), base+":"+oci.MediaTypeSquashfs)
+		pushOras += d
+
+		// Fetch the same artifact both ways; alternate who goes first.
+		ref := reg.Ref(fmt.Sprintf("bench/ours%d:1", i))
+		outUs, outOras := b.TempDir(), b.TempDir()
+		fetch := func() {
+			d, rss := timed(b, outUs, sysext, "fetch", "-q", "--insecure-allow-unsigned", ref, "-o", outUs)
+			fetchUs += d
+			rssFetch = max(rssFetch, rss)
+		}
+		pull := func() {
+			d, _ := timed(b, outOras, oras, "pull", "--plain-http", "--no-tty", ref, "-o", outOras)
+			fetchOras += d
+		}
+		if i%2 == 0 {
+			pull()
+			fetch()
+		} else {
+			fetch()
+			pull()
+		}
+		os.RemoveAll(outUs)
+		os.RemoveAll(outOras)
+	}
+	b.StopTimer()
+	// The disk's floor for any fetch that fsyncs: write and fsync as many
+	// bytes with nothing else going on.
+	syscall.Sync()
+	floor := diskFloor(b, filepath.Join(b.TempDir(), "floor"), fi.Size())
+	b.ReportMetric(mb/floor.Seconds(), "disk-write+fsync-MB/s")
+	n := float64(b.N)
+	b.ReportMetric(mb*n/fetchUs.Seconds(), "sysext-fetch-MB/s")
+	b.ReportMetric(mb*n/fetchOras.Seconds(), "oras-pull-MB/s")
+	b.ReportMetric(fetchOras.Seconds()/fetchUs.Seconds(), "fetch-ratio")
+	b.ReportMetric(mb*n/pushUs.Seconds(), "sysext-push-MB/s")
+	b.ReportMetric(mb*n/pushOras.Seconds(), "oras-push-MB/s")
+	b.ReportMetric(pushOras.Seconds()/pushUs.Seconds(), "push-ratio")
+	b.ReportMetric(rssFetch, "fetch-peak-RSS-MiB")
+	b.ReportMetric(rssPush, "push-peak-RSS-MiB")
+	_ = context.Background
+}
+
+func diskFloor(b *testing.B, path string, size int64) time.Duration {
+	b.Helper()
+	buf := make([]byte, 1<<20)
+	start := time.Now()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for w := int64(0); w < size; w += int64(len(buf)) {
+		if _, err := f.Write(buf[:min(int64(len(buf)), size-w)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		b.Fatal(err)
+	}
+	f.Close()
+	d := time.Since(start)
+	os.Remove(path)
+	return d
+}

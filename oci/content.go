@@ -1,0 +1,84 @@
+package oci
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"strings"
+
+	"github.com/sysext/sysext/extension"
+
+	"github.com/sysext/sysext/fsimage"
+)
+
+// DetectFormat recognises an image from its first bytes (at least 8 KiB
+// or the whole file): squashfs ("hsqs" at 0), EROFS (0xE0F5E1E2 at 1024),
+// or a GPT disk image ("EFI PART" at 512 or 4096).
+func DetectFormat(head []byte) (fsimage.Format, error) {
+	switch {
+	case len(head) >= 4 && string(head[:4]) == "hsqs":
+		return fsimage.Squashfs, nil
+	case len(head) >= 1028 && binary.LittleEndian.Uint32(head[1024:]) == 0xE0F5E1E2:
+		return fsimage.EROFS, nil
+	case len(head) >= 520 && bytes.Equal(head[512:520], []byte("EFI PART")),
+		len(head) >= 4104 && bytes.Equal(head[4096:4104], []byte("EFI PART")):
+		return fsimage.GPT, nil
+	}
+	return "", fmt.Errorf("the content is not a filesystem image (no squashfs, EROFS or GPT magic): refusing to keep it")
+}
+
+// checkImage reads the image's own metadata and, for our format, checks it
+// against the manifest's annotations. It returns nil Info when the image
+// cannot be read without mounting (a GPT disk image).
+func checkImage(ctx context.Context, path string, format fsimage.Format, e *Entry) (*fsimage.Info, error) {
+	info, err := openImage(ctx, path, format)
+	if err != nil {
+		return nil, err
+	}
+	if info == nil || e.Kind != KindSysext {
+		return info, nil
+	}
+	return info, MetadataAgrees(e.Metadata, info)
+}
+
+// MetadataAgrees checks that the extension-release inside an image says
+// what the manifest annotations said (name, version, ID, VERSION_ID,
+// SYSEXT_LEVEL, ARCHITECTURE, SYSEXT_SCOPE, EXTENSION_RELOAD_MANAGER), so a
+// node's compatibility decision made from the manifest holds for the file.
+func MetadataAgrees(ann extension.Metadata, info *fsimage.Info) error {
+	img := info.Meta
+	if info.Name != "" {
+		img.Name = info.Name
+	}
+	diff := func(field, a, b string) error {
+		return fmt.Errorf("the image's extension-release disagrees with the manifest annotations: %s is %q in the image and %q in the manifest", field, b, a)
+	}
+	switch {
+	case ann.Name != img.Name:
+		return diff("the extension name", ann.Name, img.Name)
+	case ann.Version != img.Version:
+		return diff("SYSEXT_VERSION_ID", ann.Version, img.Version)
+	case ann.ID != img.ID:
+		return diff("ID", ann.ID, img.ID)
+	case ann.VersionID != img.VersionID:
+		return diff("VERSION_ID", ann.VersionID, img.VersionID)
+	case ann.SysextLevel != img.SysextLevel:
+		return diff("SYSEXT_LEVEL", ann.SysextLevel, img.SysextLevel)
+	case ann.Arch != img.Arch:
+		return diff("ARCHITECTURE", string(ann.Arch), string(img.Arch))
+	case scopes(ann.Scopes) != scopes(img.Scopes):
+		return diff("SYSEXT_SCOPE", scopes(ann.Scopes), scopes(img.Scopes))
+	case ann.ReloadManager != img.ReloadManager:
+		return diff("EXTENSION_RELOAD_MANAGER", fmt.Sprint(ann.ReloadManager), fmt.Sprint(img.ReloadManager))
+	}
+	return nil
+}
+
+func scopes(s []extension.Scope) string {
+	out := make([]string, len(s))
+	for i, x := range s {
+		out[i] = string(x)
+	}
+	return strings.Join(out, " ")
+}

@@ -1,0 +1,336 @@
+package oci
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/errdef"
+
+	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/fsimage"
+)
+
+// PushOptions tune Push. The zero value pushes a new index.
+type PushOptions struct {
+	// Append keeps the architectures of the index already at the tag that
+	// the pushed files do not replace (per-architecture CI jobs publishing
+	// to one tag). A missing tag is fine.
+	Append bool
+	// Annotations are added to every manifest and to the index; our own
+	// keys (AnnotationPrefix) may not be overridden.
+	Annotations map[string]string
+	// Source sets org.opencontainers.image.source.
+	Source string
+	// Created sets org.opencontainers.image.created. Zero means
+	// $SOURCE_DATE_EPOCH when set (reproducible digests), else now.
+	Created time.Time
+	// Progress, when set, is told about each file's upload.
+	Progress func(file string, done, total int64)
+}
+
+// PushedManifest is one architecture's manifest Push wrote.
+type PushedManifest struct {
+	File       string
+	Descriptor ocispec.Descriptor // with Platform set (nil for _any)
+	Layer      ocispec.Descriptor
+	Metadata   extension.Metadata
+}
+
+// PushResult is what Push wrote.
+type PushResult struct {
+	Ref       Reference
+	Index     ocispec.Descriptor   // the tagged index
+	Manifests []PushedManifest     // the ones this push wrote, in file order
+	Kept      []ocispec.Descriptor // entries kept from the old index (Append)
+}
+
+// Push reads each image's metadata (refusing a file whose metadata is
+// broken), uploads each file as the one layer of a per-architecture
+// manifest with our artifactType and annotations, and tags an index over
+// them at ref.Tag. Every file must be the same extension; two files for
+// one architecture are an error. Blobs already present are not uploaded
+// again.
+func Push(ctx context.Context, t Target, ref Reference, files []string, opts PushOptions) (*PushResult, error) {
+	if len(files) == 0 {
+		return nil, errors.New("push: no image files given")
+	}
+	if ref.Tag == "" || ref.Digest != "" {
+		return nil, fmt.Errorf("push %s: give a tag to push to (host/repo:tag or oci:DIR:tag), not a digest", ref)
+	}
+	for k := range opts.Annotations {
+		if len(k) >= len(AnnotationPrefix) && k[:len(AnnotationPrefix)] == AnnotationPrefix {
+			return nil, fmt.Errorf("push: annotation %s: the %s keys are taken from the image's extension-release, not set by hand", k, AnnotationPrefix)
+		}
+	}
+	created, err := createdTime(opts.Created)
+	if err != nil {
+		return nil, err
+	}
+	// Read and check every file before uploading anything.
+	infos := make([]*fsimage.Info, len(files))
+	seen := map[string]string{}
+	for i, f := range files {
+		info, err := fsimageOpen(ctx, f)
+		if err != nil {
+			return nil, fmt.Errorf("push %s: %w", f, err)
+		}
+		if err := checkPushable(f, info); err != nil {
+			return nil, err
+		}
+		if i > 0 && info.Name != infos[0].Name {
+			return nil, fmt.Errorf("push: %s is extension %q but %s is %q: push each extension to its own tag", f, info.Name, files[0], infos[0].Name)
+		}
+		p := PlatformString(Platform(info.Meta.Arch))
+		if other, dup := seen[p]; dup {
+			return nil, fmt.Errorf("push: %s and %s are both for %s: give one file per architecture", other, f, p)
+		}
+		seen[p] = f
+		infos[i] = info
+	}
+	res := &PushResult{Ref: ref}
+	for i, info := range infos {
+		pm, err := pushOne(ctx, t, ref, files[i], info, created, opts)
+		if err != nil {
+			return nil, Explain(ref, err)
+		}
+		res.Manifests = append(res.Manifests, *pm)
+	}
+	var entries []ocispec.Descriptor
+	for _, pm := range res.Manifests {
+		entries = append(entries, pm.Descriptor)
+	}
+	if opts.Append {
+		kept, err := keepEntries(ctx, t, ref, seen)
+		if err != nil {
+			return nil, err
+		}
+		res.Kept = kept
+		entries = append(entries, kept...)
+	}
+	sort.SliceStable(entries, func(i, j int) bool {
+		return PlatformString(entries[i].Platform) < PlatformString(entries[j].Platform)
+	})
+	ann := map[string]string{AnnotationCreated: created}
+	if opts.Source != "" {
+		ann[AnnotationSource] = opts.Source
+	}
+	for k, v := range opts.Annotations {
+		ann[k] = v
+	}
+	idx := ocispec.Index{
+		Versioned:    specs.Versioned{SchemaVersion: 2},
+		MediaType:    ocispec.MediaTypeImageIndex,
+		ArtifactType: ArtifactType,
+		Manifests:    entries,
+		Annotations:  ann,
+	}
+	body, err := json.Marshal(idx)
+	if err != nil {
+		return nil, err
+	}
+	desc := descriptorFor(ocispec.MediaTypeImageIndex, body)
+	desc.ArtifactType = ArtifactType
+	if err := pushIfMissing(ctx, t, desc, body); err != nil {
+		return nil, Explain(ref, fmt.Errorf("push %s: index: %w", ref, err))
+	}
+	if err := t.Tag(ctx, desc, ref.Tag); err != nil {
+		return nil, Explain(ref, fmt.Errorf("push %s: tag: %w", ref, err))
+	}
+	res.Index = desc
+	return res, nil
+}
+
+func checkPushable(path string, info *fsimage.Info) error {
+	if info.Format == fsimage.GPT {
+		if info.Name == "" {
+			return fmt.Errorf("push %s: a GPT disk image whose extension-release cannot be read is not pushable: use a squashfs or EROFS image", path)
+		}
+	}
+	if info.Name == "" || info.Release == nil {
+		return fmt.Errorf("push %s: the image has no usr/lib/extension-release.d/extension-release.NAME", path)
+	}
+	if err := info.Meta.Validate(); err != nil {
+		return fmt.Errorf("push %s: extension-release.%s: %w", path, info.Name, err)
+	}
+	if info.Meta.Arch != "" && !info.Meta.Arch.Valid() {
+		return fmt.Errorf("push %s: ARCHITECTURE=%s is not a systemd architecture", path, info.Meta.Arch)
+	}
+	return nil
+}
+
+// createdTime is opts.Created, else $SOURCE_DATE_EPOCH, else now, in RFC 3339.
+func createdTime(t time.Time) (string, error) {
+	if t.IsZero() {
+		if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
+			n, err := strconv.ParseInt(s, 10, 64)
+			if err != nil {
+				return "", fmt.Errorf("SOURCE_DATE_EPOCH=%q is not a number of seconds", s)
+			}
+			t = time.Unix(n, 0)
+		} else {
+			t = time.Now()
+		}
+	}
+	return t.UTC().Format(time.RFC3339), nil
+}
+
+func pushOne(ctx context.Context, t Target, ref Reference, path string, info *fsimage.Info, created string, opts PushOptions) (*PushedManifest, error) {
+	mt, err := LayerMediaType(string(info.Format))
+	if err != nil {
+		return nil, fmt.Errorf("push %s: %w", path, err)
+	}
+	dg, err := digest.Parse(info.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("push %s: digest %q: %w", path, info.Digest, err)
+	}
+	title := filepath.Base(path)
+	if info.Meta.Version != "" && info.Meta.Arch != "" {
+		title = extension.FileName(info.Meta.Name, info.Meta.Version, info.Meta.Arch)
+	}
+	layer := ocispec.Descriptor{
+		MediaType:   mt,
+		Digest:      dg,
+		Size:        info.Size,
+		Annotations: map[string]string{AnnotationTitle: title},
+	}
+	if err := uploadFile(ctx, t, path, layer, opts.Progress); err != nil {
+		return nil, fmt.Errorf("push %s: %w", path, err)
+	}
+	if err := pushIfMissing(ctx, t, ocispec.DescriptorEmptyJSON, ocispec.DescriptorEmptyJSON.Data); err != nil {
+		return nil, fmt.Errorf("push %s: empty config: %w", path, err)
+	}
+	ann := Annotations(info.Meta)
+	ann[AnnotationFormat] = string(info.Format)
+	ann[AnnotationCreated] = created
+	if opts.Source != "" {
+		ann[AnnotationSource] = opts.Source
+	}
+	for k, v := range opts.Annotations {
+		ann[k] = v
+	}
+	cfg := ocispec.DescriptorEmptyJSON
+	cfg.Data = nil
+	m := ocispec.Manifest{
+		Versioned:    specs.Versioned{SchemaVersion: 2},
+		MediaType:    ocispec.MediaTypeImageManifest,
+		ArtifactType: ArtifactType,
+		Config:       cfg,
+		Layers:       []ocispec.Descriptor{layer},
+		Annotations:  ann,
+	}
+	body, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	desc := descriptorFor(ocispec.MediaTypeImageManifest, body)
+	if err := pushIfMissing(ctx, t, desc, body); err != nil {
+		return nil, fmt.Errorf("push %s: manifest: %w", path, err)
+	}
+	desc.ArtifactType = ArtifactType
+	desc.Platform = Platform(info.Meta.Arch)
+	return &PushedManifest{File: path, Descriptor: desc, Layer: layer, Metadata: info.Meta}, nil
+}
+
+func descriptorFor(mediaType string, body []byte) ocispec.Descriptor {
+	return ocispec.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(body), Size: int64(len(body))}
+}
+
+func pushIfMissing(ctx context.Context, t Target, desc ocispec.Descriptor, body []byte) error {
+	if ok, err := t.Exists(ctx, desc); err == nil && ok {
+		return nil
+	}
+	err := t.Push(ctx, desc, bytes.NewReader(body))
+	if errors.Is(err, errdef.ErrAlreadyExists) {
+		return nil
+	}
+	return err
+}
+
+// uploadFile streams the file as blob desc unless the store has it.
+func uploadFile(ctx context.Context, t Target, path string, desc ocispec.Descriptor, progress func(string, int64, int64)) error {
+	if ok, err := t.Exists(ctx, desc); err == nil && ok {
+		if progress != nil {
+			progress(path, desc.Size, desc.Size)
+		}
+		return nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var r io.Reader = f
+	if progress != nil {
+		r = &progressReader{r: f, name: path, total: desc.Size, fn: progress}
+	}
+	err = t.Push(ctx, desc, r)
+	if errors.Is(err, errdef.ErrAlreadyExists) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("upload %s: %w", desc.Digest, err)
+	}
+	return nil
+}
+
+type progressReader struct {
+	r     io.Reader
+	name  string
+	done  int64
+	total int64
+	fn    func(string, int64, int64)
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.done += int64(n)
+	p.fn(p.name, p.done, p.total)
+	return n, err
+}
+
+// keepEntries returns the entries of the index at ref whose platform is not
+// replaced (replaced holds PlatformString keys).
+func keepEntries(ctx context.Context, t Target, ref Reference, replaced map[string]string) ([]ocispec.Descriptor, error) {
+	root, body, err := fetchRoot(ctx, t, ref)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("push --append: read the index at %s: %w", ref, err)
+	}
+	var entries []ocispec.Descriptor
+	if isIndex(root.MediaType) {
+		var idx ocispec.Index
+		if err := json.Unmarshal(body, &idx); err != nil {
+			return nil, fmt.Errorf("push --append: index at %s: %w", ref, err)
+		}
+		entries = idx.Manifests
+	} else {
+		// A single manifest: keep it under the platform its annotations say.
+		e, err := parseEntry(ref, root, body, nil)
+		if err != nil {
+			return nil, fmt.Errorf("push --append: the manifest at %s: %w", ref, err)
+		}
+		root.Platform = Platform(e.Metadata.Arch)
+		entries = []ocispec.Descriptor{root}
+	}
+	var kept []ocispec.Descriptor
+	for _, d := range entries {
+		if _, ok := replaced[PlatformString(d.Platform)]; !ok {
+			kept = append(kept, d)
+		}
+	}
+	return kept, nil
+}

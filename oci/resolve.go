@@ -1,0 +1,342 @@
+package oci
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/errdef"
+
+	"github.com/sysext/sysext/extension"
+)
+
+// Errors callers may test for with errors.Is.
+var (
+	// ErrNotFound: the tag, digest or blob is not in the store (it wraps
+	// oras-go's errdef.ErrNotFound too).
+	ErrNotFound = errdef.ErrNotFound
+	// ErrNoPlatform: the artifact has no build for the requested
+	// architecture. The error text lists the ones it has.
+	ErrNoPlatform = errors.New("no build for this platform")
+	// ErrNotExtension: the artifact is not something we can treat as an
+	// extension image (several layers, a manifest too large, bad
+	// annotations, ...).
+	ErrNotExtension = errors.New("not a sysext artifact")
+)
+
+// Entry is one architecture's manifest of an artifact, read from the
+// manifest alone (nothing of the image is downloaded).
+type Entry struct {
+	// Platform is the index entry's platform; nil for a single manifest or
+	// an entry without one (ARCHITECTURE=_any).
+	Platform *ocispec.Platform
+	// Descriptor is the manifest's descriptor (its digest is what
+	// signatures are made on).
+	Descriptor ocispec.Descriptor
+	// Manifest is the parsed manifest.
+	Manifest *ocispec.Manifest
+	// Layer is the one layer: the image file.
+	Layer ocispec.Descriptor
+	// Kind says whose convention the manifest follows.
+	Kind Kind
+	// Metadata is decoded from the annotations; only for KindSysext.
+	Metadata extension.Metadata
+	// FileName is the safe single-component file name to store the image
+	// under: NAME-VERSION-ARCH.raw for our format, else the title
+	// annotation, else "<hex>.raw".
+	FileName string
+}
+
+// Resolved is what a node needs to fetch one extension: the root the
+// reference points to and the entry chosen for one architecture.
+type Resolved struct {
+	Ref   Reference          // the reference as given
+	Root  ocispec.Descriptor // what the tag (or digest) points to: an index or a manifest
+	Index *ocispec.Index     // nil when Root is a single manifest
+	Entry                    // the chosen architecture's manifest
+}
+
+// Artifact is every entry of a reference, for inspect and copy.
+type Artifact struct {
+	Ref     Reference
+	Root    ocispec.Descriptor
+	Index   *ocispec.Index // nil when Root is a single manifest
+	Entries []Entry
+	// Skipped lists index entries that are not usable extension manifests
+	// (attestations, nested indexes, broken manifests) with the reason.
+	Skipped []string
+}
+
+// Resolve resolves ref in t and picks the manifest for arch (systemd
+// naming; "" means the host's): an index entry whose platform is
+// linux/<arch>, else an entry without platform that is not for another
+// architecture; a single manifest is used when its annotations (if any)
+// allow arch. The manifest is size-limited and digest-checked, its layer
+// and title validated; nothing of the image is downloaded.
+func Resolve(ctx context.Context, t Target, ref Reference, arch extension.Arch) (*Resolved, error) {
+	if arch == "" {
+		arch = extension.HostArch()
+	}
+	root, body, err := fetchRoot(ctx, t, ref)
+	if err != nil {
+		return nil, err
+	}
+	r := &Resolved{Ref: ref, Root: root}
+	if !isIndex(root.MediaType) {
+		e, err := parseEntry(ref, root, body, nil)
+		if err != nil {
+			return nil, err
+		}
+		if !archAllows(e, arch) {
+			return nil, sentinel(ErrNoPlatform, "%s: the manifest is for %s only, not %s", ref, e.Metadata.Arch, arch)
+		}
+		r.Entry = *e
+		return r, nil
+	}
+	var idx ocispec.Index
+	if err := json.Unmarshal(body, &idx); err != nil {
+		return nil, fmt.Errorf("%s: index %s: %w: %v", ref, root.Digest, ErrNotExtension, err)
+	}
+	r.Index = &idx
+	want := Platform(arch)
+	var exact, anyArch []ocispec.Descriptor
+	for _, d := range idx.Manifests {
+		if !isManifest(d.MediaType) {
+			continue
+		}
+		switch {
+		case d.Platform == nil:
+			anyArch = append(anyArch, d)
+		case want != nil && platformMatches(d.Platform, want):
+			exact = append(exact, d)
+		}
+	}
+	for _, d := range append(exact, anyArch...) {
+		e, err := fetchEntry(ctx, t, ref, d)
+		if err != nil {
+			return nil, err
+		}
+		if d.Platform == nil && !archAllows(e, arch) {
+			continue
+		}
+		r.Entry = *e
+		return r, nil
+	}
+	return nil, sentinel(ErrNoPlatform, "%s: no build for %s (%s); available: %s", ref, arch, PlatformString(want), availablePlatforms(&idx))
+}
+
+// Describe reads every manifest ref points to (all platforms), without
+// downloading any image.
+func Describe(ctx context.Context, t Target, ref Reference) (*Artifact, error) {
+	root, body, err := fetchRoot(ctx, t, ref)
+	if err != nil {
+		return nil, err
+	}
+	a := &Artifact{Ref: ref, Root: root}
+	if !isIndex(root.MediaType) {
+		e, err := parseEntry(ref, root, body, nil)
+		if err != nil {
+			return nil, err
+		}
+		a.Entries = []Entry{*e}
+		return a, nil
+	}
+	var idx ocispec.Index
+	if err := json.Unmarshal(body, &idx); err != nil {
+		return nil, fmt.Errorf("%s: index %s: %w: %v", ref, root.Digest, ErrNotExtension, err)
+	}
+	a.Index = &idx
+	for _, d := range idx.Manifests {
+		if !isManifest(d.MediaType) {
+			a.Skipped = append(a.Skipped, fmt.Sprintf("%s: %s is not an image manifest", d.Digest, d.MediaType))
+			continue
+		}
+		e, err := fetchEntry(ctx, t, ref, d)
+		if err != nil {
+			if errors.Is(err, ErrNotExtension) {
+				a.Skipped = append(a.Skipped, err.Error())
+				continue
+			}
+			return nil, err
+		}
+		a.Entries = append(a.Entries, *e)
+	}
+	if len(a.Entries) == 0 {
+		return nil, fmt.Errorf("%s: the index lists no extension manifest: %w", ref, ErrNotExtension)
+	}
+	return a, nil
+}
+
+// fetchRoot resolves ref and reads the manifest or index it points to.
+func fetchRoot(ctx context.Context, t Target, ref Reference) (ocispec.Descriptor, []byte, error) {
+	desc, err := t.Resolve(ctx, ref.Reference())
+	if err != nil {
+		if errors.Is(err, errdef.ErrNotFound) {
+			what := "tag " + ref.Tag
+			if ref.Digest != "" {
+				what = "manifest " + ref.Digest.String()
+			}
+			return desc, nil, sentinel(ErrNotFound, "%s: %s not found in %s", ref, what, ref.Scope())
+		}
+		return desc, nil, Explain(ref, fmt.Errorf("%s: resolve: %w", ref, err))
+	}
+	if ref.Digest != "" && desc.Digest != ref.Digest {
+		return desc, nil, fmt.Errorf("%s: the store answered %s for digest %s", ref, desc.Digest, ref.Digest)
+	}
+	if !isIndex(desc.MediaType) && !isManifest(desc.MediaType) {
+		return desc, nil, fmt.Errorf("%s: %s is neither an image index nor an image manifest: %w", ref, desc.MediaType, ErrNotExtension)
+	}
+	body, err := FetchManifest(ctx, t, desc)
+	if err != nil {
+		return desc, nil, Explain(ref, fmt.Errorf("%s: %w", ref, err))
+	}
+	return desc, body, nil
+}
+
+// FetchManifest reads a manifest or index of at most MaxManifestSize bytes
+// and checks its size and digest against desc.
+func FetchManifest(ctx context.Context, t Target, desc ocispec.Descriptor) ([]byte, error) {
+	if desc.Size > MaxManifestSize {
+		return nil, fmt.Errorf("manifest %s is %d bytes, more than the %d allowed: %w", desc.Digest, desc.Size, MaxManifestSize, ErrNotExtension)
+	}
+	if desc.Size < 0 {
+		return nil, fmt.Errorf("manifest %s has a negative size", desc.Digest)
+	}
+	b, err := content.FetchAll(ctx, t, desc)
+	if err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
+	}
+	return b, nil
+}
+
+func fetchEntry(ctx context.Context, t Target, ref Reference, d ocispec.Descriptor) (*Entry, error) {
+	body, err := FetchManifest(ctx, t, d)
+	if err != nil {
+		return nil, Explain(ref, fmt.Errorf("%s: %w", ref, err))
+	}
+	return parseEntry(ref, d, body, d.Platform)
+}
+
+// parseEntry classifies a manifest and validates what a node would use.
+func parseEntry(ref Reference, d ocispec.Descriptor, body []byte, p *ocispec.Platform) (*Entry, error) {
+	var m ocispec.Manifest
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, fmt.Errorf("%s: manifest %s: %w: %v", ref, d.Digest, ErrNotExtension, err)
+	}
+	if len(m.Layers) != 1 {
+		return nil, fmt.Errorf("%s: manifest %s has %d layers; an extension artifact has exactly one, the image file: %w", ref, d.Digest, len(m.Layers), ErrNotExtension)
+	}
+	e := &Entry{Platform: p, Descriptor: d, Manifest: &m, Layer: m.Layers[0]}
+	if e.Layer.Size < 0 {
+		return nil, fmt.Errorf("%s: manifest %s: layer has a negative size: %w", ref, d.Digest, ErrNotExtension)
+	}
+	if err := e.Layer.Digest.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: manifest %s: layer digest: %w", ref, d.Digest, err)
+	}
+	title, hasTitle := e.Layer.Annotations[AnnotationTitle]
+	if hasTitle {
+		if err := SafeFileName(title); err != nil {
+			return nil, fmt.Errorf("%s: manifest %s: layer title annotation: %v: refusing to write outside the target directory: %w", ref, d.Digest, err, ErrNotExtension)
+		}
+	}
+	md, ours, err := MetadataFromAnnotations(m.Annotations)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%s: manifest %s: %w (%w)", ref, d.Digest, err, ErrNotExtension)
+	case ours:
+		if !isOurLayer(e.Layer.MediaType) {
+			return nil, fmt.Errorf("%s: manifest %s: layer media type %s is not a sysext image type: %w", ref, d.Digest, e.Layer.MediaType, ErrNotExtension)
+		}
+		e.Kind, e.Metadata = KindSysext, md
+	case e.Layer.MediaType == MediaTypeKairos || m.ArtifactType == MediaTypeKairos:
+		e.Kind = KindKairos
+	default:
+		e.Kind = KindPlain
+	}
+	switch {
+	case e.Kind == KindSysext && md.Version != "" && md.Arch != "":
+		e.FileName = extension.FileName(md.Name, md.Version, md.Arch)
+	case hasTitle:
+		e.FileName = title
+	case e.Kind == KindSysext:
+		e.FileName = md.Name + ".raw"
+	default:
+		e.FileName = e.Layer.Digest.Encoded() + ".raw"
+	}
+	return e, nil
+}
+
+func isOurLayer(mt string) bool {
+	return mt == MediaTypeSquashfs || mt == MediaTypeEROFS || mt == MediaTypeDisk
+}
+
+// archAllows reports whether an entry (from a single manifest or an index
+// entry without platform) may serve arch: foreign artifacts say nothing
+// until their content is checked, ours say it in the annotations.
+func archAllows(e *Entry, arch extension.Arch) bool {
+	if e.Kind != KindSysext {
+		return true
+	}
+	a := e.Metadata.Arch
+	return a == "" || a == extension.AnyArch || a == arch
+}
+
+func platformMatches(have, want *ocispec.Platform) bool {
+	if have.OS != "" && have.OS != want.OS {
+		return false
+	}
+	if have.Architecture != want.Architecture {
+		return false
+	}
+	return want.Variant == "" || have.Variant == "" || have.Variant == want.Variant
+}
+
+func availablePlatforms(idx *ocispec.Index) string {
+	var ps []string
+	seen := map[string]bool{}
+	for _, d := range idx.Manifests {
+		if !isManifest(d.MediaType) {
+			continue
+		}
+		s := PlatformString(d.Platform)
+		if d.Platform != nil && d.Platform.OS == "unknown" {
+			continue
+		}
+		if !seen[s] {
+			seen[s] = true
+			ps = append(ps, s)
+		}
+	}
+	sort.Strings(ps)
+	if len(ps) == 0 {
+		return "no platforms"
+	}
+	return strings.Join(ps, ", ")
+}
+
+func isIndex(mt string) bool {
+	return mt == ocispec.MediaTypeImageIndex || mt == "application/vnd.docker.distribution.manifest.list.v2+json"
+}
+
+func isManifest(mt string) bool {
+	return mt == ocispec.MediaTypeImageManifest || mt == "application/vnd.docker.distribution.manifest.v2+json"
+}
+
+// sentinelError is a message that also matches a sentinel with errors.Is,
+// so the sentinel's words need not repeat in the text.
+type sentinelError struct {
+	msg string
+	is  error
+}
+
+func (e *sentinelError) Error() string        { return e.msg }
+func (e *sentinelError) Is(target error) bool { return target == e.is }
+
+func sentinel(is error, format string, args ...any) error {
+	return &sentinelError{fmt.Sprintf(format, args...), is}
+}

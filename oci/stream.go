@@ -1,0 +1,273 @@
+package oci
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
+)
+
+// The download pipeline: one goroutine reads the network into a few
+// buffers (resuming with a Range request when cut), the other hashes each
+// buffer while writing it, and writeback to the disk is started as we go.
+// Memory stays at streamBuffers × streamBufSize whatever the image size.
+const (
+	streamBufSize = 1 << 20
+	streamBuffers = 4
+	directAlign   = 4096
+)
+
+// headSize is how much of the start of the image we keep for the magic
+// check (GPT's header sits at 512 or 4096).
+const headSize = 8192
+
+// writebackChunk is how much dirty data a buffered download lets pile up
+// before it asks the kernel to start writing it out.
+const writebackChunk = 8 << 20
+
+type chunk struct {
+	buf []byte // aligned, cap streamBufSize
+	n   int
+	off int64
+}
+
+// stream copies the blob into f (a fresh, empty temp file), hashing as it
+// goes, and returns the result and the first headSize bytes.
+func stream(ctx context.Context, t Target, layer ocispec.Descriptor, f *os.File, opts DownloadOptions) (*Downloaded, []byte, error) {
+	maxResumes := opts.MaxResumes
+	if maxResumes == 0 {
+		maxResumes = 5
+	}
+	rc, err := t.Fetch(ctx, layer)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil, nil, fmt.Errorf("layer %s: blob not found in the store: %w", layer.Digest, err)
+		}
+		if isLengthMismatch(err) {
+			return nil, nil, sizeMismatch(layer)
+		}
+		return nil, nil, fmt.Errorf("layer %s: %w", layer.Digest, err)
+	}
+	defer func() { rc.Close() }()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	free := make(chan []byte, streamBuffers)
+	for i := 0; i < streamBuffers; i++ {
+		free <- alignedBuffer(streamBufSize)
+	}
+	full := make(chan chunk, streamBuffers)
+	resumes := 0
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(full)
+		readErr <- readChunks(ctx, rc, layer, maxResumes, &resumes, free, full)
+	}()
+
+	w := newBlobWriter(f)
+	defer w.close()
+	h := sha256.New()
+	head := make([]byte, 0, headSize)
+	var written int64
+	var werr error
+	for c := range full {
+		if werr == nil {
+			data := c.buf[:c.n]
+			// Hash on one core while the other copies into the page cache.
+			hashed := make(chan struct{})
+			go func() { h.Write(data); close(hashed) }()
+			werr = w.writeAt(data, c.off)
+			<-hashed
+			if len(head) < headSize {
+				head = append(head, data[:min(len(data), headSize-len(head))]...)
+			}
+			written = c.off + int64(c.n)
+			if werr != nil {
+				cancel() // stop the reader; drain what it sent
+			} else if opts.Progress != nil {
+				opts.Progress(written, layer.Size)
+			}
+		}
+		free <- c.buf
+	}
+	rerr := <-readErr
+	if werr != nil {
+		return nil, nil, fmt.Errorf("write %s: %w", f.Name(), werr)
+	}
+	if rerr != nil {
+		return nil, nil, rerr
+	}
+	if err := w.finish(written); err != nil {
+		return nil, nil, fmt.Errorf("write %s: %w", f.Name(), err)
+	}
+	got := digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil))
+	if got != layer.Digest {
+		return nil, nil, fmt.Errorf("layer %s: the bytes received do not match the digest (got %s): the store is corrupt or was tampered with", layer.Digest, got)
+	}
+	return &Downloaded{Size: written, Digest: got, Resumes: resumes}, head, nil
+}
+
+// readChunks fills buffers from rc in order, each full (streamBufSize)
+// except the last, resuming at the current offset with Seek (an HTTP Range
+// request) after a cut, at most maxResumes times. It checks that the blob
+// is exactly layer.Size bytes long.
+func readChunks(ctx context.Context, rc io.ReadCloser, layer ocispec.Descriptor, maxResumes int, resumes *int, free <-chan []byte, full chan<- chunk) error {
+	var off int64
+	resume := func(cause error) error {
+		sk, ok := rc.(io.Seeker)
+		for {
+			if !ok || *resumes >= maxResumes || maxResumes < 0 {
+				if errors.Is(cause, io.EOF) || errors.Is(cause, io.ErrUnexpectedEOF) {
+					return fmt.Errorf("layer %s: the transfer was cut at %d of %d bytes, still short after %d resumes", layer.Digest, off, layer.Size, *resumes)
+				}
+				return fmt.Errorf("layer %s: the transfer failed at %d of %d bytes after %d resumes: %w", layer.Digest, off, layer.Size, *resumes, cause)
+			}
+			*resumes++
+			// Seeking to where the reader already is does nothing, so go
+			// to the end first (which drops the dead connection) and back:
+			// the second seek sends "Range: bytes=off-".
+			_, _ = sk.Seek(layer.Size, io.SeekStart)
+			_, err := sk.Seek(off, io.SeekStart)
+			if err == nil {
+				return nil
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			cause = err
+		}
+	}
+	for off < layer.Size {
+		var buf []byte
+		select {
+		case buf = <-free:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		want := int(min(int64(streamBufSize), layer.Size-off))
+		n := 0
+		for n < want {
+			m, err := rc.Read(buf[n:want])
+			n += m
+			off += int64(m)
+			if err == nil || (err == io.EOF && n == want) {
+				continue
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err := resume(err); err != nil {
+				return err
+			}
+		}
+		select {
+		case full <- chunk{buf: buf, n: n, off: off - int64(n)}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	// The blob must end here: one more byte is a size mismatch.
+	var one [1]byte
+	for {
+		m, err := rc.Read(one[:])
+		if m > 0 {
+			return sizeMismatch(layer)
+		}
+		if err != nil || ctx.Err() != nil {
+			return nil // EOF, or a cut after the last byte: we have it all
+		}
+	}
+}
+
+func sizeMismatch(layer ocispec.Descriptor) error {
+	return fmt.Errorf("layer %s: size mismatch: the store's answer is not the %d bytes the manifest declares", layer.Digest, layer.Size)
+}
+
+// isLengthMismatch recognises oras-go's error for a Content-Length that is
+// not the descriptor's size.
+func isLengthMismatch(err error) bool {
+	return err != nil && containsString(err.Error(), "mismatch Content-Length")
+}
+
+// blobWriter writes through the page cache and has the kernel start
+// writeback as the data arrives, from its own goroutine: sync_file_range
+// blocks while the disk's queue is full, and the network must not wait
+// for the disk. So the disk works while the network does, and the final
+// fsync has little left to do. (O_DIRECT was measured slower here: one
+// 1 MiB write in flight at a time keeps the disk's queue too shallow.)
+type blobWriter struct {
+	f       *os.File
+	queued  int64      // end of the data handed to the flusher
+	flushes chan int64 // ends of ranges to start writing back
+	done    chan struct{}
+}
+
+func newBlobWriter(f *os.File) *blobWriter {
+	w := &blobWriter{f: f, flushes: make(chan int64, 64), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		var flushed int64
+		for end := range w.flushes {
+			// SYNC_FILE_RANGE_WRITE queues the writeback and returns; it is
+			// best effort (not every filesystem supports it).
+			_ = unix.SyncFileRange(int(f.Fd()), flushed, end-flushed, unix.SYNC_FILE_RANGE_WRITE)
+			flushed = end
+		}
+	}()
+	return w
+}
+
+func (w *blobWriter) writeAt(p []byte, off int64) error {
+	if _, err := w.f.WriteAt(p, off); err != nil {
+		return err
+	}
+	end := off + int64(len(p))
+	if end-w.queued >= writebackChunk {
+		select {
+		case w.flushes <- end:
+			w.queued = end
+		default: // the flusher is behind; a later end covers this range
+		}
+	}
+	return nil
+}
+
+// finish stops the flusher and cuts the file to the blob's size (fallocate
+// may have reserved more); the caller's Commit fsyncs.
+func (w *blobWriter) finish(size int64) error {
+	w.close()
+	st, err := w.f.Stat()
+	if err != nil {
+		return err
+	}
+	if st.Size() != size {
+		return w.f.Truncate(size)
+	}
+	return nil
+}
+
+// close stops the flusher goroutine; safe to call twice.
+func (w *blobWriter) close() {
+	if w.flushes != nil {
+		close(w.flushes)
+		w.flushes = nil
+		<-w.done
+	}
+}
+
+// alignedBuffer returns n bytes starting at a page boundary (whole pages
+// copy fastest).
+func alignedBuffer(n int) []byte {
+	b := make([]byte, n+directAlign)
+	a := int(uintptrOf(b) & (directAlign - 1))
+	if a != 0 {
+		a = directAlign - a
+	}
+	return b[a : a+n : a+n]
+}

@@ -1,0 +1,256 @@
+package oci
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/content/oci"
+	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry"
+	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/credentials"
+	"oras.land/oras-go/v2/registry/remote/errcode"
+	"oras.land/oras-go/v2/registry/remote/retry"
+)
+
+// Target is one store of artifacts: a registry repository or an OCI image
+// layout directory. It is an oras.GraphTarget (Fetch, Push, Exists,
+// Resolve, Tag, Predecessors), so oras.Copy and friends work between any
+// two, and it lists referrers (the OCI 1.1 referrers API, or the
+// sha256-<hex> fallback tag where a registry lacks it; for a layout, the
+// manifests whose subject is desc) and tags.
+//
+// Fetch of a blob from a registry that supports HTTP Range returns an
+// io.ReadSeekCloser; seeking re-requests from that offset, which is how
+// Download resumes a cut connection.
+type Target interface {
+	oras.GraphTarget
+	registry.ReferrerLister
+	registry.TagLister
+}
+
+// Options configure access to a store. The zero value is ready to use.
+type Options struct {
+	// PlainHTTP talks HTTP instead of HTTPS. Loopback registries
+	// (localhost, 127.0.0.0/8, ::1) always use plain HTTP.
+	PlainHTTP bool
+	// Insecure skips TLS certificate verification (--insecure).
+	Insecure bool
+	// Credentials resolves credentials for a registry host. nil means the
+	// user's credential stores (see CredentialStore).
+	Credentials auth.CredentialFunc
+	// MaxRetries bounds retries of requests answered 429, 5xx or cut off
+	// (default 4; negative means none).
+	MaxRetries int
+	// RetryWait is the first back-off, doubled on each retry (default
+	// 250ms; capped at 10s; a Retry-After header is honoured within that).
+	RetryWait time.Duration
+	// UserAgent is sent with every request (default "sysext").
+	UserAgent string
+	// CreateLayout creates an OCI layout directory that does not exist yet
+	// (push and copy destinations). Reading never creates one.
+	CreateLayout bool
+	// HTTPClient replaces the transport (tests). Retries, auth and the
+	// user agent are still layered on top.
+	HTTPClient *http.Client
+}
+
+// Open returns the store ref lives in. Nothing is contacted yet; errors are
+// reported by the first operation. A layout directory that does not exist
+// is an error unless opts.CreateLayout.
+func Open(ctx context.Context, ref Reference, opts Options) (Target, error) {
+	if ref.IsLayout() {
+		return openLayout(ctx, ref, opts)
+	}
+	repo, err := remote.NewRepository(ref.Registry + "/" + ref.Repository)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", ref, err)
+	}
+	repo.PlainHTTP = opts.PlainHTTP || ref.IsLoopback()
+	repo.MaxMetadataBytes = MaxManifestSize
+	repo.Client = newAuthClient(opts)
+	return repo, nil
+}
+
+func openLayout(ctx context.Context, ref Reference, opts Options) (Target, error) {
+	fi, err := os.Stat(ref.Layout)
+	switch {
+	case err == nil && !fi.IsDir():
+		return nil, fmt.Errorf("%s: %s is not a directory", ref, ref.Layout)
+	case errors.Is(err, os.ErrNotExist) && !opts.CreateLayout:
+		return nil, fmt.Errorf("%s: no OCI layout at %s: %w", ref, ref.Layout, errdef.ErrNotFound)
+	case err != nil && !errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("%s: %w", ref, err)
+	}
+	if err == nil && !opts.CreateLayout {
+		if _, err := os.Stat(filepath.Join(ref.Layout, ocispec.ImageLayoutFile)); err != nil {
+			return nil, fmt.Errorf("%s: %s is not an OCI image layout (no %s)", ref, ref.Layout, ocispec.ImageLayoutFile)
+		}
+	}
+	s, err := oci.NewWithContext(ctx, ref.Layout)
+	if err != nil {
+		return nil, fmt.Errorf("%s: open OCI layout: %w", ref, err)
+	}
+	return &layoutTarget{Store: s}, nil
+}
+
+// layoutTarget adds referrer listing to oras-go's OCI layout store.
+type layoutTarget struct {
+	*oci.Store
+}
+
+// Referrers lists the manifests in the layout whose subject is desc,
+// optionally only those of artifactType.
+func (l *layoutTarget) Referrers(ctx context.Context, desc ocispec.Descriptor, artifactType string, fn func([]ocispec.Descriptor) error) error {
+	preds, err := l.Store.Predecessors(ctx, desc)
+	if err != nil {
+		return err
+	}
+	var out []ocispec.Descriptor
+	for _, p := range preds {
+		if p.MediaType != ocispec.MediaTypeImageManifest && p.MediaType != ocispec.MediaTypeImageIndex {
+			continue
+		}
+		b, err := content.FetchAll(ctx, l.Store, p)
+		if err != nil {
+			return err
+		}
+		var m struct {
+			ArtifactType string              `json:"artifactType"`
+			Config       ocispec.Descriptor  `json:"config"`
+			Subject      *ocispec.Descriptor `json:"subject"`
+			Annotations  map[string]string   `json:"annotations"`
+		}
+		if err := json.Unmarshal(b, &m); err != nil || m.Subject == nil || m.Subject.Digest != desc.Digest {
+			continue
+		}
+		at := m.ArtifactType
+		if at == "" && p.MediaType == ocispec.MediaTypeImageManifest {
+			at = m.Config.MediaType
+		}
+		if artifactType != "" && at != artifactType {
+			continue
+		}
+		p.ArtifactType = at
+		p.Annotations = m.Annotations
+		out = append(out, p)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return fn(out)
+}
+
+var _ Target = (*layoutTarget)(nil)
+var _ Target = (*remote.Repository)(nil)
+
+func newAuthClient(opts Options) *auth.Client {
+	base := opts.HTTPClient
+	if base == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		// Large socket reads and no gzip: layers are incompressible images.
+		tr.ReadBufferSize = 256 << 10
+		tr.WriteBufferSize = 256 << 10
+		tr.DisableCompression = true
+		tr.DialContext = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+		if opts.Insecure {
+			tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+		}
+		base = &http.Client{Transport: tr}
+	}
+	maxRetries := opts.MaxRetries
+	if maxRetries == 0 {
+		maxRetries = 4
+	}
+	if maxRetries < 0 {
+		maxRetries = 0
+	}
+	wait := opts.RetryWait
+	if wait == 0 {
+		wait = 250 * time.Millisecond
+	}
+	rt := retry.NewTransport(base.Transport)
+	rt.Policy = func() retry.Policy {
+		return &retry.GenericPolicy{
+			Retryable: retry.DefaultPredicate,
+			Backoff:   retry.ExponentialBackoff(wait, 2, 0.1),
+			MinWait:   wait,
+			MaxWait:   10 * time.Second,
+			MaxRetry:  maxRetries,
+		}
+	}
+	hc := *base
+	hc.Transport = rt
+	cred := opts.Credentials
+	if cred == nil {
+		cred = func(ctx context.Context, hostport string) (auth.Credential, error) {
+			s, err := CredentialStore()
+			if err != nil {
+				return auth.EmptyCredential, err
+			}
+			return credentials.Credential(s)(ctx, hostport)
+		}
+	}
+	ua := opts.UserAgent
+	if ua == "" {
+		ua = "sysext"
+	}
+	c := &auth.Client{
+		Client:     &hc,
+		Header:     http.Header{"User-Agent": {ua}},
+		Credential: cred,
+		Cache:      auth.NewCache(),
+	}
+	return c
+}
+
+// Explain rewrites registry errors for people: a 401 says which login
+// command to run, a missing tag names the reference, a 429/5xx that
+// outlasted the retries says so. Other errors pass through. The result
+// still wraps err.
+func Explain(ref Reference, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, auth.ErrBasicCredentialNotFound) {
+		return fmt.Errorf("%s: the registry requires credentials and none are stored for %s: run 'sysext login %s -u USER --password-stdin'", ref, ref.Registry, ref.Registry)
+	}
+	var er *errcode.ErrorResponse
+	if errors.As(err, &er) {
+		switch {
+		case er.StatusCode == http.StatusUnauthorized:
+			if hasCredentials(ref.Registry) {
+				return fmt.Errorf("%s: the registry refused the stored credentials for %s: run 'sysext login %s -u USER --password-stdin' again: %w", ref, ref.Registry, ref.Registry, err)
+			}
+			return fmt.Errorf("%s: the registry requires credentials and none are stored for %s: run 'sysext login %s -u USER --password-stdin': %w", ref, ref.Registry, ref.Registry, err)
+		case er.StatusCode == http.StatusForbidden:
+			return fmt.Errorf("%s: access denied by the registry (check your permissions on %s): %w", ref, ref.Scope(), err)
+		case er.StatusCode == http.StatusTooManyRequests:
+			return fmt.Errorf("%s: the registry keeps answering 429 Too Many Requests after retries; try again later: %w", ref, err)
+		case er.StatusCode >= 500:
+			return fmt.Errorf("%s: the registry keeps failing (%d %s) after retries; try again later: %w", ref, er.StatusCode, http.StatusText(er.StatusCode), err)
+		}
+	}
+	return err
+}
+
+func hasCredentials(host string) bool {
+	s, err := CredentialStore()
+	if err != nil {
+		return false
+	}
+	c, err := s.Get(context.Background(), credentials.ServerAddressFromHostname(host))
+	return err == nil && c != auth.EmptyCredential
+}

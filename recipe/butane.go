@@ -1,0 +1,183 @@
+package recipe
+
+import (
+	"fmt"
+	"path"
+	"strings"
+
+	"github.com/sysext/sysext/extension"
+	"gopkg.in/yaml.v3"
+)
+
+// ButaneOptions describe a provisioning snippet that installs one
+// extension with `sysext pull` on first boot and turns on updates.
+type ButaneOptions struct {
+	Ref          string // the extension's reference (host/repo:tag, oci:PATH)
+	Name         string // the extension's name; "" = the repository's last path component
+	Variant      string // "flatcar" (default) or "fcos"
+	Key          []byte // a cosign public key to require; nil = the node's trust policy decides
+	BinaryURL    string // where Ignition downloads the sysext binary; "" = it is already installed
+	BinaryHash   string // Ignition verification hash for it ("sha512-HEX" or "sha256-HEX")
+	ExtraPullArg []string
+}
+
+// butane* mirror the parts of the Butane config spec we write.
+type butaneConfig struct {
+	Variant string         `yaml:"variant"`
+	Version string         `yaml:"version"`
+	Storage *butaneStorage `yaml:"storage,omitempty"`
+	Systemd butaneSystemd  `yaml:"systemd"`
+}
+
+type butaneStorage struct {
+	Files []butaneFile `yaml:"files,omitempty"`
+}
+
+type butaneFile struct {
+	Path     string         `yaml:"path"`
+	Mode     int            `yaml:"mode,omitempty"`
+	Contents butaneContents `yaml:"contents"`
+}
+
+type butaneContents struct {
+	Source       string              `yaml:"source,omitempty"`
+	Inline       string              `yaml:"inline,omitempty"`
+	Verification *butaneVerification `yaml:"verification,omitempty"`
+}
+
+type butaneVerification struct {
+	Hash string `yaml:"hash"`
+}
+
+type butaneSystemd struct {
+	Units []butaneUnit `yaml:"units"`
+}
+
+type butaneUnit struct {
+	Name     string `yaml:"name"`
+	Enabled  *bool  `yaml:"enabled,omitempty"`
+	Contents string `yaml:"contents,omitempty"`
+}
+
+// NameFromRef guesses an extension's name from a reference: the last path
+// component of the repository, without tag or digest.
+func NameFromRef(ref string) string {
+	r := strings.TrimPrefix(ref, "oci:")
+	if i := strings.Index(r, "@"); i >= 0 {
+		r = r[:i]
+	}
+	base := path.Base(r)
+	if i := strings.LastIndex(base, ":"); i >= 0 {
+		base = base[:i]
+	}
+	return base
+}
+
+// Butane renders the snippet. It is valid Butane (Flatcar spec 1.0.0,
+// Fedora CoreOS spec 1.5.0) that `butane` turns into Ignition.
+func Butane(o ButaneOptions) (string, error) {
+	if o.Ref == "" || strings.ContainsAny(o.Ref, " \t\n'\"\\") {
+		return "", fmt.Errorf("butane: %q is not a reference", o.Ref)
+	}
+	name := o.Name
+	if name == "" {
+		name = NameFromRef(o.Ref)
+	}
+	if err := extension.ValidateName(name); err != nil {
+		return "", fmt.Errorf("butane: %w: give --name", err)
+	}
+	cfg := butaneConfig{}
+	bin := ""
+	switch o.Variant {
+	case "", "flatcar":
+		cfg.Variant, cfg.Version, bin = "flatcar", "1.0.0", "/opt/bin/sysext"
+	case "fcos":
+		cfg.Variant, cfg.Version, bin = "fcos", "1.5.0", "/usr/local/bin/sysext"
+	default:
+		return "", fmt.Errorf("butane: unknown variant %q: use flatcar or fcos", o.Variant)
+	}
+	if o.BinaryURL == "" {
+		bin = "sysext" // installed by the OS image; found on PATH
+	}
+	var files []butaneFile
+	if o.BinaryURL != "" {
+		f := butaneFile{Path: bin, Mode: 0o755, Contents: butaneContents{Source: o.BinaryURL}}
+		if o.BinaryHash != "" {
+			f.Contents.Verification = &butaneVerification{Hash: o.BinaryHash}
+		}
+		files = append(files, f)
+	}
+	args := []string{"pull", o.Ref, "--name", name}
+	if len(o.Key) > 0 {
+		keyPath := "/etc/sysext/keys/" + name + ".pub"
+		files = append(files, butaneFile{Path: keyPath, Mode: 0o644, Contents: butaneContents{Inline: string(o.Key)}})
+		args = append(args, "--key", keyPath)
+	}
+	args = append(args, o.ExtraPullArg...)
+	if len(files) > 0 {
+		cfg.Storage = &butaneStorage{Files: files}
+	}
+	exec := bin
+	if !strings.HasPrefix(bin, "/") {
+		exec = "/usr/bin/env " + bin
+	}
+	install := fmt.Sprintf(`[Unit]
+Description=Install the %[1]s system extension
+Documentation=https://github.com/sysext/sysext
+Wants=network-online.target
+After=network-online.target
+# Once installed, updates come from sysext-update.timer.
+ConditionPathExists=!/var/lib/extensions/%[1]s.raw
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+Restart=on-failure
+RestartSec=10
+ExecStart=%[2]s %[3]s
+
+[Install]
+WantedBy=multi-user.target
+`, name, exec, strings.Join(args, " "))
+	on := true
+	cfg.Systemd.Units = append(cfg.Systemd.Units, butaneUnit{Name: "sysext-install-" + name + ".service", Enabled: &on, Contents: install})
+	if o.BinaryURL != "" {
+		// Without an OS package nothing ships sysext's own units: write
+		// the update service and timer here.
+		cfg.Systemd.Units = append(cfg.Systemd.Units,
+			butaneUnit{Name: "sysext-update.service", Contents: fmt.Sprintf(`[Unit]
+Description=Update system extensions from their registries
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=oneshot
+ExecStart=%s update --all
+`, exec)},
+			butaneUnit{Name: "sysext-update.timer", Enabled: &on, Contents: `[Unit]
+Description=Check for system extension updates
+
+[Timer]
+OnBootSec=15min
+OnUnitActiveSec=6h
+RandomizedDelaySec=30min
+Persistent=true
+
+[Install]
+WantedBy=timers.target
+`})
+	} else {
+		cfg.Systemd.Units = append(cfg.Systemd.Units, butaneUnit{Name: "sysext-update.timer", Enabled: &on})
+	}
+	var out strings.Builder
+	enc := yaml.NewEncoder(&out)
+	enc.SetIndent(2)
+	if err := enc.Encode(&cfg); err != nil {
+		return "", err
+	}
+	if err := enc.Close(); err != nil {
+		return "", err
+	}
+	head := fmt.Sprintf("# Butane for %s: installs the %s extension from %s on first boot\n# with 'sysext pull' and enables sysext-update.timer.\n# Turn it into Ignition with: butane --strict < this.bu > config.ign\n", cfg.Variant, name, o.Ref)
+	return head + out.String(), nil
+}

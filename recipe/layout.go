@@ -1,0 +1,173 @@
+package recipe
+
+import (
+	"archive/tar"
+	"context"
+	"fmt"
+	"io/fs"
+	"path"
+	"strings"
+)
+
+// placement is one files:/configs: rule applied while walking a download.
+type placement struct {
+	who     string // "files[2]" for errors
+	from    string
+	to      string // image path; a directory when it ends in '/'
+	mode    uint32 // 0 = keep the archive's
+	matched int
+}
+
+func (pl *placement) dest(name string) (string, bool) {
+	if strings.HasSuffix(pl.from, "/") {
+		dir := strings.TrimSuffix(pl.from, "/")
+		if !strings.HasPrefix(name, dir+"/") {
+			return "", false
+		}
+		return pl.to + strings.TrimPrefix(name, dir+"/"), true
+	}
+	if pl.from == "" { // a plain file download
+		return pl.to, true
+	}
+	if ok, _ := path.Match(pl.from, name); !ok {
+		return "", false
+	}
+	if strings.HasSuffix(pl.to, "/") {
+		return pl.to + path.Base(name), true
+	}
+	return pl.to, true
+}
+
+// Layout writes the plan's files into the staged directory root (which must
+// exist and be empty), taking download contents from files (download ID ->
+// path of the verified download). It reports whether the tree ships
+// systemd units (from units: or from an archive), which is when the
+// extension asks for a manager reload on merge.
+func (p *Plan) Layout(ctx context.Context, root string, files map[string]string) (hasUnits bool, err error) {
+	t := &tree{root: root, written: map[string]string{}}
+	err = p.layout(ctx, t, files)
+	for path := range t.written {
+		hasUnits = hasUnits || strings.Contains(path, "/systemd/system/")
+	}
+	return hasUnits, err
+}
+
+func (p *Plan) layout(ctx context.Context, t *tree, files map[string]string) error {
+	rules := map[string][]*placement{}
+	for i, f := range p.Files {
+		who := fmt.Sprintf("files[%d]", i)
+		if f.Content != "" {
+			if err := t.writeFile(f.To, who, strings.NewReader(f.Content), fs.FileMode(parseMode(f.Mode, 0o644))); err != nil {
+				return err
+			}
+			continue
+		}
+		rules[f.Download] = append(rules[f.Download], &placement{who: who, from: f.From, to: f.To, mode: parseMode(f.Mode, 0)})
+	}
+	var tmpfiles []string
+	for i, c := range p.Configs {
+		who := fmt.Sprintf("configs[%d]", i)
+		share := p.sharePath(c.Path)
+		tmpfiles = append(tmpfiles, fmt.Sprintf("C %s - - - - %s", c.Path, share))
+		if c.Content != "" {
+			if err := t.writeFile(share, who, strings.NewReader(c.Content), fs.FileMode(parseMode(c.Mode, 0o644))); err != nil {
+				return err
+			}
+			continue
+		}
+		rules[c.Download] = append(rules[c.Download], &placement{who: who, from: c.From, to: share, mode: parseMode(c.Mode, 0o644)})
+	}
+	for _, d := range p.Downloads {
+		rs := rules[d.ID]
+		if len(rs) == 0 {
+			continue
+		}
+		file, ok := files[d.ID]
+		if !ok {
+			return fmt.Errorf("download %s was not fetched", d.ID)
+		}
+		var names []string
+		err := walkArchive(ctx, file, d.Format, func(e *entry) error {
+			if len(names) < 20 && e.typ != tar.TypeDir {
+				names = append(names, e.name)
+			}
+			for _, pl := range rs {
+				dst, ok := pl.dest(e.name)
+				if !ok {
+					continue
+				}
+				if e.typ == tar.TypeDir {
+					pl.matched++
+					continue
+				}
+				pl.matched++
+				switch e.typ {
+				case tar.TypeReg:
+					mode := e.mode
+					if pl.mode != 0 {
+						mode = fs.FileMode(pl.mode)
+					}
+					if mode == 0 {
+						mode = 0o644
+					}
+					return t.writeFile(dst, pl.who, e.r, mode)
+				case tar.TypeSymlink:
+					return t.symlink(dst, pl.who, e.linkname)
+				case tar.TypeLink:
+					// A hard link to a member placed earlier by the same rule.
+					src, ok := pl.dest(e.linkname)
+					if !ok || t.written[src] == "" {
+						return fmt.Errorf("%s: %s is a hard link to %s, which the recipe does not place", pl.who, e.name, e.linkname)
+					}
+					return t.link(dst, pl.who, src)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("download %s (%s): %w", d.ID, path.Base(d.URL), err)
+		}
+		for _, pl := range rs {
+			if pl.matched == 0 {
+				return fmt.Errorf("recipe %s: %s: nothing in download %s (%s) matches %q; it has %s", p.Recipe.Name, pl.who, d.ID, path.Base(d.URL), pl.from, strings.Join(names, ", "))
+			}
+		}
+	}
+	for i, s := range p.Symlinks {
+		if err := t.symlink(s.Path, fmt.Sprintf("symlinks[%d]", i), s.Target); err != nil {
+			return err
+		}
+	}
+	units := map[string]bool{}
+	for i, u := range p.Units {
+		units[u.Name] = true
+		if err := t.writeFile("/usr/lib/systemd/system/"+u.Name, fmt.Sprintf("units[%d]", i), strings.NewReader(ensureNewline(u.Content)), 0o644); err != nil {
+			return err
+		}
+	}
+	for i, d := range p.Dropins {
+		if err := t.writeFile("/usr/lib/systemd/system/"+d.Unit+".d/"+d.Name, fmt.Sprintf("dropins[%d]", i), strings.NewReader(ensureNewline(d.Content)), 0o644); err != nil {
+			return err
+		}
+	}
+	tmpfiles = append(append([]string{}, p.Tmpfiles...), tmpfiles...)
+	if len(tmpfiles) > 0 {
+		body := "# Shipped by the " + p.Recipe.Name + " extension; C lines copy default configs once.\n" + strings.Join(tmpfiles, "\n") + "\n"
+		if err := t.writeFile("/usr/lib/tmpfiles.d/"+p.Recipe.Name+".conf", "tmpfiles", strings.NewReader(body), 0o644); err != nil {
+			return err
+		}
+	}
+	for _, e := range p.Enabled() {
+		if !units[e] {
+			return fmt.Errorf("recipe %s: enables %s, which it does not ship", p.Recipe.Name, e)
+		}
+	}
+	return nil
+}
+
+func ensureNewline(s string) string {
+	if strings.HasSuffix(s, "\n") {
+		return s
+	}
+	return s + "\n"
+}

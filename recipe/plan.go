@@ -1,0 +1,254 @@
+package recipe
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"path"
+	"sort"
+	"strings"
+
+	"github.com/sysext/sysext/extension"
+)
+
+// Plan is a recipe resolved for one version, architecture and set of
+// options: the URLs to fetch, their checksums, and what goes into the tree.
+type Plan struct {
+	Recipe    *Recipe
+	Version   string
+	Arch      extension.Arch
+	Options   map[string]string // every declared option, defaults filled in
+	Downloads []PlannedDownload
+	Files     []File // with from: expanded; only those whose when: holds
+	Symlinks  []Symlink
+	Units     []Unit
+	Dropins   []Dropin
+	Configs   []Config
+	Tmpfiles  []string
+}
+
+// PlannedDownload is one download with its templates expanded.
+type PlannedDownload struct {
+	ID            string
+	URL           string
+	Format        string
+	SHA256        string // pinned (recipe or caller); "" = from the checksum file
+	ChecksumURL   string // "" when none
+	ChecksumEntry string // the name to look up in the checksum file
+}
+
+// ErrArch, ErrVersion and ErrOption classify Resolve's errors.
+var (
+	ErrArch    = errors.New("architecture not offered")
+	ErrVersion = errors.New("version does not match")
+	ErrOption  = errors.New("bad option")
+)
+
+// ResolveOptions are the caller's choices.
+type ResolveOptions struct {
+	Version string
+	Arch    extension.Arch    // "" = the host's
+	Options map[string]string // --option NAME=VALUE
+	SHA256  map[string]string // download ID -> pinned sha256, overriding the recipe
+}
+
+// Resolve checks the caller's choices against the recipe and expands its
+// templates.
+func (r *Recipe) Resolve(o ResolveOptions) (*Plan, error) {
+	arch := o.Arch
+	if arch == "" {
+		arch = extension.HostArch()
+	}
+	vars, ok := r.Arches[string(arch)]
+	if !ok {
+		names := make([]string, 0, len(r.Arches))
+		for _, a := range r.ArchList() {
+			names = append(names, string(a))
+		}
+		return nil, fmt.Errorf("recipe %s is not offered for %s: %w; it offers %s (use --arch)", r.Name, arch, ErrArch, strings.Join(names, ", "))
+	}
+	if o.Version == "" {
+		return nil, fmt.Errorf("recipe %s: %w: no version given: use --version (e.g. %s)", r.Name, ErrVersion, r.Version.Example)
+	}
+	if !r.versionRe().MatchString(o.Version) {
+		ex := ""
+		if r.Version.Example != "" {
+			ex = fmt.Sprintf(", e.g. %s", r.Version.Example)
+		}
+		return nil, fmt.Errorf("recipe %s: %w: version %q does not match the recipe's pattern %q%s", r.Name, ErrVersion, o.Version, r.Version.Pattern, ex)
+	}
+	if err := extension.ValidateVersion(o.Version); err != nil {
+		return nil, fmt.Errorf("recipe %s: %w: %v", r.Name, ErrVersion, err)
+	}
+	opts := map[string]string{}
+	for _, opt := range r.Options {
+		opts[opt.Name] = opt.Default
+	}
+	for _, k := range sortedKeys(o.Options) {
+		opt, ok := r.option(k)
+		if !ok {
+			if len(r.Options) == 0 {
+				return nil, fmt.Errorf("recipe %s: %w: unknown option %q: the recipe has no options", r.Name, ErrOption, k)
+			}
+			names := make([]string, len(r.Options))
+			for i, x := range r.Options {
+				names[i] = x.Name
+			}
+			return nil, fmt.Errorf("recipe %s: %w: unknown option %q: use one of %s", r.Name, ErrOption, k, strings.Join(names, ", "))
+		}
+		if err := opt.check(o.Options[k]); err != nil {
+			return nil, fmt.Errorf("recipe %s: %w: %v", r.Name, ErrOption, err)
+		}
+		opts[k] = o.Options[k]
+	}
+	for id := range o.SHA256 {
+		found := false
+		for _, d := range r.Downloads {
+			found = found || d.ID == id
+		}
+		if !found {
+			return nil, fmt.Errorf("recipe %s: %w: --sha256 %s=...: no download has that id", r.Name, ErrOption, id)
+		}
+		if !hexSum.MatchString(o.SHA256[id]) {
+			return nil, fmt.Errorf("recipe %s: %w: --sha256 %s=%q is not a sha256 (64 lower-case hex digits)", r.Name, ErrOption, id, o.SHA256[id])
+		}
+	}
+
+	goarch, _ := arch.OCIPlatform()
+	env := map[string]string{
+		"version":      o.Version,
+		"bare_version": strings.TrimPrefix(o.Version, "v"),
+		"arch":         string(arch),
+		"goarch":       goarch,
+		"uname":        arch.Upstream(),
+	}
+	for k, v := range vars {
+		env[k] = v
+	}
+	for k, v := range opts {
+		env[k] = v
+	}
+	holds := func(s string) bool {
+		if s == "" {
+			return true
+		}
+		w, _ := parseWhen(s)
+		return (opts[w.option] == w.value) == w.equal
+	}
+
+	p := &Plan{Recipe: r, Version: o.Version, Arch: arch, Options: opts}
+	active := map[string]bool{}
+	for _, d := range r.Downloads {
+		if !holds(d.When) {
+			continue
+		}
+		active[d.ID] = true
+		u, err := expand(d.URL, env)
+		if err != nil {
+			return nil, fmt.Errorf("recipe %s: download %s: %w", r.Name, d.ID, err)
+		}
+		pu, err := url.Parse(u)
+		if err != nil || pu.Host == "" || (pu.Scheme != "https" && pu.Scheme != "http") {
+			return nil, fmt.Errorf("recipe %s: download %s: %q is not a valid http(s) URL", r.Name, d.ID, u)
+		}
+		pd := PlannedDownload{ID: d.ID, URL: u, Format: FormatOf(d, u)}
+		pd.SHA256 = o.SHA256[d.ID]
+		if pd.SHA256 == "" {
+			pd.SHA256 = d.SHA256[o.Version][string(arch)]
+		}
+		if d.Checksum != nil {
+			cenv := map[string]string{"url": u, "file": path.Base(pu.Path)}
+			for k, v := range env {
+				cenv[k] = v
+			}
+			if pd.ChecksumURL, err = expand(d.Checksum.URL, cenv); err != nil {
+				return nil, fmt.Errorf("recipe %s: download %s: checksum: %w", r.Name, d.ID, err)
+			}
+			pd.ChecksumEntry = path.Base(pu.Path)
+			if d.Checksum.Entry != "" {
+				if pd.ChecksumEntry, err = expand(d.Checksum.Entry, cenv); err != nil {
+					return nil, fmt.Errorf("recipe %s: download %s: checksum: %w", r.Name, d.ID, err)
+				}
+			}
+		}
+		p.Downloads = append(p.Downloads, pd)
+	}
+	defaultID := ""
+	if len(r.Downloads) == 1 {
+		defaultID = r.Downloads[0].ID
+	}
+	for i, f := range r.Files {
+		if !holds(f.When) {
+			continue
+		}
+		if f.Content == "" {
+			if f.Download == "" {
+				f.Download = defaultID
+			}
+			if !active[f.Download] {
+				return nil, fmt.Errorf("recipe %s: files[%d] takes from download %s, which these options leave out", r.Name, i, f.Download)
+			}
+			var err error
+			if f.From, err = expand(f.From, env); err != nil {
+				return nil, fmt.Errorf("recipe %s: files[%d]: %w", r.Name, i, err)
+			}
+		}
+		p.Files = append(p.Files, f)
+	}
+	for i, c := range r.Configs {
+		if !holds(c.When) {
+			continue
+		}
+		if c.Content == "" {
+			if c.Download == "" {
+				c.Download = defaultID
+			}
+			if !active[c.Download] {
+				return nil, fmt.Errorf("recipe %s: configs[%d] takes from download %s, which these options leave out", r.Name, i, c.Download)
+			}
+			var err error
+			if c.From, err = expand(c.From, env); err != nil {
+				return nil, fmt.Errorf("recipe %s: configs[%d]: %w", r.Name, i, err)
+			}
+		}
+		p.Configs = append(p.Configs, c)
+	}
+	for _, s := range r.Symlinks {
+		if holds(s.When) {
+			p.Symlinks = append(p.Symlinks, s)
+		}
+	}
+	for _, u := range r.Units {
+		if holds(u.When) {
+			p.Units = append(p.Units, u)
+		}
+	}
+	for _, d := range r.Dropins {
+		if holds(d.When) {
+			p.Dropins = append(p.Dropins, d)
+		}
+	}
+	p.Tmpfiles = append(p.Tmpfiles, r.Tmpfiles...)
+	return p, nil
+}
+
+// Enabled lists the units the plan enables (upheld by their targets).
+func (p *Plan) Enabled() []string {
+	var out []string
+	for _, u := range p.Units {
+		if u.Enable {
+			out = append(out, u.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// sharePath is where a config for /etc/REL ships inside the image:
+// /usr/share/NAME/REL, without REL's leading NAME/ directory
+// (/etc/docker/daemon.json ships as /usr/share/docker/daemon.json).
+func (p *Plan) sharePath(etcPath string) string {
+	rel := strings.TrimPrefix(etcPath, "/etc/")
+	rel = strings.TrimPrefix(rel, p.Recipe.Name+"/")
+	return "/usr/share/" + p.Recipe.Name + "/" + rel
+}

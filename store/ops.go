@@ -1,0 +1,526 @@
+package store
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/sysext/sysext/atomicfile"
+	"github.com/sysext/sysext/verify"
+)
+
+// ForeignError says an extension of that name exists that sysext did not
+// install; it is never touched.
+type ForeignError struct {
+	Name string
+	Path string
+}
+
+func (e *ForeignError) Error() string {
+	return fmt.Sprintf("%s: %s was not installed by sysext, so it is left untouched: remove it yourself if sysext should manage %s", e.Name, e.Path, e.Name)
+}
+
+// NotInstalledError says sysext has no record of NAME.
+type NotInstalledError struct{ Name string }
+
+func (e *NotInstalledError) Error() string {
+	return fmt.Sprintf("%s is not installed by sysext (see 'sysext list')", e.Name)
+}
+
+// Meta is what an install records besides the image itself.
+type Meta struct {
+	Source        string
+	Declared      string
+	Policy        string
+	AllowUnsigned bool
+}
+
+// CheckForeign returns a *ForeignError when an extension named NAME exists
+// in any of systemd-sysext's directories under Root that is not our link
+// (or, in copy mode, a file with the given layer digest).
+func (s *Store) CheckForeign(name string, layer digest.Digest) error {
+	if err := validName(name); err != nil {
+		return err
+	}
+	own := filepath.Clean(s.opts.ExtensionsDir)
+	for _, dir := range SearchDirs {
+		for _, base := range []string{name + imageSuffix, name} {
+			p := s.path(filepath.Join(dir, base))
+			fi, err := os.Lstat(p)
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", p, err)
+			}
+			if filepath.Clean(dir) == own && base == name+imageSuffix && s.isOurs(name, p, fi, layer) {
+				continue
+			}
+			return &ForeignError{Name: name, Path: p}
+		}
+	}
+	// A custom extensions directory is not in SearchDirs.
+	p := s.LinkPath(name)
+	if fi, err := os.Lstat(p); err == nil && !s.isOurs(name, p, fi, layer) {
+		return &ForeignError{Name: name, Path: p}
+	}
+	return nil
+}
+
+func (s *Store) isOurs(name, p string, fi os.FileInfo, layer digest.Digest) bool {
+	if s.opts.Copy {
+		return fi.Mode().IsRegular() && layer != "" && fileHasDigest(p, layer)
+	}
+	if fi.Mode()&os.ModeSymlink == 0 {
+		return false
+	}
+	t, err := os.Readlink(p)
+	if err != nil {
+		return false
+	}
+	dir, file := filepath.Split(t)
+	return filepath.Clean(dir) == s.nameDir(name) && validFile(file) == nil
+}
+
+func fileHasDigest(p string, d digest.Digest) bool {
+	if d.Algorithm() != digest.SHA256 {
+		return false
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return false
+	}
+	return digest.NewDigest(digest.SHA256, h) == d
+}
+
+// Find returns the stored file of NAME whose image has the given layer
+// digest, if the state records one and it is still on disk.
+func (s *Store) Find(name string, layer digest.Digest) (Install, bool) {
+	e, ok := s.state.Extensions[name]
+	if !ok || layer == "" {
+		return Install{}, false
+	}
+	for _, in := range append([]Install{e.Active}, e.Previous...) {
+		if in.LayerDigest == layer && in.File != "" {
+			if _, err := os.Stat(s.ImagePath(name, in.File)); err == nil {
+				return in, true
+			}
+		}
+	}
+	return Install{}, false
+}
+
+// Staging is a private directory for one download; its content is invisible
+// to the store until Commit, and removed by Abort or the next Open.
+type Staging struct {
+	s    *Store
+	name string
+	dir  string
+}
+
+// Stage creates a staging directory for NAME's next image.
+func (s *Store) Stage(name string) (*Staging, error) {
+	if err := validName(name); err != nil {
+		return nil, err
+	}
+	parent := s.path(s.nameDir(name))
+	if s.opts.Copy {
+		parent = s.path(s.opts.ExtensionsDir)
+	}
+	if err := os.MkdirAll(parent, dirMode); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	dir, err := os.MkdirTemp(parent, stagingPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	s.hook("staged")
+	return &Staging{s: s, name: name, dir: dir}, nil
+}
+
+// Dir is where the download writes.
+func (st *Staging) Dir() string { return st.dir }
+
+// Abort removes the staging directory.
+func (st *Staging) Abort() error {
+	if st.dir == "" {
+		return nil
+	}
+	err := os.RemoveAll(st.dir)
+	st.dir = ""
+	return err
+}
+
+// Commit moves the checked file (a name inside Dir) into the store under
+// file (NAME-VERSION-ARCH.raw), read-only, never replacing a stored file. A
+// stored file with the same content is reused; one with other content makes
+// the new file's name carry its digest. It returns the stored name. In copy
+// mode use InstallCopy instead.
+func (st *Staging) Commit(staged, file string, layer digest.Digest) (string, error) {
+	s := st.s
+	if s.opts.Copy {
+		return "", errors.New("store: Commit in copy mode: use InstallCopy")
+	}
+	if err := validFile(file); err != nil {
+		return "", err
+	}
+	src := filepath.Join(st.dir, staged)
+	if err := os.Chmod(src, storeFileMode); err != nil {
+		return "", fmt.Errorf("store: %w", err)
+	}
+	names := []string{file, strings.TrimSuffix(file, imageSuffix) + "." + shortDigest(layer) + imageSuffix}
+	for _, name := range names {
+		dst := s.ImagePath(st.name, name)
+		if _, err := os.Lstat(dst); err == nil {
+			if fileHasDigest(dst, layer) {
+				s.hook("reuse")
+				return name, st.Abort()
+			}
+			continue
+		}
+		// link(2) refuses to replace: a stored file is never modified.
+		if err := os.Link(src, dst); err != nil {
+			return "", fmt.Errorf("store %s: %w", dst, err)
+		}
+		s.hook("committed")
+		if err := atomicfile.SyncDir(filepath.Dir(dst)); err != nil {
+			return "", err
+		}
+		return name, st.Abort()
+	}
+	return "", fmt.Errorf("store: %s and %s exist with other content", names[0], names[1])
+}
+
+func shortDigest(d digest.Digest) string {
+	h := d.Encoded()
+	if len(h) > 12 {
+		h = h[:12]
+	}
+	return h
+}
+
+// Install activates a stored file as NAME: the state records it (with the
+// previous active version kept for rollback), then the link is switched.
+// v must be the verification of in.ManifestDigest.
+func (s *Store) Install(v verify.Verified, name string, in Install, meta Meta) error {
+	if s.opts.Copy || s.opts.ReadOnly {
+		return errors.New("store: Install needs a writable store (use InstallCopy in copy mode)")
+	}
+	if err := v.Check(in.ManifestDigest); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	in.Signer, in.Unsigned = v.Signer(), v.Unsigned()
+	if err := validFile(in.File); err != nil || in.File == "" {
+		return fmt.Errorf("%s: bad stored file name %q", name, in.File)
+	}
+	if _, err := os.Stat(s.ImagePath(name, in.File)); err != nil {
+		return fmt.Errorf("%s: stored image: %w", name, err)
+	}
+	if err := s.CheckForeign(name, ""); err != nil {
+		return err
+	}
+	if in.InstalledAt.IsZero() {
+		in.InstalledAt = time.Now().UTC()
+	}
+	var next *Entry
+	if cur, ok := s.state.Extensions[name]; ok {
+		next = cur.clone()
+		if cur.Active.File != "" && cur.Active.File != in.File {
+			next.Previous = append([]Install{cur.Active}, without(cur.Previous, in.File)...)
+		} else {
+			next.Previous = without(cur.Previous, in.File)
+		}
+	} else {
+		next = &Entry{Name: name}
+	}
+	next.Source, next.Declared, next.Policy, next.AllowUnsigned = meta.Source, meta.Declared, meta.Policy, meta.AllowUnsigned
+	next.Active = in
+	next.Activation = Activation{Status: ActivationPending, At: in.InstalledAt}
+	next.Pending = nil
+	return s.activate(name, next)
+}
+
+func without(list []Install, file string) []Install {
+	out := make([]Install, 0, len(list))
+	for _, in := range list {
+		if in.File != file {
+			out = append(out, in)
+		}
+	}
+	return out
+}
+
+// activate records the intent, switches the link, records the result.
+func (s *Store) activate(name string, next *Entry) error {
+	st := s.state.clone()
+	cur, ok := st.Extensions[name]
+	if !ok {
+		cur = &Entry{Name: name}
+		st.Extensions[name] = cur
+	}
+	cur.Pending = &Pending{Op: opActivate, Next: next}
+	if err := s.writeState(st); err != nil {
+		return err
+	}
+	s.hook("intent")
+	link := s.LinkPath(name)
+	if err := os.MkdirAll(filepath.Dir(link), dirMode); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if err := atomicfile.Symlink(s.linkTarget(name, next.Active.File), link); err != nil {
+		return fmt.Errorf("%s: activate: %w", name, err)
+	}
+	s.hook("linked")
+	st = s.state.clone()
+	st.Extensions[name] = next
+	if err := s.writeState(st); err != nil {
+		return err
+	}
+	s.hook("recorded")
+	return nil
+}
+
+// Rollback makes NAME's previous stored version active again; the version
+// it replaces becomes the previous one. It returns the now active install.
+func (s *Store) Rollback(name string) (Install, error) {
+	cur, ok := s.state.Extensions[name]
+	if !ok {
+		return Install{}, &NotInstalledError{name}
+	}
+	if len(cur.Previous) == 0 {
+		return Install{}, fmt.Errorf("%s: no previous version is stored to roll back to (gc may have removed it)", name)
+	}
+	prev := cur.Previous[0]
+	if _, err := os.Stat(s.ImagePath(name, prev.File)); err != nil {
+		return Install{}, fmt.Errorf("%s: previous version %s: %w", name, prev.Version, err)
+	}
+	if err := s.CheckForeign(name, ""); err != nil {
+		return Install{}, err
+	}
+	next := cur.clone()
+	next.Active = prev
+	next.Previous = append([]Install{cur.Active}, cur.Previous[1:]...)
+	next.Activation = Activation{Status: ActivationPending, At: time.Now().UTC()}
+	return prev, s.activate(name, next)
+}
+
+// SetActivation records what happened after an activation.
+func (s *Store) SetActivation(name string, a Activation) error {
+	if s.opts.Copy {
+		return nil
+	}
+	if _, ok := s.state.Extensions[name]; !ok {
+		return &NotInstalledError{name}
+	}
+	if a.At.IsZero() {
+		a.At = time.Now().UTC()
+	}
+	st := s.state.clone()
+	st.Extensions[name].Activation = a
+	return s.writeState(st)
+}
+
+// Remove deactivates NAME and deletes its stored images and its record.
+func (s *Store) Remove(name string) error {
+	cur, ok := s.state.Extensions[name]
+	if !ok {
+		return &NotInstalledError{name}
+	}
+	if err := s.CheckForeign(name, ""); err != nil {
+		return err
+	}
+	st := s.state.clone()
+	st.Extensions[name].Pending = &Pending{Op: opRemove}
+	if err := s.writeState(st); err != nil {
+		return err
+	}
+	s.hook("intent")
+	if err := s.removeFiles(name, cur); err != nil {
+		return err
+	}
+	st = s.state.clone()
+	delete(st.Extensions, name)
+	if err := s.writeState(st); err != nil {
+		return err
+	}
+	s.hook("recorded")
+	return nil
+}
+
+// removeFiles removes NAME's link (only ours) and the files of e that no
+// other deployment uses.
+func (s *Store) removeFiles(name string, e *Entry) error {
+	link := s.LinkPath(name)
+	if fi, err := os.Lstat(link); err == nil {
+		if !s.isOurs(name, link, fi, "") {
+			return &ForeignError{name, link}
+		}
+		if err := os.Remove(link); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		s.hook("unlinked")
+		if err := atomicfile.SyncDir(filepath.Dir(link)); err != nil {
+			return err
+		}
+	}
+	used := s.usedElsewhere()
+	for _, in := range append([]Install{e.Active}, e.Previous...) {
+		if in.File == "" || used[s.linkTarget(name, in.File)] {
+			continue
+		}
+		if err := os.Remove(s.ImagePath(name, in.File)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		s.hook("deleted")
+	}
+	// Only an empty directory goes; staging leftovers went at Open.
+	if err := os.Remove(s.path(s.nameDir(name))); err == nil {
+		_ = atomicfile.SyncDir(s.path(s.opts.StoreDir))
+	}
+	return nil
+}
+
+// GC removes stored versions beyond keep per extension (the active one is
+// always kept and counts as one) and store files no record uses. It
+// returns the removed files, under Root.
+func (s *Store) GC(keep int) ([]string, error) {
+	if keep < 1 {
+		return nil, fmt.Errorf("gc: --keep %d: keep at least 1 (the active version is never removed)", keep)
+	}
+	st := s.state.clone()
+	changed := false
+	for _, e := range st.Extensions {
+		if len(e.Previous) > keep-1 {
+			e.Previous = e.Previous[:keep-1]
+			changed = true
+		}
+	}
+	if changed {
+		if err := s.writeState(st); err != nil {
+			return nil, err
+		}
+		s.hook("gc-recorded")
+	}
+	used := s.usedElsewhere()
+	for name, e := range s.state.Extensions {
+		for _, in := range append([]Install{e.Active}, e.Previous...) {
+			used[s.linkTarget(name, in.File)] = true
+		}
+		if e.Pending != nil && e.Pending.Next != nil {
+			used[s.linkTarget(name, e.Pending.Next.Active.File)] = true
+		}
+	}
+	var removed []string
+	root := s.path(s.opts.StoreDir)
+	dirs, err := os.ReadDir(root)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("gc: %w", err)
+	}
+	for _, d := range dirs {
+		if !d.IsDir() || validName(d.Name()) != nil {
+			continue
+		}
+		files, err := os.ReadDir(filepath.Join(root, d.Name()))
+		if err != nil {
+			return removed, fmt.Errorf("gc: %w", err)
+		}
+		left := 0
+		for _, f := range files {
+			if !f.Type().IsRegular() || !strings.HasSuffix(f.Name(), imageSuffix) || strings.HasPrefix(f.Name(), ".") || used[s.linkTarget(d.Name(), f.Name())] {
+				left++
+				continue
+			}
+			p := filepath.Join(root, d.Name(), f.Name())
+			if err := os.Remove(p); err != nil {
+				return removed, fmt.Errorf("gc: %w", err)
+			}
+			s.hook("gc-deleted")
+			removed = append(removed, p)
+		}
+		if left == 0 {
+			_ = os.Remove(filepath.Join(root, d.Name()))
+		}
+	}
+	if len(removed) > 0 {
+		_ = atomicfile.SyncDir(root)
+	}
+	return removed, nil
+}
+
+// InstallCopy (copy mode) moves the checked staged file to NAME.raw in the
+// extensions directory. An existing NAME.raw is replaced only when it is
+// byte-identical (then nothing changes).
+func (st *Staging) InstallCopy(v verify.Verified, staged string, manifest, layer digest.Digest) error {
+	s := st.s
+	if !s.opts.Copy {
+		return errors.New("store: InstallCopy outside copy mode")
+	}
+	if err := v.Check(manifest); err != nil {
+		return fmt.Errorf("%s: %w", st.name, err)
+	}
+	if err := s.CheckForeign(st.name, layer); err != nil {
+		return err
+	}
+	dst := s.LinkPath(st.name)
+	if _, err := os.Lstat(dst); err == nil {
+		return st.Abort() // identical content, checked by CheckForeign
+	}
+	src := filepath.Join(st.dir, staged)
+	if err := os.Chmod(src, copyFileMode); err != nil {
+		return fmt.Errorf("%s: %w", st.name, err)
+	}
+	if err := os.Link(src, dst); err != nil {
+		return fmt.Errorf("%s: %w", st.name, err)
+	}
+	s.hook("copied")
+	if err := atomicfile.SyncDir(filepath.Dir(dst)); err != nil {
+		return err
+	}
+	return st.Abort()
+}
+
+// LinkTargetIs reports whether NAME's link points at the stored FILE.
+func (s *Store) LinkTargetIs(name, file string) bool {
+	t, err := os.Readlink(s.LinkPath(name))
+	return err == nil && file != "" && t == s.linkTarget(name, file)
+}
+
+// Touch records that NAME's source (now source) resolved to resolved while
+// the active image stayed the same, so the next update costs one request.
+func (s *Store) Touch(name, source string, resolved digest.Digest) error {
+	if s.opts.Copy {
+		return nil
+	}
+	if _, ok := s.state.Extensions[name]; !ok {
+		return &NotInstalledError{name}
+	}
+	st := s.state.clone()
+	e := st.Extensions[name]
+	e.Source = source
+	e.Active.ResolvedDigest = resolved
+	return s.writeState(st)
+}
+
+// SetDeclared records which declaration manages NAME ("" = none).
+func (s *Store) SetDeclared(name, declared string) error {
+	if _, ok := s.state.Extensions[name]; !ok {
+		return &NotInstalledError{name}
+	}
+	st := s.state.clone()
+	st.Extensions[name].Declared = declared
+	return s.writeState(st)
+}

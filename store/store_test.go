@@ -1,0 +1,430 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/sysext/sysext/internal/testenv"
+	"github.com/sysext/sysext/verify"
+)
+
+func open(t *testing.T, o Options) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// put stages content as NAME version and installs it.
+func put(t *testing.T, s *Store, name, version, content string) Install {
+	t.Helper()
+	st, err := s.Stage(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(st.Dir(), "img"), []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	layer := digest.FromString(content)
+	file, err := st.Commit("img", fmt.Sprintf("%s-%s-x86-64.raw", name, version), layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest := digest.FromString("manifest " + content)
+	in := Install{Version: version, Arch: "x86-64", File: file, LayerDigest: layer, ManifestDigest: manifest, Size: int64(len(content))}
+	if err := s.Install(verify.AcceptUnsigned(manifest), name, in, Meta{Source: "example.com/" + name + ":latest"}); err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
+func activeContent(t *testing.T, s *Store, name string) string {
+	t.Helper()
+	target, err := os.Readlink(s.LinkPath(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(s.Path(target))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestInstallRollbackGCRemove(t *testing.T) {
+	root := testenv.TempDirNoLeak(t, ".#")
+	s := open(t, Options{Root: root})
+	put(t, s, "hello", "1", "one")
+	put(t, s, "hello", "2", "two")
+	put(t, s, "hello", "3", "three")
+	if got := activeContent(t, s, "hello"); got != "three" {
+		t.Fatalf("active %q, want three", got)
+	}
+	target, _ := os.Readlink(s.LinkPath("hello"))
+	if target != "/var/lib/sysext/store/hello/hello-3-x86-64.raw" {
+		t.Fatalf("link target %s is not an absolute path on the running system", target)
+	}
+	fi, _ := os.Stat(s.Path(target))
+	if fi.Mode().Perm()&0o222 != 0 {
+		t.Fatalf("stored file is writable: %v", fi.Mode())
+	}
+	e, _ := s.Entry("hello")
+	if len(e.Previous) != 2 || e.Previous[0].Version != "2" || e.Activation.Status != ActivationPending {
+		t.Fatalf("entry %+v", e)
+	}
+	if in, err := s.Rollback("hello"); err != nil || in.Version != "2" {
+		t.Fatal(in, err)
+	}
+	if got := activeContent(t, s, "hello"); got != "two" {
+		t.Fatalf("after rollback active %q", got)
+	}
+	// A second rollback goes back to where we were.
+	if _, err := s.Rollback("hello"); err != nil || activeContent(t, s, "hello") != "three" {
+		t.Fatal(err)
+	}
+	removed, err := s.GC(2)
+	if err != nil || len(removed) != 1 || !strings.HasSuffix(removed[0], "hello-1-x86-64.raw") {
+		t.Fatalf("gc removed %v, %v", removed, err)
+	}
+	if _, err := s.GC(0); err == nil {
+		t.Fatal("gc --keep 0 accepted")
+	}
+	removed, _ = s.GC(1)
+	if len(removed) != 1 || activeContent(t, s, "hello") != "three" {
+		t.Fatalf("gc 1 removed %v", removed)
+	}
+	if _, err := s.Rollback("hello"); err == nil {
+		t.Fatal("rollback without a previous version succeeded")
+	}
+	if err := s.Remove("hello"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(s.LinkPath("hello")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("link left after remove")
+	}
+	if _, err := os.Stat(s.Path("/var/lib/sysext/store/hello")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("store dir left after remove")
+	}
+	var nie *NotInstalledError
+	if err := s.Remove("hello"); !errors.As(err, &nie) {
+		t.Fatalf("remove twice: %v", err)
+	}
+}
+
+func TestInstallRequiresVerifiedDigest(t *testing.T) {
+	root := t.TempDir()
+	s := open(t, Options{Root: root})
+	st, _ := s.Stage("x")
+	os.WriteFile(filepath.Join(st.Dir(), "img"), []byte("c"), 0o600)
+	file, err := st.Commit("img", "x-1-x86-64.raw", digest.FromString("c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := Install{File: file, ManifestDigest: digest.FromString("m")}
+	if err := s.Install(verify.Verified{}, "x", in, Meta{}); err == nil {
+		t.Fatal("installed with a zero Verified")
+	}
+	if err := s.Install(verify.AcceptUnsigned(digest.FromString("other")), "x", in, Meta{}); err == nil {
+		t.Fatal("installed with the verification of another digest")
+	}
+	if _, err := os.Lstat(s.LinkPath("x")); err == nil {
+		t.Fatal("link made by a refused install")
+	}
+}
+
+func TestForeignExtensionUntouched(t *testing.T) {
+	root := t.TempDir()
+	s := open(t, Options{Root: root})
+	for _, p := range []string{"/etc/extensions/mine.raw", "/var/lib/extensions/other.raw"} {
+		os.MkdirAll(filepath.Dir(s.Path(p)), 0o755)
+		os.WriteFile(s.Path(p), []byte("person's file"), 0o644)
+	}
+	for _, name := range []string{"mine", "other"} {
+		st, _ := s.Stage(name)
+		os.WriteFile(filepath.Join(st.Dir(), "img"), []byte("ours"), 0o600)
+		file, err := st.Commit("img", name+"-1-x86-64.raw", digest.FromString("ours"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := digest.FromString("m")
+		err = s.Install(verify.AcceptUnsigned(m), name, Install{File: file, ManifestDigest: m}, Meta{})
+		var fe *ForeignError
+		if !errors.As(err, &fe) || !strings.Contains(err.Error(), "was not installed by sysext") {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	b, _ := os.ReadFile(s.Path("/var/lib/extensions/other.raw"))
+	if string(b) != "person's file" {
+		t.Fatal("foreign file changed")
+	}
+	if len(s.State().Extensions) != 0 {
+		t.Fatal("state records a refused install")
+	}
+}
+
+func TestCommitNeverReplaces(t *testing.T) {
+	root := t.TempDir()
+	s := open(t, Options{Root: root})
+	a := put(t, s, "x", "1", "first build")
+	st, _ := s.Stage("x")
+	os.WriteFile(filepath.Join(st.Dir(), "img"), []byte("rebuilt"), 0o600)
+	file, err := st.Commit("img", "x-1-x86-64.raw", digest.FromString("rebuilt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if file == a.File || !strings.HasPrefix(file, "x-1-x86-64.") {
+		t.Fatalf("rebuilt file stored as %s", file)
+	}
+	b, _ := os.ReadFile(s.ImagePath("x", a.File))
+	if string(b) != "first build" {
+		t.Fatal("stored file modified")
+	}
+	// Same content: reused.
+	st, _ = s.Stage("x")
+	os.WriteFile(filepath.Join(st.Dir(), "img"), []byte("first build"), 0o600)
+	if f, err := st.Commit("img", "x-1-x86-64.raw", digest.FromString("first build")); err != nil || f != a.File {
+		t.Fatal(f, err)
+	}
+}
+
+// crash runs op with a hook that aborts at its n-th point (as a kill would:
+// nothing after it runs), then reopens the store.
+func crash(t *testing.T, o Options, n int, op func(*Store)) (crashed bool) {
+	t.Helper()
+	count, armed := 0, false
+	o.Hook = func(string) {
+		if !armed {
+			return
+		}
+		count++
+		if count == n {
+			panic(errCrash)
+		}
+	}
+	s, err := Open(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	armed = true
+	defer func() {
+		if r := recover(); r != nil {
+			if r != errCrash {
+				panic(r)
+			}
+			crashed = true
+		}
+	}()
+	op(s)
+	return false
+}
+
+var errCrash = errors.New("crash")
+
+// TestCrashRecoveryInProcess stops install, rollback, remove and gc at
+// every hook point and checks that the next Open leaves a consistent store:
+// the link and the state agree (old or new), no temp file is left.
+func TestCrashRecoveryInProcess(t *testing.T) {
+	ops := map[string]func(*Store){
+		"install":  func(s *Store) { put(t, s, "x", "3", "three") },
+		"rollback": func(s *Store) { s.Rollback("x") },
+		"remove":   func(s *Store) { s.Remove("x") },
+		"gc":       func(s *Store) { s.GC(1) },
+	}
+	points := 0
+	for opName, op := range ops {
+		for n := 1; ; n++ {
+			root := t.TempDir()
+			o := Options{Root: root}
+			s := open(t, o)
+			put(t, s, "x", "1", "one")
+			put(t, s, "x", "2", "two")
+			s.Close()
+			if !crash(t, o, n, op) {
+				break
+			}
+			points++
+			s2 := open(t, o)
+			checkConsistent(t, s2, fmt.Sprintf("%s@%d", opName, n))
+			s2.Close()
+		}
+	}
+	t.Logf("%d crash points", points)
+	if points < 12 {
+		t.Fatalf("only %d crash points", points)
+	}
+}
+
+// checkConsistent asserts the store's invariants.
+func checkConsistent(t *testing.T, s *Store, what string) {
+	t.Helper()
+	st := s.State()
+	for name, e := range st.Extensions {
+		if e.Pending != nil {
+			t.Errorf("%s: %s: pending left after recovery", what, name)
+		}
+		target, err := os.Readlink(s.LinkPath(name))
+		if err != nil || target != s.linkTarget(name, e.Active.File) {
+			t.Errorf("%s: %s: link %q, state says %s", what, name, target, e.Active.File)
+		}
+		for _, in := range append([]Install{e.Active}, e.Previous...) {
+			if !fileHasDigest(s.ImagePath(name, in.File), in.LayerDigest) {
+				t.Errorf("%s: %s: stored %s missing or changed", what, name, in.File)
+			}
+		}
+	}
+	if _, ok := st.Extensions["x"]; !ok {
+		if _, err := os.Lstat(s.LinkPath("x")); err == nil {
+			t.Errorf("%s: link without state", what)
+		}
+	}
+	filepath.Walk(s.opts.Root, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && strings.HasPrefix(fi.Name(), ".#") {
+			t.Errorf("%s: temp file %s left", what, p)
+		}
+		return nil
+	})
+}
+
+func TestCorruptState(t *testing.T) {
+	root := t.TempDir()
+	o := Options{Root: root}
+	s := open(t, o)
+	put(t, s, "x", "1", "one")
+	s.Close()
+	p := filepath.Join(root, DefaultStateFile)
+	for _, bad := range []string{"{", `{"schema": 99}`, `{"schema":1,"extensions":{"x":{"name":"../x"}}}`, `{"schema":1,"extensions":{"x":{"name":"x","active":{"file":"../../etc/passwd"}}}}`} {
+		os.WriteFile(p, []byte(bad), 0o644)
+		_, err := Open(context.Background(), o)
+		var ce *CorruptStateError
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), p) {
+			t.Fatalf("%q: %v", bad, err)
+		}
+	}
+	if _, err := os.Readlink(filepath.Join(root, "var/lib/extensions/x.raw")); err != nil {
+		t.Fatal("link changed by a failed open")
+	}
+	seen, err := Scan(o)
+	if err != nil || len(seen) != 1 || !seen[0].Ours || len(seen[0].Stored) != 1 {
+		t.Fatalf("scan %+v %v", seen, err)
+	}
+}
+
+func TestLockSaysWhoHoldsIt(t *testing.T) {
+	root := t.TempDir()
+	o := Options{Root: root, LockTimeout: 50 * time.Millisecond}
+	s := open(t, o)
+	_, err := Open(context.Background(), o)
+	var le *LockedError
+	if !errors.As(err, &le) || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) {
+		t.Fatalf("second open: %v", err)
+	}
+	s.Close()
+	s2 := open(t, o)
+	s2.Close()
+}
+
+// TestLockAcrossProcesses holds the lock in another process (flock(1)).
+func TestLockAcrossProcesses(t *testing.T) {
+	flock := testenv.RequireTool(t, "flock")
+	root := t.TempDir()
+	lockPath := filepath.Join(root, DefaultLockFile)
+	os.MkdirAll(filepath.Dir(lockPath), 0o755)
+	os.WriteFile(lockPath, []byte("pid=4242\ncommand=sysext update --all\nsince=2026-01-01T00:00:00Z\n"), 0o644)
+	cmd := exec.Command(flock, "-x", lockPath, "sh", "-c", "echo locked; read x")
+	stdin, _ := cmd.StdinPipe()
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 7)
+	if _, err := out.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(context.Background(), Options{Root: root, LockTimeout: 100 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "pid 4242 (sysext update --all) since 2026-01-01") {
+		t.Fatalf("open while locked: %v", err)
+	}
+	stdin.Close()
+	cmd.Wait()
+	s := open(t, Options{Root: root, LockTimeout: time.Second})
+	s.Close()
+}
+
+func TestCopyMode(t *testing.T) {
+	root := testenv.TempDirNoLeak(t, ".#")
+	o := Options{Root: root, ExtensionsDir: "/usr/lib/extensions", Copy: true}
+	s := open(t, o)
+	st, _ := s.Stage("x")
+	os.WriteFile(filepath.Join(st.Dir(), "img"), []byte("img"), 0o600)
+	m := digest.FromString("m")
+	if err := st.InstallCopy(verify.AcceptUnsigned(m), "img", m, digest.FromString("img")); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(root, "usr/lib/extensions/x.raw"))
+	if err != nil || string(b) != "img" {
+		t.Fatal(string(b), err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "var")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("copy mode wrote into /var")
+	}
+	// Another content over it: refused, the file stays.
+	st, _ = s.Stage("x")
+	os.WriteFile(filepath.Join(st.Dir(), "img"), []byte("new"), 0o600)
+	err = st.InstallCopy(verify.AcceptUnsigned(m), "img", m, digest.FromString("new"))
+	var fe *ForeignError
+	if !errors.As(err, &fe) {
+		t.Fatal(err)
+	}
+	st.Abort()
+	if b, _ := os.ReadFile(filepath.Join(root, "usr/lib/extensions/x.raw")); string(b) != "img" {
+		t.Fatal("copied file replaced")
+	}
+}
+
+func TestPerDeploymentSharesStore(t *testing.T) {
+	sysroot := t.TempDir()
+	depA := filepath.Join(sysroot, "ostree/deploy/fedora/deploy/aaa.0")
+	depB := filepath.Join(sysroot, "ostree/deploy/fedora/deploy/bbb.0")
+	// Both deployments see the same /var: a shared directory linked in.
+	shared := filepath.Join(sysroot, "ostree/deploy/fedora/var")
+	for _, d := range []string{depA, depB, shared} {
+		os.MkdirAll(d, 0o755)
+	}
+	os.Symlink(shared, filepath.Join(depA, "var"))
+	os.Symlink(shared, filepath.Join(depB, "var"))
+	if !IsDeploymentDir(depA) {
+		t.Fatal("deployment dir not recognised")
+	}
+	a := open(t, Options{Root: depA, PerDeployment: true})
+	put(t, a, "x", "1", "one")
+	a.Close()
+	b := open(t, Options{Root: depB, PerDeployment: true})
+	put(t, b, "x", "2", "two")
+	if _, err := os.Lstat(filepath.Join(depB, "etc/extensions/x.raw")); err != nil {
+		t.Fatal("per-deployment link not in /etc/extensions")
+	}
+	// B's gc keeps only its active version, but A's link still uses 1.
+	removed, err := b.GC(1)
+	if err != nil || len(removed) != 0 {
+		t.Fatalf("gc removed %v (%v) that deployment A uses", removed, err)
+	}
+	if b.Remove("x") != nil {
+		t.Fatal("remove")
+	}
+	b.Close()
+	if activeContent(t, open(t, Options{Root: depA, PerDeployment: true, LockTimeout: time.Second}), "x") != "one" {
+		t.Fatal("deployment A lost its extension")
+	}
+}

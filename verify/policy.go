@@ -1,0 +1,613 @@
+package verify
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/sigstore/sigstore-go/pkg/root"
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
+)
+
+// DefaultPolicyPath is where the node's trust policy lives (under --root
+// when one is given).
+const DefaultPolicyPath = "/etc/sysext/policy.json"
+
+// Requirement types of a policy file, as in containers' policy.json.
+const (
+	TypeSigstoreSigned         = "sigstoreSigned"
+	TypeInsecureAcceptAnything = "insecureAcceptAnything"
+	TypeReject                 = "reject"
+)
+
+// Transports a policy's scopes are grouped by: "docker" for registry
+// references, "oci" for OCI layout directories (oci:PATH).
+const (
+	TransportDocker = "docker"
+	TransportOCI    = "oci"
+)
+
+// Policy is a trust policy: requirements per scope, the most specific scope
+// winning, and a default for everything else. Every requirement of the
+// chosen scope must be met.
+type Policy struct {
+	Default    []PolicyRequirement
+	Transports map[string]map[string][]PolicyRequirement
+}
+
+// PolicyRequirement is one entry of a scope's list.
+type PolicyRequirement struct {
+	Type string // TypeSigstoreSigned, TypeInsecureAcceptAnything, TypeReject
+	// Sigstore is the signature requirement of a TypeSigstoreSigned entry.
+	Sigstore Requirement
+	// MatchRepository asks that a cosign payload's docker-reference names
+	// the repository being verified (signedIdentity matchRepository).
+	MatchRepository bool
+}
+
+// policyFile is the JSON shape.
+type policyFile struct {
+	Default    []json.RawMessage                       `json:"default"`
+	Transports map[string]map[string][]json.RawMessage `json:"transports"`
+}
+
+type requirementFile struct {
+	Type               string          `json:"type"`
+	KeyPath            string          `json:"keyPath,omitempty"`
+	KeyPaths           []string        `json:"keyPaths,omitempty"`
+	KeyData            []byte          `json:"keyData,omitempty"`
+	KeyDatas           [][]byte        `json:"keyDatas,omitempty"`
+	Fulcio             *fulcioFile     `json:"fulcio,omitempty"`
+	RekorPublicKeyPath string          `json:"rekorPublicKeyPath,omitempty"`
+	RekorPublicKeyData []byte          `json:"rekorPublicKeyData,omitempty"`
+	SignedIdentity     *signedIdentity `json:"signedIdentity,omitempty"`
+	// sysext's additions: a Sigstore trusted root (Fulcio CAs, Rekor and
+	// CT logs, TSAs) for keyless signatures, and the tlog opt-out.
+	TrustedRootPath    string `json:"trustedRootPath,omitempty"`
+	InsecureIgnoreTlog bool   `json:"insecureIgnoreTlog,omitempty"`
+}
+
+type fulcioFile struct {
+	CAPath       string `json:"caPath,omitempty"`
+	CAData       []byte `json:"caData,omitempty"`
+	OIDCIssuer   string `json:"oidcIssuer,omitempty"`
+	SubjectEmail string `json:"subjectEmail,omitempty"`
+	// sysext's additions, as cosign's --certificate-identity[-regexp] and
+	// --certificate-oidc-issuer-regexp.
+	Subject          string `json:"subject,omitempty"`
+	SubjectRegexp    string `json:"subjectRegexp,omitempty"`
+	OIDCIssuerRegexp string `json:"oidcIssuerRegexp,omitempty"`
+}
+
+type signedIdentity struct {
+	Type string `json:"type"`
+}
+
+// PolicyError is a policy file that cannot be used; Line is 1-based, 0 when
+// unknown.
+type PolicyError struct {
+	File string
+	Line int
+	Err  error
+}
+
+func (e *PolicyError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("policy %s line %d: %v", e.File, e.Line, e.Err)
+	}
+	return fmt.Sprintf("policy %s: %v", e.File, e.Err)
+}
+
+func (e *PolicyError) Unwrap() error { return e.Err }
+
+// LoadPolicy reads and parses the policy file at file. Key and certificate
+// paths inside it that are relative are taken from the file's directory;
+// absolute ones are taken under rootDir (for --root; "" or "/" for the
+// running system).
+func LoadPolicy(file, rootDir string) (*Policy, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("policy %s: %w", file, err)
+	}
+	return ParsePolicy(b, file, rootDir)
+}
+
+// ParsePolicy parses a policy file's content; name is used in errors and to
+// resolve relative paths.
+func ParsePolicy(b []byte, name, rootDir string) (*Policy, error) {
+	perr := func(off int64, err error) error {
+		return &PolicyError{File: name, Line: lineAt(b, off), Err: err}
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var pf policyFile
+	if err := dec.Decode(&pf); err != nil {
+		return nil, perr(jsonErrorOffset(b, err), err)
+	}
+	if dec.More() {
+		return nil, perr(dec.InputOffset(), errors.New("extra data after the policy object"))
+	}
+	if pf.Default == nil {
+		return nil, perr(0, errors.New(`no "default" list (use [{"type": "reject"}] to refuse everything not listed)`))
+	}
+	l := loader{data: b, name: name, dir: filepath.Dir(name), root: rootDir}
+	p := &Policy{Transports: map[string]map[string][]PolicyRequirement{}}
+	var err error
+	if p.Default, err = l.requirements(pf.Default, "default"); err != nil {
+		return nil, err
+	}
+	for tr, scopes := range pf.Transports {
+		if tr != TransportDocker && tr != TransportOCI {
+			return nil, perr(indexOf(b, `"`+tr+`"`), fmt.Errorf("unknown transport %q (want %q or %q)", tr, TransportDocker, TransportOCI))
+		}
+		p.Transports[tr] = map[string][]PolicyRequirement{}
+		for scope, raw := range scopes {
+			if tr == TransportDocker && strings.Contains(scope, "@") || strings.HasSuffix(scope, "/") {
+				return nil, perr(indexOf(b, `"`+scope+`"`), fmt.Errorf("scope %q: want host, host/namespace, host/repository or host/repository:tag, without a digest", scope))
+			}
+			reqs, err := l.requirements(raw, tr+" scope "+scope)
+			if err != nil {
+				return nil, err
+			}
+			p.Transports[tr][scope] = reqs
+		}
+	}
+	return p, nil
+}
+
+type loader struct {
+	data       []byte
+	name, dir  string
+	root       string
+	searchFrom int64
+}
+
+func (l *loader) errAt(raw json.RawMessage, err error) error {
+	return &PolicyError{File: l.name, Line: lineAt(l.data, l.offsetOf(raw)), Err: err}
+}
+
+// offsetOf finds where raw sits in the file, for line numbers.
+func (l *loader) offsetOf(raw json.RawMessage) int64 {
+	i := bytes.Index(l.data, raw)
+	if i < 0 {
+		return 0
+	}
+	return int64(i)
+}
+
+func (l *loader) requirements(raws []json.RawMessage, where string) ([]PolicyRequirement, error) {
+	if len(raws) == 0 {
+		return nil, &PolicyError{File: l.name, Err: fmt.Errorf("%s: empty requirement list (use [{\"type\": \"reject\"}] to refuse)", where)}
+	}
+	out := make([]PolicyRequirement, 0, len(raws))
+	for _, raw := range raws {
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		var rf requirementFile
+		if err := dec.Decode(&rf); err != nil {
+			return nil, l.errAt(raw, fmt.Errorf("%s: %w", where, err))
+		}
+		r, err := l.requirement(rf)
+		if err != nil {
+			off := l.offsetOf(raw)
+			if i := bytes.Index(raw, []byte(`"type"`)); i >= 0 && off >= 0 {
+				off += int64(i) // the line of the "type" key says which entry
+			}
+			return nil, &PolicyError{File: l.name, Line: lineAt(l.data, off), Err: fmt.Errorf("%s: %w", where, err)}
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func (l *loader) requirement(rf requirementFile) (PolicyRequirement, error) {
+	r := PolicyRequirement{Type: rf.Type}
+	switch rf.Type {
+	case TypeInsecureAcceptAnything, TypeReject:
+		if rf.KeyPath != "" || rf.KeyPaths != nil || rf.KeyData != nil || rf.KeyDatas != nil || rf.Fulcio != nil {
+			return r, fmt.Errorf("type %q takes no keys", rf.Type)
+		}
+		return r, nil
+	case TypeSigstoreSigned:
+	case "":
+		return r, errors.New(`requirement has no "type"`)
+	default:
+		return r, fmt.Errorf("unknown requirement type %q (want %q, %q or %q)", rf.Type, TypeSigstoreSigned, TypeInsecureAcceptAnything, TypeReject)
+	}
+	req := &r.Sigstore
+	req.IgnoreTlog = rf.InsecureIgnoreTlog
+	var keyPEMs [][]byte
+	paths := rf.KeyPaths
+	if rf.KeyPath != "" {
+		paths = append([]string{rf.KeyPath}, paths...)
+	}
+	for _, p := range paths {
+		b, err := os.ReadFile(l.path(p))
+		if err != nil {
+			return r, fmt.Errorf("key: %w", err)
+		}
+		keyPEMs = append(keyPEMs, b)
+	}
+	if rf.KeyData != nil {
+		keyPEMs = append(keyPEMs, rf.KeyData)
+	}
+	keyPEMs = append(keyPEMs, rf.KeyDatas...)
+	for _, b := range keyPEMs {
+		k, err := LoadPublicKey(b)
+		if err != nil {
+			return r, err
+		}
+		req.Keys = append(req.Keys, k)
+	}
+	var materials root.TrustedMaterialCollection
+	if rf.TrustedRootPath != "" {
+		tr, err := root.NewTrustedRootFromPath(l.path(rf.TrustedRootPath))
+		if err != nil {
+			return r, fmt.Errorf("trustedRootPath %s: %w", rf.TrustedRootPath, err)
+		}
+		materials = append(materials, tr)
+	}
+	if f := rf.Fulcio; f != nil {
+		if len(req.Keys) > 0 {
+			return r, errors.New("give either keys or fulcio, not both")
+		}
+		if f.CAPath != "" || f.CAData != nil {
+			data := f.CAData
+			if f.CAPath != "" {
+				b, err := os.ReadFile(l.path(f.CAPath))
+				if err != nil {
+					return r, fmt.Errorf("fulcio caPath: %w", err)
+				}
+				data = b
+			}
+			ca, err := caMaterial(data)
+			if err != nil {
+				return r, fmt.Errorf("fulcio CA: %w", err)
+			}
+			materials = append(materials, ca)
+		}
+		id := Identity{Subject: f.SubjectEmail, SubjectRegexp: f.SubjectRegexp, Issuer: f.OIDCIssuer, IssuerRegexp: f.OIDCIssuerRegexp}
+		if f.Subject != "" {
+			id.Subject = f.Subject
+		}
+		if err := id.validate(); err != nil {
+			return r, fmt.Errorf("fulcio: %w", err)
+		}
+		req.Identities = append(req.Identities, id)
+	}
+	if rf.RekorPublicKeyPath != "" || rf.RekorPublicKeyData != nil {
+		data := rf.RekorPublicKeyData
+		if rf.RekorPublicKeyPath != "" {
+			b, err := os.ReadFile(l.path(rf.RekorPublicKeyPath))
+			if err != nil {
+				return r, fmt.Errorf("rekorPublicKeyPath: %w", err)
+			}
+			data = b
+		}
+		lm, err := logMaterial(data)
+		if err != nil {
+			return r, fmt.Errorf("rekor public key: %w", err)
+		}
+		materials = append(materials, lm)
+	}
+	if len(materials) > 0 {
+		req.TrustedMaterial = materials
+	}
+	if len(req.Keys) == 0 && len(req.Identities) == 0 {
+		return r, errors.New(`sigstoreSigned needs "keyPath", "keyPaths", "keyData" or "fulcio"`)
+	}
+	if len(req.Identities) > 0 && (req.TrustedMaterial == nil || len(req.TrustedMaterial.FulcioCertificateAuthorities()) == 0) {
+		return r, errors.New(`fulcio needs "caPath", "caData" or a "trustedRootPath" holding certificate authorities`)
+	}
+	if si := rf.SignedIdentity; si != nil {
+		switch si.Type {
+		case "matchRepository", "matchRepoDigestOrExact", "matchExact":
+			r.MatchRepository = true
+		default:
+			return r, fmt.Errorf("signedIdentity type %q is not supported (use matchRepository, or leave it out)", si.Type)
+		}
+	}
+	return r, nil
+}
+
+// path resolves a path named in the policy file.
+func (l *loader) path(p string) string {
+	if !filepath.IsAbs(p) {
+		return filepath.Join(l.dir, p)
+	}
+	if l.root != "" && l.root != "/" {
+		return filepath.Join(l.root, p)
+	}
+	return p
+}
+
+func (id Identity) validate() error {
+	if id.Subject == "" && id.SubjectRegexp == "" {
+		return errors.New("a keyless identity needs a subject (certificate identity) or a subject regexp")
+	}
+	if id.Issuer == "" && id.IssuerRegexp == "" {
+		return errors.New("a keyless identity needs an OIDC issuer or an issuer regexp")
+	}
+	for _, re := range []string{id.SubjectRegexp, id.IssuerRegexp} {
+		if re != "" {
+			if _, err := regexp.Compile(re); err != nil {
+				return fmt.Errorf("regexp %q: %w", re, err)
+			}
+		}
+	}
+	return nil
+}
+
+// caMaterial trusts the PEM certificates in data as a Fulcio CA: the last
+// is the root, the others intermediates.
+func caMaterial(data []byte) (root.TrustedMaterial, error) {
+	certs, err := cryptoutils.UnmarshalCertificatesFromPEM(data)
+	if err != nil {
+		return nil, err
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("no PEM certificate")
+	}
+	ca := &root.FulcioCertificateAuthority{Root: certs[len(certs)-1], Intermediates: certs[:len(certs)-1]}
+	return &staticMaterial{cas: []root.CertificateAuthority{ca}}, nil
+}
+
+// logMaterial trusts a Rekor log by its public key.
+func logMaterial(data []byte) (root.TrustedMaterial, error) {
+	pub, err := LoadPublicKey(data)
+	if err != nil {
+		return nil, err
+	}
+	der, err := cryptoutils.MarshalPublicKeyToDER(pub)
+	if err != nil {
+		return nil, err
+	}
+	id := sha256.Sum256(der)
+	tl := &root.TransparencyLog{
+		ID:                  id[:],
+		HashFunc:            crypto.SHA256,
+		PublicKey:           pub,
+		SignatureHashFunc:   crypto.SHA256,
+		ValidityPeriodStart: time.Unix(1, 0),
+	}
+	return &staticMaterial{logs: map[string]*root.TransparencyLog{fmt.Sprintf("%x", id[:]): tl}}, nil
+}
+
+// staticMaterial is trusted material made from a policy's CA and log keys.
+type staticMaterial struct {
+	root.BaseTrustedMaterial
+	cas  []root.CertificateAuthority
+	logs map[string]*root.TransparencyLog
+}
+
+func (m *staticMaterial) FulcioCertificateAuthorities() []root.CertificateAuthority { return m.cas }
+func (m *staticMaterial) RekorLogs() map[string]*root.TransparencyLog {
+	if m.logs == nil {
+		return map[string]*root.TransparencyLog{}
+	}
+	return m.logs
+}
+
+// Scope is where a reference falls in a policy: its transport and the
+// repository ("host/repo", or the layout directory for oci:).
+type Scope struct {
+	Transport string
+	Name      string
+	Tag       string // the tag, if the reference has one (docker only)
+}
+
+// ScopeOf returns the policy scope of a reference such as
+// "ghcr.io/acme/ext:1.0", "host/repo@sha256:…" or "oci:/srv/layout:tag".
+func ScopeOf(ref string) Scope {
+	if rest, ok := strings.CutPrefix(ref, "oci:"); ok {
+		if i := strings.LastIndex(rest, ":"); i > strings.LastIndex(rest, "/") {
+			rest = rest[:i]
+		}
+		if abs, err := filepath.Abs(rest); err == nil {
+			rest = abs
+		}
+		return Scope{Transport: TransportOCI, Name: rest}
+	}
+	s := Scope{Transport: TransportDocker, Name: repositoryOf(ref)}
+	rest := ref
+	if i := strings.Index(rest, "@"); i >= 0 {
+		rest = rest[:i]
+	}
+	if i := strings.LastIndex(rest, ":"); i > strings.LastIndex(rest, "/") {
+		s.Tag = rest[i+1:]
+	}
+	return s
+}
+
+// repositoryOf strips tag and digest from a registry reference.
+func repositoryOf(ref string) string {
+	if i := strings.Index(ref, "@"); i >= 0 {
+		ref = ref[:i]
+	}
+	if i := strings.LastIndex(ref, ":"); i > strings.LastIndex(ref, "/") {
+		ref = ref[:i]
+	}
+	return ref
+}
+
+// RequirementsFor returns the requirements of the most specific scope that
+// holds s, and the scope's name ("default" when none does).
+func (p *Policy) RequirementsFor(s Scope) ([]PolicyRequirement, string) {
+	scopes := p.Transports[s.Transport]
+	for _, cand := range candidateScopes(s) {
+		if reqs, ok := scopes[cand]; ok {
+			if cand == "" {
+				return reqs, s.Transport + " default"
+			}
+			return reqs, cand
+		}
+	}
+	return p.Default, "default"
+}
+
+// candidateScopes lists the scope names that could hold s, most specific
+// first: the repository, each parent namespace, the host, wildcard
+// domains (*.example.com) for registries, then the transport's "" default.
+func candidateScopes(s Scope) []string {
+	var out []string
+	name := s.Name
+	if s.Transport == TransportOCI {
+		for d := name; ; d = filepath.Dir(d) {
+			out = append(out, d)
+			if d == "/" || d == "." {
+				break
+			}
+		}
+		return append(out, "")
+	}
+	if s.Tag != "" {
+		out = append(out, name+":"+s.Tag) // containers allows a tag in a docker scope
+	}
+	for n := name; n != "" && n != "."; n = path.Dir(n) {
+		out = append(out, n)
+		if !strings.Contains(n, "/") {
+			break
+		}
+	}
+	host, _, _ := strings.Cut(name, "/")
+	host, _, _ = strings.Cut(host, ":")
+	labels := strings.Split(host, ".")
+	for i := 1; i < len(labels); i++ {
+		out = append(out, "*."+strings.Join(labels[i:], "."))
+	}
+	return append(out, "")
+}
+
+// Verify checks manifest desc, read from src under reference ref, against
+// the policy and returns the Verified value the node store requires.
+func (p *Policy) Verify(ctx context.Context, src Source, ref string, desc ocispec.Descriptor) (Verified, error) {
+	scope := ScopeOf(ref)
+	reqs, scopeName := p.RequirementsFor(scope)
+	if len(reqs) == 0 {
+		return Verified{}, fmt.Errorf("%s: policy scope %s has no requirements: refusing", ref, scopeName)
+	}
+	var signers []string
+	var sigs []Signature
+	allUnsigned := true
+	for _, r := range reqs {
+		switch r.Type {
+		case TypeReject:
+			return Verified{}, fmt.Errorf("%s: the trust policy rejects images from %s (scope %s)", ref, scope.Name, scopeName)
+		case TypeInsecureAcceptAnything:
+			continue
+		case TypeSigstoreSigned:
+			allUnsigned = false
+			req := r.Sigstore
+			if r.MatchRepository && scope.Transport == TransportDocker {
+				req.Repository = scope.Name
+			}
+			got, err := req.Check(ctx, src, desc)
+			if err != nil {
+				return Verified{}, fmt.Errorf("%s: %w", ref, err)
+			}
+			sigs = append(sigs, got...)
+			for _, s := range got {
+				signers = appendUnique(signers, s.Signer)
+			}
+		default:
+			return Verified{}, fmt.Errorf("%s: unknown requirement type %q", ref, r.Type)
+		}
+	}
+	if allUnsigned {
+		return AcceptUnsigned(desc.Digest), nil
+	}
+	sort.Strings(signers)
+	return Verified{digest: desc.Digest, signer: strings.Join(signers, ", "), signatures: sigs}, nil
+}
+
+func appendUnique(list []string, s string) []string {
+	for _, x := range list {
+		if x == s {
+			return list
+		}
+	}
+	return append(list, s)
+}
+
+// lineAt returns the 1-based line of byte offset off in b.
+func lineAt(b []byte, off int64) int {
+	if off <= 0 {
+		return 0
+	}
+	if off > int64(len(b)) {
+		off = int64(len(b))
+	}
+	return bytes.Count(b[:off], []byte("\n")) + 1
+}
+
+func indexOf(b []byte, s string) int64 {
+	return int64(bytes.Index(b, []byte(s)))
+}
+
+// jsonErrorOffset finds where a decoding error happened.
+func jsonErrorOffset(b []byte, err error) int64 {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return se.Offset
+	case errors.As(err, &te):
+		return te.Offset
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return int64(len(b))
+	}
+	// "json: unknown field "x"": find the field.
+	if _, f, ok := strings.Cut(err.Error(), "unknown field "); ok {
+		return indexOf(b, f)
+	}
+	return 0
+}
+
+// VerifyEntry checks manifest m, which a node is about to install and which
+// it found listed in index idx (the tag's target). A valid signature on m
+// counts, and so does one on idx: idx's digest pins every manifest it lists,
+// and `cosign sign` on an index signs only the index unless --recursive.
+// The result names m's digest either way. Pass an empty idx when m was not
+// reached through an index.
+func (p *Policy) VerifyEntry(ctx context.Context, src Source, ref string, idx, m ocispec.Descriptor) (Verified, error) {
+	v, err := p.Verify(ctx, src, ref, m)
+	if err == nil || idx.Digest == "" || idx.Digest == m.Digest {
+		return v, err
+	}
+	b, ferr := fetchLimited(ctx, src, idx, maxManifestSize)
+	if ferr != nil {
+		return Verified{}, fmt.Errorf("%w (and its index %s could not be read: %v)", err, idx.Digest, ferr)
+	}
+	var index ocispec.Index
+	if jerr := json.Unmarshal(b, &index); jerr != nil {
+		return Verified{}, fmt.Errorf("%w (and %s is not an image index: %v)", err, idx.Digest, jerr)
+	}
+	listed := false
+	for _, d := range index.Manifests {
+		if d.Digest == m.Digest {
+			listed = true
+			break
+		}
+	}
+	if !listed {
+		return Verified{}, fmt.Errorf("%w (and index %s does not list it)", err, idx.Digest)
+	}
+	iv, ierr := p.Verify(ctx, src, ref, idx)
+	if ierr != nil {
+		return Verified{}, fmt.Errorf("%w; nor does its index: %v", err, ierr)
+	}
+	return Verified{digest: m.Digest, signer: iv.signer, unsigned: iv.unsigned, signatures: iv.signatures}, nil
+}

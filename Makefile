@@ -22,6 +22,7 @@ COSIGN2_VERSION := v2.6.5
 COSIGN3_VERSION := v3.1.3
 ORAS_VERSION := v1.3.3
 CRANE_VERSION := v0.22.1
+BUTANE_VERSION := v0.23.0
 
 .PHONY: all build test test-deps apt-deps tools bench demo install lint fmt clean
 
@@ -63,6 +64,13 @@ $(TOOLS_DIR)/crane:
 	mkdir -p $(TOOLS_DIR)
 	GOFLAGS= GOBIN=$(TOOLS_DIR) $(GO) install github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION)
 
+# Butane checks the snippets 'sysext butane' prints; like ORAS, the proxy
+# refuses its version list.
+$(TOOLS_DIR)/butane:
+	mkdir -p $(TOOLS_DIR)
+	dir=$$(GOFLAGS= $(GO) mod download -json github.com/coreos/butane@$(BUTANE_VERSION) | sed -n 's/.*"Dir": "\(.*\)",/\1/p'); \
+	cd $$dir && GOFLAGS=-mod=mod $(GO) build -o $@ ./internal
+
 # systemd-sysupdate is not in Debian 12: take it (systemd 257) from a Debian 13
 # tree made with debootstrap, run with that tree's own loader and libraries.
 $(TOOLS_DIR)/systemd-sysupdate:
@@ -72,7 +80,7 @@ $(TOOLS_DIR)/systemd-sysupdate:
 	printf '#!/bin/sh\nR=%s\nexec "$$R/usr/lib64/ld-linux-x86-64.so.2" --library-path "$$R/usr/lib/x86_64-linux-gnu:$$R/usr/lib/x86_64-linux-gnu/systemd" "$$R/usr/lib/systemd/systemd-sysupdate" "$$@"\n' $(TOOLS_DIR)/trixie-sysupdate > $@.tmp
 	chmod +x $@.tmp && $@.tmp --version >/dev/null && mv $@.tmp $@
 
-tools: $(TOOLS_DIR)/registry $(TOOLS_DIR)/cosign $(TOOLS_DIR)/cosign3 $(TOOLS_DIR)/oras $(TOOLS_DIR)/crane $(TOOLS_DIR)/systemd-sysupdate
+tools: $(TOOLS_DIR)/registry $(TOOLS_DIR)/cosign $(TOOLS_DIR)/cosign3 $(TOOLS_DIR)/oras $(TOOLS_DIR)/crane $(TOOLS_DIR)/systemd-sysupdate $(TOOLS_DIR)/butane
 
 test-deps: apt-deps tools
 

@@ -450,9 +450,15 @@ func TestStatusWithRealMerge(t *testing.T) {
 	must(t, err)
 	must(t, os.WriteFile(filepath.Join(dir, "var/lib/sysext/state.json"), b, 0o644))
 	out, err := testenv.RunInNamespace(t, "mount --bind "+testenv.ShellQuote(filepath.Join(dir, "var"))+" /var\nsystemd-sysext merge\n"+
-		helperCmd(t, helperArgs{Op: "status"})+"\n")
+		helperCmd(t, helperArgs{Op: "status"})+"\necho TABLE\nsystemd-sysext status --no-pager\n")
 	if err != nil {
 		t.Fatalf("namespace: %v\n%s", err, out)
+	}
+	// The table fallback reads what this systemd really prints.
+	if _, table, ok := strings.Cut(out, "TABLE\n"); !ok {
+		t.Errorf("no table:\n%s", out)
+	} else if m, err := ParseStatusText([]byte(table)); err != nil || !m.Has("probe") {
+		t.Errorf("table %q: %v %v", table, m, err)
 	}
 	var rep StatusReport
 	for _, l := range strings.Split(out, "\n") {

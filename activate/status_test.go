@@ -110,7 +110,6 @@ func TestStatusFlagsDifferences(t *testing.T) {
 	want := map[string]string{
 		"stale":    "version 1 is merged but 2 is active",
 		"pending":  "was not proven (pending)",
-		"back":     "rolled back: boom",
 		"shadowed": "/etc/extensions/shadowed.raw, which shadows",
 		"gone":     "is missing",
 		"moved":    "points at /var/lib/sysext/store/moved/moved-1-x86-64.raw",
@@ -121,6 +120,13 @@ func TestStatusFlagsDifferences(t *testing.T) {
 		if !strings.Contains(strings.Join(e.Differences, "\n"), w) {
 			t.Errorf("%s: want %q in %q", name, w, e.Differences)
 		}
+	}
+	if e := find(rep, "back"); len(e.Differences) != 0 || len(e.Notes) != 1 || !strings.Contains(e.Notes[0], "rolled back: boom") {
+		t.Errorf("a past rollback is a note, not a difference: %+v", e)
+	}
+	// With --root an unproven activation is expected: a note.
+	if e := find(readStatus(t, r.root, ""), "offline"); len(e.Differences) != 0 || len(e.Notes) != 1 {
+		t.Errorf("offline view of an unproven activation: %+v", e)
 	}
 	if e := find(rep, "pending"); !strings.Contains(strings.Join(e.Differences, "\n"), "not merged") {
 		t.Errorf("pending is not merged: %q", e.Differences)

@@ -117,7 +117,7 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	}
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("build %s: %w", p.target, ctx.Err())
+			return nil, fmt.Errorf("build %s: stopped, nothing was written: %w", p.target, ctx.Err())
 		}
 		return nil, fmt.Errorf("build %s: %w", p.target, tool.Failed(name, err, &tail))
 	}
@@ -156,7 +156,7 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	wg.Wait()
 	switch {
 	case ctx.Err() != nil:
-		return nil, fmt.Errorf("build %s: %w", p.target, ctx.Err())
+		return nil, fmt.Errorf("build %s: stopped, nothing was written: %w", p.target, ctx.Err())
 	case infoErr != nil:
 		return nil, fmt.Errorf("check the image %s wrote: %w", name, infoErr)
 	case digErr != nil:

@@ -150,6 +150,12 @@ func TestFlatwrapMuslMerged(t *testing.T) {
 		cmds = append(cmds, "echo method="+m,
 			"cd /tmp && printf 'from stdin\\n' | SYSEXT_FLATWRAP_METHOD="+m+" hello --cwd --cat 'x y' --exit=3 || echo rc=$?")
 	}
+	// Not root: an unprivileged user namespace (or bwrap) must do.
+	if p, err := exec.LookPath("setpriv"); err == nil {
+		cmds = append(cmds, "echo method=nobody",
+			"cd /tmp && printf 'from stdin\\n' | "+p+" --reuid=65534 --regid=65534 --clear-groups hello --cwd --cat 'x y' --exit=3 || echo rc=$?")
+		methods = append(methods, "nobody")
+	}
 	out, err := testenv.MergeAndRun(t, []string{res.Path}, cmds...)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
@@ -222,6 +228,9 @@ func trixieRootfs(t *testing.T) string {
 	out, err := exec.CommandContext(ctx, "debootstrap", "--variant=minbase", "trixie", tmp, mirror()).CombinedOutput()
 	if err != nil {
 		t.Fatalf("debootstrap trixie (needs Debian's mirror): %v\n%s", err, out)
+	}
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		t.Fatal(err)
 	}
 	if err := os.Rename(tmp, dir); err != nil {
 		t.Fatal(err)

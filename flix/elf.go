@@ -207,7 +207,9 @@ func ldSoConf(r *root, file string, depth int) []string {
 		if rest, ok := strings.CutPrefix(line, "include"); ok && (strings.HasPrefix(rest, " ") || strings.HasPrefix(rest, "\t")) {
 			for _, pat := range strings.Fields(rest) {
 				if !strings.HasPrefix(pat, "/") {
-					pat = path.Join(path.Dir(file), pat)
+					// Relative to the including file's directory as the
+					// kernel sees it: not cleaned, so ".." follows symlinks.
+					pat = path.Dir(file) + "/" + pat
 				}
 				for _, inc := range globIn(r, pat) {
 					out = append(out, ldSoConf(r, inc, depth+1)...)
@@ -228,10 +230,11 @@ func ldSoConf(r *root, file string, depth int) []string {
 }
 
 // globIn matches an absolute glob inside the root, resolving its directory
-// there. Only the last component may hold wildcards, as in practice.
+// there, and returns resolved paths. Only the last component may hold
+// wildcards, as in practice.
 func globIn(r *root, pat string) []string {
 	dir, base := path.Split(pat)
-	d, err := r.resolve(strings.TrimPrefix(path.Clean(dir), "/"), true, true, nil)
+	d, err := r.resolve(strings.TrimPrefix(dir, "/"), true, true, nil)
 	if err != nil {
 		return nil
 	}
@@ -242,7 +245,7 @@ func globIn(r *root, pat string) []string {
 	var out []string
 	for _, e := range ents {
 		if ok, _ := path.Match(base, e.Name()); ok {
-			out = append(out, path.Join(dir, e.Name()))
+			out = append(out, "/"+join(d, e.Name()))
 		}
 	}
 	return out

@@ -237,7 +237,13 @@ func copyTree(ctx context.Context, src, dst string) error {
 				return err
 			}
 			chown(target, info)
-			dirs = append(dirs, pending{target, info.Mode()})
+			mode := info.Mode()
+			if rel == "." {
+				// The root of the copy is what every user enters, whatever
+				// mode the rootfs directory (often a temp dir) has.
+				mode = fs.ModeDir | 0o755
+			}
+			dirs = append(dirs, pending{target, mode})
 			switch rel {
 			case "proc", "sys", "dev":
 				return filepath.SkipDir
@@ -254,6 +260,16 @@ func copyTree(ctx context.Context, src, dst string) error {
 			chown(target, info)
 			return nil
 		case d.Type().IsRegular():
+			if info.Mode()&(fs.ModeSetuid|fs.ModeSetgid) != 0 {
+				// The image is built all-root: a set-user-ID program of
+				// the rootfs would become set-user-ID root on the host. A
+				// copy without those bits (a link would share the mode).
+				if err := copyFile(p, target); err != nil {
+					return err
+				}
+				chown(target, info)
+				return os.Chmod(target, info.Mode().Perm())
+			}
 			if linkOK {
 				err := os.Link(p, target)
 				if err == nil {

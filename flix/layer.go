@@ -287,7 +287,7 @@ func (a *Applier) writeFile(target string, hdr *tar.Header, body io.Reader) erro
 		return fmt.Errorf("chmod: %w", err)
 	}
 	for k, v := range hdr.PAXRecords {
-		if n, ok := strings.CutPrefix(k, "SCHILY.xattr."); ok {
+		if n, ok := strings.CutPrefix(k, "SCHILY.xattr."); ok && !reservedXattr(n) {
 			if err := unix.Fsetxattr(fd, n, []byte(v), 0); err != nil {
 				a.stats.XattrErrors++
 			}
@@ -424,12 +424,20 @@ func (a *Applier) owner(p string, hdr *tar.Header) error {
 
 func (a *Applier) xattrs(p string, hdr *tar.Header) {
 	for k, v := range hdr.PAXRecords {
-		if n, ok := strings.CutPrefix(k, "SCHILY.xattr."); ok {
+		if n, ok := strings.CutPrefix(k, "SCHILY.xattr."); ok && !reservedXattr(n) {
 			if err := unix.Lsetxattr(p, n, []byte(v), 0); err != nil {
 				a.stats.XattrErrors++
 			}
 		}
 	}
+}
+
+// reservedXattr reports overlayfs's own attributes: a tree extracted here
+// may become an overlay layer (an extension merged by systemd-sysext), where
+// a planted trusted.overlay.redirect or .opaque would change what the
+// merged /usr shows. They are never applied.
+func reservedXattr(name string) bool {
+	return strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.")
 }
 
 func unixMode(hdr *tar.Header) uint32 { return uint32(hdr.Mode) & 0o7777 }

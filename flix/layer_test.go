@@ -425,8 +425,12 @@ func TestOwnershipAndXattrsAsRoot(t *testing.T) {
 	f := withUID(withMode(file("suid", "x"), 0o4750), 1234)
 	x := withPAX(file("cap", "y"), "SCHILY.xattr.user.test", "value")
 	dev := ent{name: "null", typ: tar.TypeChar, mode: 0o666}
-	if err := a.Apply(context.Background(), bytes.NewReader(tarOf(t, f, x, dev))); err != nil {
+	ovl := withPAX(ent{name: "ovl", typ: tar.TypeDir, mode: 0o755}, "SCHILY.xattr.trusted.overlay.opaque", "y")
+	if err := a.Apply(context.Background(), bytes.NewReader(tarOf(t, f, x, dev, ovl))); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := unix.Getxattr(filepath.Join(dir, "ovl"), "trusted.overlay.opaque", make([]byte, 8)); err == nil {
+		t.Error("an overlayfs attribute from the layer was applied")
 	}
 	fi, err := os.Stat(filepath.Join(dir, "suid"))
 	if err != nil {

@@ -46,6 +46,9 @@ type Options struct {
 	// IgnoreDeletions builds even when the image deletes files of the base
 	// under usr/ or opt/, which an extension cannot express.
 	IgnoreDeletions bool
+	// ConfextTree, when set, receives what the image adds under etc/ (an
+	// empty directory; see WriteConfext), instead of dropping it.
+	ConfextTree string
 	// BaseOSRelease asks for the base's os-release (Result.OSRelease). In
 	// layer mode that downloads the base's layers from the top down to the
 	// one that holds it; otherwise base layers are never fetched.
@@ -72,7 +75,7 @@ type Result struct {
 	AddedLayers  int               // layers applied (ByLayers)
 	Kept         map[string]int    // files kept, per top-level directory (usr, opt)
 	Dropped      map[string]int    // files left out, per top-level directory or dropped path
-	Deletions    []string          // base paths the image deletes under usr/ or opt/
+	Deletions    []string          // base paths the image deletes under usr/ or opt/ (and etc/ with a confext)
 	OtherDeletes []string          // base paths it deletes elsewhere (dropped anyway)
 	OSRelease    map[string]string // the base's os-release, when asked for
 }
@@ -170,7 +173,7 @@ func Prepare(ctx context.Context, tree string, opts Options) (*Result, error) {
 		if err := applyAll(ctx, opts.Image.Fetcher, img, n, a); err != nil {
 			return nil, fmt.Errorf("%s: %w", opts.Image.Name, err)
 		}
-		res.addDeletions(deleted)
+		res.addDeletions(deleted, opts.ConfextTree != "")
 		if opts.BaseOSRelease {
 			res.OSRelease, err = layerOSRelease(ctx, opts.Base.Fetcher, base)
 			if err != nil {
@@ -203,12 +206,12 @@ func Prepare(ctx context.Context, tree string, opts Options) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		res.addDeletions(deleted)
+		res.addDeletions(deleted, opts.ConfextTree != "")
 	}
 	if len(res.Deletions) > 0 && !opts.IgnoreDeletions {
-		return res, fmt.Errorf("%w under usr/ or opt/, which a system extension cannot express: %s: remove them from the Containerfile, or build anyway with --ignore-deletions", ErrDeletions, strings.Join(res.Deletions, ", "))
+		return res, fmt.Errorf("%w, which an extension cannot express: %s: remove them from the Containerfile, or build anyway with --ignore-deletions", ErrDeletions, strings.Join(res.Deletions, ", "))
 	}
-	if err := res.sort(added, tree, keep); err != nil {
+	if err := res.sort(added, tree, opts.ConfextTree, keep); err != nil {
 		return res, err
 	}
 	return res, nil
@@ -235,9 +238,9 @@ func sharesLayers(img, base *flix.Image) bool {
 	return true
 }
 
-func (r *Result) addDeletions(paths []string) {
+func (r *Result) addDeletions(paths []string, etc bool) {
 	for _, p := range paths {
-		if under(p, "usr") || under(p, "opt") {
+		if under(p, "usr") || under(p, "opt") || etc && under(p, "etc") {
 			r.Deletions = append(r.Deletions, "/"+p)
 		} else {
 			r.OtherDeletes = append(r.OtherDeletes, "/"+p)
@@ -288,8 +291,9 @@ func applyAll(ctx context.Context, f content.Fetcher, img *flix.Image, from int,
 }
 
 // sort moves usr/ and opt/ from added into tree, leaving out dropInside
-// (unless kept), and counts what is kept and dropped.
-func (r *Result) sort(added, tree string, keep []string) error {
+// (unless kept), etc/ into confext when set, and counts what is kept and
+// dropped.
+func (r *Result) sort(added, tree, confext string, keep []string) error {
 	ents, err := os.ReadDir(added)
 	if err != nil {
 		return err
@@ -325,11 +329,20 @@ func (r *Result) sort(added, tree string, keep []string) error {
 			}
 			continue
 		}
+		if name == "etc" && e.IsDir() && confext != "" {
+			if n := countFiles(src); n > 0 {
+				r.Kept["etc"] = n
+				if err := os.Rename(src, filepath.Join(confext, "etc")); err != nil {
+					return err
+				}
+			}
+			continue
+		}
 		if n := countFiles(src); n > 0 {
 			r.Dropped[name+"/"] += n
 		}
 	}
-	if len(r.Kept) == 0 {
+	if r.Kept["usr"]+r.Kept["opt"] == 0 {
 		what := "nothing at all"
 		if len(r.Dropped) > 0 {
 			what = strings.TrimPrefix(r.Summary(), "dropped ")

@@ -253,10 +253,8 @@ func TestByLayers(t *testing.T) {
 
 func TestByFiles(t *testing.T) {
 	fx := newFixture(t)
-	// The same content flattened into one layer: no shared layers.
-	flat := mkLayer(t, append(append(append([]ent{d("usr/lib/"), f("usr/lib/os-release", fx.osRelease)}, baseFiles...), addedFiles...),
-		f("usr/share/base/readme", "r"))...)
-	// ...without the deleted files.
+	// The same content flattened into one layer (no shared layers),
+	// without the deleted files.
 	var es []ent
 	for _, e := range append(append(append([]ent{d("usr/lib/"), f("usr/lib/os-release", fx.osRelease)}, baseFiles...), addedFiles...), f("usr/share/base/readme", "r")) {
 		switch e.name {
@@ -265,7 +263,7 @@ func TestByFiles(t *testing.T) {
 		}
 		es = append(es, e)
 	}
-	flat = mkLayer(t, es...)
+	flat := mkLayer(t, es...)
 	ref := push(t, fx.reg, "os/flat:1", "amd64", flat)
 	img, _ := source(t, ref)
 	base, _ := source(t, fx.base)

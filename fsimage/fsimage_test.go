@@ -325,3 +325,15 @@ func TestParseUpholds(t *testing.T) {
 		}
 	}
 }
+
+func FuzzParseUpholds(f *testing.F) {
+	f.Add([]byte("[Unit]\nUpholds=a.service b.socket\n"))
+	f.Add([]byte("[Unit\nUpholds=\n[]\n=\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, u := range fsimage.ParseUpholds(data) {
+			if u == "" || strings.ContainsAny(u, " \t\n") {
+				t.Fatalf("ParseUpholds(%q) returned %q", data, u)
+			}
+		}
+	})
+}

@@ -3,57 +3,140 @@ package node
 import (
 	"context"
 	"fmt"
+	"io"
 	"os/exec"
-	"regexp"
-	"strconv"
 
+	"github.com/sysext/sysext/activate"
+	"github.com/sysext/sysext/fsimage"
+	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/store"
 )
 
-// activate runs after the link switch: refresh systemd-sysext (on the
-// running system), run the check hook, and on failure switch back to the
-// previous version and refresh again. It records the outcome in the state
-// and returns the activation status.
+// activate runs after the link switch: it drives activate.Driver (record →
+// refresh → prove; on failure record → switch back → refresh → prove the
+// previous state) and returns the activation status. The error is non-nil
+// unless the new version is proven (or unproven, offline).
 func (n *Node) activate(ctx context.Context, s *store.Store, name string, in store.Install, prev *store.Install) (string, error) {
-	a := Activation{Name: name, Install: in, Previous: prev, Image: s.ImagePath(name, in.File), Root: s.Options().Root, Offline: n.offline()}
-	if a.Offline {
-		reason := "offline: --root or --no-refresh; the merge is proven at the next refresh"
-		if err := s.SetActivation(name, store.Activation{Status: store.ActivationUnproven, Reason: reason}); err != nil {
-			return "", err
+	n.hook("activate")
+	d := n.driver(ctx, s, name, in, prev)
+	o, err := d.Run(ctx)
+	if err != nil {
+		return "", err
+	}
+	return string(o.Status), o.Err()
+}
+
+// driver builds the activation driver for NAME switching from prev (nil:
+// none) to in.
+func (n *Node) driver(ctx context.Context, s *store.Store, name string, in store.Install, prev *store.Install) *activate.Driver {
+	expect := func(i *store.Install) activate.Expect {
+		if i == nil {
+			return activate.Expect{Name: name, Absent: true}
 		}
-		return store.ActivationUnproven, nil
-	}
-	n.hook("refresh")
-	err := n.refresher().Refresh(ctx)
-	if err == nil && n.opts.Checker != nil {
-		n.hook("check")
-		err = n.opts.Checker.Check(ctx, a)
-	}
-	if err == nil {
-		status := store.ActivationRefreshed
-		if n.opts.Checker != nil {
-			status = store.ActivationProven
+		e, err := activate.ExpectImage(ctx, name, i.Version, s.ImagePath(name, i.File))
+		if err != nil {
+			// A GPT disk image cannot be read without mounting: expect the
+			// extension merged, any version.
+			return activate.Expect{Name: name, Version: i.Version}
 		}
-		return status, s.SetActivation(name, store.Activation{Status: status})
+		return e
 	}
-	cause := err
-	if prev == nil {
-		// Nothing to go back to: record the failure; the link stays so a
-		// person can look, and 'sysext remove' undoes it.
-		_ = s.SetActivation(name, store.Activation{Status: store.ActivationFailed, Reason: cause.Error()})
-		return store.ActivationFailed, fmt.Errorf("%s %s: activation failed: %w; it stays linked but unproven: run 'sysext remove %s' to take it away", name, in.Version, cause, name)
+	newWant, prevWant := expect(&in), expect(prev)
+	return &activate.Driver{
+		New:      newWant,
+		Previous: prevWant,
+		Offline:  n.offline(),
+		Activate: func(context.Context) error { return nil }, // store.Install switched the link
+		Revert: func(context.Context) error {
+			// Idempotent: only while the link still points at the new file.
+			if !s.LinkTargetIs(name, in.File) {
+				return nil
+			}
+			n.hook("revert")
+			if prev == nil {
+				return s.Deactivate(name)
+			}
+			_, err := s.Rollback(name)
+			return err
+		},
+		Refresh: activate.RefreshWith(n.refresher()),
+		Prove: func(ctx context.Context, want activate.Expect) error {
+			n.hook("prove")
+			if n.opts.Checker != nil {
+				a := Activation{Name: name, Root: s.Options().Root, Offline: n.offline()}
+				switch {
+				case want.Absent:
+					return nil
+				case want.Absent == newWant.Absent && want.Version == newWant.Version && want.Fields == newWant.Fields && want.Release == newWant.Release:
+					a.Install, a.Previous, a.Image = in, prev, s.ImagePath(name, in.File)
+				default:
+					a.Install, a.Image = *prev, s.ImagePath(name, prev.File)
+				}
+				return n.opts.Checker.Check(ctx, a)
+			}
+			if !n.onRunningSystem(s) {
+				return nil // RefreshWithRoot without a Checker: the refresh is the proof
+			}
+			return activate.Prover{}.Prove(ctx, want)
+		},
+		Record: func(_ context.Context, st activate.Status, why string) error {
+			return s.SetActivation(name, store.Activation{Status: string(st), Reason: why, Tried: in.File})
+		},
 	}
-	n.hook("rollback")
-	if _, rerr := s.Rollback(name); rerr != nil {
-		_ = s.SetActivation(name, store.Activation{Status: store.ActivationFailed, Reason: cause.Error()})
-		return store.ActivationFailed, fmt.Errorf("%s %s: activation failed: %w; switching back to %s failed too: %v", name, in.Version, cause, prev.Version, rerr)
+}
+
+func (n *Node) onRunningSystem(s *store.Store) bool {
+	return s.Options().Root == "/" || s.Options().Root == ""
+}
+
+// resume finishes activations a killed or failed run left (pending,
+// refreshed, failed; unproven when finishUnproven, which sync sets at boot
+// on the running system). Problems are logged, not returned: they belong to
+// the earlier run.
+func (n *Node) resume(ctx context.Context, s *store.Store, finishUnproven bool) {
+	if n.offline() {
+		return
 	}
-	if rerr := n.refresher().Refresh(ctx); rerr != nil {
-		_ = s.SetActivation(name, store.Activation{Status: store.ActivationFailed, Reason: fmt.Sprintf("%v; refresh after switching back: %v", cause, rerr)})
-		return store.ActivationFailed, fmt.Errorf("%s %s: activation failed: %w; switched back to %s, but refreshing failed too: %v", name, in.Version, cause, prev.Version, rerr)
+	for _, name := range s.State().Names() {
+		e, _ := s.Entry(name)
+		st := activate.Status(e.Activation.Status)
+		switch st {
+		case activate.StatusPending, activate.StatusRefreshed, activate.StatusFailed:
+		case activate.StatusUnproven:
+			if !finishUnproven {
+				continue
+			}
+		default:
+			continue
+		}
+		tried := e.Activation.Tried
+		if tried == "" {
+			tried = e.Active.File
+		}
+		var in store.Install
+		var prev *store.Install
+		switch {
+		case tried == e.Active.File:
+			in = e.Active
+			if len(e.Previous) > 0 {
+				p := e.Previous[0]
+				prev = &p
+			}
+		case len(e.Previous) > 0 && tried == e.Previous[0].File:
+			// Already switched back; only the proof of the previous one is left.
+			in = e.Previous[0]
+			p := e.Active
+			prev = &p
+		default:
+			continue
+		}
+		o, err := n.driver(ctx, s, name, in, prev).Resume(ctx, st, e.Activation.Reason)
+		if err != nil {
+			n.logf("warning: %s: finishing the earlier activation: %v", name, err)
+			continue
+		}
+		n.logf("%s: finished an earlier activation: %s", name, o.Sentence())
 	}
-	_ = s.SetActivation(name, store.Activation{Status: store.ActivationRolledBack, Reason: fmt.Sprintf("%s %s: %v", in.Version, in.ManifestDigest, cause)})
-	return store.ActivationRolledBack, fmt.Errorf("%s %s: activation failed: %w; %s is active again", name, in.Version, cause, prev.Version)
 }
 
 func (n *Node) refresher() Refresher {
@@ -63,42 +146,33 @@ func (n *Node) refresher() Refresher {
 	return SystemdRefresher{}
 }
 
-// SystemdRefresher refreshes the running system: `systemctl restart
-// systemd-sysext.service` on systemd < 257 (where `systemd-sysext refresh`
-// from a unit can race the manager), `systemd-sysext refresh` from 257 on.
+// SystemdRefresher refreshes the running system with the command
+// activate.RefreshCommand picks for its systemd: `systemctl restart
+// systemd-sysext.service` before 257, `systemd-sysext refresh` from 257 on.
 type SystemdRefresher struct{}
 
 // Refresh implements Refresher.
 func (SystemdRefresher) Refresh(ctx context.Context) error {
-	v, err := SystemdVersion(ctx)
-	if err != nil {
-		return err
-	}
-	var cmd *exec.Cmd
-	if v < 257 {
-		cmd = exec.CommandContext(ctx, "systemctl", "restart", "systemd-sysext.service")
-	} else {
-		cmd = exec.CommandContext(ctx, "systemd-sysext", "refresh")
-	}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("%s: %w: %s", cmd, err, trim(out))
-	}
-	return nil
+	v, _ := activate.SystemdVersion("/") // 0 (unknown) takes the safe, older form
+	argv := activate.RefreshCommand(v)
+	return CommandRefresher{Argv: argv}.Refresh(ctx)
 }
 
-var systemdVersionRe = regexp.MustCompile(`^systemd (\d+)`)
+// CommandRefresher runs a command (tests: `systemd-sysext refresh` inside
+// their private namespace). An empty command does nothing.
+type CommandRefresher struct{ Argv []string }
 
-// SystemdVersion returns the major version of systemd-sysext on PATH.
-func SystemdVersion(ctx context.Context) (int, error) {
-	out, err := exec.CommandContext(ctx, "systemd-sysext", "--version").Output()
+// Refresh implements Refresher.
+func (c CommandRefresher) Refresh(ctx context.Context) error {
+	if len(c.Argv) == 0 {
+		return nil
+	}
+	cmd := exec.CommandContext(ctx, c.Argv[0], c.Argv[1:]...)
+	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return 0, fmt.Errorf("systemd-sysext --version: %w (is systemd-sysext installed?)", err)
+		return &activate.SystemdError{Command: cmd.String(), Output: trim(out), Err: err}
 	}
-	m := systemdVersionRe.FindSubmatch(out)
-	if m == nil {
-		return 0, fmt.Errorf("systemd-sysext --version: unexpected output %q", trim(out))
-	}
-	return strconv.Atoi(string(m[1]))
+	return nil
 }
 
 func trim(b []byte) string {
@@ -108,18 +182,37 @@ func trim(b []byte) string {
 	return string(b)
 }
 
-// CommandRefresher runs a command (tests: `systemd-sysext refresh` inside
-// their private namespace).
-type CommandRefresher struct{ Argv []string }
+// ActivatePreflight is the production Preflighter: activate's checks of the
+// kernel, overlayfs stacking and the target root's systemd. Warnings go to
+// Log; Strict refuses on them too.
+type ActivatePreflight struct {
+	Strict bool
+	Log    io.Writer
+}
 
-// Refresh implements Refresher.
-func (c CommandRefresher) Refresh(ctx context.Context) error {
-	if len(c.Argv) == 0 {
-		return nil
+// Preflight implements Preflighter.
+func (p ActivatePreflight) Preflight(ctx context.Context, plan Plan) error {
+	rep := activate.Check(ctx, activate.System{Root: plan.Root}, []activate.Image{{Name: plan.Name, Meta: plan.Metadata, Format: layerFormat(plan.Entry)}}, p.Strict)
+	if p.Log != nil && !p.Strict {
+		for _, w := range rep.Warnings() {
+			fmt.Fprintf(p.Log, "warning: %s\n", w)
+		}
 	}
-	cmd := exec.CommandContext(ctx, c.Argv[0], c.Argv[1:]...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("%s: %w: %s", cmd, err, trim(out))
+	return rep.Err()
+}
+
+// layerFormat is the filesystem the manifest announces ("" when unknown).
+func layerFormat(e *oci.Entry) fsimage.Format {
+	if e == nil {
+		return ""
 	}
-	return nil
+	switch e.Layer.MediaType {
+	case oci.MediaTypeSquashfs:
+		return fsimage.Squashfs
+	case oci.MediaTypeEROFS:
+		return fsimage.EROFS
+	case oci.MediaTypeDisk:
+		return fsimage.GPT
+	}
+	return ""
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
@@ -128,53 +129,58 @@ func TestCrashAtEveryStep(t *testing.T) {
 	allowed := map[string][]string{"pull": {"", "1"}, "pull2": {"1", "2"}, "sync": {"1", "2"}, "update": {"1", "2"}, "rollback": {"2", "1"}, "gc": {"3"}, "remove": {"2", ""}}
 	after := map[string]string{"pull": "1", "pull2": "2", "sync": "2", "update": "2", "gc": "3", "remove": ""}
 
-	total := 0
-	for _, scenario := range []string{"pull", "pull2", "update", "sync", "rollback", "gc", "remove"} {
-		points := 0
-		for at := 1; ; at++ {
-			root := filepath.Join(t.TempDir(), "root")
-			// Hard links are safe: stored images are never modified and
-			// the state is replaced by rename.
-			if out, err := exec.Command("cp", "-al", templates[scenario], root).CombinedOutput(); err != nil {
-				t.Fatalf("cp: %v %s", err, out)
-			}
-			cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
-			cmd.Env = append(os.Environ(), envCrashRoot+"="+root, envCrashScenario+"="+scenario, envCrashAt+"="+strconv.Itoa(at), envCrashRef+"="+tagOne)
-			out, err := cmd.CombinedOutput()
-			var ee *exec.ExitError
-			if err == nil {
-				break // ran to the end: every point of this scenario was hit
-			}
-			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-				t.Fatalf("%s@%d: child failed without being killed: %v\n%s", scenario, at, err, out)
-			}
-			points++
-			what := fmt.Sprintf("%s killed at step %d", scenario, at)
-			checkNode(t, root, what, allowed[scenario])
-			if want, ok := after[scenario]; ok {
-				err := crashScenario(testNode(root), scenario, tagOne)
-				var nie *store.NotInstalledError
-				if err != nil && !(scenario == "remove" && errors.As(err, &nie)) {
-					t.Fatalf("%s: the next run failed: %v", what, err)
-				}
-				if v := checkNode(t, root, what+", rerun", []string{want}); v != want {
-					t.Fatalf("%s: after the rerun %q is active, want %q", what, v, want)
-				}
-				if scenario == "gc" {
-					files, _ := os.ReadDir(filepath.Join(root, "var/lib/sysext/store/crash"))
-					if len(files) != 1 {
-						t.Fatalf("%s: after the rerun the store holds %d files", what, len(files))
+	var total atomic.Int64
+	t.Run("scenarios", func(t *testing.T) {
+		for _, scenario := range []string{"pull", "pull2", "update", "sync", "rollback", "gc", "remove"} {
+			t.Run(scenario, func(t *testing.T) {
+				t.Parallel()
+				points := 0
+				for at := 1; ; at++ {
+					root := filepath.Join(t.TempDir(), "root")
+					// Hard links are safe: stored images are never modified and
+					// the state is replaced by rename.
+					if out, err := exec.Command("cp", "-al", templates[scenario], root).CombinedOutput(); err != nil {
+						t.Fatalf("cp: %v %s", err, out)
 					}
+					cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
+					cmd.Env = append(os.Environ(), envCrashRoot+"="+root, envCrashScenario+"="+scenario, envCrashAt+"="+strconv.Itoa(at), envCrashRef+"="+tagOne)
+					out, err := cmd.CombinedOutput()
+					var ee *exec.ExitError
+					if err == nil {
+						break // ran to the end: every point of this scenario was hit
+					}
+					if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+						t.Fatalf("%s@%d: child failed without being killed: %v\n%s", scenario, at, err, out)
+					}
+					points++
+					what := fmt.Sprintf("%s killed at step %d", scenario, at)
+					checkNode(t, root, what, allowed[scenario])
+					if want, ok := after[scenario]; ok {
+						err := crashScenario(testNode(root), scenario, tagOne)
+						var nie *store.NotInstalledError
+						if err != nil && !(scenario == "remove" && errors.As(err, &nie)) {
+							t.Fatalf("%s: the next run failed: %v", what, err)
+						}
+						if v := checkNode(t, root, what+", rerun", []string{want}); v != want {
+							t.Fatalf("%s: after the rerun %q is active, want %q", what, v, want)
+						}
+						if scenario == "gc" {
+							files, _ := os.ReadDir(filepath.Join(root, "var/lib/sysext/store/crash"))
+							if len(files) != 1 {
+								t.Fatalf("%s: after the rerun the store holds %d files", what, len(files))
+							}
+						}
+					}
+					os.RemoveAll(root)
 				}
-			}
-			os.RemoveAll(root)
+				t.Logf("%s: %d crash points", scenario, points)
+				total.Add(int64(points))
+			})
 		}
-		t.Logf("%s: %d crash points", scenario, points)
-		total += points
-	}
-	t.Logf("%d crash points in all", total)
-	if total < 100 {
-		t.Fatalf("only %d crash points", total)
+	})
+	t.Logf("%d crash points in all", total.Load())
+	if total.Load() < 100 {
+		t.Fatalf("only %d crash points", total.Load())
 	}
 }
 

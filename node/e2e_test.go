@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -122,6 +123,23 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("gc: %v %v", removed, err)
 	}
 
+	// The refresh and check seams with the real systemd-sysext: the checker
+	// merges the root in a private namespace and runs the program.
+	o := n.opts
+	o.RefreshWithRoot = true
+	o.Refresher = CommandRefresher{} // nothing to refresh outside the namespace
+	o.Checker = checkFunc(func(a Activation) error {
+		out := mergeAndRun(t, root, a.Name+"-hello")
+		if !strings.Contains(out, a.Name+" "+a.Install.Version) {
+			return errors.New("merged tree does not run " + a.Install.Version + ": " + out)
+		}
+		return nil
+	})
+	res, err = New(o).Update(ctx, UpdateOptions{All: true})
+	if err != nil || res[0].Version != "2.0" || res[0].Activation != "proven" {
+		t.Fatalf("update with a real merge check: %+v %v", res, err)
+	}
+
 	// check: a new OS version whose builds are missing.
 	osr, _ := extension.ParseRelease([]byte(debianRelease))
 	if rs, err := n.Check(ctx, osr, "debian 12"); err != nil || !rs[0].OK {
@@ -142,7 +160,7 @@ func TestEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("sync: %+v %v", rs, err)
 	}
-	if out := mergeAndRun(t, root, "e2esync-hello; e2ehello-hello"); !strings.Contains(out, "e2esync 12") || !strings.Contains(out, "e2ehello 1.0") {
+	if out := mergeAndRun(t, root, "e2esync-hello; e2ehello-hello"); !strings.Contains(out, "e2esync 12") || !strings.Contains(out, "e2ehello 2.0") {
 		t.Fatalf("after sync:\n%s", out)
 	}
 	// check against Debian 13: e2esync has no build for it.

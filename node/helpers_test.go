@@ -92,7 +92,7 @@ func (unsigned) Verify(_ context.Context, _ oci.Target, _ oci.Reference, e *oci.
 	return verify.AcceptUnsigned(e.Descriptor.Digest), nil
 }
 
-// recRefresher records refreshes and fails when told to.
+// recRefresher records refreshes; it fails once with fail when set.
 type recRefresher struct {
 	n    atomic.Int32
 	fail error
@@ -100,7 +100,9 @@ type recRefresher struct {
 
 func (r *recRefresher) Refresh(context.Context) error {
 	r.n.Add(1)
-	return r.fail
+	err := r.fail
+	r.fail = nil
+	return err
 }
 
 func testNode(root string) *Node {

@@ -114,14 +114,14 @@ func TestRefreshFailureRollsBack(t *testing.T) {
 	n := New(o)
 	ctx := context.Background()
 	r, err := n.Pull(ctx, PullRequest{Ref: ref})
-	if err != nil || r.Activation != store.ActivationRefreshed || rr.n.Load() != 1 {
+	if err != nil || r.Activation != store.ActivationProven || rr.n.Load() != 1 {
 		t.Fatalf("pull: %+v %v (refreshes %d)", r, err, rr.n.Load())
 	}
 	arch := string(extension.HostArch())
 	push(t, ref, makeImage(t, meta("hello", "2.0"), 0))
 	rr.fail = errors.New("Failed to merge extensions: Invalid argument")
 	_, err = n.Update(ctx, UpdateOptions{All: true})
-	if err == nil || !strings.Contains(err.Error(), "Invalid argument") || !strings.Contains(err.Error(), "1.0 is active again") {
+	if err == nil || !strings.Contains(err.Error(), "Invalid argument") || !strings.Contains(err.Error(), "rolled back: hello 1.0 is active") {
 		t.Fatalf("update with a failing refresh: %v", err)
 	}
 	if active(t, root, "hello") != "hello-1.0-"+arch+".raw" {
@@ -132,7 +132,6 @@ func TestRefreshFailureRollsBack(t *testing.T) {
 		t.Fatalf("activation %+v", e.Activation)
 	}
 	// A check hook that fails does the same.
-	rr.fail = nil
 	o.Checker = checkFunc(func(a Activation) error {
 		if a.Install.Version == "2.0" {
 			return errors.New("extension-release.hello is not merged")
@@ -140,7 +139,11 @@ func TestRefreshFailureRollsBack(t *testing.T) {
 		return nil
 	})
 	n = New(o)
-	if _, err := n.Update(ctx, UpdateOptions{All: true}); err == nil || !strings.Contains(err.Error(), "not merged") {
+	// update does not retry a build that was rolled back; pull does.
+	if rs, err := n.Update(ctx, UpdateOptions{All: true}); err != nil || rs[0].Action != "skipped" {
+		t.Fatalf("update after a rollback: %+v %v", rs, err)
+	}
+	if _, err := n.Pull(ctx, PullRequest{Ref: ref}); err == nil || !strings.Contains(err.Error(), "not merged") {
 		t.Fatalf("update with a failing check: %v", err)
 	}
 	if active(t, root, "hello") != "hello-1.0-"+arch+".raw" {
@@ -294,5 +297,69 @@ func TestConcurrentRuns(t *testing.T) {
 	l, _ := testNode(root).List(context.Background())
 	if len(l.Extensions) != 2 {
 		t.Fatalf("after two concurrent pulls: %+v", l)
+	}
+}
+
+func TestFirstInstallThatDoesNotMergeIsUnlinked(t *testing.T) {
+	reg := ocitest.NewOlareg(t)
+	ref := reg.Ref("ext/hello:1")
+	push(t, ref, makeImage(t, meta("hello", "1.0"), 0))
+	root := nodeRoot(t, debianRelease)
+	o := testNode(root).opts
+	o.Refresher, o.RefreshWithRoot = &recRefresher{fail: errors.New("Failed to mount")}, true
+	_, err := New(o).Pull(context.Background(), PullRequest{Ref: ref})
+	if err == nil || !strings.Contains(err.Error(), "no version of hello is active") {
+		t.Fatalf("pull: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(root, "var/lib/extensions/hello.raw")); err == nil {
+		t.Fatal("link left after a failed first activation")
+	}
+	if e := entry(t, root, "hello"); e.Activation.Status != store.ActivationRolledBack || !strings.Contains(e.Activation.Reason, "Failed to mount") {
+		t.Fatalf("activation %+v", e.Activation)
+	}
+}
+
+// TestResumeInterruptedActivation: a run killed after the link switch
+// leaves "pending" (the next run proves it) or "failed" before switching
+// back (the next run finishes the rollback).
+func TestResumeInterruptedActivation(t *testing.T) {
+	reg := ocitest.NewOlareg(t)
+	ref := reg.Ref("ext/hello:stable")
+	push(t, ref, makeImage(t, meta("hello", "1.0"), 0))
+	root := nodeRoot(t, debianRelease)
+	ctx := context.Background()
+	off := testNode(root)
+	if _, err := off.Pull(ctx, PullRequest{Ref: ref}); err != nil {
+		t.Fatal(err)
+	}
+	push(t, ref, makeImage(t, meta("hello", "2.0"), 0))
+	if _, err := off.Update(ctx, UpdateOptions{All: true}); err != nil {
+		t.Fatal(err)
+	}
+	e := entry(t, root, "hello")
+	set := func(a store.Activation) {
+		s, err := store.Open(ctx, storeOpts(root))
+		must(t, err)
+		must(t, s.SetActivation("hello", a))
+		s.Close()
+	}
+	o := off.opts
+	o.Refresher, o.RefreshWithRoot = &recRefresher{}, true
+	on := New(o)
+	set(store.Activation{Status: store.ActivationPending, Tried: e.Active.File})
+	if _, err := on.Update(ctx, UpdateOptions{All: true}); err != nil {
+		t.Fatal(err)
+	}
+	if got := entry(t, root, "hello").Activation.Status; got != store.ActivationProven {
+		t.Fatalf("after resuming a pending activation: %s", got)
+	}
+	set(store.Activation{Status: store.ActivationFailed, Reason: "Invalid argument", Tried: e.Active.File})
+	rs, err := on.Update(ctx, UpdateOptions{All: true})
+	if err != nil || rs[0].Action != "skipped" {
+		t.Fatalf("update after the rollback: %+v %v", rs, err)
+	}
+	got := entry(t, root, "hello")
+	if got.Active.Version != "1.0" || got.Activation.Status != store.ActivationRolledBack {
+		t.Fatalf("after resuming a failed activation: %s %+v", got.Active.Version, got.Activation)
 	}
 }

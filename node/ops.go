@@ -30,6 +30,7 @@ func (n *Node) Update(ctx context.Context, uo UpdateOptions) ([]Result, error) {
 		return nil, err
 	}
 	defer s.Close()
+	n.resume(ctx, s, false)
 	names := uo.Names
 	if len(names) == 0 {
 		names = s.State().Names()
@@ -74,6 +75,17 @@ func (n *Node) updateOne(ctx context.Context, s *store.Store, name string, dryRu
 	if desc.Digest == e.Active.ResolvedDigest {
 		return r, nil
 	}
+	// A build that failed to merge and was rolled back is not tried again
+	// by update (a timer would flap); an explicit pull tries it.
+	if e.Activation.Status == store.ActivationRolledBack {
+		for _, p := range e.Previous {
+			if p.File == e.Activation.Tried && p.ResolvedDigest == desc.Digest {
+				r.Action = "skipped"
+				r.Error = fmt.Sprintf("%s %s did not merge earlier (%s); not retried: run 'sysext pull %s' to try it again", name, p.Version, e.Activation.Reason, e.Source)
+				return r, nil
+			}
+		}
+	}
 	if dryRun {
 		r.Action = "would-update"
 		r.Digest = desc.Digest.String()
@@ -95,6 +107,7 @@ func (n *Node) Rollback(ctx context.Context, name string) (*Result, error) {
 		return nil, err
 	}
 	defer s.Close()
+	n.resume(ctx, s, false)
 	cur, ok := s.Entry(name)
 	if !ok {
 		return nil, &store.NotInstalledError{Name: name}

@@ -44,6 +44,7 @@ func (n *Node) Pull(ctx context.Context, req PullRequest) (*Result, error) {
 		return nil, err
 	}
 	defer s.Close()
+	n.resume(ctx, s, false)
 	return n.pull(ctx, s, req, nil)
 }
 

@@ -28,6 +28,7 @@ func (n *Node) Sync(ctx context.Context, so SyncOptions) ([]Result, error) {
 		return nil, err
 	}
 	defer s.Close()
+	n.resume(ctx, s, true)
 	root := s.Options().Root
 	decl, err := ReadDeclared(root)
 	if err != nil {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
+	"syscall"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -14,12 +16,13 @@ import (
 )
 
 // The download pipeline: one goroutine reads the network into a few
-// buffers (resuming with a Range request when cut), the other hashes each
-// buffer while writing it, and writeback to the disk is started as we go.
-// Memory stays at streamBuffers × streamBufSize whatever the image size.
+// aligned buffers (resuming with a Range request when cut), the caller's
+// goroutine hashes them in order, and a few writers put them on the disk
+// (see blobWriter). Memory stays at streamBuffers × streamBufSize whatever
+// the image size.
 const (
 	streamBufSize = 1 << 20
-	streamBuffers = 4
+	streamBuffers = 8
 	directAlign   = 4096
 )
 
@@ -75,36 +78,32 @@ func stream(ctx context.Context, t Target, layer ocispec.Descriptor, f *os.File,
 	h := sha256.New()
 	head := make([]byte, 0, headSize)
 	var written int64
-	var werr error
 	for c := range full {
-		if werr == nil {
-			data := c.buf[:c.n]
-			// Hash on one core while the other copies into the page cache.
-			hashed := make(chan struct{})
-			go func() { h.Write(data); close(hashed) }()
-			werr = w.writeAt(data, c.off)
-			<-hashed
-			if len(head) < headSize {
-				head = append(head, data[:min(len(data), headSize-len(head))]...)
-			}
-			written = c.off + int64(c.n)
-			if werr != nil {
-				cancel() // stop the reader; drain what it sent
-			} else if opts.Progress != nil {
-				opts.Progress(written, layer.Size)
-			}
+		if w.failed() {
+			cancel() // stop the reader; drain what it sent
+			free <- c.buf
+			continue
 		}
-		free <- c.buf
+		data := c.buf[:c.n]
+		// Hash here, in order, while the writers put earlier chunks on
+		// the disk.
+		h.Write(data)
+		if len(head) < headSize {
+			head = append(head, data[:min(len(data), headSize-len(head))]...)
+		}
+		buf := c.buf
+		w.submit(data, c.off, func() { free <- buf })
+		written = c.off + int64(c.n)
+		if opts.Progress != nil {
+			opts.Progress(written, layer.Size)
+		}
 	}
 	rerr := <-readErr
-	if werr != nil {
-		return nil, nil, fmt.Errorf("write %s: %w", f.Name(), werr)
+	if err := w.finish(written); err != nil {
+		return nil, nil, fmt.Errorf("write %s: %w", f.Name(), err)
 	}
 	if rerr != nil {
 		return nil, nil, rerr
-	}
-	if err := w.finish(written); err != nil {
-		return nil, nil, fmt.Errorf("write %s: %w", f.Name(), err)
 	}
 	got := digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil))
 	if got != layer.Digest {
@@ -195,53 +194,121 @@ func isLengthMismatch(err error) bool {
 	return err != nil && containsString(err.Error(), "mismatch Content-Length")
 }
 
-// blobWriter writes through the page cache and has the kernel start
-// writeback as the data arrives, from its own goroutine: sync_file_range
-// blocks while the disk's queue is full, and the network must not wait
-// for the disk. So the disk works while the network does, and the final
-// fsync has little left to do. (O_DIRECT was measured slower here: one
-// 1 MiB write in flight at a time keeps the disk's queue too shallow.)
+// blobWriter puts chunks on the disk from a few goroutines, so hashing
+// (the caller) and writing overlap. Where the filesystem allows, it writes
+// with O_DIRECT: the bytes go from our buffer to the disk with no copy
+// into the page cache and no writeback afterwards, and several writes in
+// flight keep the disk's queue deep; the final fsync then has only
+// metadata to do. Elsewhere (tmpfs, ...) it writes through the page cache
+// and has the kernel start writeback as data arrives.
 type blobWriter struct {
-	f       *os.File
-	queued  int64      // end of the data handed to the flusher
-	flushes chan int64 // ends of ranges to start writing back
-	done    chan struct{}
+	f      *os.File
+	direct *os.File // O_DIRECT descriptor of the same file, or nil
+	jobs   chan writeJob
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	err    error
+	// buffered mode: early writeback
+	queued  int64
+	flushes chan int64
+	flushed chan struct{}
+	closed  bool
 }
 
+type writeJob struct {
+	p       []byte
+	off     int64
+	release func()
+}
+
+// streamWriters is how many writes are in flight at once.
+const streamWriters = 4
+
 func newBlobWriter(f *os.File) *blobWriter {
-	w := &blobWriter{f: f, flushes: make(chan int64, 64), done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		var flushed int64
-		for end := range w.flushes {
-			// SYNC_FILE_RANGE_WRITE queues the writeback and returns; it is
-			// best effort (not every filesystem supports it).
-			_ = unix.SyncFileRange(int(f.Fd()), flushed, end-flushed, unix.SYNC_FILE_RANGE_WRITE)
-			flushed = end
-		}
-	}()
+	w := &blobWriter{f: f, jobs: make(chan writeJob, streamBuffers)}
+	if d, err := os.OpenFile(f.Name(), os.O_WRONLY|syscall.O_DIRECT, 0); err == nil {
+		w.direct = d
+	} else {
+		flushes, done := make(chan int64, 64), make(chan struct{})
+		w.flushes, w.flushed = flushes, done
+		go func() {
+			defer close(done)
+			var flushed int64
+			for end := range flushes {
+				// Queues the writeback and returns (best effort). From its
+				// own goroutine: it blocks while the disk's queue is full.
+				_ = unix.SyncFileRange(int(f.Fd()), flushed, end-flushed, unix.SYNC_FILE_RANGE_WRITE)
+				flushed = end
+			}
+		}()
+	}
+	for i := 0; i < streamWriters; i++ {
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			for j := range w.jobs {
+				if !w.failed() {
+					if err := w.write(j.p, j.off); err != nil {
+						w.mu.Lock()
+						if w.err == nil {
+							w.err = err
+						}
+						w.mu.Unlock()
+					}
+				}
+				j.release()
+			}
+		}()
+	}
 	return w
 }
 
-func (w *blobWriter) writeAt(p []byte, off int64) error {
-	if _, err := w.f.WriteAt(p, off); err != nil {
-		return err
-	}
-	end := off + int64(len(p))
-	if end-w.queued >= writebackChunk {
-		select {
-		case w.flushes <- end:
-			w.queued = end
-		default: // the flusher is behind; a later end covers this range
+// submit queues p for writing at off; release is called when p may be
+// reused.
+func (w *blobWriter) submit(p []byte, off int64, release func()) {
+	w.jobs <- writeJob{p, off, release}
+	if w.flushes != nil {
+		end := off + int64(len(p))
+		if end-w.queued >= writebackChunk {
+			select {
+			case w.flushes <- end:
+				w.queued = end
+			default: // the flusher is behind; a later end covers this range
+			}
 		}
 	}
-	return nil
 }
 
-// finish stops the flusher and cuts the file to the blob's size (fallocate
-// may have reserved more); the caller's Commit fsyncs.
+func (w *blobWriter) failed() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err != nil
+}
+
+func (w *blobWriter) write(p []byte, off int64) error {
+	if w.direct != nil && off%directAlign == 0 {
+		if n := len(p) &^ (directAlign - 1); n > 0 {
+			if _, err := w.direct.WriteAt(p[:n], off); err != nil {
+				return err
+			}
+			p, off = p[n:], off+int64(n)
+		}
+	}
+	if len(p) == 0 {
+		return nil
+	}
+	// The unaligned tail (or everything, without O_DIRECT).
+	_, err := w.f.WriteAt(p, off)
+	return err
+}
+
+// finish waits for every write and cuts the file to the blob's size
+// (fallocate may have reserved more); the caller's Commit fsyncs.
 func (w *blobWriter) finish(size int64) error {
 	w.close()
+	if w.err != nil {
+		return w.err
+	}
 	st, err := w.f.Stat()
 	if err != nil {
 		return err
@@ -252,17 +319,25 @@ func (w *blobWriter) finish(size int64) error {
 	return nil
 }
 
-// close stops the flusher goroutine; safe to call twice.
+// close waits for the writers and the flusher; safe to call twice.
 func (w *blobWriter) close() {
+	if w.closed {
+		return
+	}
+	w.closed = true
+	close(w.jobs)
+	w.wg.Wait()
 	if w.flushes != nil {
 		close(w.flushes)
-		w.flushes = nil
-		<-w.done
+		<-w.flushed
+	}
+	if w.direct != nil {
+		w.direct.Close()
 	}
 }
 
-// alignedBuffer returns n bytes starting at a page boundary (whole pages
-// copy fastest).
+// alignedBuffer returns n bytes starting at a directAlign boundary, as
+// O_DIRECT requires.
 func alignedBuffer(n int) []byte {
 	b := make([]byte, n+directAlign)
 	a := int(uintptrOf(b) & (directAlign - 1))

@@ -100,6 +100,16 @@ func Bake(ctx context.Context, o BakeOptions) (*BakeResult, error) {
 			return nil, fmt.Errorf("recipe %s %s %s: %w", o.Recipe.Name, plan.Version, plan.Arch, err)
 		}
 		files[d.ID] = p
+		if d.Format != "file" {
+			// Unpack once into the cache; later bakes link from there. An
+			// archive that cannot be unpacked whole (a member under a
+			// symlink) is read member by member by Layout instead.
+			if dir, err := f.Unpacked(ctx, p, filepath.Base(p), d.Format); err == nil {
+				files[d.ID] = dir
+			} else if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+		}
 	}
 
 	// Stage next to the output so that builder can hard-link the tree into
@@ -126,7 +136,7 @@ func Bake(ctx context.Context, o BakeOptions) (*BakeResult, error) {
 		Output:          target,
 		Force:           o.Force,
 		SourceDateEpoch: o.SourceDateEpoch,
-		Progress:        nil,
+		Progress:        o.Progress,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("recipe %s: %w", o.Recipe.Name, err)

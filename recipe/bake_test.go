@@ -2,12 +2,14 @@ package recipe
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/sysext/sysext/builder"
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/internal/testenv"
 )
@@ -22,8 +24,8 @@ type bakeCase struct {
 	programs []string
 	// image paths (relative to /) that must exist after the merge
 	paths []string
-	// units upheld: target -> unit
-	upholds map[string]string
+	// units upheld, as "TARGET UNIT"
+	upholds []string
 }
 
 // addFixtures publishes upstream-shaped downloads for c on u and returns
@@ -110,31 +112,120 @@ func addFixtures(t testing.TB, u *upstream, c bakeCase) bakeCase {
 		base := "https://github.com/k3s-io/k3s/releases/download/" + v + "/"
 		u.add(base+"k3s", data)
 		u.add(base+"sha256sum-amd64.txt", []byte(sum(data)+"  k3s\n"+strings.Repeat("3", 64)+"  k3s-airgap-images-amd64.tar\n"))
+	case "containerd":
+		name := "containerd-static-" + bare + "-linux-amd64.tar.gz"
+		data := tgz(t,
+			exe("bin/containerd", script("containerd", v)),
+			exe("bin/containerd-shim-runc-v2", script("containerd-shim-runc-v2", v)),
+			exe("bin/ctr", script("ctr", v)),
+			exe("bin/containerd-stress", script("containerd-stress", v)))
+		url := "https://github.com/containerd/containerd/releases/download/v" + bare + "/" + name
+		u.add(url, data)
+		u.add(url+".sha256sum", []byte(sum(data)+"  "+name+"\n"))
+		runc := []byte(script("runc", c.options["runc-version"]))
+		base := "https://github.com/opencontainers/runc/releases/download/" + c.options["runc-version"] + "/"
+		u.add(base+"runc.amd64", runc)
+		u.add(base+"runc.sha256sum", []byte(strings.Repeat("4", 64)+"  libseccomp-2.5.5.tar.gz\n"+sum(runc)+"  runc.amd64\n"+strings.Repeat("5", 64)+"  runc.arm64\n"))
+	case "crio":
+		name := "cri-o.amd64.v" + bare + ".tar.gz"
+		var ms []member
+		for _, p := range []string{"crio", "pinns", "crictl", "conmon", "conmonrs", "crun", "runc"} {
+			ms = append(ms, exe("cri-o/bin/"+p, script(p, v)))
+		}
+		ms = append(ms,
+			file("cri-o/etc/10-crio.conf", "[crio.runtime]\ndefault_runtime = \"crun\"\n"),
+			file("cri-o/etc/crictl.yaml", "runtime-endpoint: unix:///var/run/crio/crio.sock\n"),
+			file("cri-o/etc/crio-umount.conf", "/var/run/containers/*\n"),
+			file("cri-o/contrib/policy.json", "{\"default\":[{\"type\":\"insecureAcceptAnything\"}]}\n"),
+			file("cri-o/contrib/crio.service", "[Service]\nExecStart=/usr/local/bin/crio\n"),
+			exe("cri-o/install", "#!/usr/bin/env bash\n"))
+		data := tgz(t, ms...)
+		url := "https://storage.googleapis.com/cri-o/artifacts/" + name
+		u.add(url, data)
+		u.add(url+".sha256sum", []byte(sum(data)+"  "+name+"\n"))
+	case "docker-compose":
+		data := []byte(script("docker-compose", v))
+		url := "https://github.com/docker/compose/releases/download/v" + bare + "/docker-compose-linux-x86_64"
+		u.add(url, data)
+		u.add(url+".sha256", []byte(sum(data)+" *docker-compose-linux-x86_64\n"))
+	case "docker-buildx":
+		data := []byte(script("docker-buildx", v))
+		base := "https://github.com/docker/buildx/releases/download/v" + bare + "/"
+		u.add(base+"buildx-v"+bare+".linux-amd64", data)
+		u.add(base+"checksums.txt", []byte(strings.Repeat("6", 64)+" *buildx-v"+bare+".darwin-arm64\n"+sum(data)+" *buildx-v"+bare+".linux-amd64\n"))
+	case "wasmcloud":
+		host := []byte(script("wasmcloud", v))
+		u.add("https://github.com/wasmCloud/wasmCloud/releases/download/v"+bare+"/wasmcloud-x86_64-unknown-linux-musl", host)
+		c.pins = map[string]string{"wasmcloud": sum(host)}
+		nv := "v2.10.22"
+		dir := "nats-server-" + nv + "-linux-amd64"
+		data := tgz(t, exe(dir+"/nats-server", script("nats-server", nv)), file(dir+"/README.md", "nats\n"), file(dir+"/LICENSE", "Apache-2.0\n"))
+		base := "https://github.com/nats-io/nats-server/releases/download/" + nv + "/"
+		u.add(base+dir+".tar.gz", data)
+		u.add(base+"SHA256SUMS", []byte(strings.Repeat("7", 64)+"  "+dir+".zip\n"+sum(data)+"  "+dir+".tar.gz\n"))
+	case "nebula":
+		data := tgz(t, exe("nebula", script("nebula", v)), exe("nebula-cert", script("nebula-cert", v)))
+		base := "https://github.com/slackhq/nebula/releases/download/v" + bare + "/"
+		u.add(base+"nebula-linux-amd64.tar.gz", data)
+		u.add(base+"SHASUM256.txt", []byte(strings.Repeat("8", 64)+"  nebula-darwin.zip\n"+sum(data)+"  nebula-linux-amd64.tar.gz\n"+strings.Repeat("9", 64)+"  linux-amd64/nebula\n"))
+	case "cilium":
+		data := tgz(t, exe("cilium", script("cilium", v)))
+		url := "https://github.com/cilium/cilium-cli/releases/download/v" + bare + "/cilium-linux-amd64.tar.gz"
+		u.add(url, data)
+		u.add(url+".sha256sum", []byte(sum(data)+"  cilium-linux-amd64.tar.gz\n"))
+	case "consul", "vault":
+		data := zipOf(t, member{name: c.name, body: script(c.name, v)}, member{name: "LICENSE.txt", body: "BUSL-1.1\n"})
+		base := "https://releases.hashicorp.com/" + c.name + "/" + bare + "/"
+		u.add(base+c.name+"_"+bare+"_linux_amd64.zip", data)
+		u.add(base+c.name+"_"+bare+"_SHA256SUMS", []byte(sum(data)+"  "+c.name+"_"+bare+"_linux_amd64.zip\n"))
 	default:
 		t.Fatalf("no fixture for %s", c.name)
 	}
 	return c
 }
 
-var mergeCases = []bakeCase{
+// mergeGroups are merged together, group by group: images in one group do
+// not ship the same programs, so each program's output names its image.
+var mergeGroups = [][]bakeCase{{
 	{name: "docker", version: "27.3.1",
 		programs: []string{"docker", "dockerd", "containerd", "runc", "ctr"},
 		paths:    []string{"usr/lib/systemd/system/docker.socket", "usr/lib/systemd/system/docker.service", "usr/lib/systemd/system/containerd.service", "usr/share/docker/daemon.json", "usr/share/docker/containerd.toml", "usr/lib/tmpfiles.d/docker.conf", "usr/lib/sysusers.d/docker.conf"},
-		upholds:  map[string]string{"sockets.target": "docker.socket", "multi-user.target": "containerd.service"}},
+		upholds:  []string{"sockets.target docker.socket", "multi-user.target containerd.service"}},
 	{name: "tailscale", version: "1.76.6",
 		programs: []string{"tailscale", "tailscaled"},
 		paths:    []string{"usr/lib/systemd/system/tailscaled.service", "usr/share/tailscale/default/tailscaled", "usr/lib/tmpfiles.d/tailscale.conf"},
-		upholds:  map[string]string{"multi-user.target": "tailscaled.service"}},
+		upholds:  []string{"multi-user.target tailscaled.service"}},
 	{name: "kubernetes", version: "v1.31.2", options: map[string]string{"cni-version": "v1.6.0"},
 		programs: []string{"kubeadm", "kubelet", "kubectl", "../libexec/cni/bridge"},
 		paths:    []string{"usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf", "usr/libexec/cni/host-local"},
-		upholds:  map[string]string{"multi-user.target": "kubelet.service"}},
+		upholds:  []string{"multi-user.target kubelet.service"}},
 	{name: "nomad", version: "1.9.3", programs: []string{"nomad"}, paths: []string{"usr/lib/systemd/system/nomad.service", "usr/share/nomad/nomad.d/nomad.hcl"}},
 	{name: "wasmtime", version: "26.0.1", programs: []string{"wasmtime"}},
 	{name: "ollama", version: "0.4.2", programs: []string{"ollama"}, paths: []string{"usr/lib/ollama/libggml.so", "usr/lib/ollama/cuda_v12/libggml-cuda.so"},
-		upholds: map[string]string{"multi-user.target": "ollama.service"}},
+		upholds: []string{"multi-user.target ollama.service"}},
 	{name: "rke2", version: "v1.31.2+rke2r1", programs: []string{"../local/bin/rke2"}, paths: []string{"usr/local/lib/systemd/system/rke2-server.service", "usr/local/share/rke2/rke2-cis-sysctl.conf"}},
-}
+}, {
+	{name: "containerd", version: "2.0.0", options: map[string]string{"runc-version": "v1.2.2"},
+		programs: []string{"containerd", "ctr", "runc", "containerd-shim-runc-v2"},
+		paths:    []string{"usr/share/containerd/config.toml", "usr/lib/tmpfiles.d/containerd.conf"},
+		upholds:  []string{"multi-user.target containerd.service"}},
+	{name: "crio", version: "1.31.2",
+		programs: []string{"crio", "crictl", "pinns", "../libexec/crio/conmon", "../libexec/crio/conmonrs", "../libexec/crio/crun"},
+		paths:    []string{"usr/share/crio/crio.conf.d/10-crio.conf", "usr/share/crio/crictl.yaml", "usr/share/crio/containers/policy.json", "usr/libexec/crio/runc"},
+		upholds:  []string{"multi-user.target crio.service"}},
+	{name: "docker-compose", version: "2.30.3", programs: []string{"docker-compose", "../libexec/docker/cli-plugins/docker-compose"}},
+	{name: "docker-buildx", version: "0.18.0", programs: []string{"../libexec/docker/cli-plugins/docker-buildx"}},
+	{name: "wasmcloud", version: "1.4.0", programs: []string{"wasmcloud", "nats-server"},
+		paths:   []string{"usr/share/wasmcloud/nats.conf"},
+		upholds: []string{"multi-user.target nats.service", "multi-user.target wasmcloud.service"}},
+	{name: "nebula", version: "1.9.4", programs: []string{"nebula", "nebula-cert"}, upholds: []string{"multi-user.target nebula.service"}},
+	{name: "cilium", version: "0.16.20", programs: []string{"cilium"}},
+	{name: "consul", version: "1.20.1", programs: []string{"consul"}, paths: []string{"usr/share/consul/consul.d/consul.hcl", "usr/lib/sysusers.d/consul.conf"}},
+	{name: "vault", version: "1.18.2", programs: []string{"vault"}, paths: []string{"usr/share/vault/vault.d/vault.hcl", "usr/lib/sysusers.d/vault.conf", "usr/lib/tmpfiles.d/vault.conf"}},
+}, {
+	{name: "k3s", version: "v1.31.2+k3s1", programs: []string{"k3s", "kubectl", "crictl", "ctr"},
+		paths: []string{"usr/lib/systemd/system/k3s.service", "usr/lib/systemd/system/k3s-agent.service"}},
+}}
 
 func bakeOne(t testing.TB, u *upstream, c bakeCase, out, cache string) *BakeResult {
 	t.Helper()
@@ -162,13 +253,19 @@ func bakeOne(t testing.TB, u *upstream, c bakeCase, out, cache string) *BakeResu
 func TestBakeMergeAndRun(t *testing.T) {
 	testenv.RequireTool(t, "mksquashfs")
 	testenv.RequireRoot(t)
+	cache := testenv.TempDirNoLeak(t, ".#")
+	for i, group := range mergeGroups {
+		t.Run(fmt.Sprint("group", i), func(t *testing.T) { mergeGroup(t, group, cache) })
+	}
+}
+
+func mergeGroup(t *testing.T, cases []bakeCase, cache string) {
 	u := newUpstream(t)
 	out := testenv.TempDirNoLeak(t, ".#")
-	cache := testenv.TempDirNoLeak(t, ".#")
 	active := t.TempDir()
 	var images []string
 	var script strings.Builder
-	for _, c := range mergeCases {
+	for _, c := range cases {
 		c = addFixtures(t, u, c)
 		res := bakeOne(t, u, c, out, cache)
 		if want := filepath.Join(out, extension.FileName(c.name, c.version, "x86-64")); res.Image.Path != want {
@@ -187,17 +284,20 @@ func TestBakeMergeAndRun(t *testing.T) {
 		for _, p := range c.paths {
 			script.WriteString("test -e /" + p + " && echo \"present " + p + "\"\n")
 		}
-		for target, unit := range c.upholds {
-			script.WriteString("grep -h '^Upholds=' /usr/lib/systemd/system/" + target + ".d/" + c.name + "-*.conf | sed 's/^/" + target + " /'\n")
-			_ = unit
-		}
+		script.WriteString("grep -h '^Upholds=' /usr/lib/systemd/system/*.target.d/" + c.name + "-*.conf 2>/dev/null | sed 's/^/" + c.name + " /' || true\n")
 		script.WriteString("sed -n 's/^EXTENSION_RELOAD_MANAGER=/" + c.name + " reload=/p' /usr/lib/extension-release.d/extension-release." + c.name + "\n")
+	}
+	for _, c := range cases {
+		for _, up := range c.upholds {
+			target, unit, _ := strings.Cut(up, " ")
+			script.WriteString("grep -q '^Upholds=" + unit + "$' /usr/lib/systemd/system/" + target + ".d/" + c.name + "-" + unit + ".conf && echo \"upheld " + up + "\"\n")
+		}
 	}
 	got, err := testenv.MergeAndRun(t, images, script.String())
 	if err != nil {
 		t.Fatalf("merge: %v\n%s", err, got)
 	}
-	for _, c := range mergeCases {
+	for _, c := range cases {
 		for _, p := range c.programs {
 			if want := filepath.Base(p) + " fixture "; !strings.Contains(got, want) {
 				t.Errorf("%s: %s did not run from the merged /usr:\n%s", c.name, p, got)
@@ -208,18 +308,19 @@ func TestBakeMergeAndRun(t *testing.T) {
 				t.Errorf("%s: /%s is not in the merged /usr:\n%s", c.name, p, got)
 			}
 		}
-		for target, unit := range c.upholds {
-			if !strings.Contains(got, target+" Upholds="+unit+"\n") {
-				t.Errorf("%s: no Upholds=%s drop-in for %s:\n%s", c.name, unit, target, got)
+		for _, up := range c.upholds {
+			if !strings.Contains(got, "upheld "+up+"\n") {
+				t.Errorf("%s: no Upholds= drop-in for %s:\n%s", c.name, up, got)
 			}
 		}
-		// Every one of these ships units, so systemd must reload on merge.
-		if c.name != "wasmtime" && !strings.Contains(got, c.name+" reload=1") {
-			t.Errorf("%s: EXTENSION_RELOAD_MANAGER=1 missing:\n%s", c.name, got)
+		// Nothing else is upheld: only what the recipe enables.
+		if n := strings.Count(got, "\n"+c.name+" Upholds="); n != len(c.upholds) {
+			t.Errorf("%s: %d Upholds= drop-ins, want %d:\n%s", c.name, n, len(c.upholds), got)
 		}
-	}
-	if strings.Contains(got, "wasmtime reload=") {
-		t.Errorf("wasmtime ships no units but asks for a manager reload:\n%s", got)
+		shipsUnits := c.name != "wasmtime" && c.name != "cilium" && c.name != "docker-compose" && c.name != "docker-buildx"
+		if reload := strings.Contains(got, c.name+" reload=1"); reload != shipsUnits {
+			t.Errorf("%s: EXTENSION_RELOAD_MANAGER=1 is %v, want %v (ships units: %v):\n%s", c.name, reload, shipsUnits, shipsUnits, got)
+		}
 	}
 }
 
@@ -254,17 +355,41 @@ func catImage(t testing.TB, unsquashfs, image, path string) string {
 }
 
 // TestBakeCachedOffline: a second bake of the same version needs no
-// network at all, even for downloads checked against a checksum file.
+// network at all, even for downloads checked against a checksum file, and
+// gives the same image, which is also the image of the tree laid out
+// straight from the archive (linking files from the unpacked cache changes
+// nothing in the image).
 func TestBakeCachedOffline(t *testing.T) {
 	testenv.RequireTool(t, "mksquashfs")
 	u := newUpstream(t)
-	cache := t.TempDir()
-	c := addFixtures(t, u, bakeCase{name: "nomad", version: "1.9.3"})
-	bakeOne(t, u, c, t.TempDir()+"/", cache)
+	cache := testenv.TempDirNoLeak(t, ".#")
+	c := addFixtures(t, u, bakeCase{name: "ollama", version: "0.4.2"})
+	first := bakeOne(t, u, c, t.TempDir()+"/", cache)
 	u.srv.Close()
-	res := bakeOne(t, u, c, t.TempDir()+"/", cache)
-	if res.Image == nil {
-		t.Fatal("no image")
+	second := bakeOne(t, u, c, t.TempDir()+"/", cache)
+	if first.Image.Digest != second.Image.Digest {
+		t.Errorf("cached bake gave %s, first bake %s", second.Image.Digest, first.Image.Digest)
+	}
+	ctx := context.Background()
+	d := first.Plan.Downloads[0]
+	blob, err := (&Fetcher{CacheDir: cache}).Fetch(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Dir(blob) != filepath.Join(cache, "blobs", "sha256") {
+		t.Fatalf("blob at %s", blob)
+	}
+	tree := t.TempDir()
+	hasUnits, err := first.Plan.Layout(ctx, tree, map[string]string{d.ID: blob})
+	if err != nil || !hasUnits {
+		t.Fatal(hasUnits, err)
+	}
+	res, err := builder.Build(ctx, builder.Options{Tree: tree, Meta: first.Image.Meta, Enable: first.Plan.Enabled(), Output: t.TempDir() + "/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Digest != first.Image.Digest {
+		t.Errorf("the tree laid out from the archive builds %s, the bake %s", res.Digest, first.Image.Digest)
 	}
 }
 
@@ -352,7 +477,10 @@ func TestBakeFromDirectoryMirror(t *testing.T) {
 	u := newUpstream(t)
 	c := addFixtures(t, u, bakeCase{name: "k3s", version: "v1.31.2+k3s1"})
 	mirror := t.TempDir()
-	for url, data := range u.files {
+	u.mu.Lock()
+	files := u.files
+	u.mu.Unlock()
+	for url, data := range files {
 		p := filepath.Join(mirror, strings.TrimPrefix(url, "https://"))
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			t.Fatal(err)

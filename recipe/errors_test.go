@@ -193,7 +193,7 @@ func TestBakeBadDownloads(t *testing.T) {
 		u := newUpstream(t)
 		u.add(helloURL, data)
 		u.add(helloURL+".sha256", []byte(sum(data)))
-		u.faults[helloURL] = "500"
+		u.fault(helloURL, "500")
 		badBake(t, u, goodRecipe, nil, "500 Internal Server Error")
 		if n := u.count(helloURL); n != 3 {
 			t.Errorf("a 500 was tried %d times, want 3", n)
@@ -203,7 +203,7 @@ func TestBakeBadDownloads(t *testing.T) {
 		u := newUpstream(t)
 		u.add(helloURL, data)
 		u.add(helloURL+".sha256", []byte(sum(data)))
-		u.faults[helloURL] = "cut"
+		u.fault(helloURL, "cut")
 		badBake(t, u, goodRecipe, nil, "cut after")
 	})
 	t.Run("checksum file lacks the entry", func(t *testing.T) {

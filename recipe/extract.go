@@ -25,7 +25,8 @@ type entry struct {
 	mode     fs.FileMode
 	typ      byte // tar.TypeReg, tar.TypeSymlink, tar.TypeLink, tar.TypeDir
 	linkname string
-	r        io.Reader
+	r        io.Reader // content of a regular file from an archive
+	src      string    // or: the path of a regular file in an unpacked tree
 }
 
 // walkArchive calls fn for every member of the archive at file. A plain
@@ -178,10 +179,18 @@ type tree struct {
 func (t *tree) host(p string) string { return filepath.Join(t.root, filepath.FromSlash(p)) }
 
 // mkdirs creates the parents of image path p as real directories.
-func (t *tree) mkdirs(p string) error {
-	dir := path.Dir(p)
-	cur := t.root
-	for _, c := range strings.Split(strings.TrimPrefix(dir, "/"), "/") {
+func (t *tree) mkdirs(p string) error { return mkdirsUnder(t.root, p) }
+
+// mkdirsUnder creates the parent directories of the slash path p inside
+// root, refusing to go through anything that is not a real directory (a
+// symlink from an archive could point anywhere).
+func mkdirsUnder(root, p string) error {
+	dir := path.Dir(strings.TrimPrefix(p, "/"))
+	if dir == "." {
+		return nil
+	}
+	cur := root
+	for _, c := range strings.Split(dir, "/") {
 		cur = filepath.Join(cur, c)
 		st, err := os.Lstat(cur)
 		switch {
@@ -215,19 +224,124 @@ func (t *tree) writeFile(p, who string, r io.Reader, mode fs.FileMode) error {
 	if err := t.claim(p, who); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(t.host(p), os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode.Perm())
+	if err := createFile(t.host(p), r, mode); err != nil {
+		return fmt.Errorf("%s: writing %s: %w", who, p, err)
+	}
+	return nil
+}
+
+// placeFile puts the unpacked file src at p: a hard link when the mode is
+// already right (no copy; nothing ever writes to either name), else a copy.
+func (t *tree) placeFile(p, who, src string, mode fs.FileMode) error {
+	if err := t.claim(p, who); err != nil {
+		return err
+	}
+	if st, err := os.Lstat(src); err == nil && st.Mode().IsRegular() && st.Mode().Perm() == mode.Perm() {
+		if err := os.Link(src, t.host(p)); err == nil {
+			return nil
+		}
+		// Another filesystem, or links not allowed: copy.
+	}
+	f, err := os.Open(src)
 	if err != nil {
 		return fmt.Errorf("%s: %w", who, err)
 	}
+	defer f.Close()
+	if err := createFile(t.host(p), f, mode); err != nil {
+		return fmt.Errorf("%s: writing %s: %w", who, p, err)
+	}
+	return nil
+}
+
+// createFile writes a new file (never through an existing name or link).
+func createFile(name string, r io.Reader, mode fs.FileMode) error {
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode.Perm())
+	if err != nil {
+		return err
+	}
 	if _, err := io.Copy(f, r); err != nil {
 		f.Close()
-		return fmt.Errorf("%s: writing %s: %w", who, p, err)
+		return err
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("%s: writing %s: %w", who, p, err)
+		return err
 	}
 	// O_CREAT honours the umask; the recipe's mode is what ships.
-	return os.Chmod(t.host(p), mode.Perm())
+	return os.Chmod(name, mode.Perm())
+}
+
+// unpack extracts every member of an archive into dst (an empty
+// directory). Members that climb out are skipped, no member is written
+// through a symlink, and the first of two members with one name wins.
+func unpack(ctx context.Context, file, format, dst string) error {
+	return walkArchive(ctx, file, format, func(e *entry) error {
+		p := filepath.Join(dst, filepath.FromSlash(e.name))
+		if err := mkdirsUnder(dst, e.name); err != nil {
+			return err
+		}
+		var err error
+		switch e.typ {
+		case tar.TypeDir:
+			if err = os.Mkdir(p, 0o755); errors.Is(err, os.ErrExist) {
+				if st, serr := os.Lstat(p); serr == nil && st.IsDir() {
+					err = nil
+				}
+			}
+		case tar.TypeReg:
+			mode := e.mode
+			if mode == 0 {
+				mode = 0o644
+			}
+			err = createFile(p, e.r, mode)
+		case tar.TypeSymlink:
+			err = os.Symlink(e.linkname, p)
+		case tar.TypeLink:
+			src := filepath.Join(dst, filepath.FromSlash(e.linkname))
+			if st, serr := os.Lstat(src); serr == nil && st.Mode().IsRegular() {
+				err = os.Link(src, p)
+			}
+		}
+		if errors.Is(err, os.ErrExist) {
+			return nil
+		}
+		return err
+	})
+}
+
+// walkTree calls fn for everything in an unpacked tree, in lexical order,
+// as walkArchive would for the archive it came from.
+func walkTree(ctx context.Context, root string, fn func(e *entry) error) error {
+	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(root, p)
+		if err != nil || rel == "." {
+			return err
+		}
+		e := &entry{name: filepath.ToSlash(rel)}
+		switch {
+		case d.IsDir():
+			e.typ = tar.TypeDir
+		case d.Type()&fs.ModeSymlink != 0:
+			if e.linkname, err = os.Readlink(p); err != nil {
+				return err
+			}
+			e.typ = tar.TypeSymlink
+		case d.Type().IsRegular():
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			e.typ, e.src, e.mode = tar.TypeReg, p, info.Mode().Perm()
+		default:
+			return nil
+		}
+		return fn(e)
+	})
 }
 
 func (t *tree) symlink(p, who, target string) error {

@@ -343,3 +343,39 @@ func sameEntry(name, entry string) bool {
 	name = strings.TrimPrefix(name, "./")
 	return name == entry || path.Base(name) == entry
 }
+
+// Unpacked returns a directory holding the verified archive blob (whose
+// sha256 is sum) unpacked: CACHE/trees/sha256/SUM, made once, atomically
+// (unpacked into a temp directory, then renamed). Bakes from the cache then
+// hard-link files from it instead of decompressing again. Nothing ever
+// writes to a file in it after the rename.
+func (f *Fetcher) Unpacked(ctx context.Context, blob, sum, format string) (string, error) {
+	final := filepath.Join(f.CacheDir, "trees", "sha256", sum)
+	if st, err := os.Stat(final); err == nil && st.IsDir() {
+		return final, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
+		return "", fmt.Errorf("cache: %w", err)
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(final), atomicfile.TempPrefix+sum+".")
+	if err != nil {
+		return "", fmt.Errorf("cache: %w", err)
+	}
+	if err := unpack(ctx, blob, format, tmp); err != nil {
+		os.RemoveAll(tmp)
+		return "", err
+	}
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		os.RemoveAll(tmp)
+		return "", err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		os.RemoveAll(tmp)
+		if st, serr := os.Stat(final); serr == nil && st.IsDir() {
+			return final, nil // another bake unpacked it first
+		}
+		return "", fmt.Errorf("cache: %w", err)
+	}
+	_ = atomicfile.SyncDir(filepath.Dir(final))
+	return final, nil
+}

@@ -33,7 +33,7 @@ func script(name, version string) string {
 	return fmt.Sprintf("#!/bin/sh\necho \"%s fixture %s\"\n", name, version)
 }
 
-func exe(name, body string) member { return member{name: name, body: body, mode: 0o755} }
+func exe(name, body string) member  { return member{name: name, body: body, mode: 0o755} }
 func file(name, body string) member { return member{name: name, body: body, mode: 0o644} }
 
 func tarOf(t testing.TB, ms []member) []byte {
@@ -132,6 +132,8 @@ func newUpstream(t testing.TB) *upstream {
 func (u *upstream) mirror() string { return u.srv.URL + "/" }
 
 func (u *upstream) add(url string, data []byte) { u.mu.Lock(); u.files[url] = data; u.mu.Unlock() }
+
+func (u *upstream) fault(url, kind string) { u.mu.Lock(); u.faults[url] = kind; u.mu.Unlock() }
 
 func (u *upstream) count(url string) int { u.mu.Lock(); defer u.mu.Unlock(); return u.requests[url] }
 

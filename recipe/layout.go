@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"os"
 	"path"
 	"strings"
 )
@@ -40,9 +41,9 @@ func (pl *placement) dest(name string) (string, bool) {
 
 // Layout writes the plan's files into the staged directory root (which must
 // exist and be empty), taking download contents from files (download ID ->
-// path of the verified download). It reports whether the tree ships
-// systemd units (from units: or from an archive), which is when the
-// extension asks for a manager reload on merge.
+// path of the verified download, or of a directory it was unpacked into).
+// It reports whether the tree ships systemd units (from units: or from an
+// archive), which is when the extension asks for a manager reload on merge.
 func (p *Plan) Layout(ctx context.Context, root string, files map[string]string) (hasUnits bool, err error) {
 	t := &tree{root: root, written: map[string]string{}}
 	err = p.layout(ctx, t, files)
@@ -87,7 +88,11 @@ func (p *Plan) layout(ctx context.Context, t *tree, files map[string]string) err
 			return fmt.Errorf("download %s was not fetched", d.ID)
 		}
 		var names []string
-		err := walkArchive(ctx, file, d.Format, func(e *entry) error {
+		walk := func(fn func(*entry) error) error { return walkArchive(ctx, file, d.Format, fn) }
+		if st, err := os.Stat(file); err == nil && st.IsDir() {
+			walk = func(fn func(*entry) error) error { return walkTree(ctx, file, fn) }
+		}
+		err := walk(func(e *entry) error {
 			if len(names) < 20 && e.typ != tar.TypeDir {
 				names = append(names, e.name)
 			}
@@ -109,6 +114,9 @@ func (p *Plan) layout(ctx context.Context, t *tree, files map[string]string) err
 					}
 					if mode == 0 {
 						mode = 0o644
+					}
+					if e.src != "" {
+						return t.placeFile(dst, pl.who, e.src, mode)
 					}
 					return t.writeFile(dst, pl.who, e.r, mode)
 				case tar.TypeSymlink:

@@ -44,6 +44,19 @@ var (
 	ErrOption  = errors.New("bad option")
 )
 
+// resolveError carries one of the sentinels above without printing it.
+type resolveError struct {
+	kind error
+	msg  string
+}
+
+func (e *resolveError) Error() string { return e.msg }
+func (e *resolveError) Unwrap() error { return e.kind }
+
+func errorf(kind error, format string, args ...any) error {
+	return &resolveError{kind, fmt.Sprintf(format, args...)}
+}
+
 // ResolveOptions are the caller's choices.
 type ResolveOptions struct {
 	Version string
@@ -65,20 +78,20 @@ func (r *Recipe) Resolve(o ResolveOptions) (*Plan, error) {
 		for _, a := range r.ArchList() {
 			names = append(names, string(a))
 		}
-		return nil, fmt.Errorf("recipe %s is not offered for %s: %w; it offers %s (use --arch)", r.Name, arch, ErrArch, strings.Join(names, ", "))
+		return nil, errorf(ErrArch, "recipe %s is not offered for %s: it offers %s (use --arch)", r.Name, arch, strings.Join(names, ", "))
 	}
 	if o.Version == "" {
-		return nil, fmt.Errorf("recipe %s: %w: no version given: use --version (e.g. %s)", r.Name, ErrVersion, r.Version.Example)
+		return nil, errorf(ErrVersion, "recipe %s: no version given: use --version (e.g. %s)", r.Name, r.Version.Example)
 	}
 	if !r.versionRe().MatchString(o.Version) {
 		ex := ""
 		if r.Version.Example != "" {
 			ex = fmt.Sprintf(", e.g. %s", r.Version.Example)
 		}
-		return nil, fmt.Errorf("recipe %s: %w: version %q does not match the recipe's pattern %q%s", r.Name, ErrVersion, o.Version, r.Version.Pattern, ex)
+		return nil, errorf(ErrVersion, "recipe %s: version %q does not match the recipe's pattern '%s'%s", r.Name, o.Version, r.Version.Pattern, ex)
 	}
 	if err := extension.ValidateVersion(o.Version); err != nil {
-		return nil, fmt.Errorf("recipe %s: %w: %v", r.Name, ErrVersion, err)
+		return nil, errorf(ErrVersion, "recipe %s: %v", r.Name, err)
 	}
 	opts := map[string]string{}
 	for _, opt := range r.Options {
@@ -88,16 +101,16 @@ func (r *Recipe) Resolve(o ResolveOptions) (*Plan, error) {
 		opt, ok := r.option(k)
 		if !ok {
 			if len(r.Options) == 0 {
-				return nil, fmt.Errorf("recipe %s: %w: unknown option %q: the recipe has no options", r.Name, ErrOption, k)
+				return nil, errorf(ErrOption, "recipe %s: unknown option %q: the recipe has no options", r.Name, k)
 			}
 			names := make([]string, len(r.Options))
 			for i, x := range r.Options {
 				names[i] = x.Name
 			}
-			return nil, fmt.Errorf("recipe %s: %w: unknown option %q: use one of %s", r.Name, ErrOption, k, strings.Join(names, ", "))
+			return nil, errorf(ErrOption, "recipe %s: unknown option %q: use one of %s", r.Name, k, strings.Join(names, ", "))
 		}
 		if err := opt.check(o.Options[k]); err != nil {
-			return nil, fmt.Errorf("recipe %s: %w: %v", r.Name, ErrOption, err)
+			return nil, errorf(ErrOption, "recipe %s: %v", r.Name, err)
 		}
 		opts[k] = o.Options[k]
 	}
@@ -107,10 +120,10 @@ func (r *Recipe) Resolve(o ResolveOptions) (*Plan, error) {
 			found = found || d.ID == id
 		}
 		if !found {
-			return nil, fmt.Errorf("recipe %s: %w: --sha256 %s=...: no download has that id", r.Name, ErrOption, id)
+			return nil, errorf(ErrOption, "recipe %s: --sha256 %s=...: no download has that id", r.Name, id)
 		}
 		if !hexSum.MatchString(o.SHA256[id]) {
-			return nil, fmt.Errorf("recipe %s: %w: --sha256 %s=%q is not a sha256 (64 lower-case hex digits)", r.Name, ErrOption, id, o.SHA256[id])
+			return nil, errorf(ErrOption, "recipe %s: --sha256 %s=%q is not a sha256 (64 lower-case hex digits)", r.Name, id, o.SHA256[id])
 		}
 	}
 

@@ -326,7 +326,7 @@ func (r *Recipe) validate() error {
 		return r.errAt(fmt.Sprintf("not a valid regexp: %v", err), "version", "pattern")
 	}
 	if r.Version.Example != "" && !r.versionRe().MatchString(r.Version.Example) {
-		return r.errAt(fmt.Sprintf("%q does not match the pattern %q", r.Version.Example, r.Version.Pattern), "version", "example")
+		return r.errAt(fmt.Sprintf("%q does not match the pattern '%s'", r.Version.Example, r.Version.Pattern), "version", "example")
 	}
 	if len(r.Arches) == 0 {
 		return r.errAt("no architectures: list the ones upstream publishes (x86-64:, arm64:)", "arches")

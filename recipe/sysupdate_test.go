@@ -144,3 +144,30 @@ func TestButane(t *testing.T) {
 		t.Error("unknown variant accepted")
 	}
 }
+
+// TestButaneStrict feeds the snippets to the real butane (make tools
+// builds it), which refuses unknown keys and warnings with --strict.
+func TestButaneStrict(t *testing.T) {
+	butane := testenv.RequireTool(t, "butane")
+	for _, o := range []ButaneOptions{
+		{Ref: "ghcr.io/acme/ext/tailscale:1.76", Key: []byte("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")},
+		{Ref: "ghcr.io/acme/ext/docker:27", Variant: "fcos", BinaryURL: "https://example.org/sysext", BinaryHash: "sha512-" + strings.Repeat("0", 128)},
+		{Ref: "oci:/srv/ext:k3s", Name: "k3s", BinaryURL: "https://example.org/sysext"},
+	} {
+		snippet, err := Butane(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(butane, "--strict")
+		cmd.Stdin = strings.NewReader(snippet)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		ign, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("butane --strict refused the snippet for %s: %v\n%s\n%s", o.Ref, err, stderr.String(), snippet)
+		}
+		if !strings.Contains(string(ign), `"ignition":{"version":"3.`) || !strings.Contains(string(ign), "sysext-install-") {
+			t.Errorf("unexpected Ignition for %s: %s", o.Ref, ign)
+		}
+	}
+}

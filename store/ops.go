@@ -515,6 +515,31 @@ func (s *Store) Touch(name, source string, resolved digest.Digest) error {
 	return s.writeState(st)
 }
 
+// Deactivate removes NAME's activation link (only ours) and keeps its
+// record and stored images: the way back when a first install does not
+// merge. The caller records why with SetActivation.
+func (s *Store) Deactivate(name string) error {
+	if _, ok := s.state.Extensions[name]; !ok {
+		return &NotInstalledError{name}
+	}
+	link := s.LinkPath(name)
+	fi, err := os.Lstat(link)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if !s.isOurs(name, link, fi, "") {
+		return &ForeignError{name, link}
+	}
+	if err := os.Remove(link); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	s.hook("deactivated")
+	return atomicfile.SyncDir(filepath.Dir(link))
+}
+
 // SetDeclared records which declaration manages NAME ("" = none).
 func (s *Store) SetDeclared(name, declared string) error {
 	if _, ok := s.state.Extensions[name]; !ok {

@@ -85,9 +85,12 @@ const (
 
 // Activation records what happened after the link was switched.
 type Activation struct {
-	Status string    `json:"status,omitempty"`
-	Reason string    `json:"reason,omitempty"`
-	At     time.Time `json:"at,omitempty"`
+	Status string `json:"status,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	// Tried is the stored file this activation switched to, so a run that
+	// was killed during a rollback knows which version it was trying.
+	Tried string    `json:"tried,omitempty"`
+	At    time.Time `json:"at,omitempty"`
 }
 
 // Pending ops.
@@ -167,6 +170,9 @@ func (e *Entry) validate(key string) error {
 		if err := validFile(in.File); err != nil {
 			return fmt.Errorf("extension %s: %w", e.Name, err)
 		}
+	}
+	if err := validFile(e.Activation.Tried); err != nil {
+		return fmt.Errorf("extension %s: activation: %w", e.Name, err)
 	}
 	if e.Pending != nil && e.Pending.Next != nil {
 		if err := e.Pending.Next.validate(key); err != nil {

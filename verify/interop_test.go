@@ -21,6 +21,7 @@ import (
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/oci/ocitest"
 	"github.com/sysext/sysext/verify"
+	"github.com/sysext/sysext/verify/verifytest"
 )
 
 // The real cosign v2 (`cosign`) and v3 (`cosign3`) against a real registry:
@@ -189,6 +190,19 @@ func TestCosignInterop(t *testing.T) {
 				}
 				if _, err := loadPub(ourPub).Check(ctx, tg, img); err == nil {
 					t.Fatal("accepted with a key that did not sign")
+				}
+			})
+
+			t.Run("cosign v3 verifies a virtual-Sigstore keyless bundle", func(t *testing.T) {
+				// Shows the keyless bundles the unit tests make are what
+				// cosign itself accepts.
+				ss := verifytest.New(t)
+				img := pushArtifact(t, tg, "keyless "+name)
+				ss.Attach(t, tg, img, "ci@example.com", "https://issuer.example")
+				args := []string{"verify", "--trusted-root", ss.TrustedRoot, "--certificate-oidc-issuer", "https://issuer.example", "--insecure-ignore-sct"}
+				env.must(env.v3, append(append(args, "--certificate-identity", "ci@example.com", at(img)), env.flags...)...)
+				if out, err := env.run(env.v3, append(append(args, "--certificate-identity", "mallory@example.com", at(img)), env.flags...)...); err == nil {
+					t.Fatalf("cosign3 accepted another identity:\n%s", out)
 				}
 			})
 

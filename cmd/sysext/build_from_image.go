@@ -20,7 +20,9 @@ import (
 
 func runBuildFromImage(c *cobra.Command, opts buildOptions, img fromImageOptions) error {
 	if img.Confext != "" {
-		return usageError("--confext is not implemented yet: the builder writes system extensions (usr/, opt/) only")
+		if _, err := os.Stat(img.Confext); err == nil && !opts.Force {
+			return fmt.Errorf("%s already exists: use --force to replace it", img.Confext)
+		}
 	}
 	// Check every flag before any download.
 	if _, err := opts.builderOptions("."); err != nil {
@@ -90,6 +92,14 @@ func runBuildFromImage(c *cobra.Command, opts buildOptions, img fromImageOptions
 	if err := os.Chmod(tree, 0o755); err != nil {
 		return err
 	}
+	if img.Confext != "" {
+		ctree, err := os.MkdirTemp(filepath.Dir(img.Confext), ".#confext-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(ctree)
+		fo.ConfextTree = ctree
+	}
 	res, err := fromimage.Prepare(ctx, tree, fo)
 	if err != nil {
 		return err
@@ -125,6 +135,21 @@ func runBuildFromImage(c *cobra.Command, opts buildOptions, img fromImageOptions
 	}
 	if !opts.JSON && term.IsTerminal(int(os.Stderr.Fd())) {
 		bo.Progress = c.ErrOrStderr()
+	}
+	if fo.ConfextTree != "" {
+		if res.Kept["etc"] == 0 {
+			fmt.Fprintf(w, "sysext: the image adds nothing under /etc: no confext written\n")
+		} else {
+			if err := fromimage.WriteConfext(ctx, fo.ConfextTree, img.Confext, bo.Meta, bo.SourceDateEpoch, opts.Force); err != nil {
+				return err
+			}
+			if err := printBuildResult(c, opts, bo); err != nil {
+				os.Remove(img.Confext) // nothing half-done
+				return err
+			}
+			fmt.Fprintf(w, "sysext: wrote the confext %s (%d files under /etc)\n", img.Confext, res.Kept["etc"])
+			return nil
+		}
 	}
 	return printBuildResult(c, opts, bo)
 }

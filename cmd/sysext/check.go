@@ -16,12 +16,14 @@ func init() { register(newCheckCommand) }
 type checkOptions struct {
 	nodeFlags
 	OSRelease string
+	Preflight bool
+	Strict    bool
 }
 
 func newCheckCommand() *cobra.Command {
 	var opts checkOptions
 	c := &cobra.Command{
-		Use:   "check --os-release FILE",
+		Use:   "check --os-release FILE | --preflight [--strict] [IMAGE.raw...]",
 		Short: "Tell whether every installed or declared extension has a build for an OS",
 		Long: `For every installed or declared extension, resolve its source (declared
 sources are expanded with FILE's {ID}, {VERSION_ID}, ...) and decide from the
@@ -29,10 +31,25 @@ registry's manifests alone, without downloading, whether a build exists that
 systemd-sysext would merge on the OS that FILE describes. Gate an OS upgrade
 on it: 'sysext check --os-release /path/to/new/usr/lib/os-release && bootc upgrade --apply'.
 
+With --preflight, check instead whether this system can merge the given
+image files (or every installed extension), as 'sysext status --preflight'.
+
 Exit status: 0 when every extension has a compatible build, 1 when one is
-missing (each is listed with the reason), 2 on a usage error.`,
-		Args: argsUsage(cobra.NoArgs),
+missing (each is listed with the reason), 2 on a usage error, 4 when the
+preflight refuses.`,
 		RunE: func(c *cobra.Command, args []string) error {
+			if opts.Preflight {
+				if opts.OSRelease != "" {
+					return usageError("give --os-release or --preflight, not both")
+				}
+				return runPreflight(c.Context(), c.OutOrStdout(), c.ErrOrStderr(), opts.nodeFlags, opts.Strict, args)
+			}
+			if len(args) > 0 {
+				return usageError("image arguments are only taken with --preflight")
+			}
+			if opts.Strict {
+				return usageError("--strict is only taken with --preflight")
+			}
 			if opts.OSRelease == "" {
 				return usageError("--os-release FILE is required: the os-release of the OS to check against")
 			}
@@ -42,6 +59,8 @@ missing (each is listed with the reason), 2 on a usage error.`,
 	opts.nodeFlags.addFlags(c, false, false)
 	opts.registryFlags.addFlags(c)
 	c.Flags().StringVar(&opts.OSRelease, "os-release", "", "the os-release `FILE` of the OS to check against")
+	c.Flags().BoolVar(&opts.Preflight, "preflight", false, "check whether this system can merge extensions (kernel, overlay stacking, systemd)")
+	c.Flags().BoolVar(&opts.Strict, "strict", false, "with --preflight: refuse on warnings too")
 	return c
 }
 

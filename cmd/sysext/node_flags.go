@@ -27,6 +27,9 @@ type nodeFlags struct {
 	Keys          []string
 	Policy        string
 	AllowUnsigned bool
+	// PreflightStrict refuses on preflight warnings (a stacked /usr, an old
+	// systemd) too.
+	PreflightStrict bool
 }
 
 func (f *nodeFlags) addFlags(c *cobra.Command, refresh, trust bool) {
@@ -43,6 +46,7 @@ func (f *nodeFlags) addFlags(c *cobra.Command, refresh, trust bool) {
 		c.Flags().StringArrayVar(&f.Keys, "key", nil, "require a signature by this cosign public key `FILE` (repeatable)")
 		c.Flags().StringVar(&f.Policy, "policy", "", "trust policy `FILE` (default /etc/sysext/policy.json under --root)")
 		c.Flags().BoolVar(&f.AllowUnsigned, "insecure-allow-unsigned", false, "accept images without a valid signature (prints a warning)")
+		c.Flags().BoolVar(&f.PreflightStrict, "strict", false, "refuse when the preflight warns (/usr already stacked on overlays, an old systemd)")
 	}
 }
 
@@ -104,8 +108,10 @@ func (f nodeFlags) node(c *cobra.Command, copyMode bool) (*node.Node, error) {
 		OCI:       f.registryFlags.options(),
 		Verifier:  node.PolicyVerifier{Trust: f.trust()},
 		NoRefresh: f.NoRefresh,
-		Log:       log,
-		Progress:  p.fileFunc("download"),
+		// Before anything is downloaded: can this system merge the image?
+		Preflighter: node.ActivatePreflight{Strict: f.PreflightStrict, Log: log},
+		Log:         log,
+		Progress:    p.fileFunc("download"),
 	}), nil
 }
 
@@ -123,6 +129,12 @@ func printResult(w io.Writer, r node.Result) {
 		return
 	case "unchanged":
 		fmt.Fprintf(w, "%s %s: up to date\n", r.Name, r.Version)
+		return
+	case "skipped":
+		fmt.Fprintf(w, "%s %s: %s\n", r.Name, r.Version, r.Error)
+		return
+	case "needs-download", "would-pull", "would-remove":
+		fmt.Fprintf(w, "%s: %s (%s)\n", r.Name, r.Action, r.Source)
 		return
 	case "would-update":
 		fmt.Fprintf(w, "%s %s: the source moved to %s (dry run, nothing changed)\n", r.Name, r.Version, short(r.Digest))

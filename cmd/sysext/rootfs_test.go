@@ -14,9 +14,11 @@ import (
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content"
 
 	"github.com/sysext/sysext/internal/testenv"
+	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/oci/ocitest"
 )
 
@@ -97,6 +99,23 @@ func TestRootfsAndFlatwrapCommands(t *testing.T) {
 	}
 	if _, errs, code = ociRun(t, "", "rootfs", ref, dir+"3", "--platform", "linux/arm64"); code != 1 || !strings.Contains(errs, "linux/amd64, not arm64") {
 		t.Fatalf("other platform: %d %s", code, errs)
+	}
+
+	// The same image from an OCI layout.
+	src, srcRef := reg.Open(t, "img/tool:1")
+	layout := filepath.Join(t.TempDir(), "layout")
+	dst, err := oci.Open(context.Background(), oci.Reference{Layout: layout, Tag: "1"}, oci.Options{CreateLayout: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := oras.Copy(context.Background(), src, srcRef.Tag, dst, "1", oras.DefaultCopyOptions); err != nil {
+		t.Fatal(err)
+	}
+	if _, errs, code := ociRun(t, "", "rootfs", "oci:"+layout+":1", dir+"-layout"); code != 0 {
+		t.Fatalf("rootfs from a layout: %d %s", code, errs)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir+"-layout", "usr/bin/tool")); !strings.Contains(string(b), "tool 1.0") {
+		t.Fatalf("tool from the layout: %q", b)
 	}
 
 	testenv.RequireTool(t, "mksquashfs")

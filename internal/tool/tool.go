@@ -81,6 +81,7 @@ func RunLimit(ctx context.Context, limit int64, name string, args ...string) ([]
 	tooMuch := limit >= 0 && int64(len(out)) > limit
 	if tooMuch {
 		cancel()
+		stdout.Close() // a writer that outlives the signal gets SIGPIPE
 	}
 	werr := cmd.Wait()
 	switch {

@@ -1,0 +1,130 @@
+package atomicfile
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func noTemps(t *testing.T, dir string) {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), TempPrefix) {
+			t.Errorf("temp file left behind: %s", e.Name())
+		}
+	}
+}
+
+func TestWriteFileReplacesAndLeavesNoTemp(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "state.json")
+	if err := WriteFile(target, []byte("one"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFile(target, []byte("two"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(target)
+	if err != nil || string(got) != "two" {
+		t.Fatalf("content = %q, %v; want two", got, err)
+	}
+	fi, _ := os.Stat(target)
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode = %v, want 0600", fi.Mode().Perm())
+	}
+	noTemps(t, dir)
+}
+
+func TestCommitWithoutReplaceRefusesExisting(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "img.raw")
+	if err := os.WriteFile(target, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Create(target, 0o444)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte("new"))
+	err = f.Commit(false)
+	if !errors.Is(err, os.ErrExist) {
+		t.Fatalf("Commit(false) over an existing file: err = %v, want ErrExist", err)
+	}
+	got, _ := os.ReadFile(target)
+	if string(got) != "old" {
+		t.Errorf("existing file changed to %q", got)
+	}
+	noTemps(t, dir)
+}
+
+func TestAbortRemovesTemp(t *testing.T) {
+	dir := t.TempDir()
+	f, err := Create(filepath.Join(dir, "x"), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte("partial"))
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "x")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("target exists after abort: %v", err)
+	}
+	noTemps(t, dir)
+	if err := f.Commit(true); err == nil {
+		t.Error("Commit after Close succeeded")
+	}
+}
+
+func TestWriteFromCancelled(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := WriteFrom(ctx, filepath.Join(dir, "x"), strings.NewReader("data"), 0o644, true)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "x")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("target written despite cancel")
+	}
+	noTemps(t, dir)
+}
+
+func TestSymlinkSwap(t *testing.T) {
+	dir := t.TempDir()
+	link := filepath.Join(dir, "NAME.raw")
+	if err := Symlink("a", link); err != nil {
+		t.Fatal(err)
+	}
+	if err := Symlink("b", link); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.Readlink(link)
+	if err != nil || got != "b" {
+		t.Fatalf("link = %q, %v; want b", got, err)
+	}
+	noTemps(t, dir)
+}
+
+func TestRemoveTemps(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, TempPrefix+"img.raw.123"), nil, 0o644)
+	os.WriteFile(filepath.Join(dir, "keep.raw"), nil, 0o644)
+	if err := RemoveTemps(dir); err != nil {
+		t.Fatal(err)
+	}
+	noTemps(t, dir)
+	if _, err := os.Stat(filepath.Join(dir, "keep.raw")); err != nil {
+		t.Errorf("RemoveTemps removed a real file: %v", err)
+	}
+	if err := RemoveTemps(filepath.Join(dir, "missing")); err != nil {
+		t.Errorf("RemoveTemps on a missing dir: %v", err)
+	}
+}

@@ -1,0 +1,137 @@
+package fromimage_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/sysext/sysext/builder"
+	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/fromimage"
+	"github.com/sysext/sysext/oci/ocitest"
+)
+
+// bigLayer is a gzip layer of about size bytes under top/: small files
+// and a few large ones, half random and half repetitive.
+func bigLayer(tb testing.TB, top string, size int64, rng *rand.Rand) layer {
+	var gz bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&gz, gzip.BestSpeed)
+	dh := digest.SHA256.Digester()
+	tw := tar.NewWriter(io.MultiWriter(zw, dh.Hash()))
+	text := bytes.Repeat([]byte("the quick brown fox jumps over the lazy dog 0123456789\n"), 1200)
+	chunk := make([]byte, 64<<10)
+	write := func(name string, sz int64) {
+		tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o755, Size: sz})
+		for left := sz; left > 0; {
+			c := chunk
+			if rng.IntN(2) == 0 {
+				for i := range c {
+					c[i] = byte(rng.Uint32())
+				}
+			} else {
+				c = text[:len(chunk)]
+			}
+			c = c[:min(int64(len(c)), left)]
+			tw.Write(c)
+			left -= int64(len(c))
+		}
+	}
+	for _, d := range []string{"usr/", "usr/lib/", top} {
+		tw.WriteHeader(&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o755})
+	}
+	var written int64
+	for i := 0; written < size/2; i++ {
+		if i%100 == 0 {
+			tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("%sd%d/", top, i/100), Typeflag: tar.TypeDir, Mode: 0o755})
+		}
+		sz := int64(1<<10 + rng.IntN(48<<10))
+		write(fmt.Sprintf("%sd%d/f%d", top, i/100, i), sz)
+		written += sz
+	}
+	for i := 0; written < size; i++ {
+		sz := min(int64(10<<20), size-written)
+		write(fmt.Sprintf("%sbig%d", top, i), sz)
+		written += sz
+	}
+	tw.Close()
+	zw.Close()
+	return layer{gz.Bytes(), dh.Digest()}
+}
+
+// BenchmarkFromImage: a 500 MiB base (5 layers) and a 50 MiB addition in
+// the distribution registry on loopback. It reports the time of Prepare +
+// Build (bound with explicit --os, so no base layer is read), the time of
+// downloading the added layer plus building the same tree, their ratio,
+// and the bytes of base layers fetched (must be 0).
+// go test ./fromimage -run '^$' -bench FromImage -benchtime 1x
+func BenchmarkFromImage(b *testing.B) {
+	reg := ocitest.StartDistribution(b)
+	rng := rand.New(rand.NewChaCha8([32]byte{2}))
+	var baseLayers []layer
+	for i := 0; i < 5; i++ {
+		baseLayers = append(baseLayers, bigLayer(b, fmt.Sprintf("usr/lib/base%d/", i), 100<<20, rng))
+	}
+	addLayer := bigLayer(b, "usr/lib/added/", 50<<20, rng)
+	baseRef := push(b, reg, "os/base:1", "amd64", baseLayers...)
+	imgRef := push(b, reg, "os/derived:1", "amd64", append(append([]layer{}, baseLayers...), addLayer)...)
+	work := b.TempDir()
+	ctx := context.Background()
+	meta := extension.Metadata{Name: "added", Version: "1", Arch: "x86-64", ID: "debian", VersionID: "12"}
+	var ours, theirs time.Duration
+	var baseFetched int64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		syscall.Sync()
+		start := time.Now()
+		img, _ := source(b, imgRef)
+		base, bf := source(b, baseRef)
+		tree := filepath.Join(work, fmt.Sprintf("tree%d", i))
+		os.Mkdir(tree, 0o755)
+		if _, err := fromimage.Prepare(ctx, tree, fromimage.Options{Image: img, Base: base, Arch: "x86-64"}); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := builder.Build(ctx, builder.Options{Tree: tree, Meta: meta, Output: filepath.Join(work, fmt.Sprintf("a%d.raw", i))}); err != nil {
+			b.Fatal(err)
+		}
+		ours += time.Since(start)
+		for _, l := range baseLayers {
+			if bf.fetched[digest.FromBytes(l.blob)] {
+				baseFetched += int64(len(l.blob))
+			}
+		}
+
+		// The reference: download the added layer, build the same tree.
+		syscall.Sync()
+		start = time.Now()
+		src, _ := source(b, imgRef)
+		rc, err := src.Fetcher.Fetch(ctx, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: digest.FromBytes(addLayer.blob), Size: int64(len(addLayer.blob))})
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, rc)
+		rc.Close()
+		if _, err := builder.Build(ctx, builder.Options{Tree: tree, Meta: meta, Output: filepath.Join(work, fmt.Sprintf("b%d.raw", i))}); err != nil {
+			b.Fatal(err)
+		}
+		theirs += time.Since(start)
+		os.RemoveAll(tree)
+	}
+	b.StopTimer()
+	n := float64(b.N)
+	b.ReportMetric(ours.Seconds()/n, "s/from-image")
+	b.ReportMetric(theirs.Seconds()/n, "s/download+build")
+	b.ReportMetric(ours.Seconds()/theirs.Seconds(), "ratio")
+	b.ReportMetric(float64(baseFetched)/n, "base-bytes-fetched")
+}

@@ -24,7 +24,7 @@ ORAS_VERSION := v1.3.3
 CRANE_VERSION := v0.22.1
 BUTANE_VERSION := v0.23.0
 
-.PHONY: all build test test-deps apt-deps tools bench demo install lint fmt clean
+.PHONY: all build test test-deps apt-deps tools bench demo node-demo install lint fmt clean
 
 all: build
 
@@ -76,7 +76,7 @@ $(TOOLS_DIR)/butane:
 $(TOOLS_DIR)/systemd-sysupdate:
 	mkdir -p $(TOOLS_DIR)
 	rm -rf $(TOOLS_DIR)/trixie-sysupdate
-	debootstrap --variant=minbase --include=systemd-container,dbus trixie $(TOOLS_DIR)/trixie-sysupdate http://deb.debian.org/debian >/dev/null
+	debootstrap --variant=minbase --include=systemd-container,dbus trixie $(TOOLS_DIR)/trixie-sysupdate >/dev/null
 	printf '#!/bin/sh\nR=%s\nexec "$$R/usr/lib64/ld-linux-x86-64.so.2" --library-path "$$R/usr/lib/x86_64-linux-gnu:$$R/usr/lib/x86_64-linux-gnu/systemd" "$$R/usr/lib/systemd/systemd-sysupdate" "$$@"\n' $(TOOLS_DIR)/trixie-sysupdate > $@.tmp
 	chmod +x $@.tmp && $@.tmp --version >/dev/null && mv $@.tmp $@
 
@@ -90,6 +90,9 @@ test: test-deps
 
 bench: test-deps
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./...
+
+node-demo: apt-deps build
+	./scripts/node-demo.sh
 
 demo: apt-deps build
 	./scripts/demo.sh

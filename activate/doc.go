@@ -6,6 +6,9 @@
 //
 // # Integration with node (its seams as of issue 5)
 //
+// Done by node/activate.go (Driver, Resume, ActivatePreflight) and
+// cmd/sysext/check.go (--preflight); the recipes below are what it follows.
+//
 // Preflight (node.Preflighter, before any download):
 //
 //	rep := activate.Check(ctx, activate.System{Root: p.Root}, []activate.Image{{

@@ -270,7 +270,7 @@ func Preflight(f Facts, images []Image, strict bool) *Report {
 		r.Findings = append(r.Findings, Finding{Check: check, Severity: sev, Extension: ext, Cause: cause, Fix: fix})
 	}
 	for _, u := range f.Unknown {
-		add("unknown", Warn, "", "could not check "+u, "the merge is still proven after the refresh")
+		add("unknown", Warn, "", "could not check "+u, "without --strict sysext goes on and still proves the merge after the refresh")
 	}
 	known := len(f.Filesystems) > 0
 	if known && !f.Filesystems["overlay"] && !f.Modules["overlay"] {

@@ -614,3 +614,38 @@ func TestWrongIDRefused(t *testing.T) {
 }
 
 var time0 = mustTime("2020-01-01T00:00:00Z")
+
+// TestBuildAcrossFilesystems: with the output on another filesystem than
+// the tree, EROFS staging cannot link and copies instead (content, modes,
+// symlinks), says so in a warning, and the image is the same bytes as one
+// built with links.
+func TestBuildAcrossFilesystems(t *testing.T) {
+	testenv.RequireTool(t, "mkfs.erofs")
+	other, err := os.MkdirTemp("/dev/shm", "sysext-test-")
+	if err != nil {
+		t.Skipf("no /dev/shm: %v", err)
+	}
+	defer os.RemoveAll(other)
+	var st1, st2 syscall.Statfs_t
+	tree := writeTree(t, t.TempDir())
+	if syscall.Statfs(other, &st1) != nil || syscall.Statfs(tree, &st2) != nil || st1.Type == st2.Type {
+		t.Skip("/dev/shm is on the same kind of filesystem as the temp dir")
+	}
+	res, err := builder.Build(context.Background(), opts(tree, other+"/", builder.EROFS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "copied rather than linked") {
+		t.Fatalf("warnings = %q", res.Warnings)
+	}
+	linked, err := builder.Build(context.Background(), opts(tree, t.TempDir(), builder.EROFS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Digest != linked.Digest {
+		t.Fatalf("copied staging gives %s, linked staging %s", res.Digest, linked.Digest)
+	}
+	if got := listDir(t, other); len(got) != 1 {
+		t.Fatalf("output dir holds %v", got)
+	}
+}

@@ -30,6 +30,9 @@ var allowedTop = map[string]bool{"usr": true, "opt": true}
 // can run it before Build, which runs it too.
 func CheckTree(tree string) (warnings []string, err error) {
 	st, err := os.Stat(tree)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, treeError("%s does not exist: name the directory to build from (no such file or directory)", tree)
+	}
 	if err != nil {
 		return nil, treeError("%v", err)
 	}
@@ -133,15 +136,6 @@ func mergeRelease(path string, theirs, ours *extension.Release) (*extension.Rele
 			return nil, treeError("%s sets %s=%s but the build says %s=%s (%s): make them agree or remove the file from the tree", path, k, have, k, want, flagOf[k])
 		}
 		merged.Set(k, want)
-	}
-	// A field the tree sets and the build would decide differently by
-	// leaving it out: the tree's file would silently change the meaning.
-	for _, k := range []string{extension.FieldID, extension.FieldArchitecture} {
-		if _, ok := ours.Lookup(k); !ok {
-			if have, ok := theirs.Lookup(k); ok {
-				return nil, treeError("%s sets %s=%s but the build leaves it out (%s): make them agree", path, k, have, flagOf[k])
-			}
-		}
 	}
 	return merged, nil
 }

@@ -2,4 +2,11 @@
 // (squashfs or EROFS) with its extension-release metadata and Upholds=
 // drop-ins, reproducibly. It stages a view of the input and never modifies
 // it, writes the image atomically, and never touches the network.
+//
+// Invariants: the same tree and SOURCE_DATE_EPOCH give the same bytes; a
+// tree that systemd-sysext would not merge as meant (top level other than
+// usr/ and opt/, no usr/, a contradicting extension-release file) is
+// refused before any work; on every error or cancellation no temp file,
+// staging directory or output is left; an image is renamed into place only
+// after its metadata was read back and matched. See docs/building.md.
 package builder

@@ -69,6 +69,23 @@ func bigImages(b *testing.B) map[string]string {
 			b.Fatalf("%v: %v\n%s", args, err, out)
 		}
 	}
+	// The same formats from the metadata alone (a few KiB), to compare
+	// the memory a read takes.
+	for _, sub := range []string{"usr/lib/big", "usr/share/many"} {
+		os.RemoveAll(filepath.Join(tree, sub))
+	}
+	for _, args := range [][]string{
+		{"mksquashfs", tree, filepath.Join(dir, "small-zstd.raw"), "-comp", "zstd", "-noappend", "-quiet", "-no-progress"},
+		{"mksquashfs", tree, filepath.Join(dir, "small-lz4.raw"), "-comp", "lz4", "-noappend", "-quiet", "-no-progress"},
+		{"mkfs.erofs", "--quiet", "-zlz4", filepath.Join(dir, "small-erofs.raw"), tree},
+	} {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			b.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	imgs["small-squashfs-zstd"] = filepath.Join(dir, "small-zstd.raw")
+	imgs["small-squashfs-lz4"] = filepath.Join(dir, "small-lz4.raw")
+	imgs["small-erofs-lz4"] = filepath.Join(dir, "small-erofs.raw")
 	os.RemoveAll(tree)
 	return imgs
 }
@@ -86,22 +103,26 @@ func BenchmarkInspect1GiB(b *testing.B) {
 			st, _ := os.Stat(img)
 			ctx := context.Background()
 			const reads = 20
-			var ms runtime.MemStats
-			runtime.GC()
-			runtime.ReadMemStats(&ms)
-			alloc0 := ms.TotalAlloc
-			start := time.Now()
-			for i := 0; i < b.N*reads; i++ {
-				info, err := fsimage.OpenMetadata(ctx, img)
-				if err != nil || info.Name != "big" {
-					b.Fatal(info, err)
+			measure := func(img string) (time.Duration, float64) {
+				var ms runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&ms)
+				alloc0 := ms.TotalAlloc
+				start := time.Now()
+				for i := 0; i < b.N*reads; i++ {
+					info, err := fsimage.OpenMetadata(ctx, img)
+					if err != nil || info.Name != "big" {
+						b.Fatal(info, err)
+					}
 				}
+				d := time.Since(start) / time.Duration(b.N*reads)
+				runtime.ReadMemStats(&ms)
+				return d, float64(ms.TotalAlloc-alloc0) / float64(b.N*reads)
 			}
-			meta := time.Since(start) / time.Duration(b.N*reads)
-			runtime.ReadMemStats(&ms)
-			allocPerRead := float64(ms.TotalAlloc-alloc0) / float64(b.N*reads)
+			meta, allocPerRead := measure(img)
+			_, smallAlloc := measure(imgs["small-"+name])
 
-			start = time.Now()
+			start := time.Now()
 			if _, err := fsimage.OpenWith(ctx, img, fsimage.Options{Digest: true}); err != nil {
 				b.Fatal(err)
 			}
@@ -115,6 +136,7 @@ func BenchmarkInspect1GiB(b *testing.B) {
 			b.ReportMetric(float64(st.Size())/(1<<30), "image-GiB")
 			b.ReportMetric(float64(meta.Microseconds())/1000, "metadata-ms")
 			b.ReportMetric(allocPerRead/(1<<10), "metadata-KiB-alloc")
+			b.ReportMetric(smallAlloc/(1<<10), "small-image-KiB-alloc")
 			b.ReportMetric(digest.Seconds(), "uncached-digest-s")
 			b.ReportMetric(float64(cached.Microseconds())/1000, "cached-open-ms")
 		})

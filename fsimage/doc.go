@@ -9,8 +9,9 @@
 // on a corrupt image becomes an error. It never writes an image; the only
 // write is the optional digest cache attribute (Options.CacheDigest).
 //
-// Readers: go-diskfs for squashfs (gzip, xz, lzo, zstd), unsquashfs for
-// lz4 squashfs, go-erofs for EROFS metadata and uncompressed files, and
-// fsck.erofs --extract only for a compressed metadata file. See
+// Readers: go-diskfs for squashfs gzip, xz and zstd; unsquashfs for the
+// other squashfs compressions; go-erofs for EROFS directories and plain
+// files; for a compressed EROFS metadata file, dump.erofs plus lz4 in Go,
+// or fsck.erofs --extract when it spans several clusters. See
 // docs/building.md for why.
 package fsimage

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"os"
@@ -82,6 +83,12 @@ func fileDigest(t *testing.T, p string) string {
 // compressed (the fsck.erofs fallback).
 func TestOpenFormats(t *testing.T) {
 	big := release + strings.Repeat("# padding so the file is compressed\n", 400)
+	// Random text compresses too little to fit one 4 KiB cluster.
+	rnd := make([]byte, 12<<10)
+	for i := range rnd {
+		rnd[i] = byte(uint32(i)*2654435761>>13) ^ byte(i*7)
+	}
+	noisy := release + "# " + base64.StdEncoding.EncodeToString(rnd) + "\n"
 	cases := []struct {
 		name   string
 		rel    string
@@ -105,6 +112,11 @@ func TestOpenFormats(t *testing.T) {
 			return mkfsErofs(t, d, "-zlz4hc,12", "-C65536", "-Efragments,ztailpacking", "--all-root")
 		}},
 		{"erofs lz4 big release", big, fsimage.EROFS, func(t *testing.T, d string) string { return mkfsErofs(t, d, "-zlz4hc") }},
+		{"erofs bakery big release", big, fsimage.EROFS, func(t *testing.T, d string) string {
+			return mkfsErofs(t, d, "-zlz4hc,12", "-C65536", "-Efragments,ztailpacking")
+		}},
+		// Several clusters: read through fsck.erofs --extract.
+		{"erofs release in several clusters", noisy, fsimage.EROFS, func(t *testing.T, d string) string { return mkfsErofs(t, d, "-zlz4") }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

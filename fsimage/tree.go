@@ -229,10 +229,11 @@ func (t *fsTree) close() error {
 	return nil
 }
 
-// erofsExtract reads a compressed EROFS file the only way erofs-utils 1.5
-// offers: fsck.erofs --extract of the whole image into a private temp
-// directory, done once and only when a metadata file is compressed (images
-// with tail packing or fragments; sysext's own images store them plain).
+// erofsExtract reads a compressed EROFS file: from its one lz4 cluster
+// when it has one (readCompressedExtent), else the only way erofs-utils
+// 1.5 offers, fsck.erofs --extract of the whole image into a private temp
+// directory, done once. Both are rare: metadata files under 4 KiB are
+// stored plain even in compressed images.
 type erofsExtract struct {
 	image string
 	dir   string
@@ -240,6 +241,9 @@ type erofsExtract struct {
 }
 
 func (e *erofsExtract) readFile(ctx context.Context, name string, limit int64) ([]byte, error) {
+	if data, ok := readCompressedExtent(ctx, e.image, name, limit); ok {
+		return data, nil
+	}
 	if e.root == nil {
 		if _, err := lookTool("fsck.erofs"); err != nil {
 			return nil, fmt.Errorf("read %s: it is compressed and %w", name, err)
@@ -296,6 +300,9 @@ type unsquashfsTree struct {
 
 func (t *unsquashfsTree) reader() string { return "unsquashfs" }
 
+// maxListing bounds unsquashfs's listing of the directories we look into.
+const maxListing = 16 << 20
+
 // listedDirs are the only directories sysext looks into.
 var listedDirs = []string{"usr/lib/extension-release.d", "usr/lib/systemd/system"}
 
@@ -304,7 +311,8 @@ func newUnsquashfsTree(ctx context.Context, image string) (*unsquashfsTree, erro
 		return nil, err
 	}
 	args := append([]string{"-lls", "-d", "", image}, listedDirs...)
-	out, err := runTool(ctx, "unsquashfs", args...)
+	// Bounded: the listing of an untrusted image's unit directory.
+	out, err := runToolLimit(ctx, maxListing, "unsquashfs", args...)
 	if err != nil {
 		return nil, err
 	}

@@ -132,7 +132,7 @@ func (n *Node) resume(ctx context.Context, s *store.Store, finishUnproven bool) 
 		}
 		o, err := n.driver(ctx, s, name, in, prev).Resume(ctx, st, e.Activation.Reason)
 		if err != nil {
-			n.logf("warning: %s: finishing the earlier activation: %v", name, err)
+			n.warnf("%s: finishing the earlier activation: %v", name, err)
 			continue
 		}
 		n.logf("%s: finished an earlier activation: %s", name, o.Sentence())

@@ -12,9 +12,13 @@
 // check hook; a failed refresh or check switches back to the previous
 // version.
 //
-// Seams for safe activation (issue 9): Refresher, Preflighter and Checker
-// are interfaces in Options; the store's Entry.Activation records pending,
-// refreshed, proven, unproven, rolled-back or failed, with the reason.
+// Activation is driven by activate.Driver: record, refresh, prove; on
+// failure switch back, refresh, prove the previous state. Refresher,
+// Preflighter and Checker are interfaces in Options (production:
+// SystemdRefresher, ActivatePreflight, activate.Prover); the store's
+// Entry.Activation records pending, refreshed, proven, unproven,
+// rolled-back or failed with the reason and the file tried, and the next
+// pull, update, rollback or sync finishes what a killed run left.
 //
 // Invariants: any failure before the link switch leaves the active image
 // and the state as they were; nothing here writes node state except through

@@ -80,8 +80,10 @@ type Options struct {
 	Preflighter Preflighter
 	// Arch is the node's architecture ("" = the host's).
 	Arch extension.Arch
-	// Log receives one line per notable step and warnings (nil = discard).
+	// Log receives one line per notable step (nil = discard).
 	Log io.Writer
+	// Warn receives warnings, such as an unsigned image accepted (nil = Log).
+	Warn io.Writer
 	// Progress is told about download progress.
 	Progress oci.ProgressFunc
 	// Hook is called at named steps (tests kill the process there).
@@ -104,6 +106,9 @@ func New(opts Options) *Node {
 	if opts.Log == nil {
 		opts.Log = io.Discard
 	}
+	if opts.Warn == nil {
+		opts.Warn = opts.Log
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -121,6 +126,10 @@ func (n *Node) hook(p string) {
 
 func (n *Node) logf(format string, args ...any) {
 	fmt.Fprintf(n.opts.Log, format+"\n", args...)
+}
+
+func (n *Node) warnf(format string, args ...any) {
+	fmt.Fprintf(n.opts.Warn, "warning: "+format+"\n", args...)
 }
 
 // offline reports whether activation cannot be refreshed here.

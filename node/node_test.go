@@ -363,3 +363,32 @@ func TestResumeInterruptedActivation(t *testing.T) {
 		t.Fatalf("after resuming a failed activation: %s %+v", got.Active.Version, got.Activation)
 	}
 }
+
+// TestCopyModeBakesTheFile: --root DIR --extensions-dir /usr/lib/extensions
+// --copy writes NAME.raw itself and nothing in /var.
+func TestCopyModeBakesTheFile(t *testing.T) {
+	reg := ocitest.NewOlareg(t)
+	ref := reg.Ref("ext/hello:1")
+	push(t, ref, makeImage(t, meta("hello", "1.0"), 0))
+	root := nodeRoot(t, debianRelease)
+	o := testNode(root).opts
+	o.Store.ExtensionsDir, o.Store.Copy = "/usr/lib/extensions", true
+	for range 2 { // a second pull of the same image changes nothing
+		r, err := New(o).Pull(context.Background(), PullRequest{Ref: ref})
+		if err != nil || r.Action != "copied" {
+			t.Fatalf("pull --copy: %+v %v", r, err)
+		}
+	}
+	fi, err := os.Lstat(filepath.Join(root, "usr/lib/extensions/hello.raw"))
+	if err != nil || !fi.Mode().IsRegular() {
+		t.Fatalf("hello.raw: %v %v", fi, err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "var")); err == nil {
+		t.Fatal("--copy wrote into /var")
+	}
+	// Another build over it is refused: the file stays.
+	push(t, ref, makeImage(t, meta("hello", "2.0"), 0))
+	if _, err := New(o).Pull(context.Background(), PullRequest{Ref: ref}); err == nil || !strings.Contains(err.Error(), "replaces only an identical file") {
+		t.Fatalf("pull --copy over another build: %v", err)
+	}
+}

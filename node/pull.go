@@ -114,7 +114,7 @@ func (n *Node) pull(ctx context.Context, s *store.Store, req PullRequest, pre *r
 		return nil, err
 	}
 	if v.Unsigned() {
-		n.logf("warning: %s: accepting %s without a signature (--insecure-allow-unsigned)", name, ref)
+		n.warnf("%s: accepting %s without a signature (--insecure-allow-unsigned)", name, ref)
 	}
 	osr, osrPath, err := OSRelease(s.Options().Root)
 	if err != nil {

@@ -130,7 +130,7 @@ func Copy(ctx context.Context, src Target, srcRef Reference, dst Target, dstRef 
 			}
 		}
 		for _, suffix := range cosignSuffixes {
-			tag := fmt.Sprintf("%s-%s%s", d.Digest.Algorithm(), d.Digest.Encoded(), suffix)
+			tag := CosignTag(d, suffix)
 			t, err := src.Resolve(ctx, tag)
 			if errors.Is(err, errdef.ErrNotFound) {
 				continue

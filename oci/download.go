@@ -65,7 +65,7 @@ func Download(ctx context.Context, t Target, e *Entry, opts DownloadOptions) (*D
 	}
 	if !opts.Replace {
 		if _, err := os.Lstat(target); err == nil {
-			return nil, fmt.Errorf("%s already exists: remove it or choose another directory", target)
+			return nil, sentinel(os.ErrExist, "%s already exists: remove it or choose another directory", target)
 		}
 	}
 	layer := e.Layer

@@ -186,6 +186,12 @@ func TestCopyWithReferrers(t *testing.T) {
 		if _, err := dst.Resolve(ctx, cosignTag); err != nil {
 			t.Fatalf("hop %d: cosign tag: %v", i, err)
 		}
+		if a, err := oci.ListAttached(ctx, dst, res.Manifests[0].Descriptor); err != nil || len(a.Tags) != 1 || len(a.Referrers) != 0 {
+			t.Fatalf("hop %d: attached to amd64: %+v %v", i, a, err)
+		}
+		if a, err := oci.ListAttached(ctx, dst, perArch); err != nil || len(a.Referrers) != 1 || a.Referrers[0].ArtifactType != "application/vnd.test.signature" {
+			t.Fatalf("hop %d: attached to arm64: %+v %v", i, a, err)
+		}
 		from, fromRef = dst, dref
 	}
 }

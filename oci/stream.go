@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sync"
-	"syscall"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -16,13 +14,12 @@ import (
 )
 
 // The download pipeline: one goroutine reads the network into a few
-// aligned buffers (resuming with a Range request when cut), the caller's
-// goroutine hashes them in order, and a few writers put them on the disk
-// (see blobWriter). Memory stays at streamBuffers × streamBufSize whatever
-// the image size.
+// buffers (resuming with a Range request when cut), the other hashes each
+// buffer while writing it, and writeback to the disk is started as we go.
+// Memory stays at streamBuffers × streamBufSize whatever the image size.
 const (
 	streamBufSize = 1 << 20
-	streamBuffers = 8
+	streamBuffers = 4
 	directAlign   = 4096
 )
 
@@ -78,32 +75,36 @@ func stream(ctx context.Context, t Target, layer ocispec.Descriptor, f *os.File,
 	h := sha256.New()
 	head := make([]byte, 0, headSize)
 	var written int64
+	var werr error
 	for c := range full {
-		if w.failed() {
-			cancel() // stop the reader; drain what it sent
-			free <- c.buf
-			continue
+		if werr == nil {
+			data := c.buf[:c.n]
+			// Hash on one core while the other copies into the page cache.
+			hashed := make(chan struct{})
+			go func() { h.Write(data); close(hashed) }()
+			werr = w.writeAt(data, c.off)
+			<-hashed
+			if len(head) < headSize {
+				head = append(head, data[:min(len(data), headSize-len(head))]...)
+			}
+			written = c.off + int64(c.n)
+			if werr != nil {
+				cancel() // stop the reader; drain what it sent
+			} else if opts.Progress != nil {
+				opts.Progress(written, layer.Size)
+			}
 		}
-		data := c.buf[:c.n]
-		// Hash here, in order, while the writers put earlier chunks on
-		// the disk.
-		h.Write(data)
-		if len(head) < headSize {
-			head = append(head, data[:min(len(data), headSize-len(head))]...)
-		}
-		buf := c.buf
-		w.submit(data, c.off, func() { free <- buf })
-		written = c.off + int64(c.n)
-		if opts.Progress != nil {
-			opts.Progress(written, layer.Size)
-		}
+		free <- c.buf
 	}
 	rerr := <-readErr
-	if err := w.finish(written); err != nil {
-		return nil, nil, fmt.Errorf("write %s: %w", f.Name(), err)
+	if werr != nil {
+		return nil, nil, fmt.Errorf("write %s: %w", f.Name(), werr)
 	}
 	if rerr != nil {
 		return nil, nil, rerr
+	}
+	if err := w.finish(written); err != nil {
+		return nil, nil, fmt.Errorf("write %s: %w", f.Name(), err)
 	}
 	got := digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil))
 	if got != layer.Digest {
@@ -194,121 +195,55 @@ func isLengthMismatch(err error) bool {
 	return err != nil && containsString(err.Error(), "mismatch Content-Length")
 }
 
-// blobWriter puts chunks on the disk from a few goroutines, so hashing
-// (the caller) and writing overlap. Where the filesystem allows, it writes
-// with O_DIRECT: the bytes go from our buffer to the disk with no copy
-// into the page cache and no writeback afterwards, and several writes in
-// flight keep the disk's queue deep; the final fsync then has only
-// metadata to do. Elsewhere (tmpfs, ...) it writes through the page cache
-// and has the kernel start writeback as data arrives.
+// blobWriter writes through the page cache and has the kernel start
+// writeback as the data arrives, from its own goroutine: sync_file_range
+// blocks while the disk's queue is full, and the network must not wait
+// for the disk. So the disk works while the network does, and the final
+// fsync has little left to do. (O_DIRECT, even with four writes in
+// flight, was measured slower on a shared disk: 256 MiB in 0.8-1.1 s
+// against 0.5-0.7 s for this.)
 type blobWriter struct {
-	f      *os.File
-	direct *os.File // O_DIRECT descriptor of the same file, or nil
-	jobs   chan writeJob
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	err    error
-	// buffered mode: early writeback
-	queued  int64
-	flushes chan int64
-	flushed chan struct{}
-	closed  bool
+	f       *os.File
+	queued  int64      // end of the data handed to the flusher
+	flushes chan int64 // ends of ranges to start writing back
+	done    chan struct{}
 }
-
-type writeJob struct {
-	p       []byte
-	off     int64
-	release func()
-}
-
-// streamWriters is how many writes are in flight at once.
-const streamWriters = 4
 
 func newBlobWriter(f *os.File) *blobWriter {
-	w := &blobWriter{f: f, jobs: make(chan writeJob, streamBuffers)}
-	if d, err := os.OpenFile(f.Name(), os.O_WRONLY|syscall.O_DIRECT, 0); err == nil {
-		w.direct = d
-	} else {
-		flushes, done := make(chan int64, 64), make(chan struct{})
-		w.flushes, w.flushed = flushes, done
-		go func() {
-			defer close(done)
-			var flushed int64
-			for end := range flushes {
-				// Queues the writeback and returns (best effort). From its
-				// own goroutine: it blocks while the disk's queue is full.
-				_ = unix.SyncFileRange(int(f.Fd()), flushed, end-flushed, unix.SYNC_FILE_RANGE_WRITE)
-				flushed = end
-			}
-		}()
-	}
-	for i := 0; i < streamWriters; i++ {
-		w.wg.Add(1)
-		go func() {
-			defer w.wg.Done()
-			for j := range w.jobs {
-				if !w.failed() {
-					if err := w.write(j.p, j.off); err != nil {
-						w.mu.Lock()
-						if w.err == nil {
-							w.err = err
-						}
-						w.mu.Unlock()
-					}
-				}
-				j.release()
-			}
-		}()
-	}
+	flushes, done := make(chan int64, 64), make(chan struct{})
+	w := &blobWriter{f: f, flushes: flushes, done: done}
+	go func() {
+		defer close(done)
+		var flushed int64
+		for end := range flushes {
+			// SYNC_FILE_RANGE_WRITE queues the writeback and returns; it is
+			// best effort (not every filesystem supports it).
+			_ = unix.SyncFileRange(int(f.Fd()), flushed, end-flushed, unix.SYNC_FILE_RANGE_WRITE)
+			flushed = end
+		}
+	}()
 	return w
 }
 
-// submit queues p for writing at off; release is called when p may be
-// reused.
-func (w *blobWriter) submit(p []byte, off int64, release func()) {
-	w.jobs <- writeJob{p, off, release}
-	if w.flushes != nil {
-		end := off + int64(len(p))
-		if end-w.queued >= writebackChunk {
-			select {
-			case w.flushes <- end:
-				w.queued = end
-			default: // the flusher is behind; a later end covers this range
-			}
+func (w *blobWriter) writeAt(p []byte, off int64) error {
+	if _, err := w.f.WriteAt(p, off); err != nil {
+		return err
+	}
+	end := off + int64(len(p))
+	if end-w.queued >= writebackChunk {
+		select {
+		case w.flushes <- end:
+			w.queued = end
+		default: // the flusher is behind; a later end covers this range
 		}
 	}
+	return nil
 }
 
-func (w *blobWriter) failed() bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.err != nil
-}
-
-func (w *blobWriter) write(p []byte, off int64) error {
-	if w.direct != nil && off%directAlign == 0 {
-		if n := len(p) &^ (directAlign - 1); n > 0 {
-			if _, err := w.direct.WriteAt(p[:n], off); err != nil {
-				return err
-			}
-			p, off = p[n:], off+int64(n)
-		}
-	}
-	if len(p) == 0 {
-		return nil
-	}
-	// The unaligned tail (or everything, without O_DIRECT).
-	_, err := w.f.WriteAt(p, off)
-	return err
-}
-
-// finish waits for every write and cuts the file to the blob's size
-// (fallocate may have reserved more); the caller's Commit fsyncs.
+// finish stops the flusher and cuts the file to the blob's size (fallocate
+// may have reserved more); the caller's Commit fsyncs.
 func (w *blobWriter) finish(size int64) error {
 	w.close()
-	if w.err != nil {
-		return w.err
-	}
 	st, err := w.f.Stat()
 	if err != nil {
 		return err
@@ -319,25 +254,17 @@ func (w *blobWriter) finish(size int64) error {
 	return nil
 }
 
-// close waits for the writers and the flusher; safe to call twice.
+// close stops the flusher goroutine; safe to call twice.
 func (w *blobWriter) close() {
-	if w.closed {
-		return
-	}
-	w.closed = true
-	close(w.jobs)
-	w.wg.Wait()
 	if w.flushes != nil {
 		close(w.flushes)
-		<-w.flushed
-	}
-	if w.direct != nil {
-		w.direct.Close()
+		w.flushes = nil
+		<-w.done
 	}
 }
 
-// alignedBuffer returns n bytes starting at a directAlign boundary, as
-// O_DIRECT requires.
+// alignedBuffer returns n bytes starting at a page boundary (whole pages
+// copy fastest).
 func alignedBuffer(n int) []byte {
 	b := make([]byte, n+directAlign)
 	a := int(uintptrOf(b) & (directAlign - 1))

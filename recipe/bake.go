@@ -31,7 +31,7 @@ type BakeOptions struct {
 
 	CacheDir string       // required: where verified downloads are kept
 	Mirror   string       // see Fetcher.Mirror
-	Client   *http.Client // nil = http.DefaultClient
+	Client   *http.Client // nil = see Fetcher.Client
 	Progress io.Writer    // progress bars and tool output; nil = quiet
 }
 

@@ -223,8 +223,9 @@ var mergeGroups = [][]bakeCase{{
 	{name: "consul", version: "1.20.1", programs: []string{"consul"}, paths: []string{"usr/share/consul/consul.d/consul.hcl", "usr/lib/sysusers.d/consul.conf"}},
 	{name: "vault", version: "1.18.2", programs: []string{"vault"}, paths: []string{"usr/share/vault/vault.d/vault.hcl", "usr/lib/sysusers.d/vault.conf", "usr/lib/tmpfiles.d/vault.conf"}},
 }, {
-	{name: "k3s", version: "v1.31.2+k3s1", programs: []string{"k3s", "kubectl", "crictl", "ctr"},
-		paths: []string{"usr/lib/systemd/system/k3s.service", "usr/lib/systemd/system/k3s-agent.service"}},
+	// kubectl, crictl and ctr are links to k3s (which prints "k3s fixture").
+	{name: "k3s", version: "v1.31.2+k3s1", programs: []string{"k3s"},
+		paths: []string{"usr/bin/kubectl", "usr/bin/crictl", "usr/bin/ctr", "usr/lib/systemd/system/k3s.service", "usr/lib/systemd/system/k3s-agent.service"}},
 }}
 
 func bakeOne(t testing.TB, u *upstream, c bakeCase, out, cache string) *BakeResult {
@@ -499,5 +500,24 @@ func TestBakeFromDirectoryMirror(t *testing.T) {
 	}
 	if n := u.count("https://github.com/k3s-io/k3s/releases/download/v1.31.2+k3s1/k3s"); n != 0 {
 		t.Errorf("the HTTP server was asked %d times", n)
+	}
+}
+
+// TestBakeCacheOnAnotherFilesystem: files are copied, not linked, when the
+// cache and the output are on different filesystems, and the image is the
+// same.
+func TestBakeCacheOnAnotherFilesystem(t *testing.T) {
+	testenv.RequireTool(t, "mksquashfs")
+	shm, err := os.MkdirTemp("/dev/shm", "sysext-recipe-test-")
+	if err != nil {
+		t.Skip("no /dev/shm to put the cache on another filesystem")
+	}
+	t.Cleanup(func() { os.RemoveAll(shm) })
+	u := newUpstream(t)
+	c := addFixtures(t, u, bakeCase{name: "ollama", version: "0.4.2"})
+	far := bakeOne(t, u, c, t.TempDir()+"/", shm)
+	near := bakeOne(t, u, c, t.TempDir()+"/", t.TempDir())
+	if far.Image.Digest != near.Image.Digest {
+		t.Errorf("cache on another filesystem gives %s, on the same %s", far.Image.Digest, near.Image.Digest)
 	}
 }

@@ -27,7 +27,7 @@ import (
 type Fetcher struct {
 	CacheDir string       // blobs/sha256/HEX and urls/ live here
 	Mirror   string       // "" or an http(s) base URL or a directory: https://HOST/PATH -> MIRROR/HOST/PATH
-	Client   *http.Client // nil = http.DefaultClient
+	Client   *http.Client // nil = a client that waits at most a minute for a response
 	Progress io.Writer    // where a progress bar is drawn; nil = none
 	Attempts int          // tries per download on a cut connection or 5xx; 0 = 3
 }
@@ -68,11 +68,19 @@ func MirrorURL(mirror, u string) (string, error) {
 
 func isURL(s string) bool { return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://") }
 
+// defaultClient gives up on a server that does not answer within a minute;
+// a download itself may take as long as it takes.
+var defaultClient = func() *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.ResponseHeaderTimeout = time.Minute
+	return &http.Client{Transport: tr}
+}()
+
 func (f *Fetcher) client() *http.Client {
 	if f.Client != nil {
 		return f.Client
 	}
-	return http.DefaultClient
+	return defaultClient
 }
 
 // open returns a reader for u (through the mirror) and its size (-1 when

@@ -55,6 +55,10 @@ func (s *Store) otherDeployments() []string {
 	return out
 }
 
+// unknownUse in usedElsewhere's result means another deployment's use is
+// unknown: nothing shared may be deleted.
+const unknownUse = "*"
+
 // usedElsewhere returns the store paths (as seen on the running system)
 // that other deployments' links and states use. Only per-deployment stores
 // share images.
@@ -73,7 +77,7 @@ func (s *Store) usedElsewhere() map[string]bool {
 		st, err := readState(filepath.Join(d, s.opts.StateFile))
 		if err != nil {
 			// An unreadable state elsewhere: keep everything it might use.
-			used["*"] = true
+			used[unknownUse] = true
 			continue
 		}
 		for name, e := range st.Extensions {

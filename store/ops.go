@@ -20,9 +20,13 @@ import (
 type ForeignError struct {
 	Name string
 	Path string
+	Copy bool // copy mode: a file with other content is there
 }
 
 func (e *ForeignError) Error() string {
+	if e.Copy {
+		return fmt.Sprintf("%s: %s exists with other content and --copy replaces only an identical file: remove it first if it should be replaced", e.Name, e.Path)
+	}
 	return fmt.Sprintf("%s: %s was not installed by sysext, so it is left untouched: remove it yourself if sysext should manage %s", e.Name, e.Path, e.Name)
 }
 
@@ -62,13 +66,13 @@ func (s *Store) CheckForeign(name string, layer digest.Digest) error {
 			if filepath.Clean(dir) == own && base == name+imageSuffix && s.isOurs(name, p, fi, layer) {
 				continue
 			}
-			return &ForeignError{Name: name, Path: p}
+			return &ForeignError{Name: name, Path: p, Copy: s.opts.Copy && filepath.Clean(dir) == own}
 		}
 	}
 	// A custom extensions directory is not in SearchDirs.
 	p := s.LinkPath(name)
 	if fi, err := os.Lstat(p); err == nil && !s.isOurs(name, p, fi, layer) {
-		return &ForeignError{Name: name, Path: p}
+		return &ForeignError{Name: name, Path: p, Copy: s.opts.Copy}
 	}
 	return nil
 }
@@ -364,7 +368,7 @@ func (s *Store) removeFiles(name string, e *Entry) error {
 	link := s.LinkPath(name)
 	if fi, err := os.Lstat(link); err == nil {
 		if !s.isOurs(name, link, fi, "") {
-			return &ForeignError{name, link}
+			return &ForeignError{Name: name, Path: link}
 		}
 		if err := os.Remove(link); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
@@ -376,7 +380,7 @@ func (s *Store) removeFiles(name string, e *Entry) error {
 	}
 	used := s.usedElsewhere()
 	for _, in := range append([]Install{e.Active}, e.Previous...) {
-		if in.File == "" || used[s.linkTarget(name, in.File)] {
+		if in.File == "" || used[s.linkTarget(name, in.File)] || used[unknownUse] {
 			continue
 		}
 		if err := os.Remove(s.ImagePath(name, in.File)); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -440,7 +444,7 @@ func (s *Store) GC(keep int) ([]string, error) {
 		}
 		left := 0
 		for _, f := range files {
-			if !f.Type().IsRegular() || !strings.HasSuffix(f.Name(), imageSuffix) || strings.HasPrefix(f.Name(), ".") || used[s.linkTarget(d.Name(), f.Name())] {
+			if !f.Type().IsRegular() || !strings.HasSuffix(f.Name(), imageSuffix) || strings.HasPrefix(f.Name(), ".") || used[s.linkTarget(d.Name(), f.Name())] || used[unknownUse] {
 				left++
 				continue
 			}
@@ -531,7 +535,7 @@ func (s *Store) Deactivate(name string) error {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	if !s.isOurs(name, link, fi, "") {
-		return &ForeignError{name, link}
+		return &ForeignError{Name: name, Path: link}
 	}
 	if err := os.Remove(link); err != nil {
 		return fmt.Errorf("%s: %w", name, err)

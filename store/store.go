@@ -45,6 +45,11 @@ type Options struct {
 	// PerDeployment keeps links and state in the deployment's /etc (ostree,
 	// bootc) and the images in the shared /var store.
 	PerDeployment bool
+	// VarRoot is where the system's /var lives, when not under Root: an
+	// ostree deployment checkout (.../ostree/deploy/OS/deploy/CSUM.N) has an
+	// empty var/ and shares OS/var, so VarRoot is .../ostree/deploy/OS
+	// (detected). Paths under /var are joined to it.
+	VarRoot string
 	// Copy writes NAME.raw itself into ExtensionsDir: no link, no state, no
 	// lock file in /var (baking into an OS image).
 	Copy        bool
@@ -81,6 +86,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.LockTimeout == 0 {
 		o.LockTimeout = DefaultLockTimeout
+	}
+	if o.VarRoot == "" && IsDeploymentDir(o.Root) {
+		o.VarRoot = filepath.Dir(filepath.Dir(filepath.Clean(o.Root)))
 	}
 	return o
 }
@@ -188,8 +196,14 @@ func (s *Store) hook(point string) {
 	}
 }
 
-// path maps a path on the running system to the path under Root.
-func (s *Store) path(p string) string { return filepath.Join(s.opts.Root, p) }
+// path maps a path on the running system to the path under Root (or, for
+// /var, under VarRoot).
+func (s *Store) path(p string) string {
+	if s.opts.VarRoot != "" && (p == "/var" || strings.HasPrefix(filepath.Clean(p), "/var/")) {
+		return filepath.Join(s.opts.VarRoot, p)
+	}
+	return filepath.Join(s.opts.Root, p)
+}
 
 // Path maps a path on the running system to the path under Root.
 func (s *Store) Path(p string) string { return s.path(p) }

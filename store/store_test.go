@@ -397,13 +397,12 @@ func TestPerDeploymentSharesStore(t *testing.T) {
 	sysroot := t.TempDir()
 	depA := filepath.Join(sysroot, "ostree/deploy/fedora/deploy/aaa.0")
 	depB := filepath.Join(sysroot, "ostree/deploy/fedora/deploy/bbb.0")
-	// Both deployments see the same /var: a shared directory linked in.
+	// Both deployments share ostree/deploy/fedora/var; their own var/ is
+	// an empty placeholder, as ostree makes it.
 	shared := filepath.Join(sysroot, "ostree/deploy/fedora/var")
-	for _, d := range []string{depA, depB, shared} {
+	for _, d := range []string{depA, depB, shared, filepath.Join(depA, "var"), filepath.Join(depB, "var")} {
 		os.MkdirAll(d, 0o755)
 	}
-	os.Symlink(shared, filepath.Join(depA, "var"))
-	os.Symlink(shared, filepath.Join(depB, "var"))
 	if !IsDeploymentDir(depA) {
 		t.Fatal("deployment dir not recognised")
 	}
@@ -414,6 +413,12 @@ func TestPerDeploymentSharesStore(t *testing.T) {
 	put(t, b, "x", "2", "two")
 	if _, err := os.Lstat(filepath.Join(depB, "etc/extensions/x.raw")); err != nil {
 		t.Fatal("per-deployment link not in /etc/extensions")
+	}
+	if ents, _ := os.ReadDir(filepath.Join(shared, "lib/sysext/store/x")); len(ents) != 2 {
+		t.Fatalf("the shared store holds %d files, want 2", len(ents))
+	}
+	if ents, _ := os.ReadDir(filepath.Join(depA, "var")); len(ents) != 0 {
+		t.Fatal("wrote into the deployment's own var/")
 	}
 	// B's gc keeps only its active version, but A's link still uses 1.
 	removed, err := b.GC(1)
@@ -427,4 +432,30 @@ func TestPerDeploymentSharesStore(t *testing.T) {
 	if activeContent(t, open(t, Options{Root: depA, PerDeployment: true, LockTimeout: time.Second}), "x") != "one" {
 		t.Fatal("deployment A lost its extension")
 	}
+}
+
+// FuzzReadState: any state file content gives a state or an error, never a
+// panic, and an accepted state names only safe files.
+func FuzzReadState(f *testing.F) {
+	f.Add([]byte(`{"schema":1,"extensions":{"x":{"name":"x","active":{"file":"x-1-x86-64.raw"}}}}`))
+	f.Add([]byte(`{"schema":1,"extensions":{"x":{"name":"x","pending":{"op":"activate","next":{"name":"x"}}}}}`))
+	f.Add([]byte(`{`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p := filepath.Join(t.TempDir(), "state.json")
+		os.WriteFile(p, data, 0o644)
+		st, err := readState(p)
+		if err != nil {
+			return
+		}
+		for name, e := range st.Extensions {
+			if validName(name) != nil {
+				t.Fatalf("accepted name %q", name)
+			}
+			for _, in := range append([]Install{e.Active}, e.Previous...) {
+				if strings.Contains(in.File, "/") {
+					t.Fatalf("accepted file %q", in.File)
+				}
+			}
+		}
+	})
 }

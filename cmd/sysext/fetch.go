@@ -85,6 +85,9 @@ func runFetch(ctx context.Context, c *cobra.Command, opts fetchOptions, args []s
 		Replace:  opts.Force,
 		Progress: p.fileFunc(r.FileName),
 	})
+	if errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("%w (or pass --force to replace it)", err)
+	}
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -40,7 +41,15 @@ func runInspectFile(c *cobra.Command, opts inspectOptions, path string) error {
 	if opts.JSON {
 		return printJSON(c.OutOrStdout(), j)
 	}
-	return printImage(c.OutOrStdout(), j)
+	if err := printImage(c.OutOrStdout(), j); err != nil {
+		return err
+	}
+	// systemd-sysext 252 only loads an image whose file name is the NAME of
+	// its extension-release file; NAME-VERSION-ARCH.raw is silently skipped.
+	if want := info.Name + ".raw"; filepath.Base(path) != want {
+		_, err = fmt.Fprintf(c.OutOrStdout(), "%-15s systemd-sysext loads it as %s (a copy or a link of that name in /var/lib/extensions)\n", "note:", want)
+	}
+	return err
 }
 
 // readOSRelease reads the os-release file to judge against: the given one,

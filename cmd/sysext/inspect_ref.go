@@ -21,7 +21,47 @@ type refJSON struct {
 	Size        int64             `json:"size"`
 	Annotations map[string]string `json:"annotations"`
 	Platforms   []platformJSON    `json:"platforms"`
+	Attached    attachedJSON      `json:"attached"`
 	Skipped     []string          `json:"skipped,omitempty"`
+}
+
+// attachedJSON lists signatures and other artifacts attached to a manifest.
+type attachedJSON struct {
+	Referrers  []referrerJSON `json:"referrers"`
+	CosignTags []string       `json:"cosign_tags"`
+}
+
+type referrerJSON struct {
+	Digest       string `json:"digest"`
+	ArtifactType string `json:"artifact_type,omitempty"`
+}
+
+func newAttachedJSON(a *oci.Attached) attachedJSON {
+	j := attachedJSON{Referrers: []referrerJSON{}, CosignTags: []string{}}
+	for _, r := range a.Referrers {
+		j.Referrers = append(j.Referrers, referrerJSON{r.Digest.String(), r.ArtifactType})
+	}
+	for tag := range a.Tags {
+		j.CosignTags = append(j.CosignTags, tag)
+	}
+	sort.Strings(j.CosignTags)
+	return j
+}
+
+func (a attachedJSON) String() string {
+	if len(a.Referrers) == 0 && len(a.CosignTags) == 0 {
+		return "none"
+	}
+	var parts []string
+	for _, r := range a.Referrers {
+		t := r.ArtifactType
+		if t == "" {
+			t = "unknown type"
+		}
+		parts = append(parts, "referrer "+t)
+	}
+	parts = append(parts, a.CosignTags...)
+	return strings.Join(parts, ", ")
 }
 
 type platformJSON struct {
@@ -34,6 +74,7 @@ type platformJSON struct {
 	Annotations map[string]string `json:"annotations"`
 	Extension   *imageJSON        `json:"extension,omitempty"`
 	Compatible  *compatJSON       `json:"compatible"`
+	Attached    attachedJSON      `json:"attached"`
 }
 
 type layerJSON struct {
@@ -66,6 +107,11 @@ func runInspectRef(c *cobra.Command, opts inspectOptions, arg string) error {
 	if a.Index != nil && a.Index.Annotations != nil {
 		j.Annotations = a.Index.Annotations
 	}
+	att, err := oci.ListAttached(ctx, t, a.Root)
+	if err != nil {
+		return oci.Explain(ref, fmt.Errorf("%s: %w", ref, err))
+	}
+	j.Attached = newAttachedJSON(att)
 	for _, e := range a.Entries {
 		p := platformJSON{
 			Platform: oci.PlatformString(e.Platform),
@@ -102,6 +148,15 @@ func runInspectRef(c *cobra.Command, opts inspectOptions, arg string) error {
 			cj.Reason = "unknown before download: the manifest carries no extension-release fields"
 		}
 		p.Compatible = cj
+		if a.Index != nil {
+			att, err := oci.ListAttached(ctx, t, e.Descriptor)
+			if err != nil {
+				return oci.Explain(ref, fmt.Errorf("%s: %w", ref, err))
+			}
+			p.Attached = newAttachedJSON(att)
+		} else {
+			p.Attached = j.Attached
+		}
 		j.Platforms = append(j.Platforms, p)
 	}
 	sort.SliceStable(j.Platforms, func(x, y int) bool { return j.Platforms[x].Platform < j.Platforms[y].Platform })
@@ -123,6 +178,9 @@ func printRef(w io.Writer, j refJSON) error {
 			fmt.Fprintf(w, "%-15s %s\n", strings.TrimPrefix(k, "org.opencontainers.image.")+":", v)
 		}
 	}
+	if kind == "index" {
+		fmt.Fprintf(w, "%-15s %s\n", "attached:", j.Attached)
+	}
 	for _, p := range j.Platforms {
 		fmt.Fprintf(w, "\n%s  %s (%s)\n", p.Platform, p.Digest, p.Kind)
 		fmt.Fprintf(w, "  %-13s %s %s (%s)\n", "layer:", p.Layer.MediaType, p.Layer.Digest, humanSize(p.Layer.Size))
@@ -142,6 +200,7 @@ func printRef(w io.Writer, j refJSON) error {
 			fmt.Fprintf(w, "  %-13s %s\n", "VERSION_ID:", dash(e.VersionID))
 			fmt.Fprintf(w, "  %-13s %s\n", "scope:", strings.Join(e.Scope, " "))
 		}
+		fmt.Fprintf(w, "  %-13s %s\n", "attached:", p.Attached)
 		c := p.Compatible
 		switch {
 		case p.Extension == nil:

@@ -111,6 +111,7 @@ func (f nodeFlags) node(c *cobra.Command, copyMode bool) (*node.Node, error) {
 		// Before anything is downloaded: can this system merge the image?
 		Preflighter: node.ActivatePreflight{Strict: f.PreflightStrict, Log: log},
 		Log:         log,
+		Warn:        c.ErrOrStderr(), // warnings are printed even with -q and --json
 		Progress:    p.fileFunc("download"),
 	}), nil
 }

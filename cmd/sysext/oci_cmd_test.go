@@ -77,7 +77,7 @@ func TestOCICommands(t *testing.T) {
 			t.Fatalf("inspect platform %+v", p)
 		}
 	}
-	if out, _, code = ociRun(t, "", "inspect", ref); code != 0 || !strings.Contains(out, "linux/arm64") || !strings.Contains(out, "merges:") {
+	if out, _, code = ociRun(t, "", "inspect", ref); code != 0 || !strings.Contains(out, "linux/arm64") || !strings.Contains(out, "merges:") || !strings.Contains(out, "attached:") {
 		t.Fatalf("inspect: %s", out)
 	}
 
@@ -92,6 +92,12 @@ func TestOCICommands(t *testing.T) {
 	}
 	if got := strings.TrimSpace(out); got != filepath.Join(dir, "hello-1.0-arm64.raw") {
 		t.Fatalf("fetch printed %q", got)
+	}
+	if _, errs, code = ociRun(t, "", "fetch", ref, "-o", dir, "--platform", "linux/arm64", "--insecure-allow-unsigned"); code != 1 || !strings.Contains(errs, "--force") {
+		t.Fatalf("fetch over an existing file: %d %s", code, errs)
+	}
+	if _, errs, code = ociRun(t, "", "fetch", ref, "-o", dir, "--platform", "linux/arm64", "--insecure-allow-unsigned", "--force"); code != 0 {
+		t.Fatalf("fetch --force: %d %s", code, errs)
 	}
 	if _, errs, code = ociRun(t, "", "fetch", ref, "-o", dir, "--platform", "riscv64", "--insecure-allow-unsigned"); code != 1 || !strings.Contains(errs, "available: linux/amd64, linux/arm64") {
 		t.Fatalf("missing platform: %d %s", code, errs)
@@ -113,6 +119,10 @@ func TestOCICommands(t *testing.T) {
 	b, _ := os.ReadFile(filepath.Join(dir2, "hello-1.0-x86-64.raw"))
 	if !bytes.Equal(a, b) {
 		t.Fatal("fetched from the layout copy differs")
+	}
+
+	if _, errs, code = ociRun(t, "", "fetch", "oci:"+filepath.Join(t.TempDir(), "none")+":1", "--insecure-allow-unsigned"); code != 1 || !strings.Contains(errs, "no OCI layout at") {
+		t.Fatalf("missing layout: %d %s", code, errs)
 	}
 
 	// login asks for the password on stdin only.

@@ -94,8 +94,11 @@ bench: test-deps
 node-demo: apt-deps build
 	./scripts/node-demo.sh
 
+# The README's main command: build, inspect and merge the example, then the
+# whole node loop (push signed, pull, merge and run, update, rollback).
 demo: apt-deps build
 	./scripts/demo.sh
+	./scripts/node-demo.sh
 
 install: build
 	install -D -m 0755 bin/sysext $(DESTDIR)$(PREFIX)/bin/sysext

@@ -8,11 +8,14 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// isCobraUsage recognises cobra's own argument errors, which it does not type.
+// isCobraUsage recognises cobra's own errors for an unknown command, which it
+// does not type. Flag and argument errors are typed by SetFlagErrorFunc and
+// argsUsage, so only prefixes cobra itself writes are matched here: a
+// command's own error that merely mentions a flag stays a failure (exit 1).
 func isCobraUsage(err error) bool {
 	s := err.Error()
-	for _, p := range []string{"unknown command", "accepts ", "requires at least", "requires at most", "received ", "unknown flag", "unknown shorthand"} {
-		if strings.Contains(s, p) {
+	for _, p := range []string{"unknown command ", "unknown flag: ", "unknown shorthand flag: "} {
+		if strings.HasPrefix(s, p) {
 			return true
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sysext/sysext/fsimage"
 )
 
 // fakeNode stands in for the node's store and refresher; faults are set per
@@ -260,6 +262,47 @@ func TestExpectImage(t *testing.T) {
 	must(t, os.WriteFile(rel, []byte("ID=_any\nSYSEXT_VERSION_ID=2\n"), 0o644))
 	if err := p.Prove(context.Background(), want); err == nil || !strings.Contains(err.Error(), `SYSEXT_VERSION_ID="2", the installed image has "1"`) {
 		t.Errorf("other version: %v", err)
+	}
+}
+
+// The digest recorded at install (fsimage's ReleaseBytes of the image)
+// proves the merged file byte for byte: a comment, a quote style or a
+// trailing newline that the field comparison cannot see fails the proof.
+func TestProveBytesFromImage(t *testing.T) {
+	const rel = "# probe 1\nID=_any\nSYSEXT_VERSION_ID=1\n"
+	v1 := image(t, t.TempDir(), "probe", "1", rel)
+	info, err := fsimage.OpenMetadata(context.Background(), v1.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byBytes := Expect{Name: "probe", Version: "1", Release: ReleaseDigest(info.ReleaseBytes)}
+	byFields, err := ExpectImage(context.Background(), "probe", "1", v1.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	merged := filepath.Join(root, "usr/lib/extension-release.d/extension-release.probe")
+	must(t, os.MkdirAll(filepath.Dir(merged), 0o755))
+	p := Prover{Root: root, Sysext: Sysext{Exec: fakeExec(map[string]string{"status --json=short --no-pager": `[{"hierarchy":"/usr","extensions":["probe"]}]`}, nil)}}
+	must(t, os.WriteFile(merged, []byte(rel), 0o644))
+	if err := p.Prove(context.Background(), byBytes); err != nil {
+		t.Fatalf("identical bytes: %v", err)
+	}
+	for _, other := range []string{
+		"# probe 1 (rebuilt)\nID=_any\nSYSEXT_VERSION_ID=1\n", // another comment
+		"ID=_any\nSYSEXT_VERSION_ID=1\n",                      // comment dropped
+		"# probe 1\nID=\"_any\"\nSYSEXT_VERSION_ID=1\n",       // quoted
+		"# probe 1\nID=_any\nSYSEXT_VERSION_ID=1",             // no final newline
+	} {
+		must(t, os.WriteFile(merged, []byte(other), 0o644))
+		if err := p.Prove(context.Background(), byFields); err != nil {
+			t.Fatalf("%q: the field comparison (old state) sees the same fields: %v", other, err)
+		}
+		err := p.Prove(context.Background(), byBytes)
+		var pe *ProofError
+		if !errors.As(err, &pe) || !strings.Contains(err.Error(), "another image's") {
+			t.Errorf("%q: a byte difference must fail the proof, got %v", other, err)
+		}
 	}
 }
 

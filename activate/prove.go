@@ -19,12 +19,13 @@ type Expect struct {
 	Name    string
 	Version string // for sentences only
 	// Release is the digest of the extension-release.NAME file inside the
-	// image (ReleaseDigest of its bytes). Empty with Absent unset means
-	// "merged, any version".
+	// image (ReleaseDigest of fsimage.Info.ReleaseBytes, recorded in the
+	// store at install): the merged file must be byte-identical. Empty with
+	// Fields nil and Absent unset means "merged, any version".
 	Release digest.Digest
 	// Fields, when Release is empty, is the image's parsed extension-release:
-	// the merged file must assign the same values (what fsimage gives
-	// without the file's bytes).
+	// the merged file must assign the same values (the fallback for state
+	// recorded before the digest was).
 	Fields *extension.Release
 	// Absent expects no version of the extension merged (the rollback
 	// target when there was no previous version).

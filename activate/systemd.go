@@ -6,14 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/sysext/sysext/internal/smallfile"
 )
 
 // Versions of systemd whose behaviour the checks depend on.
@@ -266,21 +266,7 @@ func ParseStatusText(data []byte) (Merged, error) {
 }
 
 // readFileLimited reads a small file (release files, /proc files).
-func readFileLimited(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, limit)
-	}
-	return b, nil
-}
+var readFileLimited = smallfile.Read
 
 // SysextRefresher runs `systemd-sysext refresh` and keeps what systemd
 // printed. It has the node's Refresher method (Refresh(ctx) error), and

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/sysext/sysext/internal/ctxio"
 )
 
 // TempPrefix starts the name of every temp file this package creates.
@@ -113,23 +115,11 @@ func WriteFrom(ctx context.Context, target string, r io.Reader, perm os.FileMode
 		return 0, err
 	}
 	defer f.Close()
-	n, err := io.Copy(f, ctxReader{ctx, r})
+	n, err := io.Copy(f, ctxio.Reader(ctx, r))
 	if err != nil {
 		return n, fmt.Errorf("write %s: %w", target, err)
 	}
 	return n, f.Commit(replace)
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // Symlink atomically points link at target: a temp link is created next to

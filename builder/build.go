@@ -40,29 +40,21 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	warnings, err := CheckTree(p.tree)
+	var (
+		warnings []string
+		rel      *extension.Release
+		meta     extension.Metadata
+		added    []dropIn // the files we add to the tree's content
+	)
+	if p.kind == KindConfext {
+		meta = p.meta
+		rel, added, err = confextFiles(p.tree, p.meta)
+	} else {
+		warnings, rel, meta, added, err = sysextFiles(p.tree, p.meta, opts.Enable)
+	}
 	if err != nil {
 		return nil, err
 	}
-	theirs, err := existingRelease(p.tree, p.meta.Name)
-	if err != nil {
-		return nil, err
-	}
-	rel, err := mergeRelease(filepath.Join(p.tree, filepath.FromSlash(extension.ReleasePath(p.meta.Name))), theirs, p.meta.Release())
-	if err != nil {
-		return nil, err
-	}
-	drops, err := dropIns(p.tree, p.meta.Name, opts.Enable)
-	if err != nil {
-		return nil, err
-	}
-	meta, err := extension.MetadataFromRelease(p.meta.Name, rel)
-	if err != nil {
-		return nil, err
-	}
-
-	added := []dropIn{{path: extension.ReleasePath(meta.Name), content: rel.Format()}}
-	added = append(added, drops...)
 
 	// Everything we write besides the image lives in one directory next to
 	// the output, named like a temp file, removed on every path.
@@ -149,7 +141,11 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 			phaseHook(phase, time.Since(start))
 		}
 	}
-	go timed("read-back", func() { info, infoErr = fsimage.OpenMetadata(ctx, out.TempName()) })
+	readBack := func() { info, infoErr = fsimage.OpenMetadata(ctx, out.TempName()) }
+	if p.kind == KindConfext {
+		readBack = func() { info, infoErr = readConfext(ctx, out.TempName(), meta.Name, p.format) }
+	}
+	go timed("read-back", readBack)
 	go timed("digest", func() { digest, digErr = fsimage.Digest(ctx, out.TempName(), false) })
 	go timed("fsync", func() { synErr = out.Sync() })
 	go timed("cleanup", cleanup)
@@ -187,6 +183,35 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	}, nil
 }
 
+// sysextFiles checks a system extension's tree and returns the
+// extension-release to write (the tree's own file, if any, with the
+// build's fields on top) and the files to add: that file and the Upholds=
+// drop-ins for enable.
+func sysextFiles(tree string, m extension.Metadata, enable []string) ([]string, *extension.Release, extension.Metadata, []dropIn, error) {
+	warnings, err := CheckTree(tree)
+	if err != nil {
+		return nil, nil, m, nil, err
+	}
+	theirs, err := existingRelease(tree, m.Name)
+	if err != nil {
+		return nil, nil, m, nil, err
+	}
+	rel, err := mergeRelease(filepath.Join(tree, filepath.FromSlash(extension.ReleasePath(m.Name))), theirs, m.Release())
+	if err != nil {
+		return nil, nil, m, nil, err
+	}
+	drops, err := dropIns(tree, m.Name, enable)
+	if err != nil {
+		return nil, nil, m, nil, err
+	}
+	meta, err := extension.MetadataFromRelease(m.Name, rel)
+	if err != nil {
+		return nil, nil, m, nil, err
+	}
+	added := []dropIn{{path: extension.ReleasePath(meta.Name), content: rel.Format()}}
+	return warnings, rel, meta, append(added, drops...), nil
+}
+
 // startWriteback asks the kernel, while the tool writes, to start writing
 // the image's dirty pages to disk, so the fsync before the rename has
 // little left to wait for. It returns a function that stops it.
@@ -218,6 +243,7 @@ var phaseHook func(phase string, d time.Duration)
 
 // buildPlan is opts checked and completed.
 type buildPlan struct {
+	kind        Kind
 	tree        string
 	meta        extension.Metadata
 	format      ImageFormat
@@ -231,7 +257,18 @@ type buildPlan struct {
 // plan validates everything that does not need the tree, so a bad flag
 // fails before any work.
 func plan(opts Options) (*buildPlan, error) {
-	p := &buildPlan{meta: opts.Meta, format: opts.Format, epoch: opts.SourceDateEpoch}
+	p := &buildPlan{kind: opts.Kind, meta: opts.Meta, format: opts.Format, epoch: opts.SourceDateEpoch}
+	switch p.kind {
+	case "":
+		p.kind = KindSysext
+	case KindSysext:
+	case KindConfext:
+		if len(opts.Enable) > 0 {
+			return nil, errors.New("--enable: a confext carries configuration only; units belong in a system extension")
+		}
+	default:
+		return nil, fmt.Errorf("unknown image kind %q: use sysext or confext", p.kind)
+	}
 	if opts.Tree == "" {
 		return nil, errors.New("no tree given: name the directory to build from")
 	}
@@ -319,10 +356,12 @@ func (p *buildPlan) parseCompression(s string) error {
 	return nil
 }
 
-// resolveOutput picks the target file: NAME-VERSION-ARCH.raw in the
-// current directory, in --output when it is a directory, or --output.
-func (p *buildPlan) resolveOutput(output string, force bool) error {
-	fileName := extension.FileName(p.meta.Name, p.meta.Version, p.meta.Arch)
+// OutputPath is the absolute image path for --output: fileName in the
+// current directory when output is empty, in output when it is an existing
+// directory or ends in '/', else output itself. The directory it lands in
+// must exist. Callers that refuse a bad output early (recipe bake) use it
+// so they agree with Build.
+func OutputPath(output, fileName string) (string, error) {
 	switch {
 	case output == "":
 		output = fileName
@@ -335,13 +374,23 @@ func (p *buildPlan) resolveOutput(output string, force bool) error {
 	}
 	target, err := filepath.Abs(output)
 	if err != nil {
+		return "", err
+	}
+	if fi, err := os.Stat(filepath.Dir(target)); err != nil || !fi.IsDir() {
+		return "", fmt.Errorf("output directory %s does not exist: create it or choose another --output", filepath.Dir(target))
+	}
+	return target, nil
+}
+
+// resolveOutput picks the target file: NAME-VERSION-ARCH.raw in the
+// current directory, in --output when it is a directory, or --output.
+func (p *buildPlan) resolveOutput(output string, force bool) error {
+	target, err := OutputPath(output, extension.FileName(p.meta.Name, p.meta.Version, p.meta.Arch))
+	if err != nil {
 		return err
 	}
 	p.target = target
 	p.outDir = filepath.Dir(target)
-	if fi, err := os.Stat(p.outDir); err != nil || !fi.IsDir() {
-		return fmt.Errorf("output directory %s does not exist: create it or choose another --output", p.outDir)
-	}
 	// The staging directory and the image live next to the output: inside
 	// the tree they would change the input and end up in the image.
 	realTree, err1 := filepath.EvalSymlinks(p.tree)
@@ -397,7 +446,11 @@ func (p *buildPlan) toolArgs(dir, out string, progress bool) (string, []string) 
 // uuid derives the filesystem UUID from the extension's identity: fixed for
 // reproducibility, yet different between extensions.
 func (p *buildPlan) uuid() string {
-	h := sha256.Sum256([]byte("sysext\x00" + p.meta.Name + "\x00" + p.meta.Version + "\x00" + string(p.meta.Arch)))
+	kind := "sysext" // unchanged for system extensions: same bytes as before
+	if p.kind == KindConfext {
+		kind = string(KindConfext) // a confext of the same NAME gets another UUID
+	}
+	h := sha256.Sum256([]byte(kind + "\x00" + p.meta.Name + "\x00" + p.meta.Version + "\x00" + string(p.meta.Arch)))
 	h[6] = h[6]&0x0f | 0x40 // version 4 layout, RFC 4122 variant
 	h[8] = h[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])

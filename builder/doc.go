@@ -1,6 +1,7 @@
 // Package builder turns a directory tree into a systemd-sysext image
 // (squashfs or EROFS) with its extension-release metadata and Upholds=
-// drop-ins, reproducibly. It stages a view of the input and never modifies
+// drop-ins, reproducibly; with Options.Kind KindConfext, an etc/ tree into
+// a systemd-confext image (metadata under etc/extension-release.d). It stages a view of the input and never modifies
 // it, writes the image atomically, and never touches the network.
 //
 // Invariants: the same tree and SOURCE_DATE_EPOCH give the same bytes; a

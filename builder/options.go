@@ -15,9 +15,25 @@ const (
 	EROFS    ImageFormat = "erofs"
 )
 
+// Kind is what an image extends.
+type Kind string
+
+// The kinds builder writes.
+const (
+	// KindSysext, the default: a system extension (tree top level usr/ and
+	// opt/, metadata at usr/lib/extension-release.d/extension-release.NAME).
+	KindSysext Kind = "sysext"
+	// KindConfext: a configuration extension for systemd-confext (tree top
+	// level etc/ only, metadata at
+	// etc/extension-release.d/extension-release.NAME with ID and
+	// VERSION_ID or CONFEXT_LEVEL).
+	KindConfext Kind = "confext"
+)
+
 // Options says what to build. Tree is read, never modified.
 type Options struct {
-	Tree            string             // input directory with usr/ (and opt/)
+	Kind            Kind               // "" = KindSysext
+	Tree            string             // input directory with usr/ (and opt/); etc/ for a confext
 	Meta            extension.Metadata // Name, Version, Arch, ID, VersionID/SysextLevel, Scopes
 	Format          ImageFormat        // default Squashfs
 	Compression     string             // tool-specific; "" = the format's default

@@ -134,16 +134,9 @@ func StageFlatwrap(ctx context.Context, tree string, opts Options) error {
 		if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
 			return fmt.Errorf("%s is not an executable file", p.Path)
 		}
-		dest := p.Dest
-		if dest == "" {
-			switch {
-			case checkDest(p.Path) == nil:
-				dest = p.Path
-			case checkDest("/"+real) == nil:
-				dest = "/" + real
-			default:
-				return fmt.Errorf("%s is not under /usr or /opt: say where its wrapper goes, as in %s:/usr/bin/%s", p.Path, p.Path, path.Base(p.Path))
-			}
+		dest, err := programDest(p, real, "its wrapper")
+		if err != nil {
+			return err
 		}
 		if strings.HasPrefix(dest+"/", FlatwrapPrefix+"/") {
 			return fmt.Errorf("%s: the wrapper cannot go under %s", dest, FlatwrapPrefix)

@@ -49,6 +49,22 @@ func cleanDest(d string) string {
 	return path.Clean(d)
 }
 
+// programDest is where p goes: its DEST, else its path or (for a link) its
+// target's path when that is under /usr or /opt. what names the thing
+// placed there in the error ("it", "its wrapper").
+func programDest(p Program, real, what string) (string, error) {
+	if p.Dest != "" {
+		return p.Dest, nil
+	}
+	switch {
+	case checkDest(p.Path) == nil:
+		return p.Path, nil
+	case checkDest("/"+real) == nil:
+		return "/" + real, nil
+	}
+	return "", fmt.Errorf("%s is not under /usr or /opt: say where %s goes, as in %s:/usr/bin/%s", p.Path, what, p.Path, path.Base(p.Path))
+}
+
 // checkDest accepts an absolute path under /usr or /opt, the only places
 // systemd-sysext merges.
 func checkDest(d string) error {
@@ -183,16 +199,9 @@ func (b *bundler) program(p Program) error {
 	if !b.arch.matches(info) {
 		return fmt.Errorf("%s is a program for %s, not %s: give its architecture with --arch", p.Path, info.describe(), b.opts.Arch)
 	}
-	dest := p.Dest
-	if dest == "" {
-		switch {
-		case checkDest(p.Path) == nil:
-			dest = p.Path
-		case checkDest("/"+real) == nil:
-			dest = "/" + real
-		default:
-			return fmt.Errorf("%s is not under /usr or /opt: say where it goes, as in %s:/usr/bin/%s", p.Path, p.Path, path.Base(p.Path))
-		}
+	dest, err := programDest(p, real, "it")
+	if err != nil {
+		return err
 	}
 	// A symlinked program stays a link: the file it points to is what gets
 	// patched, placed at its own /usr path (or in the private directory).

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -24,6 +23,8 @@ import (
 	"golang.org/x/sys/unix"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/content/memory"
+
+	"github.com/sysext/sysext/oci/ocitest"
 )
 
 // ent is one tar entry of a test layer.
@@ -294,23 +295,6 @@ func TestRootfsTargetNotEmpty(t *testing.T) {
 	}
 }
 
-// tamperFetcher serves other bytes than the store has for one digest.
-type tamperFetcher struct {
-	content.Fetcher
-	victim digest.Digest
-}
-
-func (f tamperFetcher) Fetch(ctx context.Context, d ocispec.Descriptor) (io.ReadCloser, error) {
-	rc, err := f.Fetcher.Fetch(ctx, d)
-	if err != nil || d.Digest != f.victim {
-		return rc, err
-	}
-	b, _ := io.ReadAll(rc)
-	rc.Close()
-	b[len(b)/2] ^= 1
-	return io.NopCloser(bytes.NewReader(b)), nil
-}
-
 func TestRootfsDigestMismatchRefused(t *testing.T) {
 	s := memory.New()
 	layers := multiLayer(t)
@@ -319,7 +303,7 @@ func TestRootfsDigestMismatchRefused(t *testing.T) {
 	dir := filepath.Join(base, "rootfs")
 	for i, l := range layers {
 		victim := digest.FromBytes(l.blob)
-		_, err := Rootfs(context.Background(), tamperFetcher{s, victim}, desc, dir, RootfsOptions{})
+		_, err := Rootfs(context.Background(), ocitest.CorruptFetcher{Fetcher: s, Victim: victim}, desc, dir, RootfsOptions{})
 		if err == nil || !strings.Contains(err.Error(), "refused") {
 			t.Fatalf("layer %d: err = %v", i, err)
 		}

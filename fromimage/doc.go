@@ -1,7 +1,8 @@
 // Package fromimage turns what a container build added to its base image
 // under /usr and /opt into the tree of a system extension (`sysext build
 // --from-image REF --base REF`), and what it added under /etc into a
-// confext (WriteConfext).
+// confext (WriteConfext, through builder's confext kind). BindToBaseImage
+// records the base's IMAGE_ID/IMAGE_VERSION in the extension-release.
 //
 // Invariants: when the image's first layers are exactly the base's, only
 // the layers above them are downloaded (and, when the base's os-release is

@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,9 +17,7 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/opencontainers/go-digest"
-	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"oras.land/oras-go/v2/content"
 
 	"github.com/sysext/sysext/builder"
 	"github.com/sysext/sysext/extension"
@@ -67,31 +64,11 @@ func mkLayer(t testing.TB, es ...ent) layer {
 // push stores an image of layers under tag and returns its reference.
 func push(t testing.TB, reg *ocitest.Registry, repoTag, arch string, layers ...layer) string {
 	t.Helper()
-	tg, ref := reg.Open(t, repoTag)
-	ctx := context.Background()
-	put := func(mt string, b []byte) ocispec.Descriptor {
-		desc := content.NewDescriptorFromBytes(mt, b)
-		if ok, _ := tg.Exists(ctx, desc); ok {
-			return desc
-		}
-		if err := tg.Push(ctx, desc, bytes.NewReader(b)); err != nil {
-			t.Fatal(err)
-		}
-		return desc
-	}
-	cfg := ocispec.Image{Platform: ocispec.Platform{OS: "linux", Architecture: arch}, RootFS: ocispec.RootFS{Type: "layers"}}
-	m := ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest}
+	var ls []ocitest.Layer
 	for _, l := range layers {
-		m.Layers = append(m.Layers, put(ocispec.MediaTypeImageLayerGzip, l.blob))
-		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, l.diffID)
+		ls = append(ls, ocitest.Layer{Blob: l.blob, DiffID: l.diffID})
 	}
-	cb, _ := json.Marshal(cfg)
-	m.Config = put(ocispec.MediaTypeImageConfig, cb)
-	mb, _ := json.Marshal(m)
-	if err := tg.Tag(ctx, put(ocispec.MediaTypeImageManifest, mb), ref.Tag); err != nil {
-		t.Fatal(err)
-	}
-	return reg.Ref(repoTag)
+	return ocitest.PushImage(t, reg, repoTag, ocispec.Image{Platform: ocispec.Platform{OS: "linux", Architecture: arch}}, ls...)
 }
 
 // hostOSRelease is the host's ID and VERSION_ID, so that the base "is"
@@ -318,28 +295,11 @@ func TestRefusals(t *testing.T) {
 	}
 }
 
-// corrupting serves one blob with a flipped bit.
-type corrupting struct {
-	content.Fetcher
-	victim digest.Digest
-}
-
-func (c corrupting) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
-	rc, err := c.Fetcher.Fetch(ctx, desc)
-	if err != nil || desc.Digest != c.victim {
-		return rc, err
-	}
-	b, _ := io.ReadAll(rc)
-	rc.Close()
-	b[len(b)/2] ^= 1
-	return io.NopCloser(bytes.NewReader(b)), nil
-}
-
 func TestCorruptLayerRefused(t *testing.T) {
 	fx := newFixture(t)
 	img, _ := source(t, fx.derived)
 	base, _ := source(t, fx.base)
-	img.Fetcher = corrupting{img.Fetcher, digest.FromBytes(fx.addLayer[0].blob)}
+	img.Fetcher = ocitest.CorruptFetcher{Fetcher: img.Fetcher, Victim: digest.FromBytes(fx.addLayer[0].blob)}
 	_, err := fromimage.Prepare(context.Background(), t.TempDir(), fromimage.Options{Image: img, Base: base, Arch: "x86-64", IgnoreDeletions: true})
 	if err == nil || !strings.Contains(err.Error(), "refused") {
 		t.Fatalf("err = %v", err)

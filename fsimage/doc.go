@@ -1,7 +1,8 @@
 // Package fsimage reads extension images without mounting them and without
 // root: it recognises the format by its magic (squashfs, EROFS, GPT disk
-// image) and reads the extension-release file and unit drop-ins from
-// inside.
+// image) and reads the extension-release file (parsed, and its exact bytes
+// in Info.ReleaseBytes for byte-identical proofs) and unit drop-ins from
+// inside; ReadFile reads any one bounded file (a confext's metadata).
 //
 // Invariants: an image is untrusted input. Every file read from it is
 // bounded (extension.MaxReleaseSize), paths are looked up inside the image

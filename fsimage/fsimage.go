@@ -22,6 +22,10 @@ type Info struct {
 	Digest  string // "sha256:<hex>" of the whole file
 	Name    string // NAME of the one usr/lib/extension-release.d/extension-release.NAME
 	Release *extension.Release
-	Meta    extension.Metadata
-	Upholds []string // units named in Upholds= drop-ins under usr/lib/systemd/system/*.target.d
+	// ReleaseBytes is the exact content of the extension-release file (at
+	// most extension.MaxReleaseSize): what a byte-identical proof of the
+	// merge compares, since parsing drops comments and layout.
+	ReleaseBytes []byte
+	Meta         extension.Metadata
+	Upholds      []string // units named in Upholds= drop-ins under usr/lib/systemd/system/*.target.d
 }

@@ -131,6 +131,10 @@ func TestOpenFormats(t *testing.T) {
 			if info.Meta.Version != "2.1" || info.Meta.Arch != "arm64" || info.Meta.ID != "_any" || !info.Meta.ReloadManager || len(info.Meta.Scopes) != 2 {
 				t.Fatalf("metadata %+v", info.Meta)
 			}
+			// Every reader gives the file's exact bytes, comments included.
+			if !bytes.Equal(info.ReleaseBytes, []byte(tc.rel)) {
+				t.Fatalf("ReleaseBytes: %d bytes differ from the %d written", len(info.ReleaseBytes), len(tc.rel))
+			}
 			if got := strings.Join(info.Upholds, " "); got != "a.service a.socket b.service" {
 				t.Fatalf("Upholds = %q", got)
 			}

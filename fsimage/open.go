@@ -1,6 +1,7 @@
 package fsimage
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -141,6 +142,7 @@ func readMetadata(ctx context.Context, t tree, info *Info) error {
 		return fmt.Errorf("%s: %w", extension.ReleasePath(name), err)
 	}
 	info.Name, info.Release, info.Meta = name, rel, meta
+	info.ReleaseBytes = bytes.Clone(data)
 	info.Upholds, err = readUpholds(ctx, t)
 	return err
 }

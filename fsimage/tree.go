@@ -310,20 +310,28 @@ func newUnsquashfsTree(ctx context.Context, image string) (*unsquashfsTree, erro
 	if _, err := lookTool("unsquashfs"); err != nil {
 		return nil, err
 	}
-	args := append([]string{"-lls", "-d", "", image}, listedDirs...)
+	t := &unsquashfsTree{image: image, entries: map[string]fs.FileMode{}}
+	if err := t.list(ctx, listedDirs...); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// list adds the entries of dirs (and of their subdirectories) to t.
+func (t *unsquashfsTree) list(ctx context.Context, dirs ...string) error {
+	args := append([]string{"-lls", "-d", "", t.image}, dirs...)
 	// Bounded: the listing of an untrusted image's unit directory.
 	out, err := runToolLimit(ctx, maxListing, "unsquashfs", args...)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	t := &unsquashfsTree{image: image, entries: map[string]fs.FileMode{}}
 	for _, line := range strings.Split(string(out), "\n") {
 		p, mode, ok := parseLLS(line)
 		if ok {
 			t.entries[p] = mode
 		}
 	}
-	return t, nil
+	return nil
 }
 
 // parseLLS parses one line of unsquashfs -lls -d "":

@@ -6,6 +6,8 @@ import (
 	"io"
 	"os/exec"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/sysext/sysext/activate"
 	"github.com/sysext/sysext/fsimage"
 	"github.com/sysext/sysext/oci"
@@ -33,6 +35,12 @@ func (n *Node) driver(ctx context.Context, s *store.Store, name string, in store
 		if i == nil {
 			return activate.Expect{Name: name, Absent: true}
 		}
+		if i.ReleaseDigest != "" && i.ReleaseDigest.Validate() == nil {
+			// Recorded at install from the verified image: the proof
+			// compares the merged file's bytes with it.
+			return activate.Expect{Name: name, Version: i.Version, Release: i.ReleaseDigest}
+		}
+		// State written before the digest was recorded: compare fields.
 		e, err := activate.ExpectImage(ctx, name, i.Version, s.ImagePath(name, i.File))
 		if err != nil {
 			// A GPT disk image cannot be read without mounting: expect the
@@ -83,6 +91,16 @@ func (n *Node) driver(ctx context.Context, s *store.Store, name string, in store
 			return s.SetActivation(name, store.Activation{Status: string(st), Reason: why, Tried: in.File})
 		},
 	}
+}
+
+// releaseDigestOf is the digest of the extension-release file inside the
+// image at path, "" when it cannot be read (a GPT disk image).
+func releaseDigestOf(ctx context.Context, path string) digest.Digest {
+	info, err := fsimage.OpenMetadata(ctx, path)
+	if err != nil || info.ReleaseBytes == nil {
+		return ""
+	}
+	return activate.ReleaseDigest(info.ReleaseBytes)
 }
 
 func (n *Node) onRunningSystem(s *store.Store) bool {

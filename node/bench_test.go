@@ -56,12 +56,7 @@ func BenchmarkPull1GiB(b *testing.B) {
 	mk := testenv.RequireTool(b, "mksquashfs")
 	reg := ocitest.StartDistribution(b)
 	tmp := b.TempDir()
-	bin := filepath.Join(tmp, "sysext")
-	build := exec.Command("go", "build", "-o", bin, "github.com/sysext/sysext/cmd/sysext")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := testenv.BuildSysext(b)
 	// A 1 GiB uncompressed squashfs image (random payload).
 	tree := filepath.Join(tmp, "tree")
 	m := meta("big", "1")

@@ -3,7 +3,6 @@ package node
 import (
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -21,12 +20,7 @@ func TestNodeDemo(t *testing.T) {
 	testenv.RequireTool(t, "mksquashfs")
 	testenv.RequireTool(t, "unshare")
 	testenv.RequireTool(t, "systemd-sysext")
-	bin := filepath.Join(t.TempDir(), "sysext")
-	build := exec.Command("go", "build", "-o", bin, "github.com/sysext/sysext/cmd/sysext")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := testenv.BuildSysext(t)
 	cmd := exec.Command("../scripts/node-demo.sh")
 	cmd.Env = append(os.Environ(), "SYSEXT="+bin, "TMPDIR="+t.TempDir())
 	out, err := cmd.CombinedOutput()

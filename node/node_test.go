@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sysext/sysext/activate"
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/oci/ocitest"
 	"github.com/sysext/sysext/store"
@@ -390,5 +391,40 @@ func TestCopyModeBakesTheFile(t *testing.T) {
 	push(t, ref, makeImage(t, meta("hello", "2.0"), 0))
 	if _, err := New(o).Pull(context.Background(), PullRequest{Ref: ref}); err == nil || !strings.Contains(err.Error(), "replaces only an identical file") {
 		t.Fatalf("pull --copy over another build: %v", err)
+	}
+}
+
+// TestReleaseDigestRecorded: pull records the sha256 of the image's
+// extension-release bytes, and activation proves the merged file against
+// that digest; an entry from an older state file (no digest) falls back to
+// comparing fields read from the stored image.
+func TestReleaseDigestRecorded(t *testing.T) {
+	reg := ocitest.NewOlareg(t)
+	img := makeImage(t, meta("hello", "1.0"), 0)
+	ref := reg.Ref("ext/hello:stable")
+	push(t, ref, img)
+	root := nodeRoot(t, debianRelease)
+	n := testNode(root)
+	ctx := context.Background()
+	if _, err := n.Pull(ctx, PullRequest{Ref: ref}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := store.Open(ctx, storeOpts(root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	e, _ := s.Entry("hello")
+	want := activate.ReleaseDigest(meta("hello", "1.0").Release().Format())
+	if e.Active.ReleaseDigest != want {
+		t.Fatalf("recorded release digest %q, want %q (sha256 of the image's extension-release)", e.Active.ReleaseDigest, want)
+	}
+	if d := n.driver(ctx, s, "hello", e.Active, nil); d.New.Release != want || d.New.Fields != nil {
+		t.Fatalf("proof expects %+v, want the recorded digest", d.New)
+	}
+	old := e.Active
+	old.ReleaseDigest = ""
+	if d := n.driver(ctx, s, "hello", old, nil); d.New.Release != "" || d.New.Fields == nil || d.New.Fields.Get(extension.FieldSysextVersionID) != "1.0" {
+		t.Fatalf("without a recorded digest the proof expects %+v, want the image's fields", d.New)
 	}
 }

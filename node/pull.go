@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"github.com/sysext/sysext/activate"
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/store"
@@ -145,7 +146,12 @@ func (n *Node) pull(ctx context.Context, s *store.Store, req PullRequest, pre *r
 	}
 	stored, found := s.Find(name, e.Layer.Digest)
 	if found && !s.Options().Copy {
-		in.File = stored.File
+		in.File, in.ReleaseDigest = stored.File, stored.ReleaseDigest
+		if in.ReleaseDigest == "" {
+			// Stored by a sysext that did not record it: read it now from
+			// the write-once file (its layer digest was checked at commit).
+			in.ReleaseDigest = releaseDigestOf(ctx, s.ImagePath(name, stored.File))
+		}
 		n.logf("%s: %s is already in the store", name, stored.File)
 	} else {
 		st, err := s.Stage(name)
@@ -170,6 +176,10 @@ func (n *Node) pull(ctx context.Context, s *store.Store, req PullRequest, pre *r
 			}
 			if in.Arch == "" {
 				in.Arch = string(dl.Info.Meta.Arch)
+			}
+			if dl.Info.ReleaseBytes != nil {
+				// What activation proves the merged file against, byte for byte.
+				in.ReleaseDigest = activate.ReleaseDigest(dl.Info.ReleaseBytes)
 			}
 		}
 		if s.Options().Copy {

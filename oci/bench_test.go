@@ -77,20 +77,9 @@ func timed(b *testing.B, dir string, name string, args ...string) (time.Duration
 	return d, float64(ru.Maxrss) / 1024
 }
 
-func buildSysext(b *testing.B) string {
-	b.Helper()
-	bin := filepath.Join(b.TempDir(), "sysext")
-	cmd := exec.Command("go", "build", "-o", bin, "../cmd/sysext")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("build sysext: %v\n%s", err, out)
-	}
-	return bin
-}
-
 func benchTransfer(b *testing.B, size int64) {
 	oras := testenv.RequireTool(b, "oras")
-	sysext := buildSysext(b)
+	sysext := testenv.BuildSysext(b)
 	reg := ocitest.StartDistribution(b)
 	img := bigImage(b, size)
 	fi, _ := os.Stat(img)

@@ -7,8 +7,9 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/sysext/sysext/extension"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/fsimage"
 )
 
@@ -39,7 +40,25 @@ func checkImage(ctx context.Context, path string, format fsimage.Format, e *Entr
 	if info == nil || e.Kind != KindSysext {
 		return info, nil
 	}
-	return info, MetadataAgrees(e.Metadata, info)
+	if err := MetadataAgrees(e.Metadata, info); err != nil {
+		return info, err
+	}
+	return info, imageAgrees(e.Manifest, info.Release)
+}
+
+// imageAgrees checks the image-id/image-version annotations (when the
+// manifest has them) against the image's IMAGE_ID/IMAGE_VERSION.
+func imageAgrees(m *ocispec.Manifest, rel *extension.Release) error {
+	if m == nil || rel == nil {
+		return nil
+	}
+	ann := ImageFromAnnotations(m.Annotations)
+	for _, k := range ann.Keys() {
+		if got := rel.Get(k); got != ann.Get(k) {
+			return fmt.Errorf("the image's extension-release disagrees with the manifest annotations: %s is %q in the image and %q in the manifest", k, got, ann.Get(k))
+		}
+	}
+	return nil
 }
 
 // MetadataAgrees checks that the extension-release inside an image says

@@ -310,6 +310,41 @@ func TestRefusesAnnotationsThatLie(t *testing.T) {
 	emptyDir(t, dir)
 }
 
+// A manifest naming a base OS image (image-id) the image does not carry is
+// refused after download like any other lying annotation; an image-id that
+// is not os-release syntax is not trusted at all (ignored).
+func TestRefusesImageAnnotationsThatLie(t *testing.T) {
+	reg := ocitest.NewOlareg(t)
+	img, _ := os.ReadFile(ocitest.Squashfs(t, ocitest.Meta("liar", "1", "x86-64"), nil))
+	for _, tc := range []struct {
+		tag, value, want string
+	}{
+		{"lie", "fedora-coreos", "IMAGE_ID is \"\" in the image and \"fedora-coreos\" in the manifest"},
+		{"junk", "not\tvalid", ""},
+	} {
+		tg, ref := reg.Open(t, "ext/liar:"+tc.tag)
+		ann := oci.Annotations(ocitest.Meta("liar", "1", "x86-64"))
+		ann[oci.AnnotationImageID] = tc.value
+		pushRaw(t, tg, tc.tag, img, oci.MediaTypeSquashfs, oci.ArtifactType, nil, ann)
+		r, err := oci.Resolve(context.Background(), tg, ref, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := testenv.TempDirNoLeak(t, ".#")
+		_, err = oci.Download(context.Background(), tg, &r.Entry, oci.DownloadOptions{Dir: dir})
+		if tc.want == "" {
+			if err != nil {
+				t.Fatalf("%s: %v", tc.tag, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("%s: got %v", tc.tag, err)
+		}
+		emptyDir(t, dir)
+	}
+}
+
 // basicAuth answers 401 unless the request carries user:pass.
 func basicAuth(w http.ResponseWriter, r *http.Request, _ http.Handler) bool {
 	if u, p, ok := r.BasicAuth(); ok && u == "user" && p == "pass" {

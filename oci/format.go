@@ -47,7 +47,48 @@ const (
 	AnnotationScope         = AnnotationPrefix + "scope"          // SYSEXT_SCOPE, space separated
 	AnnotationReloadManager = AnnotationPrefix + "reload-manager" // "1" when EXTENSION_RELOAD_MANAGER=1
 	AnnotationFormat        = AnnotationPrefix + "format"         // squashfs, erofs or gpt
+	// AnnotationImageID and AnnotationImageVersion carry IMAGE_ID and
+	// IMAGE_VERSION of the extension-release: `build --from-image` records
+	// there the base OS image the extension was built on.
+	AnnotationImageID      = AnnotationPrefix + "image-id"      // IMAGE_ID
+	AnnotationImageVersion = AnnotationPrefix + "image-version" // IMAGE_VERSION
 )
+
+// imageAnnotations maps the image identity fields to their keys.
+var imageAnnotations = [...]struct{ key, field string }{
+	{AnnotationImageID, extension.FieldImageID},
+	{AnnotationImageVersion, extension.FieldImageVersion},
+}
+
+// ImageAnnotations returns the annotations for the IMAGE_ID and
+// IMAGE_VERSION a release assigns. A value os-release(5) does not allow is
+// left out (it stays in the image; the annotation is for display and
+// policy, and must be safe to print).
+func ImageAnnotations(rel *extension.Release) map[string]string {
+	a := map[string]string{}
+	if rel == nil {
+		return a
+	}
+	for _, ia := range imageAnnotations {
+		if v := rel.Get(ia.field); extension.ValidateImageField(ia.field, v) == nil {
+			a[ia.key] = v
+		}
+	}
+	return a
+}
+
+// ImageFromAnnotations returns the IMAGE_ID and IMAGE_VERSION fields a
+// manifest's annotations carry, only valid ones (annotations are
+// untrusted).
+func ImageFromAnnotations(a map[string]string) *extension.Release {
+	rel := &extension.Release{}
+	for _, ia := range imageAnnotations {
+		if v, ok := a[ia.key]; ok && extension.ValidateImageField(ia.field, v) == nil {
+			rel.Set(ia.field, v)
+		}
+	}
+	return rel
+}
 
 // Standard OCI annotation keys we set.
 const (

@@ -212,6 +212,9 @@ func pushOne(ctx context.Context, t Target, ref Reference, path string, info *fs
 		return nil, fmt.Errorf("push %s: empty config: %w", path, err)
 	}
 	ann := Annotations(info.Meta)
+	for k, v := range ImageAnnotations(info.Release) {
+		ann[k] = v
+	}
 	ann[AnnotationFormat] = string(info.Format)
 	ann[AnnotationCreated] = created
 	if opts.Source != "" {

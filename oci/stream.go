@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -20,7 +21,6 @@ import (
 const (
 	streamBufSize = 1 << 20
 	streamBuffers = 4
-	directAlign   = 4096
 )
 
 // headSize is how much of the start of the image we keep for the magic
@@ -32,7 +32,7 @@ const headSize = 8192
 const writebackChunk = 8 << 20
 
 type chunk struct {
-	buf []byte // aligned, cap streamBufSize
+	buf []byte // cap streamBufSize
 	n   int
 	off int64
 }
@@ -60,7 +60,9 @@ func stream(ctx context.Context, t Target, layer ocispec.Descriptor, f *os.File,
 	defer cancel()
 	free := make(chan []byte, streamBuffers)
 	for i := 0; i < streamBuffers; i++ {
-		free <- alignedBuffer(streamBufSize)
+		// Go allocates a buffer this large on whole pages already, so
+		// copies into it are page-aligned without any help.
+		free <- make([]byte, streamBufSize)
 	}
 	full := make(chan chunk, streamBuffers)
 	resumes := 0
@@ -192,7 +194,7 @@ func sizeMismatch(layer ocispec.Descriptor) error {
 // isLengthMismatch recognises oras-go's error for a Content-Length that is
 // not the descriptor's size.
 func isLengthMismatch(err error) bool {
-	return err != nil && containsString(err.Error(), "mismatch Content-Length")
+	return err != nil && strings.Contains(err.Error(), "mismatch Content-Length")
 }
 
 // blobWriter writes through the page cache and has the kernel start
@@ -261,15 +263,4 @@ func (w *blobWriter) close() {
 		w.flushes = nil
 		<-w.done
 	}
-}
-
-// alignedBuffer returns n bytes starting at a page boundary (whole pages
-// copy fastest).
-func alignedBuffer(n int) []byte {
-	b := make([]byte, n+directAlign)
-	a := int(uintptrOf(b) & (directAlign - 1))
-	if a != 0 {
-		a = directAlign - a
-	}
-	return b[a : a+n : a+n]
 }

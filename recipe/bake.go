@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/sysext/sysext/atomicfile"
 	"github.com/sysext/sysext/builder"
@@ -84,7 +83,7 @@ func Bake(ctx context.Context, o BakeOptions) (*BakeResult, error) {
 	}
 
 	// Refuse a bad output before downloading anything.
-	target, err := outputTarget(o.Output, extension.FileName(meta.Name, meta.Version, meta.Arch))
+	target, err := builder.OutputPath(o.Output, extension.FileName(meta.Name, meta.Version, meta.Arch))
 	if err != nil {
 		return nil, err
 	}
@@ -142,27 +141,4 @@ func Bake(ctx context.Context, o BakeOptions) (*BakeResult, error) {
 		return nil, fmt.Errorf("recipe %s: %w", o.Recipe.Name, err)
 	}
 	return &BakeResult{Plan: plan, Image: res}, nil
-}
-
-// outputTarget is the image path for --output (a file, or a directory that
-// exists or ends in '/'), as builder resolves it.
-func outputTarget(output, fileName string) (string, error) {
-	switch {
-	case output == "":
-		output = fileName
-	case strings.HasSuffix(output, "/"):
-		output = filepath.Join(output, fileName)
-	default:
-		if fi, err := os.Stat(output); err == nil && fi.IsDir() {
-			output = filepath.Join(output, fileName)
-		}
-	}
-	target, err := filepath.Abs(output)
-	if err != nil {
-		return "", err
-	}
-	if fi, err := os.Stat(filepath.Dir(target)); err != nil || !fi.IsDir() {
-		return "", fmt.Errorf("output directory %s does not exist: create it or choose another --output", filepath.Dir(target))
-	}
-	return target, nil
 }

@@ -17,6 +17,8 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
+
+	"github.com/sysext/sysext/internal/ctxio"
 )
 
 // entry is one member of a downloaded archive.
@@ -38,7 +40,7 @@ func walkArchive(ctx context.Context, file, format string, fn func(e *entry) err
 	}
 	defer f.Close()
 	if format == "file" {
-		return fn(&entry{name: "", mode: 0o755, typ: tar.TypeReg, r: ctxReader{ctx, f}})
+		return fn(&entry{name: "", mode: 0o755, typ: tar.TypeReg, r: ctxio.Reader(ctx, f)})
 	}
 	if format == "zip" {
 		st, err := f.Stat()
@@ -93,7 +95,7 @@ func walkArchive(ctx context.Context, file, format string, fn func(e *entry) err
 		}
 		return nil
 	}
-	var r io.Reader = bufio.NewReaderSize(ctxReader{ctx, f}, 256<<10)
+	var r io.Reader = bufio.NewReaderSize(ctxio.Reader(ctx, f), 256<<10)
 	switch format {
 	case "tar.gz":
 		gz, err := gzip.NewReader(r)

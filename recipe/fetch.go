@@ -20,6 +20,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/sysext/sysext/atomicfile"
+	"github.com/sysext/sysext/internal/ctxio"
 )
 
 // Fetcher downloads recipe files through an optional mirror into a cache
@@ -240,7 +241,7 @@ func (f *Fetcher) download(ctx context.Context, d PlannedDownload, sum, blob str
 		defer bar.Finish()
 		w = io.MultiWriter(w, bar)
 	}
-	n, err := io.Copy(w, ctxReader{ctx, body})
+	n, err := io.Copy(w, ctxio.Reader(ctx, body))
 	if err == nil && size >= 0 && n != size {
 		err = io.ErrUnexpectedEOF
 	}
@@ -258,18 +259,6 @@ func (f *Fetcher) download(ctx context.Context, d PlannedDownload, sum, blob str
 		return fmt.Errorf("cache: %w", err)
 	}
 	return nil
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 var bsdLine = regexp.MustCompile(`^SHA256 \((.+)\) = ([0-9a-fA-F]{64})$`)
@@ -299,7 +288,7 @@ func (f *Fetcher) small(ctx context.Context, u string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w", src, err)
 	}
 	defer body.Close()
-	data, err := io.ReadAll(io.LimitReader(ctxReader{ctx, body}, MaxChecksumFile+1))
+	data, err := io.ReadAll(io.LimitReader(ctxio.Reader(ctx, body), MaxChecksumFile+1))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", src, err)
 	}

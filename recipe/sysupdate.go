@@ -15,6 +15,7 @@ import (
 
 	"github.com/sysext/sysext/atomicfile"
 	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/internal/ctxio"
 )
 
 // SysupdateOptions describe a systemd-sysupdate transfer for one
@@ -160,7 +161,7 @@ func fileSHA256(ctx context.Context, p string) (string, error) {
 	}
 	defer f.Close()
 	h := sha256.New()
-	if _, err := io.Copy(h, ctxReader{ctx, f}); err != nil {
+	if _, err := io.Copy(h, ctxio.Reader(ctx, f)); err != nil {
 		return "", fmt.Errorf("%s: %w", p, err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil

@@ -64,6 +64,12 @@ type Install struct {
 	ManifestDigest digest.Digest `json:"manifest_digest"`
 	// LayerDigest is the image file's own digest.
 	LayerDigest digest.Digest `json:"layer_digest"`
+	// ReleaseDigest is sha256 over the exact bytes of the image's
+	// extension-release.NAME, recorded at install so activation proves the
+	// merged file byte for byte. Empty in state written before it existed
+	// (and for images that cannot be read, GPT): the proof then compares
+	// the parsed fields.
+	ReleaseDigest digest.Digest `json:"release_digest,omitempty"`
 	// ResolvedDigest is what the source tag pointed to (an index or the
 	// manifest): update compares the tag's digest with it, one request.
 	ResolvedDigest digest.Digest `json:"resolved_digest,omitempty"`

@@ -459,3 +459,60 @@ func FuzzReadState(f *testing.F) {
 		}
 	})
 }
+
+// TestReleaseDigestKept: the extension-release digest recorded at install
+// survives a reopen and a rollback; a state file written before the field
+// existed still reads (empty digest: the proof falls back to fields).
+func TestReleaseDigestKept(t *testing.T) {
+	root := testenv.TempDirNoLeak(t, ".#")
+	o := Options{Root: root}
+	s := open(t, o)
+	rel1, rel2 := digest.FromString("ID=_any\nSYSEXT_VERSION_ID=1\n"), digest.FromString("ID=_any\nSYSEXT_VERSION_ID=2\n")
+	for _, v := range []struct {
+		version string
+		rel     digest.Digest
+	}{{"1", rel1}, {"2", rel2}} {
+		st, err := s.Stage("x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(st.Dir(), "img"), []byte(v.version), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		file, err := st.Commit("img", "x-"+v.version+"-x86-64.raw", digest.FromString(v.version))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := digest.FromString("manifest " + v.version)
+		in := Install{Version: v.version, File: file, LayerDigest: digest.FromString(v.version), ManifestDigest: m, ReleaseDigest: v.rel}
+		if err := s.Install(verify.AcceptUnsigned(m), "x", in, Meta{Source: "example.com/x:latest"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	s = open(t, o)
+	if e, _ := s.Entry("x"); e.Active.ReleaseDigest != rel2 || e.Previous[0].ReleaseDigest != rel1 {
+		t.Fatalf("after reopen: active %q previous %q", e.Active.ReleaseDigest, e.Previous[0].ReleaseDigest)
+	}
+	if in, err := s.Rollback("x"); err != nil || in.ReleaseDigest != rel1 {
+		t.Fatalf("rollback gave %+v, %v", in, err)
+	}
+	s.Close()
+
+	old := t.TempDir()
+	p := filepath.Join(old, DefaultStateFile)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const before = `{"schema":1,"extensions":{"x":{"name":"x","source":"example.com/x:latest","active":{"version":"1","arch":"x86-64","file":"x-1-x86-64.raw","size":1,"manifest_digest":"sha256:8e8a3b1ba2b3e3a1bbfd1e7a8bd5e1e3bba0ddf6b0df1d7e5bc1bb4f0d4cdb6d","layer_digest":"sha256:6b86b273ff34fce19d6b804eff5a3f5747ada4eaa22f1d49c01e52ddb7875b4b","installed_at":"2026-01-01T00:00:00Z"},"activation":{"status":"proven"}}}}`
+	if err := os.WriteFile(p, []byte(before), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st, err := readState(p)
+	if err != nil {
+		t.Fatalf("state without release_digest: %v", err)
+	}
+	if e := st.Extensions["x"]; e == nil || e.Active.Version != "1" || e.Active.ReleaseDigest != "" {
+		t.Fatalf("old state read as %+v", e)
+	}
+}

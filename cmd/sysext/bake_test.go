@@ -4,11 +4,9 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,30 +17,6 @@ import (
 	"github.com/sysext/sysext/internal/testenv"
 	"github.com/sysext/sysext/verify"
 )
-
-// bakeRun runs a command line in-process and returns stdout, stderr and
-// the exit code run() would give.
-func bakeRun(t *testing.T, args ...string) (string, string, int) {
-	t.Helper()
-	root := newRootCommand()
-	var out, errb bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&errb)
-	root.SetArgs(args)
-	err := root.ExecuteContext(context.Background())
-	code := exitOK
-	if err != nil {
-		errb.WriteString("sysext: " + err.Error() + "\n")
-		code = exitFailure
-		var ee *exitError
-		if errors.As(err, &ee) {
-			code = ee.code
-		} else if isCobraUsage(err) {
-			code = exitUsage
-		}
-	}
-	return out.String(), errb.String(), code
-}
 
 const cliRecipe = `name: greet
 description: a test recipe for the command line
@@ -117,7 +91,7 @@ func TestBakeCommand(t *testing.T) {
 		{[]string{"bake", recipeFile, "--version", "2.0", "--sign"}, "--sign needs --push"},
 		{[]string{"recipes", "show", "nope"}, "unknown recipe"},
 	} {
-		_, errs, code := bakeRun(t, tc.args...)
+		_, errs, code := runCLI(t, tc.args...)
 		if code != exitUsage || !strings.Contains(errs, tc.want) {
 			t.Errorf("%v: exit %d, %q; want 2 and %q", tc.args, code, errs, tc.want)
 		}
@@ -125,7 +99,7 @@ func TestBakeCommand(t *testing.T) {
 
 	// A download that does not match: exit 1, nothing written.
 	files["/example.org/greet/v2.0/greet-x86_64.tar.gz"] = greetTarball(t, "#!/bin/sh\necho tampered\n")
-	_, errs, code := bakeRun(t, "bake", recipeFile, "--version", "2.0", "--mirror", srv.URL, "--cache", cache, "-o", out+"/")
+	_, errs, code := runCLI(t, "bake", recipeFile, "--version", "2.0", "--mirror", srv.URL, "--cache", cache, "-o", out+"/")
 	if code != exitFailure || !strings.Contains(errs, "checksum mismatch") {
 		t.Errorf("tampered download: exit %d, %q", code, errs)
 	}
@@ -143,7 +117,7 @@ func TestBakeCommand(t *testing.T) {
 	os.WriteFile(key, priv, 0o600)
 	t.Setenv("COSIGN_PASSWORD", "")
 	layout := filepath.Join(dir, "layout")
-	stdout, errs, code := bakeRun(t, "bake", recipeFile, "--version", "2.0", "--mirror", srv.URL, "--cache", cache, "-o", out+"/", "--json",
+	stdout, errs, code := runCLI(t, "bake", recipeFile, "--version", "2.0", "--mirror", srv.URL, "--cache", cache, "-o", out+"/", "--json",
 		"--push", "oci:"+layout+":2.0", "--sign", "--key", key)
 	if code != 0 {
 		t.Fatalf("bake: exit %d: %s", code, errs)
@@ -165,20 +139,20 @@ func TestBakeCommand(t *testing.T) {
 	}
 
 	// sysupdate over the baked image.
-	stdout, errs, code = bakeRun(t, "sysupdate", "greet", "--url", "https://example.org/ext/greet/", "--dir", out)
+	stdout, errs, code = runCLI(t, "sysupdate", "greet", "--url", "https://example.org/ext/greet/", "--dir", out)
 	if code != 0 || !strings.Contains(stdout, "listed greet-2.0-x86-64.raw") {
 		t.Errorf("sysupdate: %d %s %s", code, stdout, errs)
 	}
 	if _, err := os.Stat(filepath.Join(out, "greet.conf")); err != nil {
 		t.Error(err)
 	}
-	if _, errs, code = bakeRun(t, "sysupdate", "greet"); code != exitUsage || !strings.Contains(errs, "--url") {
+	if _, errs, code = runCLI(t, "sysupdate", "greet"); code != exitUsage || !strings.Contains(errs, "--url") {
 		t.Errorf("sysupdate without --url: %d %s", code, errs)
 	}
 }
 
 func TestRecipesAndButaneCommands(t *testing.T) {
-	stdout, errs, code := bakeRun(t, "recipes", "list", "--json")
+	stdout, errs, code := runCLI(t, "recipes", "list", "--json")
 	if code != 0 {
 		t.Fatalf("recipes list: %s", errs)
 	}
@@ -189,19 +163,19 @@ func TestRecipesAndButaneCommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &list); err != nil || len(list) < 17 {
 		t.Fatalf("recipes list --json: %v, %d recipes", err, len(list))
 	}
-	stdout, _, code = bakeRun(t, "recipes", "list")
+	stdout, _, code = runCLI(t, "recipes", "list")
 	if code != 0 || !strings.Contains(stdout, "kubernetes") || !strings.Contains(stdout, "arm64,x86-64") {
 		t.Errorf("recipes list:\n%s", stdout)
 	}
-	stdout, _, code = bakeRun(t, "recipes", "show", "kubernetes")
+	stdout, _, code = runCLI(t, "recipes", "show", "kubernetes")
 	if code != 0 || !strings.Contains(stdout, "# option cni-version") || !strings.Contains(stdout, "name: kubernetes\n") {
 		t.Errorf("recipes show:\n%s", stdout)
 	}
-	stdout, errs, code = bakeRun(t, "butane", "ghcr.io/acme/ext/nebula:1.9")
+	stdout, errs, code = runCLI(t, "butane", "ghcr.io/acme/ext/nebula:1.9")
 	if code != 0 || !strings.Contains(stdout, "variant: flatcar") || !strings.Contains(stdout, "sysext pull ghcr.io/acme/ext/nebula:1.9 --name nebula") {
 		t.Errorf("butane: %d %s\n%s", code, errs, stdout)
 	}
-	if _, errs, code = bakeRun(t, "butane", "a/b:1", "--variant", "rhel"); code != exitUsage {
+	if _, errs, code = runCLI(t, "butane", "a/b:1", "--variant", "rhel"); code != exitUsage {
 		t.Errorf("butane --variant rhel: %d %s", code, errs)
 	}
 }

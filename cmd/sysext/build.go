@@ -46,15 +46,24 @@ type fromImageOptions struct {
 func (o *buildOptions) AddFlags(c *cobra.Command) {
 	f := c.Flags()
 	f.StringVar(&o.Name, "name", "", "extension name (the NAME in extension-release.NAME); required")
+	o.addImageFlags(c,
+		"architecture in systemd's naming (x86-64, arm64, ...), an OCI or uname name, or _any (default: the host's)",
+		"compression, ALG or ALG:LEVEL (squashfs: gzip, xz, lzo, lz4, zstd, none; erofs: lz4, lz4hc, none; default zstd / lz4hc)")
+	f.StringVar(&o.Scope, "scope", "", `SYSEXT_SCOPE: "system", "initrd", "portable" or several, space-separated (default: unset, meaning system portable)`)
+	f.StringArrayVar(&o.Enable, "enable", nil, "start this unit (under usr/lib/systemd/system/ in the tree) while the extension is merged, via an Upholds= drop-in; repeatable")
+}
+
+// addImageFlags adds the flags of every command that writes an image (build,
+// flix, flatwrap); only the help of --arch and --compression differs.
+func (o *buildOptions) addImageFlags(c *cobra.Command, archHelp, compressionHelp string) {
+	f := c.Flags()
 	f.StringVar(&o.Version, "version", "", "extension version (SYSEXT_VERSION_ID); required")
-	f.StringVar(&o.Arch, "arch", "", "architecture in systemd's naming (x86-64, arm64, ...), an OCI or uname name, or _any (default: the host's)")
+	f.StringVar(&o.Arch, "arch", "", archHelp)
 	f.StringVar(&o.OS, "os", extension.AnyID, "ID of the OS the extension is for, or _any")
 	f.StringVar(&o.SysextLevel, "sysext-level", "", "SYSEXT_LEVEL the host must have (with --os)")
 	f.StringVar(&o.VersionID, "version-id", "", "VERSION_ID the host must have (with --os, when it has no SYSEXT_LEVEL)")
-	f.StringVar(&o.Scope, "scope", "", `SYSEXT_SCOPE: "system", "initrd", "portable" or several, space-separated (default: unset, meaning system portable)`)
 	f.StringVar(&o.Format, "format", string(builder.Squashfs), "image format: squashfs or erofs")
-	f.StringVar(&o.Compression, "compression", "", "compression, ALG or ALG:LEVEL (squashfs: gzip, xz, lzo, lz4, zstd, none; erofs: lz4, lz4hc, none; default zstd / lz4hc)")
-	f.StringArrayVar(&o.Enable, "enable", nil, "start this unit (under usr/lib/systemd/system/ in the tree) while the extension is merged, via an Upholds= drop-in; repeatable")
+	f.StringVar(&o.Compression, "compression", "", compressionHelp)
 	f.StringVarP(&o.Output, "output", "o", "", "output file, or directory for NAME-VERSION-ARCH.raw (default: the current directory)")
 	f.BoolVar(&o.Force, "force", false, "replace an existing output file")
 	f.BoolVar(&o.JSON, "json", false, "print the result as JSON")
@@ -181,11 +190,16 @@ func runBuild(c *cobra.Command, o buildOptions, tree string) error {
 	if err != nil {
 		return err
 	}
-	// The tools' progress only on a terminal; scripts get quiet output.
+	progressTo(c, o, &bo)
+	return printBuildResult(c, o, bo)
+}
+
+// progressTo shows the tools' progress only on a terminal; scripts get
+// quiet output.
+func progressTo(c *cobra.Command, o buildOptions, bo *builder.Options) {
 	if !o.JSON && term.IsTerminal(int(os.Stderr.Fd())) {
 		bo.Progress = c.ErrOrStderr()
 	}
-	return printBuildResult(c, o, bo)
 }
 
 // printBuildResult runs the build with bo and prints the result; the
@@ -195,6 +209,12 @@ func printBuildResult(c *cobra.Command, o buildOptions, bo builder.Options) erro
 	if err != nil {
 		return err
 	}
+	return printBuilt(c, o, res)
+}
+
+// printBuilt prints a built image's warnings and description (as JSON with
+// --json); build, flix and flatwrap share it.
+func printBuilt(c *cobra.Command, o buildOptions, res *builder.Result) error {
 	for _, w := range res.Warnings {
 		fmt.Fprintf(c.ErrOrStderr(), "sysext: warning: %s\n", w)
 	}

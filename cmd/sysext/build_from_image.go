@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/fromimage"
@@ -122,10 +121,14 @@ func runBuildFromImage(c *cobra.Command, opts buildOptions, img fromImageOptions
 		}
 		opts.OS, opts.VersionID, opts.SysextLevel = id, vid, ""
 		msg := fmt.Sprintf("bound to the base: ID=%s VERSION_ID=%s", id, vid)
-		for _, k := range []string{"IMAGE_ID", "IMAGE_VERSION"} {
-			if v := res.OSRelease[k]; v != "" {
-				msg += " " + k + "=" + v
-			}
+		// IMAGE_ID/IMAGE_VERSION go into the extension-release (push
+		// records them as annotations).
+		image, err := fromimage.BindToBaseImage(tree, opts.Name, res.OSRelease)
+		if err != nil {
+			return err
+		}
+		for _, k := range image.Keys() {
+			msg += " " + k + "=" + image.Get(k)
 		}
 		fmt.Fprintf(w, "sysext: %s\n", msg)
 	}
@@ -133,9 +136,7 @@ func runBuildFromImage(c *cobra.Command, opts buildOptions, img fromImageOptions
 	if err != nil {
 		return err
 	}
-	if !opts.JSON && term.IsTerminal(int(os.Stderr.Fd())) {
-		bo.Progress = c.ErrOrStderr()
-	}
+	progressTo(c, opts, &bo)
 	if fo.ConfextTree != "" {
 		if res.Kept["etc"] == 0 {
 			fmt.Fprintf(w, "sysext: the image adds nothing under /etc: no confext written\n")

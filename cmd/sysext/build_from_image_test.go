@@ -1,69 +1,17 @@
 package main
 
 import (
-	"archive/tar"
-	"bytes"
-	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
 
-	"github.com/klauspost/compress/gzip"
-	"github.com/opencontainers/go-digest"
-	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"oras.land/oras-go/v2/content"
 
 	"github.com/sysext/sysext/internal/testenv"
 	"github.com/sysext/sysext/oci/ocitest"
 )
-
-// pushLayered pushes an image made of the given layers (name -> body; a
-// name ending in / is a directory).
-func pushLayered(t *testing.T, reg *ocitest.Registry, repoTag string, layers ...[][2]string) string {
-	t.Helper()
-	tg, ref := reg.Open(t, repoTag)
-	ctx := context.Background()
-	put := func(mt string, b []byte) ocispec.Descriptor {
-		d := content.NewDescriptorFromBytes(mt, b)
-		if ok, _ := tg.Exists(ctx, d); !ok {
-			if err := tg.Push(ctx, d, bytes.NewReader(b)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return d
-	}
-	cfg := ocispec.Image{Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"}, RootFS: ocispec.RootFS{Type: "layers"}}
-	m := ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest}
-	for _, l := range layers {
-		var tb bytes.Buffer
-		tw := tar.NewWriter(&tb)
-		for _, e := range l {
-			h := &tar.Header{Name: e[0], Mode: 0o755, Typeflag: tar.TypeReg, Size: int64(len(e[1]))}
-			if strings.HasSuffix(e[0], "/") {
-				h.Typeflag, h.Size = tar.TypeDir, 0
-			}
-			tw.WriteHeader(h)
-			tw.Write([]byte(e[1]))
-		}
-		tw.Close()
-		var gz bytes.Buffer
-		zw := gzip.NewWriter(&gz)
-		zw.Write(tb.Bytes())
-		zw.Close()
-		m.Layers = append(m.Layers, put(ocispec.MediaTypeImageLayerGzip, gz.Bytes()))
-		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, digest.FromBytes(tb.Bytes()))
-	}
-	cb, _ := json.Marshal(cfg)
-	m.Config = put(ocispec.MediaTypeImageConfig, cb)
-	mb, _ := json.Marshal(m)
-	if err := tg.Tag(ctx, put(ocispec.MediaTypeImageManifest, mb), ref.Tag); err != nil {
-		t.Fatal(err)
-	}
-	return reg.Ref(repoTag)
-}
 
 func TestBuildFromImageCommand(t *testing.T) {
 	testenv.RequireTool(t, "mksquashfs")
@@ -73,15 +21,15 @@ func TestBuildFromImageCommand(t *testing.T) {
 	added := [][2]string{{"usr/", ""}, {"usr/bin/", ""}, {"usr/bin/tool", "#!/bin/sh\n"},
 		{"usr/lib/", ""}, {"usr/lib/systemd/", ""}, {"usr/lib/systemd/system/", ""}, {"usr/lib/systemd/system/tool.service", "[Service]\nExecStart=/usr/bin/tool\n"}, {"etc/", ""}, {"etc/tool.conf", "c"}}
 	deletion := [][2]string{{"usr/share/.wh.gone", ""}}
-	base := pushLayered(t, reg, "os/base:42", baseLayer)
-	derived := pushLayered(t, reg, "os/tool:1", baseLayer, added, deletion)
+	base := pushLayered(t, reg, "os/base:42", ocispec.ImageConfig{}, baseLayer)
+	derived := pushLayered(t, reg, "os/tool:1", ocispec.ImageConfig{}, baseLayer, added, deletion)
 	out := testenv.TempDirNoLeak(t, ".#")
 
-	_, errs, code := ociRun(t, "", "build", "--from-image", derived, "--base", base, "--name", "tool", "--version", "1", "-o", out+"/")
+	_, errs, code := runCLI(t, "build", "--from-image", derived, "--base", base, "--name", "tool", "--version", "1", "-o", out+"/")
 	if code != 1 || !strings.Contains(errs, "/usr/share/gone") || !strings.Contains(errs, "--ignore-deletions") {
 		t.Fatalf("deletion: %d %s", code, errs)
 	}
-	stdout, errs, code := ociRun(t, "", "build", "--from-image", derived, "--base", base, "--name", "tool", "--version", "1", "-o", out+"/", "--ignore-deletions", "--json")
+	stdout, errs, code := runCLI(t, "build", "--from-image", derived, "--base", base, "--name", "tool", "--version", "1", "-o", out+"/", "--ignore-deletions", "--json")
 	if code != 0 {
 		t.Fatalf("build: %d %s", code, errs)
 	}
@@ -101,13 +49,13 @@ func TestBuildFromImageCommand(t *testing.T) {
 		}
 	}
 	// --os given: not bound to the base.
-	stdout, errs, code = ociRun(t, "", "build", "--from-image", derived, "--base", base, "--name", "tool", "--version", "2", "-o", out+"/", "--ignore-deletions", "--json", "--os", "_any")
+	stdout, errs, code = runCLI(t, "build", "--from-image", derived, "--base", base, "--name", "tool", "--version", "2", "-o", out+"/", "--ignore-deletions", "--json", "--os", "_any")
 	if code != 0 || !strings.Contains(stdout, `"id": "_any"`) {
 		t.Fatalf("--os _any: %d %s %s", code, stdout, errs)
 	}
 	// /etc goes to a confext bound the same way.
 	conf := out + "/tool-conf.raw"
-	if _, errs, code = ociRun(t, "", "build", "--from-image", derived, "--base", base, "--name", "tool", "--version", "3", "-o", out+"/", "--ignore-deletions", "--confext", conf); code != 0 || !strings.Contains(errs, "confext") {
+	if _, errs, code = runCLI(t, "build", "--from-image", derived, "--base", base, "--name", "tool", "--version", "3", "-o", out+"/", "--ignore-deletions", "--confext", conf); code != 0 || !strings.Contains(errs, "confext") {
 		t.Fatalf("--confext: %d %s", code, errs)
 	}
 	testenv.RequireTool(t, "unsquashfs")

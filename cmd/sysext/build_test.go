@@ -1,10 +1,7 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,30 +11,6 @@ import (
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/internal/testenv"
 )
-
-// buildCmdRun runs a command line in-process and returns stdout, stderr
-// and the exit code main would use.
-func buildCmdRun(t *testing.T, args ...string) (string, string, int) {
-	t.Helper()
-	root := newRootCommand()
-	var out, errb bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&errb)
-	root.SetArgs(args)
-	err := root.ExecuteContext(context.Background())
-	if err == nil {
-		return out.String(), errb.String(), exitOK
-	}
-	errb.WriteString("sysext: " + err.Error() + "\n")
-	var ee *exitError
-	switch {
-	case errors.As(err, &ee):
-		return out.String(), errb.String(), ee.code
-	case isCobraUsage(err):
-		return out.String(), errb.String(), exitUsage
-	}
-	return out.String(), errb.String(), exitFailure
-}
 
 // exampleTree is the repository's example extension.
 func exampleTree(t *testing.T) string {
@@ -55,7 +28,7 @@ func TestBuildAndInspectCommands(t *testing.T) {
 	for _, format := range []string{"squashfs", "erofs"} {
 		t.Run(format, func(t *testing.T) {
 			out := testenv.TempDirNoLeak(t, ".#")
-			stdout, stderr, code := buildCmdRun(t, "build", exampleTree(t), "--name", "sysext-hello", "--version", "1.0",
+			stdout, stderr, code := runCLI(t, "build", exampleTree(t), "--name", "sysext-hello", "--version", "1.0",
 				"--arch", "amd64", "--format", format, "--enable", "sysext-hello.service", "-o", out+"/", "--json")
 			if code != exitOK {
 				t.Fatalf("build exit %d: %s", code, stderr)
@@ -71,7 +44,7 @@ func TestBuildAndInspectCommands(t *testing.T) {
 
 			osRel := filepath.Join(t.TempDir(), "os-release")
 			os.WriteFile(osRel, []byte("ID=debian\nVERSION_ID=12\n"), 0o644)
-			stdout, stderr, code = buildCmdRun(t, "inspect", img, "--json", "--os-release", osRel)
+			stdout, stderr, code = runCLI(t, "inspect", img, "--json", "--os-release", osRel)
 			if code != exitOK {
 				t.Fatalf("inspect exit %d: %s", code, stderr)
 			}
@@ -87,7 +60,7 @@ func TestBuildAndInspectCommands(t *testing.T) {
 				t.Fatalf("compatible = %+v", got.Compatible)
 			}
 
-			stdout, _, code = buildCmdRun(t, "inspect", img, "--os-release", osRel)
+			stdout, _, code = runCLI(t, "inspect", img, "--os-release", osRel)
 			for _, want := range []string{"name:           sysext-hello", "format:         " + format, "digest:         sha256:", "upholds:        sysext-hello.service"} {
 				if code != exitOK || !strings.Contains(stdout, want) {
 					t.Fatalf("inspect printed (exit %d):\n%s\nwant %q", code, stdout, want)
@@ -95,7 +68,7 @@ func TestBuildAndInspectCommands(t *testing.T) {
 			}
 
 			// A second build without --force: refused, exit 1, file kept.
-			_, stderr, code = buildCmdRun(t, "build", exampleTree(t), "--name", "sysext-hello", "--version", "1.0",
+			_, stderr, code = runCLI(t, "build", exampleTree(t), "--name", "sysext-hello", "--version", "1.0",
 				"--arch", "x86-64", "--format", format, "-o", out)
 			if code != exitFailure || !strings.Contains(stderr, "already exists: use --force") {
 				t.Fatalf("second build: exit %d, %s", code, stderr)
@@ -109,7 +82,7 @@ func hostArchIs(a string) bool { return hostArch() == a }
 func TestInspectIncompatible(t *testing.T) {
 	testenv.RequireTool(t, "mksquashfs")
 	out := t.TempDir()
-	_, stderr, code := buildCmdRun(t, "build", exampleTree(t), "--name", "sysext-hello", "--version", "1.0",
+	_, stderr, code := runCLI(t, "build", exampleTree(t), "--name", "sysext-hello", "--version", "1.0",
 		"--os", "fedora", "--version-id", "39", "-o", out)
 	if code != exitOK {
 		t.Fatalf("build: %s", stderr)
@@ -117,7 +90,7 @@ func TestInspectIncompatible(t *testing.T) {
 	img := filepath.Join(out, "sysext-hello-1.0-"+hostArch()+".raw")
 	osRel := filepath.Join(t.TempDir(), "os-release")
 	os.WriteFile(osRel, []byte("ID=fedora\nVERSION_ID=40\n"), 0o644)
-	stdout, _, code := buildCmdRun(t, "inspect", img, "--os-release", osRel)
+	stdout, _, code := runCLI(t, "inspect", img, "--os-release", osRel)
 	if code != exitOK || !strings.Contains(stdout, "merges:         no") || !strings.Contains(stdout, "VERSION_ID=39 does not match the host's VERSION_ID=40") {
 		t.Fatalf("inspect (exit %d):\n%s", code, stdout)
 	}
@@ -143,7 +116,7 @@ func TestBuildCommandUsageErrors(t *testing.T) {
 		{[]string{"inspect", filepath.Join(tree, "usr/bin/sysext-hello")}, exitFailure, "is not a squashfs, EROFS or GPT image"},
 	}
 	for _, tt := range tests {
-		_, stderr, code := buildCmdRun(t, tt.args...)
+		_, stderr, code := runCLI(t, tt.args...)
 		if code != tt.code || !strings.Contains(stderr, tt.want) {
 			t.Errorf("sysext %s: exit %d, %q; want exit %d and %q", strings.Join(tt.args, " "), code, stderr, tt.code, tt.want)
 		}
@@ -157,11 +130,7 @@ func hostArch() string { return string(extension.HostArch()) }
 // root a real merge in a private mount namespace.
 func TestDemoScript(t *testing.T) {
 	testenv.RequireTool(t, "mksquashfs")
-	goTool := testenv.RequireTool(t, "go")
-	bin := filepath.Join(t.TempDir(), "sysext")
-	if out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := testenv.BuildSysext(t)
 	script, _ := filepath.Abs("../../scripts/demo.sh")
 	cmd := exec.Command(script)
 	cmd.Env = append(os.Environ(), "SYSEXT="+bin)

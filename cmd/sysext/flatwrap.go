@@ -76,5 +76,5 @@ func runFlatwrap(c *cobra.Command, o flatwrapOptions, args []string) error {
 	if err != nil {
 		return fmt.Errorf("flatwrap %s: %w", fo.Name, err)
 	}
-	return printPacked(c, o.buildOptions, res)
+	return printBuilt(c, o.buildOptions, res)
 }

@@ -2,10 +2,8 @@ package main
 
 import (
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/sysext/sysext/builder"
 	"github.com/sysext/sysext/extension"
@@ -21,17 +19,9 @@ type packOptions struct {
 }
 
 func (o *packOptions) AddFlags(c *cobra.Command) {
-	f := c.Flags()
-	f.StringVar(&o.Version, "version", "", "extension version (SYSEXT_VERSION_ID); required")
-	f.StringVar(&o.Arch, "arch", "", "architecture of the programs, in systemd's naming (x86-64, arm64, ...) or an OCI or uname name (default: the host's)")
-	f.StringVar(&o.OS, "os", extension.AnyID, "ID of the OS the extension is for, or _any")
-	f.StringVar(&o.SysextLevel, "sysext-level", "", "SYSEXT_LEVEL the host must have (with --os)")
-	f.StringVar(&o.VersionID, "version-id", "", "VERSION_ID the host must have (with --os, when it has no SYSEXT_LEVEL)")
-	f.StringVar(&o.Format, "format", string(builder.Squashfs), "image format: squashfs or erofs")
-	f.StringVar(&o.Compression, "compression", "", "compression, as for 'sysext build' (default zstd / lz4hc)")
-	f.StringVarP(&o.Output, "output", "o", "", "output file, or directory for NAME-VERSION-ARCH.raw (default: the current directory)")
-	f.BoolVar(&o.Force, "force", false, "replace an existing output file")
-	f.BoolVar(&o.JSON, "json", false, "print the result as JSON")
+	o.addImageFlags(c,
+		"architecture of the programs, in systemd's naming (x86-64, arm64, ...) or an OCI or uname name (default: the host's)",
+		"compression, as for 'sysext build' (default zstd / lz4hc)")
 }
 
 // packInputs checks ROOTFS NAME PATH... and the build flags.
@@ -54,26 +44,6 @@ func (o *packOptions) packInputs(args []string) (flix.Options, builder.Options, 
 		fo.Programs = append(fo.Programs, p)
 	}
 	return fo, bo, nil
-}
-
-// printPacked prints a built image like 'sysext build' does.
-func printPacked(c *cobra.Command, o buildOptions, res *builder.Result) error {
-	for _, w := range res.Warnings {
-		fmt.Fprintf(c.ErrOrStderr(), "sysext: warning: %s\n", w)
-	}
-	j := newImageJSON(res.Path, string(res.Format), res.Size, res.Digest, res.Meta, res.Release, res.Upholds)
-	if o.JSON {
-		j.Warnings = res.Warnings
-		return printJSON(c.OutOrStdout(), j)
-	}
-	fmt.Fprintf(c.OutOrStdout(), "built %s\n", res.Path)
-	return printImage(c.OutOrStdout(), j)
-}
-
-func progressTo(c *cobra.Command, o buildOptions, bo *builder.Options) {
-	if !o.JSON && term.IsTerminal(int(os.Stderr.Fd())) {
-		bo.Progress = c.ErrOrStderr()
-	}
 }
 
 // flixOptions are the flags of `sysext flix`.
@@ -131,5 +101,5 @@ func runFlix(c *cobra.Command, o flixOptions, args []string) error {
 	if err != nil {
 		return fmt.Errorf("flix %s: %w", fo.Name, err)
 	}
-	return printPacked(c, o.buildOptions, res)
+	return printBuilt(c, o.buildOptions, res)
 }

@@ -3,15 +3,14 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
 
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/fsimage"
+	"github.com/sysext/sysext/internal/smallfile"
 )
 
 // hostOSReleasePaths are where os-release(5) says to look, in order.
@@ -77,17 +76,10 @@ func readOSRelease(path string) (string, *extension.Release, error) {
 }
 
 func readSmallFile(p string, limit int64) ([]byte, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > limit {
+	data, err := smallfile.Read(p, limit)
+	var tl *smallfile.TooLargeError
+	if errors.As(err, &tl) {
 		return nil, fmt.Errorf("%s is more than %d bytes", p, limit)
 	}
-	return data, nil
+	return data, err
 }

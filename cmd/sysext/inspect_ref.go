@@ -134,6 +134,11 @@ func runInspectRef(c *cobra.Command, opts inspectOptions, arg string) error {
 		cj := &compatJSON{OSRelease: hostFile}
 		if e.Kind == oci.KindSysext {
 			rel := e.Metadata.Release()
+			// The base OS image `build --from-image` recorded (valid values only).
+			image := oci.ImageFromAnnotations(e.Manifest.Annotations)
+			for _, k := range image.Keys() {
+				rel.Set(k, image.Get(k))
+			}
 			ij := newImageJSON("", e.Manifest.Annotations[oci.AnnotationFormat], e.Layer.Size, e.Layer.Digest.String(), e.Metadata, rel, nil)
 			p.Extension = &ij
 			cj.OK = true
@@ -198,6 +203,11 @@ func printRef(w io.Writer, j refJSON) error {
 			fmt.Fprintf(w, "  %-13s %s\n", "ID:", e.ID)
 			fmt.Fprintf(w, "  %-13s %s\n", "SYSEXT_LEVEL:", dash(e.SysextLevel))
 			fmt.Fprintf(w, "  %-13s %s\n", "VERSION_ID:", dash(e.VersionID))
+			for _, k := range []string{extension.FieldImageID, extension.FieldImageVersion} {
+				if v := e.Release[k]; v != "" {
+					fmt.Fprintf(w, "  %-13s %s\n", k+":", v)
+				}
+			}
 			fmt.Fprintf(w, "  %-13s %s\n", "scope:", strings.Join(e.Scope, " "))
 		}
 		fmt.Fprintf(w, "  %-13s %s\n", "attached:", p.Attached)

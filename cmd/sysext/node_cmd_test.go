@@ -1,10 +1,7 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,29 +11,6 @@ import (
 	"github.com/sysext/sysext/oci/ocitest"
 )
 
-// nodeRun runs a node command line in-process: stdout, stderr, exit code.
-func nodeRun(t *testing.T, args ...string) (string, string, int) {
-	t.Helper()
-	root := newRootCommand()
-	var out, errb bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&errb)
-	root.SetArgs(args)
-	err := root.ExecuteContext(context.Background())
-	code := exitOK
-	if err != nil {
-		errb.WriteString("sysext: " + err.Error() + "\n")
-		code = exitFailure
-		var ee *exitError
-		if errors.As(err, &ee) {
-			code = ee.code
-		} else if isCobraUsage(err) {
-			code = exitUsage
-		}
-	}
-	return out.String(), errb.String(), code
-}
-
 // TestNodeCommands covers the node commands' exit codes and output on an
 // OCI layout and a node root in a temp dir.
 func TestNodeCommands(t *testing.T) {
@@ -45,17 +19,17 @@ func TestNodeCommands(t *testing.T) {
 	v1 := ocitest.Squashfs(t, ocitest.Meta("cmdhello", "1.0", arch), []byte("one"))
 	v2 := ocitest.Squashfs(t, ocitest.Meta("cmdhello", "2.0", arch), []byte("two"))
 	ref := ocitest.NewLayout(t, "stable").String()
-	if _, errs, code := nodeRun(t, "push", "-q", v1, ref); code != 0 {
+	if _, errs, code := runCLI(t, "push", "-q", v1, ref); code != 0 {
 		t.Fatalf("push: %s", errs)
 	}
 	root := t.TempDir()
 	os.MkdirAll(filepath.Join(root, "etc"), 0o755)
 	os.WriteFile(filepath.Join(root, "etc/os-release"), []byte("ID=debian\nVERSION_ID=12\n"), 0o644)
 
-	if _, errs, code := nodeRun(t, "pull", ref, "--root", root); code != exitFailure || !strings.Contains(errs, "no trust policy") {
+	if _, errs, code := runCLI(t, "pull", ref, "--root", root); code != exitFailure || !strings.Contains(errs, "no trust policy") {
 		t.Fatalf("pull without a policy: %d %s", code, errs)
 	}
-	out, errs, code := nodeRun(t, "pull", ref, "--root", root, "--insecure-allow-unsigned", "--json")
+	out, errs, code := runCLI(t, "pull", ref, "--root", root, "--insecure-allow-unsigned", "--json")
 	var r struct{ Name, Version, Action string }
 	if code != 0 || json.Unmarshal([]byte(out), &r) != nil || r.Version != "1.0" || r.Action != "pulled" {
 		t.Fatalf("pull: %d %q %s", code, out, errs)
@@ -63,53 +37,53 @@ func TestNodeCommands(t *testing.T) {
 	if !strings.Contains(errs, "without a signature") {
 		t.Fatalf("no warning for an unsigned pull: %s", errs)
 	}
-	if _, _, code := nodeRun(t, "update", "--root", root); code != exitUsage {
+	if _, _, code := runCLI(t, "update", "--root", root); code != exitUsage {
 		t.Fatalf("update without names: %d", code)
 	}
-	if out, _, code := nodeRun(t, "update", "--all", "--root", root); code != exitUpToDate || !strings.Contains(out, "up to date") {
+	if out, _, code := runCLI(t, "update", "--all", "--root", root); code != exitUpToDate || !strings.Contains(out, "up to date") {
 		t.Fatalf("update, nothing new: %d %s", code, out)
 	}
-	if _, errs, code := nodeRun(t, "push", "-q", v2, ref); code != 0 {
+	if _, errs, code := runCLI(t, "push", "-q", v2, ref); code != 0 {
 		t.Fatalf("push: %s", errs)
 	}
-	if out, _, code := nodeRun(t, "update", "--all", "--dry-run", "--root", root); code != 0 || !strings.Contains(out, "dry run") {
+	if out, _, code := runCLI(t, "update", "--all", "--dry-run", "--root", root); code != 0 || !strings.Contains(out, "dry run") {
 		t.Fatalf("update --dry-run: %d %s", code, out)
 	}
-	if out, _, code := nodeRun(t, "update", "cmdhello", "--root", root); code != 0 || !strings.Contains(out, "updated from 1.0") {
+	if out, _, code := runCLI(t, "update", "cmdhello", "--root", root); code != 0 || !strings.Contains(out, "updated from 1.0") {
 		t.Fatalf("update: %d %s", code, out)
 	}
-	if out, _, code := nodeRun(t, "list", "--root", root); code != 0 || !strings.Contains(out, "cmdhello") || !strings.Contains(out, "2.0") {
+	if out, _, code := runCLI(t, "list", "--root", root); code != 0 || !strings.Contains(out, "cmdhello") || !strings.Contains(out, "2.0") {
 		t.Fatalf("list: %d %s", code, out)
 	}
-	if out, _, code := nodeRun(t, "rollback", "cmdhello", "--root", root); code != 0 || !strings.Contains(out, "1.0") {
+	if out, _, code := runCLI(t, "rollback", "cmdhello", "--root", root); code != 0 || !strings.Contains(out, "1.0") {
 		t.Fatalf("rollback: %d %s", code, out)
 	}
-	if _, _, code := nodeRun(t, "gc", "--keep", "0", "--root", root); code != exitUsage {
+	if _, _, code := runCLI(t, "gc", "--keep", "0", "--root", root); code != exitUsage {
 		t.Fatalf("gc --keep 0: %d", code)
 	}
-	if out, _, code := nodeRun(t, "gc", "--keep", "1", "--root", root); code != 0 || !strings.Contains(out, "cmdhello-2.0") {
+	if out, _, code := runCLI(t, "gc", "--keep", "1", "--root", root); code != 0 || !strings.Contains(out, "cmdhello-2.0") {
 		t.Fatalf("gc: %d %s", code, out)
 	}
-	if _, errs, code := nodeRun(t, "rollback", "nosuch", "--root", root); code != exitFailure || !strings.Contains(errs, "not installed") {
+	if _, errs, code := runCLI(t, "rollback", "nosuch", "--root", root); code != exitFailure || !strings.Contains(errs, "not installed") {
 		t.Fatalf("rollback of nothing: %d %s", code, errs)
 	}
 	osr := filepath.Join(t.TempDir(), "os-release")
 	os.WriteFile(osr, []byte("ID=debian\nVERSION_ID=13\n"), 0o644)
-	if out, _, code := nodeRun(t, "check", "--os-release", osr, "--root", root); code != 0 || !strings.Contains(out, "cmdhello: ok") {
+	if out, _, code := runCLI(t, "check", "--os-release", osr, "--root", root); code != 0 || !strings.Contains(out, "cmdhello: ok") {
 		t.Fatalf("check: %d %s", code, out)
 	}
-	if _, _, code := nodeRun(t, "check", "--root", root); code != exitUsage {
+	if _, _, code := runCLI(t, "check", "--root", root); code != exitUsage {
 		t.Fatalf("check without --os-release: %d", code)
 	}
 	// A corrupt state: list explains and exits 1, the link is untouched.
 	state := filepath.Join(root, "var/lib/sysext/state.json")
 	os.WriteFile(state, []byte("{"), 0o644)
-	if out, _, code := nodeRun(t, "list", "--root", root); code != exitFailure || !strings.Contains(out, state) || !strings.Contains(out, "sysext link") {
+	if out, _, code := runCLI(t, "list", "--root", root); code != exitFailure || !strings.Contains(out, state) || !strings.Contains(out, "sysext link") {
 		t.Fatalf("list with a corrupt state: %d %s", code, out)
 	}
 	os.Remove(state)
 	units := t.TempDir()
-	if out, _, code := nodeRun(t, "install-units", "--root", units); code != 0 || !strings.Contains(out, "sysext-update.timer") {
+	if out, _, code := runCLI(t, "install-units", "--root", units); code != 0 || !strings.Contains(out, "sysext-update.timer") {
 		t.Fatalf("install-units: %d %s", code, out)
 	}
 	b, err := os.ReadFile(filepath.Join(units, "etc/systemd/system/sysext-sync.service"))

@@ -116,6 +116,46 @@ func (f nodeFlags) node(c *cobra.Command, copyMode bool) (*node.Node, error) {
 	}), nil
 }
 
+// finishResult prints r (when there is one) as JSON with --json, else for
+// people when forPeople, and returns err with exit 1 (nil stays nil).
+func (f nodeFlags) finishResult(c *cobra.Command, r *node.Result, err error, forPeople bool) error {
+	if r != nil {
+		if f.JSON {
+			if jerr := printJSON(c.OutOrStdout(), r); jerr != nil {
+				return jerr
+			}
+		} else if forPeople {
+			printResult(c.OutOrStdout(), *r)
+		}
+	}
+	return withExit(exitFailure, err)
+}
+
+// finishResults prints rs as JSON ([] for none) with --json, else for people
+// unless -q, and gives update's exit codes: 1 on err, 0 when some result
+// counts as a change, else 3 (nothing to do).
+func (f nodeFlags) finishResults(c *cobra.Command, rs []node.Result, err error, isChange func(node.Result) bool) error {
+	if f.JSON {
+		if rs == nil {
+			rs = []node.Result{}
+		}
+		if jerr := printJSON(c.OutOrStdout(), rs); jerr != nil {
+			return jerr
+		}
+	} else if !f.Quiet {
+		printResults(c.OutOrStdout(), rs)
+	}
+	if err != nil {
+		return withExit(exitFailure, err)
+	}
+	for _, r := range rs {
+		if isChange(r) {
+			return nil
+		}
+	}
+	return withExit(exitUpToDate, errUpToDate)
+}
+
 // printResults prints node results for people.
 func printResults(w io.Writer, rs []node.Result) {
 	for _, r := range rs {

@@ -2,9 +2,7 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,31 +12,6 @@ import (
 	"github.com/sysext/sysext/oci/ocitest"
 )
 
-// ociRun runs the command line in-process and returns stdout, stderr and
-// the exit code run() would give.
-func ociRun(t *testing.T, stdin string, args ...string) (string, string, int) {
-	t.Helper()
-	root := newRootCommand()
-	var out, errb bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&errb)
-	root.SetIn(strings.NewReader(stdin))
-	root.SetArgs(args)
-	err := root.ExecuteContext(context.Background())
-	code := exitOK
-	if err != nil {
-		errb.WriteString("sysext: " + err.Error() + "\n")
-		code = exitFailure
-		var ee *exitError
-		if errors.As(err, &ee) {
-			code = ee.code
-		} else if isCobraUsage(err) {
-			code = exitUsage
-		}
-	}
-	return out.String(), errb.String(), code
-}
-
 func TestOCICommands(t *testing.T) {
 	t.Setenv("DOCKER_CONFIG", t.TempDir())
 	reg := ocitest.NewOlareg(t)
@@ -46,7 +19,7 @@ func TestOCICommands(t *testing.T) {
 	arm := ocitest.Squashfs(t, ocitest.Meta("hello", "1.0", "arm64"), []byte("arm"))
 	ref := reg.Ref("ext/hello:1.0")
 
-	out, errs, code := ociRun(t, "", "push", amd, ref, "--json")
+	out, errs, code := runCLI(t, "push", amd, ref, "--json")
 	if code != 0 {
 		t.Fatalf("push: %d %s", code, errs)
 	}
@@ -54,17 +27,17 @@ func TestOCICommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &pushed); err != nil || !strings.HasPrefix(pushed.Digest, "sha256:") {
 		t.Fatalf("push --json: %q %v", out, err)
 	}
-	if _, errs, code = ociRun(t, "", "push", "-q", "--append", arm, ref); code != 0 {
+	if _, errs, code = runCLI(t, "push", "-q", "--append", arm, ref); code != 0 {
 		t.Fatalf("push --append: %s", errs)
 	}
-	if _, errs, code = ociRun(t, "", "push", amd, arm, ref, "--annotation", "org.sysext.extension.id=fedora"); code != 1 || !strings.Contains(errs, "not set by hand") {
+	if _, errs, code = runCLI(t, "push", amd, arm, ref, "--annotation", "org.sysext.extension.id=fedora"); code != 1 || !strings.Contains(errs, "not set by hand") {
 		t.Fatalf("push with our annotation key: %d %s", code, errs)
 	}
 
 	// inspect: every platform, judged against a given os-release.
 	osr := filepath.Join(t.TempDir(), "os-release")
 	os.WriteFile(osr, []byte("ID=debian\nVERSION_ID=12\n"), 0o644)
-	out, errs, code = ociRun(t, "", "inspect", ref, "--json", "--os-release", osr)
+	out, errs, code = runCLI(t, "inspect", ref, "--json", "--os-release", osr)
 	if code != 0 {
 		t.Fatalf("inspect: %s", errs)
 	}
@@ -77,42 +50,42 @@ func TestOCICommands(t *testing.T) {
 			t.Fatalf("inspect platform %+v", p)
 		}
 	}
-	if out, _, code = ociRun(t, "", "inspect", ref); code != 0 || !strings.Contains(out, "linux/arm64") || !strings.Contains(out, "merges:") || !strings.Contains(out, "attached:") {
+	if out, _, code = runCLI(t, "inspect", ref); code != 0 || !strings.Contains(out, "linux/arm64") || !strings.Contains(out, "merges:") || !strings.Contains(out, "attached:") {
 		t.Fatalf("inspect: %s", out)
 	}
 
 	// fetch needs the explicit opt-out until signatures are checked.
 	dir := testenv.TempDirNoLeak(t, ".#")
-	if _, errs, code = ociRun(t, "", "fetch", ref, "-o", dir); code != 1 || !strings.Contains(errs, "--insecure-allow-unsigned") {
+	if _, errs, code = runCLI(t, "fetch", ref, "-o", dir); code != 1 || !strings.Contains(errs, "--insecure-allow-unsigned") {
 		t.Fatalf("unsigned fetch: %d %s", code, errs)
 	}
-	out, errs, code = ociRun(t, "", "fetch", ref, "-o", dir, "--platform", "linux/arm64", "--insecure-allow-unsigned", "-q")
+	out, errs, code = runCLI(t, "fetch", ref, "-o", dir, "--platform", "linux/arm64", "--insecure-allow-unsigned", "-q")
 	if code != 0 {
 		t.Fatalf("fetch: %s", errs)
 	}
 	if got := strings.TrimSpace(out); got != filepath.Join(dir, "hello-1.0-arm64.raw") {
 		t.Fatalf("fetch printed %q", got)
 	}
-	if _, errs, code = ociRun(t, "", "fetch", ref, "-o", dir, "--platform", "linux/arm64", "--insecure-allow-unsigned"); code != 1 || !strings.Contains(errs, "--force") {
+	if _, errs, code = runCLI(t, "fetch", ref, "-o", dir, "--platform", "linux/arm64", "--insecure-allow-unsigned"); code != 1 || !strings.Contains(errs, "--force") {
 		t.Fatalf("fetch over an existing file: %d %s", code, errs)
 	}
-	if _, errs, code = ociRun(t, "", "fetch", ref, "-o", dir, "--platform", "linux/arm64", "--insecure-allow-unsigned", "--force"); code != 0 {
+	if _, errs, code = runCLI(t, "fetch", ref, "-o", dir, "--platform", "linux/arm64", "--insecure-allow-unsigned", "--force"); code != 0 {
 		t.Fatalf("fetch --force: %d %s", code, errs)
 	}
-	if _, errs, code = ociRun(t, "", "fetch", ref, "-o", dir, "--platform", "riscv64", "--insecure-allow-unsigned"); code != 1 || !strings.Contains(errs, "available: linux/amd64, linux/arm64") {
+	if _, errs, code = runCLI(t, "fetch", ref, "-o", dir, "--platform", "riscv64", "--insecure-allow-unsigned"); code != 1 || !strings.Contains(errs, "available: linux/amd64, linux/arm64") {
 		t.Fatalf("missing platform: %d %s", code, errs)
 	}
-	if _, errs, code = ociRun(t, "", "fetch", "nohost", "--insecure-allow-unsigned"); code != 2 {
+	if _, errs, code = runCLI(t, "fetch", "nohost", "--insecure-allow-unsigned"); code != 2 {
 		t.Fatalf("bad reference: %d %s", code, errs)
 	}
 
 	// copy to a layout and fetch from it.
 	layout := "oci:" + filepath.Join(t.TempDir(), "mirror") + ":1.0"
-	if _, errs, code = ociRun(t, "", "copy", ref, layout, "-q"); code != 0 {
+	if _, errs, code = runCLI(t, "copy", ref, layout, "-q"); code != 0 {
 		t.Fatalf("copy: %s", errs)
 	}
 	dir2 := testenv.TempDirNoLeak(t, ".#")
-	if _, errs, code = ociRun(t, "", "fetch", layout, "-o", dir2, "--platform", "x86-64", "--insecure-allow-unsigned"); code != 0 {
+	if _, errs, code = runCLI(t, "fetch", layout, "-o", dir2, "--platform", "x86-64", "--insecure-allow-unsigned"); code != 0 {
 		t.Fatalf("fetch from layout: %s", errs)
 	}
 	a, _ := os.ReadFile(amd)
@@ -121,12 +94,12 @@ func TestOCICommands(t *testing.T) {
 		t.Fatal("fetched from the layout copy differs")
 	}
 
-	if _, errs, code = ociRun(t, "", "fetch", "oci:"+filepath.Join(t.TempDir(), "none")+":1", "--insecure-allow-unsigned"); code != 1 || !strings.Contains(errs, "no OCI layout at") {
+	if _, errs, code = runCLI(t, "fetch", "oci:"+filepath.Join(t.TempDir(), "none")+":1", "--insecure-allow-unsigned"); code != 1 || !strings.Contains(errs, "no OCI layout at") {
 		t.Fatalf("missing layout: %d %s", code, errs)
 	}
 
 	// login asks for the password on stdin only.
-	if _, errs, code = ociRun(t, "", "login", reg.Host, "-u", "me"); code != 2 || !strings.Contains(errs, "--password-stdin") {
+	if _, errs, code = runCLI(t, "login", reg.Host, "-u", "me"); code != 2 || !strings.Contains(errs, "--password-stdin") {
 		t.Fatalf("login without --password-stdin: %d %s", code, errs)
 	}
 }

@@ -50,14 +50,5 @@ func runPull(ctx context.Context, c *cobra.Command, opts pullOptions, args []str
 		return err
 	}
 	r, err := n.Pull(ctx, node.PullRequest{Ref: args[0], Name: opts.Name, Policy: node.PolicyString(opts.trust()), AllowUnsigned: opts.AllowUnsigned})
-	if r != nil {
-		if opts.JSON {
-			if jerr := printJSON(c.OutOrStdout(), r); jerr != nil {
-				return jerr
-			}
-		} else if !opts.Quiet || err == nil {
-			printResult(c.OutOrStdout(), *r)
-		}
-	}
-	return withExit(exitFailure, err)
+	return opts.finishResult(c, r, err, !opts.Quiet || err == nil)
 }

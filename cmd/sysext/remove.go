@@ -35,14 +35,5 @@ func runRemove(ctx context.Context, c *cobra.Command, opts removeOptions, name s
 		return err
 	}
 	r, err := n.Remove(ctx, name)
-	if r != nil {
-		if opts.JSON {
-			if jerr := printJSON(c.OutOrStdout(), r); jerr != nil {
-				return jerr
-			}
-		} else if !opts.Quiet {
-			printResult(c.OutOrStdout(), *r)
-		}
-	}
-	return withExit(exitFailure, err)
+	return opts.finishResult(c, r, err, !opts.Quiet)
 }

@@ -34,14 +34,5 @@ func runRollback(ctx context.Context, c *cobra.Command, opts rollbackOptions, na
 		return err
 	}
 	r, err := n.Rollback(ctx, name)
-	if r != nil {
-		if opts.JSON {
-			if jerr := printJSON(c.OutOrStdout(), r); jerr != nil {
-				return jerr
-			}
-		} else if !opts.Quiet {
-			printResult(c.OutOrStdout(), *r)
-		}
-	}
-	return withExit(exitFailure, err)
+	return opts.finishResult(c, r, err, !opts.Quiet)
 }

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -10,12 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/klauspost/compress/gzip"
-	"github.com/opencontainers/go-digest"
-	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2"
-	"oras.land/oras-go/v2/content"
 
 	"github.com/sysext/sysext/internal/testenv"
 	"github.com/sysext/sysext/oci"
@@ -26,50 +20,9 @@ import (
 // first, and returns its reference.
 func pushTwoLayers(t *testing.T, reg *ocitest.Registry) string {
 	t.Helper()
-	tg, ref := reg.Open(t, "img/tool:1")
-	ctx := context.Background()
-	layer := func(files map[string]string) ([]byte, digest.Digest) {
-		var tb bytes.Buffer
-		tw := tar.NewWriter(&tb)
-		for _, name := range []string{"usr/", "usr/bin/", "usr/bin/tool", "usr/bin/old", "usr/bin/.wh.old"} {
-			body, ok := files[name]
-			if !ok {
-				continue
-			}
-			h := &tar.Header{Name: name, Mode: 0o755, Typeflag: tar.TypeReg, Size: int64(len(body))}
-			if strings.HasSuffix(name, "/") {
-				h.Typeflag, h.Size = tar.TypeDir, 0
-			}
-			tw.WriteHeader(h)
-			tw.Write([]byte(body))
-		}
-		tw.Close()
-		var gz bytes.Buffer
-		zw := gzip.NewWriter(&gz)
-		zw.Write(tb.Bytes())
-		zw.Close()
-		return gz.Bytes(), digest.FromBytes(tb.Bytes())
-	}
-	push := func(mt string, b []byte) ocispec.Descriptor {
-		d := content.NewDescriptorFromBytes(mt, b)
-		if err := tg.Push(ctx, d, bytes.NewReader(b)); err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
-	l1, d1 := layer(map[string]string{"usr/": "", "usr/bin/": "", "usr/bin/tool": "#!/bin/sh\necho tool 1.0\n", "usr/bin/old": "x"})
-	l2, d2 := layer(map[string]string{"usr/bin/.wh.old": ""})
-	cfg, _ := json.Marshal(ocispec.Image{Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"},
-		Config: ocispec.ImageConfig{Env: []string{"TOOL_HOME=/usr/share/tool"}},
-		RootFS: ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{d1, d2}}})
-	m := ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
-		Config: push(ocispec.MediaTypeImageConfig, cfg),
-		Layers: []ocispec.Descriptor{push(ocispec.MediaTypeImageLayerGzip, l1), push(ocispec.MediaTypeImageLayerGzip, l2)}}
-	mb, _ := json.Marshal(m)
-	if err := tg.Tag(ctx, push(ocispec.MediaTypeImageManifest, mb), ref.Tag); err != nil {
-		t.Fatal(err)
-	}
-	return reg.Ref("img/tool:1")
+	return pushLayered(t, reg, "img/tool:1", ocispec.ImageConfig{Env: []string{"TOOL_HOME=/usr/share/tool"}},
+		[][2]string{{"usr/", ""}, {"usr/bin/", ""}, {"usr/bin/tool", "#!/bin/sh\necho tool 1.0\n"}, {"usr/bin/old", "x"}},
+		[][2]string{{"usr/bin/.wh.old", ""}})
 }
 
 func TestRootfsAndFlatwrapCommands(t *testing.T) {
@@ -78,7 +31,7 @@ func TestRootfsAndFlatwrapCommands(t *testing.T) {
 	ref := pushTwoLayers(t, reg)
 	dir := filepath.Join(t.TempDir(), "rootfs")
 
-	out, errs, code := ociRun(t, "", "rootfs", ref, dir)
+	out, errs, code := runCLI(t, "rootfs", ref, dir)
 	if code != 0 {
 		t.Fatalf("rootfs: %d %s", code, errs)
 	}
@@ -91,13 +44,13 @@ func TestRootfsAndFlatwrapCommands(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(dir, "usr/bin/old")); err == nil {
 		t.Fatal("whiteout not applied")
 	}
-	if _, errs, code = ociRun(t, "", "rootfs", ref, dir); code != 1 || !strings.Contains(errs, "not empty") {
+	if _, errs, code = runCLI(t, "rootfs", ref, dir); code != 1 || !strings.Contains(errs, "not empty") {
 		t.Fatalf("rootfs into a full directory: %d %s", code, errs)
 	}
-	if _, errs, code = ociRun(t, "", "rootfs", ref, dir+"2", "--platform", "vax"); code != 2 || !strings.Contains(errs, "--platform") {
+	if _, errs, code = runCLI(t, "rootfs", ref, dir+"2", "--platform", "vax"); code != 2 || !strings.Contains(errs, "--platform") {
 		t.Fatalf("bad platform: %d %s", code, errs)
 	}
-	if _, errs, code = ociRun(t, "", "rootfs", ref, dir+"3", "--platform", "linux/arm64"); code != 1 || !strings.Contains(errs, "linux/amd64, not arm64") {
+	if _, errs, code = runCLI(t, "rootfs", ref, dir+"3", "--platform", "linux/arm64"); code != 1 || !strings.Contains(errs, "linux/amd64, not arm64") {
 		t.Fatalf("other platform: %d %s", code, errs)
 	}
 
@@ -111,7 +64,7 @@ func TestRootfsAndFlatwrapCommands(t *testing.T) {
 	if _, err := oras.Copy(context.Background(), src, srcRef.Tag, dst, "1", oras.DefaultCopyOptions); err != nil {
 		t.Fatal(err)
 	}
-	if _, errs, code := ociRun(t, "", "rootfs", "oci:"+layout+":1", dir+"-layout"); code != 0 {
+	if _, errs, code := runCLI(t, "rootfs", "oci:"+layout+":1", dir+"-layout"); code != 0 {
 		t.Fatalf("rootfs from a layout: %d %s", code, errs)
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir+"-layout", "usr/bin/tool")); !strings.Contains(string(b), "tool 1.0") {
@@ -120,7 +73,7 @@ func TestRootfsAndFlatwrapCommands(t *testing.T) {
 
 	testenv.RequireTool(t, "mksquashfs")
 	outDir := testenv.TempDirNoLeak(t, ".#")
-	out, errs, code = ociRun(t, "", "flatwrap", dir, "tool", "/usr/bin/tool", "--version", "1.0", "-o", outDir, "--json")
+	out, errs, code = runCLI(t, "flatwrap", dir, "tool", "/usr/bin/tool", "--version", "1.0", "-o", outDir, "--json")
 	if code != 0 {
 		t.Fatalf("flatwrap: %d %s", code, errs)
 	}
@@ -131,13 +84,13 @@ func TestRootfsAndFlatwrapCommands(t *testing.T) {
 	if _, err := os.Stat(res.Path); err != nil {
 		t.Fatal(err)
 	}
-	if _, errs, code = ociRun(t, "", "flatwrap", dir, "tool2", "/usr/bin/tool", "--version", "1.0", "-o", outDir, "--etc", "maybe"); code != 2 {
+	if _, errs, code = runCLI(t, "flatwrap", dir, "tool2", "/usr/bin/tool", "--version", "1.0", "-o", outDir, "--etc", "maybe"); code != 2 {
 		t.Fatalf("--etc maybe: %d %s", code, errs)
 	}
-	if _, errs, code = ociRun(t, "", "flix", dir, "tool3", "/usr/bin/tool", "--version", "1.0", "-o", outDir); code != 1 || !strings.Contains(errs, "flatwrap") {
+	if _, errs, code = runCLI(t, "flix", dir, "tool3", "/usr/bin/tool", "--version", "1.0", "-o", outDir); code != 1 || !strings.Contains(errs, "flatwrap") {
 		t.Fatalf("flix of a script: %d %s", code, errs)
 	}
-	if _, errs, code = ociRun(t, "", "flix", dir, "tool4", "usr/bin/tool", "--version", "1.0", "-o", outDir); code != 2 {
+	if _, errs, code = runCLI(t, "flix", dir, "tool4", "usr/bin/tool", "--version", "1.0", "-o", outDir); code != 2 {
 		t.Fatalf("relative program path: %d %s", code, errs)
 	}
 }

@@ -1,10 +1,7 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,39 +12,6 @@ import (
 	"github.com/sysext/sysext/internal/testenv"
 	"github.com/sysext/sysext/store"
 )
-
-// statusRun runs a command line in-process: stdout, stderr, exit code.
-func statusRun(t *testing.T, args ...string) (string, string, int) {
-	t.Helper()
-	root := newRootCommand()
-	var out, errb bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&errb)
-	root.SetArgs(args)
-	err := root.ExecuteContext(context.Background())
-	code := exitOK
-	if err != nil {
-		errb.WriteString("sysext: " + err.Error() + "\n")
-		code = exitFailure
-		var ee *exitError
-		if errors.As(err, &ee) {
-			code = ee.code
-		} else if isCobraUsage(err) {
-			code = exitUsage
-		}
-	}
-	return out.String(), errb.String(), code
-}
-
-func writeFile(t *testing.T, p, s string) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // A node root (as 'sysext pull --root' leaves it) whose activation was
 // interrupted: status flags it offline and exits 3.
@@ -66,17 +30,17 @@ func TestStatusCommand(t *testing.T) {
 	if err := os.Symlink("/var/lib/sysext/store/hello/hello-2-x86-64.raw", filepath.Join(root, "var/lib/extensions/hello.raw")); err != nil {
 		t.Fatal(err)
 	}
-	out, errs, code := statusRun(t, "status", "--root", root)
+	out, errs, code := runCLI(t, "status", "--root", root)
 	if code != exitStatusDiffers || !strings.Contains(out, "was not proven (pending)") || !strings.Contains(out, "not asked: --root") {
 		t.Fatalf("exit %d\n%s%s", code, out, errs)
 	}
-	out, _, code = statusRun(t, "status", "--root", root, "--json")
+	out, _, code = runCLI(t, "status", "--root", root, "--json")
 	var rep activate.StatusReport
 	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != exitStatusDiffers || rep.Online || len(rep.Extensions) != 1 || rep.Extensions[0].Activation != "pending" {
 		t.Fatalf("--json: exit %d %v\n%s", code, err, out)
 	}
 	for _, args := range [][]string{{"status", "x.raw"}, {"status", "--strict"}} {
-		if _, errs, code := statusRun(t, args...); code != exitUsage {
+		if _, errs, code := runCLI(t, args...); code != exitUsage {
 			t.Errorf("%v: exit %d %s", args, code, errs)
 		}
 	}
@@ -94,16 +58,16 @@ func TestStatusPreflightCommand(t *testing.T) {
 	root := t.TempDir()
 	writeFile(t, filepath.Join(root, "usr/lib/systemd/libsystemd-shared-252.so"), "")
 	// systemd 252 ignores EXTENSION_RELOAD_MANAGER: a warning, a refusal with --strict.
-	out, errs, code := statusRun(t, "status", "--preflight", "--root", root, img)
+	out, errs, code := runCLI(t, "status", "--preflight", "--root", root, img)
 	if code != 0 || !strings.Contains(out, "EXTENSION_RELOAD_MANAGER=1 needs systemd 255") {
 		t.Fatalf("exit %d\n%s%s", code, out, errs)
 	}
-	out, errs, code = statusRun(t, "status", "--preflight", "--strict", "--root", root, img)
+	out, errs, code = runCLI(t, "status", "--preflight", "--strict", "--root", root, img)
 	if code != exitPreflightFail || !strings.Contains(errs, "preflight refused, nothing was changed") || !strings.Contains(errs, "daemon-reload") {
 		t.Fatalf("--strict: exit %d\n%s%s", code, out, errs)
 	}
 	writeFile(t, filepath.Join(dir, "junk.raw"), "not an image")
-	if _, errs, code := statusRun(t, "status", "--preflight", "--root", root, filepath.Join(dir, "junk.raw")); code != exitFailure || !strings.Contains(errs, "junk.raw") {
+	if _, errs, code := runCLI(t, "status", "--preflight", "--root", root, filepath.Join(dir, "junk.raw")); code != exitFailure || !strings.Contains(errs, "junk.raw") {
 		t.Errorf("junk: exit %d %s", code, errs)
 	}
 }

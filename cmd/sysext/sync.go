@@ -54,23 +54,7 @@ func runSync(ctx context.Context, c *cobra.Command, opts syncOptions) error {
 		return err
 	}
 	rs, err := n.Sync(ctx, node.SyncOptions{Offline: opts.Offline, DryRun: opts.DryRun})
-	if opts.JSON {
-		if rs == nil {
-			rs = []node.Result{}
-		}
-		if jerr := printJSON(c.OutOrStdout(), rs); jerr != nil {
-			return jerr
-		}
-	} else if !opts.Quiet {
-		printResults(c.OutOrStdout(), rs)
-	}
-	if err != nil {
-		return withExit(exitFailure, err)
-	}
-	for _, r := range rs {
-		if r.Changed || r.Action == "would-update" || r.Action == "would-pull" || r.Action == "would-remove" {
-			return nil
-		}
-	}
-	return withExit(exitUpToDate, errUpToDate)
+	return opts.finishResults(c, rs, err, func(r node.Result) bool {
+		return r.Changed || r.Action == "would-update" || r.Action == "would-pull" || r.Action == "would-remove"
+	})
 }

@@ -61,25 +61,9 @@ func runUpdate(ctx context.Context, c *cobra.Command, opts updateOptions, args [
 		return err
 	}
 	rs, err := n.Update(ctx, node.UpdateOptions{Names: args, All: opts.All, DryRun: opts.DryRun})
-	if opts.JSON {
-		if rs == nil {
-			rs = []node.Result{}
-		}
-		if jerr := printJSON(c.OutOrStdout(), rs); jerr != nil {
-			return jerr
-		}
-	} else if !opts.Quiet {
-		printResults(c.OutOrStdout(), rs)
-	}
-	if err != nil {
-		return withExit(exitFailure, err)
-	}
-	for _, r := range rs {
-		if r.Changed || r.Action == "would-update" {
-			return nil
-		}
-	}
-	return withExit(exitUpToDate, errUpToDate)
+	return opts.finishResults(c, rs, err, func(r node.Result) bool {
+		return r.Changed || r.Action == "would-update"
+	})
 }
 
 // errUpToDate is exit 3's message.

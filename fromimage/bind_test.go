@@ -122,15 +122,15 @@ func TestBindToBaseImageRefusals(t *testing.T) {
 		{"bad IMAGE_ID", map[string]string{"IMAGE_ID": "core os"}, nil, `IMAGE_ID="core os"`},
 		{"bad IMAGE_VERSION", map[string]string{"IMAGE_VERSION": "1\n2"}, nil, "IMAGE_VERSION="},
 		{"image disagrees", good, func(t *testing.T, tree string) {
-			write(t, filepath.Join(tree, relPath), "IMAGE_ID=other\n")
+			bindWrite(t, filepath.Join(tree, relPath), "IMAGE_ID=other\n")
 		}, "sets IMAGE_ID=other but its base has IMAGE_ID=coreos"},
 		{"symlinked release", good, func(t *testing.T, tree string) {
-			must(t, os.MkdirAll(filepath.Dir(filepath.Join(tree, relPath)), 0o755))
-			must(t, os.Symlink("/etc/passwd", filepath.Join(tree, relPath)))
+			bindMust(t, os.MkdirAll(filepath.Dir(filepath.Join(tree, relPath)), 0o755))
+			bindMust(t, os.Symlink("/etc/passwd", filepath.Join(tree, relPath)))
 		}, "not a regular file"},
 		{"release dir escapes", good, func(t *testing.T, tree string) {
-			must(t, os.MkdirAll(filepath.Join(tree, "usr/lib"), 0o755))
-			must(t, os.Symlink(t.TempDir(), filepath.Join(tree, "usr/lib/extension-release.d")))
+			bindMust(t, os.MkdirAll(filepath.Join(tree, "usr/lib"), 0o755))
+			bindMust(t, os.Symlink(t.TempDir(), filepath.Join(tree, "usr/lib/extension-release.d")))
 		}, "escapes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -147,7 +147,7 @@ func TestBindToBaseImageRefusals(t *testing.T) {
 
 	// The image's own release file is kept and extended.
 	tree = t.TempDir()
-	write(t, filepath.Join(tree, relPath), "# mine\nIMAGE_ID=coreos\nFOO=bar\n")
+	bindWrite(t, filepath.Join(tree, relPath), "# mine\nIMAGE_ID=coreos\nFOO=bar\n")
 	if _, err := fromimage.BindToBaseImage(tree, "x", good); err != nil {
 		t.Fatal(err)
 	}
@@ -158,13 +158,13 @@ func TestBindToBaseImageRefusals(t *testing.T) {
 	}
 }
 
-func write(t *testing.T, p, s string) {
+func bindWrite(t *testing.T, p, s string) {
 	t.Helper()
-	must(t, os.MkdirAll(filepath.Dir(p), 0o755))
-	must(t, os.WriteFile(p, []byte(s), 0o644))
+	bindMust(t, os.MkdirAll(filepath.Dir(p), 0o755))
+	bindMust(t, os.WriteFile(p, []byte(s), 0o644))
 }
 
-func must(t *testing.T, err error) {
+func bindMust(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)

@@ -18,10 +18,10 @@ func init() { register(newFetchCommand) }
 type fetchOptions struct {
 	registryFlags
 	outputFlags
-	Dir                   string
-	Platform              string
-	Force                 bool
-	InsecureAllowUnsigned bool
+	Dir        string
+	Platform   string
+	Force      bool
+	trustFlags // --key, --policy, keyless flags, --insecure-allow-unsigned
 }
 
 func newFetchCommand() *cobra.Command {
@@ -37,6 +37,9 @@ checked (size, digest, squashfs/EROFS/GPT magic, and for sysext artifacts
 the image's extension-release against the manifest), fsynced and renamed
 into place; on any failure nothing is left in DIR.
 Artifacts pushed by Kairos or a plain 'oras push file.raw' are accepted.
+The manifest's signature is checked before any image byte is fetched
+(--key, keyless flags, --policy, or /etc/sysext/policy.json; see
+docs/signatures.md); --insecure-allow-unsigned skips that, with a warning.
 ` + exitStatusHelp,
 		Args: argsUsage(cobra.ExactArgs(1)),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -48,7 +51,7 @@ Artifacts pushed by Kairos or a plain 'oras push file.raw' are accepted.
 	c.Flags().StringVarP(&opts.Dir, "output", "o", ".", "download into `DIR`")
 	c.Flags().StringVar(&opts.Platform, "platform", "", "architecture to fetch, e.g. linux/arm64 or x86-64 (default: the host's)")
 	c.Flags().BoolVarP(&opts.Force, "force", "f", false, "replace an existing file in DIR")
-	c.Flags().BoolVar(&opts.InsecureAllowUnsigned, "insecure-allow-unsigned", false, "fetch without checking a signature")
+	opts.trustFlags.addFlags(c, true)
 	return c
 }
 
@@ -75,7 +78,7 @@ func runFetch(ctx context.Context, c *cobra.Command, opts fetchOptions, args []s
 
 	// ---- Verification step (signatures): decide whether r.Descriptor may
 	// be downloaded, before any image byte is fetched. ----
-	if err := fetchVerify(ctx, opts, t, r); err != nil {
+	if err := fetchVerify(ctx, c, opts, t, r); err != nil {
 		return err
 	}
 
@@ -112,11 +115,9 @@ func runFetch(ctx context.Context, c *cobra.Command, opts fetchOptions, args []s
 	return err
 }
 
-// fetchVerify is where fetch checks signatures. Until verification exists,
-// it requires the explicit --insecure-allow-unsigned opt-out.
-func fetchVerify(_ context.Context, opts fetchOptions, _ oci.Target, r *oci.Resolved) error {
-	if opts.InsecureAllowUnsigned {
-		return nil
-	}
-	return withExit(exitFailure, errors.New(r.Ref.String()+": signature verification is not available in this build: pass --insecure-allow-unsigned to fetch without it"))
+// fetchVerify is where fetch checks signatures: the trust policy must
+// accept the chosen manifest (see verifyResolved in verify.go).
+func fetchVerify(ctx context.Context, c *cobra.Command, opts fetchOptions, t oci.Target, r *oci.Resolved) error {
+	_, err := verifyResolved(ctx, c, opts.trustFlags, "", t, r)
+	return err
 }

@@ -5,13 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/sysext/sysext/atomicfile"
+	"github.com/sysext/sysext/internal/smallfile"
 	"github.com/sysext/sysext/verify"
 )
 
@@ -125,7 +125,11 @@ func readKeyPassword(c *cobra.Command, confirm bool) ([]byte, error) {
 
 // loadSigner reads and decrypts a private key file.
 func loadSigner(c *cobra.Command, path string) (*verify.Signer, error) {
-	b, err := readLimited(path, 64<<10)
+	b, err := smallfile.Read(path, 64<<10)
+	var big *smallfile.TooLargeError
+	if errors.As(err, &big) {
+		return nil, fmt.Errorf("--key: %w: not a key file", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("--key: %w", err)
 	}
@@ -138,20 +142,4 @@ func loadSigner(c *cobra.Command, path string) (*verify.Signer, error) {
 		return nil, fmt.Errorf("--key %s: %w", path, err)
 	}
 	return s, nil
-}
-
-func readLimited(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s: larger than %d bytes: not a key file", path, limit)
-	}
-	return b, nil
 }

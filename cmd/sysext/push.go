@@ -19,6 +19,7 @@ type pushOptions struct {
 	Append      bool
 	Annotations []string
 	Source      string
+	pushSigning // --sign --key (sign.go)
 }
 
 func newPushCommand() *cobra.Command {
@@ -34,7 +35,9 @@ Each file's metadata is read first; a file whose metadata is broken is
 refused before anything is uploaded. --append keeps the architectures
 already at the tag that these files do not replace, so per-architecture CI
 jobs can publish to one tag. Prints the pushed index digest.
-The format is described in docs/format.md.
+The format is described in docs/format.md. With --sign --key cosign.key
+each pushed manifest and the index are signed as cosign signs
+(docs/signatures.md); the key is opened before anything is uploaded.
 ` + exitStatusHelp,
 		Args: argsUsage(cobra.MinimumNArgs(2)),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -46,6 +49,7 @@ The format is described in docs/format.md.
 	c.Flags().BoolVar(&opts.Append, "append", false, "add or replace these architectures in the index already at REF")
 	c.Flags().StringArrayVar(&opts.Annotations, "annotation", nil, "add `key=value` to every manifest and the index (repeatable)")
 	c.Flags().StringVar(&opts.Source, "source", "", "set org.opencontainers.image.source to `URL`")
+	opts.pushSigning.addFlags(c)
 	return c
 }
 
@@ -58,6 +62,10 @@ func runPush(ctx context.Context, c *cobra.Command, opts pushOptions, args []str
 			return usageError("--annotation %q: use key=value", a)
 		}
 		ann[k] = v
+	}
+	signer, err := opts.pushSigning.signer(c) // a wrong password uploads nothing
+	if err != nil {
+		return err
 	}
 	ref, t, err := openReference(ctx, refArg, opts.registryFlags, true)
 	if err != nil {
@@ -73,6 +81,16 @@ func runPush(ctx context.Context, c *cobra.Command, opts pushOptions, args []str
 	if err != nil {
 		return err
 	}
+	var signed []string
+	if signer != nil {
+		sd, err := signPushed(ctx, t, res, signer, opts.Key)
+		if err != nil {
+			return err
+		}
+		for _, s := range sd {
+			signed = append(signed, s.Digest.String())
+		}
+	}
 	out := c.OutOrStdout()
 	if opts.JSON {
 		type manifestJSON struct {
@@ -87,7 +105,8 @@ func runPush(ctx context.Context, c *cobra.Command, opts pushOptions, args []str
 			Digest    string         `json:"digest"`
 			Manifests []manifestJSON `json:"manifests"`
 			Kept      []string       `json:"kept_platforms"`
-		}{Reference: ref.String(), Digest: res.Index.Digest.String(), Manifests: []manifestJSON{}, Kept: []string{}}
+			Signed    []string       `json:"signed,omitempty"`
+		}{Reference: ref.String(), Digest: res.Index.Digest.String(), Manifests: []manifestJSON{}, Kept: []string{}, Signed: signed}
 		for _, m := range res.Manifests {
 			j.Manifests = append(j.Manifests, manifestJSON{m.File, oci.PlatformString(m.Descriptor.Platform), m.Descriptor.Digest.String(), m.Layer.Digest.String(), m.Layer.Size})
 		}
@@ -107,5 +126,8 @@ func runPush(ctx context.Context, c *cobra.Command, opts pushOptions, args []str
 		fmt.Fprintf(out, "%s: kept %s\n", oci.PlatformString(k.Platform), k.Digest)
 	}
 	_, err = fmt.Fprintf(out, "pushed %s@%s\n", ref.WithTag(ref.Tag), res.Index.Digest)
+	if err == nil && signer != nil {
+		_, err = fmt.Fprintf(out, "signed %d manifests with %s\n", len(signed), signer.Fingerprint())
+	}
 	return err
 }

@@ -40,15 +40,12 @@ func (f *trustFlags) addFlags(c *cobra.Command, withOptOut bool) {
 }
 
 // policy turns the flags into a policy; root is the --root directory, if
-// the command has one. Missing trust is a usage error that says what to
-// give.
+// the command has one. Missing trust fails (exit 1, as pull does) with
+// verify.ErrNoTrust's sentence, which says what to give.
 func (f trustFlags) policy(c *cobra.Command, root string) (*verify.Policy, error) {
 	o := f.TrustOptions
 	o.Root = root
 	p, err := o.Policy()
-	if errors.Is(err, verify.ErrNoTrust) {
-		return nil, withExit(exitUsage, err)
-	}
 	if err != nil {
 		return nil, err
 	}
@@ -87,8 +84,8 @@ an index and every per-architecture manifest in it has one. A signature on
 the index also covers the manifests it lists (what a node installs). See
 docs/signatures.md.
 
-Exit status: 0 verified, 1 no valid signature (or another failure), 2 usage
-error, including no key and no policy.
+Exit status: 0 verified, 1 no valid signature, no key and no policy, or
+another failure, 2 usage error.
 `,
 		Args: argsUsage(cobra.ExactArgs(1)),
 		RunE: func(c *cobra.Command, args []string) error {

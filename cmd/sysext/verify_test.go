@@ -19,18 +19,18 @@ func TestSignVerifyCommands(t *testing.T) {
 	t.Setenv("COSIGN_PASSWORD", "pw")
 	dir := t.TempDir()
 	prefix := filepath.Join(dir, "release")
-	if _, errs, code := ociRun(t, "", "generate-key-pair", "--output-key-prefix", prefix); code != 0 {
+	if _, errs, code := runCLI(t, "generate-key-pair", "--output-key-prefix", prefix); code != 0 {
 		t.Fatalf("generate-key-pair: %d %s", code, errs)
 	}
 	if fi, err := os.Stat(prefix + ".key"); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("private key file: %v %v", fi, err)
 	}
 	// Never overwrites.
-	if _, errs, code := ociRun(t, "", "generate-key-pair", "--output-key-prefix", prefix); code != 1 || !strings.Contains(errs, "already exists") {
+	if _, errs, code := runCLI(t, "generate-key-pair", "--output-key-prefix", prefix); code != 1 || !strings.Contains(errs, "already exists") {
 		t.Fatalf("overwrite: %d %s", code, errs)
 	}
 	other := filepath.Join(dir, "other")
-	if _, errs, code := ociRun(t, "", "generate-key-pair", "--output-key-prefix", other); code != 0 {
+	if _, errs, code := runCLI(t, "generate-key-pair", "--output-key-prefix", other); code != 0 {
 		t.Fatal(errs)
 	}
 
@@ -38,56 +38,56 @@ func TestSignVerifyCommands(t *testing.T) {
 	amd := ocitest.Squashfs(t, ocitest.Meta("hello", "1.0", "x86-64"), []byte("amd"))
 	arm := ocitest.Squashfs(t, ocitest.Meta("hello", "1.0", "arm64"), []byte("arm"))
 	ref := reg.Ref("ext/hello:1.0")
-	if _, errs, code := ociRun(t, "", "push", "-q", amd, arm, ref); code != 0 {
+	if _, errs, code := runCLI(t, "push", "-q", amd, arm, ref); code != 0 {
 		t.Fatalf("push: %s", errs)
 	}
 
 	// Unsigned: refused, exit 1, and the sentence says so.
-	_, errs, code := ociRun(t, "", "verify", "--key", prefix+".pub", ref)
+	_, errs, code := runCLI(t, "verify", "--key", prefix+".pub", ref)
 	if code != 1 || !strings.Contains(errs, "is not signed") {
 		t.Fatalf("verify unsigned: %d %s", code, errs)
 	}
-	// No key and no policy (a root without one): usage error naming the ways out.
-	_, errs, code = ociRun(t, "", "verify", "--root", dir, ref)
-	if code != 2 || !strings.Contains(errs, "--key") {
+	// No key and no policy (a root without one): refused, naming the ways out.
+	_, errs, code = runCLI(t, "verify", "--root", dir, ref)
+	if code != 1 || !strings.Contains(errs, "--key") || !strings.Contains(errs, "policy.json") {
 		t.Fatalf("verify without trust: %d %s", code, errs)
 	}
 
 	// Wrong password.
 	t.Setenv("COSIGN_PASSWORD", "nope")
-	if _, errs, code := ociRun(t, "", "sign", "--key", prefix+".key", ref); code != 1 || !strings.Contains(errs, "wrong password") {
+	if _, errs, code := runCLI(t, "sign", "--key", prefix+".key", ref); code != 1 || !strings.Contains(errs, "wrong password") {
 		t.Fatalf("sign with wrong password: %d %s", code, errs)
 	}
 	t.Setenv("COSIGN_PASSWORD", "pw")
-	out, errs, code := ociRun(t, "", "sign", "--key", prefix+".key", ref)
+	out, errs, code := runCLI(t, "sign", "--key", prefix+".key", ref)
 	if code != 0 || strings.Count(out, "signed sha256:") != 3 {
 		t.Fatalf("sign: %d %s %s", code, out, errs)
 	}
 
-	out, errs, code = ociRun(t, "", "verify", "--key", prefix+".pub", ref)
+	out, errs, code = runCLI(t, "verify", "--key", prefix+".pub", ref)
 	if code != 0 || strings.Count(out, "signed by key:sha256:") != 3 || !strings.Contains(out, "verified") {
 		t.Fatalf("verify: %d %s %s", code, out, errs)
 	}
-	out, errs, code = ociRun(t, "", "verify", "--json", "--key", prefix+".pub", ref)
+	out, errs, code = runCLI(t, "verify", "--json", "--key", prefix+".pub", ref)
 	var rep verifyReport
 	if code != 0 || json.Unmarshal([]byte(out), &rep) != nil || !rep.Verified || len(rep.Manifests) != 2 || !rep.Manifests[0].Verified || rep.Manifests[0].Platform == "" {
 		t.Fatalf("verify --json: %d %s %s", code, out, errs)
 	}
 	// Another key: refused.
-	_, errs, code = ociRun(t, "", "verify", "--key", other+".pub", ref)
+	_, errs, code = runCLI(t, "verify", "--key", other+".pub", ref)
 	if code != 1 || !strings.Contains(errs, "no valid signature") {
 		t.Fatalf("verify with another key: %d %s", code, errs)
 	}
 	// A policy file: the scope of this repository trusts the key.
 	pol := filepath.Join(dir, "policy.json")
 	os.WriteFile(pol, []byte(`{"default": [{"type": "reject"}], "transports": {"docker": {"`+reg.Host+`/ext": [{"type": "sigstoreSigned", "keyPath": "release.pub"}]}}}`), 0o644)
-	if out, errs, code := ociRun(t, "", "verify", "--policy", pol, ref); code != 0 {
+	if out, errs, code := runCLI(t, "verify", "--policy", pol, ref); code != 0 {
 		t.Fatalf("verify --policy: %d %s %s", code, out, errs)
 	}
-	if _, errs, code := ociRun(t, "", "push", "-q", amd, reg.Ref("elsewhere/hello:1.0")); code != 0 {
+	if _, errs, code := runCLI(t, "push", "-q", amd, reg.Ref("elsewhere/hello:1.0")); code != 0 {
 		t.Fatal(errs)
 	}
-	if _, errs, code := ociRun(t, "", "verify", "--policy", pol, reg.Ref("elsewhere/hello:1.0")); code != 1 || !strings.Contains(errs, "rejects") {
+	if _, errs, code := runCLI(t, "verify", "--policy", pol, reg.Ref("elsewhere/hello:1.0")); code != 1 || !strings.Contains(errs, "rejects") {
 		t.Fatalf("verify --policy outside the scope: %d %s", code, errs)
 	}
 }
@@ -96,14 +96,14 @@ func TestGenerateKeyPairNeedsPassword(t *testing.T) {
 	t.Setenv("COSIGN_PASSWORD", "")
 	os.Unsetenv("COSIGN_PASSWORD") // t.Setenv restores it afterwards
 	prefix := filepath.Join(t.TempDir(), "k")
-	_, errs, code := ociRun(t, "", "generate-key-pair", "--output-key-prefix", prefix)
+	_, errs, code := runCLI(t, "generate-key-pair", "--output-key-prefix", prefix)
 	if code != 1 || !strings.Contains(errs, "COSIGN_PASSWORD") {
 		t.Fatalf("no password source: %d %s", code, errs)
 	}
 	if _, err := os.Stat(prefix + ".key"); err == nil {
 		t.Fatal("key written without a password")
 	}
-	if _, errs, code := ociRun(t, "", "sign", "REF.example/x:1"); code != 2 || !strings.Contains(errs, "--key") {
+	if _, errs, code := runCLI(t, "sign", "REF.example/x:1"); code != 2 || !strings.Contains(errs, "--key") {
 		t.Fatalf("sign without --key: %d %s", code, errs)
 	}
 }
@@ -116,7 +116,7 @@ func TestVerifyKeylessCommand(t *testing.T) {
 	reg := ocitest.NewOlareg(t)
 	amd := ocitest.Squashfs(t, ocitest.Meta("hello", "1.0", "x86-64"), []byte("amd"))
 	ref := reg.Ref("ext/hello:1.0")
-	if _, errs, code := ociRun(t, "", "push", "-q", amd, ref); code != 0 {
+	if _, errs, code := runCLI(t, "push", "-q", amd, ref); code != 0 {
 		t.Fatalf("push: %s", errs)
 	}
 	tg, r := reg.Open(t, "ext/hello:1.0")
@@ -126,17 +126,17 @@ func TestVerifyKeylessCommand(t *testing.T) {
 	}
 	ss.Attach(t, tg, desc, "ci@example.com", "https://issuer.example")
 	keyless := []string{"verify", ref, "--trusted-root", ss.TrustedRoot, "--certificate-oidc-issuer", "https://issuer.example"}
-	out, errs, code := ociRun(t, "", append(keyless, "--certificate-identity", "ci@example.com")...)
+	out, errs, code := runCLI(t, append(keyless, "--certificate-identity", "ci@example.com")...)
 	if code != 0 || !strings.Contains(out, "signed by ci@example.com from https://issuer.example") || !strings.Contains(out, "transparency log entry verified") {
 		t.Fatalf("keyless verify: %d %s %s", code, out, errs)
 	}
-	if _, errs, code := ociRun(t, "", append(keyless, "--certificate-identity-regexp", "^ci@")...); code != 0 {
+	if _, errs, code := runCLI(t, append(keyless, "--certificate-identity-regexp", "^ci@")...); code != 0 {
 		t.Fatalf("keyless verify with a regexp: %d %s", code, errs)
 	}
-	if _, errs, code := ociRun(t, "", append(keyless, "--certificate-identity", "mallory@example.com")...); code != 1 || !strings.Contains(errs, "mallory@example.com") {
+	if _, errs, code := runCLI(t, append(keyless, "--certificate-identity", "mallory@example.com")...); code != 1 || !strings.Contains(errs, "mallory@example.com") {
 		t.Fatalf("keyless verify, other identity: %d %s", code, errs)
 	}
-	if _, errs, code := ociRun(t, "", "verify", ref, "--certificate-identity", "ci@example.com", "--certificate-oidc-issuer", "https://issuer.example"); code != 1 || !strings.Contains(errs, "--trusted-root") {
+	if _, errs, code := runCLI(t, "verify", ref, "--certificate-identity", "ci@example.com", "--certificate-oidc-issuer", "https://issuer.example"); code != 1 || !strings.Contains(errs, "--trusted-root") {
 		t.Fatalf("keyless verify without a trusted root: %d %s", code, errs)
 	}
 }

@@ -15,16 +15,12 @@ import (
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
-	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
-	protodsse "github.com/sigstore/protobuf-specs/gen/pb-go/dsse"
-	protorekor "github.com/sigstore/protobuf-specs/gen/pb-go/rekor/v1"
 	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore-go/pkg/testing/ca"
+
 	"github.com/sigstore/sigstore-go/pkg/tlog"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
+	"github.com/sysext/sysext/verify/internal/sigstoretest"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/content/memory"
 )
@@ -46,30 +42,7 @@ func newVirtualSigstore(t testing.TB) *ca.VirtualSigstore {
 // trustedRootFile writes the virtual Sigstore's trusted root as a
 // trusted_root.json, the file a node is given with --trusted-root.
 func trustedRootFile(t testing.TB, vs *ca.VirtualSigstore) string {
-	t.Helper()
-	logs := map[string]*root.TransparencyLog{}
-	for id, l := range vs.RekorLogs() {
-		c := *l
-		raw, err := hex.DecodeString(id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.ID = raw // the virtual Sigstore keeps the hex string; the file holds raw bytes
-		logs[id] = &c
-	}
-	tr, err := root.NewTrustedRoot(root.TrustedRootMediaType01, vs.FulcioCertificateAuthorities(), map[string]*root.TransparencyLog{}, vs.TimestampingAuthorities(), logs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := tr.MarshalJSON()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(t.TempDir(), "trusted_root.json")
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return sigstoretest.TrustedRootFile(t, vs)
 }
 
 func loadTrustedRoot(t testing.TB, p string) *root.TrustedRoot {
@@ -88,7 +61,7 @@ func statement(d digest.Digest) []byte {
 }
 
 func statementOf(d digest.Digest, predicate string) []byte {
-	return []byte(fmt.Sprintf(`{"_type":"https://in-toto.io/Statement/v1","subject":[{"digest":{"sha256":%q}}],"predicateType":%q,"predicate":{}}`, d.Encoded(), predicate))
+	return sigstoretest.Statement(d, predicate)
 }
 
 // keylessBundle makes a Sigstore bundle v0.3 (DSSE) as cosign v3 would for
@@ -99,54 +72,7 @@ func keylessBundle(t testing.TB, vs *ca.VirtualSigstore, d digest.Digest, identi
 }
 
 func keylessBundleOf(t testing.TB, vs *ca.VirtualSigstore, stmt []byte, identity, issuer string, integratedTime time.Time, withTSA bool) []byte {
-	t.Helper()
-	ent, err := vs.AttestAtTime(identity, issuer, stmt, integratedTime, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vc, _ := ent.VerificationContent()
-	sc, _ := ent.SignatureContent()
-	env := sc.EnvelopeContent().RawEnvelope()
-	entries, _ := ent.TlogEntries()
-	tle := proto.Clone(entries[0].TransparencyLogEntry()).(*protorekor.TransparencyLogEntry)
-	tle.KindVersion = &protorekor.KindVersion{Kind: "dsse", Version: "0.0.1"}
-	set, err := vs.RekorSignPayload(tlog.RekorPayload{
-		Body:           base64.StdEncoding.EncodeToString(tle.CanonicalizedBody),
-		IntegratedTime: tle.IntegratedTime,
-		LogIndex:       tle.LogIndex,
-		LogID:          hex.EncodeToString(tle.LogId.KeyId),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tle.InclusionPromise = &protorekor.InclusionPromise{SignedEntryTimestamp: set}
-	sigs := make([]*protodsse.Signature, len(env.Signatures))
-	for i, s := range env.Signatures {
-		raw, _ := base64.StdEncoding.DecodeString(s.Sig)
-		sigs[i] = &protodsse.Signature{Sig: raw, Keyid: s.KeyID}
-	}
-	payload, _ := base64.StdEncoding.DecodeString(env.Payload)
-	pb := &protobundle.Bundle{
-		MediaType: MediaTypeBundleV03,
-		VerificationMaterial: &protobundle.VerificationMaterial{
-			Content:     &protobundle.VerificationMaterial_Certificate{Certificate: &protocommon.X509Certificate{RawBytes: vc.Certificate().Raw}},
-			TlogEntries: []*protorekor.TransparencyLogEntry{tle},
-		},
-		Content: &protobundle.Bundle_DsseEnvelope{DsseEnvelope: &protodsse.Envelope{Payload: payload, PayloadType: env.PayloadType, Signatures: sigs}},
-	}
-	if withTSA {
-		ts, _ := ent.Timestamps()
-		var rfc []*protocommon.RFC3161SignedTimestamp
-		for _, x := range ts {
-			rfc = append(rfc, &protocommon.RFC3161SignedTimestamp{SignedTimestamp: x})
-		}
-		pb.VerificationMaterial.TimestampVerificationData = &protobundle.TimestampVerificationData{Rfc3161Timestamps: rfc}
-	}
-	b, err := protojson.Marshal(pb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return sigstoretest.Bundle(t, vs, stmt, identity, issuer, integratedTime, withTSA)
 }
 
 // attachBundle stores b as an OCI 1.1 referrer of img, the way cosign v3

@@ -140,3 +140,86 @@ func TestVerifyKeylessCommand(t *testing.T) {
 		t.Fatalf("keyless verify without a trusted root: %d %s", code, errs)
 	}
 }
+
+// TestPushSignFetchVerify: push --sign signs what it pushed; fetch checks
+// the signature by default before downloading.
+func TestPushSignFetchVerify(t *testing.T) {
+	t.Setenv("DOCKER_CONFIG", t.TempDir())
+	t.Setenv("COSIGN_PASSWORD", "pw")
+	dir := t.TempDir()
+	key := filepath.Join(dir, "cosign")
+	if _, errs, code := runCLI(t, "generate-key-pair", "--output-key-prefix", key); code != 0 {
+		t.Fatal(errs)
+	}
+	other := filepath.Join(dir, "other")
+	if _, errs, code := runCLI(t, "generate-key-pair", "--output-key-prefix", other); code != 0 {
+		t.Fatal(errs)
+	}
+	reg := ocitest.NewOlareg(t)
+	amd := ocitest.Squashfs(t, ocitest.Meta("hello", "1.0", "x86-64"), []byte("amd"))
+	arm := ocitest.Squashfs(t, ocitest.Meta("hello", "1.0", "arm64"), []byte("arm"))
+	signedRef, plainRef := reg.Ref("ext/hello:1.0"), reg.Ref("ext/plain:1.0")
+
+	// Flag mistakes and a wrong password upload nothing.
+	if _, errs, code := runCLI(t, "push", amd, signedRef, "--sign"); code != 2 || !strings.Contains(errs, "--key") {
+		t.Fatalf("--sign without --key: %d %s", code, errs)
+	}
+	if _, errs, code := runCLI(t, "push", amd, signedRef, "--key", key+".key"); code != 2 || !strings.Contains(errs, "--sign") {
+		t.Fatalf("--key without --sign: %d %s", code, errs)
+	}
+	t.Setenv("COSIGN_PASSWORD", "wrong")
+	if _, errs, code := runCLI(t, "push", amd, signedRef, "--sign", "--key", key+".key"); code != 1 || !strings.Contains(errs, "wrong password") {
+		t.Fatalf("wrong password: %d %s", code, errs)
+	}
+	tg, r := reg.Open(t, "ext/hello:1.0")
+	if _, err := tg.Resolve(context.Background(), r.Reference()); err == nil {
+		t.Fatal("a push with a wrong password uploaded the tag")
+	}
+	t.Setenv("COSIGN_PASSWORD", "pw")
+
+	out, errs, code := runCLI(t, "push", "--json", amd, arm, signedRef, "--sign", "--key", key+".key")
+	var pushed struct{ Signed []string }
+	if code != 0 || json.Unmarshal([]byte(out), &pushed) != nil || len(pushed.Signed) != 3 {
+		t.Fatalf("push --sign: %d %s %s", code, out, errs)
+	}
+	if _, errs, code := runCLI(t, "push", "-q", amd, plainRef); code != 0 {
+		t.Fatal(errs)
+	}
+
+	fetchDir := t.TempDir()
+	fetch := func(ref string, args ...string) (string, int) {
+		_, errs, code := runCLI(t, append([]string{"fetch", ref, "-o", fetchDir, "--platform", "x86-64", "--force"}, args...)...)
+		return errs, code
+	}
+	if errs, code := fetch(signedRef, "--key", key+".pub"); code != 0 {
+		t.Fatalf("fetch signed: %d %s", code, errs)
+	}
+	entries, _ := os.ReadDir(fetchDir)
+	if len(entries) != 1 {
+		t.Fatalf("fetched %v", entries)
+	}
+	os.RemoveAll(fetchDir)
+	os.Mkdir(fetchDir, 0o755)
+	for name, c := range map[string]struct {
+		ref  string
+		args []string
+		want string
+	}{
+		"unsigned":  {plainRef, []string{"--key", key + ".pub"}, "is not signed"},
+		"other key": {signedRef, []string{"--key", other + ".pub"}, "no valid signature"},
+		"no trust":  {signedRef, nil, "--insecure-allow-unsigned"},
+	} {
+		errs, code := fetch(c.ref, c.args...)
+		if code != 1 || !strings.Contains(errs, c.want) {
+			t.Errorf("fetch %s: %d %s", name, code, errs)
+		}
+		if entries, _ := os.ReadDir(fetchDir); len(entries) != 0 {
+			t.Errorf("fetch %s left %v", name, entries)
+		}
+	}
+	// The explicit opt-out works, and says so.
+	errs, code = fetch(plainRef, "--insecure-allow-unsigned")
+	if code != 0 || !strings.Contains(errs, "WARNING") {
+		t.Fatalf("fetch --insecure-allow-unsigned: %d %s", code, errs)
+	}
+}

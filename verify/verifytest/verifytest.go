@@ -7,32 +7,20 @@ package verifytest
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
-	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
-	protodsse "github.com/sigstore/protobuf-specs/gen/pb-go/dsse"
-	protorekor "github.com/sigstore/protobuf-specs/gen/pb-go/rekor/v1"
-	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore-go/pkg/testing/ca"
-	"github.com/sigstore/sigstore-go/pkg/tlog"
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
 
 	"github.com/sysext/sysext/verify"
+	"github.com/sysext/sysext/verify/internal/sigstoretest"
 )
 
 // Sigstore is a virtual Sigstore for one test.
@@ -49,29 +37,7 @@ func New(t testing.TB) *Sigstore {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := map[string]*root.TransparencyLog{}
-	for id, l := range vs.RekorLogs() {
-		c := *l
-		raw, err := hex.DecodeString(id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.ID = raw // the virtual Sigstore keeps the hex string; the file holds raw bytes
-		logs[id] = &c
-	}
-	tr, err := root.NewTrustedRoot(root.TrustedRootMediaType01, vs.FulcioCertificateAuthorities(), map[string]*root.TransparencyLog{}, vs.TimestampingAuthorities(), logs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := tr.MarshalJSON()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(t.TempDir(), "trusted_root.json")
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return &Sigstore{vs: vs, TrustedRoot: p}
+	return &Sigstore{vs: vs, TrustedRoot: sigstoretest.TrustedRootFile(t, vs)}
 }
 
 // Bundle returns a Sigstore bundle v0.3 signing manifest desc as cosign v3
@@ -79,52 +45,8 @@ func New(t testing.TB) *Sigstore {
 // certificate for identity from issuer, a log entry and a timestamp.
 func (s *Sigstore) Bundle(t testing.TB, desc ocispec.Descriptor, identity, issuer string) []byte {
 	t.Helper()
-	stmt := fmt.Sprintf(`{"_type":"https://in-toto.io/Statement/v1","subject":[{"digest":{"sha256":%q}}],"predicateType":"https://sigstore.dev/cosign/sign/v1","predicate":{}}`, desc.Digest.Encoded())
-	ent, err := s.vs.AttestAtTime(identity, issuer, []byte(stmt), time.Now().Add(5*time.Minute), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vc, _ := ent.VerificationContent()
-	sc, _ := ent.SignatureContent()
-	env := sc.EnvelopeContent().RawEnvelope()
-	entries, _ := ent.TlogEntries()
-	tle := proto.Clone(entries[0].TransparencyLogEntry()).(*protorekor.TransparencyLogEntry)
-	tle.KindVersion = &protorekor.KindVersion{Kind: "dsse", Version: "0.0.1"}
-	set, err := s.vs.RekorSignPayload(tlog.RekorPayload{
-		Body:           base64.StdEncoding.EncodeToString(tle.CanonicalizedBody),
-		IntegratedTime: tle.IntegratedTime,
-		LogIndex:       tle.LogIndex,
-		LogID:          hex.EncodeToString(tle.LogId.KeyId),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tle.InclusionPromise = &protorekor.InclusionPromise{SignedEntryTimestamp: set}
-	sigs := make([]*protodsse.Signature, len(env.Signatures))
-	for i, sg := range env.Signatures {
-		raw, _ := base64.StdEncoding.DecodeString(sg.Sig)
-		sigs[i] = &protodsse.Signature{Sig: raw, Keyid: sg.KeyID}
-	}
-	payload, _ := base64.StdEncoding.DecodeString(env.Payload)
-	ts, _ := ent.Timestamps()
-	var rfc []*protocommon.RFC3161SignedTimestamp
-	for _, x := range ts {
-		rfc = append(rfc, &protocommon.RFC3161SignedTimestamp{SignedTimestamp: x})
-	}
-	pb := &protobundle.Bundle{
-		MediaType: verify.MediaTypeBundleV03,
-		VerificationMaterial: &protobundle.VerificationMaterial{
-			Content:                   &protobundle.VerificationMaterial_Certificate{Certificate: &protocommon.X509Certificate{RawBytes: vc.Certificate().Raw}},
-			TlogEntries:               []*protorekor.TransparencyLogEntry{tle},
-			TimestampVerificationData: &protobundle.TimestampVerificationData{Rfc3161Timestamps: rfc},
-		},
-		Content: &protobundle.Bundle_DsseEnvelope{DsseEnvelope: &protodsse.Envelope{Payload: payload, PayloadType: env.PayloadType, Signatures: sigs}},
-	}
-	b, err := protojson.Marshal(pb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	stmt := sigstoretest.Statement(desc.Digest, sigstoretest.CosignSignPredicate)
+	return sigstoretest.Bundle(t, s.vs, stmt, identity, issuer, time.Now().Add(5*time.Minute), true)
 }
 
 // Attach signs desc keylessly as identity from issuer and pushes the bundle
@@ -150,7 +72,7 @@ func (s *Sigstore) Attach(t testing.TB, dst oras.Target, desc ocispec.Descriptor
 		Config:       ocispec.DescriptorEmptyJSON,
 		Layers:       []ocispec.Descriptor{layer},
 		Subject:      &subject,
-		Annotations:  map[string]string{"dev.sigstore.bundle.content": "dsse-envelope", "dev.sigstore.bundle.predicateType": "https://sigstore.dev/cosign/sign/v1"},
+		Annotations:  map[string]string{"dev.sigstore.bundle.content": "dsse-envelope", "dev.sigstore.bundle.predicateType": sigstoretest.CosignSignPredicate},
 	}
 	mb, err := json.Marshal(m)
 	if err != nil {

@@ -88,8 +88,8 @@ const debianRelease = "ID=debian\nVERSION_ID=12\n"
 // unsigned accepts anything, as --insecure-allow-unsigned does.
 type unsigned struct{}
 
-func (unsigned) Verify(_ context.Context, _ oci.Target, _ oci.Reference, e *oci.Entry, _ string, _ bool) (verify.Verified, error) {
-	return verify.AcceptUnsigned(e.Descriptor.Digest), nil
+func (unsigned) Verify(_ context.Context, _ oci.Target, _ oci.Reference, r *oci.Resolved, _ string, _ bool) (verify.Verified, error) {
+	return verify.AcceptUnsigned(r.Descriptor.Digest), nil
 }
 
 // recRefresher records refreshes; it fails once with fail when set.

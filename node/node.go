@@ -19,11 +19,13 @@ import (
 
 // Verifier applies the trust policy to one manifest.
 type Verifier interface {
-	// Verify checks the signatures on e's manifest found in t and returns
-	// the verification the store requires. allowUnsigned is the explicit
-	// --insecure-allow-unsigned opt-out; policy is a per-extension policy
-	// file ("" = the default).
-	Verify(ctx context.Context, t oci.Target, ref oci.Reference, e *oci.Entry, policy string, allowUnsigned bool) (verify.Verified, error)
+	// Verify checks the signatures on r's manifest (or on the index r
+	// resolved through, which lists it) found in t and returns the
+	// verification the store requires, for the manifest's digest.
+	// allowUnsigned is the explicit --insecure-allow-unsigned opt-out;
+	// policy is the per-extension policy recorded at pull time ("" = the
+	// command line's trust; see PolicyString).
+	Verify(ctx context.Context, t oci.Target, ref oci.Reference, r *oci.Resolved, policy string, allowUnsigned bool) (verify.Verified, error)
 }
 
 // Refresher makes systemd-sysext merge the extensions directory again.

@@ -110,7 +110,7 @@ func (n *Node) pull(ctx context.Context, s *store.Store, req PullRequest, pre *r
 	if n.opts.Verifier == nil {
 		return nil, errors.New("no trust policy configured: give --key, --policy or --insecure-allow-unsigned")
 	}
-	v, err := n.opts.Verifier.Verify(ctx, t, ref, e, req.Policy, req.AllowUnsigned)
+	v, err := n.opts.Verifier.Verify(ctx, t, ref, res, req.Policy, req.AllowUnsigned)
 	if err != nil {
 		return nil, err
 	}

@@ -2,7 +2,11 @@ package node
 
 import (
 	"context"
+	"fmt"
+	"net/url"
 	"strings"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/verify"
@@ -10,29 +14,87 @@ import (
 
 // PolicyVerifier applies verify's trust policy. Trust holds the command
 // line's choices; a per-extension policy recorded at pull time (a policy
-// file, or "key:PATH[,PATH]" for --key) replaces them on update and sync.
+// file, "key:PATH[,PATH]" for --key, or "trust:" + URL query for keyless
+// flags) replaces them on update and sync.
 type PolicyVerifier struct {
 	Trust verify.TrustOptions
 }
 
+// Keys of the "trust:" form of a recorded policy.
+const (
+	trustPrefix     = "trust:"
+	qKey            = "key"
+	qIdentity       = "identity"
+	qIdentityRegexp = "identity-regexp"
+	qIssuer         = "issuer"
+	qIssuerRegexp   = "issuer-regexp"
+	qTrustedRoot    = "trusted-root"
+	qIgnoreTlog     = "ignore-tlog"
+)
+
 // PolicyString is what the state records for the trust options given to a
-// pull, so updates keep checking the same way.
+// pull, so updates keep checking the same way. Paths should be absolute.
 func PolicyString(t verify.TrustOptions) string {
 	switch {
-	case len(t.KeyPaths) > 0:
+	case len(t.KeyPaths) > 0 && !t.Keyless() && t.TrustedRootPath == "" && !t.IgnoreTlog && !strings.Contains(strings.Join(t.KeyPaths, ""), ","):
+		// The older form, kept for plain keys so states stay readable by
+		// earlier versions.
 		return "key:" + strings.Join(t.KeyPaths, ",")
+	case len(t.KeyPaths) > 0 || t.Keyless():
+		q := url.Values{}
+		for _, k := range t.KeyPaths {
+			q.Add(qKey, k)
+		}
+		for k, v := range map[string]string{qIdentity: t.CertIdentity, qIdentityRegexp: t.CertIdentityRegexp,
+			qIssuer: t.CertIssuer, qIssuerRegexp: t.CertIssuerRegexp, qTrustedRoot: t.TrustedRootPath} {
+			if v != "" {
+				q.Set(k, v)
+			}
+		}
+		if t.IgnoreTlog {
+			q.Set(qIgnoreTlog, "1")
+		}
+		return trustPrefix + q.Encode()
 	default:
 		return t.PolicyPath
 	}
 }
 
-// Verify implements Verifier.
-func (p PolicyVerifier) Verify(ctx context.Context, t oci.Target, ref oci.Reference, e *oci.Entry, policy string, allowUnsigned bool) (verify.Verified, error) {
-	o := p.Trust
+// trustFromPolicy applies a recorded policy string to o.
+func trustFromPolicy(o verify.TrustOptions, policy string) (verify.TrustOptions, error) {
 	if keys, ok := strings.CutPrefix(policy, "key:"); ok {
-		o.KeyPaths, o.PolicyPath = strings.Split(keys, ","), ""
-	} else if policy != "" {
-		o.PolicyPath, o.KeyPaths = policy, nil
+		return verify.TrustOptions{Root: o.Root, KeyPaths: strings.Split(keys, ",")}, nil
+	}
+	if enc, ok := strings.CutPrefix(policy, trustPrefix); ok {
+		q, err := url.ParseQuery(enc)
+		if err != nil {
+			return o, fmt.Errorf("recorded trust policy %q: %w: pull the extension again with its trust flags", policy, err)
+		}
+		return verify.TrustOptions{
+			Root:               o.Root,
+			KeyPaths:           q[qKey],
+			CertIdentity:       q.Get(qIdentity),
+			CertIdentityRegexp: q.Get(qIdentityRegexp),
+			CertIssuer:         q.Get(qIssuer),
+			CertIssuerRegexp:   q.Get(qIssuerRegexp),
+			TrustedRootPath:    q.Get(qTrustedRoot),
+			IgnoreTlog:         q.Get(qIgnoreTlog) != "",
+		}, nil
+	}
+	if policy != "" {
+		return verify.TrustOptions{Root: o.Root, PolicyPath: policy}, nil
+	}
+	return o, nil
+}
+
+// Verify implements Verifier. A signature on the manifest, or on the index
+// r resolved through when that index lists the manifest (what `cosign sign`
+// on an index writes without --recursive), is accepted; the Verified value
+// is always for the manifest's digest.
+func (p PolicyVerifier) Verify(ctx context.Context, t oci.Target, ref oci.Reference, r *oci.Resolved, policy string, allowUnsigned bool) (verify.Verified, error) {
+	o, err := trustFromPolicy(p.Trust, policy)
+	if err != nil {
+		return verify.Verified{}, err
 	}
 	if allowUnsigned {
 		o = verify.TrustOptions{Root: o.Root, AllowUnsigned: true}
@@ -41,5 +103,9 @@ func (p PolicyVerifier) Verify(ctx context.Context, t oci.Target, ref oci.Refere
 	if err != nil {
 		return verify.Verified{}, err
 	}
-	return pol.Verify(ctx, t, ref.String(), e.Descriptor)
+	var idx ocispec.Descriptor
+	if r.Index != nil {
+		idx = r.Root
+	}
+	return pol.VerifyEntry(ctx, t, ref.String(), idx, r.Descriptor)
 }

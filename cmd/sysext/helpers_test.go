@@ -41,17 +41,6 @@ func runCLI(t *testing.T, args ...string) (string, string, int) {
 	return out.String(), errb.String(), code
 }
 
-// ociRun is runCLI under the name verify_test.go still uses; stdin must
-// be empty (no command test feeds it).
-// TODO: rename its calls to runCLI once verify_test.go's owner is done.
-func ociRun(t *testing.T, stdin string, args ...string) (string, string, int) {
-	t.Helper()
-	if stdin != "" {
-		t.Fatal("ociRun: stdin is not supported; use runCLI")
-	}
-	return runCLI(t, args...)
-}
-
 // writeFile writes s to p, creating its directories.
 func writeFile(t *testing.T, p, s string) {
 	t.Helper()

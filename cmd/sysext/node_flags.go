@@ -23,10 +23,9 @@ type nodeFlags struct {
 	PerDeployment bool
 	LockTimeout   time.Duration
 	NoRefresh     bool
-	// trust (pull, update, sync)
-	Keys          []string
-	Policy        string
-	AllowUnsigned bool
+	// trust (pull, update, sync): --key, --policy, keyless flags,
+	// --insecure-allow-unsigned
+	trustFlags
 	// PreflightStrict refuses on preflight warnings (a stacked /usr, an old
 	// systemd) too.
 	PreflightStrict bool
@@ -43,8 +42,9 @@ func (f *nodeFlags) addFlags(c *cobra.Command, refresh, trust bool) {
 	}
 	if trust {
 		f.registryFlags.addFlags(c)
-		c.Flags().StringArrayVar(&f.Keys, "key", nil, "require a signature by this cosign public key `FILE` (repeatable)")
-		c.Flags().StringVar(&f.Policy, "policy", "", "trust policy `FILE` (default /etc/sysext/policy.json under --root)")
+		c.Flags().StringArrayVar(&f.KeyPaths, "key", nil, "require a signature by this cosign public key `FILE` (repeatable)")
+		c.Flags().StringVar(&f.PolicyPath, "policy", "", "trust policy `FILE` (default /etc/sysext/policy.json under --root)")
+		f.trustFlags.addKeylessFlags(c)
 		c.Flags().BoolVar(&f.AllowUnsigned, "insecure-allow-unsigned", false, "accept images without a valid signature (prints a warning)")
 		c.Flags().BoolVar(&f.PreflightStrict, "strict", false, "refuse when the preflight warns (/usr already stacked on overlays, an old systemd)")
 	}
@@ -52,15 +52,19 @@ func (f *nodeFlags) addFlags(c *cobra.Command, refresh, trust bool) {
 
 func (f nodeFlags) trust() verify.TrustOptions {
 	// Absolute paths, because the state records them for later updates.
-	keys := make([]string, len(f.Keys))
-	for i, k := range f.Keys {
-		keys[i] = absPath(k)
+	o := f.TrustOptions
+	o.KeyPaths = make([]string, len(f.KeyPaths))
+	for i, k := range f.KeyPaths {
+		o.KeyPaths[i] = absPath(k)
 	}
-	pol := f.Policy
-	if pol != "" {
-		pol = absPath(pol)
+	if o.PolicyPath != "" {
+		o.PolicyPath = absPath(o.PolicyPath)
 	}
-	return verify.TrustOptions{PolicyPath: pol, Root: f.Root, KeyPaths: keys, AllowUnsigned: f.AllowUnsigned}
+	if o.TrustedRootPath != "" {
+		o.TrustedRootPath = absPath(o.TrustedRootPath)
+	}
+	o.Root = f.Root
+	return o
 }
 
 func absPath(p string) string {

@@ -28,15 +28,22 @@ func (f *trustFlags) addFlags(c *cobra.Command, withOptOut bool) {
 	fs := c.Flags()
 	fs.StringArrayVar(&f.KeyPaths, "key", nil, "trust signatures by this cosign public key `FILE` (repeatable)")
 	fs.StringVar(&f.PolicyPath, "policy", "", "trust policy `FILE` (default "+verify.DefaultPolicyPath+", under --root when given)")
+	f.addKeylessFlags(c)
+	if withOptOut {
+		fs.BoolVar(&f.AllowUnsigned, "insecure-allow-unsigned", false, "accept images without a valid signature (prints a warning)")
+	}
+}
+
+// addKeylessFlags registers the keyless flags and --insecure-ignore-tlog
+// (the node commands register their own --key and --policy).
+func (f *trustFlags) addKeylessFlags(c *cobra.Command) {
+	fs := c.Flags()
 	fs.StringVar(&f.CertIdentity, "certificate-identity", "", "keyless: the signer's certificate identity (email or URI)")
 	fs.StringVar(&f.CertIdentityRegexp, "certificate-identity-regexp", "", "keyless: a regular expression the certificate identity must match")
 	fs.StringVar(&f.CertIssuer, "certificate-oidc-issuer", "", "keyless: the OIDC issuer of the signer's certificate")
 	fs.StringVar(&f.CertIssuerRegexp, "certificate-oidc-issuer-regexp", "", "keyless: a regular expression the OIDC issuer must match")
 	fs.StringVar(&f.TrustedRootPath, "trusted-root", "", "keyless: Sigstore trusted root `FILE` (trusted_root.json); never fetched from the network")
 	fs.BoolVar(&f.IgnoreTlog, "insecure-ignore-tlog", false, "do not require transparency-log entries")
-	if withOptOut {
-		fs.BoolVar(&f.AllowUnsigned, "insecure-allow-unsigned", false, "accept images without a valid signature (prints a warning)")
-	}
 }
 
 // policy turns the flags into a policy; root is the --root directory, if

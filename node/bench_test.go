@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"syscall"
 	"testing"
 	"time"
 
@@ -78,13 +77,13 @@ func BenchmarkPull1GiB(b *testing.B) {
 
 	run := func(args ...string) (time.Duration, int64) {
 		cmd := exec.Command(bin, args...)
+		peak := testenv.PeakRSSCommand(b, cmd)
 		start := time.Now()
 		if out, err := cmd.CombinedOutput(); err != nil {
 			b.Fatalf("%v: %v\n%s", args, err, out)
 		}
 		d := time.Since(start)
-		ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-		return d, ru.Maxrss * 1024
+		return d, peak()
 	}
 	b.ResetTimer()
 	i := 0

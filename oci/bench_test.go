@@ -67,14 +67,14 @@ func timed(b *testing.B, dir string, name string, args ...string) (time.Duration
 	syscall.Sync()
 	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
+	peak := testenv.PeakRSSCommand(b, cmd)
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	d := time.Since(start)
 	if err != nil {
 		b.Fatalf("%s %v: %v\n%s", name, args, err, out)
 	}
-	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	return d, float64(ru.Maxrss) / 1024
+	return d, float64(peak()) / (1 << 20)
 }
 
 func benchTransfer(b *testing.B, size int64) {

@@ -140,7 +140,7 @@ func TestDriverRollbackFailsToo(t *testing.T) {
 }
 
 func TestDriverRefreshFails(t *testing.T) {
-	f := &fakeNode{link: "1", merged: "1", refreshErr: []error{errors.New("systemctl restart systemd-sysext.service: exit status 1")}}
+	f := &fakeNode{link: "1", merged: "1", refreshErr: []error{errors.New("refresh of systemd-sysext.service: exit status 1")}}
 	o, _ := f.driver("2", "1").Run(context.Background())
 	if o.Status != StatusRolledBack || o.Active != "1" || !strings.Contains(o.Reason, "exit status 1") {
 		t.Fatalf("%+v", o)

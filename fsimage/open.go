@@ -52,34 +52,13 @@ func OpenMetadata(ctx context.Context, path string) (*Info, error) {
 // (ErrUnknownFormat), "FILE is a GPT disk image..." (ErrDiskImage),
 // "FILE has no .../extension-release.NAME" (ErrNoRelease).
 func OpenWith(ctx context.Context, path string, opts Options) (*Info, error) {
-	f, err := os.Open(path)
+	img, err := openImage(ctx, path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	format, err := Detect(f)
-	if err != nil {
-		if errors.Is(err, ErrUnknownFormat) {
-			return nil, fmt.Errorf("%s %w", path, err)
-		}
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	info := &Info{Path: path, Format: format, Size: st.Size()}
-	if format == GPT {
-		return nil, fmt.Errorf("%s %w", path, ErrDiskImage)
-	}
-	t, err := openTree(ctx, f, st.Size(), format)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	defer t.close()
+	defer img.close()
+	f, t := img.f, img.tree
+	info := &Info{Path: path, Format: img.format, Size: img.size}
 	if err := readMetadata(ctx, t, info); err != nil {
 		if errors.Is(err, ErrNoRelease) {
 			return nil, fmt.Errorf("%s %w", path, err)
@@ -318,4 +297,55 @@ func validDigest(d string) bool {
 	}
 	_, err := hex.DecodeString(h)
 	return err == nil
+}
+
+// openedImage is an image file with its format recognised and its tree
+// ready to read.
+type openedImage struct {
+	f      *os.File
+	size   int64
+	format Format
+	tree   tree
+}
+
+func (i *openedImage) close() {
+	i.tree.close()
+	i.f.Close()
+}
+
+// openImage opens path, refuses what is not a squashfs or EROFS image (a
+// GPT disk image is recognised and refused), and opens its tree. Errors
+// name the file.
+func openImage(ctx context.Context, path string) (*openedImage, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	format, err := Detect(f)
+	if err != nil {
+		f.Close()
+		if errors.Is(err, ErrUnknownFormat) {
+			return nil, fmt.Errorf("%s %w", path, err)
+		}
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if format == GPT {
+		f.Close()
+		return nil, fmt.Errorf("%s %w", path, ErrDiskImage)
+	}
+	t, err := openTree(ctx, f, st.Size(), format)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &openedImage{f: f, size: st.Size(), format: format, tree: t}, nil
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -242,6 +243,17 @@ func Explain(ref Reference, err error) error {
 		case er.StatusCode >= 500:
 			return fmt.Errorf("%s: the registry keeps failing (%d %s) after retries; try again later: %w", ref, er.StatusCode, http.StatusText(er.StatusCode), err)
 		}
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("%s: nothing answers at %s: check the registry address and that it is running: %w", ref, ref.Registry, err)
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return fmt.Errorf("%s: cannot resolve the registry host %s: check the reference's spelling and the node's DNS: %w", ref, dnsErr.Name, err)
+	}
+	var tlsErr *tls.RecordHeaderError
+	if errors.As(err, &tlsErr) {
+		return fmt.Errorf("%s: %s does not speak HTTPS: add --plain-http if it is a plain-HTTP registry: %w", ref, ref.Registry, err)
 	}
 	return err
 }

@@ -1,11 +1,9 @@
 package flix
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -17,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/klauspost/compress/gzip"
-	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/content"
@@ -29,56 +25,6 @@ import (
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/oci/ocitest"
 )
-
-// benchLayer writes a layer of about size bytes: many small files and a
-// few large ones, half random and half repetitive, like binaries and text.
-func benchLayer(b testing.TB, n int, size int64, rng *rand.Rand) (blob []byte, diffID digest.Digest) {
-	var gz bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&gz, gzip.BestSpeed)
-	dh := digest.SHA256.Digester()
-	tw := tar.NewWriter(io.MultiWriter(zw, dh.Hash()))
-	text := bytes.Repeat([]byte("the quick brown fox jumps over the lazy dog 0123456789\n"), 1200)
-	chunk := make([]byte, 64<<10)
-	write := func(name string, sz int64) {
-		tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: sz, ModTime: time.Unix(1700000000, 0)})
-		for left := sz; left > 0; {
-			c := chunk
-			if rng.IntN(2) == 0 {
-				for i := 0; i < len(c); i += 8 {
-					v := rng.Uint64()
-					for j := 0; j < 8 && i+j < len(c); j++ {
-						c[i+j] = byte(v >> (8 * j))
-					}
-				}
-			} else {
-				c = text[:len(chunk)]
-			}
-			if int64(len(c)) > left {
-				c = c[:left]
-			}
-			tw.Write(c)
-			left -= int64(len(c))
-		}
-	}
-	tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("l%d/", n), Typeflag: tar.TypeDir, Mode: 0o755})
-	var written int64
-	for i := 0; written < size/2; i++ {
-		if i%100 == 0 {
-			tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("l%d/d%d/", n, i/100), Typeflag: tar.TypeDir, Mode: 0o755})
-		}
-		sz := int64(1<<10 + rng.IntN(48<<10))
-		write(fmt.Sprintf("l%d/d%d/f%d", n, i/100, i), sz)
-		written += sz
-	}
-	for i := 0; written < size; i++ {
-		sz := min(int64(10<<20), size-written)
-		write(fmt.Sprintf("l%d/big%d", n, i), sz)
-		written += sz
-	}
-	tw.Close()
-	zw.Close()
-	return gz.Bytes(), dh.Digest()
-}
 
 func pushBenchImage(b testing.TB, s content.Pusher, layers int, total int64) ocispec.Descriptor {
 	ctx := context.Background()
@@ -93,7 +39,8 @@ func pushBenchImage(b testing.TB, s content.Pusher, layers int, total int64) oci
 	cfg := ocispec.Image{Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"}, RootFS: ocispec.RootFS{Type: "layers"}}
 	m := ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest}
 	for i := 0; i < layers; i++ {
-		blob, diffID := benchLayer(b, i, total/int64(layers), rng)
+		l := ocitest.BenchLayer(nil, fmt.Sprintf("l%d/", i), total/int64(layers), rng)
+		blob, diffID := l.Blob, l.DiffID
 		m.Layers = append(m.Layers, push(ocispec.MediaTypeImageLayerGzip, blob))
 		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, diffID)
 	}

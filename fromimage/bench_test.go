@@ -1,8 +1,6 @@
 package fromimage_test
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -13,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/klauspost/compress/gzip"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -23,51 +20,10 @@ import (
 	"github.com/sysext/sysext/oci/ocitest"
 )
 
-// bigLayer is a gzip layer of about size bytes under top/: small files
-// and a few large ones, half random and half repetitive.
-func bigLayer(tb testing.TB, top string, size int64, rng *rand.Rand) layer {
-	var gz bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&gz, gzip.BestSpeed)
-	dh := digest.SHA256.Digester()
-	tw := tar.NewWriter(io.MultiWriter(zw, dh.Hash()))
-	text := bytes.Repeat([]byte("the quick brown fox jumps over the lazy dog 0123456789\n"), 1200)
-	chunk := make([]byte, 64<<10)
-	write := func(name string, sz int64) {
-		tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o755, Size: sz})
-		for left := sz; left > 0; {
-			c := chunk
-			if rng.IntN(2) == 0 {
-				for i := range c {
-					c[i] = byte(rng.Uint32())
-				}
-			} else {
-				c = text[:len(chunk)]
-			}
-			c = c[:min(int64(len(c)), left)]
-			tw.Write(c)
-			left -= int64(len(c))
-		}
-	}
-	for _, d := range []string{"usr/", "usr/lib/", top} {
-		tw.WriteHeader(&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o755})
-	}
-	var written int64
-	for i := 0; written < size/2; i++ {
-		if i%100 == 0 {
-			tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("%sd%d/", top, i/100), Typeflag: tar.TypeDir, Mode: 0o755})
-		}
-		sz := int64(1<<10 + rng.IntN(48<<10))
-		write(fmt.Sprintf("%sd%d/f%d", top, i/100, i), sz)
-		written += sz
-	}
-	for i := 0; written < size; i++ {
-		sz := min(int64(10<<20), size-written)
-		write(fmt.Sprintf("%sbig%d", top, i), sz)
-		written += sz
-	}
-	tw.Close()
-	zw.Close()
-	return layer{gz.Bytes(), dh.Digest()}
+// bigLayer is a gzip layer of about size bytes under top/ (usr/lib/...).
+func bigLayer(top string, size int64, rng *rand.Rand) layer {
+	l := ocitest.BenchLayer([]string{"usr/", "usr/lib/"}, top, size, rng)
+	return layer{l.Blob, l.DiffID}
 }
 
 // BenchmarkFromImage: a 500 MiB base (5 layers) and a 50 MiB addition in
@@ -81,9 +37,9 @@ func BenchmarkFromImage(b *testing.B) {
 	rng := rand.New(rand.NewChaCha8([32]byte{2}))
 	var baseLayers []layer
 	for i := 0; i < 5; i++ {
-		baseLayers = append(baseLayers, bigLayer(b, fmt.Sprintf("usr/lib/base%d/", i), 100<<20, rng))
+		baseLayers = append(baseLayers, bigLayer(fmt.Sprintf("usr/lib/base%d/", i), 100<<20, rng))
 	}
-	addLayer := bigLayer(b, "usr/lib/added/", 50<<20, rng)
+	addLayer := bigLayer("usr/lib/added/", 50<<20, rng)
 	baseRef := push(b, reg, "os/base:1", "amd64", baseLayers...)
 	imgRef := push(b, reg, "os/derived:1", "amd64", append(append([]layer{}, baseLayers...), addLayer)...)
 	work := b.TempDir()

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/sysext/sysext/internal/ctxio"
 )
@@ -38,6 +39,26 @@ func Create(target string, perm os.FileMode) (*File, error) {
 	return &File{File: f, target: target, perm: perm}, nil
 }
 
+// Adopt starts an atomic write of target from a file another program has
+// just written at path, in a private directory next to target (same
+// filesystem). A tool that creates its output is faster than one handed an
+// existing file: opening that with O_TRUNC makes ext4 flush the whole file
+// when the tool closes it. path must be a regular file, not a link.
+// Commit renames it over target; Close before Commit removes it.
+func Adopt(target, path string, perm os.FileMode) (*File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		os.Remove(path)
+		return nil, fmt.Errorf("open the written file %s: %w", path, err)
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		os.Remove(path)
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	return &File{File: f, target: target, perm: perm}, nil
+}
+
 // TempName returns the temp file's path.
 func (f *File) TempName() string { return f.File.Name() }
 
@@ -45,7 +66,15 @@ func (f *File) TempName() string { return f.File.Name() }
 // target and fsyncs the directory. With replace false an existing target
 // is an error (os.ErrExist) and is left alone. The temp file is gone
 // afterwards in every case.
-func (f *File) Commit(replace bool) error {
+func (f *File) Commit(replace bool) error { return f.commit(replace, true) }
+
+// CommitUnsynced is Commit without the fsyncs: the rename is still atomic
+// for readers, but a crash soon after may leave the target empty or torn.
+// It is for build artifacts that the same inputs rebuild byte for byte,
+// never for anything a node boots from.
+func (f *File) CommitUnsynced(replace bool) error { return f.commit(replace, false) }
+
+func (f *File) commit(replace, durable bool) error {
 	if f.done {
 		return errors.New("atomicfile: commit after close")
 	}
@@ -53,8 +82,10 @@ func (f *File) Commit(replace bool) error {
 	if err := f.File.Chmod(f.perm); err != nil {
 		return fmt.Errorf("chmod %s: %w", f.TempName(), err)
 	}
-	if err := f.File.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", f.TempName(), err)
+	if durable {
+		if err := f.File.Sync(); err != nil {
+			return fmt.Errorf("fsync %s: %w", f.TempName(), err)
+		}
 	}
 	if err := f.File.Close(); err != nil {
 		return fmt.Errorf("close %s: %w", f.TempName(), err)
@@ -74,6 +105,9 @@ func (f *File) Commit(replace bool) error {
 	}
 	f.done = true
 	_ = os.Remove(f.TempName())
+	if !durable {
+		return nil
+	}
 	return SyncDir(filepath.Dir(f.target))
 }
 

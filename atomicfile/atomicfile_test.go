@@ -64,6 +64,87 @@ func TestCommitWithoutReplaceRefusesExisting(t *testing.T) {
 	noTemps(t, dir)
 }
 
+// TestCommitUnsynced keeps Commit's rules (no replace without asking, the
+// permissions, no temp left) without the fsyncs.
+func TestCommitUnsynced(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "img.raw")
+	for i, content := range []string{"one", "two"} {
+		f, err := Create(target, 0o444)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Write([]byte(content))
+		if err := f.CommitUnsynced(i > 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := Create(target, 0o444)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.CommitUnsynced(false); !errors.Is(err, os.ErrExist) {
+		t.Fatalf("CommitUnsynced(false) over an existing file: err = %v, want ErrExist", err)
+	}
+	got, err := os.ReadFile(target)
+	if fi, _ := os.Stat(target); err != nil || string(got) != "two" || fi.Mode().Perm() != 0o444 {
+		t.Fatalf("target %q (%v, %v), want two, 0444", got, err, fi.Mode().Perm())
+	}
+	noTemps(t, dir)
+}
+
+// TestAdopt: a file another program wrote in a private directory is
+// committed like our own; a link there is refused and removed, and an
+// aborted adoption leaves nothing.
+func TestAdopt(t *testing.T) {
+	dir := t.TempDir()
+	work := filepath.Join(dir, TempPrefix+"work")
+	if err := os.Mkdir(work, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(dir, "img.raw")
+	written := filepath.Join(work, "image")
+	if err := os.WriteFile(written, []byte("image"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Adopt(target, written, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Commit(false); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(target); err != nil || string(got) != "image" {
+		t.Fatalf("target %q, %v", got, err)
+	}
+	if fi, _ := os.Stat(target); fi.Mode().Perm() != 0o644 {
+		t.Errorf("mode %v, want 0644", fi.Mode().Perm())
+	}
+
+	os.WriteFile(written, []byte("second"), 0o600)
+	f, err = Adopt(target, written, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, err := os.Lstat(written); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("an aborted adoption left %s: %v", written, err)
+	}
+
+	if err := os.Symlink(target, written); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Adopt(target, written, 0o644); err == nil {
+		t.Fatal("Adopt of a symlink succeeded")
+	}
+	if _, err := os.Lstat(written); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused link is still at %s: %v", written, err)
+	}
+	if got, _ := os.ReadFile(target); string(got) != "image" {
+		t.Errorf("target changed to %q", got)
+	}
+}
+
 func TestAbortRemovesTemp(t *testing.T) {
 	dir := t.TempDir()
 	f, err := Create(filepath.Join(dir, "x"), 0o644)

@@ -56,22 +56,17 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		return nil, err
 	}
 
-	// Everything we write besides the image lives in one directory next to
-	// the output, named like a temp file, removed on every path.
-	work, err := os.MkdirTemp(p.outDir, atomicfile.TempPrefix+filepath.Base(p.target)+".stage-")
+	// Everything we write lives in one directory next to the output, named
+	// like a temp file and removed on every path: the image the tool
+	// creates there (a file the tool creates is faster than one it
+	// truncates, see atomicfile.Adopt) and, for EROFS, the staged tree.
+	work, err := os.MkdirTemp(p.outDir, atomicfile.TempPrefix+filepath.Base(p.target)+".build-")
 	if err != nil {
-		return nil, fmt.Errorf("create staging directory in %s: %w", p.outDir, err)
+		return nil, fmt.Errorf("create a work directory in %s: %w", p.outDir, err)
 	}
-	cleaned := false
-	cleanup := func() {
-		if !cleaned {
-			cleaned = true
-			os.RemoveAll(work)
-		}
-	}
-	defer cleanup()
+	defer os.RemoveAll(work)
 	start := time.Now()
-	src, extra, copied, err := p.prepareSource(ctx, work, added)
+	src, extra, staged, copied, err := p.prepareSource(ctx, work, added)
 	if phaseHook != nil {
 		phaseHook("stage", time.Since(start))
 	}
@@ -82,12 +77,8 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		warnings = append(warnings, fmt.Sprintf("%d files were copied rather than linked into the staging directory (is %s on another filesystem than %s?)", copied, p.outDir, p.tree))
 	}
 
-	out, err := atomicfile.Create(p.target, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	defer out.Close() // removes the temp file unless committed
-	name, args := p.toolArgs(src, out.TempName(), opts.Progress != nil)
+	image := filepath.Join(work, "image.raw")
+	name, args := p.toolArgs(src, image, opts.Progress != nil)
 	cmd, err := tool.Command(ctx, name, append(args, extra...)...)
 	if err != nil {
 		return nil, err
@@ -101,9 +92,13 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		cmd.Stdout = &tail
 	}
 	start = time.Now()
-	stopFlush := startWriteback(out.File)
-	err = cmd.Run()
-	stopFlush()
+	if p.sync {
+		stopFlush := startWriteback(image)
+		err = cmd.Run()
+		stopFlush()
+	} else {
+		err = cmd.Run()
+	}
 	if phaseHook != nil {
 		phaseHook("tool", time.Since(start))
 	}
@@ -113,42 +108,47 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		}
 		return nil, fmt.Errorf("build %s: %w", p.target, tool.Failed(name, err, &tail))
 	}
-
-	// The tool must have written into our temp file, not replaced it:
-	// Commit flushes and renames through this handle.
-	if a, err := out.Stat(); err != nil {
-		return nil, err
-	} else if b, err := os.Stat(out.TempName()); err != nil || !os.SameFile(a, b) {
-		return nil, fmt.Errorf("build %s: %s replaced its output file instead of writing it", p.target, name)
+	out, err := atomicfile.Adopt(p.target, image, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("build %s: %s: %w", p.target, name, err)
 	}
+	defer out.Close() // removes the image unless committed
 
-	// After the tool, four independent jobs run side by side so the image
-	// costs little more than the tool itself: read the metadata back (the
-	// image must say what we meant), hash it, flush it to disk, and remove
-	// the staging directory.
+	// After the tool, independent jobs run side by side so the image costs
+	// little more than the tool itself: read the metadata back (the image
+	// must say what we meant), remove the staged tree, and when asked hash
+	// the image and flush it to disk.
 	var (
 		wg                      sync.WaitGroup
 		info                    *fsimage.Info
 		digest                  string
 		infoErr, digErr, synErr error
 	)
-	wg.Add(4)
 	timed := func(phase string, f func()) {
-		defer wg.Done()
-		start := time.Now()
-		f()
-		if phaseHook != nil {
-			phaseHook(phase, time.Since(start))
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			f()
+			if phaseHook != nil {
+				phaseHook(phase, time.Since(start))
+			}
+		}()
 	}
 	readBack := func() { info, infoErr = fsimage.OpenMetadata(ctx, out.TempName()) }
 	if p.kind == KindConfext {
 		readBack = func() { info, infoErr = readConfext(ctx, out.TempName(), meta.Name, p.format) }
 	}
-	go timed("read-back", readBack)
-	go timed("digest", func() { digest, digErr = fsimage.Digest(ctx, out.TempName(), false) })
-	go timed("fsync", func() { synErr = out.Sync() })
-	go timed("cleanup", cleanup)
+	timed("read-back", readBack)
+	if opts.Digest {
+		timed("digest", func() { digest, digErr = fsimage.Digest(ctx, out.TempName(), false) })
+	}
+	if p.sync {
+		timed("fsync", func() { synErr = out.Sync() })
+	}
+	if staged != "" {
+		timed("cleanup", func() { os.RemoveAll(staged) })
+	}
 	wg.Wait()
 	switch {
 	case ctx.Err() != nil:
@@ -163,14 +163,20 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	if info.Name != meta.Name || !info.Release.Equal(rel) {
 		return nil, fmt.Errorf("check the image %s wrote: it carries extension-release.%s with different content", name, info.Name)
 	}
-	if err := out.Commit(opts.Force); err != nil {
+	commit := out.CommitUnsynced
+	if p.sync {
+		commit = out.Commit
+	}
+	if err := commit(opts.Force); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return nil, fmt.Errorf("%s already exists: use --force to replace it", p.target)
 		}
 		return nil, err
 	}
-	info.Digest = digest
-	fsimage.SetDigestCache(p.target, info.Digest)
+	if digest != "" {
+		info.Digest = digest
+		fsimage.SetDigestCache(p.target, info.Digest)
+	}
 	return &Result{
 		Path:     p.target,
 		Format:   p.format,
@@ -212,21 +218,32 @@ func sysextFiles(tree string, m extension.Metadata, enable []string) ([]string, 
 	return warnings, rel, meta, append(added, drops...), nil
 }
 
-// startWriteback asks the kernel, while the tool writes, to start writing
-// the image's dirty pages to disk, so the fsync before the rename has
-// little left to wait for. It returns a function that stops it.
-func startWriteback(f *os.File) (stop func()) {
+// startWriteback asks the kernel, while the tool writes the image at path,
+// to start writing its dirty pages to disk, so the fsync before the rename
+// has little left to wait for. It returns a function that stops it.
+func startWriteback(path string) (stop func()) {
 	done := make(chan struct{})
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
 		t := time.NewTicker(200 * time.Millisecond)
 		defer t.Stop()
+		var f *os.File // the tool creates the file after it starts
+		defer func() {
+			if f != nil {
+				f.Close()
+			}
+		}()
 		for {
 			select {
 			case <-done:
 				return
 			case <-t.C:
+				if f == nil {
+					if f, _ = os.Open(path); f == nil {
+						continue
+					}
+				}
 				// Asynchronous: starts writeback, waits for nothing.
 				_ = unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
 			}
@@ -250,6 +267,7 @@ type buildPlan struct {
 	compression string
 	level       string
 	epoch       int64
+	sync        bool // flush before the rename: opts.Sync, or a merge directory
 	outDir      string
 	target      string
 }
@@ -257,7 +275,7 @@ type buildPlan struct {
 // plan validates everything that does not need the tree, so a bad flag
 // fails before any work.
 func plan(opts Options) (*buildPlan, error) {
-	p := &buildPlan{kind: opts.Kind, meta: opts.Meta, format: opts.Format, epoch: opts.SourceDateEpoch}
+	p := &buildPlan{kind: opts.Kind, meta: opts.Meta, format: opts.Format, epoch: opts.SourceDateEpoch, sync: opts.Sync}
 	switch p.kind {
 	case "":
 		p.kind = KindSysext
@@ -391,6 +409,7 @@ func (p *buildPlan) resolveOutput(output string, force bool) error {
 	}
 	p.target = target
 	p.outDir = filepath.Dir(target)
+	p.sync = p.sync || extension.IsMergeDir(p.outDir)
 	// The staging directory and the image live next to the output: inside
 	// the tree they would change the input and end up in the image.
 	realTree, err1 := filepath.EvalSymlinks(p.tree)

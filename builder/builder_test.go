@@ -99,6 +99,7 @@ func TestBuildBothFormats(t *testing.T) {
 			out := testenv.TempDirNoLeak(t, ".#")
 			o := opts(tree, out, f)
 			o.Enable = []string{"sysext-test-hello.socket", "sysext-test-hello.service"}
+			o.Digest = true
 			res, err := builder.Build(context.Background(), o)
 			if err != nil {
 				t.Fatal(err)
@@ -472,52 +473,59 @@ func TestBuildMissingTool(t *testing.T) {
 	}
 }
 
-// TestBuildCancel cancels while the tool runs (a fake mksquashfs that
-// reports it started through a fifo, then waits to be stopped): the error
-// is the cancellation and neither the temp file nor the staging directory
-// survives.
+// TestBuildCancel cancels while the tool runs (a fake mksquashfs or
+// mkfs.erofs that reports it started through a fifo, then waits to be
+// stopped): the error is the cancellation and the work directory (the
+// image being written, EROFS's staged tree) does not survive.
 func TestBuildCancel(t *testing.T) {
-	fake := t.TempDir()
-	fifo := filepath.Join(t.TempDir(), "started")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	script := "#!/bin/sh\necho started > " + fifo + "\nexec sleep 600\n"
-	if err := os.WriteFile(filepath.Join(fake, "mksquashfs"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("PATH", fake+":"+os.Getenv("PATH"))
-	tree := writeTree(t, t.TempDir())
-	out := testenv.TempDirNoLeak(t, ".#")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		_, err := builder.Build(ctx, opts(tree, out, builder.Squashfs))
-		done <- err
-	}()
-	// Opening the fifo blocks until the fake tool writes to it.
-	data, err := os.ReadFile(fifo)
-	if err != nil || !strings.Contains(string(data), "started") {
-		t.Fatalf("fake tool did not start: %q %v", data, err)
-	}
-	if got := listDir(t, out); len(got) < 2 {
-		t.Fatalf("while the tool runs the output dir holds %v, want a temp file and a staging dir", got)
-	}
-	cancel()
-	err = <-done
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("Build after cancel = %v, want context.Canceled", err)
-	}
-	if got := listDir(t, out); len(got) != 0 {
-		t.Fatalf("a cancelled build left %v", got)
-	}
-	// Cancelled before it starts: nothing either.
-	if _, err := builder.Build(ctx, opts(tree, out, builder.Squashfs)); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Build with a cancelled context = %v", err)
-	}
-	if got := listDir(t, out); len(got) != 0 {
-		t.Fatalf("left %v", got)
+	for _, tc := range []struct {
+		format builder.ImageFormat
+		tool   string
+	}{{builder.Squashfs, "mksquashfs"}, {builder.EROFS, "mkfs.erofs"}} {
+		t.Run(string(tc.format), func(t *testing.T) {
+			fake := t.TempDir()
+			fifo := filepath.Join(t.TempDir(), "started")
+			if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			script := "#!/bin/sh\necho started > " + fifo + "\nexec sleep 600\n"
+			if err := os.WriteFile(filepath.Join(fake, tc.tool), []byte(script), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			t.Setenv("PATH", fake+":"+os.Getenv("PATH"))
+			tree := writeTree(t, t.TempDir())
+			out := testenv.TempDirNoLeak(t, ".#")
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() {
+				_, err := builder.Build(ctx, opts(tree, out, tc.format))
+				done <- err
+			}()
+			// Opening the fifo blocks until the fake tool writes to it.
+			data, err := os.ReadFile(fifo)
+			if err != nil || !strings.Contains(string(data), "started") {
+				t.Fatalf("fake tool did not start: %q %v", data, err)
+			}
+			if got, err := os.ReadDir(out); err != nil || len(got) != 1 || !got[0].IsDir() {
+				t.Fatalf("while the tool runs the output dir holds %v (%v), want the work directory", got, err)
+			}
+			cancel()
+			err = <-done
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("Build after cancel = %v, want context.Canceled", err)
+			}
+			if got := listDir(t, out); len(got) != 0 {
+				t.Fatalf("a cancelled build left %v", got)
+			}
+			// Cancelled before it starts: nothing either.
+			if _, err := builder.Build(ctx, opts(tree, out, tc.format)); !errors.Is(err, context.Canceled) {
+				t.Fatalf("Build with a cancelled context = %v", err)
+			}
+			if got := listDir(t, out); len(got) != 0 {
+				t.Fatalf("left %v", got)
+			}
+		})
 	}
 }
 
@@ -631,14 +639,17 @@ func TestBuildAcrossFilesystems(t *testing.T) {
 	if syscall.Statfs(other, &st1) != nil || syscall.Statfs(tree, &st2) != nil || st1.Type == st2.Type {
 		t.Skip("/dev/shm is on the same kind of filesystem as the temp dir")
 	}
-	res, err := builder.Build(context.Background(), opts(tree, other+"/", builder.EROFS))
+	o := opts(tree, other+"/", builder.EROFS)
+	o.Digest = true
+	res, err := builder.Build(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "copied rather than linked") {
 		t.Fatalf("warnings = %q", res.Warnings)
 	}
-	linked, err := builder.Build(context.Background(), opts(tree, t.TempDir(), builder.EROFS))
+	o.Output = t.TempDir()
+	linked, err := builder.Build(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -647,5 +658,36 @@ func TestBuildAcrossFilesystems(t *testing.T) {
 	}
 	if got := listDir(t, other); len(got) != 1 {
 		t.Fatalf("output dir holds %v", got)
+	}
+}
+
+// TestBuildKeepsReleaseBytes: a tree's own extension-release with quotes,
+// backslashes, a percent sign and UTF-8 reaches both formats byte for
+// byte (squashfs adds it through a printf pseudo definition).
+func TestBuildKeepsReleaseBytes(t *testing.T) {
+	for _, f := range []builder.ImageFormat{builder.Squashfs, builder.EROFS} {
+		t.Run(string(f), func(t *testing.T) {
+			testenv.RequireTool(t, map[builder.ImageFormat]string{builder.Squashfs: "mksquashfs", builder.EROFS: "mkfs.erofs"}[f])
+			tree := writeTree(t, t.TempDir())
+			relPath := filepath.Join(tree, "usr/lib/extension-release.d/extension-release.sysext-test-hello")
+			os.MkdirAll(filepath.Dir(relPath), 0o755)
+			if err := os.WriteFile(relPath, []byte("ID=_any\nPRETTY_NAME=\"it's 100% \\\"tricky\\\" \\\\ — ünï\"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			res, err := builder.Build(context.Background(), opts(tree, t.TempDir(), f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := fsimage.ReadFile(context.Background(), res.Path, extension.ReleasePath("sysext-test-hello"), extension.MaxReleaseSize)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := res.Release.Format(); string(got) != string(want) {
+				t.Fatalf("image carries\n%q\nwant\n%q", got, want)
+			}
+			if v := res.Release.Get("PRETTY_NAME"); v != `it's 100% "tricky" \ — ünï` {
+				t.Fatalf("PRETTY_NAME = %q", v)
+			}
+		})
 	}
 }

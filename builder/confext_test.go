@@ -44,7 +44,7 @@ func TestBuildConfext(t *testing.T) {
 			testenv.RequireTool(t, tool)
 			tree := confextTree(t, map[string]string{"etc/tool.conf": "answer=42\n", "etc/tool.d/10-x.conf": "x\n"})
 			out := filepath.Join(testenv.TempDirNoLeak(t, ".#"), "tool-conf.raw")
-			res, err := builder.Build(context.Background(), builder.Options{Kind: builder.KindConfext, Tree: tree, Meta: confextMeta, Format: format, Output: out})
+			res, err := builder.Build(context.Background(), builder.Options{Kind: builder.KindConfext, Tree: tree, Meta: confextMeta, Format: format, Output: out, Digest: true})
 			if err != nil {
 				t.Fatal(err)
 			}

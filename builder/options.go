@@ -42,6 +42,18 @@ type Options struct {
 	Force           bool               // replace an existing output file
 	SourceDateEpoch int64              // timestamps in the image; default 0
 
+	// Digest also hashes the finished image into Result.Digest. Off by
+	// default: push and inspect hash an image when they need to, and the
+	// read would add a third to a fast (lz4) build.
+	Digest bool
+
+	// Sync flushes the image to disk before it is renamed into place. It
+	// is always on when the output directory is one systemd-sysext or
+	// systemd-confext merges from, where a crash must not leave a torn
+	// image for the next boot; elsewhere the output is a build artifact
+	// that the same inputs rebuild byte for byte, and the wait is skipped.
+	Sync bool
+
 	// Progress, when set, receives the filesystem tool's own progress and
 	// summary output (for a terminal); otherwise the tool runs quietly.
 	Progress io.Writer

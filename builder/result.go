@@ -7,7 +7,7 @@ type Result struct {
 	Path     string             `json:"path"`
 	Format   ImageFormat        `json:"format"`
 	Size     int64              `json:"size"`
-	Digest   string             `json:"digest"` // "sha256:<hex>" of the file
+	Digest   string             `json:"digest,omitempty"` // "sha256:<hex>" of the file
 	Meta     extension.Metadata `json:"-"`
 	Release  *extension.Release `json:"-"` // the extension-release file written
 	Upholds  []string           `json:"upholds,omitempty"`

@@ -9,7 +9,6 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 )
 
@@ -17,39 +16,45 @@ import (
 // (extension-release, drop-ins), without changing the tree.
 //
 // squashfs: mksquashfs reads the tree itself and adds our files as pseudo
-// files (-pf), excluding the tree's own copies (-ef); nothing is staged.
-// EROFS: mkfs.erofs 1.5 can neither add nor exclude files, so the tree is
-// staged as hard links under work (see stage) and our files replace their
-// links there.
+// files given on its command line (-p), excluding the tree's own copies
+// (-e); nothing is staged. EROFS: mkfs.erofs 1.5 can neither add nor
+// exclude files, so the tree is staged as hard links under work (see
+// stage) and our files replace their links there.
 //
-// It returns the directory to give the tool, extra tool arguments, and
-// how many files had to be copied instead of linked.
-func (p *buildPlan) prepareSource(ctx context.Context, work string, added []dropIn) (string, []string, int, error) {
+// It returns the directory to give the tool, extra tool arguments (to go
+// last: -e takes the rest of the command line), the staged tree to remove
+// after the tool ("" for squashfs), and how many files had to be copied
+// instead of linked.
+func (p *buildPlan) prepareSource(ctx context.Context, work string, added []dropIn) (src string, extra []string, staged string, copied int, err error) {
 	if p.format == Squashfs {
-		args, err := squashfsAdditions(p.tree, work, added)
-		return p.tree, args, 0, err
+		args, err := squashfsAdditions(p.tree, added)
+		return p.tree, args, "", 0, err
 	}
 	root := filepath.Join(work, "root")
 	if err := os.Mkdir(root, 0o755); err != nil {
-		return "", nil, 0, err
+		return "", nil, "", 0, err
 	}
-	copied, err := stage(ctx, p.tree, root)
+	copied, err = stage(ctx, p.tree, root)
 	if err != nil {
-		return "", nil, copied, err
+		return "", nil, root, copied, err
 	}
 	for _, a := range added {
 		if err := replaceFile(root, a.path, a.content); err != nil {
-			return "", nil, copied, fmt.Errorf("stage %s: %w", a.path, err)
+			return "", nil, root, copied, fmt.Errorf("stage %s: %w", a.path, err)
 		}
 	}
-	return root, nil, copied, nil
+	return root, nil, root, copied, nil
 }
 
-// squashfsAdditions writes our files under work and returns the
-// mksquashfs arguments that add them to the image: a pseudo file
-// definition per file (and per missing parent directory), and an exclude
-// list for the tree's own files at those paths.
-func squashfsAdditions(tree, work string, added []dropIn) ([]string, error) {
+// maxPseudoArg keeps each -p argument under the kernel's limit for one
+// argument (MAX_ARG_STRLEN, 128 KiB).
+const maxPseudoArg = 120 << 10
+
+// squashfsAdditions returns the mksquashfs arguments that add our files to
+// the image: a pseudo definition (-p) per file and per missing parent
+// directory, the file's content written by printf, and an exclude list (-e,
+// last) for the tree's own files at those paths.
+func squashfsAdditions(tree string, added []dropIn) ([]string, error) {
 	dirs := map[string]bool{}
 	for _, a := range added {
 		for d := path.Dir(a.path); d != "." && d != "/"; d = path.Dir(d) {
@@ -61,7 +66,7 @@ func squashfsAdditions(tree, work string, added []dropIn) ([]string, error) {
 		sorted = append(sorted, d)
 	}
 	sort.Strings(sorted) // parents before children
-	var pseudo, exclude strings.Builder
+	var args, exclude []string
 	for _, d := range sorted {
 		fi, err := os.Lstat(filepath.Join(tree, filepath.FromSlash(d)))
 		switch {
@@ -69,46 +74,55 @@ func squashfsAdditions(tree, work string, added []dropIn) ([]string, error) {
 			return nil, treeError("%s is in the way of the directory sysext adds there: it must be a directory", filepath.Join(tree, d))
 		case err == nil:
 		case errors.Is(err, fs.ErrNotExist):
-			fmt.Fprintf(&pseudo, "%s d 755 0 0\n", d)
+			args = append(args, "-p", d+" d 755 0 0")
 		default:
 			return nil, err
 		}
 	}
-	files := filepath.Join(work, "files")
-	if err := os.Mkdir(files, 0o755); err != nil {
-		return nil, err
-	}
-	for i, a := range added {
-		content := filepath.Join(files, strconv.Itoa(i))
-		if err := os.WriteFile(content, a.content, 0o644); err != nil {
-			return nil, err
-		}
+	for _, a := range added {
 		fi, err := os.Lstat(filepath.Join(tree, filepath.FromSlash(a.path)))
 		switch {
 		case err == nil && fi.IsDir():
 			return nil, treeError("%s is a directory where sysext writes a file", filepath.Join(tree, a.path))
 		case err == nil:
-			exclude.WriteString(a.path + "\n")
+			exclude = append(exclude, a.path)
 		case !errors.Is(err, fs.ErrNotExist):
 			return nil, err
 		}
-		// Paths are checked names without whitespace; the command runs
-		// in a shell, so the content's path is quoted.
-		fmt.Fprintf(&pseudo, "%s f 644 0 0 cat %s\n", a.path, shellQuote(content))
-	}
-	pf := filepath.Join(work, "pseudo")
-	if err := os.WriteFile(pf, []byte(pseudo.String()), 0o644); err != nil {
-		return nil, err
-	}
-	args := []string{"-pf", pf}
-	if exclude.Len() > 0 {
-		ef := filepath.Join(work, "exclude")
-		if err := os.WriteFile(ef, []byte(exclude.String()), 0o644); err != nil {
-			return nil, err
+		// Paths are checked names without whitespace; mksquashfs runs the
+		// rest of the definition with /bin/sh -c.
+		def := a.path + " f 644 0 0 printf " + printfFormat(a.content)
+		if len(def) > maxPseudoArg {
+			return nil, treeError("%s would be %d bytes: sysext adds files of at most about 100 KiB", a.path, len(a.content))
 		}
-		args = append(args, "-ef", ef)
+		args = append(args, "-p", def)
+	}
+	if len(exclude) > 0 {
+		args = append(append(args, "-e"), exclude...)
 	}
 	return args, nil
 }
 
-func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+// printfFormat quotes content as a single-quoted printf format that prints
+// it byte for byte: printable ASCII stays, % and \ are doubled, and every
+// other byte (newline, quote, anything else) is an octal escape, so the
+// definition stays on one line.
+func printfFormat(content []byte) string {
+	var b strings.Builder
+	b.Grow(len(content) + 16)
+	b.WriteByte('\'')
+	for _, c := range content {
+		switch {
+		case c == '%':
+			b.WriteString("%%")
+		case c == '\\':
+			b.WriteString(`\\`)
+		case c == '\'' || c < 0x20 || c > 0x7e:
+			fmt.Fprintf(&b, "\\%03o", c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('\'')
+	return b.String()
+}

@@ -69,3 +69,22 @@ func ReleasePath(name string) string {
 func FileName(name, version string, arch Arch) string {
 	return name + "-" + version + "-" + string(arch) + ".raw"
 }
+
+// SysextDirs are the directories systemd-sysext merges images from, first
+// name wins; ConfextDirs are systemd-confext's.
+var (
+	SysextDirs  = []string{"/etc/extensions", "/run/extensions", "/var/lib/extensions", "/usr/lib/extensions", "/usr/local/lib/extensions"}
+	ConfextDirs = []string{"/etc/confexts", "/run/confexts", "/var/lib/confexts", "/usr/lib/confexts", "/usr/local/lib/confexts"}
+)
+
+// IsMergeDir reports whether dir (an absolute, clean path) is one of the
+// directories systemd-sysext or systemd-confext merges from, also below
+// another root (/sysroot/var/lib/extensions).
+func IsMergeDir(dir string) bool {
+	for _, d := range append(SysextDirs[:len(SysextDirs):len(SysextDirs)], ConfextDirs...) {
+		if strings.HasSuffix(dir, d) {
+			return true
+		}
+	}
+	return false
+}

@@ -66,3 +66,19 @@ func TestPathsAndFileName(t *testing.T) {
 		t.Errorf("longest file name with temp affixes is %d bytes", n)
 	}
 }
+
+func TestIsMergeDir(t *testing.T) {
+	for dir, want := range map[string]bool{
+		"/var/lib/extensions":           true,
+		"/etc/extensions":               true,
+		"/sysroot/run/extensions":       true,
+		"/etc/confexts":                 true,
+		"/home/ci/out":                  false,
+		"/var/lib/extensions.d":         false,
+		"/home/ci/myvar/lib/extensions": false,
+	} {
+		if got := IsMergeDir(dir); got != want {
+			t.Errorf("IsMergeDir(%s) = %v, want %v", dir, got, want)
+		}
+	}
+}

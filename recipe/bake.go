@@ -26,6 +26,7 @@ type BakeOptions struct {
 	Compression     string
 	Output          string // file or directory; "" = current directory
 	Force           bool
+	Digest          bool // also hash the image into Image.Digest
 	SourceDateEpoch int64
 
 	CacheDir string       // required: where verified downloads are kept
@@ -134,6 +135,7 @@ func Bake(ctx context.Context, o BakeOptions) (*BakeResult, error) {
 		Enable:          plan.Enabled(),
 		Output:          target,
 		Force:           o.Force,
+		Digest:          o.Digest,
 		SourceDateEpoch: o.SourceDateEpoch,
 		Progress:        o.Progress,
 	})

@@ -32,7 +32,7 @@ const (
 )
 
 // SearchDirs are systemd-sysext's extension directories, first name wins.
-var SearchDirs = []string{"/etc/extensions", "/run/extensions", "/var/lib/extensions", "/usr/lib/extensions", "/usr/local/lib/extensions"}
+var SearchDirs = extension.SysextDirs
 
 // Options say where the store lives. Paths other than Root are as seen on
 // the running system and are joined to Root.

@@ -31,6 +31,7 @@ type bakeOptions struct {
 	Cache       string
 	Output      string
 	Force       bool
+	Digest      bool
 	OS          string
 	SysextLevel string
 	VersionID   string
@@ -54,6 +55,7 @@ func (o *bakeOptions) AddFlags(c *cobra.Command) {
 	f.StringVar(&o.Cache, "cache", "", "keep verified downloads in `DIR` (default $XDG_CACHE_HOME/sysext/downloads)")
 	f.StringVarP(&o.Output, "output", "o", "", "output file, or directory for NAME-VERSION-ARCH.raw (default: the current directory)")
 	f.BoolVar(&o.Force, "force", false, "replace an existing output file")
+	f.BoolVar(&o.Digest, "digest", false, "also hash the image and print its sha256 digest")
 	f.StringVar(&o.OS, "os", extension.AnyID, "ID of the OS the extension is for, or _any")
 	f.StringVar(&o.SysextLevel, "sysext-level", "", "SYSEXT_LEVEL the host must have (with --os)")
 	f.StringVar(&o.VersionID, "version-id", "", "VERSION_ID the host must have (with --os)")
@@ -170,6 +172,7 @@ func runBake(ctx context.Context, c *cobra.Command, opts bakeOptions, name strin
 		Compression: opts.Compression,
 		Output:      opts.Output,
 		Force:       opts.Force,
+		Digest:      opts.Digest,
 		CacheDir:    opts.Cache,
 		Mirror:      opts.Mirror,
 	}
@@ -222,6 +225,9 @@ func runBake(ctx context.Context, c *cobra.Command, opts bakeOptions, name strin
 	fmt.Fprintf(out, "baked %s (%s %s, %s, %s)\n", img.Path, r.Name, res.Plan.Version, res.Plan.Arch, humanSize(img.Size))
 	if len(img.Upholds) > 0 {
 		fmt.Fprintf(out, "upholds: %s\n", strings.Join(img.Upholds, ", "))
+	}
+	if img.Digest != "" {
+		fmt.Fprintf(out, "digest: %s\n", img.Digest)
 	}
 	if pushed != "" {
 		fmt.Fprintf(out, "pushed %s\n", pushed)

@@ -29,6 +29,7 @@ type buildOptions struct {
 	Enable      []string
 	Output      string
 	Force       bool
+	Digest      bool
 	JSON        bool
 }
 
@@ -66,6 +67,7 @@ func (o *buildOptions) addImageFlags(c *cobra.Command, archHelp, compressionHelp
 	f.StringVar(&o.Compression, "compression", "", compressionHelp)
 	f.StringVarP(&o.Output, "output", "o", "", "output file, or directory for NAME-VERSION-ARCH.raw (default: the current directory)")
 	f.BoolVar(&o.Force, "force", false, "replace an existing output file")
+	f.BoolVar(&o.Digest, "digest", false, "also hash the image and print its sha256 digest (one more read of it; push and inspect hash it anyway)")
 	f.BoolVar(&o.JSON, "json", false, "print the result as JSON")
 }
 
@@ -180,7 +182,7 @@ func (o buildOptions) builderOptions(tree string) (builder.Options, error) {
 	}
 	return builder.Options{
 		Tree: tree, Meta: meta, Format: format, Compression: o.Compression,
-		Enable: o.Enable, Output: o.Output, Force: o.Force, SourceDateEpoch: epoch,
+		Enable: o.Enable, Output: o.Output, Force: o.Force, SourceDateEpoch: epoch, Digest: o.Digest,
 	}, nil
 }
 

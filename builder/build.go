@@ -1,6 +1,7 @@
 package builder
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -67,6 +68,9 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	defer os.RemoveAll(work)
 	start := time.Now()
 	src, extra, staged, copied, err := p.prepareSource(ctx, work, added)
+	if staged != "" {
+		defer os.RemoveAll(staged) // also when it is not under work
+	}
 	if phaseHook != nil {
 		phaseHook("stage", time.Since(start))
 	}
@@ -74,7 +78,7 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		return nil, err
 	}
 	if copied > 0 {
-		warnings = append(warnings, fmt.Sprintf("%d files were copied rather than linked into the staging directory (is %s on another filesystem than %s?)", copied, p.outDir, p.tree))
+		warnings = append(warnings, fmt.Sprintf("%d files were copied rather than linked into the staging directory (is %s on another filesystem than %s?)", copied, cmp.Or(p.stageDir, p.outDir), p.tree))
 	}
 
 	image := filepath.Join(work, "image.raw")
@@ -267,7 +271,8 @@ type buildPlan struct {
 	compression string
 	level       string
 	epoch       int64
-	sync        bool // flush before the rename: opts.Sync, or a merge directory
+	sync        bool   // flush before the rename: opts.Sync, or a merge directory
+	stageDir    string // opts.StageDir
 	outDir      string
 	target      string
 }
@@ -275,7 +280,7 @@ type buildPlan struct {
 // plan validates everything that does not need the tree, so a bad flag
 // fails before any work.
 func plan(opts Options) (*buildPlan, error) {
-	p := &buildPlan{kind: opts.Kind, meta: opts.Meta, format: opts.Format, epoch: opts.SourceDateEpoch, sync: opts.Sync}
+	p := &buildPlan{kind: opts.Kind, meta: opts.Meta, format: opts.Format, epoch: opts.SourceDateEpoch, sync: opts.Sync, stageDir: opts.StageDir}
 	switch p.kind {
 	case "":
 		p.kind = KindSysext

@@ -659,6 +659,21 @@ func TestBuildAcrossFilesystems(t *testing.T) {
 	if got := listDir(t, other); len(got) != 1 {
 		t.Fatalf("output dir holds %v", got)
 	}
+
+	// StageDir on the tree's filesystem: linked again, the same image,
+	// and nothing left in StageDir.
+	stageDir := t.TempDir()
+	o.Output, o.StageDir, o.Force = other+"/", stageDir, true
+	staged, err := builder.Build(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(staged.Warnings) != 0 || staged.Digest != linked.Digest {
+		t.Fatalf("with StageDir: warnings %q, digest %s, want none and %s", staged.Warnings, staged.Digest, linked.Digest)
+	}
+	if got := listDir(t, stageDir); len(got) != 0 {
+		t.Fatalf("StageDir holds %v after the build", got)
+	}
 }
 
 // TestBuildKeepsReleaseBytes: a tree's own extension-release with quotes,

@@ -54,6 +54,12 @@ type Options struct {
 	// that the same inputs rebuild byte for byte, and the wait is skipped.
 	Sync bool
 
+	// StageDir, when set, is where EROFS stages the tree (hard links to
+	// its files): a directory on the tree's filesystem, for a tree that is
+	// not on the output's (a from-image tree on tmpfs). Default: next to
+	// the output.
+	StageDir string
+
 	// Progress, when set, receives the filesystem tool's own progress and
 	// summary output (for a terminal); otherwise the tool runs quietly.
 	Progress io.Writer

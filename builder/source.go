@@ -2,8 +2,10 @@ package builder
 
 import (
 	"context"
+
 	"errors"
 	"fmt"
+	"github.com/sysext/sysext/atomicfile"
 	"io/fs"
 	"os"
 	"path"
@@ -30,20 +32,28 @@ func (p *buildPlan) prepareSource(ctx context.Context, work string, added []drop
 		args, err := squashfsAdditions(p.tree, added)
 		return p.tree, args, "", 0, err
 	}
-	root := filepath.Join(work, "root")
-	if err := os.Mkdir(root, 0o755); err != nil {
+	staged = filepath.Join(work, "stage")
+	if p.stageDir != "" {
+		if staged, err = os.MkdirTemp(p.stageDir, atomicfile.TempPrefix+filepath.Base(p.target)+".stage-"); err != nil {
+			return "", nil, "", 0, fmt.Errorf("create a staging directory in %s: %w", p.stageDir, err)
+		}
+	} else if err := os.Mkdir(staged, 0o700); err != nil {
 		return "", nil, "", 0, err
+	}
+	root := filepath.Join(staged, "root")
+	if err := os.Mkdir(root, 0o755); err != nil {
+		return "", nil, staged, 0, err
 	}
 	copied, err = stage(ctx, p.tree, root)
 	if err != nil {
-		return "", nil, root, copied, err
+		return "", nil, staged, copied, err
 	}
 	for _, a := range added {
 		if err := replaceFile(root, a.path, a.content); err != nil {
-			return "", nil, root, copied, fmt.Errorf("stage %s: %w", a.path, err)
+			return "", nil, staged, copied, fmt.Errorf("stage %s: %w", a.path, err)
 		}
 	}
-	return root, nil, root, copied, nil
+	return root, nil, staged, copied, nil
 }
 
 // maxPseudoArg keeps each -p argument under the kernel's limit for one

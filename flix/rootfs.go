@@ -244,30 +244,47 @@ func applyLayer(ctx context.Context, f content.Fetcher, l ocispec.Descriptor, di
 	if err := l.Digest.Validate(); err != nil {
 		return err
 	}
-	rc, err := f.Fetch(ctx, l)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	v := newVerifier(rc, l)
-	br := bufio.NewReaderSize(v, 1<<20)
-	dr, err := decompress(br)
-	if err != nil {
-		return err
-	}
-	defer dr.Close()
-	var tarStream io.Reader = dr
-	var dh hash.Hash
 	if diffID != "" {
 		if err := diffID.Validate(); err != nil {
 			return fmt.Errorf("diff ID: %w", err)
 		}
-		dh = diffID.Algorithm().Hash()
-		tarStream = io.TeeReader(dr, dh)
 	}
-	ra := newReadAhead(tarStream)
-	defer ra.Close()
-	tarStream = ra
+	rc, err := f.Fetch(ctx, l)
+	if err != nil {
+		return err
+	}
+	// Three stages on their own goroutines, so that they overlap: the
+	// download with the blob's digest, the decompression, and (here) the
+	// diff ID's digest with writing the files. Decompression is the
+	// longest; the hashes were on its goroutine before.
+	v := newVerifier(rc, l)
+	raw := newReadAhead(v)
+	var dr io.ReadCloser
+	var ra *readAhead
+	// Upstream first: closing the body unblocks a download waiting for
+	// bytes, and each stage then ends on its source's end.
+	defer func() {
+		rc.Close()
+		raw.Close()
+		if ra != nil {
+			ra.Close()
+		}
+		if dr != nil {
+			dr.Close()
+		}
+	}()
+	br := bufio.NewReaderSize(raw, 1<<20)
+	dr, err = decompress(br)
+	if err != nil {
+		return err
+	}
+	ra = newReadAhead(dr)
+	var tarStream io.Reader = ra
+	var dh hash.Hash
+	if diffID != "" {
+		dh = diffID.Algorithm().Hash()
+		tarStream = io.TeeReader(ra, dh)
+	}
 	applyErr := a.Apply(ctx, tarStream)
 	if ctx.Err() != nil {
 		return ctx.Err()

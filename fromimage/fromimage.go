@@ -109,12 +109,19 @@ var ErrDeletions = errors.New("the image deletes files of its base")
 // opt/.
 var ErrNothingAdded = errors.New("nothing added under usr/ or opt/")
 
-// Prepare writes into tree (an empty directory) what Image adds to Base
-// under usr/ and opt/: when Image's first layers are exactly Base's, the
-// union of the layers above them (Base's layers are not downloaded);
-// otherwise the files that differ between the two filesystems (content,
-// mode, link target), provided both have the same os-release.
-func Prepare(ctx context.Context, tree string, opts Options) (*Result, error) {
+// Plan is a from-image build with both images resolved (manifests and
+// configs read, platforms checked) and nothing downloaded yet, so the
+// caller can pick a place for the tree by the size of what will be
+// downloaded.
+type Plan struct {
+	opts      Options
+	keep      []string
+	img, base *flix.Image
+}
+
+// NewPlan resolves opts' images for the platform and checks what needs no
+// layer: the flags, the platforms.
+func NewPlan(ctx context.Context, opts Options) (*Plan, error) {
 	if opts.Arch == "" {
 		opts.Arch = extension.HostArch()
 	}
@@ -136,6 +143,51 @@ func Prepare(ctx context.Context, tree string, opts Options) (*Result, error) {
 			return nil, fmt.Errorf("%s is for %s but the base %s is for %s: give both for one platform", opts.Image.Name, p1, opts.Base.Name, p2)
 		}
 	}
+	return &Plan{opts: opts, keep: keep, img: img, base: base}, nil
+}
+
+// DownloadSize is the compressed size of the layers Prepare extracts: the
+// added layers when the image shares its first layers with the base,
+// otherwise every layer of both images.
+func (p *Plan) DownloadSize() int64 {
+	from := 0
+	var n int64
+	switch {
+	case p.base == nil:
+	case sharesLayers(p.img, p.base):
+		from = len(p.base.Manifest.Layers)
+	default:
+		for _, l := range p.base.Manifest.Layers {
+			n += l.Size
+		}
+	}
+	for _, l := range p.img.Manifest.Layers[from:] {
+		n += l.Size
+	}
+	return n
+}
+
+// Prepare writes into tree (an empty directory) what Image adds to Base
+// under usr/ and opt/: when Image's first layers are exactly Base's, the
+// union of the layers above them (Base's layers are not downloaded);
+// otherwise the files that differ between the two filesystems (content,
+// mode, link target), provided both have the same os-release.
+func Prepare(ctx context.Context, tree string, opts Options) (*Result, error) {
+	p, err := NewPlan(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	return p.Prepare(ctx, tree, opts.ConfextTree)
+}
+
+// Prepare is the package's Prepare for a resolved plan, with confextTree
+// in place of Options.ConfextTree (the caller may choose where both go
+// after seeing DownloadSize). Its scratch space is next to tree, on tree's
+// filesystem, so the result moves into place; confextTree must be on the
+// same filesystem.
+func (p *Plan) Prepare(ctx context.Context, tree, confextTree string) (*Result, error) {
+	opts, keep, img, base := p.opts, p.keep, p.img, p.base
+	opts.ConfextTree = confextTree
 	work, err := os.MkdirTemp(filepath.Dir(filepath.Clean(tree)), atomicfile.TempPrefix+"fromimage-")
 	if err != nil {
 		return nil, err

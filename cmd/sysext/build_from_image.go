@@ -5,10 +5,13 @@ package main
 // goes on exactly like `sysext build TREE`.
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -76,6 +79,10 @@ func runBuildFromImage(c *cobra.Command, opts buildOptions, img fromImageOptions
 		}
 		fo.Base = fromimage.Source{Fetcher: bt, Desc: bdesc, Name: bref.String()}
 	}
+	plan, err := fromimage.NewPlan(ctx, fo)
+	if err != nil {
+		return err
+	}
 	outDir := "."
 	if opts.Output != "" {
 		outDir = opts.Output
@@ -83,23 +90,23 @@ func runBuildFromImage(c *cobra.Command, opts buildOptions, img fromImageOptions
 			outDir = filepath.Dir(opts.Output)
 		}
 	}
-	tree, err := os.MkdirTemp(outDir, ".#from-image-")
-	if err != nil {
-		return err
+	// The tree is extracted where files are cheap to create (tmpfs when
+	// it has room), read once by the build and removed.
+	scratch := fromimage.ScratchParent(outDir, plan.DownloadSize())
+	tree, res, err := prepareTree(ctx, plan, scratch, &fo, img.Confext != "")
+	if err != nil && scratch != outDir && errors.Is(err, syscall.ENOSPC) {
+		fmt.Fprintf(c.ErrOrStderr(), "sysext: %s ran out of space for the image's files: extracting again in %s\n", scratch, outDir)
+		scratch = outDir
+		tree, res, err = prepareTree(ctx, plan, scratch, &fo, img.Confext != "")
 	}
-	defer os.RemoveAll(tree)
-	if err := os.Chmod(tree, 0o755); err != nil {
-		return err
-	}
-	if img.Confext != "" {
-		ctree, err := os.MkdirTemp(filepath.Dir(img.Confext), ".#confext-")
-		if err != nil {
-			return err
+	defer func() {
+		if tree != "" {
+			os.RemoveAll(tree)
 		}
-		defer os.RemoveAll(ctree)
-		fo.ConfextTree = ctree
-	}
-	res, err := fromimage.Prepare(ctx, tree, fo)
+		if fo.ConfextTree != "" {
+			os.RemoveAll(fo.ConfextTree)
+		}
+	}()
 	if err != nil {
 		return err
 	}
@@ -136,6 +143,7 @@ func runBuildFromImage(c *cobra.Command, opts buildOptions, img fromImageOptions
 	if err != nil {
 		return err
 	}
+	bo.StageDir = scratch // EROFS links the tree's files on the tree's filesystem
 	progressTo(c, opts, &bo)
 	if fo.ConfextTree != "" {
 		if res.Kept["etc"] == 0 {
@@ -153,4 +161,36 @@ func runBuildFromImage(c *cobra.Command, opts buildOptions, img fromImageOptions
 		}
 	}
 	return printBuildResult(c, opts, bo)
+}
+
+// prepareTree extracts plan's files into a new tree under scratch (and,
+// with confext, etc/ into fo.ConfextTree there too: Prepare moves them, so
+// both must be on scratch's filesystem). On error it removes what it made
+// and returns "".
+func prepareTree(ctx context.Context, plan *fromimage.Plan, scratch string, fo *fromimage.Options, confext bool) (string, *fromimage.Result, error) {
+	tree, err := os.MkdirTemp(scratch, ".#from-image-")
+	if err != nil {
+		return "", nil, err
+	}
+	fail := func(err error) (string, *fromimage.Result, error) {
+		os.RemoveAll(tree)
+		if fo.ConfextTree != "" {
+			os.RemoveAll(fo.ConfextTree)
+			fo.ConfextTree = ""
+		}
+		return "", nil, err
+	}
+	if err := os.Chmod(tree, 0o755); err != nil {
+		return fail(err)
+	}
+	if confext {
+		if fo.ConfextTree, err = os.MkdirTemp(scratch, ".#confext-"); err != nil {
+			return fail(err)
+		}
+	}
+	res, err := plan.Prepare(ctx, tree, fo.ConfextTree)
+	if err != nil {
+		return fail(err)
+	}
+	return tree, res, nil
 }

@@ -68,3 +68,39 @@ func TestBuildFromImageCommand(t *testing.T) {
 		t.Fatalf("confext release: %v\n%s", err, rel)
 	}
 }
+
+// TestBuildFromImageScratchFull: the tree is extracted on tmpfs when it
+// looks small enough; a layer that unpacks to more than the tmpfs holds
+// (4 MiB of zeros, a few KiB compressed, against a 1 MiB /dev/shm in a
+// private mount namespace) is extracted again next to the output, and the
+// build succeeds with nothing left in either place.
+func TestBuildFromImageScratchFull(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTool(t, "unshare")
+	testenv.RequireTool(t, "mksquashfs")
+	t.Setenv("DOCKER_CONFIG", t.TempDir())
+	bin := testenv.BuildSysext(t)
+	reg := ocitest.NewOlareg(t)
+	baseLayer := [][2]string{{"usr/", ""}, {"usr/lib/", ""}, {"usr/lib/os-release", "ID=fedora\nVERSION_ID=42\n"}}
+	added := [][2]string{{"usr/", ""}, {"usr/lib/", ""}, {"usr/lib/big/", ""}, {"usr/lib/big/zeros", strings.Repeat("\x00", 4<<20)}}
+	base := pushLayered(t, reg, "os/base:42", ocispec.ImageConfig{}, baseLayer)
+	derived := pushLayered(t, reg, "os/big:1", ocispec.ImageConfig{}, baseLayer, added)
+	out := testenv.TempDirNoLeak(t, ".#")
+	script := `set -e
+mount -t tmpfs -o size=1m tmpfs /dev/shm
+"$0" build --from-image "$1" --base "$2" --name big --version 1 -o "$3/"
+test -z "$(ls -A /dev/shm)" || { echo "left in /dev/shm: $(ls -A /dev/shm)" >&2; exit 1; }`
+	cmd := exec.Command("unshare", "-m", "sh", "-c", script, bin, derived, base, out)
+	cmd.Env = os.Environ()
+	got, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("build with a full /dev/shm: %v\n%s", err, got)
+	}
+	if !strings.Contains(string(got), "/dev/shm ran out of space") {
+		t.Fatalf("no word of the fallback:\n%s", got)
+	}
+	ents, err := os.ReadDir(out)
+	if err != nil || len(ents) != 1 || ents[0].Name() != "big-1-x86-64.raw" {
+		t.Fatalf("output dir holds %v (%v), want only the image", ents, err)
+	}
+}

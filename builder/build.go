@@ -6,12 +6,15 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -66,51 +69,16 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		return nil, fmt.Errorf("create a work directory in %s: %w", p.outDir, err)
 	}
 	defer os.RemoveAll(work)
-	start := time.Now()
-	src, extra, staged, copied, err := p.prepareSource(ctx, work, added)
+	image := filepath.Join(work, "image.raw")
+	name, staged, copied, err := p.runTool(ctx, work, added, image, opts.Progress)
 	if staged != "" {
 		defer os.RemoveAll(staged) // also when it is not under work
-	}
-	if phaseHook != nil {
-		phaseHook("stage", time.Since(start))
 	}
 	if err != nil {
 		return nil, err
 	}
 	if copied > 0 {
 		warnings = append(warnings, fmt.Sprintf("%d files were copied rather than linked into the staging directory (is %s on another filesystem than %s?)", copied, cmp.Or(p.stageDir, p.outDir), p.tree))
-	}
-
-	image := filepath.Join(work, "image.raw")
-	name, args := p.toolArgs(src, image, opts.Progress != nil)
-	cmd, err := tool.Command(ctx, name, append(args, extra...)...)
-	if err != nil {
-		return nil, err
-	}
-	cmd.Env = toolEnv()
-	var tail tool.Tail
-	cmd.Stderr = &tail
-	if opts.Progress != nil {
-		cmd.Stdout = opts.Progress
-	} else {
-		cmd.Stdout = &tail
-	}
-	start = time.Now()
-	if p.sync {
-		stopFlush := startWriteback(image)
-		err = cmd.Run()
-		stopFlush()
-	} else {
-		err = cmd.Run()
-	}
-	if phaseHook != nil {
-		phaseHook("tool", time.Since(start))
-	}
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("build %s: stopped, nothing was written: %w", p.target, ctx.Err())
-		}
-		return nil, fmt.Errorf("build %s: %w", p.target, tool.Failed(name, err, &tail))
 	}
 	out, err := atomicfile.Adopt(p.target, image, 0o644)
 	if err != nil {
@@ -192,6 +160,102 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		Warnings: warnings,
 	}, nil
 }
+
+// runTool makes the tool's source and runs the tool to write image: for
+// EROFS on an overlay view when it can be set up (see overlay.go), else on
+// a staged tree. It returns the tool's name, the staged tree to remove
+// ("" when none) and how many files staging copied.
+func (p *buildPlan) runTool(ctx context.Context, work string, added []dropIn, image string, progress io.Writer) (name, staged string, copied int, err error) {
+	run := func(cmd *exec.Cmd, overlay *os.File) (setUp bool, tail *tool.Tail, err error) {
+		cmd.Env = toolEnv()
+		tail = &tool.Tail{}
+		cmd.Stderr = tail
+		cmd.Stdout = tail
+		if progress != nil {
+			cmd.Stdout = progress
+		}
+		start := time.Now()
+		stopFlush := func() {}
+		if p.sync {
+			stopFlush = startWriteback(image)
+		}
+		if overlay != nil {
+			setUp, err = runOverlay(cmd, overlay)
+		} else {
+			setUp, err = true, cmd.Run()
+		}
+		stopFlush()
+		if phaseHook != nil {
+			phaseHook("tool", time.Since(start))
+		}
+		return setUp, tail, err
+	}
+	failed := func(name string, err error, tail *tool.Tail) error {
+		if ctx.Err() != nil {
+			return fmt.Errorf("build %s: stopped, nothing was written: %w", p.target, ctx.Err())
+		}
+		return fmt.Errorf("build %s: %w", p.target, tool.Failed(name, err, tail))
+	}
+
+	if p.format == EROFS && !noOverlay {
+		start := time.Now()
+		view, err := newOverlayView(p.tree, work, added)
+		if phaseHook != nil {
+			phaseHook("stage", time.Since(start))
+		}
+		switch {
+		case errors.Is(err, errNoOverlay):
+		case err != nil:
+			return "", "", 0, err
+		default:
+			name, args := p.toolArgs(view.merged, image, progress != nil)
+			cmd, ready, err := view.command(ctx, name, args)
+			if errors.Is(err, errNoOverlay) {
+				break
+			}
+			if err != nil {
+				return name, "", 0, err
+			}
+			setUp, tail, err := run(cmd, ready)
+			if setUp {
+				overlayRuns.Add(1)
+			}
+			if setUp || ctx.Err() != nil {
+				if err != nil {
+					return name, "", 0, failed(name, err, tail)
+				}
+				return name, "", 0, nil
+			}
+			// No overlay here (user namespaces off, no overlayfs): stage.
+			os.Remove(image)
+		}
+	}
+
+	start := time.Now()
+	src, extra, staged, copied, err := p.prepareSource(ctx, work, added)
+	if phaseHook != nil {
+		phaseHook("stage", time.Since(start))
+	}
+	if err != nil {
+		return "", staged, copied, err
+	}
+	name, args := p.toolArgs(src, image, progress != nil)
+	cmd, err := tool.Command(ctx, name, append(args, extra...)...)
+	if err != nil {
+		return name, staged, copied, err
+	}
+	if _, tail, err := run(cmd, nil); err != nil {
+		return name, staged, copied, failed(name, err, tail)
+	}
+	return name, staged, copied, nil
+}
+
+// noOverlay turns the overlay view off, and overlayRuns counts the tool
+// runs on one: tests compare both ways.
+var (
+	noOverlay   = false
+	overlayRuns atomic.Int64
+)
 
 // sysextFiles checks a system extension's tree and returns the
 // extension-release to write (the tree's own file, if any, with the

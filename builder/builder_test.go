@@ -629,6 +629,7 @@ var time0 = mustTime("2020-01-01T00:00:00Z")
 // built with links.
 func TestBuildAcrossFilesystems(t *testing.T) {
 	testenv.RequireTool(t, "mkfs.erofs")
+	defer builder.UseOverlay(false)() // staging is what this test is about
 	other, err := os.MkdirTemp("/dev/shm", "sysext-test-")
 	if err != nil {
 		t.Skipf("no /dev/shm: %v", err)
@@ -704,5 +705,72 @@ func TestBuildKeepsReleaseBytes(t *testing.T) {
 				t.Fatalf("PRETTY_NAME = %q", v)
 			}
 		})
+	}
+}
+
+// TestEROFSOverlayMatchesStaging: an EROFS image built on the overlay view
+// (our files over the tree in a private mount namespace) has the same
+// bytes as one built from a staged tree, for a tree with its own release
+// file, a directory on our files' path with an unusual mode, and a hard
+// link pair; and the overlay path leaves nothing behind.
+func TestEROFSOverlayMatchesStaging(t *testing.T) {
+	testenv.RequireTool(t, "mkfs.erofs")
+	testenv.RequireTool(t, "unshare")
+	tree := writeTree(t, t.TempDir())
+	rel := filepath.Join(tree, "usr/lib/extension-release.d/extension-release.sysext-test-hello")
+	os.MkdirAll(filepath.Dir(rel), 0o755)
+	os.WriteFile(rel, []byte("ID=_any\nPRETTY_NAME=\"mine\"\n"), 0o644)
+	if err := os.Chmod(filepath.Join(tree, "usr/lib"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(filepath.Join(tree, "usr/bin/sysext-test-hello"), filepath.Join(tree, "usr/bin/hello-again")); err != nil {
+		t.Fatal(err)
+	}
+	o := opts(tree, "", builder.EROFS)
+	o.Enable = []string{"sysext-test-hello.service"}
+	o.Digest = true
+
+	o.Output = testenv.TempDirNoLeak(t, ".#")
+	before := builder.OverlayRuns()
+	viaOverlay, err := builder.Build(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if builder.OverlayRuns() == before {
+		if os.Getenv("CI") != "" {
+			t.Fatal("the build did not use the overlay view")
+		}
+		t.Skip("no overlay here (user namespaces or overlayfs unavailable); the build staged")
+	}
+	if got := listDir(t, o.Output); len(got) != 1 {
+		t.Fatalf("output dir holds %v", got)
+	}
+
+	// Where the view cannot be set up (an unshare that fails, as with
+	// user namespaces disabled), the build stages and gives the same bytes.
+	fake := t.TempDir()
+	os.WriteFile(filepath.Join(fake, "unshare"), []byte("#!/bin/sh\necho 'unshare: unshare failed: Operation not permitted' >&2\nexit 1\n"), 0o755)
+	t.Setenv("PATH", fake+":"+os.Getenv("PATH"))
+	o.Output = testenv.TempDirNoLeak(t, ".#")
+	before = builder.OverlayRuns()
+	fallback, err := builder.Build(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if builder.OverlayRuns() != before || fallback.Digest != viaOverlay.Digest {
+		t.Fatalf("with a failing unshare: overlay runs %d→%d, digest %s, want staging and %s", before, builder.OverlayRuns(), fallback.Digest, viaOverlay.Digest)
+	}
+	if got := listDir(t, o.Output); len(got) != 1 {
+		t.Fatalf("output dir holds %v", got)
+	}
+
+	defer builder.UseOverlay(false)()
+	o.Output = t.TempDir()
+	viaStaging, err := builder.Build(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if viaOverlay.Digest != viaStaging.Digest || len(viaOverlay.Warnings) != len(viaStaging.Warnings) {
+		t.Fatalf("overlay gives %s %q, staging %s %q", viaOverlay.Digest, viaOverlay.Warnings, viaStaging.Digest, viaStaging.Warnings)
 	}
 }

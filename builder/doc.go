@@ -1,8 +1,11 @@
 // Package builder turns a directory tree into a systemd-sysext image
 // (squashfs or EROFS) with its extension-release metadata and Upholds=
 // drop-ins, reproducibly; with Options.Kind KindConfext, an etc/ tree into
-// a systemd-confext image (metadata under etc/extension-release.d). It stages a view of the input and never modifies
-// it, writes the image atomically, and never touches the network.
+// a systemd-confext image (metadata under etc/extension-release.d). The
+// tool reads a view of the input (mksquashfs pseudo files; for EROFS an
+// overlay in a private mount namespace, or a hard-linked staging tree),
+// never the input modified; the image is written atomically, and the
+// network is never touched.
 //
 // Invariants: the same tree and SOURCE_DATE_EPOCH give the same bytes; a
 // tree that systemd-sysext would not merge as meant (top level other than

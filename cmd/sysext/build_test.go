@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -160,5 +162,58 @@ func TestDemoScript(t *testing.T) {
 	}
 	if os.Geteuid() == 0 && !strings.Contains(string(out), "demo: OK, the extension is merged and its program runs") {
 		t.Fatalf("demo did not merge as root:\n%s", out)
+	}
+}
+
+// TestBuildEROFSUnprivileged: a user who is not root builds an EROFS image
+// through the overlay view in a user namespace. The tree is on tmpfs and
+// the output on the disk, so staging would have had to copy and warn;
+// no warning means the overlay was used.
+func TestBuildEROFSUnprivileged(t *testing.T) {
+	testenv.RequireRoot(t)
+	runuser := testenv.RequireTool(t, "runuser")
+	testenv.RequireTool(t, "mkfs.erofs")
+	testenv.RequireTool(t, "unshare")
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skipf("no user nobody: %v", err)
+	}
+	uid, _ := strconv.Atoi(nobody.Uid)
+	bin := testenv.BuildSysext(t)
+	os.Chmod(filepath.Dir(bin), 0o755)
+	tree, err := os.MkdirTemp("/dev/shm", "sysext-test-tree-")
+	if err != nil {
+		t.Skipf("no /dev/shm: %v", err)
+	}
+	defer os.RemoveAll(tree)
+	if out, err := exec.Command("cp", "-a", exampleTree(t)+"/.", tree).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	os.Chmod(tree, 0o755)
+	out := t.TempDir()
+	os.Chmod(filepath.Dir(out), 0o755)
+	if err := os.Chown(out, uid, -1); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(runuser, "-u", "nobody", "--", bin, "build", tree, "--name", "sysext-hello", "--version", "1.0",
+		"--arch", "x86-64", "--format", "erofs", "-o", out+"/", "--json")
+	got, err := cmd.Output()
+	if err != nil {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		t.Fatalf("build as nobody: %v\n%s%s", err, got, stderr)
+	}
+	var built imageJSON
+	if err := json.Unmarshal(got, &built); err != nil {
+		t.Fatalf("%s: %v", got, err)
+	}
+	if len(built.Warnings) != 0 || built.Format != "erofs" {
+		t.Fatalf("build as nobody: %+v (a copy warning means the overlay was not used)", built)
+	}
+	ents, err := os.ReadDir(out)
+	if err != nil || len(ents) != 1 {
+		t.Fatalf("output dir holds %v (%v)", ents, err)
 	}
 }

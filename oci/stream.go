@@ -28,8 +28,18 @@ const (
 const headSize = 8192
 
 // writebackChunk is how much dirty data a buffered download lets pile up
-// before it asks the kernel to start writing it out.
-const writebackChunk = 8 << 20
+// before it asks the kernel to start writing it out; every syncChunk the
+// flusher also waits for it to be durable (fdatasync). Writing back is not
+// enough: a disk with a write cache (any virtual disk) acknowledges the
+// writes and persists them at the cache flush, so a single fsync at the
+// end waited for the whole image (180 ms of 450 for 256 MiB here, with
+// 8 MiB of it still to write). Flushing as we go overlaps that with the
+// download: 256 MiB in 0.34 s instead of 0.45 s, 1 GiB in 1.2 s instead
+// of 1.8-2.3 s.
+const (
+	writebackChunk = 8 << 20
+	syncChunk      = 16 << 20
+)
 
 type chunk struct {
 	buf []byte // cap streamBufSize
@@ -198,10 +208,11 @@ func isLengthMismatch(err error) bool {
 }
 
 // blobWriter writes through the page cache and has the kernel start
-// writeback as the data arrives, from its own goroutine: sync_file_range
-// blocks while the disk's queue is full, and the network must not wait
-// for the disk. So the disk works while the network does, and the final
-// fsync has little left to do. (O_DIRECT, even with four writes in
+// writeback as the data arrives, and flush it every syncChunk, from its
+// own goroutine: sync_file_range blocks while the disk's queue is full,
+// fdatasync until the disk's cache is flushed, and the network must not
+// wait for the disk. So the disk works while the network does, and the
+// final fsync has little left to do. (O_DIRECT, even with four writes in
 // flight, was measured slower on a shared disk: 256 MiB in 0.8-1.1 s
 // against 0.5-0.7 s for this.)
 type blobWriter struct {
@@ -216,12 +227,17 @@ func newBlobWriter(f *os.File) *blobWriter {
 	w := &blobWriter{f: f, flushes: flushes, done: done}
 	go func() {
 		defer close(done)
-		var flushed int64
+		var flushed, synced int64
 		for end := range flushes {
 			// SYNC_FILE_RANGE_WRITE queues the writeback and returns; it is
 			// best effort (not every filesystem supports it).
 			_ = unix.SyncFileRange(int(f.Fd()), flushed, end-flushed, unix.SYNC_FILE_RANGE_WRITE)
 			flushed = end
+			if end-synced >= syncChunk {
+				// Errors show again at the final fsync, which decides.
+				_ = unix.Fdatasync(int(f.Fd()))
+				synced = end
+			}
 		}
 	}()
 	return w

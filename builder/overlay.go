@@ -8,9 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
-	"path"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"github.com/sysext/sysext/internal/tool"
@@ -57,27 +55,14 @@ func newOverlayView(tree, work string, added []dropIn) (*overlayView, error) {
 	if err := os.Chmod(v.add, 0o755); err != nil {
 		return nil, err
 	}
-	dirs := map[string]bool{}
-	for _, a := range added {
-		for d := path.Dir(a.path); d != "." && d != "/"; d = path.Dir(d) {
-			dirs[d] = true
-		}
-	}
-	sorted := make([]string, 0, len(dirs))
-	for d := range dirs {
-		sorted = append(sorted, d)
-	}
-	sort.Strings(sorted) // parents before children
-	for _, d := range sorted {
-		mode := fs.FileMode(0o755)
-		fi, err := os.Lstat(filepath.Join(tree, filepath.FromSlash(d)))
-		switch {
-		case err == nil && !fi.IsDir():
-			return nil, treeError("%s is in the way of the directory sysext adds there: it must be a directory", filepath.Join(tree, d))
-		case err == nil:
-			mode = fi.Mode() & (fs.ModePerm | fs.ModeSetgid | fs.ModeSticky)
-		case !errors.Is(err, fs.ErrNotExist):
+	for _, d := range addedDirs(added) {
+		fi, err := treeDir(tree, d)
+		if err != nil {
 			return nil, err
+		}
+		mode := fs.FileMode(0o755)
+		if fi != nil {
+			mode = fi.Mode() & (fs.ModePerm | fs.ModeSetgid | fs.ModeSticky)
 		}
 		p := filepath.Join(v.add, filepath.FromSlash(d))
 		if err := os.Mkdir(p, 0o755); err != nil {
@@ -88,11 +73,7 @@ func newOverlayView(tree, work string, added []dropIn) (*overlayView, error) {
 		}
 	}
 	for _, a := range added {
-		fi, err := os.Lstat(filepath.Join(tree, filepath.FromSlash(a.path)))
-		switch {
-		case err == nil && fi.IsDir():
-			return nil, treeError("%s is a directory where sysext writes a file", filepath.Join(tree, a.path))
-		case err != nil && !errors.Is(err, fs.ErrNotExist):
+		if _, err := treeFile(tree, a.path); err != nil {
 			return nil, err
 		}
 		if err := replaceFile(v.add, a.path, a.content); err != nil {

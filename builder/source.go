@@ -65,39 +65,23 @@ const maxPseudoArg = 120 << 10
 // directory, the file's content written by printf, and an exclude list (-e,
 // last) for the tree's own files at those paths.
 func squashfsAdditions(tree string, added []dropIn) ([]string, error) {
-	dirs := map[string]bool{}
-	for _, a := range added {
-		for d := path.Dir(a.path); d != "." && d != "/"; d = path.Dir(d) {
-			dirs[d] = true
-		}
-	}
-	sorted := make([]string, 0, len(dirs))
-	for d := range dirs {
-		sorted = append(sorted, d)
-	}
-	sort.Strings(sorted) // parents before children
 	var args, exclude []string
-	for _, d := range sorted {
-		fi, err := os.Lstat(filepath.Join(tree, filepath.FromSlash(d)))
-		switch {
-		case err == nil && !fi.IsDir():
-			return nil, treeError("%s is in the way of the directory sysext adds there: it must be a directory", filepath.Join(tree, d))
-		case err == nil:
-		case errors.Is(err, fs.ErrNotExist):
-			args = append(args, "-p", d+" d 755 0 0")
-		default:
+	for _, d := range addedDirs(added) {
+		fi, err := treeDir(tree, d)
+		if err != nil {
 			return nil, err
+		}
+		if fi == nil {
+			args = append(args, "-p", d+" d 755 0 0")
 		}
 	}
 	for _, a := range added {
-		fi, err := os.Lstat(filepath.Join(tree, filepath.FromSlash(a.path)))
-		switch {
-		case err == nil && fi.IsDir():
-			return nil, treeError("%s is a directory where sysext writes a file", filepath.Join(tree, a.path))
-		case err == nil:
-			exclude = append(exclude, a.path)
-		case !errors.Is(err, fs.ErrNotExist):
+		exists, err := treeFile(tree, a.path)
+		if err != nil {
 			return nil, err
+		}
+		if exists {
+			exclude = append(exclude, a.path)
 		}
 		// Paths are checked names without whitespace; mksquashfs runs the
 		// rest of the definition with /bin/sh -c.
@@ -135,4 +119,53 @@ func printfFormat(content []byte) string {
 	}
 	b.WriteByte('\'')
 	return b.String()
+}
+
+// addedDirs returns the parent directories of the files we add, parents
+// before children.
+func addedDirs(added []dropIn) []string {
+	dirs := map[string]bool{}
+	for _, a := range added {
+		for d := path.Dir(a.path); d != "." && d != "/"; d = path.Dir(d) {
+			dirs[d] = true
+		}
+	}
+	sorted := make([]string, 0, len(dirs))
+	for d := range dirs {
+		sorted = append(sorted, d)
+	}
+	sort.Strings(sorted)
+	return sorted
+}
+
+// treeDir returns the tree's entry at d, a directory our files go in: nil
+// when the tree has none, an error when it has something else there.
+func treeDir(tree, d string) (fs.FileInfo, error) {
+	fi, err := os.Lstat(filepath.Join(tree, filepath.FromSlash(d)))
+	switch {
+	case err == nil && !fi.IsDir():
+		return nil, treeError("%s is in the way of the directory sysext adds there: it must be a directory", filepath.Join(tree, d))
+	case err == nil:
+		return fi, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, nil
+	default:
+		return nil, err
+	}
+}
+
+// treeFile reports whether the tree has its own file at p, where we write
+// ours; a directory there is an error.
+func treeFile(tree, p string) (bool, error) {
+	fi, err := os.Lstat(filepath.Join(tree, filepath.FromSlash(p)))
+	switch {
+	case err == nil && fi.IsDir():
+		return false, treeError("%s is a directory where sysext writes a file", filepath.Join(tree, p))
+	case err == nil:
+		return true, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
+	default:
+		return false, err
+	}
 }

@@ -88,16 +88,38 @@ func benchTransfer(b *testing.B, size int64) {
 	var pushUs, pushOras, fetchUs, fetchOras, syncOras time.Duration
 	var rssPush, rssFetch float64
 	b.ResetTimer()
+	// Pushes first: fresh repositories, so every byte is uploaded; who
+	// goes first alternates (the second upload of a blob the registry
+	// already has is deleted by it).
 	for i := 0; i < b.N; i++ {
 		runtime.GC()
-		// Push: fresh repositories, so every byte is uploaded.
-		d, rss := timed(b, dir, sysext, "push", "-q", img, reg.Ref(fmt.Sprintf("bench/ours%d:1", i)))
-		pushUs += d
-		rssPush = max(rssPush, rss)
-		d, _ = timed(b, dir, oras, "push", "--plain-http", "--no-tty", reg.Ref(fmt.Sprintf("bench/oras%d:1", i)), base+":"+oci.MediaTypeSquashfs)
-		pushOras += d
+		ours := func() {
+			d, rss := timed(b, dir, sysext, "push", "-q", img, reg.Ref(fmt.Sprintf("bench/ours%d:1", i)))
+			pushUs += d
+			rssPush = max(rssPush, rss)
+		}
+		theirs := func() {
+			d, _ := timed(b, dir, oras, "push", "--plain-http", "--no-tty", reg.Ref(fmt.Sprintf("bench/oras%d:1", i)), base+":"+oci.MediaTypeSquashfs)
+			pushOras += d
+		}
+		if i%2 == 0 {
+			ours()
+			theirs()
+		} else {
+			theirs()
+			ours()
+		}
+	}
+	// The disk's floor for any fetch that fsyncs: write and fsync as many
+	// bytes with nothing else going on. Measured between the pushes and the
+	// fetches, it also waits out what the pushes left the disk to do (this
+	// root filesystem is mounted with -o discard: the registry's deleted
+	// uploads are discarded in the background and slow every later flush).
+	syscall.Sync()
+	floor := diskFloor(b, filepath.Join(b.TempDir(), "floor"), fi.Size())
 
-		// Fetch the same artifact both ways; alternate who goes first.
+	// Fetch each artifact both ways; alternate who goes first.
+	for i := 0; i < b.N; i++ {
 		ref := reg.Ref(fmt.Sprintf("bench/ours%d:1", i))
 		outUs, outOras := b.TempDir(), b.TempDir()
 		fetch := func() {
@@ -123,15 +145,12 @@ func benchTransfer(b *testing.B, size int64) {
 			fetch()
 			pull()
 		}
-		// The outputs stay until the end: this root filesystem is mounted
-		// with -o discard, and deleting a gigabyte makes the disk discard
-		// it while the next run writes.
+		// Gigabytes of outputs kept in the page cache would make the
+		// later runs reclaim memory.
+		os.RemoveAll(outUs)
+		os.RemoveAll(outOras)
 	}
 	b.StopTimer()
-	// The disk's floor for any fetch that fsyncs: write and fsync as many
-	// bytes with nothing else going on.
-	syscall.Sync()
-	floor := diskFloor(b, filepath.Join(b.TempDir(), "floor"), fi.Size())
 	b.ReportMetric(mb/floor.Seconds(), "disk-write+fsync-MB/s")
 	n := float64(b.N)
 	b.ReportMetric(mb*n/fetchUs.Seconds(), "sysext-fetch-MB/s")
@@ -168,7 +187,7 @@ func diskFloor(b *testing.B, path string, size int64) time.Duration {
 		b.Fatal(err)
 	}
 	f.Close()
-	d := time.Since(start)
-	os.Remove(path)
-	return d
+	// The file stays (its directory goes at the end): deleting it here
+	// would have the disk discard it while the fetches run.
+	return time.Since(start)
 }

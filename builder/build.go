@@ -63,7 +63,8 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	// Everything we write lives in one directory next to the output, named
 	// like a temp file and removed on every path: the image the tool
 	// creates there (a file the tool creates is faster than one it
-	// truncates, see atomicfile.Adopt) and, for EROFS, the staged tree.
+	// truncates, see atomicfile.Adopt) and, for EROFS, our files and the
+	// overlay's mount point, or the staged tree.
 	work, err := os.MkdirTemp(p.outDir, atomicfile.TempPrefix+filepath.Base(p.target)+".build-")
 	if err != nil {
 		return nil, fmt.Errorf("create a work directory in %s: %w", p.outDir, err)

@@ -137,3 +137,14 @@ func fileContains(t testing.TB, p, s string) bool {
 	b, err := os.ReadFile(p)
 	return err == nil && bytes.Contains(b, []byte(s))
 }
+
+// publishedHello pushes hello 1.0 to an in-process registry under
+// ext/hello:TAG and makes a Debian node root; it returns the reference and
+// the root.
+func publishedHello(t testing.TB, tag string) (ref, root string) {
+	t.Helper()
+	reg := ocitest.NewOlareg(t)
+	ref = reg.Ref("ext/hello:" + tag)
+	push(t, ref, makeImage(t, meta("hello", "1.0"), 0))
+	return ref, nodeRoot(t, debianRelease)
+}

@@ -105,10 +105,7 @@ func TestPullUpdateRollbackGCRemove(t *testing.T) {
 }
 
 func TestRefreshFailureRollsBack(t *testing.T) {
-	reg := ocitest.NewOlareg(t)
-	ref := reg.Ref("ext/hello:stable")
-	push(t, ref, makeImage(t, meta("hello", "1.0"), 0))
-	root := nodeRoot(t, debianRelease)
+	ref, root := publishedHello(t, "stable")
 	rr := &recRefresher{}
 	o := testNode(root).opts
 	o.Refresher, o.RefreshWithRoot = rr, true
@@ -198,10 +195,7 @@ func TestIncompatibleRefusedBeforeDownload(t *testing.T) {
 }
 
 func TestNameMismatch(t *testing.T) {
-	reg := ocitest.NewOlareg(t)
-	ref := reg.Ref("ext/hello:1")
-	push(t, ref, makeImage(t, meta("hello", "1.0"), 0))
-	root := nodeRoot(t, debianRelease)
+	ref, root := publishedHello(t, "1")
 	_, err := testNode(root).Pull(context.Background(), PullRequest{Ref: ref, Name: "other"})
 	if err == nil || !strings.Contains(err.Error(), `not "other"`) {
 		t.Fatalf("pull --name other: %v", err)
@@ -224,10 +218,7 @@ func TestCutConnectionResumed(t *testing.T) {
 }
 
 func TestForeignExtensionRefused(t *testing.T) {
-	reg := ocitest.NewOlareg(t)
-	ref := reg.Ref("ext/hello:1")
-	push(t, ref, makeImage(t, meta("hello", "1.0"), 0))
-	root := nodeRoot(t, debianRelease)
+	ref, root := publishedHello(t, "1")
 	p := filepath.Join(root, "etc/extensions/hello.raw")
 	must(t, os.MkdirAll(filepath.Dir(p), 0o755))
 	must(t, os.WriteFile(p, []byte("a person's image"), 0o644))
@@ -242,10 +233,7 @@ func TestForeignExtensionRefused(t *testing.T) {
 }
 
 func TestCorruptStateListExplains(t *testing.T) {
-	reg := ocitest.NewOlareg(t)
-	ref := reg.Ref("ext/hello:1")
-	push(t, ref, makeImage(t, meta("hello", "1.0"), 0))
-	root := nodeRoot(t, debianRelease)
+	ref, root := publishedHello(t, "1")
 	n := testNode(root)
 	if _, err := n.Pull(context.Background(), PullRequest{Ref: ref}); err != nil {
 		t.Fatal(err)
@@ -302,10 +290,7 @@ func TestConcurrentRuns(t *testing.T) {
 }
 
 func TestFirstInstallThatDoesNotMergeIsUnlinked(t *testing.T) {
-	reg := ocitest.NewOlareg(t)
-	ref := reg.Ref("ext/hello:1")
-	push(t, ref, makeImage(t, meta("hello", "1.0"), 0))
-	root := nodeRoot(t, debianRelease)
+	ref, root := publishedHello(t, "1")
 	o := testNode(root).opts
 	o.Refresher, o.RefreshWithRoot = &recRefresher{fail: errors.New("Failed to mount")}, true
 	_, err := New(o).Pull(context.Background(), PullRequest{Ref: ref})
@@ -324,10 +309,7 @@ func TestFirstInstallThatDoesNotMergeIsUnlinked(t *testing.T) {
 // leaves "pending" (the next run proves it) or "failed" before switching
 // back (the next run finishes the rollback).
 func TestResumeInterruptedActivation(t *testing.T) {
-	reg := ocitest.NewOlareg(t)
-	ref := reg.Ref("ext/hello:stable")
-	push(t, ref, makeImage(t, meta("hello", "1.0"), 0))
-	root := nodeRoot(t, debianRelease)
+	ref, root := publishedHello(t, "stable")
 	ctx := context.Background()
 	off := testNode(root)
 	if _, err := off.Pull(ctx, PullRequest{Ref: ref}); err != nil {
@@ -368,10 +350,7 @@ func TestResumeInterruptedActivation(t *testing.T) {
 // TestCopyModeBakesTheFile: --root DIR --extensions-dir /usr/lib/extensions
 // --copy writes NAME.raw itself and nothing in /var.
 func TestCopyModeBakesTheFile(t *testing.T) {
-	reg := ocitest.NewOlareg(t)
-	ref := reg.Ref("ext/hello:1")
-	push(t, ref, makeImage(t, meta("hello", "1.0"), 0))
-	root := nodeRoot(t, debianRelease)
+	ref, root := publishedHello(t, "1")
 	o := testNode(root).opts
 	o.Store.ExtensionsDir, o.Store.Copy = "/usr/lib/extensions", true
 	for range 2 { // a second pull of the same image changes nothing

@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -218,9 +217,6 @@ func (p *buildPlan) runTool(ctx context.Context, work string, added []dropIn, im
 				return name, "", 0, err
 			}
 			setUp, tail, err := run(cmd, ready)
-			if setUp {
-				overlayRuns.Add(1)
-			}
 			if setUp || ctx.Err() != nil {
 				if err != nil {
 					return name, "", 0, failed(name, err, tail)
@@ -251,12 +247,8 @@ func (p *buildPlan) runTool(ctx context.Context, work string, added []dropIn, im
 	return name, staged, copied, nil
 }
 
-// noOverlay turns the overlay view off, and overlayRuns counts the tool
-// runs on one: tests compare both ways.
-var (
-	noOverlay   = false
-	overlayRuns atomic.Int64
-)
+// noOverlay turns the overlay view off (tests compare both ways).
+var noOverlay = false
 
 // sysextFiles checks a system extension's tree and returns the
 // extension-release to write (the tree's own file, if any, with the

@@ -7,6 +7,3 @@ func UseOverlay(on bool) (restore func()) {
 	noOverlay = !on
 	return func() { noOverlay = old }
 }
-
-// OverlayRuns counts the tool runs on an overlay view so far.
-func OverlayRuns() int64 { return overlayRuns.Load() }

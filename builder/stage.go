@@ -22,6 +22,9 @@ import (
 // input. It returns how many entries were copied rather than linked.
 func stage(ctx context.Context, src, dst string) (copied int, err error) {
 	linkOK := true
+	// A file with several names in the tree is copied once and its other
+	// names link to that copy, so the image keeps the hard link.
+	copies := map[[2]uint64]string{}
 	err = filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -61,8 +64,23 @@ func stage(ctx context.Context, src, dst string) (copied int, err error) {
 			// Another filesystem: every later link fails the same way.
 			linkOK = !errors.Is(lerr, syscall.EXDEV)
 		}
+		var key [2]uint64
+		if info, err := d.Info(); err == nil && info.Mode().IsRegular() {
+			if st, ok := info.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 {
+				key = [2]uint64{uint64(st.Dev), st.Ino}
+				if first, ok := copies[key]; ok {
+					return os.Link(first, target)
+				}
+			}
+		}
 		copied++
-		return copyEntry(p, target, d)
+		if err := copyEntry(p, target, d); err != nil {
+			return err
+		}
+		if key != ([2]uint64{}) {
+			copies[key] = target
+		}
+		return nil
 	})
 	if err != nil {
 		return copied, fmt.Errorf("stage %s: %w", src, err)

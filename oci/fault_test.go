@@ -87,6 +87,35 @@ func TestDownloadResumesCutConnection(t *testing.T) {
 	}
 }
 
+// A download cancelled while the blob streams stops every stage (reader,
+// hasher, writer), says why and leaves nothing in the directory. The blob
+// is larger than all the stream buffers together, so the reader is still
+// sending when the writer stops.
+func TestDownloadCancelledMidStream(t *testing.T) {
+	reg := ocitest.NewOlareg(t)
+	p := pushImage(t, reg, 24<<20)
+	dir := testenv.TempDirNoLeak(t, ".#")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var last int64
+	_, err := oci.Download(ctx, p.tg, &p.r.Entry, oci.DownloadOptions{Dir: dir, Progress: func(done, total int64) {
+		if done <= last || total != p.r.Entry.Layer.Size {
+			t.Errorf("progress %d of %d after %d", done, total, last)
+		}
+		last = done
+		if done >= 2<<20 {
+			cancel()
+		}
+	}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+	if last >= p.r.Entry.Layer.Size {
+		t.Fatalf("the whole blob was written (%d bytes) before the cancel took effect", last)
+	}
+	emptyDir(t, dir)
+}
+
 func TestDownloadGivesUpAfterResumes(t *testing.T) {
 	reg, on := faultyReg(t, ocitest.CutBlob(64<<10, -1))
 	p := pushImage(t, reg, 2<<20)

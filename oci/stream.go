@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -15,12 +16,14 @@ import (
 )
 
 // The download pipeline: one goroutine reads the network into a few
-// buffers (resuming with a Range request when cut), the other hashes each
-// buffer while writing it, and writeback to the disk is started as we go.
-// Memory stays at streamBuffers × streamBufSize whatever the image size.
+// buffers (resuming with a Range request when cut) and hands each to two
+// stages that run independently, the hasher and the writer; writeback to
+// the disk is started as we go. Memory stays at streamBuffers ×
+// streamBufSize whatever the image size. Eight buffers let the reader run
+// ahead while the writer waits on a full disk queue.
 const (
 	streamBufSize = 1 << 20
-	streamBuffers = 4
+	streamBuffers = 8
 )
 
 // headSize is how much of the start of the image we keep for the magic
@@ -42,9 +45,17 @@ const (
 )
 
 type chunk struct {
-	buf []byte // cap streamBufSize
-	n   int
-	off int64
+	buf  []byte // cap streamBufSize
+	n    int
+	off  int64
+	refs *atomic.Int32 // stages still using buf
+}
+
+// release gives buf back to the reader once the last stage is done.
+func (c chunk) release(free chan<- []byte) {
+	if c.refs.Add(-1) == 0 {
+		free <- c.buf
+	}
 }
 
 // stream copies the blob into f (a fresh, empty temp file), hashing as it
@@ -74,31 +85,41 @@ func stream(ctx context.Context, t Target, layer ocispec.Descriptor, f *os.File,
 		// copies into it are page-aligned without any help.
 		free <- make([]byte, streamBufSize)
 	}
-	full := make(chan chunk, streamBuffers)
+	// The reader hands every chunk to the hasher and to the writer; the
+	// buffer goes back to the reader when both are done with it. The hash
+	// is the slowest stage, and it never waits for a write.
+	toHash := make(chan chunk, streamBuffers)
+	toWrite := make(chan chunk, streamBuffers)
 	resumes := 0
 	readErr := make(chan error, 1)
 	go func() {
-		defer close(full)
-		readErr <- readChunks(ctx, rc, layer, maxResumes, &resumes, free, full)
+		defer close(toHash)
+		defer close(toWrite)
+		readErr <- readChunks(ctx, rc, layer, maxResumes, &resumes, free, toHash, toWrite)
+	}()
+
+	h := sha256.New()
+	head := make([]byte, 0, headSize)
+	hashed := make(chan struct{})
+	go func() {
+		defer close(hashed)
+		for c := range toHash {
+			data := c.buf[:c.n]
+			h.Write(data)
+			if len(head) < headSize {
+				head = append(head, data[:min(len(data), headSize-len(head))]...)
+			}
+			c.release(free)
+		}
 	}()
 
 	w := newBlobWriter(f)
 	defer w.close()
-	h := sha256.New()
-	head := make([]byte, 0, headSize)
 	var written int64
 	var werr error
-	for c := range full {
+	for c := range toWrite {
 		if werr == nil {
-			data := c.buf[:c.n]
-			// Hash on one core while the other copies into the page cache.
-			hashed := make(chan struct{})
-			go func() { h.Write(data); close(hashed) }()
-			werr = w.writeAt(data, c.off)
-			<-hashed
-			if len(head) < headSize {
-				head = append(head, data[:min(len(data), headSize-len(head))]...)
-			}
+			werr = w.writeAt(c.buf[:c.n], c.off)
 			written = c.off + int64(c.n)
 			if werr != nil {
 				cancel() // stop the reader; drain what it sent
@@ -106,8 +127,9 @@ func stream(ctx context.Context, t Target, layer ocispec.Descriptor, f *os.File,
 				opts.Progress(written, layer.Size)
 			}
 		}
-		free <- c.buf
+		c.release(free)
 	}
+	<-hashed
 	rerr := <-readErr
 	if werr != nil {
 		return nil, nil, fmt.Errorf("write %s: %w", f.Name(), werr)
@@ -126,10 +148,10 @@ func stream(ctx context.Context, t Target, layer ocispec.Descriptor, f *os.File,
 }
 
 // readChunks fills buffers from rc in order, each full (streamBufSize)
-// except the last, resuming at the current offset with Seek (an HTTP Range
+// except the last, and hands each to both stages, resuming at the current offset with Seek (an HTTP Range
 // request) after a cut, at most maxResumes times. It checks that the blob
 // is exactly layer.Size bytes long.
-func readChunks(ctx context.Context, rc io.ReadCloser, layer ocispec.Descriptor, maxResumes int, resumes *int, free <-chan []byte, full chan<- chunk) error {
+func readChunks(ctx context.Context, rc io.ReadCloser, layer ocispec.Descriptor, maxResumes int, resumes *int, free <-chan []byte, toHash, toWrite chan<- chunk) error {
 	var off int64
 	resume := func(cause error) error {
 		sk, ok := rc.(io.Seeker)
@@ -178,11 +200,12 @@ func readChunks(ctx context.Context, rc io.ReadCloser, layer ocispec.Descriptor,
 				return err
 			}
 		}
-		select {
-		case full <- chunk{buf: buf, n: n, off: off - int64(n)}:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+		c := chunk{buf: buf, n: n, off: off - int64(n), refs: new(atomic.Int32)}
+		c.refs.Store(2)
+		// Both stages always take the chunk (their channels hold every
+		// buffer), so a buffer is never lost on cancellation.
+		toHash <- c
+		toWrite <- c
 	}
 	// The blob must end here: one more byte is a size mismatch.
 	var one [1]byte

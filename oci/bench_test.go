@@ -83,12 +83,23 @@ func timed(b *testing.B, dir string, name string, args ...string) (time.Duration
 	return d, float64(peak()) / (1 << 20)
 }
 
+// benchSetup builds sysext, starts the distribution registry and makes an
+// image of about size bytes.
+func benchSetup(b *testing.B, size int64) (oras, sysext string, reg *ocitest.Registry, img string, fi os.FileInfo) {
+	b.Helper()
+	oras = testenv.RequireTool(b, "oras")
+	sysext = testenv.BuildSysext(b)
+	reg = ocitest.StartDistribution(b)
+	img = bigImage(b, size)
+	fi, err := os.Stat(img)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return oras, sysext, reg, img, fi
+}
+
 func benchTransfer(b *testing.B, size int64) {
-	oras := testenv.RequireTool(b, "oras")
-	sysext := testenv.BuildSysext(b)
-	reg := ocitest.StartDistribution(b)
-	img := bigImage(b, size)
-	fi, _ := os.Stat(img)
+	oras, sysext, reg, img, fi := benchSetup(b, size)
 	mb := float64(fi.Size()) / 1e6
 	dir := filepath.Dir(img)
 	base := filepath.Base(img)
@@ -215,11 +226,7 @@ func benchFetchTmpfs(b *testing.B, size int64) {
 	if st.Bavail*uint64(st.Bsize) < uint64(3*size) {
 		b.Skipf("/dev/shm has less than %d MiB free: this benchmark needs room for two outputs", 3*size>>20)
 	}
-	oras := testenv.RequireTool(b, "oras")
-	sysext := testenv.BuildSysext(b)
-	reg := ocitest.StartDistribution(b)
-	img := bigImage(b, size)
-	fi, _ := os.Stat(img)
+	oras, sysext, reg, img, fi := benchSetup(b, size)
 	mb := float64(fi.Size()) / 1e6
 	ref := reg.Ref("bench/tmpfs:1")
 	if out, err := exec.Command(sysext, "push", "-q", img, ref).CombinedOutput(); err != nil {

@@ -80,11 +80,8 @@ func Download(ctx context.Context, t Target, e *Entry, opts DownloadOptions) (*D
 		return nil, err
 	}
 	defer f.Close() // removes the temp file unless committed
-	if layer.Size > 0 {
-		// Reserve the space first: a full disk fails now, not at 90%.
-		if err := unix.Fallocate(int(f.File.Fd()), 0, 0, layer.Size); err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
-			return nil, fmt.Errorf("%s: reserve %d bytes: %w", target, layer.Size, err)
-		}
+	if err := reserve(f.File, layer.Size); err != nil {
+		return nil, fmt.Errorf("%s: reserve %d bytes: %w", target, layer.Size, err)
 	}
 	res, head, err := stream(ctx, t, layer, f.File, opts)
 	if err != nil {
@@ -114,4 +111,16 @@ func Download(ctx context.Context, t Target, e *Entry, opts DownloadOptions) (*D
 	}
 	res.Info = info
 	return res, nil
+}
+
+// reserve allocates size bytes for f up front, so a full disk fails now,
+// not at 90%; a filesystem without fallocate is left to fail on write.
+func reserve(f *os.File, size int64) error {
+	if size <= 0 {
+		return nil
+	}
+	if err := unix.Fallocate(int(f.Fd()), 0, 0, size); err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
+		return err
+	}
+	return nil
 }

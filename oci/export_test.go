@@ -1,11 +1,6 @@
 package oci
 
-import (
-	"errors"
-	"os"
-
-	"golang.org/x/sys/unix"
-)
+import "os"
 
 // DurableWrite writes size bytes (src repeated) to a new file at path the
 // way Download writes a layer, without the network and the hash: reserve,
@@ -18,7 +13,7 @@ func DurableWrite(path string, src []byte, size int64) error {
 		return err
 	}
 	defer f.Close()
-	if err := unix.Fallocate(int(f.Fd()), 0, 0, size); err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
+	if err := reserve(f, size); err != nil {
 		return err
 	}
 	w := newBlobWriter(f)

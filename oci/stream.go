@@ -19,8 +19,8 @@ import (
 // buffers (resuming with a Range request when cut) and hands each to two
 // stages that run independently, the hasher and the writer; writeback to
 // the disk is started as we go. Memory stays at streamBuffers ×
-// streamBufSize whatever the image size. Eight buffers let the reader run
-// ahead while the writer waits on a full disk queue.
+// streamBufSize whatever the image size. Eight buffers were a little
+// faster than four into tmpfs (256 MiB, median 0.449 s against 0.464 s).
 const (
 	streamBufSize = 1 << 20
 	streamBuffers = 8
@@ -148,8 +148,9 @@ func stream(ctx context.Context, t Target, layer ocispec.Descriptor, f *os.File,
 }
 
 // readChunks fills buffers from rc in order, each full (streamBufSize)
-// except the last, and hands each to both stages, resuming at the current offset with Seek (an HTTP Range
-// request) after a cut, at most maxResumes times. It checks that the blob
+// except the last, and hands each to both stages. It resumes at the
+// current offset with Seek (an HTTP Range request) after a cut, at most
+// maxResumes times. It checks that the blob
 // is exactly layer.Size bytes long.
 func readChunks(ctx context.Context, rc io.ReadCloser, layer ocispec.Descriptor, maxResumes int, resumes *int, free <-chan []byte, toHash, toWrite chan<- chunk) error {
 	var off int64

@@ -58,6 +58,15 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	keep, err := keepSet(p.tree, opts.KeepPrivileges)
+	if err != nil {
+		return nil, err
+	}
+	if p.drop, err = scanTree(ctx, p.tree, keep); err != nil {
+		return nil, err
+	}
+	p.keep = keep
+	warnings = append(warnings, droppedWarning(p.drop)...)
 
 	// Everything we write lives in one directory next to the output, named
 	// like a temp file and removed on every path: the image the tool
@@ -199,7 +208,7 @@ func (p *buildPlan) runTool(ctx context.Context, work string, added []dropIn, im
 
 	if p.format == EROFS && !noOverlay {
 		start := time.Now()
-		view, err := newOverlayView(p.tree, work, added)
+		view, err := newOverlayView(p.tree, work, added, p.drop)
 		if phaseHook != nil {
 			phaseHook("stage", time.Since(start))
 		}
@@ -328,8 +337,10 @@ type buildPlan struct {
 	compression string
 	level       string
 	epoch       int64
-	sync        bool   // flush before the rename: opts.Sync, or a merge directory
-	stageDir    string // opts.StageDir
+	sync        bool            // flush before the rename: opts.Sync, or a merge directory
+	stageDir    string          // opts.StageDir
+	keep        map[string]bool // opts.KeepPrivileges, checked
+	drop        []privileged    // files that lose their privileges in the image
 	outDir      string
 	target      string
 }

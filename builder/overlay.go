@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/sysext/sysext/internal/extract"
 	"github.com/sysext/sysext/internal/tool"
 )
 
@@ -29,12 +30,13 @@ type overlayView struct {
 	tree, add, merged string
 }
 
-// newOverlayView writes our files under work/add, their parent directories
-// with the modes the tree's own have (an overlay takes a directory's
-// attributes from the top layer), and makes the mount point. It refuses
-// what squashfsAdditions refuses: a file where we need a directory, a
-// directory where we write a file.
-func newOverlayView(tree, work string, added []dropIn) (*overlayView, error) {
+// newOverlayView writes our files under work/add, and copies of the files
+// in drop without their privileges, their parent directories with the
+// modes the tree's own have (an overlay takes a directory's attributes
+// from the top layer), and makes the mount point. It refuses what
+// squashfsAdditions refuses: a file where we need a directory, a directory
+// where we write a file.
+func newOverlayView(tree, work string, added []dropIn, drop []privileged) (*overlayView, error) {
 	tree, err := filepath.Abs(tree)
 	if err != nil {
 		return nil, err
@@ -55,7 +57,15 @@ func newOverlayView(tree, work string, added []dropIn) (*overlayView, error) {
 	if err := os.Chmod(v.add, 0o755); err != nil {
 		return nil, err
 	}
-	for _, d := range addedDirs(added) {
+	ours := map[string]bool{}
+	dirFiles := append([]dropIn(nil), added...)
+	for _, a := range added {
+		ours[a.path] = true
+	}
+	for _, d := range drop {
+		dirFiles = append(dirFiles, dropIn{path: d.rel})
+	}
+	for _, d := range addedDirs(dirFiles) {
 		fi, err := treeDir(tree, d)
 		if err != nil {
 			return nil, err
@@ -78,6 +88,15 @@ func newOverlayView(tree, work string, added []dropIn) (*overlayView, error) {
 		}
 		if err := replaceFile(v.add, a.path, a.content); err != nil {
 			return nil, fmt.Errorf("write %s: %w", a.path, err)
+		}
+	}
+	for _, d := range drop {
+		if ours[d.rel] {
+			continue
+		}
+		src, dst := filepath.Join(tree, filepath.FromSlash(d.rel)), filepath.Join(v.add, filepath.FromSlash(d.rel))
+		if err := extract.CopyFile(src, dst, true); err != nil {
+			return nil, fmt.Errorf("copy %s without its privileges: %w", d.rel, err)
 		}
 	}
 	return v, nil

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sysext/sysext/internal/extract"
+
 	"github.com/sysext/sysext/internal/testenv"
 )
 
@@ -26,7 +28,8 @@ func TestSearchPathsInsideRoot(t *testing.T) {
 	w("other.conf", "/opt/other\n")
 	os.Symlink("/real-conf", filepath.Join(dir, "etc/ld.so.conf.d")) // absolute: inside the root
 	w("etc/ld-musl-x86_64.path", "/opt/musl:/opt/musl2\n")
-	r, _ := newRoot(dir, false)
+	r, _ := extract.OpenRoot(dir, false)
+	defer r.Close()
 	got := strings.Join(searchPaths(r, elfArches["x86-64"]), " ")
 	want := "/opt/other /opt/a/lib /opt/b/lib /opt/b2/lib /opt/first/lib /opt/musl /opt/musl2 /lib/x86_64-linux-gnu /usr/lib/x86_64-linux-gnu /lib64 /usr/lib64 /lib /usr/lib /usr/local/lib"
 	if got != want {

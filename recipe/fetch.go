@@ -21,6 +21,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/sysext/sysext/atomicfile"
 	"github.com/sysext/sysext/internal/ctxio"
+	"github.com/sysext/sysext/internal/extract"
 )
 
 // Fetcher downloads recipe files through an optional mirror into a cache
@@ -31,6 +32,9 @@ type Fetcher struct {
 	Client   *http.Client // nil = a client that waits at most a minute for a response
 	Progress io.Writer    // where a progress bar is drawn; nil = none
 	Attempts int          // tries per download on a cut connection or 5xx; 0 = 3
+	// MaxSize bounds the bytes an archive may unpack to (Unpacked); 0
+	// derives the bound from the free space of the cache's filesystem.
+	MaxSize int64
 }
 
 // ErrChecksum is returned when a download does not match its sha256.
@@ -358,7 +362,11 @@ func (f *Fetcher) Unpacked(ctx context.Context, blob, sum, format string) (strin
 	if err != nil {
 		return "", fmt.Errorf("cache: %w", err)
 	}
-	if err := unpack(ctx, blob, format, tmp); err != nil {
+	budget, err := extract.NewBudget(f.MaxSize, tmp)
+	if err == nil {
+		err = unpack(ctx, blob, format, tmp, budget)
+	}
+	if err != nil {
 		os.RemoveAll(tmp)
 		return "", err
 	}

@@ -41,6 +41,7 @@ type bakeOptions struct {
 	Append      bool
 	Sign        bool
 	Key         string
+	MaxSize     sizeFlag
 }
 
 func (o *bakeOptions) AddFlags(c *cobra.Command) {
@@ -65,6 +66,7 @@ func (o *bakeOptions) AddFlags(c *cobra.Command) {
 	f.BoolVar(&o.Append, "append", false, "with --push: keep the other architectures already at REF")
 	f.BoolVar(&o.Sign, "sign", false, "with --push: sign what was pushed (needs --key)")
 	f.StringVar(&o.Key, "key", "", "with --sign: cosign private key `FILE`")
+	addMaxSizeFlag(c, &o.MaxSize, "downloaded archives")
 	o.registryFlags.addFlags(c)
 }
 
@@ -175,6 +177,7 @@ func runBake(ctx context.Context, c *cobra.Command, opts bakeOptions, name strin
 		Digest:      opts.Digest,
 		CacheDir:    opts.Cache,
 		Mirror:      opts.Mirror,
+		MaxSize:     int64(opts.MaxSize),
 	}
 	if epoch := os.Getenv("SOURCE_DATE_EPOCH"); epoch != "" {
 		var n int64

@@ -31,6 +31,10 @@ type buildOptions struct {
 	Force       bool
 	Digest      bool
 	JSON        bool
+	// KeepPrivileges: files that keep set-user-ID/set-group-ID bits and
+	// file capabilities (paths in the extension; in ROOTFS for flix and
+	// flatwrap).
+	KeepPrivileges []string
 }
 
 // fromImageOptions are the flags that build from a container image instead
@@ -42,6 +46,7 @@ type fromImageOptions struct {
 	IgnoreDeletions bool     // --ignore-deletions
 	Confext         string   // --confext FILE
 	Platform        string   // --platform os/arch[/variant]
+	MaxSize         sizeFlag // --max-size SIZE
 }
 
 func (o *buildOptions) AddFlags(c *cobra.Command) {
@@ -69,6 +74,7 @@ func (o *buildOptions) addImageFlags(c *cobra.Command, archHelp, compressionHelp
 	f.BoolVar(&o.Force, "force", false, "replace an existing output file")
 	f.BoolVar(&o.Digest, "digest", false, "also hash the image and print its sha256 digest (one more read of it; push and inspect hash it anyway)")
 	f.BoolVar(&o.JSON, "json", false, "print the result as JSON")
+	f.StringArrayVar(&o.KeepPrivileges, "keep-privileges", nil, "keep the set-user-ID/set-group-ID bits and file capabilities of this file, `PATH` in the extension (every other file loses them: the image is all-root); repeatable")
 }
 
 func (o *fromImageOptions) AddFlags(c *cobra.Command) {
@@ -79,6 +85,7 @@ func (o *fromImageOptions) AddFlags(c *cobra.Command) {
 	f.BoolVar(&o.IgnoreDeletions, "ignore-deletions", false, "with --from-image --base: ignore files the image deletes from its base")
 	f.StringVar(&o.Confext, "confext", "", "with --from-image: also write the image's /etc as a configuration extension to FILE")
 	f.StringVar(&o.Platform, "platform", "", "with --from-image: the platform to pick from a multi-platform image (os/arch[/variant])")
+	addMaxSizeFlag(c, &o.MaxSize, "with --from-image: images whose layers")
 }
 
 func newBuildCommand() *cobra.Command {
@@ -89,6 +96,10 @@ func newBuildCommand() *cobra.Command {
 		Short: "Build a systemd-sysext image from a directory tree",
 		Long: `Build a system extension image (squashfs or EROFS) from TREE, a directory
 with usr/ (and optionally opt/), the only places systemd-sysext merges.
+
+Files lose set-user-ID/set-group-ID bits and file capabilities unless
+named with --keep-privileges (the image is owned by root, so they would
+grant root's privileges on every host), and device nodes are refused.
 
 The image gets usr/lib/extension-release.d/extension-release.NAME (ID,
 ARCHITECTURE, SYSEXT_LEVEL or VERSION_ID, SYSEXT_VERSION_ID, ...) and, for
@@ -115,8 +126,8 @@ output existing without --force), 2 on a usage error (bad flag values).`,
 			if img.Image != "" {
 				return runBuildFromImage(c, opts, img)
 			}
-			if img.Base != "" || len(img.Keep) > 0 || img.IgnoreDeletions || img.Confext != "" || img.Platform != "" {
-				return usageError("--base, --keep, --ignore-deletions, --confext and --platform need --from-image")
+			if img.Base != "" || len(img.Keep) > 0 || img.IgnoreDeletions || img.Confext != "" || img.Platform != "" || img.MaxSize != 0 {
+				return usageError("--base, --keep, --ignore-deletions, --confext, --platform and --max-size need --from-image")
 			}
 			return runBuild(c, opts, args[0])
 		},
@@ -183,6 +194,7 @@ func (o buildOptions) builderOptions(tree string) (builder.Options, error) {
 	return builder.Options{
 		Tree: tree, Meta: meta, Format: format, Compression: o.Compression,
 		Enable: o.Enable, Output: o.Output, Force: o.Force, SourceDateEpoch: epoch, Digest: o.Digest,
+		KeepPrivileges: o.KeepPrivileges,
 	}, nil
 }
 

@@ -67,6 +67,7 @@ func runBuildFromImage(c *cobra.Command, opts buildOptions, img fromImageOptions
 	fo := fromimage.Options{
 		Image: fromimage.Source{Fetcher: it, Desc: idesc, Name: iref.String()},
 		Arch:  arch, Keep: img.Keep, IgnoreDeletions: img.IgnoreDeletions, BaseOSRelease: bind,
+		MaxSize: int64(img.MaxSize),
 	}
 	if img.Base != "" {
 		bref, bt, err := openReference(ctx, img.Base, registryFlags{}, false)

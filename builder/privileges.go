@@ -9,6 +9,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/sysext/sysext/internal/extract"
 )
@@ -30,6 +31,9 @@ type privileged struct {
 	rel  string      // slash path relative to the tree ("usr/bin/su")
 	mode fs.FileMode // its mode in the tree
 	caps bool        // it has file capabilities
+	// shared: a name the user keeps is a hard link of this file, so
+	// changing the inode in place would change the kept name too.
+	shared bool
 }
 
 // imageMode is the mode the file gets in the image: its permissions and
@@ -65,6 +69,14 @@ func keepSet(tree string, keep []string) (map[string]bool, error) {
 // asks for one extended attribute; the content is not read.
 func scanTree(ctx context.Context, tree string, keep map[string]bool) ([]privileged, error) {
 	var drop []privileged
+	keptInodes := map[[2]uint64]bool{}
+	for k := range keep {
+		if fi, err := os.Lstat(filepath.Join(tree, filepath.FromSlash(k))); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 {
+				keptInodes[[2]uint64{uint64(st.Dev), st.Ino}] = true
+			}
+		}
+	}
 	err := filepath.WalkDir(tree, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -100,7 +112,11 @@ func scanTree(ctx context.Context, tree string, keep map[string]bool) ([]privile
 			return err
 		}
 		if caps || extract.PrivilegedMode(info.Mode()) {
-			drop = append(drop, privileged{rel: rel, mode: info.Mode(), caps: caps})
+			shared := false
+			if st, ok := info.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 {
+				shared = keptInodes[[2]uint64{uint64(st.Dev), st.Ino}]
+			}
+			drop = append(drop, privileged{rel: rel, mode: info.Mode(), caps: caps, shared: shared})
 		}
 		return nil
 	})
@@ -140,7 +156,8 @@ func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''
 // in a squashfs image and the tree paths to exclude: a set-ID file is
 // modified in place ("m", mode without the bits); a file with capabilities
 // is excluded and added again from its content ("f ... cat FILE"), since
-// mksquashfs 4.5 cannot leave out one file's extended attributes.
+// mksquashfs 4.5 cannot leave out one file's extended attributes, and so
+// is a file that shares its inode with a name the user keeps.
 // Definitions of names with a newline go on the command line (-p); the
 // others in a pseudo file, whose lines cannot hold one.
 func squashfsDrops(tree string, drop []privileged, skip map[string]bool) (lines, args, exclude []string) {
@@ -149,7 +166,7 @@ func squashfsDrops(tree string, drop []privileged, skip map[string]bool) (lines,
 			continue // replaced by a file of ours anyway
 		}
 		var def string
-		if d.caps {
+		if d.caps || d.shared {
 			def = fmt.Sprintf("%s f %o 0 0 cat %s", pseudoName(d.rel), d.imageMode(), shellQuote(filepath.Join(tree, filepath.FromSlash(d.rel))))
 			exclude = append(exclude, d.rel)
 		} else {

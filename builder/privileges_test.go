@@ -72,6 +72,11 @@ func privilegedTree(t *testing.T) (string, map[string]string) {
 		t.Fatal(err)
 	}
 	sums["usr/bin/suid-link"] = sums["usr/bin/suid"]
+	// A name of a kept file that is not kept itself.
+	if err := os.Link(filepath.Join(tree, "usr/bin/kept-suid"), filepath.Join(tree, "usr/bin/kept-suid-other")); err != nil {
+		t.Fatal(err)
+	}
+	sums["usr/bin/kept-suid-other"] = sums["usr/bin/kept-suid"]
 	return tree, sums
 }
 
@@ -109,7 +114,7 @@ func TestBuildDropsPrivileges(t *testing.T) {
 				t.Fatal("the tree lost its capability")
 			}
 			warned := strings.Join(res.Warnings, "\n")
-			if !strings.Contains(warned, "dropped the set-user-ID/set-group-ID bits and file capabilities of 7 files") || !strings.Contains(warned, "/usr/bin/suid,") || !strings.Contains(warned, "--keep-privileges") {
+			if !strings.Contains(warned, "dropped the set-user-ID/set-group-ID bits and file capabilities of 8 files") || !strings.Contains(warned, "/usr/bin/suid,") || !strings.Contains(warned, "--keep-privileges") {
 				t.Errorf("warnings: %q", warned)
 			}
 			files := testenv.ImageFiles(t, res.Path)
@@ -122,6 +127,7 @@ func TestBuildDropsPrivileges(t *testing.T) {
 				"usr/lib/we ird \"name\\x": {"755", ""},
 				"usr/lib/new\nline":        {"755", ""},
 				"usr/bin/kept-suid":        {"4755", ""},
+				"usr/bin/kept-suid-other":  {"755", ""},
 				"usr/bin/kept-cap":         {"755", "cap_net_raw=ep"},
 				"usr/bin/plain":            {"755", ""},
 			}
@@ -191,5 +197,31 @@ func TestKeepPrivilegesNamesAFile(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "--keep-privileges "+k) {
 			t.Errorf("keep %s: err = %v", k, err)
 		}
+	}
+}
+
+// TestBuildKeepsOtherNamesOfReplacedFiles: mksquashfs's plain -e excludes
+// an inode, so replacing the tree's own release file (or a file that loses
+// its capabilities) dropped every other name of that file from the image.
+// The exclusions now name paths.
+func TestBuildKeepsOtherNamesOfReplacedFiles(t *testing.T) {
+	requireTool(t, builder.Squashfs)
+	testenv.RequireTool(t, "unsquashfs")
+	tree := writeTree(t, t.TempDir())
+	rel := filepath.Join(tree, "usr/lib/extension-release.d/extension-release.sysext-test-hello")
+	os.MkdirAll(filepath.Dir(rel), 0o755)
+	if err := os.WriteFile(rel, []byte("ID=_any\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(rel, filepath.Join(tree, "usr/share/sysext-test-hello/release-copy")); err != nil {
+		t.Fatal(err)
+	}
+	res, err := builder.Build(context.Background(), opts(tree, t.TempDir(), builder.Squashfs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	list := run(t, "unsquashfs", "-l", res.Path)
+	if !strings.Contains(list, "usr/share/sysext-test-hello/release-copy") {
+		t.Fatalf("the other name of the replaced file is gone:\n%s", list)
 	}
 }

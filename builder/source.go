@@ -109,9 +109,30 @@ func squashfsAdditions(tree, work string, added []dropIn, drop []privileged) ([]
 		args = append(args, "-p", def)
 	}
 	if len(exclude) > 0 {
-		args = append(append(args, "-e"), exclude...)
+		// Plain -e excludes by inode, so every hard link of an excluded
+		// file would go too; with -wildcards it excludes names, each
+		// escaped to match only itself.
+		args = append(args, "-wildcards", "-e")
+		for _, e := range exclude {
+			args = append(args, wildcardQuote(e))
+		}
 	}
 	return args, nil
+}
+
+// wildcardQuote escapes every byte of a tree path but letters, digits and
+// "/._-" with a backslash, so that mksquashfs's -wildcards (fnmatch with
+// extended patterns) matches exactly that path.
+func wildcardQuote(p string) string {
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("/._-", c) >= 0) {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
 }
 
 // printfFormat quotes content as a single-quoted printf format that prints

@@ -57,7 +57,10 @@ func CopyTree(ctx context.Context, src, dst string, opts CopyOptions) (CopyResul
 	}
 	var dirs []pending
 	linkOK := opts.Link
-	copies := map[[2]uint64]string{} // source inode -> its first copy
+	// Source inode (and whether its copy drops privileges: a name kept by
+	// the policy does not share an inode with one that is not) -> its
+	// first copy.
+	copies := map[[3]uint64]string{}
 	rootMode := opts.RootMode
 	if rootMode == 0 {
 		rootMode = 0o755
@@ -133,9 +136,12 @@ func CopyTree(ctx context.Context, src, dst string, opts CopyOptions) (CopyResul
 		}
 		// A file with several names is copied once; its other names link
 		// to that copy, so the copy keeps the hard link.
-		var key [2]uint64
+		var key [3]uint64
 		if st, ok := info.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 && !mode.IsDir() {
-			key = [2]uint64{uint64(st.Dev), st.Ino}
+			key = [3]uint64{uint64(st.Dev), st.Ino, 0}
+			if drop {
+				key[2] = 1
+			}
 			if first, ok := copies[key]; ok {
 				return os.Link(first, target)
 			}
@@ -146,7 +152,7 @@ func CopyTree(ctx context.Context, src, dst string, opts CopyOptions) (CopyResul
 		if err := copyEntry(p, target, info, drop); err != nil {
 			return err
 		}
-		if key != ([2]uint64{}) {
+		if key != ([3]uint64{}) {
 			copies[key] = target
 		}
 		return nil

@@ -35,7 +35,13 @@ func CleanName(name string) (string, error) {
 		return "", fmt.Errorf("%q contains a NUL byte", name)
 	}
 	depth := 0
-	for _, c := range strings.Split(name, "/") {
+	for rest := name; rest != ""; {
+		c := rest
+		if i := strings.IndexByte(rest, '/'); i >= 0 {
+			c, rest = rest[:i], rest[i+1:]
+		} else {
+			rest = ""
+		}
 		switch c {
 		case "", ".":
 		case "..":

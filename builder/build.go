@@ -62,8 +62,12 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	scanStart := time.Now()
 	if p.drop, err = scanTree(ctx, p.tree, keep); err != nil {
 		return nil, err
+	}
+	if phaseHook != nil {
+		phaseHook("scan", time.Since(scanStart))
 	}
 	p.keep = keep
 	warnings = append(warnings, droppedWarning(p.drop)...)

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/internal/extract"
 )
 
 // imageJSON is the machine-readable description of one image, shared by
@@ -99,15 +100,4 @@ func printImage(w io.Writer, j imageJSON) error {
 	return nil
 }
 
-func humanSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+func humanSize(n int64) string { return extract.SizeString(n) }

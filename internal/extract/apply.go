@@ -296,6 +296,9 @@ func (a *Applier) entry(hdr *tar.Header, body io.Reader) error {
 			return err
 		}
 	default:
+		if a.opts.ContentOnly {
+			return nil // volume labels and the like: no content
+		}
 		return fmt.Errorf("unsupported tar entry type %q", hdr.Typeflag)
 	}
 	a.seen[rel] = true

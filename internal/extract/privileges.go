@@ -69,6 +69,6 @@ func DroppedNote(paths []string) string {
 	if len(shown) > 10 {
 		shown, more = shown[:10], fmt.Sprintf(" and %d more", len(sorted)-10)
 	}
-	return fmt.Sprintf("dropped the set-user-ID/set-group-ID bits and file capabilities of %d files from untrusted content: %s%s (keep them for a file you trust with --keep-privileges PATH)",
+	return fmt.Sprintf("dropped the set-user-ID/set-group-ID bits and file capabilities of %d files, which would grant root's privileges on every host (the image is owned by root): %s%s; keep them for a file you trust with --keep-privileges PATH",
 		len(sorted), strings.Join(shown, ", "), more)
 }

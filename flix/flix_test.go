@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/sysext/sysext/internal/extract"
@@ -161,5 +162,40 @@ func TestStageFlatwrapStripsSetuid(t *testing.T) {
 		if fi, err := os.Lstat(filepath.Join(tree, FlatwrapPrefix, "w", d)); err != nil || !fi.IsDir() {
 			t.Fatalf("mount point %s: %v", d, err)
 		}
+	}
+}
+
+// TestStageFlatwrapKeepsHardLinksAcrossFilesystems: flatwrap's copy of a
+// rootfs on another filesystem (copies, not links) keeps a hard-link pair
+// one inode (issue 17: the builder's staging kept hard links, flatwrap's
+// copy did not; both now use extract.CopyTree).
+func TestStageFlatwrapKeepsHardLinksAcrossFilesystems(t *testing.T) {
+	rootfs, err := os.MkdirTemp("/dev/shm", "sysext-flatwrap-test-")
+	if err != nil {
+		t.Skipf("no /dev/shm to put the rootfs on another filesystem: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(rootfs) })
+	os.MkdirAll(filepath.Join(rootfs, "usr/bin"), 0o755)
+	os.WriteFile(filepath.Join(rootfs, "usr/bin/a"), []byte("#!/bin/sh\n"), 0o755)
+	if err := os.Link(filepath.Join(rootfs, "usr/bin/a"), filepath.Join(rootfs, "usr/bin/b")); err != nil {
+		t.Fatal(err)
+	}
+	tree := t.TempDir()
+	if err := StageFlatwrap(context.Background(), tree, Options{Rootfs: rootfs, Name: "w", Arch: "x86-64", Programs: []Program{{Path: "/usr/bin/a"}}}); err != nil {
+		t.Fatal(err)
+	}
+	ino := func(p string) uint64 {
+		fi, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Sys().(*syscall.Stat_t).Ino
+	}
+	d := filepath.Join(tree, FlatwrapPrefix, "w/usr/bin")
+	if ino(filepath.Join(d, "a")) != ino(filepath.Join(d, "b")) {
+		t.Fatal("the hard-link pair became two files in flatwrap's copy")
+	}
+	if ino(filepath.Join(d, "a")) == ino(filepath.Join(rootfs, "usr/bin/a")) {
+		t.Fatal("linked across filesystems?")
 	}
 }

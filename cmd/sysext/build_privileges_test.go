@@ -143,3 +143,27 @@ func TestBuildFromImageMaxSize(t *testing.T) {
 		t.Fatalf("within the limit: %d %s", code, errs)
 	}
 }
+
+// TestKeepPrivilegesFlag: build and --from-image pass the paths to the
+// builder as image paths; flix and flatwrap take them as paths in ROOTFS
+// and leave the mapping to the image to the flix package.
+func TestKeepPrivilegesFlag(t *testing.T) {
+	o := buildOptions{Name: "app", Version: "1", OS: "_any", Format: "squashfs", KeepPrivileges: []string{"/usr/bin/su"}}
+	bo, err := o.builderOptions("tree")
+	if err != nil || len(bo.KeepPrivileges) != 1 || bo.KeepPrivileges[0] != "/usr/bin/su" {
+		t.Fatalf("build: %v %v", bo.KeepPrivileges, err)
+	}
+	p := packOptions{o}
+	fo, bo, err := p.packInputs([]string{"rootfs", "app", "/usr/bin/su"})
+	if err != nil || len(fo.KeepPrivileges) != 1 || fo.KeepPrivileges[0] != "/usr/bin/su" || bo.KeepPrivileges != nil {
+		t.Fatalf("flix/flatwrap: %v %v %v", fo.KeepPrivileges, bo.KeepPrivileges, err)
+	}
+	_, errs, code := runCLI(t, "build", "tree", "--name", "x", "--version", "1", "--max-size", "1G")
+	if code != 2 || !strings.Contains(errs, "--max-size need --from-image") {
+		t.Fatalf("--max-size without --from-image: %d %s", code, errs)
+	}
+	_, errs, code = runCLI(t, "rootfs", "oci:nowhere", "dir", "--max-size", "lots")
+	if code != 2 || !strings.Contains(errs, "is not a size") {
+		t.Fatalf("a bad size: %d %s", code, errs)
+	}
+}

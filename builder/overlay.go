@@ -15,9 +15,9 @@ import (
 	"github.com/sysext/sysext/internal/tool"
 )
 
-// EROFS without staging: mkfs.erofs 1.5 reads one directory and can
-// neither add nor exclude files, so the tree plus our files must be one
-// directory. Instead of hard-linking the whole tree (two journal updates of
+// EROFS without staging: mkfs.erofs 1.5 reads one directory and cannot add
+// files (nor replace one's attributes), so the tree plus our files must be
+// one directory. Instead of hard-linking the whole tree (two journal updates of
 // every input inode on ext4, about 6% of a fast lz4 build), the tool runs
 // in a private mount namespace (a user namespace too when we are not root)
 // on a read-only overlay: our files on top, the tree below. Nothing is

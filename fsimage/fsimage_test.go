@@ -150,6 +150,8 @@ func TestOpenFormats(t *testing.T) {
 	}
 }
 
+// TestDetect is the one table of magic numbers: Detect (a file) and
+// DetectBytes (the head a download keeps) agree on every row.
 func TestDetect(t *testing.T) {
 	mk := func(off int, magic []byte, size int) []byte {
 		b := make([]byte, size)
@@ -162,8 +164,13 @@ func TestDetect(t *testing.T) {
 		want fsimage.Format
 	}{
 		{"squashfs", mk(0, []byte("hsqs"), 4096), fsimage.Squashfs},
+		{"squashfs alone", []byte("hsqs"), fsimage.Squashfs},
 		{"erofs", mk(1024, []byte{0xE2, 0xE1, 0xF5, 0xE0}, 4096), fsimage.EROFS},
-		{"gpt", mk(512, []byte("EFI PART"), 4096), fsimage.GPT},
+		{"gpt 512-byte sectors", mk(512, []byte("EFI PART"), 4096), fsimage.GPT},
+		{"gpt 4096-byte sectors", mk(4096, []byte("EFI PART"), 8192), fsimage.GPT},
+		{"gpt 4096 at the very end", mk(4096, []byte("EFI PART"), 4104), fsimage.GPT},
+		{"gpt 4096 cut short", mk(4096, []byte("EFI PART"), 4104)[:4103], ""},
+		{"gpt magic elsewhere", mk(2048, []byte("EFI PART"), 8192), ""},
 		{"zeros", make([]byte, 4096), ""},
 		{"short", []byte("hsq"), ""},
 		{"empty", nil, ""},
@@ -172,6 +179,11 @@ func TestDetect(t *testing.T) {
 	}
 	for _, tt := range tests {
 		got, err := fsimage.Detect(bytes.NewReader(tt.data))
+		head := tt.data[:min(len(tt.data), fsimage.HeadSize)]
+		gotBytes, errBytes := fsimage.DetectBytes(head)
+		if got != gotBytes || (err == nil) != (errBytes == nil) {
+			t.Errorf("%s: Detect = %q, %v but DetectBytes = %q, %v", tt.name, got, err, gotBytes, errBytes)
+		}
 		if tt.want == "" {
 			if !errors.Is(err, fsimage.ErrUnknownFormat) {
 				t.Errorf("%s: Detect = %q, %v; want ErrUnknownFormat", tt.name, got, err)

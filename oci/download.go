@@ -87,9 +87,9 @@ func Download(ctx context.Context, t Target, e *Entry, opts DownloadOptions) (*D
 	if err != nil {
 		return nil, err
 	}
-	format, err := DetectFormat(head)
+	format, err := fsimage.DetectBytes(head)
 	if err != nil {
-		return nil, fmt.Errorf("layer %s: %w", layer.Digest, err)
+		return nil, fmt.Errorf("layer %s: the content %w: refusing to keep it", layer.Digest, err)
 	}
 	if e.Kind == KindSysext {
 		if mt, _ := LayerMediaType(string(format)); mt != layer.MediaType {

@@ -16,7 +16,20 @@ var (
 	ErrDiskImage = errors.New("is a GPT disk image: sysext reads only squashfs and EROFS images, whose metadata it can check")
 	// ErrNoRelease: the image has no usr/lib/extension-release.d/extension-release.NAME.
 	ErrNoRelease = errors.New("has no usr/lib/extension-release.d/extension-release.NAME: it is not a system extension")
+	// ErrCorrupt: the image's metadata is malformed, or reading it would
+	// take more work than an image of its size can need.
+	ErrCorrupt = errors.New("corrupt image")
 )
+
+// CorruptError says what is wrong in a corrupt or crafted image; it is
+// ErrCorrupt.
+type CorruptError struct {
+	Format string // "squashfs", "EROFS"
+	Detail string
+}
+
+func (e *CorruptError) Error() string        { return "corrupt " + e.Format + " image: " + e.Detail }
+func (e *CorruptError) Is(target error) bool { return target == ErrCorrupt }
 
 // Where the magic numbers are.
 const (

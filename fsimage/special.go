@@ -78,10 +78,6 @@ func decodeDev(d uint32) (major, minor uint32) {
 	return (d >> 8) & 0xFFF, d&0xFF | (d>>12)&0xFFF00
 }
 
-func encodeDev(major, minor uint32) uint32 {
-	return minor&0xFF | major<<8 | (minor&^0xFF)<<12
-}
-
 // capNames are the capability names by number (linux/capability.h).
 var capNames = []string{
 	"cap_chown", "cap_dac_override", "cap_dac_read_search", "cap_fowner", "cap_fsetid",

@@ -75,7 +75,7 @@ const (
 	sqMaxCache      = 2048    // metadata blocks kept (16 MiB)
 	sqMaxMetaRead   = 4 << 20 // one read of a table: a name, a value, a block list
 	sqWorkBase      = 16 << 20
-	sqWorkPerByte   = 64
+	sqWorkPerByte   = 256
 )
 
 // errUnsupported marks a valid image the Go reader does not decode (xz

@@ -57,8 +57,8 @@ type tree interface {
 // ctx is done. image is the file's path for the tools; "" means the Go
 // readers only (fuzzing reads images from memory).
 func openTree(ctx context.Context, src io.ReaderAt, image string, size int64, format Format) (tree, error) {
-	if testhook.ImageRead != nil {
-		src = hookedReader{ctx, src}
+	if hook := testhook.ImageRead; hook != nil {
+		src = hookedReader{ctx, src, hook}
 	}
 	switch format {
 	case Squashfs:
@@ -90,7 +90,7 @@ func openTree(ctx context.Context, src io.ReaderAt, image string, size int64, fo
 		if err != nil {
 			return nil, fmt.Errorf("read EROFS: %w", err)
 		}
-		t := &fsTree{fsys: fsys, name: "go-erofs"}
+		t := &fsTree{fsys: fsys, name: "go-erofs", src: r}
 		if image != "" {
 			t.fallback = &erofsExtract{image: image}
 		}
@@ -128,7 +128,7 @@ func guard(ctx context.Context, fn func() error) error {
 // every block of a real image several times over.
 const (
 	erofsWorkBase    = 16 << 20
-	erofsWorkPerByte = 64
+	erofsWorkPerByte = 1024
 )
 
 // boundedReader is the image as a third-party reader sees it: no read past
@@ -163,14 +163,15 @@ func (b *boundedReader) ReadAt(p []byte, off int64) (int, error) {
 	return b.r.ReadAt(p, off)
 }
 
-// hookedReader runs testhook.ImageRead before each read.
+// hookedReader runs a test's hook (testhook.ImageRead) before each read.
 type hookedReader struct {
-	ctx context.Context
-	r   io.ReaderAt
+	ctx  context.Context
+	r    io.ReaderAt
+	hook func(context.Context)
 }
 
 func (h hookedReader) ReadAt(p []byte, off int64) (int, error) {
-	testhook.ImageRead(h.ctx)
+	h.hook(h.ctx)
 	return h.r.ReadAt(p, off)
 }
 
@@ -214,6 +215,7 @@ func (m erofsMetaReader) ReadAt(p []byte, off int64) (int, error) {
 type fsTree struct {
 	fsys     fs.FS
 	name     string
+	src      *boundedReader
 	fallback *erofsExtract // for files the Go reader cannot decompress
 }
 
@@ -594,10 +596,18 @@ func (t *unsquashfsTree) walk(ctx context.Context, fn func(fileMeta) error) (boo
 		return false, err
 	}
 	for _, line := range strings.Split(string(out), "\n") {
-		if m, ok := parseLLN(line); ok {
-			if err := fn(m); err != nil {
-				return false, err
+		if line == "" {
+			continue
+		}
+		m, ok := parseLLN(line)
+		if !ok {
+			if strings.HasPrefix(line, "d") && strings.HasSuffix(line, " ") {
+				continue // the root, listed without a name
 			}
+			return false, fmt.Errorf("unsquashfs -lln printed a line sysext does not understand: %q", line)
+		}
+		if err := fn(m); err != nil {
+			return false, err
 		}
 	}
 	return false, nil
@@ -654,12 +664,14 @@ func parseLLN(line string) (fileMeta, bool) {
 	m.uid, m.gid = uint32(u), uint32(g)
 	rest := f[2:]
 	if m.mode&fs.ModeDevice != 0 {
-		maj, err1 := strconv.ParseUint(strings.TrimSuffix(rest[0], ","), 10, 32)
-		min, err2 := strconv.ParseUint(rest[1], 10, 32)
-		if err1 != nil || err2 != nil || maj > 0xFFF || min > 0xFFFFF {
+		// unsquashfs 4.5 prints the stored number as rdev>>8, rdev&0xFF
+		// ("4336, 44" for 240:300), which gives the number back.
+		hi, err1 := strconv.ParseUint(strings.TrimSuffix(rest[0], ","), 10, 32)
+		lo, err2 := strconv.ParseUint(rest[1], 10, 32)
+		if err1 != nil || err2 != nil || hi > 0xFFFFFF || lo > 0xFF {
 			return m, false
 		}
-		m.rdev = encodeDev(uint32(maj), uint32(min))
+		m.rdev = uint32(hi<<8 | lo)
 		rest = rest[1:]
 	}
 	// size, date, time, then the path (which may hold spaces).

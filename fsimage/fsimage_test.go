@@ -23,7 +23,7 @@ const release = "ID=_any\nARCHITECTURE=arm64\nSYSEXT_VERSION_ID=2.1\nSYSEXT_SCOP
 
 // writeTree makes an extension tree with a release file, two drop-ins
 // (one with two units, one outside [Unit]), and some content.
-func writeTree(t *testing.T, name, rel string) string {
+func writeTree(t testing.TB, name, rel string) string {
 	t.Helper()
 	dir := t.TempDir()
 	files := map[string]string{
@@ -46,7 +46,7 @@ func writeTree(t *testing.T, name, rel string) string {
 	return dir
 }
 
-func mksquashfs(t *testing.T, tree string, args ...string) string {
+func mksquashfs(t testing.TB, tree string, args ...string) string {
 	t.Helper()
 	testenv.RequireTool(t, "mksquashfs")
 	out := filepath.Join(t.TempDir(), "img.raw")

@@ -9,11 +9,15 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/internal/testenv"
 	"github.com/sysext/sysext/internal/testhook"
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/oci/ocitest"
@@ -198,5 +202,85 @@ func TestSignalDuringRead(t *testing.T) {
 	// The store is free and holds nothing: the pull starts over and works.
 	if _, errs, code := runCLI(t, "pull", ref, "--root", root, "--insecure-allow-unsigned"); code != 0 {
 		t.Fatalf("pull after the interrupted one: %s", errs)
+	}
+}
+
+// TestInspectSpecialFiles: inspect FILE lists, in text and JSON, the
+// setuid and setgid files, file capabilities and device nodes of an image
+// made by mksquashfs, names escaped when they hold invisible characters;
+// and it says when the digest came from the cache attribute.
+func TestInspectSpecialFiles(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTool(t, "mksquashfs")
+	tree := t.TempDir()
+	p := func(s string) string { return filepath.Join(tree, s) }
+	writeFile(t, p("usr/lib/extension-release.d/extension-release.spec"), "ID=_any\n")
+	writeFile(t, p("usr/bin/su"), "su")
+	writeFile(t, p("usr/bin/ev\u202eil"), "hidden") // right-to-left override in the name
+	writeFile(t, p("usr/bin/ping"), "ping")
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.Chmod(p("usr/bin/su"), 0o755|os.ModeSetuid))
+	must(os.Chown(p("usr/bin/ev\u202eil"), 0, 5))
+	must(os.Chmod(p("usr/bin/ev\u202eil"), 0o755|os.ModeSetgid))
+	// vfs_cap_data revision 2: cap_net_raw, permitted and effective.
+	must(unix.Setxattr(p("usr/bin/ping"), "security.capability", []byte{1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 0))
+	must(unix.Mknod(p("usr/lib/null"), unix.S_IFCHR|0o644, int(unix.Mkdev(1, 3))))
+	img := filepath.Join(t.TempDir(), "spec.raw")
+	if out, err := exec.Command("mksquashfs", tree, img, "-quiet", "-no-progress").CombinedOutput(); err != nil {
+		t.Fatalf("mksquashfs: %v %s", err, out)
+	}
+
+	out, errs, code := runCLI(t, "inspect", img)
+	if code != 0 {
+		t.Fatalf("inspect: %d %s", code, errs)
+	}
+	for _, want := range []string{
+		"setuid:         /usr/bin/su (mode 4755, uid 0)\n",
+		`setgid:         "/usr/bin/ev\u202eil" (mode 2755, gid 5)` + "\n",
+		"capabilities:   /usr/bin/ping cap_net_raw=ep\n",
+		"device node:    /usr/lib/null (char 1:3, mode 0644)\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("inspect output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "\u202e") {
+		t.Errorf("an invisible character printed raw:\n%s", out)
+	}
+
+	out, errs, code = runCLI(t, "inspect", img, "--json")
+	var j struct {
+		DigestCached bool `json:"digest_cached"`
+		Special      struct {
+			Files            []specialFileJSON `json:"files"`
+			CapabilitiesRead bool              `json:"capabilities_read"`
+		} `json:"special_files"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &j) != nil {
+		t.Fatalf("inspect --json: %d %s %s", code, out, errs)
+	}
+	want := []specialFileJSON{
+		{Path: "/usr/bin/ev\u202eil", Mode: "2755", GID: 5, Setgid: true},
+		{Path: "/usr/bin/ping", Mode: "0644", Capabilities: "cap_net_raw=ep"},
+		{Path: "/usr/bin/su", Mode: "4755", Setuid: true},
+		{Path: "/usr/lib/null", Mode: "0644", Device: "char 1:3"},
+	}
+	if !reflect.DeepEqual(j.Special.Files, want) || !j.Special.CapabilitiesRead {
+		t.Errorf("special_files = %+v, want %+v", j.Special, want)
+	}
+	// The first inspect computed the digest and cached it (where the
+	// filesystem keeps user xattrs): the second says it is the cached one.
+	if _, err := unix.Getxattr(img, "user.sysext.sha256", make([]byte, 256)); err == nil {
+		if !j.DigestCached {
+			t.Errorf("the second inspect computed the digest again")
+		}
+		if out, _, _ := runCLI(t, "inspect", img); !strings.Contains(out, "(cached in the file's user.sysext.sha256 attribute)") {
+			t.Errorf("a cached digest not labelled:\n%s", out)
+		}
 	}
 }

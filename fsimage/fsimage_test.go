@@ -250,6 +250,9 @@ func TestOpenRefuses(t *testing.T) {
 		{"garbage release", mksquashfs(t, garbage), "line 1"},
 		{"bad name", mksquashfs(t, badName), "starts with '-'"},
 		{"bad arch", mkfsErofs(t, badArch), "unknown architecture"},
+		// A name from the image never splits the message.
+		{"newline in name", mksquashfs(t, writeTree(t, "a\nb", release)), "extension-release.a\\nb"},
+		{"newline in name erofs", mkfsErofs(t, writeTree(t, "a\nb", release)), "extension-release.a\\nb"},
 		{"truncated squashfs", writeFile(t, validData[:len(validData)/2]), "truncated squashfs image"},
 		{"truncated erofs", writeFile(t, validErofs[:len(validErofs)/2]), "truncated EROFS image"},
 	}

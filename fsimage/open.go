@@ -102,7 +102,7 @@ func readMetadata(ctx context.Context, t tree, info *Info) error {
 	for _, e := range ents {
 		if name, ok := strings.CutPrefix(e.name, "extension-release."); ok {
 			if e.mode&fs.ModeSymlink != 0 {
-				return fmt.Errorf("%s/%s is a symlink: sysext reads only a regular extension-release file", extension.ReleaseDir, e.name)
+				return fmt.Errorf("%s is a symlink: sysext reads only a regular extension-release file", shown(extension.ReleaseDir+"/"+e.name))
 			}
 			if e.mode.IsRegular() {
 				names = append(names, name)
@@ -115,11 +115,11 @@ func readMetadata(ctx context.Context, t tree, info *Info) error {
 	case 1:
 	default:
 		sort.Strings(names)
-		return fmt.Errorf("%s holds %d extension-release files (%s): an image carries exactly one", extension.ReleaseDir, len(names), strings.Join(names, ", "))
+		return fmt.Errorf("%s holds %d extension-release files (%s): an image carries exactly one", extension.ReleaseDir, len(names), shown(strings.Join(names, ", ")))
 	}
 	name := names[0]
 	if err := extension.ValidateName(name); err != nil {
-		return fmt.Errorf("%s: %w", extension.ReleasePath(name), err)
+		return fmt.Errorf("%s: %w", shown(extension.ReleasePath(name)), err)
 	}
 	data, err := t.readFile(ctx, extension.ReleasePath(name), extension.MaxReleaseSize)
 	if err != nil {

@@ -10,6 +10,10 @@ import (
 	"io/fs"
 	"math"
 	"math/bits"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/anchore/go-lzo"
 	"github.com/klauspost/compress/zlib"
@@ -791,7 +795,7 @@ func (s *squashReader) walk(ctx context.Context, fn func(p string, in *sqInode) 
 		stack = stack[:len(stack)-1]
 		ents, err := s.readDirInode(ctx, d.in)
 		if err != nil {
-			return fmt.Errorf("list /%s: %w", d.path, err)
+			return fmt.Errorf("list %s: %w", shown("/"+d.path), err)
 		}
 		for _, e := range ents {
 			p := e.name
@@ -799,18 +803,18 @@ func (s *squashReader) walk(ctx context.Context, fn func(p string, in *sqInode) 
 				p = d.path + "/" + e.name
 			}
 			if len(p) > sqMaxPath {
-				return corrupt("path longer than %d bytes under /%s", sqMaxPath, d.path)
+				return corrupt("path longer than %d bytes under %s", sqMaxPath, shown("/"+d.path))
 			}
 			in, err := s.inode(ctx, e.ref)
 			if err != nil {
-				return fmt.Errorf("/%s: %w", p, err)
+				return fmt.Errorf("%s: %w", shown("/"+p), err)
 			}
 			if err := fn(p, in); err != nil {
 				return err
 			}
 			if in.isDir() {
 				if seen[e.ref] {
-					return corrupt("directory /%s is entered twice (a loop)", p)
+					return corrupt("directory %s is entered twice (a loop)", shown("/"+p))
 				}
 				seen[e.ref] = true
 				stack = append(stack, dir{p, in})
@@ -822,12 +826,26 @@ func (s *squashReader) walk(ctx context.Context, fn func(p string, in *sqInode) 
 
 func splitPath(name string) []string {
 	var out []string
-	for _, p := range bytes.Split([]byte(name), []byte("/")) {
-		if len(p) > 0 && string(p) != "." {
-			out = append(out, string(p))
+	for _, p := range strings.Split(name, "/") {
+		if p != "" && p != "." {
+			out = append(out, p)
 		}
 	}
 	return out
+}
+
+// shown is a name from an image as a message shows it: printable
+// characters as they are, anything else escaped (a newline cannot split the
+// message, a bidi override cannot hide a name), a long path cut in the
+// middle.
+func shown(name string) string {
+	if len(name) > 160 {
+		name = name[:80] + "..." + name[len(name)-60:]
+	}
+	if !utf8.ValidString(name) || strings.IndexFunc(name, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+		return strconv.QuoteToASCII(name)
+	}
+	return name
 }
 
 // Decompressors: each refuses to produce more than max bytes.

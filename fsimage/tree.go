@@ -309,24 +309,24 @@ func (t *fsTree) walk(ctx context.Context, fn func(fileMeta) error) (bool, error
 			stack = stack[:len(stack)-1]
 			des, err := fs.ReadDir(t.fsys, dir)
 			if err != nil {
-				return fmt.Errorf("list /%s: %w", dir, err)
+				return fmt.Errorf("list %s: %w", shown("/"+dir), err)
 			}
 			for _, d := range des {
 				name := d.Name()
 				if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
-					return &CorruptError{"EROFS", fmt.Sprintf("directory entry %q in /%s is not a file name", name, dir)}
+					return &CorruptError{"EROFS", fmt.Sprintf("directory entry %q in %s is not a file name", name, shown("/"+dir))}
 				}
 				p := path.Join(dir, name)
 				if len(p) > sqMaxPath {
-					return &CorruptError{"EROFS", fmt.Sprintf("path longer than %d bytes under /%s", sqMaxPath, dir)}
+					return &CorruptError{"EROFS", fmt.Sprintf("path longer than %d bytes under %s", sqMaxPath, shown("/"+dir))}
 				}
 				fi, err := d.Info()
 				if err != nil {
-					return fmt.Errorf("/%s: %w", p, err)
+					return fmt.Errorf("%s: %w", shown("/"+p), err)
 				}
 				st, ok := fi.Sys().(*erofs.Stat)
 				if !ok {
-					return fmt.Errorf("/%s: go-erofs gave no inode", p)
+					return fmt.Errorf("%s: go-erofs gave no inode", shown("/"+p))
 				}
 				m := fileMeta{path: p, mode: st.Mode, uid: st.UID, gid: st.GID, rdev: st.Rdev}
 				if v, ok := st.Xattrs[capabilityXattr]; ok {
@@ -337,7 +337,7 @@ func (t *fsTree) walk(ctx context.Context, fn func(fileMeta) error) (bool, error
 				}
 				if st.Mode.IsDir() {
 					if seen[st.Ino] {
-						return &CorruptError{"EROFS", fmt.Sprintf("directory /%s is entered twice (a loop)", p)}
+						return &CorruptError{"EROFS", fmt.Sprintf("directory %s is entered twice (a loop)", shown("/"+p))}
 					}
 					seen[st.Ino] = true
 					stack = append(stack, p)
@@ -404,7 +404,7 @@ func (t *squashTree) walk(ctx context.Context, fn func(fileMeta) error) (bool, e
 		if in.xattr != sqNone32 {
 			v, ok, err := t.s.xattr(ctx, in.xattr, capabilityXattr)
 			if err != nil {
-				return fmt.Errorf("/%s: %w", p, err)
+				return fmt.Errorf("%s: %w", shown("/"+p), err)
 			}
 			if ok {
 				m.capability = v

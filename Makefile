@@ -24,7 +24,7 @@ ORAS_VERSION := v1.3.3
 CRANE_VERSION := v0.22.1
 BUTANE_VERSION := v0.23.0
 
-.PHONY: all build test test-deps apt-deps tools bench demo node-demo install lint fmt clean
+.PHONY: all build test test-deps apt-deps tools bench fuzz demo node-demo install lint fmt clean
 
 all: build
 
@@ -87,6 +87,26 @@ test-deps: apt-deps tools
 test: test-deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 40m ./...
+	$(MAKE) fuzz
+
+# Every Fuzz* function of these packages (image readers, manifest, release,
+# policy and state parsers) fuzzes for FUZZTIME, after `go test` ran its
+# checked-in corpus (testdata/fuzz/); a new target is picked up by its name.
+# Each package's fuzzing binary is built once and run per target.
+FUZZ_PKGS := fsimage oci extension verify store
+FUZZTIME ?= 3s
+fuzz:
+	@set -eo pipefail; mkdir -p bin/fuzz; cache=$$($(GO) env GOCACHE)/fuzz; \
+	for pkg in $(FUZZ_PKGS); do \
+	  $(GO) test -c -fuzz=. -o bin/fuzz/$$pkg.test ./$$pkg; \
+	  importpath=$$($(GO) list ./$$pkg); \
+	  for target in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$pkg/*_test.go); do \
+	    echo "fuzz $$pkg $$target ($(FUZZTIME))"; \
+	    (cd $$pkg && ../bin/fuzz/$$pkg.test -test.run='^$$' -test.fuzz="^$$target\$$" \
+	      -test.fuzztime=$(FUZZTIME) -test.fuzzcachedir=$$cache/$$importpath) 2>&1 | \
+	      awk '/^fuzz: elapsed/ { last = $$0; next } { print } END { if (last) print last }'; \
+	  done; \
+	done
 
 bench: test-deps
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./...

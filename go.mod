@@ -3,7 +3,7 @@ module github.com/sysext/sysext
 go 1.26.8
 
 require (
-	github.com/diskfs/go-diskfs v1.9.4
+	github.com/anchore/go-lzo v0.1.0
 	github.com/erofs/go-erofs v0.3.1
 	github.com/klauspost/compress v1.18.6
 	github.com/olareg/olareg v0.2.2
@@ -25,7 +25,6 @@ require (
 )
 
 require (
-	github.com/anchore/go-lzo v0.1.0 // indirect
 	github.com/asaskevich/govalidator v0.0.0-20230301143203-a9d515a09cc2 // indirect
 	github.com/blang/semver v3.5.1+incompatible // indirect
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
@@ -73,7 +72,6 @@ require (
 	github.com/mitchellh/colorstring v0.0.0-20190213212951-d06e56a500db // indirect
 	github.com/oklog/ulid/v2 v2.1.1 // indirect
 	github.com/pkg/errors v0.9.1 // indirect
-	github.com/pkg/xattr v0.4.12 // indirect
 	github.com/rivo/uniseg v0.4.7 // indirect
 	github.com/sassoftware/relic v7.2.1+incompatible // indirect
 	github.com/shibumi/go-pathspec v1.3.0 // indirect

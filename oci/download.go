@@ -50,7 +50,8 @@ type Downloaded struct {
 // digest, the content's magic (squashfs, EROFS or a GPT disk image) and,
 // for our format, that the image's extension-release agrees with the
 // manifest annotations; only then it fsyncs and renames into place. On any
-// failure nothing is left at the target or next to it.
+// failure nothing is left at the target or next to it, and the temp files
+// of downloads killed earlier in that directory are removed.
 func Download(ctx context.Context, t Target, e *Entry, opts DownloadOptions) (*Downloaded, error) {
 	target := opts.Path
 	if target == "" {
@@ -75,6 +76,9 @@ func Download(ctx context.Context, t Target, e *Entry, opts DownloadOptions) (*D
 	if layer.Digest.Algorithm() != digest.SHA256 {
 		return nil, fmt.Errorf("layer %s: only sha256 digests are supported", layer.Digest)
 	}
+	// A download killed earlier (SIGKILL, power loss) left its temp file
+	// here; a live one holds its file locked and keeps it.
+	_, _ = atomicfile.RemoveStale(filepath.Dir(target))
 	f, err := atomicfile.Create(target, 0o644)
 	if err != nil {
 		return nil, err
@@ -87,9 +91,9 @@ func Download(ctx context.Context, t Target, e *Entry, opts DownloadOptions) (*D
 	if err != nil {
 		return nil, err
 	}
-	format, err := DetectFormat(head)
+	format, err := fsimage.DetectBytes(head)
 	if err != nil {
-		return nil, fmt.Errorf("layer %s: %w", layer.Digest, err)
+		return nil, fmt.Errorf("layer %s: the content %w: refusing to keep it", layer.Digest, err)
 	}
 	if e.Kind == KindSysext {
 		if mt, _ := LayerMediaType(string(format)); mt != layer.MediaType {

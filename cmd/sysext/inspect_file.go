@@ -19,11 +19,13 @@ var hostOSReleasePaths = []string{"/etc/os-release", "/usr/lib/os-release"}
 // runInspectFile prints an image file's metadata and whether it would
 // merge on the host (or the os-release given with --os-release).
 func runInspectFile(c *cobra.Command, opts inspectOptions, path string) error {
-	info, err := fsimage.Open(c.Context(), path)
+	info, err := fsimage.OpenWith(c.Context(), path, fsimage.Options{Digest: true, CacheDigest: true, SpecialFiles: true})
 	if err != nil {
 		return err
 	}
 	j := newImageJSON(info.Path, string(info.Format), info.Size, info.Digest, info.Meta, info.Release, info.Upholds)
+	j.DigestCached = info.DigestCached
+	j.Special = newSpecialJSON(info.SpecialFiles, info.CapabilitiesUnread)
 	hostFile, hostRel, err := readOSRelease(opts.OSRelease)
 	if err != nil {
 		return err

@@ -9,8 +9,8 @@ import (
 	"unicode"
 
 	"github.com/sysext/sysext/extension"
-	"github.com/sysext/sysext/internal/extract"
 	"github.com/sysext/sysext/fsimage"
+	"github.com/sysext/sysext/internal/extract"
 )
 
 // imageJSON is the machine-readable description of one image, shared by

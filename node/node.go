@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/internal/inroot"
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/store"
 	"github.com/sysext/sysext/verify"
@@ -22,10 +23,9 @@ type Verifier interface {
 	// Verify checks the signatures on r's manifest (or on the index r
 	// resolved through, which lists it) found in t and returns the
 	// verification the store requires, for the manifest's digest.
-	// allowUnsigned is the explicit --insecure-allow-unsigned opt-out;
-	// policy is the per-extension policy recorded at pull time ("" = the
-	// command line's trust; see PolicyString).
-	Verify(ctx context.Context, t oci.Target, ref oci.Reference, r *oci.Resolved, policy string, allowUnsigned bool) (verify.Verified, error)
+	// tr is the extension's own trust (its recorded or declared policy,
+	// the --insecure-allow-unsigned opt-out).
+	Verify(ctx context.Context, t oci.Target, ref oci.Reference, r *oci.Resolved, tr Trust) (verify.Verified, error)
 }
 
 // Refresher makes systemd-sysext merge the extensions directory again.
@@ -152,7 +152,8 @@ func OSRelease(root string) (*extension.Release, string, error) {
 	var firstErr error
 	for _, p := range []string{"etc/os-release", "usr/lib/os-release"} {
 		full := filepath.Join(root, p)
-		b, err := os.ReadFile(full)
+		// /etc/os-release is usually a symlink: resolved inside the root.
+		b, err := inroot.ReadFile(root, p, extension.MaxReleaseSize)
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}

@@ -38,7 +38,7 @@ func (n *Node) Update(ctx context.Context, uo UpdateOptions) ([]Result, error) {
 	var results []Result
 	var errs []error
 	for _, name := range names {
-		r, err := n.updateOne(ctx, s, name, uo.DryRun)
+		r, err := n.updateOne(ctx, s, name, uo.DryRun, "")
 		if err != nil {
 			errs = append(errs, err)
 			if r == nil {
@@ -51,7 +51,9 @@ func (n *Node) Update(ctx context.Context, uo UpdateOptions) ([]Result, error) {
 	return results, errors.Join(errs...)
 }
 
-func (n *Node) updateOne(ctx context.Context, s *store.Store, name string, dryRun bool) (*Result, error) {
+// updateOne re-resolves NAME's source; policyFrom is "FILE:LINE" of the
+// declaration whose Policy= the entry records (sync), for errors.
+func (n *Node) updateOne(ctx context.Context, s *store.Store, name string, dryRun bool, policyFrom string) (*Result, error) {
 	e, ok := s.Entry(name)
 	if !ok {
 		return nil, &store.NotInstalledError{Name: name}
@@ -91,7 +93,7 @@ func (n *Node) updateOne(ctx context.Context, s *store.Store, name string, dryRu
 		r.Digest = desc.Digest.String()
 		return r, nil
 	}
-	pr, err := n.pull(ctx, s, PullRequest{Ref: e.Source, Name: name, Policy: e.Policy, AllowUnsigned: e.AllowUnsigned, Declared: e.Declared}, &resolvedRef{t: t, ref: ref})
+	pr, err := n.pull(ctx, s, PullRequest{Ref: e.Source, Name: name, Policy: e.Policy, AllowUnsigned: e.AllowUnsigned, Declared: e.Declared, PolicyFrom: policyFrom}, &resolvedRef{t: t, ref: ref})
 	if pr == nil {
 		return r, err
 	}

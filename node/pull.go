@@ -19,6 +19,19 @@ type PullRequest struct {
 	Policy        string // trust policy file for this extension ("" = default)
 	AllowUnsigned bool   // --insecure-allow-unsigned
 	Declared      string // the extensions.d file that declared it (sync)
+	// PolicyFrom is "FILE:LINE" of the declaration's Policy= (sync); with
+	// Declared set, Policy's paths are inside the root.
+	PolicyFrom string
+}
+
+// trust is what req's signatures are checked with: a declared policy is
+// read inside the root, and its errors name the declaration.
+func (req PullRequest) trust() Trust {
+	tr := Trust{Policy: req.Policy, AllowUnsigned: req.AllowUnsigned}
+	if req.Declared != "" {
+		tr.From = orDefault(req.PolicyFrom, req.Declared)
+	}
+	return tr
 }
 
 // Result says what one extension's operation did.
@@ -110,7 +123,7 @@ func (n *Node) pull(ctx context.Context, s *store.Store, req PullRequest, pre *r
 	if n.opts.Verifier == nil {
 		return nil, errors.New("no trust policy configured: give --key, --policy or --insecure-allow-unsigned")
 	}
-	v, err := n.opts.Verifier.Verify(ctx, t, ref, res, req.Policy, req.AllowUnsigned)
+	v, err := n.opts.Verifier.Verify(ctx, t, ref, res, req.trust())
 	if err != nil {
 		return nil, err
 	}

@@ -53,8 +53,9 @@ func (n *Node) Sync(ctx context.Context, so SyncOptions) ([]Result, error) {
 			continue
 		}
 		cur, installed := s.Entry(d.Name)
-		if installed && cur.Declared != d.File && !so.DryRun {
-			if err := s.SetDeclared(d.Name, d.File); err != nil {
+		if installed && !so.DryRun && (cur.Declared != d.File || cur.Policy != d.Policy || cur.AllowUnsigned != d.AllowUnsigned) {
+			// The declaration manages it from now on, with its trust.
+			if err := s.SetDeclared(d.Name, store.Meta{Declared: d.File, Policy: d.Policy, AllowUnsigned: d.AllowUnsigned}); err != nil {
 				fail(d.Name, err)
 				continue
 			}
@@ -67,7 +68,7 @@ func (n *Node) Sync(ctx context.Context, so SyncOptions) ([]Result, error) {
 			results = append(results, Result{Name: d.Name, Source: src, Action: "needs-download"})
 			continue
 		case installed && cur.Source == src:
-			r, err := n.updateOne(ctx, s, d.Name, so.DryRun)
+			r, err := n.updateOne(ctx, s, d.Name, so.DryRun, d.PolicyFrom())
 			if err != nil {
 				fail(d.Name, err)
 				continue
@@ -78,7 +79,7 @@ func (n *Node) Sync(ctx context.Context, so SyncOptions) ([]Result, error) {
 			results = append(results, Result{Name: d.Name, Source: src, Action: "would-pull"})
 			continue
 		}
-		r, err := n.pull(ctx, s, PullRequest{Ref: src, Name: d.Name, Policy: d.Policy, AllowUnsigned: d.AllowUnsigned, Declared: d.File}, nil)
+		r, err := n.pull(ctx, s, PullRequest{Ref: src, Name: d.Name, Policy: d.Policy, AllowUnsigned: d.AllowUnsigned, Declared: d.File, PolicyFrom: d.PolicyFrom()}, nil)
 		if err != nil {
 			fail(d.Name, err)
 			continue

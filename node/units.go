@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/sysext/sysext/atomicfile"
+	"github.com/sysext/sysext/internal/inroot"
 )
 
 //go:embed units/*.service units/*.timer
@@ -54,7 +55,11 @@ func InstallUnits(root, unitDir, bin string, enable bool) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(root, unitDir)
+	// Inside the root: ROOT/etc -> /elsewhere must not reach the host.
+	dir, err := inroot.Join(root, unitDir)
+	if err != nil {
+		return nil, fmt.Errorf("install units: %w", err)
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("install units: %w", err)
 	}

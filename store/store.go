@@ -12,6 +12,7 @@ import (
 
 	"github.com/sysext/sysext/atomicfile"
 	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/internal/inroot"
 )
 
 // Default paths, as seen on the running system (inside Root).
@@ -112,6 +113,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("store path %q must be absolute (it is taken inside --root)", p)
 		}
 	}
+	if err := s.checkPaths(opts.ExtensionsDir, opts.StoreDir, opts.StateFile, opts.LockFile); err != nil {
+		return nil, err
+	}
 	if opts.Copy {
 		if opts.ReadOnly {
 			return nil, errors.New("copy mode keeps no state to read")
@@ -197,12 +201,48 @@ func (s *Store) hook(point string) {
 }
 
 // path maps a path on the running system to the path under Root (or, for
-// /var, under VarRoot).
-func (s *Store) path(p string) string {
+// /var, under VarRoot), every symlink on the way, the last one's too,
+// resolved inside that root (inroot.Join): ROOT/var -> /elsewhere means
+// ROOT/elsewhere, never the host's.
+func (s *Store) path(p string) string { return s.resolve(p, true) }
+
+// linkPath is path for a file that may itself be a symlink we manage (an
+// activation link): everything but the last component is resolved.
+func (s *Store) linkPath(p string) string { return s.resolve(p, false) }
+
+func (s *Store) resolve(p string, followLast bool) string {
+	root := s.opts.Root
 	if s.opts.VarRoot != "" && (p == "/var" || strings.HasPrefix(filepath.Clean(p), "/var/")) {
-		return filepath.Join(s.opts.VarRoot, p)
+		root = s.opts.VarRoot
 	}
-	return filepath.Join(s.opts.Root, p)
+	join := inroot.Join
+	if !followLast {
+		join = inroot.JoinParent
+	}
+	full, err := join(root, p)
+	if err != nil {
+		// A symlink loop or an unreadable directory inside the root. Open
+		// checked the store's own directories, so this is a crafted entry
+		// below them: give a name every system call refuses (EINVAL for
+		// the NUL) rather than one the host would resolve.
+		return filepath.Join(root, p) + "\x00(" + err.Error() + ")"
+	}
+	return full
+}
+
+// checkPaths fails Open with a clear error when one of the store's
+// directories cannot be resolved inside the root.
+func (s *Store) checkPaths(paths ...string) error {
+	for _, p := range paths {
+		root := s.opts.Root
+		if s.opts.VarRoot != "" && (p == "/var" || strings.HasPrefix(filepath.Clean(p), "/var/")) {
+			root = s.opts.VarRoot
+		}
+		if _, err := inroot.Join(root, p); err != nil {
+			return fmt.Errorf("--root %s: %s: %w", root, p, err)
+		}
+	}
+	return nil
 }
 
 // Path maps a path on the running system to the path under Root.
@@ -218,7 +258,7 @@ func (s *Store) ImagePath(name, file string) string {
 
 // LinkPath returns NAME's activation link (or copied file), under Root.
 func (s *Store) LinkPath(name string) string {
-	return s.path(filepath.Join(s.opts.ExtensionsDir, name+imageSuffix))
+	return s.linkPath(filepath.Join(s.opts.ExtensionsDir, name+imageSuffix))
 }
 
 // linkTarget is what NAME's link points to for FILE: an absolute path on

@@ -146,6 +146,43 @@ func (n *Node) open(ctx context.Context) (*store.Store, error) {
 	return store.Open(ctx, n.opts.Store)
 }
 
+// openExisting opens the store for a command that only changes what is
+// installed: on a node without a store it creates nothing.
+func (n *Node) openExisting(ctx context.Context) (*store.Store, error) {
+	o := n.opts.Store
+	o.IfExists = true
+	return store.Open(ctx, o)
+}
+
+// TrustChecker is implemented by a Verifier that can tell, before any I/O,
+// whether a Trust can be used at all (the policy parses, the keys load),
+// so that a pull refuses before it writes anything.
+type TrustChecker interface {
+	CheckTrust(tr Trust) error
+}
+
+// precheck refuses what is wrong in a pull request itself: the reference's
+// syntax, the name, the trust. Nothing has been written yet.
+func (n *Node) precheck(req PullRequest) error {
+	if _, err := oci.ParseReference(req.Ref); err != nil {
+		return err
+	}
+	if req.Name != "" {
+		if err := extension.ValidateName(req.Name); err != nil {
+			return fmt.Errorf("--name: %w", err)
+		}
+	}
+	if n.opts.Verifier == nil {
+		return errNoVerifier
+	}
+	if c, ok := n.opts.Verifier.(TrustChecker); ok {
+		return c.CheckTrust(req.trust())
+	}
+	return nil
+}
+
+var errNoVerifier = errors.New("no trust policy configured: give --key, --policy or --insecure-allow-unsigned")
+
 // OSRelease reads the target root's os-release (/etc/os-release, else
 // /usr/lib/os-release).
 func OSRelease(root string) (*extension.Release, string, error) {

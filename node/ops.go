@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sort"
 
 	"github.com/sysext/sysext/oci"
@@ -25,7 +24,7 @@ func (n *Node) Update(ctx context.Context, uo UpdateOptions) ([]Result, error) {
 	if len(uo.Names) == 0 && !uo.All {
 		return nil, errors.New("name the extensions to update, or use --all")
 	}
-	s, err := n.open(ctx)
+	s, err := n.openExisting(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +103,7 @@ func (n *Node) updateOne(ctx context.Context, s *store.Store, name string, dryRu
 // Rollback makes NAME's previous stored version active again, then
 // refreshes as a pull does.
 func (n *Node) Rollback(ctx context.Context, name string) (*Result, error) {
-	s, err := n.open(ctx)
+	s, err := n.openExisting(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +127,7 @@ func (n *Node) Rollback(ctx context.Context, name string) (*Result, error) {
 
 // Remove deactivates NAME, refreshes, and deletes its stored images.
 func (n *Node) Remove(ctx context.Context, name string) (*Result, error) {
-	s, err := n.open(ctx)
+	s, err := n.openExisting(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -160,7 +159,7 @@ func (n *Node) GC(ctx context.Context, keep int) ([]string, error) {
 	if keep < 1 {
 		return nil, fmt.Errorf("--keep %d: keep at least 1 (the active version is never removed)", keep)
 	}
-	s, err := n.open(ctx)
+	s, err := n.openExisting(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -188,21 +187,14 @@ type ListEntry struct {
 
 // List returns the installed extensions. A corrupt state is reported in
 // the Listing (with what the disk shows), not as an error.
+//
+// List is a read-only command: it takes no lock and writes nothing (an
+// interrupted change shows as pending until the next writer settles it).
 func (n *Node) List(ctx context.Context) (*Listing, error) {
 	o := n.opts.Store
-	if o.LockTimeout == 0 {
-		o.LockTimeout = store.DefaultLockTimeout / 10
-	}
+	o.ReadOnly = true
 	s, err := store.Open(ctx, o)
 	l := &Listing{}
-	var le *store.LockedError
-	if errors.As(err, &le) || errors.Is(err, os.ErrPermission) {
-		if le != nil {
-			l.Locked = le.Error()
-		}
-		o.ReadOnly = true
-		s, err = store.Open(ctx, o)
-	}
 	var ce *store.CorruptStateError
 	if errors.As(err, &ce) {
 		l.StateError = err.Error()

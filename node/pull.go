@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"path/filepath"
 
@@ -53,6 +52,9 @@ type Result struct {
 
 // Pull resolves, verifies, checks, stores and activates one extension.
 func (n *Node) Pull(ctx context.Context, req PullRequest) (*Result, error) {
+	if err := n.precheck(req); err != nil {
+		return nil, err
+	}
 	s, err := n.open(ctx)
 	if err != nil {
 		return nil, err
@@ -121,7 +123,7 @@ func (n *Node) pull(ctx context.Context, s *store.Store, req PullRequest, pre *r
 	}
 	n.hook("verify")
 	if n.opts.Verifier == nil {
-		return nil, errors.New("no trust policy configured: give --key, --policy or --insecure-allow-unsigned")
+		return nil, errNoVerifier
 	}
 	v, err := n.opts.Verifier.Verify(ctx, t, ref, res, req.trust())
 	if err != nil {

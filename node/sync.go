@@ -23,13 +23,9 @@ type SyncOptions struct {
 // extensions installed from a declaration are removed; ones pulled by hand
 // are kept, and files sysext did not install are never touched.
 func (n *Node) Sync(ctx context.Context, so SyncOptions) ([]Result, error) {
-	s, err := n.open(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer s.Close()
-	n.resume(ctx, s, true)
-	root := s.Options().Root
+	// The declarations and the OS are read first: a declaration that does
+	// not parse stops sync before it writes anything.
+	root := n.opts.Store.Root
 	decl, err := ReadDeclared(root)
 	if err != nil {
 		return nil, err
@@ -38,6 +34,16 @@ func (n *Node) Sync(ctx context.Context, so SyncOptions) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	open := n.open
+	if len(decl) == 0 || so.DryRun {
+		open = n.openExisting // only removals (or nothing) to do
+	}
+	s, err := open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	n.resume(ctx, s, true)
 	var results []Result
 	var errs []error
 	fail := func(name string, err error) {

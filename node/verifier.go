@@ -121,6 +121,16 @@ func (p PolicyVerifier) trustOptions(tr Trust) (verify.TrustOptions, error) {
 	return o, nil
 }
 
+// CheckTrust implements TrustChecker: the policy tr names loads.
+func (p PolicyVerifier) CheckTrust(tr Trust) error {
+	o, err := p.trustOptions(tr)
+	if err != nil {
+		return err
+	}
+	_, err = o.Policy()
+	return err
+}
+
 // Verify implements Verifier. A signature on the manifest, or on the index
 // r resolved through when that index lists the manifest (what `cosign sign`
 // on an index writes without --recursive), is accepted; the Verified value

@@ -58,6 +58,11 @@ type Options struct {
 	// ReadOnly opens without the lock and without recovery (list by a
 	// user who cannot write, or when another process holds the lock).
 	ReadOnly bool
+	// IfExists opens read-only, creating nothing, when the node has no
+	// store yet (neither the lock file nor the state file exists): for
+	// commands that only change what is installed (update, rollback,
+	// remove, gc), which then have nothing to do and write nothing.
+	IfExists bool
 	// Hook, when set, is called at every step that changes the disk; tests
 	// use it to kill the process at each point.
 	Hook func(point string)
@@ -135,6 +140,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		}
 		return s, nil
 	}
+	if opts.IfExists && !opts.ReadOnly && !s.exists() {
+		opts.ReadOnly = true
+		s.opts.ReadOnly = true
+	}
 	if opts.ReadOnly {
 		st, err := readState(s.path(opts.StateFile))
 		if err != nil {
@@ -167,6 +176,17 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// exists reports whether the node has a store: a lock file, a state file
+// or a store directory.
+func (s *Store) exists() bool {
+	for _, p := range []string{s.opts.LockFile, s.opts.StateFile, s.opts.StoreDir} {
+		if _, err := os.Lstat(s.path(p)); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // Close releases the lock.

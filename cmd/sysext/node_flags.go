@@ -170,22 +170,22 @@ func printResults(w io.Writer, rs []node.Result) {
 func printResult(w io.Writer, r node.Result) {
 	switch r.Action {
 	case "failed":
-		fmt.Fprintf(w, "%s: failed: %s\n", r.Name, r.Error)
+		printf(w, "%s: failed: %s\n", r.Name, r.Error)
 		return
 	case "unchanged":
-		fmt.Fprintf(w, "%s %s: up to date\n", r.Name, r.Version)
+		printf(w, "%s %s: up to date\n", r.Name, r.Version)
 		return
 	case "skipped":
-		fmt.Fprintf(w, "%s %s: %s\n", r.Name, r.Version, r.Error)
+		printf(w, "%s %s: %s\n", r.Name, r.Version, r.Error)
 		return
 	case "needs-download", "would-pull", "would-remove":
-		fmt.Fprintf(w, "%s: %s (%s)\n", r.Name, r.Action, r.Source)
+		printf(w, "%s: %s (%s)\n", r.Name, r.Action, r.Source)
 		return
 	case "would-update":
-		fmt.Fprintf(w, "%s %s: the source moved to %s (dry run, nothing changed)\n", r.Name, r.Version, short(r.Digest))
+		printf(w, "%s %s: the source moved to %s (dry run, nothing changed)\n", r.Name, r.Version, short(r.Digest))
 		return
 	case "removed":
-		fmt.Fprintf(w, "%s: removed\n", r.Name)
+		printf(w, "%s: removed\n", r.Name)
 		return
 	}
 	line := fmt.Sprintf("%s %s: %s", r.Name, r.Version, r.Action)
@@ -210,7 +210,7 @@ func printResult(w io.Writer, r node.Result) {
 	default:
 		line += "; " + r.Activation
 	}
-	fmt.Fprintln(w, line)
+	printLine(w, line)
 }
 
 func short(d string) string {

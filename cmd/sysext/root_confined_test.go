@@ -108,3 +108,82 @@ func TestBootcStagedSync(t *testing.T) {
 		}
 	}
 }
+
+// TestNothingWrittenWhenNothingDone: read-only commands, and commands that
+// fail before doing anything (a bad reference, no trust, nothing
+// installed), leave the root as it was: no /var/lib/sysext, no lock file.
+func TestNothingWrittenWhenNothingDone(t *testing.T) {
+	t.Setenv("DOCKER_CONFIG", t.TempDir())
+	layout := ocitest.NewLayout(t, "1.0").String()
+	img := ocitest.Squashfs(t, ocitest.Meta("quiet", "1.0", extension.HostArch()), []byte("q"))
+	if _, errs, code := runCLI(t, "push", "-q", img, layout); code != 0 {
+		t.Fatalf("push: %s", errs)
+	}
+	for _, args := range [][]string{
+		{"list"},
+		{"list", "--json"},
+		{"pull", "UPPER/Bad:ref"},
+		{"pull", layout}, // no trust policy
+		{"pull", layout, "--key", "/nonexistent/key.pub"}, // a key that does not load
+		{"pull", layout, "--name", "bad/name", "--insecure-allow-unsigned"},
+		{"update", "--all"},
+		{"update", "nosuch"},
+		{"rollback", "nosuch"},
+		{"remove", "nosuch"},
+		{"gc"},
+		{"sync"}, // nothing declared
+	} {
+		root := nodeTestRoot(t)
+		before := treeOf(t, root)
+		_, errs, code := runCLI(t, append(args, "--root", root)...)
+		after := treeOf(t, root)
+		if before != after {
+			t.Errorf("sysext %s (exit %d, %s) changed the root:\nbefore:\n%safter:\n%s", strings.Join(args, " "), code, strings.TrimSpace(errs), before, after)
+		}
+	}
+	// A declaration that does not parse: sync refuses before writing.
+	root := nodeTestRoot(t)
+	writeFile(t, filepath.Join(root, "etc/sysext/extensions.d/bad.conf"), "[Extension]\nSource=x\nPolicy=key:relative.pub\n")
+	before := treeOf(t, root)
+	if _, errs, code := runCLI(t, "sync", "--root", root); code == 0 || !strings.Contains(errs, "bad.conf:3") {
+		t.Errorf("sync with a bad declaration: exit %d, %s", code, errs)
+	}
+	if after := treeOf(t, root); after != before {
+		t.Errorf("sync with a bad declaration changed the root:\n%s", after)
+	}
+}
+
+// treeOf lists every path under root, one a line.
+func treeOf(t *testing.T, root string) string {
+	t.Helper()
+	var b strings.Builder
+	filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err == nil {
+			b.WriteString(strings.TrimPrefix(p, root) + "\n")
+		}
+		return nil
+	})
+	return b.String()
+}
+
+// TestUntrustedTextEscaped: an annotation holding terminal escapes and a
+// right-to-left override is shown escaped by inspect, never raw.
+func TestUntrustedTextEscaped(t *testing.T) {
+	t.Setenv("DOCKER_CONFIG", t.TempDir())
+	ref := ocitest.NewLayout(t, "1.0").String()
+	img := ocitest.Squashfs(t, ocitest.Meta("esc", "1.0", extension.HostArch()), []byte("e"))
+	evil := "https://example.com/\x1b[2J\x1b[31m\u202Eevil\u200B"
+	if _, errs, code := runCLI(t, "push", "-q", "--annotation", "org.opencontainers.image.source="+evil, img, ref); code != 0 {
+		t.Fatalf("push: %s", errs)
+	}
+	out, errs, code := runCLI(t, "inspect", ref)
+	if code != 0 {
+		t.Fatalf("inspect: %d %s", code, errs)
+	}
+	if strings.ContainsAny(out, "\x1b\u202E\u200B") {
+		t.Errorf("inspect printed terminal escapes or invisible characters raw:\n%q", out)
+	}
+	if !strings.Contains(out, `\x1b[2J\x1b[31m\u202eevil\u200b`) {
+		t.Errorf("inspect does not show the annotation escaped:\n%s", out)
+	}
+}

@@ -158,10 +158,10 @@ func printSigned(c *cobra.Command, out outputFlags, ref oci.Reference, signer *v
 	}
 	for _, s := range signed {
 		if out.Quiet {
-			fmt.Fprintln(w, s.Digest)
+			printLine(w, s.Digest.String())
 			continue
 		}
-		fmt.Fprintf(w, "signed %s (%s) with %s: tag %s\n", s.Digest, kindOf(s.MediaType), signer.Fingerprint(), s.Tag)
+		printf(w, "signed %s (%s) with %s: tag %s\n", s.Digest, kindOf(s.MediaType), signer.Fingerprint(), s.Tag)
 	}
 	return nil
 }

@@ -77,6 +77,11 @@ type Options struct {
 	// "/": the Refresher then knows how to merge that root (tests run
 	// systemd-sysext in a private namespace with ROOT/var bound over /var).
 	RefreshWithRoot bool
+	// AllowDowngrade lets pull, update and sync activate a version older
+	// (systemd's version order) than the active one. Without it a tag that
+	// moved back, or an old signed build served again, is refused; rollback
+	// is the way back.
+	AllowDowngrade bool
 	// Checker and Preflighter are optional hooks (safe activation).
 	Checker     Checker
 	Preflighter Preflighter
@@ -234,6 +239,27 @@ func (e *IncompatibleError) Unwrap() error { return e.Err }
 func (n *Node) compatible(meta extension.Metadata, ref string, osr *extension.Release, osrPath string) error {
 	if err := extension.Compatible(meta.Release(), extension.Host{OSRelease: osr, Arch: n.arch()}); err != nil {
 		return &IncompatibleError{Name: meta.Name, Version: meta.Version, Ref: ref, OSRelease: osrPath, Err: err}
+	}
+	return nil
+}
+
+// DowngradeError says a pull would activate an older version than the
+// active one.
+type DowngradeError struct {
+	Name, Active, Offered, Ref string
+}
+
+func (e *DowngradeError) Error() string {
+	return fmt.Sprintf("%s: %s offers version %s, older than the active %s: refusing to downgrade (a tag moved back, or an old signed build was served again); use 'sysext rollback %s' to go back, or --allow-downgrade if this is wanted", e.Name, e.Ref, e.Offered, e.Active, e.Name)
+}
+
+// checkDowngrade refuses offered when it is older than the active version.
+func (n *Node) checkDowngrade(name string, cur *store.Entry, offered, ref string) error {
+	if n.opts.AllowDowngrade || cur == nil || cur.Active.Version == "" || offered == "" {
+		return nil
+	}
+	if extension.CompareVersions(offered, cur.Active.Version) < 0 {
+		return &DowngradeError{Name: name, Active: cur.Active.Version, Offered: offered, Ref: ref}
 	}
 	return nil
 }

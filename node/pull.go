@@ -121,6 +121,12 @@ func (n *Node) pull(ctx context.Context, s *store.Store, req PullRequest, pre *r
 		}
 		return result, nil
 	}
+	if installed && e.Kind == oci.KindSysext {
+		// Decided from the manifest, before anything is verified or fetched.
+		if err := n.checkDowngrade(name, cur, e.Metadata.Version, ref.String()); err != nil {
+			return nil, err
+		}
+	}
 	n.hook("verify")
 	if n.opts.Verifier == nil {
 		return nil, errNoVerifier
@@ -188,6 +194,12 @@ func (n *Node) pull(ctx context.Context, s *store.Store, req PullRequest, pre *r
 		if dl.Info != nil {
 			if in.Version == "" {
 				in.Version = dl.Info.Meta.Version
+				// Without our annotations the version is known only now.
+				if installed {
+					if err := n.checkDowngrade(name, cur, in.Version, ref.String()); err != nil {
+						return nil, err
+					}
+				}
 			}
 			if in.Arch == "" {
 				in.Arch = string(dl.Info.Meta.Arch)

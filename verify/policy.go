@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -79,6 +80,15 @@ type requirementFile struct {
 	// CT logs, TSAs) for keyless signatures, and the tlog opt-out.
 	TrustedRootPath    string `json:"trustedRootPath,omitempty"`
 	InsecureIgnoreTlog bool   `json:"insecureIgnoreTlog,omitempty"`
+	// sysext's addition: refuse old signatures served again.
+	Freshness *freshnessFile `json:"freshness,omitempty"`
+}
+
+// freshnessFile is a requirement's "freshness": {"requireTag": true,
+// "maxAge": "720h"} (a Go duration, or whole days as "30d").
+type freshnessFile struct {
+	RequireTag bool   `json:"requireTag,omitempty"`
+	MaxAge     string `json:"maxAge,omitempty"`
 }
 
 type fulcioFile struct {
@@ -332,6 +342,19 @@ func (l *loader) requirement(rf requirementFile) (PolicyRequirement, error) {
 	if len(req.Identities) > 0 && (req.TrustedMaterial == nil || len(req.TrustedMaterial.FulcioCertificateAuthorities()) == 0) {
 		return r, errors.New(`fulcio needs "caPath", "caData" or a "trustedRootPath" holding certificate authorities`)
 	}
+	if f := rf.Freshness; f != nil {
+		req.Freshness.RequireTag = f.RequireTag
+		if f.MaxAge != "" {
+			d, err := parseAge(f.MaxAge)
+			if err != nil {
+				return r, fmt.Errorf("freshness.maxAge: %w", err)
+			}
+			req.Freshness.MaxAge = d
+		}
+		if !req.Freshness.enabled() {
+			return r, errors.New(`freshness asks for nothing: set "requireTag": true and/or "maxAge" (e.g. "720h" or "30d")`)
+		}
+	}
 	if si := rf.SignedIdentity; si != nil {
 		switch si.Type {
 		case "matchRepository", "matchRepoDigestOrExact", "matchExact":
@@ -350,6 +373,22 @@ func (l *loader) read(p string, limit int64) ([]byte, error) {
 		p = filepath.Join(l.dir, p)
 	}
 	return inroot.ReadFile(l.root, p, limit)
+}
+
+// parseAge reads a Go duration ("720h") or whole days ("30d").
+func parseAge(s string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n <= 0 {
+			return 0, fmt.Errorf("%q is not a number of days like \"30d\"", s)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%q is not a positive duration like \"720h\" or \"30d\"", s)
+	}
+	return d, nil
 }
 
 func (id Identity) validate() error {
@@ -431,13 +470,17 @@ type Scope struct {
 // "ghcr.io/acme/ext:1.0", "host/repo@sha256:…" or "oci:/srv/layout:tag".
 func ScopeOf(ref string) Scope {
 	if rest, ok := strings.CutPrefix(ref, "oci:"); ok {
-		if i := strings.LastIndex(rest, ":"); i > strings.LastIndex(rest, "/") {
+		tag := ""
+		if i := strings.LastIndex(rest, "@"); i > strings.LastIndex(rest, "/") {
 			rest = rest[:i]
+		}
+		if i := strings.LastIndex(rest, ":"); i > strings.LastIndex(rest, "/") {
+			rest, tag = rest[:i], rest[i+1:]
 		}
 		if abs, err := filepath.Abs(rest); err == nil {
 			rest = abs
 		}
-		return Scope{Transport: TransportOCI, Name: rest}
+		return Scope{Transport: TransportOCI, Name: rest, Tag: tag}
 	}
 	s := Scope{Transport: TransportDocker, Name: repositoryOf(ref)}
 	rest := ref
@@ -532,6 +575,7 @@ func (p *Policy) Verify(ctx context.Context, src Source, ref string, desc ocispe
 			if r.MatchRepository && scope.Transport == TransportDocker {
 				req.Repository = scope.Name
 			}
+			req.Tag = scope.Tag
 			got, err := req.Check(ctx, src, desc)
 			if err != nil {
 				return Verified{}, fmt.Errorf("%s: %w", ref, err)

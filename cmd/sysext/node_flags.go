@@ -29,6 +29,9 @@ type nodeFlags struct {
 	// PreflightStrict refuses on preflight warnings (a stacked /usr, an old
 	// systemd) too.
 	PreflightStrict bool
+	// AllowDowngrade (pull, update, sync) accepts a version older than the
+	// active one.
+	AllowDowngrade bool
 }
 
 func (f *nodeFlags) addFlags(c *cobra.Command, refresh, trust bool) {
@@ -47,6 +50,7 @@ func (f *nodeFlags) addFlags(c *cobra.Command, refresh, trust bool) {
 		f.trustFlags.addKeylessFlags(c)
 		c.Flags().BoolVar(&f.AllowUnsigned, "insecure-allow-unsigned", false, "accept images without a valid signature (prints a warning)")
 		c.Flags().BoolVar(&f.PreflightStrict, "strict", false, "refuse when the preflight warns (/usr already stacked on overlays, an old systemd)")
+		c.Flags().BoolVar(&f.AllowDowngrade, "allow-downgrade", false, "accept a version older (in systemd's version order) than the active one; without it a tag that moved back is refused ('sysext rollback' goes back)")
 	}
 }
 
@@ -108,10 +112,11 @@ func (f nodeFlags) node(c *cobra.Command, copyMode bool) (*node.Node, error) {
 	}
 	p := newProgress(c, f.outputFlags)
 	return node.New(node.Options{
-		Store:     so,
-		OCI:       f.registryFlags.options(),
-		Verifier:  node.PolicyVerifier{Trust: f.trust()},
-		NoRefresh: f.NoRefresh,
+		Store:          so,
+		OCI:            f.registryFlags.options(),
+		Verifier:       node.PolicyVerifier{Trust: f.trust()},
+		NoRefresh:      f.NoRefresh,
+		AllowDowngrade: f.AllowDowngrade,
 		// Before anything is downloaded: can this system merge the image?
 		Preflighter: node.ActivatePreflight{Strict: f.PreflightStrict, Log: log},
 		Log:         log,

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"path/filepath"
 
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
 	"github.com/sysext/sysext/activate"
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/oci"
@@ -91,7 +93,16 @@ func (n *Node) pull(ctx context.Context, s *store.Store, req PullRequest, pre *r
 		}
 	}
 	n.hook("resolve")
-	res, err := oci.Resolve(ctx, t, ref, n.arch())
+	// An index's signature is checked before more than a few of its
+	// manifests are read: a crafted index cannot fan out unverified.
+	verifyIndex := func(ctx context.Context, idx ocispec.Descriptor) error {
+		if n.opts.Verifier == nil {
+			return errNoVerifier
+		}
+		_, err := n.opts.Verifier.Verify(ctx, t, ref, &oci.Resolved{Ref: ref, Root: idx, Entry: oci.Entry{Descriptor: idx}}, req.trust())
+		return err
+	}
+	res, err := oci.ResolveWith(ctx, t, ref, n.arch(), oci.ResolveOptions{VerifyIndex: verifyIndex})
 	if err != nil {
 		return nil, err
 	}

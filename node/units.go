@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/sysext/sysext/atomicfile"
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/internal/inroot"
 )
 
@@ -47,6 +48,10 @@ var enableLinks = map[string]string{
 func InstallUnits(root, unitDir, bin string, enable bool) ([]string, error) {
 	if !filepath.IsAbs(bin) {
 		return nil, fmt.Errorf("--bin %s: give the absolute path of sysext on the target system", bin)
+	}
+	// bin becomes the command of ExecStart= lines.
+	if err := extension.ValidateLinePath("--bin", bin); err != nil {
+		return nil, err
 	}
 	if !filepath.IsAbs(unitDir) {
 		return nil, fmt.Errorf("--unit-dir %s: give an absolute path as seen inside --root", unitDir)

@@ -106,7 +106,7 @@ func (f nodeFlags) node(c *cobra.Command, copyMode bool) (*node.Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	var log io.Writer = c.ErrOrStderr()
+	var log io.Writer = escapeWriter{c.ErrOrStderr()}
 	if f.Quiet || f.JSON {
 		log = io.Discard
 	}
@@ -120,7 +120,7 @@ func (f nodeFlags) node(c *cobra.Command, copyMode bool) (*node.Node, error) {
 		// Before anything is downloaded: can this system merge the image?
 		Preflighter: node.ActivatePreflight{Strict: f.PreflightStrict, Log: log},
 		Log:         log,
-		Warn:        c.ErrOrStderr(), // warnings are printed even with -q and --json
+		Warn:        escapeWriter{c.ErrOrStderr()}, // warnings are printed even with -q and --json
 		Progress:    p.fileFunc("download"),
 	}), nil
 }

@@ -20,6 +20,18 @@ func printf(w io.Writer, format string, args ...any) (int, error) {
 	return io.WriteString(w, extension.EscapeLines(fmt.Sprintf(format, args...)))
 }
 
+// escapeWriter passes what is written through extension.EscapeLines: for
+// writers that library code logs to (the node's progress lines and
+// warnings), whose messages can carry registry text.
+type escapeWriter struct{ w io.Writer }
+
+func (e escapeWriter) Write(p []byte) (int, error) {
+	if _, err := io.WriteString(e.w, extension.EscapeLines(string(p))); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
 // printLine is printf for one line of text.
 func printLine(w io.Writer, s string) (int, error) {
 	return io.WriteString(w, extension.EscapeLines(s)+"\n")

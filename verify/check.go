@@ -68,11 +68,11 @@ type Requirement struct {
 // Freshness refuses a valid signature that is old news: one made for
 // another tag (a build from another release line served under this tag),
 // or made too long ago (an old signed build served again after the tag
-// moved on). It is read from the annotations a cosign payload carries in
-// its "optional" map: "tag" and "timestamp" (Unix seconds, as
-// `cosign sign -a tag=24 -a timestamp=$(date +%s)` writes them, or RFC
-// 3339). Bundles (cosign v3) carry no annotations: their signing time is
-// the transparency log's or a timestamp authority's, when one was verified.
+// moved on). It is read from the annotations "tag" and "timestamp" (Unix
+// seconds, as `cosign sign -a tag=24 -a timestamp=$(date +%s)` writes
+// them, or RFC 3339): in a cosign payload's "optional" map, or on the
+// subject of a bundle's statement (cosign v3). Without a timestamp, a
+// verified transparency-log or timestamp-authority time counts.
 type Freshness struct {
 	// RequireTag: the payload's "tag" must equal the tag being verified.
 	// A reference by digest names the manifest itself and is not checked.
@@ -235,10 +235,15 @@ func (r *Requirement) checkCandidate(c candidate, d digest.Digest) (Signature, e
 			return Signature{}, false
 		}
 		s := Signature{Digest: d, Format: c.format, Where: c.where, Signer: who, Tlog: logChecked}
+		if c.format == FormatBundle {
+			// cosign v3 puts `sign -a` annotations on the statement's
+			// subject: signed like the rest of it.
+			s.Tag, s.SignedAt = statementFreshness(res, d)
+		}
 		for _, ts := range res.VerifiedTimestamps {
 			// A log's or timestamp authority's time, verified: the
-			// signing time when the payload names none.
-			if s.SignedAt.IsZero() || ts.Timestamp.Before(s.SignedAt) {
+			// signing time when the signature names none.
+			if s.SignedAt.IsZero() {
 				s.SignedAt = ts.Timestamp
 			}
 		}
@@ -295,6 +300,26 @@ func (r *Requirement) checkCandidate(c candidate, d digest.Digest) (Signature, e
 		}
 	}
 	return *found, nil
+}
+
+// statementFreshness reads the "tag" and "timestamp" annotations of the
+// verified statement's subject for d (cosign v3's `sign -a`).
+func statementFreshness(res *sgverify.VerificationResult, d digest.Digest) (string, time.Time) {
+	if res == nil || res.Statement == nil {
+		return "", time.Time{}
+	}
+	for _, sub := range res.Statement.GetSubject() {
+		if sub.GetDigest()[string(d.Algorithm())] != d.Encoded() || sub.GetAnnotations() == nil {
+			continue
+		}
+		p := simpleSigning{Optional: sub.GetAnnotations().AsMap()}
+		at, _, err := p.signedTime()
+		if err != nil {
+			at = time.Time{}
+		}
+		return p.signedTag(), at
+	}
+	return "", time.Time{}
 }
 
 // keyMaterial is the trusted material for one key: the key itself, plus the

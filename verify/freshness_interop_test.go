@@ -14,10 +14,12 @@ import (
 )
 
 // TestFreshnessCosignInterop: the freshness annotations are cosign's own
-// `-a key=value` payload annotations. A signature made by the real cosign
+// `-a key=value` annotations. A signature made by the real cosign v2 (in
+// the simple-signing payload) or v3 (on the bundle's statement subject)
 // with `-a tag=24 -a timestamp=$(date +%s)` passes a freshness policy for
-// tag 24 and not for another tag; a signature made by sysext (WithFreshness)
-// passes `cosign verify -a tag=24` and fails `-a tag=25`.
+// tag 24 and not for another tag; a signature made by sysext
+// (WithFreshness) passes `cosign verify -a tag=24` (v2 and v3) and fails
+// `-a tag=25`.
 func TestFreshnessCosignInterop(t *testing.T) {
 	env := newCosignEnv(t)
 	ctx := context.Background()
@@ -48,6 +50,20 @@ func TestFreshnessCosignInterop(t *testing.T) {
 	}
 	if _, err := policy.Verify(ctx, tg, repo+":25", img); err == nil || !strings.Contains(err.Error(), `made for tag "24", not "25"`) {
 		t.Errorf("cosign's signature for tag 24 under tag 25: %v", err)
+	}
+	// cosign v3 writes a Sigstore bundle; its -a annotations sit on the
+	// signed statement's subject.
+	bundled := pushArtifact(t, tg, "signed by cosign v3")
+	env.must(env.v3, append([]string{"sign", "--key", priv, "--use-signing-config=false", "--tlog-upload=false", "-a", "tag=24", "-a", "timestamp=" + now, repo + "@" + bundled.Digest.String()}, env.flags...)...)
+	v, err = policy.Verify(ctx, tg, repo+":24", bundled)
+	if err != nil {
+		t.Fatalf("a fresh cosign v3 bundle for tag 24: %v", err)
+	}
+	if s := v.Signatures()[0]; s.Format != verify.FormatBundle || s.Tag != "24" || s.SignedAt.Unix() != mustAtoi(t, now) {
+		t.Errorf("bundle freshness read as %+v", s)
+	}
+	if _, err := policy.Verify(ctx, tg, repo+":25", bundled); err == nil || !strings.Contains(err.Error(), `made for tag "24", not "25"`) {
+		t.Errorf("cosign v3's bundle for tag 24 under tag 25: %v", err)
 	}
 	// Signed by cosign without annotations: the policy asks for them.
 	plain := pushArtifact(t, tg, "plain cosign")

@@ -30,9 +30,18 @@ type Declared struct {
 	File          string // path on the running system
 	Name          string // default: the file name without .conf
 	Source        string // as written, with {VARIABLES}
+	SourceLine    int    // the line of Source=, for errors
 	Policy        string // a policy file or key:PATH[,PATH], paths inside the root
 	PolicyLine    int    // the line of Policy=, for errors
 	AllowUnsigned bool
+}
+
+// SourceFrom names where Source was written, "FILE:LINE", for errors.
+func (d Declared) SourceFrom() string {
+	if d.SourceLine == 0 {
+		return d.File
+	}
+	return fmt.Sprintf("%s:%d", d.File, d.SourceLine)
 }
 
 // PolicyFrom names where Policy was written, "FILE:LINE", for errors.
@@ -131,7 +140,7 @@ func ParseDeclared(path string, data []byte) (Declared, error) {
 		case "Name":
 			d.Name = v
 		case "Source":
-			d.Source = v
+			d.Source, d.SourceLine = v, line
 		case "Policy":
 			if err := checkDeclaredPolicy(v); err != nil {
 				return d, fmt.Errorf("%s:%d: Policy=%s: %w", path, line, v, err)

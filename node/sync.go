@@ -34,8 +34,9 @@ func (n *Node) Sync(ctx context.Context, so SyncOptions) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	bad := n.precheckDeclared(decl, osr)
 	open := n.open
-	if len(decl) == 0 || so.DryRun {
+	if len(bad) == len(decl) || so.DryRun {
 		open = n.openExisting // only removals (or nothing) to do
 	}
 	s, err := open(ctx)
@@ -53,12 +54,20 @@ func (n *Node) Sync(ctx context.Context, so SyncOptions) ([]Result, error) {
 	declared := map[string]bool{}
 	for _, d := range decl {
 		declared[d.Name] = true
-		src, err := ExpandSource(d.Source, osr, n.arch())
-		if err != nil {
-			fail(d.Name, fmt.Errorf("%s: %w", d.File, err))
+		cur, installed := s.Entry(d.Name)
+		// A source that is not a reference fails; a trust that does not
+		// load fails what would be pulled now (an installed extension is
+		// verified again when its source moves).
+		var se *sourceError
+		if err := bad[d.Name]; err != nil && (!installed || errors.As(err, &se)) {
+			fail(d.Name, err)
 			continue
 		}
-		cur, installed := s.Entry(d.Name)
+		src, err := ExpandSource(d.Source, osr, n.arch())
+		if err != nil {
+			fail(d.Name, err)
+			continue
+		}
 		if installed && !so.DryRun && (cur.Declared != d.File || cur.Policy != d.Policy || cur.AllowUnsigned != d.AllowUnsigned) {
 			// The declaration manages it from now on, with its trust.
 			if err := s.SetDeclared(d.Name, store.Meta{Declared: d.File, Policy: d.Policy, AllowUnsigned: d.AllowUnsigned}); err != nil {
@@ -109,6 +118,34 @@ func (n *Node) Sync(ctx context.Context, so SyncOptions) ([]Result, error) {
 		results = append(results, *r)
 	}
 	return results, errors.Join(errs...)
+}
+
+// sourceError is a declaration whose Source= is not a reference.
+type sourceError struct{ err error }
+
+func (e *sourceError) Error() string { return e.err.Error() }
+func (e *sourceError) Unwrap() error { return e.err }
+
+// precheckDeclared returns, by name, what is wrong in declarations before
+// any I/O: a source that does not expand to a reference, a trust that does
+// not load. Each error names the declaration's file and line. When every
+// declaration is wrong, sync has nothing to pull and creates no store.
+func (n *Node) precheckDeclared(decl []Declared, osr *extension.Release) map[string]error {
+	bad := map[string]error{}
+	for _, d := range decl {
+		src, err := ExpandSource(d.Source, osr, n.arch())
+		if err == nil {
+			_, err = oci.ParseReference(src)
+		}
+		if err != nil {
+			bad[d.Name] = &sourceError{fmt.Errorf("%s: Source=%s: %w", d.SourceFrom(), d.Source, err)}
+			continue
+		}
+		if err := n.precheck(PullRequest{Ref: src, Name: d.Name, Policy: d.Policy, AllowUnsigned: d.AllowUnsigned, Declared: d.File, PolicyFrom: d.PolicyFrom()}); err != nil {
+			bad[d.Name] = err
+		}
+	}
+	return bad
 }
 
 // CheckResult says whether one extension has a build for an OS.

@@ -141,15 +141,23 @@ func TestNothingWrittenWhenNothingDone(t *testing.T) {
 			t.Errorf("sysext %s (exit %d, %s) changed the root:\nbefore:\n%safter:\n%s", strings.Join(args, " "), code, strings.TrimSpace(errs), before, after)
 		}
 	}
-	// A declaration that does not parse: sync refuses before writing.
-	root := nodeTestRoot(t)
-	writeFile(t, filepath.Join(root, "etc/sysext/extensions.d/bad.conf"), "[Extension]\nSource=x\nPolicy=key:relative.pub\n")
-	before := treeOf(t, root)
-	if _, errs, code := runCLI(t, "sync", "--root", root); code == 0 || !strings.Contains(errs, "bad.conf:3") {
-		t.Errorf("sync with a bad declaration: exit %d, %s", code, errs)
-	}
-	if after := treeOf(t, root); after != before {
-		t.Errorf("sync with a bad declaration changed the root:\n%s", after)
+	// A declaration that does not parse, names a bad reference or a key the
+	// tree does not have: sync refuses, naming the file and line, before
+	// writing.
+	for decl, where := range map[string]string{
+		"[Extension]\nSource=x\nPolicy=key:relative.pub\n":                         "bad.conf:3",
+		"[Extension]\nSource=UPPER/Bad:ref\n":                                      "bad.conf:2",
+		"[Extension]\nSource=" + layout + "\nPolicy=key:/etc/sysext/missing.pub\n": "bad.conf:3",
+	} {
+		root := nodeTestRoot(t)
+		writeFile(t, filepath.Join(root, "etc/sysext/extensions.d/bad.conf"), decl)
+		before := treeOf(t, root)
+		if _, errs, code := runCLI(t, "sync", "--root", root); code == 0 || !strings.Contains(errs, where) {
+			t.Errorf("sync with %q: exit %d, %s", decl, code, errs)
+		}
+		if after := treeOf(t, root); after != before {
+			t.Errorf("sync with %q changed the root:\n%s", decl, after)
+		}
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/internal/inroot"
 	"github.com/sysext/sysext/store"
 )
 
@@ -124,7 +125,7 @@ func ReadStatus(ctx context.Context, opts StatusOptions) (*StatusReport, error) 
 			for _, name := range m.Names() {
 				x := r.get(name)
 				x.Merged = true
-				if data, err := readFileLimited(filepath.Join(root, extension.ReleasePath(name)), extension.MaxReleaseSize); err == nil {
+				if data, err := inroot.ReadFile(root, extension.ReleasePath(name), extension.MaxReleaseSize); err == nil {
 					if rel, err := extension.ParseRelease(data); err == nil {
 						if meta, err := extension.MetadataFromRelease(name, rel); err == nil {
 							x.MergedVersion = meta.Version
@@ -164,7 +165,7 @@ func (r *StatusReport) scanDirs(root, extDir string) {
 		dirs = append(dirs, filepath.Clean(extDir))
 	}
 	for _, d := range dirs {
-		ents, err := os.ReadDir(filepath.Join(root, d))
+		ents, err := inroot.ReadDir(root, d)
 		if err != nil {
 			continue
 		}
@@ -185,8 +186,10 @@ func (r *StatusReport) scanDirs(root, extDir string) {
 				continue // an earlier directory wins
 			}
 			x.Path = filepath.Join(d, n)
-			if t, err := os.Readlink(filepath.Join(root, d, n)); err == nil {
-				x.Target = t
+			if p, err := inroot.JoinParent(root, filepath.Join(d, n)); err == nil {
+				if t, err := os.Readlink(p); err == nil {
+					x.Target = t
+				}
 			}
 		}
 	}

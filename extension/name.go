@@ -14,15 +14,33 @@ const MaxNameLen = 100
 // ValidateName checks an extension name the way systemd checks image names
 // (a valid file name: no '/', not "." or "..", no control characters, valid
 // UTF-8, not a hidden or temporary file) and additionally refuses
-// whitespace and a leading '-', so the name is safe everywhere we use it:
-// file names, tags, unit file names and command lines.
+// whitespace, a leading '-' and every character that is not shown as
+// itself (Unicode format characters such as U+202E RIGHT-TO-LEFT OVERRIDE
+// and U+200B ZERO WIDTH SPACE, private-use and unassigned code points), so
+// the name is safe everywhere we use it and reads as what it is: file
+// names, tags, unit file names, command lines and what people are shown.
 func ValidateName(name string) error {
 	return validateComponent("extension name", name)
 }
 
-// ValidateVersion checks an extension version with the same rules as names.
+// versionPunct are the characters besides ASCII letters and digits that a
+// version may hold: systemd-sysupdate's version_is_valid() set (".,_+-")
+// and the UAPI version format's ("~" sorts lower, "^" higher).
+const versionPunct = ".,_+-~^"
+
+// ValidateVersion checks an extension version: the rules of names, and only
+// ASCII letters, digits and ".,_+-~^" (systemd's version characters: what
+// systemd-sysupdate accepts and CompareVersions orders).
 func ValidateVersion(version string) error {
-	return validateComponent("extension version", version)
+	if err := validateComponent("extension version", version); err != nil {
+		return err
+	}
+	for _, c := range version {
+		if !(c < utf8.RuneSelf && (isDigit(byte(c)) || isAlpha(byte(c)) || strings.ContainsRune(versionPunct, c))) {
+			return fmt.Errorf("extension version %q contains %q: use ASCII letters, digits and %q (systemd's version characters)", version, c, versionPunct)
+		}
+	}
+	return nil
 }
 
 func validateComponent(what, s string) error {
@@ -50,6 +68,8 @@ func validateComponent(what, s string) error {
 			return fmt.Errorf("%s %q contains a control character", what, s)
 		case unicode.IsSpace(c):
 			return fmt.Errorf("%s %q contains whitespace", what, s)
+		case !unicode.IsPrint(c):
+			return fmt.Errorf("%s %q contains %U, a character that is not shown as itself", what, s, c)
 		}
 	}
 	return nil

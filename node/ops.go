@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sort"
 
 	"github.com/sysext/sysext/oci"
@@ -25,7 +24,7 @@ func (n *Node) Update(ctx context.Context, uo UpdateOptions) ([]Result, error) {
 	if len(uo.Names) == 0 && !uo.All {
 		return nil, errors.New("name the extensions to update, or use --all")
 	}
-	s, err := n.open(ctx)
+	s, err := n.openExisting(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -38,7 +37,7 @@ func (n *Node) Update(ctx context.Context, uo UpdateOptions) ([]Result, error) {
 	var results []Result
 	var errs []error
 	for _, name := range names {
-		r, err := n.updateOne(ctx, s, name, uo.DryRun)
+		r, err := n.updateOne(ctx, s, name, uo.DryRun, "")
 		if err != nil {
 			errs = append(errs, err)
 			if r == nil {
@@ -51,7 +50,9 @@ func (n *Node) Update(ctx context.Context, uo UpdateOptions) ([]Result, error) {
 	return results, errors.Join(errs...)
 }
 
-func (n *Node) updateOne(ctx context.Context, s *store.Store, name string, dryRun bool) (*Result, error) {
+// updateOne re-resolves NAME's source; policyFrom is "FILE:LINE" of the
+// declaration whose Policy= the entry records (sync), for errors.
+func (n *Node) updateOne(ctx context.Context, s *store.Store, name string, dryRun bool, policyFrom string) (*Result, error) {
 	e, ok := s.Entry(name)
 	if !ok {
 		return nil, &store.NotInstalledError{Name: name}
@@ -91,7 +92,7 @@ func (n *Node) updateOne(ctx context.Context, s *store.Store, name string, dryRu
 		r.Digest = desc.Digest.String()
 		return r, nil
 	}
-	pr, err := n.pull(ctx, s, PullRequest{Ref: e.Source, Name: name, Policy: e.Policy, AllowUnsigned: e.AllowUnsigned, Declared: e.Declared}, &resolvedRef{t: t, ref: ref})
+	pr, err := n.pull(ctx, s, PullRequest{Ref: e.Source, Name: name, Policy: e.Policy, AllowUnsigned: e.AllowUnsigned, Declared: e.Declared, PolicyFrom: policyFrom}, &resolvedRef{t: t, ref: ref})
 	if pr == nil {
 		return r, err
 	}
@@ -102,7 +103,7 @@ func (n *Node) updateOne(ctx context.Context, s *store.Store, name string, dryRu
 // Rollback makes NAME's previous stored version active again, then
 // refreshes as a pull does.
 func (n *Node) Rollback(ctx context.Context, name string) (*Result, error) {
-	s, err := n.open(ctx)
+	s, err := n.openExisting(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +127,7 @@ func (n *Node) Rollback(ctx context.Context, name string) (*Result, error) {
 
 // Remove deactivates NAME, refreshes, and deletes its stored images.
 func (n *Node) Remove(ctx context.Context, name string) (*Result, error) {
-	s, err := n.open(ctx)
+	s, err := n.openExisting(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +159,7 @@ func (n *Node) GC(ctx context.Context, keep int) ([]string, error) {
 	if keep < 1 {
 		return nil, fmt.Errorf("--keep %d: keep at least 1 (the active version is never removed)", keep)
 	}
-	s, err := n.open(ctx)
+	s, err := n.openExisting(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -186,21 +187,14 @@ type ListEntry struct {
 
 // List returns the installed extensions. A corrupt state is reported in
 // the Listing (with what the disk shows), not as an error.
+//
+// List is a read-only command: it takes no lock and writes nothing (an
+// interrupted change shows as pending until the next writer settles it).
 func (n *Node) List(ctx context.Context) (*Listing, error) {
 	o := n.opts.Store
-	if o.LockTimeout == 0 {
-		o.LockTimeout = store.DefaultLockTimeout / 10
-	}
+	o.ReadOnly = true
 	s, err := store.Open(ctx, o)
 	l := &Listing{}
-	var le *store.LockedError
-	if errors.As(err, &le) || errors.Is(err, os.ErrPermission) {
-		if le != nil {
-			l.Locked = le.Error()
-		}
-		o.ReadOnly = true
-		s, err = store.Open(ctx, o)
-	}
 	var ce *store.CorruptStateError
 	if errors.As(err, &ce) {
 		l.StateError = err.Error()

@@ -2,9 +2,10 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"path/filepath"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/sysext/sysext/activate"
 	"github.com/sysext/sysext/extension"
@@ -19,6 +20,19 @@ type PullRequest struct {
 	Policy        string // trust policy file for this extension ("" = default)
 	AllowUnsigned bool   // --insecure-allow-unsigned
 	Declared      string // the extensions.d file that declared it (sync)
+	// PolicyFrom is "FILE:LINE" of the declaration's Policy= (sync); with
+	// Declared set, Policy's paths are inside the root.
+	PolicyFrom string
+}
+
+// trust is what req's signatures are checked with: a declared policy is
+// read inside the root, and its errors name the declaration.
+func (req PullRequest) trust() Trust {
+	tr := Trust{Policy: req.Policy, AllowUnsigned: req.AllowUnsigned}
+	if req.Declared != "" {
+		tr.From = orDefault(req.PolicyFrom, req.Declared)
+	}
+	return tr
 }
 
 // Result says what one extension's operation did.
@@ -40,6 +54,9 @@ type Result struct {
 
 // Pull resolves, verifies, checks, stores and activates one extension.
 func (n *Node) Pull(ctx context.Context, req PullRequest) (*Result, error) {
+	if err := n.precheck(req); err != nil {
+		return nil, err
+	}
 	s, err := n.open(ctx)
 	if err != nil {
 		return nil, err
@@ -76,7 +93,16 @@ func (n *Node) pull(ctx context.Context, s *store.Store, req PullRequest, pre *r
 		}
 	}
 	n.hook("resolve")
-	res, err := oci.Resolve(ctx, t, ref, n.arch())
+	// An index's signature is checked before more than a few of its
+	// manifests are read: a crafted index cannot fan out unverified.
+	verifyIndex := func(ctx context.Context, idx ocispec.Descriptor) error {
+		if n.opts.Verifier == nil {
+			return errNoVerifier
+		}
+		_, err := n.opts.Verifier.Verify(ctx, t, ref, &oci.Resolved{Ref: ref, Root: idx, Entry: oci.Entry{Descriptor: idx}}, req.trust())
+		return err
+	}
+	res, err := oci.ResolveWith(ctx, t, ref, n.arch(), oci.ResolveOptions{VerifyIndex: verifyIndex})
 	if err != nil {
 		return nil, err
 	}
@@ -106,11 +132,17 @@ func (n *Node) pull(ctx context.Context, s *store.Store, req PullRequest, pre *r
 		}
 		return result, nil
 	}
+	if installed && e.Kind == oci.KindSysext {
+		// Decided from the manifest, before anything is verified or fetched.
+		if err := n.checkDowngrade(name, cur, e.Metadata.Version, ref.String()); err != nil {
+			return nil, err
+		}
+	}
 	n.hook("verify")
 	if n.opts.Verifier == nil {
-		return nil, errors.New("no trust policy configured: give --key, --policy or --insecure-allow-unsigned")
+		return nil, errNoVerifier
 	}
-	v, err := n.opts.Verifier.Verify(ctx, t, ref, res, req.Policy, req.AllowUnsigned)
+	v, err := n.opts.Verifier.Verify(ctx, t, ref, res, req.trust())
 	if err != nil {
 		return nil, err
 	}
@@ -173,6 +205,12 @@ func (n *Node) pull(ctx context.Context, s *store.Store, req PullRequest, pre *r
 		if dl.Info != nil {
 			if in.Version == "" {
 				in.Version = dl.Info.Meta.Version
+				// Without our annotations the version is known only now.
+				if installed {
+					if err := n.checkDowngrade(name, cur, in.Version, ref.String()); err != nil {
+						return nil, err
+					}
+				}
 			}
 			if in.Arch == "" {
 				in.Arch = string(dl.Info.Meta.Arch)

@@ -13,7 +13,12 @@
 //
 // Invariants:
 //   - Every manifest and index read is size-limited (MaxManifestSize) and
-//     digest-checked before it is parsed.
+//     digest-checked before it is parsed. An index is refused beyond
+//     MaxIndexSize bytes (from its descriptor, unread) or MaxIndexEntries
+//     entries; each listed digest is read at most once; Resolve reads at
+//     most a few candidate manifests unless the index's own signature
+//     verified (ResolveOptions.VerifyIndex), Describe at most
+//     MaxDescribeBytes of them.
 //   - Download hashes while it streams (one pass), resumes a cut transfer
 //     with an HTTP Range request, checks size, digest, the filesystem magic
 //     and (for our format) that the image's extension-release agrees with

@@ -76,8 +76,15 @@ func NameFromRef(ref string) string {
 // Butane renders the snippet. It is valid Butane (Flatcar spec 1.0.0,
 // Fedora CoreOS spec 1.5.0) that `butane` turns into Ignition.
 func Butane(o ButaneOptions) (string, error) {
-	if o.Ref == "" || strings.ContainsAny(o.Ref, " \t\n'\"\\") {
-		return "", fmt.Errorf("butane: %q is not a reference", o.Ref)
+	// The reference and the extra arguments become words of an ExecStart=
+	// line: systemd's line rules (extension.ValidateLineWord).
+	if err := extension.ValidateLineWord("butane: reference", o.Ref); err != nil {
+		return "", err
+	}
+	for _, a := range o.ExtraPullArg {
+		if err := extension.ValidateLineWord("butane: pull argument", a); err != nil {
+			return "", err
+		}
 	}
 	name := o.Name
 	if name == "" {

@@ -9,6 +9,9 @@
 //	/var/lib/extensions/NAME.raw -> /var/lib/sysext/store/NAME/FILE   the activation link
 //
 // Invariants:
+//   - Every path is resolved inside Root (or VarRoot) as if it were "/"
+//     (internal/inroot): a symlink such as ROOT/var -> /elsewhere cannot
+//     make the store write outside it.
 //   - Writers hold the one cross-process lock (flock) for the whole
 //     operation; a second process waits a bounded time and is told who holds it.
 //   - An image becomes visible in the store only after it was downloaded into a

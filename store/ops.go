@@ -52,10 +52,10 @@ func (s *Store) CheckForeign(name string, layer digest.Digest) error {
 	if err := validName(name); err != nil {
 		return err
 	}
-	own := filepath.Clean(s.opts.ExtensionsDir)
+	own := s.path(s.opts.ExtensionsDir)
 	for _, dir := range SearchDirs {
 		for _, base := range []string{name + imageSuffix, name} {
-			p := s.path(filepath.Join(dir, base))
+			p := s.linkPath(filepath.Join(dir, base))
 			fi, err := os.Lstat(p)
 			if errors.Is(err, os.ErrNotExist) {
 				continue
@@ -63,10 +63,11 @@ func (s *Store) CheckForeign(name string, layer digest.Digest) error {
 			if err != nil {
 				return fmt.Errorf("%s: %w", p, err)
 			}
-			if filepath.Clean(dir) == own && base == name+imageSuffix && s.isOurs(name, p, fi, layer) {
+			isOwn := s.path(dir) == own
+			if isOwn && base == name+imageSuffix && s.isOurs(name, p, fi, layer) {
 				continue
 			}
-			return &ForeignError{Name: name, Path: p, Copy: s.opts.Copy && filepath.Clean(dir) == own}
+			return &ForeignError{Name: name, Path: p, Copy: s.opts.Copy && isOwn}
 		}
 	}
 	// A custom extensions directory is not in SearchDirs.
@@ -544,12 +545,14 @@ func (s *Store) Deactivate(name string) error {
 	return atomicfile.SyncDir(filepath.Dir(link))
 }
 
-// SetDeclared records which declaration manages NAME ("" = none).
-func (s *Store) SetDeclared(name, declared string) error {
+// SetDeclared records which declaration manages NAME ("" = none) and the
+// trust it declares, which updates use from then on.
+func (s *Store) SetDeclared(name string, m Meta) error {
 	if _, ok := s.state.Extensions[name]; !ok {
 		return &NotInstalledError{name}
 	}
 	st := s.state.clone()
-	st.Extensions[name].Declared = declared
+	e := st.Extensions[name]
+	e.Declared, e.Policy, e.AllowUnsigned = m.Declared, m.Policy, m.AllowUnsigned
 	return s.writeState(st)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sysext/sysext/atomicfile"
 	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/internal/inroot"
 )
 
 // Default paths, as seen on the running system (inside Root).
@@ -57,6 +58,11 @@ type Options struct {
 	// ReadOnly opens without the lock and without recovery (list by a
 	// user who cannot write, or when another process holds the lock).
 	ReadOnly bool
+	// IfExists opens read-only, creating nothing, when the node has no
+	// store yet (neither the lock file nor the state file exists): for
+	// commands that only change what is installed (update, rollback,
+	// remove, gc), which then have nothing to do and write nothing.
+	IfExists bool
 	// Hook, when set, is called at every step that changes the disk; tests
 	// use it to kill the process at each point.
 	Hook func(point string)
@@ -112,6 +118,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("store path %q must be absolute (it is taken inside --root)", p)
 		}
 	}
+	if err := s.checkPaths(opts.ExtensionsDir, opts.StoreDir, opts.StateFile, opts.LockFile); err != nil {
+		return nil, err
+	}
 	if opts.Copy {
 		if opts.ReadOnly {
 			return nil, errors.New("copy mode keeps no state to read")
@@ -130,6 +139,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("remove temp files: %w", err)
 		}
 		return s, nil
+	}
+	if opts.IfExists && !opts.ReadOnly && !s.exists() {
+		opts.ReadOnly = true
+		s.opts.ReadOnly = true
 	}
 	if opts.ReadOnly {
 		st, err := readState(s.path(opts.StateFile))
@@ -165,6 +178,17 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// exists reports whether the node has a store: a lock file, a state file
+// or a store directory.
+func (s *Store) exists() bool {
+	for _, p := range []string{s.opts.LockFile, s.opts.StateFile, s.opts.StoreDir} {
+		if _, err := os.Lstat(s.path(p)); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
 // Close releases the lock.
 func (s *Store) Close() error {
 	if s.lock == nil {
@@ -197,12 +221,48 @@ func (s *Store) hook(point string) {
 }
 
 // path maps a path on the running system to the path under Root (or, for
-// /var, under VarRoot).
-func (s *Store) path(p string) string {
+// /var, under VarRoot), every symlink on the way, the last one's too,
+// resolved inside that root (inroot.Join): ROOT/var -> /elsewhere means
+// ROOT/elsewhere, never the host's.
+func (s *Store) path(p string) string { return s.resolve(p, true) }
+
+// linkPath is path for a file that may itself be a symlink we manage (an
+// activation link): everything but the last component is resolved.
+func (s *Store) linkPath(p string) string { return s.resolve(p, false) }
+
+func (s *Store) resolve(p string, followLast bool) string {
+	root := s.opts.Root
 	if s.opts.VarRoot != "" && (p == "/var" || strings.HasPrefix(filepath.Clean(p), "/var/")) {
-		return filepath.Join(s.opts.VarRoot, p)
+		root = s.opts.VarRoot
 	}
-	return filepath.Join(s.opts.Root, p)
+	join := inroot.Join
+	if !followLast {
+		join = inroot.JoinParent
+	}
+	full, err := join(root, p)
+	if err != nil {
+		// A symlink loop or an unreadable directory inside the root. Open
+		// checked the store's own directories, so this is a crafted entry
+		// below them: give a name every system call refuses (EINVAL for
+		// the NUL) rather than one the host would resolve.
+		return filepath.Join(root, p) + "\x00(" + err.Error() + ")"
+	}
+	return full
+}
+
+// checkPaths fails Open with a clear error when one of the store's
+// directories cannot be resolved inside the root.
+func (s *Store) checkPaths(paths ...string) error {
+	for _, p := range paths {
+		root := s.opts.Root
+		if s.opts.VarRoot != "" && (p == "/var" || strings.HasPrefix(filepath.Clean(p), "/var/")) {
+			root = s.opts.VarRoot
+		}
+		if _, err := inroot.Join(root, p); err != nil {
+			return fmt.Errorf("--root %s: %s: %w", root, p, err)
+		}
+	}
+	return nil
 }
 
 // Path maps a path on the running system to the path under Root.
@@ -218,7 +278,7 @@ func (s *Store) ImagePath(name, file string) string {
 
 // LinkPath returns NAME's activation link (or copied file), under Root.
 func (s *Store) LinkPath(name string) string {
-	return s.path(filepath.Join(s.opts.ExtensionsDir, name+imageSuffix))
+	return s.linkPath(filepath.Join(s.opts.ExtensionsDir, name+imageSuffix))
 }
 
 // linkTarget is what NAME's link points to for FILE: an absolute path on

@@ -233,8 +233,10 @@ func TestScopeOf(t *testing.T) {
 		"ghcr.io/acme/ext:1.0":                 {TransportDocker, "ghcr.io/acme/ext", "1.0"},
 		"localhost:5000/acme/ext":              {TransportDocker, "localhost:5000/acme/ext", ""},
 		"localhost:5000/acme/ext:2@sha256:abc": {TransportDocker, "localhost:5000/acme/ext", "2"},
-		"oci:/srv/layout:1.0":                  {TransportOCI, "/srv/layout", ""},
+		"oci:/srv/layout:1.0":                  {TransportOCI, "/srv/layout", "1.0"},
 		"oci:/srv/layout":                      {TransportOCI, "/srv/layout", ""},
+		"oci:/srv/layout:2@sha256:abc":         {TransportOCI, "/srv/layout", "2"},
+		"oci:/srv/layout@sha256:abc":           {TransportOCI, "/srv/layout", ""},
 	} {
 		if got := ScopeOf(ref); got != want {
 			t.Errorf("ScopeOf(%q) = %v, want %v", ref, got, want)

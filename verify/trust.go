@@ -7,6 +7,15 @@ import (
 	"path/filepath"
 
 	"github.com/sigstore/sigstore-go/pkg/root"
+
+	"github.com/sysext/sysext/internal/inroot"
+)
+
+// Limits on trust files read: keys and certificates are a few KiB, a
+// Sigstore trusted root a few dozen.
+const (
+	maxKeyFileSize     = 1 << 20
+	maxTrustedRootSize = 8 << 20
 )
 
 // ErrNoTrust means nothing says which signatures to trust: no key, no
@@ -28,6 +37,16 @@ type TrustOptions struct {
 
 	IgnoreTlog    bool // --insecure-ignore-tlog
 	AllowUnsigned bool // --insecure-allow-unsigned
+
+	// InRoot says KeyPaths, PolicyPath and TrustedRootPath were read from
+	// a file under Root (a declaration, the node's state), so they are
+	// paths inside Root and are resolved there (internal/inroot), never on
+	// the host. Paths from the command line are host paths.
+	InRoot bool
+	// Origin names where the options came from, for errors, such as
+	// "/etc/sysext/extensions.d/docker.conf:3: Policy=key:/etc/k.pub";
+	// "" means the command-line flags.
+	Origin string
 }
 
 // Keyless reports whether a keyless identity was given.
@@ -55,36 +74,64 @@ func (o TrustOptions) Policy() (*Policy, error) {
 			return nil, err
 		}
 		return &Policy{Default: []PolicyRequirement{{Type: TypeSigstoreSigned, Sigstore: req}}}, nil
+	case o.PolicyPath != "" && o.InRoot:
+		p, err := LoadPolicy(o.PolicyPath, o.Root)
+		return p, o.wrap(err)
 	case o.PolicyPath != "":
 		return LoadPolicy(o.PolicyPath, "")
 	}
-	def := DefaultPolicyPath
-	if o.Root != "" && o.Root != "/" {
-		def = filepath.Join(o.Root, DefaultPolicyPath)
-	}
-	if _, err := os.Stat(def); errors.Is(err, os.ErrNotExist) {
+	// The default policy is the target tree's own, read inside it.
+	if _, err := inroot.Stat(o.Root, DefaultPolicyPath); errors.Is(err, os.ErrNotExist) {
 		return nil, ErrNoTrust
 	}
-	return LoadPolicy(def, o.Root)
+	return LoadPolicy(DefaultPolicyPath, o.Root)
+}
+
+// wrap names where the options came from in err.
+func (o TrustOptions) wrap(err error) error {
+	if err == nil || o.Origin == "" {
+		return err
+	}
+	return fmt.Errorf("%s: %w", o.Origin, err)
+}
+
+// readFile reads a file the options name: inside Root when InRoot, else on
+// the host.
+func (o TrustOptions) readFile(p string, limit int64) ([]byte, error) {
+	if o.InRoot {
+		if !filepath.IsAbs(p) {
+			return nil, fmt.Errorf("%s: a path read from a file under the root must be absolute (as seen on the node)", p)
+		}
+		return inroot.ReadFile(o.Root, p, limit)
+	}
+	return inroot.ReadFile("", p, limit)
 }
 
 func (o TrustOptions) requirement() (Requirement, error) {
 	req := Requirement{IgnoreTlog: o.IgnoreTlog}
+	keyFlag, rootFlag := "--key", "--trusted-root"
+	if o.Origin != "" {
+		keyFlag, rootFlag = o.Origin+": key", o.Origin+": trusted root"
+	}
 	for _, p := range o.KeyPaths {
-		b, err := os.ReadFile(p)
+		b, err := o.readFile(p, maxKeyFileSize)
 		if err != nil {
-			return req, fmt.Errorf("--key: %w", err)
+			return req, fmt.Errorf("%s: %w", keyFlag, err)
 		}
 		k, err := LoadPublicKey(b)
 		if err != nil {
-			return req, fmt.Errorf("--key %s: %w", p, err)
+			return req, fmt.Errorf("%s %s: %w", keyFlag, p, err)
 		}
 		req.Keys = append(req.Keys, k)
 	}
 	if o.TrustedRootPath != "" {
-		tr, err := root.NewTrustedRootFromPath(o.TrustedRootPath)
+		b, err := o.readFile(o.TrustedRootPath, maxTrustedRootSize)
 		if err != nil {
-			return req, fmt.Errorf("--trusted-root %s: %w", o.TrustedRootPath, err)
+			return req, fmt.Errorf("%s: %w", rootFlag, err)
+		}
+		tr, err := root.NewTrustedRootFromJSON(b)
+		if err != nil {
+			return req, fmt.Errorf("%s %s: %w", rootFlag, o.TrustedRootPath, err)
 		}
 		req.TrustedMaterial = tr
 	}

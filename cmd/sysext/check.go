@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -88,9 +87,9 @@ func runCheck(ctx context.Context, c *cobra.Command, opts checkOptions) error {
 	} else if !opts.Quiet {
 		for _, r := range rs {
 			if r.OK {
-				fmt.Fprintf(c.OutOrStdout(), "%s: ok, %s (%s)\n", r.Name, r.Version, r.Source)
+				printf(c.OutOrStdout(), "%s: ok, %s (%s)\n", r.Name, r.Version, r.Source)
 			} else {
-				fmt.Fprintf(c.OutOrStdout(), "%s: MISSING: %s\n", r.Name, r.Reason)
+				printf(c.OutOrStdout(), "%s: MISSING: %s\n", r.Name, r.Reason)
 			}
 		}
 	}

@@ -108,10 +108,10 @@ func runFetch(ctx context.Context, c *cobra.Command, opts fetchOptions, args []s
 		}{ref.String(), r.Descriptor.Digest.String(), oci.PlatformString(r.Platform), string(r.Kind), d.Path, d.Digest.String(), d.Size, d.Resumes})
 	}
 	if opts.Quiet {
-		_, err := fmt.Fprintln(out, d.Path)
+		_, err := printLine(out, d.Path)
 		return err
 	}
-	_, err = fmt.Fprintf(out, "fetched %s (%s, %s) to %s\n", ref, oci.PlatformString(r.Platform), r.Descriptor.Digest, d.Path)
+	_, err = printf(out, "fetched %s (%s, %s) to %s\n", ref, oci.PlatformString(r.Platform), r.Descriptor.Digest, d.Path)
 	return err
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/spf13/cobra"
 )
@@ -52,10 +51,10 @@ func runGC(ctx context.Context, c *cobra.Command, opts gcOptions) error {
 		}
 	} else if !opts.Quiet {
 		for _, r := range removed {
-			fmt.Fprintf(c.OutOrStdout(), "removed %s\n", r)
+			printf(c.OutOrStdout(), "removed %s\n", r)
 		}
 		if len(removed) == 0 && err == nil {
-			fmt.Fprintln(c.OutOrStdout(), "nothing to remove")
+			printLine(c.OutOrStdout(), "nothing to remove")
 		}
 	}
 	return withExit(exitFailure, err)

@@ -192,7 +192,7 @@ func printImage(w io.Writer, j imageJSON) error {
 		lines = append(lines, [2]string{"merges", v})
 	}
 	for _, l := range lines {
-		if _, err := fmt.Fprintf(w, "%-15s %s\n", l[0]+":", l[1]); err != nil {
+		if _, err := printf(w, "%-15s %s\n", l[0]+":", l[1]); err != nil {
 			return err
 		}
 	}

@@ -48,24 +48,24 @@ func runList(ctx context.Context, c *cobra.Command, opts listOptions) error {
 		}
 	} else {
 		if l.Locked != "" {
-			fmt.Fprintf(c.ErrOrStderr(), "warning: read without the lock: %s\n", l.Locked)
+			printf(c.ErrOrStderr(), "warning: read without the lock: %s\n", l.Locked)
 		}
 		if l.StateError != "" {
-			fmt.Fprintf(w, "%s\nOn disk:\n", l.StateError)
+			printf(w, "%s\nOn disk:\n", l.StateError)
 			for _, s := range l.Seen {
 				own := "not installed by sysext"
 				if s.Ours {
 					own = "sysext link"
 				}
-				fmt.Fprintf(w, "  %s: link %s -> %s (%s); stored: %s\n", s.Name, s.Link, s.Target, own, strings.Join(s.Stored, ", "))
+				printf(w, "  %s: link %s -> %s (%s); stored: %s\n", s.Name, s.Link, s.Target, own, strings.Join(s.Stored, ", "))
 			}
 		} else if len(l.Extensions) == 0 {
 			if !opts.Quiet {
-				fmt.Fprintln(w, "no extensions installed by sysext")
+				printLine(w, "no extensions installed by sysext")
 			}
 		} else {
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tVERSION\tACTIVE\tDIGEST\tSIGNER\tSOURCE\tPREVIOUS")
+			printLine(tw, "NAME\tVERSION\tACTIVE\tDIGEST\tSIGNER\tSOURCE\tPREVIOUS")
 			for _, e := range l.Extensions {
 				act := e.Activation.Status
 				if !e.Linked {
@@ -79,7 +79,7 @@ func runList(ctx context.Context, c *cobra.Command, opts listOptions) error {
 				for _, p := range e.Previous {
 					prev = append(prev, p.Version)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Name, e.Active.Version, act, short(e.Active.ManifestDigest.String()), orDash(signer), e.Source, orDash(strings.Join(prev, ",")))
+				printf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Name, e.Active.Version, act, short(e.Active.ManifestDigest.String()), orDash(signer), e.Source, orDash(strings.Join(prev, ",")))
 			}
 			tw.Flush()
 		}

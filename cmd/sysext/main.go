@@ -89,7 +89,7 @@ func run(ctx context.Context, args []string) int {
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(os.Stderr, "sysext: %v\n", err)
+	printf(os.Stderr, "sysext: %v\n", err)
 	var ee *exitError
 	if errors.As(err, &ee) {
 		return ee.code

@@ -29,6 +29,9 @@ type nodeFlags struct {
 	// PreflightStrict refuses on preflight warnings (a stacked /usr, an old
 	// systemd) too.
 	PreflightStrict bool
+	// AllowDowngrade (pull, update, sync) accepts a version older than the
+	// active one.
+	AllowDowngrade bool
 }
 
 func (f *nodeFlags) addFlags(c *cobra.Command, refresh, trust bool) {
@@ -47,6 +50,7 @@ func (f *nodeFlags) addFlags(c *cobra.Command, refresh, trust bool) {
 		f.trustFlags.addKeylessFlags(c)
 		c.Flags().BoolVar(&f.AllowUnsigned, "insecure-allow-unsigned", false, "accept images without a valid signature (prints a warning)")
 		c.Flags().BoolVar(&f.PreflightStrict, "strict", false, "refuse when the preflight warns (/usr already stacked on overlays, an old systemd)")
+		c.Flags().BoolVar(&f.AllowDowngrade, "allow-downgrade", false, "accept a version older (in systemd's version order) than the active one; without it a tag that moved back is refused ('sysext rollback' goes back)")
 	}
 }
 
@@ -102,20 +106,21 @@ func (f nodeFlags) node(c *cobra.Command, copyMode bool) (*node.Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	var log io.Writer = c.ErrOrStderr()
+	var log io.Writer = escapeWriter{c.ErrOrStderr()}
 	if f.Quiet || f.JSON {
 		log = io.Discard
 	}
 	p := newProgress(c, f.outputFlags)
 	return node.New(node.Options{
-		Store:     so,
-		OCI:       f.registryFlags.options(),
-		Verifier:  node.PolicyVerifier{Trust: f.trust()},
-		NoRefresh: f.NoRefresh,
+		Store:          so,
+		OCI:            f.registryFlags.options(),
+		Verifier:       node.PolicyVerifier{Trust: f.trust()},
+		NoRefresh:      f.NoRefresh,
+		AllowDowngrade: f.AllowDowngrade,
 		// Before anything is downloaded: can this system merge the image?
 		Preflighter: node.ActivatePreflight{Strict: f.PreflightStrict, Log: log},
 		Log:         log,
-		Warn:        c.ErrOrStderr(), // warnings are printed even with -q and --json
+		Warn:        escapeWriter{c.ErrOrStderr()}, // warnings are printed even with -q and --json
 		Progress:    p.fileFunc("download"),
 	}), nil
 }
@@ -170,22 +175,22 @@ func printResults(w io.Writer, rs []node.Result) {
 func printResult(w io.Writer, r node.Result) {
 	switch r.Action {
 	case "failed":
-		fmt.Fprintf(w, "%s: failed: %s\n", r.Name, r.Error)
+		printf(w, "%s: failed: %s\n", r.Name, r.Error)
 		return
 	case "unchanged":
-		fmt.Fprintf(w, "%s %s: up to date\n", r.Name, r.Version)
+		printf(w, "%s %s: up to date\n", r.Name, r.Version)
 		return
 	case "skipped":
-		fmt.Fprintf(w, "%s %s: %s\n", r.Name, r.Version, r.Error)
+		printf(w, "%s %s: %s\n", r.Name, r.Version, r.Error)
 		return
 	case "needs-download", "would-pull", "would-remove":
-		fmt.Fprintf(w, "%s: %s (%s)\n", r.Name, r.Action, r.Source)
+		printf(w, "%s: %s (%s)\n", r.Name, r.Action, r.Source)
 		return
 	case "would-update":
-		fmt.Fprintf(w, "%s %s: the source moved to %s (dry run, nothing changed)\n", r.Name, r.Version, short(r.Digest))
+		printf(w, "%s %s: the source moved to %s (dry run, nothing changed)\n", r.Name, r.Version, short(r.Digest))
 		return
 	case "removed":
-		fmt.Fprintf(w, "%s: removed\n", r.Name)
+		printf(w, "%s: removed\n", r.Name)
 		return
 	}
 	line := fmt.Sprintf("%s %s: %s", r.Name, r.Version, r.Action)
@@ -210,7 +215,7 @@ func printResult(w io.Writer, r node.Result) {
 	default:
 		line += "; " + r.Activation
 	}
-	fmt.Fprintln(w, line)
+	printLine(w, line)
 }
 
 func short(d string) string {

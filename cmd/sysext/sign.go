@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -33,6 +34,10 @@ the manifest it installs. Signatures are stored as cosign stores them: a
 manifest under the tag sha256-<hex>.sig whose layers are signed payloads;
 a signature is appended when the tag already holds some. cosign v2 and v3
 verify them ('cosign verify --key cosign.pub --insecure-ignore-tlog REF').
+
+Each payload names REF's tag and the signing time (the optional annotations
+"tag" and "timestamp", as 'cosign sign -a' writes them), so a node whose
+policy asks for fresh signatures refuses an old one served again.
 
 The key password comes from $COSIGN_PASSWORD or a terminal prompt.
 Nothing is written to a transparency log. See docs/signatures.md.
@@ -74,7 +79,9 @@ func signReference(ctx context.Context, t oci.Target, ref oci.Reference, signer 
 	if err != nil {
 		return nil, err
 	}
-	signed, err := verify.SignTree(ctx, t, desc, ref.Scope(), signer)
+	// The payloads name the tag and the time, so a node's policy can refuse
+	// an old signature served again (docs/signatures.md, freshness).
+	signed, err := verify.SignTree(ctx, t, desc, ref.Scope(), signer.WithFreshness(ref.Tag, time.Now()))
 	if err != nil {
 		return signed, fmt.Errorf("%s: %w", ref, err)
 	}
@@ -112,6 +119,7 @@ func (f pushSigning) signer(c *cobra.Command) (*verify.Signer, error) {
 // finish the job: the artifact is pushed, only its signatures are missing.
 func signPushed(ctx context.Context, t oci.Target, res *oci.PushResult, s *verify.Signer, keyPath string) ([]verify.Signed, error) {
 	var out []verify.Signed
+	s = s.WithFreshness(res.Ref.Tag, time.Now()) // as signReference does
 	descs := make([]ocispec.Descriptor, 0, len(res.Manifests)+1)
 	for _, m := range res.Manifests {
 		descs = append(descs, m.Descriptor)
@@ -158,10 +166,10 @@ func printSigned(c *cobra.Command, out outputFlags, ref oci.Reference, signer *v
 	}
 	for _, s := range signed {
 		if out.Quiet {
-			fmt.Fprintln(w, s.Digest)
+			printLine(w, s.Digest.String())
 			continue
 		}
-		fmt.Fprintf(w, "signed %s (%s) with %s: tag %s\n", s.Digest, kindOf(s.MediaType), signer.Fingerprint(), s.Tag)
+		printf(w, "signed %s (%s) with %s: tag %s\n", s.Digest, kindOf(s.MediaType), signer.Fingerprint(), s.Tag)
 	}
 	return nil
 }

@@ -97,11 +97,11 @@ func runStatus(ctx context.Context, w io.Writer, opts statusOptions) error {
 
 func printStatus(w io.Writer, rep *activate.StatusReport, quiet bool) {
 	for _, e := range rep.Errors {
-		fmt.Fprintf(w, "warning: %s\n", e)
+		printf(w, "warning: %s\n", e)
 	}
 	if len(rep.Extensions) == 0 {
 		if !quiet {
-			fmt.Fprintln(w, "no extensions installed, linked or merged")
+			printLine(w, "no extensions installed, linked or merged")
 		}
 		return
 	}
@@ -110,7 +110,7 @@ func printStatus(w io.Writer, rep *activate.StatusReport, quiet bool) {
 		merged = "MERGED (not asked: --root)"
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "NAME\tACTIVE\tACTIVATION\tUSED BY SYSTEMD-SYSEXT\t%s\n", merged)
+	printf(tw, "NAME\tACTIVE\tACTIVATION\tUSED BY SYSTEMD-SYSEXT\t%s\n", merged)
 	for _, e := range rep.Extensions {
 		active, act := dash(e.Active), dash(e.Activation)
 		if !e.Installed {
@@ -126,27 +126,27 @@ func printStatus(w io.Writer, rep *activate.StatusReport, quiet bool) {
 		default:
 			m = "no"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Name, active, act, dash(e.Path), m)
+		printf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Name, active, act, dash(e.Path), m)
 	}
 	tw.Flush()
 	if !quiet {
 		for _, e := range rep.Extensions {
 			for _, n := range e.Notes {
-				fmt.Fprintf(w, "note: %s\n", n)
+				printf(w, "note: %s\n", n)
 			}
 		}
 	}
 	n := rep.Differences()
 	if n == 0 {
 		if !quiet {
-			fmt.Fprintln(w, "sysext's view and systemd-sysext's agree")
+			printLine(w, "sysext's view and systemd-sysext's agree")
 		}
 		return
 	}
-	fmt.Fprintln(w, "Differences:")
+	printLine(w, "Differences:")
 	for _, e := range rep.Extensions {
 		for _, d := range e.Differences {
-			fmt.Fprintf(w, "  %s: %s\n", e.Name, d)
+			printf(w, "  %s: %s\n", e.Name, d)
 		}
 	}
 }
@@ -178,17 +178,17 @@ func runPreflight(ctx context.Context, w, errw io.Writer, f nodeFlags, strict bo
 		}
 	} else {
 		for _, s := range warnings {
-			fmt.Fprintf(errw, "warning: %s\n", s)
+			printf(errw, "warning: %s\n", s)
 		}
 		for _, x := range rep.Findings {
 			sev := x.Severity
 			if strict {
 				sev = activate.Refuse
 			}
-			fmt.Fprintf(w, "%s: %s\n", sev, x)
+			printf(w, "%s: %s\n", sev, x)
 		}
 		if refused == nil && !f.Quiet {
-			fmt.Fprintf(w, "preflight passed for %d extension(s)\n", len(images))
+			printf(w, "preflight passed for %d extension(s)\n", len(images))
 		}
 	}
 	if refused != nil {

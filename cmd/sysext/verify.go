@@ -57,7 +57,7 @@ func (f trustFlags) policy(c *cobra.Command, root string) (*verify.Policy, error
 		return nil, err
 	}
 	if o.AllowUnsigned {
-		fmt.Fprintln(c.ErrOrStderr(), "sysext: WARNING: --insecure-allow-unsigned: signatures are not checked; anyone who can write to the registry can run code on this machine")
+		printLine(c.ErrOrStderr(), "sysext: WARNING: --insecure-allow-unsigned: signatures are not checked; anyone who can write to the registry can run code on this machine")
 	}
 	return p, nil
 }
@@ -207,17 +207,17 @@ func printVerifyReport(w io.Writer, rep *verifyReport) {
 		}
 		switch {
 		case r.Verified && len(r.Signatures) == 0:
-			fmt.Fprintf(w, "%s%s (%s): accepted unsigned (the policy allows it)\n", indent, r.Digest, what)
+			printf(w, "%s%s (%s): accepted unsigned (the policy allows it)\n", indent, r.Digest, what)
 		case r.Verified:
 			for _, s := range r.Signatures {
 				tl := "transparency log not checked"
 				if s.Tlog {
 					tl = "transparency log entry verified"
 				}
-				fmt.Fprintf(w, "%s%s (%s): signed by %s [%s, %s; %s]\n", indent, r.Digest, what, s.Signer, s.Format, s.Where, tl)
+				printf(w, "%s%s (%s): signed by %s [%s, %s; %s]\n", indent, r.Digest, what, s.Signer, s.Format, s.Where, tl)
 			}
 		default:
-			fmt.Fprintf(w, "%s%s (%s): NOT verified: %s\n", indent, r.Digest, what, r.Error)
+			printf(w, "%s%s (%s): NOT verified: %s\n", indent, r.Digest, what, r.Error)
 		}
 	}
 	line(*rep, "")
@@ -225,7 +225,7 @@ func printVerifyReport(w io.Writer, rep *verifyReport) {
 		line(m, "  ")
 	}
 	if rep.Verified {
-		fmt.Fprintf(w, "%s: verified\n", rep.Reference)
+		printf(w, "%s: verified\n", rep.Reference)
 	}
 }
 

@@ -62,11 +62,11 @@ func Sysupdate(ctx context.Context, o SysupdateOptions) (*SysupdateResult, error
 		o.InstancesMax = 3
 	}
 	if o.InstancesMax < 2 {
-		return nil, fmt.Errorf("sysupdate: --instances %d: systemd-sysupdate keeps at least 2", o.InstancesMax)
+		return nil, errorf(ErrOption, "sysupdate: --instances %d: systemd-sysupdate keeps at least 2", o.InstancesMax)
 	}
 	for _, p := range []string{o.TargetDir, o.Link} {
 		if !filepath.IsAbs(p) || strings.ContainsAny(p, " \n") {
-			return nil, fmt.Errorf("sysupdate: %q must be an absolute path without spaces", p)
+			return nil, errorf(ErrOption, "sysupdate: %q must be an absolute path without spaces", p)
 		}
 	}
 	entries, err := os.ReadDir(o.ImagesDir)

@@ -99,8 +99,8 @@ SOURCE_DATE_EPOCH (default 0) give the same image.
 
 Needs mksquashfs (squashfs-tools) or mkfs.erofs (erofs-utils).
 
-Exit status: 0 on success, 1 on failure (a bad tree, a tool failing, the
-output existing without --force), 2 on a usage error (bad flag values).`,
+A bad tree, a tool failing or the output existing without --force is a
+failure (1); a bad flag value is a usage error (2).`,
 		Example: `  sysext build ./root --name hello --version 1.0
   sysext build ./root --name docker --version 24.0.9 --arch arm64 --format erofs \
       --enable docker.socket --enable docker.service -o out/
@@ -180,10 +180,16 @@ func (o buildOptions) builderOptions(tree string) (builder.Options, error) {
 	if meta.ID != extension.AnyID && meta.VersionID == "" && meta.SysextLevel == "" {
 		return builder.Options{}, usageError("--os %s also needs --sysext-level or --version-id (or use --os _any)", meta.ID)
 	}
-	return builder.Options{
+	bo := builder.Options{
 		Tree: tree, Meta: meta, Format: format, Compression: o.Compression,
 		Enable: o.Enable, Output: o.Output, Force: o.Force, SourceDateEpoch: epoch, Digest: o.Digest,
-	}, nil
+	}
+	// The builder's own checks (compression, a level without --os), before
+	// any tree is read or image downloaded.
+	if err := builder.CheckOptions(bo); err != nil {
+		return builder.Options{}, err
+	}
+	return bo, nil
 }
 
 // runBuild builds TREE and prints the image's description.

@@ -29,8 +29,7 @@ to DST, registry to registry, registry to OCI layout (air gap) and back:
 the whole index with every platform, and the signatures and other referrers
 of the index and of each manifest (OCI 1.1 referrers or the sha256-<hex>
 fallback tag, and cosign's sha256-<hex>.sig/.att/.sbom tags). Blobs DST
-already has are not copied again. An OCI layout DST is created if missing.
-` + exitStatusHelp,
+already has are not copied again. An OCI layout DST is created if missing.`,
 		Args: argsUsage(cobra.ExactArgs(2)),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runCopy(c.Context(), c, opts, args)

@@ -39,8 +39,7 @@ into place; on any failure nothing is left in DIR.
 Artifacts pushed by Kairos or a plain 'oras push file.raw' are accepted.
 The manifest's signature is checked before any image byte is fetched
 (--key, keyless flags, --policy, or /etc/sysext/policy.json; see
-docs/signatures.md); --insecure-allow-unsigned skips that, with a warning.
-` + exitStatusHelp,
+docs/signatures.md); --insecure-allow-unsigned skips that, with a warning.`,
 		Args: argsUsage(cobra.ExactArgs(1)),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runFetch(c.Context(), c, opts, args)

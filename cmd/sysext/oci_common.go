@@ -32,11 +32,12 @@ func (f registryFlags) options() oci.Options {
 	return oci.Options{PlainHTTP: f.PlainHTTP, Insecure: f.Insecure, UserAgent: "sysext/" + version}
 }
 
-// openReference parses s (a usage error when malformed) and opens its store.
+// openReference parses s (oci.ErrInvalidReference, exit 2, when
+// malformed) and opens its store.
 func openReference(ctx context.Context, s string, f registryFlags, create bool) (oci.Reference, oci.Target, error) {
 	ref, err := oci.ParseReference(s)
 	if err != nil {
-		return ref, nil, usageError("%v", err)
+		return ref, nil, err
 	}
 	o := f.options()
 	o.CreateLayout = create

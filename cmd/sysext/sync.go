@@ -36,6 +36,7 @@ is missing, updates what moved, and removes extensions that were installed
 from a declaration that is gone. Extensions pulled by hand are kept, and
 files sysext did not install are never touched. --offline does no network
 I/O (used at boot before the network is up).
+
 ` + updateExitDoc,
 		Args: argsUsage(cobra.NoArgs),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -56,5 +57,5 @@ func runSync(ctx context.Context, c *cobra.Command, opts syncOptions) error {
 	rs, err := n.Sync(ctx, node.SyncOptions{Offline: opts.Offline, DryRun: opts.DryRun})
 	return opts.finishResults(c, rs, err, func(r node.Result) bool {
 		return r.Changed || r.Action == "would-update" || r.Action == "would-pull" || r.Action == "would-remove"
-	})
+	}, "no extension is declared (in /etc/sysext/extensions.d or /usr/lib/sysext/extensions.d) or installed")
 }

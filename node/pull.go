@@ -19,6 +19,11 @@ type PullRequest struct {
 	Policy        string // trust policy file for this extension ("" = default)
 	AllowUnsigned bool   // --insecure-allow-unsigned
 	Declared      string // the extensions.d file that declared it (sync)
+	// DryRun checks everything a pull checks (resolve, the name, the
+	// signature, compatibility, the preflight, a foreign file in the way)
+	// and stops before the download: nothing is written. The result's
+	// action is would-pull or would-update.
+	DryRun bool
 }
 
 // Result says what one extension's operation did.
@@ -99,7 +104,7 @@ func (n *Node) pull(ctx context.Context, s *store.Store, req PullRequest, pre *r
 	// was installed).
 	if installed && !s.Options().Copy && cur.Active.ManifestDigest == e.Descriptor.Digest && n.linkOK(s, name, cur) {
 		result.Action, result.Version, result.File = "unchanged", cur.Active.Version, cur.Active.File
-		if cur.Active.ResolvedDigest != res.Root.Digest || cur.Source != req.Ref {
+		if !req.DryRun && (cur.Active.ResolvedDigest != res.Root.Digest || cur.Source != req.Ref) {
 			if err := s.Touch(name, req.Ref, res.Root.Digest); err != nil {
 				return nil, err
 			}
@@ -133,6 +138,13 @@ func (n *Node) pull(ctx context.Context, s *store.Store, req PullRequest, pre *r
 	}
 	if err := s.CheckForeign(name, ""); err != nil && !s.Options().Copy {
 		return nil, err
+	}
+	if req.DryRun {
+		result.Action = "would-pull"
+		if installed {
+			result.Action = "would-update"
+		}
+		return result, nil
 	}
 	in := store.Install{
 		Version:        e.Metadata.Version,

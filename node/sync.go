@@ -74,11 +74,9 @@ func (n *Node) Sync(ctx context.Context, so SyncOptions) ([]Result, error) {
 			}
 			results = append(results, *r)
 			continue
-		case so.DryRun:
-			results = append(results, Result{Name: d.Name, Source: src, Action: "would-pull"})
-			continue
 		}
-		r, err := n.pull(ctx, s, PullRequest{Ref: src, Name: d.Name, Policy: d.Policy, AllowUnsigned: d.AllowUnsigned, Declared: d.File}, nil)
+		// A dry run checks all a pull checks and stops before the download.
+		r, err := n.pull(ctx, s, PullRequest{Ref: src, Name: d.Name, Policy: d.Policy, AllowUnsigned: d.AllowUnsigned, Declared: d.File, DryRun: so.DryRun}, nil)
 		if err != nil {
 			fail(d.Name, err)
 			continue

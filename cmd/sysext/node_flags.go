@@ -218,11 +218,14 @@ func printResult(w io.Writer, r node.Result) {
 	case "skipped":
 		fmt.Fprintf(w, "%s %s: %s\n", r.Name, r.Version, r.Error)
 		return
-	case "needs-download", "would-pull", "would-remove":
+	case "needs-download", "would-remove":
 		fmt.Fprintf(w, "%s: %s (%s)\n", r.Name, r.Action, r.Source)
 		return
+	case "would-pull":
+		fmt.Fprintf(w, "%s %s: would-pull %s (%s; dry run, checked, nothing changed)\n", r.Name, r.Version, short(r.Digest), r.Source)
+		return
 	case "would-update":
-		fmt.Fprintf(w, "%s %s: the source moved to %s (dry run, nothing changed)\n", r.Name, r.Version, short(r.Digest))
+		fmt.Fprintf(w, "%s %s: would update to %s (%s; dry run, checked, nothing changed)\n", r.Name, r.From, r.Version, short(r.Digest))
 		return
 	case "removed":
 		fmt.Fprintf(w, "%s: removed\n", r.Name)

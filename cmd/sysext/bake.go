@@ -246,8 +246,10 @@ func runBake(ctx context.Context, c *cobra.Command, opts bakeOptions, name strin
 // bakePush publishes the baked image (and signs it with signer, when not
 // nil) with the same library calls as 'sysext push' and 'sysext sign'.
 func bakePush(ctx context.Context, opts bakeOptions, ref oci.Reference, signer *verify.Signer, file string) (string, error) {
+	cleanup := layoutCleanup(ref.String())
 	ref, t, err := openReference(ctx, ref.String(), opts.registryFlags, true)
 	if err != nil {
+		cleanup()
 		return "", err
 	}
 	res, err := oci.Push(ctx, t, ref, []string{file}, oci.PushOptions{
@@ -255,6 +257,7 @@ func bakePush(ctx context.Context, opts bakeOptions, ref oci.Reference, signer *
 		Replacing: replacingSigned(t, ref, signer, opts.Key, opts.AllowUnsig),
 	})
 	if err != nil {
+		cleanup()
 		return "", err
 	}
 	pushed := ref.WithTag(ref.Tag).String() + "@" + res.Index.Digest.String()

@@ -31,6 +31,7 @@ type buildOptions struct {
 	Force       bool
 	Digest      bool
 	JSON        bool
+	Quiet       bool
 }
 
 // fromImageOptions are the flags that build from a container image instead
@@ -69,6 +70,7 @@ func (o *buildOptions) addImageFlags(c *cobra.Command, archHelp, compressionHelp
 	f.BoolVar(&o.Force, "force", false, "replace an existing output file")
 	f.BoolVar(&o.Digest, "digest", false, "also hash the image and print its sha256 digest (one more read of it; push and inspect hash it anyway)")
 	f.BoolVar(&o.JSON, "json", false, "print the result as JSON")
+	f.BoolVarP(&o.Quiet, "quiet", "q", false, "print only the image's path (warnings still go to stderr)")
 }
 
 func (o *fromImageOptions) AddFlags(c *cobra.Command) {
@@ -205,7 +207,7 @@ func runBuild(c *cobra.Command, o buildOptions, tree string) error {
 // progressTo shows the tools' progress only on a terminal; scripts get
 // quiet output.
 func progressTo(c *cobra.Command, o buildOptions, bo *builder.Options) {
-	if !o.JSON && term.IsTerminal(int(os.Stderr.Fd())) {
+	if !o.JSON && !o.Quiet && term.IsTerminal(int(os.Stderr.Fd())) {
 		bo.Progress = c.ErrOrStderr()
 	}
 }
@@ -230,6 +232,10 @@ func printBuilt(c *cobra.Command, o buildOptions, res *builder.Result) error {
 	if o.JSON {
 		j.Warnings = res.Warnings
 		return printJSON(c.OutOrStdout(), j)
+	}
+	if o.Quiet {
+		_, err := fmt.Fprintln(c.OutOrStdout(), res.Path)
+		return err
 	}
 	fmt.Fprintf(c.OutOrStdout(), "built %s\n", res.Path)
 	return printImage(c.OutOrStdout(), j)

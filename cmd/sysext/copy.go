@@ -46,8 +46,13 @@ func runCopy(ctx context.Context, c *cobra.Command, opts copyOptions, args []str
 	if err != nil {
 		return err
 	}
+	if _, err := oci.ParseReference(args[1]); err != nil {
+		return err
+	}
+	cleanup := layoutCleanup(args[1])
 	dstRef, dst, err := openReference(ctx, args[1], opts.registryFlags, true)
 	if err != nil {
+		cleanup()
 		return err
 	}
 	co := oci.CopyOptions{SkipReferrers: opts.SkipReferrers}
@@ -59,6 +64,7 @@ func runCopy(ctx context.Context, c *cobra.Command, opts copyOptions, args []str
 	}
 	res, err := oci.Copy(ctx, src, srcRef, dst, dstRef, co)
 	if err != nil {
+		cleanup()
 		return err
 	}
 	out := c.OutOrStdout()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -63,8 +64,13 @@ func runFetch(ctx context.Context, c *cobra.Command, opts fetchOptions, args []s
 		}
 		arch = a
 	}
-	if fi, err := os.Stat(opts.Dir); err != nil || !fi.IsDir() {
-		return usageError("-o %s: not a directory", opts.Dir)
+	switch fi, err := os.Stat(opts.Dir); {
+	case errors.Is(err, fs.ErrNotExist):
+		return usageError("-o %s: no such directory: create it first", opts.Dir)
+	case err != nil:
+		return usageError("-o %v", err)
+	case !fi.IsDir():
+		return usageError("-o %s is a file: -o names the directory the image is written into", opts.Dir)
 	}
 	ref, t, err := openReference(ctx, args[0], opts.registryFlags, false)
 	if err != nil {

@@ -113,7 +113,7 @@ func (f nodeFlags) node(c *cobra.Command, copyMode bool) (*node.Node, error) {
 		Verifier:  node.PolicyVerifier{Trust: f.trust()},
 		NoRefresh: f.NoRefresh,
 		// Before anything is downloaded: can this system merge the image?
-		Preflighter: node.ActivatePreflight{Strict: f.PreflightStrict, Log: log},
+		Preflighter: &node.ActivatePreflight{Strict: f.PreflightStrict, Log: log},
 		Log:         log,
 		Warn:        c.ErrOrStderr(), // warnings are printed even with -q and --json
 		Progress:    p.fileFunc("download"),

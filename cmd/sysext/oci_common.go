@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -46,6 +48,21 @@ func openReference(ctx context.Context, s string, f registryFlags, create bool) 
 		return ref, nil, err
 	}
 	return ref, t, nil
+}
+
+// layoutCleanup returns what removes the OCI layout directory s names when
+// it does not exist yet, for a command that creates it and then fails: a
+// failed copy or push leaves no empty layout behind. For a registry, an
+// existing directory or a malformed reference it does nothing.
+func layoutCleanup(s string) func() {
+	ref, err := oci.ParseReference(s)
+	if err != nil || !ref.IsLayout() {
+		return func() {}
+	}
+	if _, err := os.Lstat(ref.Layout); !errors.Is(err, fs.ErrNotExist) {
+		return func() {}
+	}
+	return func() { os.RemoveAll(ref.Layout) }
 }
 
 // outputFlags are --json and -q.

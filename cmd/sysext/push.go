@@ -74,8 +74,10 @@ func runPush(ctx context.Context, c *cobra.Command, opts pushOptions, args []str
 	if err != nil {
 		return err
 	}
+	cleanup := layoutCleanup(refArg)
 	ref, t, err := openReference(ctx, refArg, opts.registryFlags, true)
 	if err != nil {
+		cleanup()
 		return err
 	}
 	p := newProgress(c, opts.outputFlags)
@@ -87,6 +89,7 @@ func runPush(ctx context.Context, c *cobra.Command, opts pushOptions, args []str
 		Replacing:   replacingSigned(t, ref, signer, opts.Key, opts.AllowUnsigned),
 	})
 	if err != nil {
+		cleanup()
 		return err
 	}
 	var signed []string

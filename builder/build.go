@@ -443,6 +443,12 @@ var compressions = map[ImageFormat][]string{
 	EROFS:    {"lz4", "lz4hc", "none"},
 }
 
+// Compressions lists the algorithms --compression takes for a format
+// (each also as ALG:LEVEL); nil for a format builder does not write.
+func Compressions(f ImageFormat) []string {
+	return append([]string(nil), compressions[f]...)
+}
+
 // parseCompression accepts ALG or ALG:LEVEL ("zstd:19", "lz4hc:12").
 func (p *buildPlan) parseCompression(s string) error {
 	if s == "" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/oci"
@@ -16,7 +17,15 @@ type SyncOptions struct {
 	// and reports what would need a download.
 	Offline bool
 	DryRun  bool
+	// Names limits the sync to these extensions (declared, or installed
+	// from a declaration that is gone); empty means all. A name that is
+	// neither is ErrNotDeclared.
+	Names []string
 }
+
+// ErrNotDeclared is a name given to sync that no extensions.d file
+// declares and no installed extension was declared as.
+var ErrNotDeclared = errors.New("not declared")
 
 // Sync makes the installed set equal to the declared set: pulls what is
 // missing, updates what moved, removes what is no longer declared. Only
@@ -33,6 +42,12 @@ func (n *Node) Sync(ctx context.Context, so SyncOptions) ([]Result, error) {
 	decl, err := ReadDeclared(root)
 	if err != nil {
 		return nil, err
+	}
+	if len(so.Names) > 0 {
+		decl, err = selectDeclared(s, decl, so.Names)
+		if err != nil {
+			return nil, err
+		}
 	}
 	osr, _, err := OSRelease(root)
 	if err != nil {
@@ -85,7 +100,7 @@ func (n *Node) Sync(ctx context.Context, so SyncOptions) ([]Result, error) {
 	}
 	for _, name := range s.State().Names() {
 		e, _ := s.Entry(name)
-		if declared[name] || e.Declared == "" {
+		if declared[name] || e.Declared == "" || len(so.Names) > 0 && !slices.Contains(so.Names, name) {
 			continue
 		}
 		if so.DryRun {
@@ -100,6 +115,25 @@ func (n *Node) Sync(ctx context.Context, so SyncOptions) ([]Result, error) {
 		results = append(results, *r)
 	}
 	return results, errors.Join(errs...)
+}
+
+// selectDeclared keeps the declarations of names; every name must be
+// declared, or installed from a declaration (which sync then removes).
+func selectDeclared(s *store.Store, decl []Declared, names []string) ([]Declared, error) {
+	var out []Declared
+	for _, name := range names {
+		found := false
+		for _, d := range decl {
+			if d.Name == name {
+				out = append(out, d)
+				found = true
+			}
+		}
+		if e, ok := s.Entry(name); !found && (!ok || e.Declared == "") {
+			return nil, fmt.Errorf("%s: %w in %s or %s, and not installed from a declaration: see 'sysext sync --help'", name, ErrNotDeclared, DeclaredDirs[0], DeclaredDirs[1])
+		}
+	}
+	return out, nil
 }
 
 // CheckResult says whether one extension has a build for an OS.

@@ -8,6 +8,7 @@ import (
 	"github.com/sysext/sysext/activate"
 	"github.com/sysext/sysext/builder"
 	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/node"
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/recipe"
 	"github.com/sysext/sysext/verify"
@@ -42,6 +43,7 @@ var usageErrors = []error{
 	builder.ErrInvalidOption,
 	extension.ErrInvalidName,
 	verify.ErrInvalidTrustOption,
+	node.ErrNotDeclared,
 	recipe.ErrUnknown, recipe.ErrArch, recipe.ErrVersion, recipe.ErrOption,
 }
 

@@ -152,7 +152,7 @@ var badInputs = map[string]struct {
 	},
 	"sync": {
 		flag: []string{"sync", "--root", "{{ROOT}}", "--lock-timeout", "forever"}, flagWant: "--lock-timeout",
-		ref: []string{"sync", "extra", "--root", "{{ROOT}}"}, refWant: "extra",
+		ref: []string{"sync", "../x", "--root", "{{ROOT}}"}, refWant: `"../x"`,
 	},
 	"sysupdate": {
 		flag: []string{"sysupdate", "x", "--url", "https://example.com/", "--dir", "{{ROOT}}", "--instances", "1"}, flagWant: "--instances 1",

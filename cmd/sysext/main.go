@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -41,6 +42,7 @@ and OCI layouts to the nodes that merge them with systemd-sysext.`,
 	// commands register (completion.go).
 	root.InitDefaultCompletionCmd()
 	finishCommands(root)
+	registerCompletions(root)
 	return root
 }
 
@@ -51,7 +53,7 @@ func finishCommands(c *cobra.Command) {
 	if c.Long == "" {
 		c.Long = c.Short + "."
 	}
-	c.Long += "\n" + exitStatusHelp
+	c.Long = strings.TrimRight(c.Long, "\n") + "\n\n" + exitStatusHelp
 	if c.Args != nil {
 		c.Args = argsUsage(c.Args)
 	}

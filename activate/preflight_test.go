@@ -11,6 +11,7 @@ import (
 
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/fsimage"
+	"github.com/sysext/sysext/internal/testenv"
 )
 
 // A plain Debian host's mount table (as on the CI machines).
@@ -221,13 +222,14 @@ func TestUnknownSystemdWarnsOnlyWhenItMatters(t *testing.T) {
 // links it: the host's own systemd binary, copied into a bare root. And
 // on the host the version is the one systemd itself reports.
 func TestSystemdVersionFromPrograms(t *testing.T) {
+	sysext := testenv.RequireTool(t, "systemd-sysext")
 	host, err := os.ReadFile("/usr/lib/systemd/systemd")
 	if err != nil {
-		t.Skip("no /usr/lib/systemd/systemd on this host")
+		t.Fatalf("a host with systemd-sysext has no systemd program: %v", err)
 	}
-	out, err := exec.Command("systemd-sysext", "--version").Output()
+	out, err := exec.Command(sysext, "--version").Output()
 	if err != nil {
-		t.Skipf("systemd-sysext --version: %v", err)
+		t.Fatalf("systemd-sysext --version: %v", err)
 	}
 	var want int
 	if _, err := fmt.Sscanf(string(out), "systemd %d", &want); err != nil {

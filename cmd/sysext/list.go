@@ -34,8 +34,9 @@ whether the activation link points at the active image, the activation status
 and the previous versions kept for rollback. When the state file cannot be
 read, list says so and shows what the extensions directory and the store hold.
 
-The table fits 100 columns: long sources and signers are shortened in the
-middle with '…'; --wide prints them whole, --json prints everything.
+The table fits 100 columns: digests and key signers show their first 12
+hex digits, long sources and signers are shortened in the middle with '…';
+--wide prints them whole, --json prints everything.
 
 ACTIVE is the activation status: proven (sysext saw systemd-sysext merge
 it), unproven (linked with --root, in an image build or a staged
@@ -50,7 +51,7 @@ at the active image).`,
 		},
 	}
 	opts.nodeFlags.addFlags(c, false, false)
-	c.Flags().BoolVar(&opts.Wide, "wide", false, "print sources and signers whole, however wide the table")
+	c.Flags().BoolVar(&opts.Wide, "wide", false, "print digests, sources and signers whole, however wide the table")
 	return c
 }
 
@@ -102,7 +103,11 @@ func runList(ctx context.Context, c *cobra.Command, opts listOptions) error {
 				for _, p := range e.Previous {
 					prev = append(prev, p.Version)
 				}
-				rows = append(rows, []string{e.Name, e.Active.Version, orDash(act), short(e.Active.ManifestDigest.String()), orDash(signer), e.Source, orDash(strings.Join(prev, ","))})
+				digest := e.Active.ManifestDigest.String()
+				if !opts.Wide {
+					digest, signer = shortHex(digest), shortSigner(signer)
+				}
+				rows = append(rows, []string{e.Name, e.Active.Version, orDash(act), digest, orDash(signer), e.Source, orDash(strings.Join(prev, ","))})
 			}
 			width := listWidth
 			if opts.Wide {
@@ -150,6 +155,8 @@ func printTable(w io.Writer, rows [][]string, width int, shrink ...int) {
 		}
 		return t
 	}
+	// One character at a time from the widest, so the shortening is
+	// shared between the columns rather than all taken from one.
 	for width > 0 && total() > width {
 		col := -1
 		for _, i := range shrink {
@@ -160,7 +167,7 @@ func printTable(w io.Writer, rows [][]string, width int, shrink ...int) {
 		if col < 0 {
 			break
 		}
-		widths[col] = max(minCol, widths[col]-(total()-width))
+		widths[col]--
 	}
 	for _, r := range rows {
 		var line strings.Builder
@@ -173,6 +180,24 @@ func printTable(w io.Writer, rows [][]string, width int, shrink ...int) {
 		}
 		fmt.Fprintln(w, strings.TrimRight(line.String(), " "))
 	}
+}
+
+// shortHex is a digest's first 12 hex digits, without "sha256:".
+func shortHex(d string) string {
+	_, hex, ok := strings.Cut(d, ":")
+	if !ok || len(hex) < 12 {
+		return d
+	}
+	return hex[:12]
+}
+
+// shortSigner shortens a key signer ("key:sha256:<hex>") to its first 12
+// hex digits, as a key id; identities stay as they are.
+func shortSigner(s string) string {
+	if rest, ok := strings.CutPrefix(s, "key:"); ok {
+		return "key:" + shortHex(rest)
+	}
+	return s
 }
 
 // ellipsize shortens s to n characters by replacing its middle with '…',

@@ -2,6 +2,7 @@ package main
 
 import (
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -46,11 +47,16 @@ func TestListFitsAndExplainsUnproven(t *testing.T) {
 		t.Errorf("list does not say what unproven means:\n%s", out)
 	}
 	wide, _, code := runCLI(t, "list", "--root", root, "--wide")
-	if code != 0 || !strings.Contains(wide, ref) || !strings.Contains(wide, "key:sha256:") || strings.Contains(wide, "…") {
+	if code != 0 || !strings.Contains(wide, ref) || !regexp.MustCompile(`key:sha256:[0-9a-f]{64}`).MatchString(wide) || !regexp.MustCompile(`sha256:[0-9a-f]{64}`).MatchString(wide) || strings.Contains(wide, "…") {
 		t.Errorf("list --wide:\n%s", wide)
 	}
 	if strings.Contains(out, ref) || !strings.Contains(out, "…") {
 		t.Errorf("the default list did not shorten the source:\n%s", out)
+	}
+	// The key id and the source both stay readable: the shortening is
+	// shared, not all taken from one column.
+	if !regexp.MustCompile(`key:[0-9a-f]{12} `).MatchString(out) || !strings.Contains(out, ref[:9]) || !strings.Contains(out, "stable") {
+		t.Errorf("the default list shortened too much:\n%s", out)
 	}
 }
 

@@ -242,11 +242,11 @@ func printResult(w io.Writer, r node.Result) {
 	case r.Unsigned:
 		line += ", UNSIGNED"
 	case r.Signer != "":
-		line += ", signed by " + r.Signer
+		line += ", signed by " + shortSigner(r.Signer) // whole in --json and list --wide
 	}
 	switch r.Activation {
 	case store.ActivationUnproven:
-		line += "; linked, not refreshed (run 'systemd-sysext refresh' or boot it)"
+		line += "; linked, unproven (merged at the next boot or 'systemd-sysext refresh'; 'sysext sync' there proves it)"
 	case store.ActivationRefreshed, store.ActivationProven:
 		line += "; merged"
 	case "":

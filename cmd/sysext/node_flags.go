@@ -236,7 +236,7 @@ func printResult(w io.Writer, r node.Result) {
 		line += " from " + r.From
 	}
 	if r.Digest != "" {
-		line += " (" + short(r.Digest) + ")"
+		line += " (" + shortHex(r.Digest) + ")"
 	}
 	switch {
 	case r.Unsigned:
@@ -246,7 +246,7 @@ func printResult(w io.Writer, r node.Result) {
 	}
 	switch r.Activation {
 	case store.ActivationUnproven:
-		line += "; linked, unproven (merged at the next boot or 'systemd-sysext refresh'; 'sysext sync' there proves it)"
+		line += "; unproven until 'sysext sync' sees it merged (sysext list --help)"
 	case store.ActivationRefreshed, store.ActivationProven:
 		line += "; merged"
 	case "":

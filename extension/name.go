@@ -1,6 +1,7 @@
 package extension
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"unicode"
@@ -43,36 +44,53 @@ func ValidateVersion(version string) error {
 	return nil
 }
 
+// ErrInvalidName is wrapped by the errors of ValidateName and
+// ValidateVersion: the name was written wrong, as opposed to not found.
+var ErrInvalidName = errors.New("invalid extension name or version")
+
+// nameError keeps ValidateName's sentence and says ErrInvalidName.
+type nameError struct{ msg string }
+
+func (e *nameError) Error() string { return e.msg }
+func (e *nameError) Unwrap() error { return ErrInvalidName }
+
 func validateComponent(what, s string) error {
+	if msg := componentProblem(what, s); msg != "" {
+		return &nameError{msg}
+	}
+	return nil
+}
+
+func componentProblem(what, s string) string {
 	switch {
 	case s == "":
-		return fmt.Errorf("%s is empty", what)
+		return fmt.Sprintf("%s is empty", what)
 	case len(s) > MaxNameLen:
-		return fmt.Errorf("%s %.20q... is %d bytes long, at most %d are allowed", what, s, len(s), MaxNameLen)
+		return fmt.Sprintf("%s %.20q... is %d bytes long, at most %d are allowed", what, s, len(s), MaxNameLen)
 	case !utf8.ValidString(s):
-		return fmt.Errorf("%s %q is not valid UTF-8", what, s)
+		return fmt.Sprintf("%s %q is not valid UTF-8", what, s)
 	case s == "." || s == "..":
-		return fmt.Errorf("%s %q is not a valid file name", what, s)
+		return fmt.Sprintf("%s %q is not a valid file name", what, s)
 	case strings.HasPrefix(s, "."):
-		return fmt.Errorf("%s %q starts with '.': systemd ignores hidden images", what, s)
+		return fmt.Sprintf("%s %q starts with '.': systemd ignores hidden images", what, s)
 	case strings.HasPrefix(s, "-"):
-		return fmt.Errorf("%s %q starts with '-'", what, s)
+		return fmt.Sprintf("%s %q starts with '-'", what, s)
 	case strings.HasSuffix(s, "~"):
-		return fmt.Errorf("%s %q ends with '~': systemd ignores backup files", what, s)
+		return fmt.Sprintf("%s %q ends with '~': systemd ignores backup files", what, s)
 	}
 	for _, c := range s {
 		switch {
 		case c == '/' || c == '\\':
-			return fmt.Errorf("%s %q contains %q", what, s, c)
+			return fmt.Sprintf("%s %q contains %q", what, s, c)
 		case unicode.IsControl(c):
-			return fmt.Errorf("%s %q contains a control character", what, s)
+			return fmt.Sprintf("%s %q contains a control character", what, s)
 		case unicode.IsSpace(c):
-			return fmt.Errorf("%s %q contains whitespace", what, s)
+			return fmt.Sprintf("%s %q contains whitespace", what, s)
 		case !unicode.IsPrint(c):
-			return fmt.Errorf("%s %q contains %U, a character that is not shown as itself", what, s, c)
+			return fmt.Sprintf("%s %q contains %U, a character that is not shown as itself", what, s, c)
 		}
 	}
-	return nil
+	return ""
 }
 
 // ReleaseDir is where an extension image carries its metadata, relative to

@@ -206,14 +206,25 @@ func trim(b []byte) string {
 type ActivatePreflight struct {
 	Strict bool
 	Log    io.Writer
+	// printed keeps each warning to one line per run: a sync of several
+	// extensions checks the same system for each.
+	printed map[string]bool
 }
 
 // Preflight implements Preflighter.
-func (p ActivatePreflight) Preflight(ctx context.Context, plan Plan) error {
+func (p *ActivatePreflight) Preflight(ctx context.Context, plan Plan) error {
 	rep := activate.Check(ctx, activate.System{Root: plan.Root}, []activate.Image{{Name: plan.Name, Meta: plan.Metadata, Format: layerFormat(plan.Entry)}}, p.Strict)
 	if p.Log != nil && !p.Strict {
 		for _, w := range rep.Warnings() {
-			fmt.Fprintf(p.Log, "warning: %s\n", w)
+			line := w.String()
+			if p.printed[line] {
+				continue
+			}
+			if p.printed == nil {
+				p.printed = map[string]bool{}
+			}
+			p.printed[line] = true
+			fmt.Fprintf(p.Log, "warning: %s\n", line)
 		}
 	}
 	return rep.Err()

@@ -87,12 +87,9 @@ func (n *Node) updateOne(ctx context.Context, s *store.Store, name string, dryRu
 			}
 		}
 	}
-	if dryRun {
-		r.Action = "would-update"
-		r.Digest = desc.Digest.String()
-		return r, nil
-	}
-	pr, err := n.pull(ctx, s, PullRequest{Ref: e.Source, Name: name, Policy: e.Policy, AllowUnsigned: e.AllowUnsigned, Declared: e.Declared, PolicyFrom: policyFrom}, &resolvedRef{t: t, ref: ref})
+	// A dry run checks the new build as a pull would (signature,
+	// compatibility, preflight) and stops before the download.
+	pr, err := n.pull(ctx, s, PullRequest{Ref: e.Source, Name: name, Policy: e.Policy, AllowUnsigned: e.AllowUnsigned, Declared: e.Declared, PolicyFrom: policyFrom, DryRun: dryRun}, &resolvedRef{t: t, ref: ref})
 	if pr == nil {
 		return r, err
 	}

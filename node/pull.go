@@ -23,6 +23,11 @@ type PullRequest struct {
 	// PolicyFrom is "FILE:LINE" of the declaration's Policy= (sync); with
 	// Declared set, Policy's paths are inside the root.
 	PolicyFrom string
+	// DryRun checks everything a pull checks (resolve, the name, the
+	// signature, compatibility, the preflight, a foreign file in the way)
+	// and stops before the download: nothing is written. The result's
+	// action is would-pull or would-update.
+	DryRun bool
 }
 
 // trust is what req's signatures are checked with: a declared policy is
@@ -125,7 +130,7 @@ func (n *Node) pull(ctx context.Context, s *store.Store, req PullRequest, pre *r
 	// was installed).
 	if installed && !s.Options().Copy && cur.Active.ManifestDigest == e.Descriptor.Digest && n.linkOK(s, name, cur) {
 		result.Action, result.Version, result.File = "unchanged", cur.Active.Version, cur.Active.File
-		if cur.Active.ResolvedDigest != res.Root.Digest || cur.Source != req.Ref {
+		if !req.DryRun && (cur.Active.ResolvedDigest != res.Root.Digest || cur.Source != req.Ref) {
 			if err := s.Touch(name, req.Ref, res.Root.Digest); err != nil {
 				return nil, err
 			}
@@ -165,6 +170,13 @@ func (n *Node) pull(ctx context.Context, s *store.Store, req PullRequest, pre *r
 	}
 	if err := s.CheckForeign(name, ""); err != nil && !s.Options().Copy {
 		return nil, err
+	}
+	if req.DryRun {
+		result.Action = "would-pull"
+		if installed {
+			result.Action = "would-update"
+		}
+		return result, nil
 	}
 	in := store.Install{
 		Version:        e.Metadata.Version,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/oci"
@@ -16,7 +17,15 @@ type SyncOptions struct {
 	// and reports what would need a download.
 	Offline bool
 	DryRun  bool
+	// Names limits the sync to these extensions (declared, or installed
+	// from a declaration that is gone); empty means all. A name that is
+	// neither is ErrNotDeclared.
+	Names []string
 }
+
+// ErrNotDeclared is a name given to sync that no extensions.d file
+// declares and no installed extension was declared as.
+var ErrNotDeclared = errors.New("not declared")
 
 // Sync makes the installed set equal to the declared set: pulls what is
 // missing, updates what moved, removes what is no longer declared. Only
@@ -29,6 +38,10 @@ func (n *Node) Sync(ctx context.Context, so SyncOptions) ([]Result, error) {
 	decl, err := ReadDeclared(root)
 	if err != nil {
 		return nil, err
+	}
+	names := so.Names
+	if len(names) > 0 {
+		decl = keepDeclared(decl, names)
 	}
 	osr, _, err := OSRelease(root)
 	if err != nil {
@@ -44,6 +57,9 @@ func (n *Node) Sync(ctx context.Context, so SyncOptions) ([]Result, error) {
 		return nil, err
 	}
 	defer s.Close()
+	if err := checkNames(s, decl, names); err != nil {
+		return nil, err
+	}
 	n.resume(ctx, s, true)
 	var results []Result
 	var errs []error
@@ -90,11 +106,9 @@ func (n *Node) Sync(ctx context.Context, so SyncOptions) ([]Result, error) {
 			}
 			results = append(results, *r)
 			continue
-		case so.DryRun:
-			results = append(results, Result{Name: d.Name, Source: src, Action: "would-pull"})
-			continue
 		}
-		r, err := n.pull(ctx, s, PullRequest{Ref: src, Name: d.Name, Policy: d.Policy, AllowUnsigned: d.AllowUnsigned, Declared: d.File, PolicyFrom: d.PolicyFrom()}, nil)
+		// A dry run checks all a pull checks and stops before the download.
+		r, err := n.pull(ctx, s, PullRequest{Ref: src, Name: d.Name, Policy: d.Policy, AllowUnsigned: d.AllowUnsigned, Declared: d.File, PolicyFrom: d.PolicyFrom(), DryRun: so.DryRun}, nil)
 		if err != nil {
 			fail(d.Name, err)
 			continue
@@ -103,7 +117,7 @@ func (n *Node) Sync(ctx context.Context, so SyncOptions) ([]Result, error) {
 	}
 	for _, name := range s.State().Names() {
 		e, _ := s.Entry(name)
-		if declared[name] || e.Declared == "" {
+		if declared[name] || e.Declared == "" || len(so.Names) > 0 && !slices.Contains(so.Names, name) {
 			continue
 		}
 		if so.DryRun {
@@ -146,6 +160,29 @@ func (n *Node) precheckDeclared(decl []Declared, osr *extension.Release) map[str
 		}
 	}
 	return bad
+}
+
+// keepDeclared keeps the declarations of names.
+func keepDeclared(decl []Declared, names []string) []Declared {
+	var out []Declared
+	for _, d := range decl {
+		if slices.Contains(names, d.Name) {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// checkNames says which of names is neither declared nor installed from a
+// declaration (which sync then removes).
+func checkNames(s *store.Store, decl []Declared, names []string) error {
+	for _, name := range names {
+		found := slices.ContainsFunc(decl, func(d Declared) bool { return d.Name == name })
+		if e, ok := s.Entry(name); !found && (!ok || e.Declared == "") {
+			return fmt.Errorf("%s: %w in %s or %s, and not installed from a declaration: see 'sysext sync --help'", name, ErrNotDeclared, DeclaredDirs[0], DeclaredDirs[1])
+		}
+	}
+	return nil
 }
 
 // CheckResult says whether one extension has a build for an OS.

@@ -85,7 +85,9 @@ func Bake(ctx context.Context, o BakeOptions) (*BakeResult, error) {
 		SysextLevel: o.SysextLevel,
 		VersionID:   o.VersionID,
 	}
-	if err := meta.Validate(); err != nil {
+	// Refuse a bad option (compression, level without --os, ...) before
+	// downloading anything.
+	if err := builder.CheckOptions(builder.Options{Meta: meta, Format: o.Format, Compression: o.Compression, SourceDateEpoch: o.SourceDateEpoch}); err != nil {
 		return nil, fmt.Errorf("recipe %s: %w", o.Recipe.Name, err)
 	}
 

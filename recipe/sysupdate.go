@@ -63,14 +63,14 @@ func Sysupdate(ctx context.Context, o SysupdateOptions) (*SysupdateResult, error
 		o.InstancesMax = 3
 	}
 	if o.InstancesMax < 2 {
-		return nil, fmt.Errorf("sysupdate: --instances %d: systemd-sysupdate keeps at least 2", o.InstancesMax)
+		return nil, errorf(ErrOption, "sysupdate: --instances %d: systemd-sysupdate keeps at least 2", o.InstancesMax)
 	}
 	// Each becomes a line of the transfer file.
 	if err := extension.ValidateLinePath("sysupdate: --target-dir", o.TargetDir); err != nil {
-		return nil, err
+		return nil, errorf(ErrOption, "%v", err)
 	}
 	if err := extension.ValidateLinePath("sysupdate: --link", o.Link); err != nil {
-		return nil, err
+		return nil, errorf(ErrOption, "%v", err)
 	}
 	if isURL(o.URL) {
 		err = extension.ValidateLineWord("sysupdate: --url", o.URL)
@@ -78,7 +78,7 @@ func Sysupdate(ctx context.Context, o SysupdateOptions) (*SysupdateResult, error
 		err = extension.ValidateLinePath("sysupdate: --url", o.URL)
 	}
 	if err != nil {
-		return nil, err
+		return nil, errorf(ErrOption, "%v", err)
 	}
 	entries, err := os.ReadDir(o.ImagesDir)
 	if err != nil {

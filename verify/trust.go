@@ -23,6 +23,20 @@ const (
 var ErrNoTrust = errors.New("no trust policy: give --key cosign.pub, or --certificate-identity and --certificate-oidc-issuer with --trusted-root FILE, " +
 	"or write " + DefaultPolicyPath + " (see docs/signatures.md); --insecure-allow-unsigned accepts unsigned images")
 
+// ErrInvalidTrustOption is wrapped by Policy's errors about the options
+// themselves (flags that cannot be combined, a keyless identity without an
+// issuer or with a bad regexp): the caller's input, not the registry's.
+var ErrInvalidTrustOption = errors.New("invalid trust options")
+
+type trustOptionError struct{ msg string }
+
+func (e *trustOptionError) Error() string { return e.msg }
+func (e *trustOptionError) Unwrap() error { return ErrInvalidTrustOption }
+
+func badTrustOption(format string, args ...any) error {
+	return &trustOptionError{fmt.Sprintf(format, args...)}
+}
+
 // TrustOptions are the command-line ways to say what to trust; Policy turns
 // them into a Policy. The zero value means: use the policy file at its
 // default location, and refuse when there is none.
@@ -63,11 +77,11 @@ func (o TrustOptions) Policy() (*Policy, error) {
 	explicit := len(o.KeyPaths) > 0 || o.Keyless()
 	switch {
 	case o.AllowUnsigned && (explicit || o.PolicyPath != ""):
-		return nil, errors.New("--insecure-allow-unsigned cannot be combined with --key, --policy or keyless flags: it would ignore them")
+		return nil, badTrustOption("--insecure-allow-unsigned cannot be combined with --key, --policy or keyless flags: it would ignore them")
 	case o.AllowUnsigned:
 		return &Policy{Default: []PolicyRequirement{{Type: TypeInsecureAcceptAnything}}}, nil
 	case explicit && o.PolicyPath != "":
-		return nil, errors.New("--policy cannot be combined with --key or keyless flags: put the key in the policy file")
+		return nil, badTrustOption("--policy cannot be combined with --key or keyless flags: put the key in the policy file")
 	case explicit:
 		req, err := o.requirement()
 		if err != nil {
@@ -138,10 +152,10 @@ func (o TrustOptions) requirement() (Requirement, error) {
 	if o.Keyless() {
 		id := Identity{Subject: o.CertIdentity, SubjectRegexp: o.CertIdentityRegexp, Issuer: o.CertIssuer, IssuerRegexp: o.CertIssuerRegexp}
 		if err := id.validate(); err != nil {
-			return req, fmt.Errorf("%w (--certificate-identity[-regexp] and --certificate-oidc-issuer[-regexp])", err)
+			return req, badTrustOption("%v (--certificate-identity[-regexp] and --certificate-oidc-issuer[-regexp])", err)
 		}
 		if req.TrustedMaterial == nil {
-			return req, errors.New("keyless verification needs --trusted-root FILE (a Sigstore trusted_root.json); sysext never fetches one from the network")
+			return req, badTrustOption("keyless verification needs --trusted-root FILE (a Sigstore trusted_root.json); sysext never fetches one from the network")
 		}
 		req.Identities = append(req.Identities, id)
 	}

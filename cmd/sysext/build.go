@@ -35,6 +35,7 @@ type buildOptions struct {
 	// file capabilities (paths in the extension; in ROOTFS for flix and
 	// flatwrap).
 	KeepPrivileges []string
+	Quiet          bool
 }
 
 // fromImageOptions are the flags that build from a container image instead
@@ -75,6 +76,7 @@ func (o *buildOptions) addImageFlags(c *cobra.Command, archHelp, compressionHelp
 	f.BoolVar(&o.Digest, "digest", false, "also hash the image and print its sha256 digest (one more read of it; push and inspect hash it anyway)")
 	f.BoolVar(&o.JSON, "json", false, "print the result as JSON")
 	f.StringArrayVar(&o.KeepPrivileges, "keep-privileges", nil, "keep the set-user-ID/set-group-ID bits and file capabilities of this file, `PATH` in the extension (every other file loses them: the image is all-root); repeatable")
+	f.BoolVarP(&o.Quiet, "quiet", "q", false, "print only the image's path (warnings still go to stderr)")
 }
 
 func (o *fromImageOptions) AddFlags(c *cobra.Command) {
@@ -110,8 +112,8 @@ SOURCE_DATE_EPOCH (default 0) give the same image.
 
 Needs mksquashfs (squashfs-tools) or mkfs.erofs (erofs-utils).
 
-Exit status: 0 on success, 1 on failure (a bad tree, a tool failing, the
-output existing without --force), 2 on a usage error (bad flag values).`,
+A bad tree, a tool failing or the output existing without --force is a
+failure (1); a bad flag value is a usage error (2).`,
 		Example: `  sysext build ./root --name hello --version 1.0
   sysext build ./root --name docker --version 24.0.9 --arch arm64 --format erofs \
       --enable docker.socket --enable docker.service -o out/
@@ -191,11 +193,17 @@ func (o buildOptions) builderOptions(tree string) (builder.Options, error) {
 	if meta.ID != extension.AnyID && meta.VersionID == "" && meta.SysextLevel == "" {
 		return builder.Options{}, usageError("--os %s also needs --sysext-level or --version-id (or use --os _any)", meta.ID)
 	}
-	return builder.Options{
+	bo := builder.Options{
 		Tree: tree, Meta: meta, Format: format, Compression: o.Compression,
 		Enable: o.Enable, Output: o.Output, Force: o.Force, SourceDateEpoch: epoch, Digest: o.Digest,
 		KeepPrivileges: o.KeepPrivileges,
-	}, nil
+	}
+	// The builder's own checks (compression, a level without --os), before
+	// any tree is read or image downloaded.
+	if err := builder.CheckOptions(bo); err != nil {
+		return builder.Options{}, err
+	}
+	return bo, nil
 }
 
 // runBuild builds TREE and prints the image's description.
@@ -211,7 +219,7 @@ func runBuild(c *cobra.Command, o buildOptions, tree string) error {
 // progressTo shows the tools' progress only on a terminal; scripts get
 // quiet output.
 func progressTo(c *cobra.Command, o buildOptions, bo *builder.Options) {
-	if !o.JSON && term.IsTerminal(int(os.Stderr.Fd())) {
+	if !o.JSON && !o.Quiet && term.IsTerminal(int(os.Stderr.Fd())) {
 		bo.Progress = c.ErrOrStderr()
 	}
 }
@@ -236,6 +244,10 @@ func printBuilt(c *cobra.Command, o buildOptions, res *builder.Result) error {
 	if o.JSON {
 		j.Warnings = res.Warnings
 		return printJSON(c.OutOrStdout(), j)
+	}
+	if o.Quiet {
+		_, err := fmt.Fprintln(c.OutOrStdout(), res.Path)
+		return err
 	}
 	fmt.Fprintf(c.OutOrStdout(), "built %s\n", res.Path)
 	return printImage(c.OutOrStdout(), j)

@@ -33,9 +33,9 @@ on it: 'sysext check --os-release /path/to/new/usr/lib/os-release && bootc upgra
 With --preflight, check instead whether this system can merge the given
 image files (or every installed extension), as 'sysext status --preflight'.
 
-Exit status: 0 when every extension has a compatible build, 1 when one is
-missing (each is listed with the reason), 2 on a usage error, 4 when the
-preflight refuses.`,
+Exits 0 when every extension has a compatible build, 1 when one is missing
+(each is listed with the reason), 3 when nothing is installed or declared,
+4 when the preflight refuses.`,
 		RunE: func(c *cobra.Command, args []string) error {
 			if opts.Preflight {
 				if opts.OSRelease != "" {
@@ -93,5 +93,8 @@ func runCheck(ctx context.Context, c *cobra.Command, opts checkOptions) error {
 			}
 		}
 	}
-	return withExit(exitFailure, err)
+	if err == nil && len(rs) == 0 {
+		return nothingToDo("no extension is installed or declared")
+	}
+	return err
 }

@@ -78,8 +78,8 @@ their own root. Libraries opened with dlopen must be named with --extra-lib
 
 Needs patchelf, and mksquashfs or mkfs.erofs.
 
-Exit status: 0 on success, 1 on failure (not an ELF program, a missing
-library, another architecture; no image is written), 2 on a usage error.`,
+Not an ELF program, a missing library or another architecture is a
+failure (1); no image is written.`,
 		Example: `  sysext rootfs docker.io/library/alpine:3.20 ./alpine --run 'apk add -U b3sum'
   sysext flix ./alpine b3sum /usr/bin/b3sum --version 1.5
   sysext flix ./rootfs busybox /bin/busybox:/usr/bin/busybox --version 1.36 -o out/`,

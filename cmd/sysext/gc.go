@@ -21,8 +21,7 @@ func newGCCommand() *cobra.Command {
 		Long: `Keep N versions of each extension (default 2: the active one and one to roll
 back to) and delete the older stored files, and stored files no record uses.
 The active version is never removed. Per deployment (ostree, bootc), files
-that another deployment's links or state use are kept.
-` + exitStatusHelp,
+that another deployment's links or state use are kept.`,
 		Args: argsUsage(cobra.NoArgs),
 		RunE: func(c *cobra.Command, args []string) error {
 			if opts.Keep < 1 {
@@ -53,9 +52,9 @@ func runGC(ctx context.Context, c *cobra.Command, opts gcOptions) error {
 		for _, r := range removed {
 			printf(c.OutOrStdout(), "removed %s\n", r)
 		}
-		if len(removed) == 0 && err == nil {
-			printLine(c.OutOrStdout(), "nothing to remove")
-		}
 	}
-	return withExit(exitFailure, err)
+	if err == nil && len(removed) == 0 {
+		return nothingToDo("no stored version beyond the newest %d of each extension, and no stored file without a record", opts.Keep)
+	}
+	return err
 }

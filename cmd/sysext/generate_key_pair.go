@@ -34,8 +34,7 @@ sysext reads the ones 'cosign generate-key-pair' makes.
 
 The password comes from $COSIGN_PASSWORD (which may be set to an empty
 string), or is asked for twice on a terminal. Existing files are never
-overwritten.
-` + exitStatusHelp,
+overwritten.`,
 		Args: argsUsage(cobra.NoArgs),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runGenerateKeyPair(c.Context(), c, opts)

@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -142,8 +141,8 @@ func TestSignalChild(t *testing.T) {
 		}
 	}
 	// As main does.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, args)
+	ctx, stop := interruptible(context.Background())
+	code := run(ctx, args, os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }
@@ -189,8 +188,8 @@ func TestSignalDuringRead(t *testing.T) {
 			}
 			cmd.Process.Signal(syscall.SIGTERM)
 			err = cmd.Wait()
-			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != exitFailure || !strings.Contains(stderr.String(), "context canceled") {
-				t.Fatalf("after SIGTERM: %v; want exit 1 saying the read was cancelled; stderr: %s", err, stderr.String())
+			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 128+int(syscall.SIGTERM) || !strings.Contains(stderr.String(), "interrupted by SIGTERM") {
+				t.Fatalf("after SIGTERM: %v; want exit 143 saying the command was interrupted; stderr: %s", err, stderr.String())
 			}
 			noTemps(t, dir)
 			noTemps(t, root)

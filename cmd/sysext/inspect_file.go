@@ -19,6 +19,10 @@ var hostOSReleasePaths = []string{"/etc/os-release", "/usr/lib/os-release"}
 // runInspectFile prints an image file's metadata and whether it would
 // merge on the host (or the os-release given with --os-release).
 func runInspectFile(c *cobra.Command, opts inspectOptions, path string) error {
+	hostFile, hostRel, err := readOSRelease(opts.OSRelease)
+	if err != nil {
+		return err
+	}
 	info, err := fsimage.OpenWith(c.Context(), path, fsimage.Options{Digest: true, CacheDigest: true, SpecialFiles: true})
 	if err != nil {
 		return err
@@ -26,10 +30,6 @@ func runInspectFile(c *cobra.Command, opts inspectOptions, path string) error {
 	j := newImageJSON(info.Path, string(info.Format), info.Size, info.Digest, info.Meta, info.Release, info.Upholds)
 	j.DigestCached = info.DigestCached
 	j.Special = newSpecialJSON(info.SpecialFiles, info.CapabilitiesUnread)
-	hostFile, hostRel, err := readOSRelease(opts.OSRelease)
-	if err != nil {
-		return err
-	}
 	cj := &compatJSON{OSRelease: hostFile, OK: true}
 	if err := extension.Compatible(info.Release, extension.Host{OSRelease: hostRel}); err != nil {
 		var ie *extension.IncompatibleError
@@ -65,8 +65,11 @@ func readOSRelease(path string) (string, *extension.Release, error) {
 		if errors.Is(err, fs.ErrNotExist) && path == "" {
 			continue
 		}
+		if err != nil && path != "" {
+			return "", nil, usageError("--os-release: %v", err)
+		}
 		if err != nil {
-			return "", nil, fmt.Errorf("--os-release: %w", err)
+			return "", nil, fmt.Errorf("host os-release: %w", err)
 		}
 		rel, err := extension.ParseRelease(data)
 		if err != nil {

@@ -91,15 +91,15 @@ func runInspectRef(c *cobra.Command, opts inspectOptions, arg string) error {
 	if _, err := oci.ParseReference(arg); err != nil {
 		return usageError("%s: no such file, and not a reference: %v", arg, err)
 	}
+	hostFile, hostRel, err := readOSRelease(opts.OSRelease)
+	if err != nil {
+		return err
+	}
 	ref, t, err := openReference(ctx, arg, registryFlags{PlainHTTP: opts.PlainHTTP}, false)
 	if err != nil {
 		return err
 	}
 	a, err := oci.Describe(ctx, t, ref)
-	if err != nil {
-		return err
-	}
-	hostFile, hostRel, err := readOSRelease(opts.OSRelease)
 	if err != nil {
 		return err
 	}

@@ -118,7 +118,7 @@ func (f nodeFlags) node(c *cobra.Command, copyMode bool) (*node.Node, error) {
 		NoRefresh:      f.NoRefresh,
 		AllowDowngrade: f.AllowDowngrade,
 		// Before anything is downloaded: can this system merge the image?
-		Preflighter: node.ActivatePreflight{Strict: f.PreflightStrict, Log: log},
+		Preflighter: &node.ActivatePreflight{Strict: f.PreflightStrict, Log: log},
 		Log:         log,
 		Warn:        escapeWriter{c.ErrOrStderr()}, // warnings are printed even with -q and --json
 		Progress:    p.fileFunc("download"),
@@ -126,24 +126,26 @@ func (f nodeFlags) node(c *cobra.Command, copyMode bool) (*node.Node, error) {
 }
 
 // finishResult prints r (when there is one) as JSON with --json, else for
-// people when forPeople, and returns err with exit 1 (nil stays nil).
+// people when forPeople, and returns err (exitCode maps it).
 func (f nodeFlags) finishResult(c *cobra.Command, r *node.Result, err error, forPeople bool) error {
 	if r != nil {
 		if f.JSON {
 			if jerr := printJSON(c.OutOrStdout(), r); jerr != nil {
 				return jerr
 			}
-		} else if forPeople {
+		} else if forPeople && (err == nil || r.Action != "failed") {
 			printResult(c.OutOrStdout(), *r)
 		}
 	}
-	return withExit(exitFailure, err)
+	return err
 }
 
 // finishResults prints rs as JSON ([] for none) with --json, else for people
-// unless -q, and gives update's exit codes: 1 on err, 0 when some result
-// counts as a change, else 3 (nothing to do).
-func (f nodeFlags) finishResults(c *cobra.Command, rs []node.Result, err error, isChange func(node.Result) bool) error {
+// unless -q, and gives the exit codes of update and sync: err's on err, 0
+// when some result counts as a change, else 3 (nothing to do). A failed
+// extension's line is printed here; err names only how many failed, so
+// each reason is printed once.
+func (f nodeFlags) finishResults(c *cobra.Command, rs []node.Result, err error, isChange func(node.Result) bool, nothing string) error {
 	if f.JSON {
 		if rs == nil {
 			rs = []node.Result{}
@@ -155,15 +157,53 @@ func (f nodeFlags) finishResults(c *cobra.Command, rs []node.Result, err error, 
 		printResults(c.OutOrStdout(), rs)
 	}
 	if err != nil {
-		return withExit(exitFailure, err)
+		return failedResults(rs, err, f.JSON || f.Quiet)
 	}
 	for _, r := range rs {
 		if isChange(r) {
 			return nil
 		}
 	}
-	return withExit(exitUpToDate, errUpToDate)
+	if len(rs) == 0 {
+		return nothingToDo("%s", nothing)
+	}
+	return nothingToDo("every extension is up to date")
 }
+
+// failedResults is the error of a run whose failures were printed one per
+// extension: only the count, so no reason is printed twice (with -q or
+// --json the reasons were not printed, and err is given whole). The exit
+// code stays err's.
+func failedResults(rs []node.Result, err error, printedNothing bool) error {
+	if printedNothing {
+		return err
+	}
+	n := 0
+	for _, r := range rs {
+		if r.Action == "failed" {
+			n++
+		}
+	}
+	if n == 0 {
+		return err
+	}
+	return &countedError{n: n, err: err}
+}
+
+// countedError stands for failures already printed above it.
+type countedError struct {
+	n   int
+	err error
+}
+
+func (e *countedError) Error() string {
+	if e.n == 1 {
+		return "1 extension failed (see above)"
+	}
+	return fmt.Sprintf("%d extensions failed (see above)", e.n)
+}
+
+func (e *countedError) Unwrap() error { return e.err }
 
 // printResults prints node results for people.
 func printResults(w io.Writer, rs []node.Result) {
@@ -183,11 +223,14 @@ func printResult(w io.Writer, r node.Result) {
 	case "skipped":
 		printf(w, "%s %s: %s\n", r.Name, r.Version, r.Error)
 		return
-	case "needs-download", "would-pull", "would-remove":
+	case "needs-download", "would-remove":
 		printf(w, "%s: %s (%s)\n", r.Name, r.Action, r.Source)
 		return
+	case "would-pull":
+		fmt.Fprintf(w, "%s %s: would-pull %s (%s; dry run, checked, nothing changed)\n", r.Name, r.Version, short(r.Digest), r.Source)
+		return
 	case "would-update":
-		printf(w, "%s %s: the source moved to %s (dry run, nothing changed)\n", r.Name, r.Version, short(r.Digest))
+		printf(w, "%s %s: would update to %s (%s; dry run, checked, nothing changed)\n", r.Name, r.From, r.Version, short(r.Digest))
 		return
 	case "removed":
 		printf(w, "%s: removed\n", r.Name)
@@ -198,17 +241,17 @@ func printResult(w io.Writer, r node.Result) {
 		line += " from " + r.From
 	}
 	if r.Digest != "" {
-		line += " (" + short(r.Digest) + ")"
+		line += " (" + shortHex(r.Digest) + ")"
 	}
 	switch {
 	case r.Unsigned:
 		line += ", UNSIGNED"
 	case r.Signer != "":
-		line += ", signed by " + r.Signer
+		line += ", signed by " + shortSigner(r.Signer) // whole in --json and list --wide
 	}
 	switch r.Activation {
 	case store.ActivationUnproven:
-		line += "; linked, not refreshed (run 'systemd-sysext refresh' or boot it)"
+		line += "; unproven until 'sysext sync' sees it merged (sysext list --help)"
 	case store.ActivationRefreshed, store.ActivationProven:
 		line += "; merged"
 	case "":

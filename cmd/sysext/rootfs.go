@@ -50,8 +50,8 @@ behind.
 The image config (entrypoint, env, user, ...) is kept in DIR.config.json,
 which 'sysext flatwrap' reads.
 
-Exit status: 0 on success, 1 on failure (unreachable or refused image, a
-refused layer, --run failing), 2 on a usage error.`,
+An unreachable or refused image, a refused layer or --run failing is a
+failure (1).`,
 		Example: `  sysext rootfs docker.io/library/alpine:3.20 ./alpine
   sysext rootfs ghcr.io/acme/tool:1.2 ./tool --platform linux/arm64
   sysext rootfs docker.io/library/alpine:3.20 ./alpine --run 'apk add -U b3sum'

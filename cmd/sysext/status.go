@@ -17,12 +17,6 @@ import (
 
 func init() { register(newStatusCommand) }
 
-// status's exit codes (besides 0, 1 and 2).
-const (
-	exitStatusDiffers = 3 // status: sysext's view and systemd-sysext's differ
-	exitPreflightFail = 4 // --preflight: refused (warnings too with --strict)
-)
-
 type statusOptions struct {
 	nodeFlags
 	Preflight bool
@@ -48,9 +42,8 @@ the target root's systemd is new enough for their features. It checks the
 given image files, or every installed extension. Problems are warnings;
 --strict refuses on them.
 
-Exit status: 0 when the views agree (or the preflight passes), 3 when
-differences are flagged, 4 when the preflight refuses, 1 on failure, 2 on a
-usage error.`,
+Exits 0 when the views agree (or the preflight passes), 5 when differences
+are flagged, 4 when the preflight refuses.`,
 		Args: func(c *cobra.Command, args []string) error {
 			if len(args) > 0 && !opts.Preflight {
 				return usageError("image arguments are only taken with --preflight (see 'sysext status --help')")
@@ -80,7 +73,7 @@ func runStatus(ctx context.Context, w io.Writer, opts statusOptions) error {
 	}
 	rep, err := activate.ReadStatus(ctx, activate.StatusOptions{Store: so, AskSystemd: filepath.Clean(so.Root) == "/"})
 	if err != nil {
-		return withExit(exitFailure, err)
+		return err
 	}
 	if opts.JSON {
 		if err := printJSON(w, rep); err != nil {
@@ -90,7 +83,7 @@ func runStatus(ctx context.Context, w io.Writer, opts statusOptions) error {
 		printStatus(w, rep, opts.Quiet)
 	}
 	if n := rep.Differences(); n > 0 {
-		return withExit(exitStatusDiffers, fmt.Errorf("%d difference(s) flagged (see above)", n))
+		return withExit(exitDiffers, fmt.Errorf("%d difference(s) flagged (see above)", n))
 	}
 	return nil
 }
@@ -168,7 +161,7 @@ func runPreflight(ctx context.Context, w, errw io.Writer, f nodeFlags, strict bo
 	}
 	images, warnings := preflightImages(ctx, so, files)
 	if len(files) > 0 && len(warnings) > 0 {
-		return withExit(exitFailure, errors.New(warnings[0]))
+		return errors.New(warnings[0])
 	}
 	rep := activate.Check(ctx, activate.System{Root: so.Root}, images, strict)
 	refused := rep.Err()
@@ -192,7 +185,7 @@ func runPreflight(ctx context.Context, w, errw io.Writer, f nodeFlags, strict bo
 		}
 	}
 	if refused != nil {
-		return withExit(exitPreflightFail, refused)
+		return refused
 	}
 	return nil
 }

@@ -2,9 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -37,27 +37,17 @@ func printLine(w io.Writer, s string) (int, error) {
 	return io.WriteString(w, extension.EscapeLines(s)+"\n")
 }
 
-// isCobraUsage recognises cobra's own errors for an unknown command, which it
-// does not type. Flag and argument errors are typed by SetFlagErrorFunc and
-// argsUsage, so only prefixes cobra itself writes are matched here: a
-// command's own error that merely mentions a flag stays a failure (exit 1).
-func isCobraUsage(err error) bool {
-	s := err.Error()
-	for _, p := range []string{"unknown command ", "unknown flag: ", "unknown shorthand flag: "} {
-		if strings.HasPrefix(s, p) {
-			return true
-		}
-	}
-	return false
-}
-
 // argsUsage wraps a cobra positional-argument check so a wrong count exits 2.
+// Wrapping twice (finishCommands wraps every command's check) changes
+// nothing.
 func argsUsage(check cobra.PositionalArgs) cobra.PositionalArgs {
 	return func(c *cobra.Command, args []string) error {
-		if err := check(c, args); err != nil {
-			return usageError("%v (see '%s --help')", err, c.CommandPath())
+		err := check(c, args)
+		var ee *exitError
+		if err == nil || errors.As(err, &ee) {
+			return err
 		}
-		return nil
+		return usageError("%v (see '%s --help')", err, c.CommandPath())
 	}
 }
 

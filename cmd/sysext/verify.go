@@ -91,9 +91,8 @@ an index and every per-architecture manifest in it has one. A signature on
 the index also covers the manifests it lists (what a node installs). See
 docs/signatures.md.
 
-Exit status: 0 verified, 1 no valid signature, no key and no policy, or
-another failure, 2 usage error.
-`,
+Exits 0 when verified, 1 when there is no valid signature, or no key and
+no policy.`,
 		Args: argsUsage(cobra.ExactArgs(1)),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runVerify(c.Context(), c, opts, args)
@@ -119,6 +118,9 @@ type verifyReport struct {
 }
 
 func runVerify(ctx context.Context, c *cobra.Command, opts verifyOptions, args []string) error {
+	if _, err := oci.ParseReference(args[0]); err != nil {
+		return err
+	}
 	p, err := opts.trustFlags.policy(c, opts.Root)
 	if err != nil {
 		return err

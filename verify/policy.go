@@ -134,6 +134,12 @@ const maxPolicySize = 4 << 20
 // Every path is resolved inside rootDir (internal/inroot): a symlink in the
 // tree cannot make it read a host file.
 func LoadPolicy(file, rootDir string) (*Policy, error) {
+	if inroot.IsHost(rootDir) && !filepath.IsAbs(file) {
+		// A --policy the user typed is relative to the working directory.
+		if abs, err := filepath.Abs(file); err == nil {
+			file = abs
+		}
+	}
 	shown := file
 	if !inroot.IsHost(rootDir) {
 		shown = filepath.Join(rootDir, file)

@@ -271,3 +271,27 @@ func TestVerifyEntryThroughIndex(t *testing.T) {
 		t.Fatal("unsigned index and manifest accepted")
 	}
 }
+
+// TestRelativePathsOnTheHost: without a root, a relative --policy and a
+// relative --key are relative to the working directory, as the user typed
+// them (the root-confined reader once made them relative to /).
+func TestRelativePathsOnTheHost(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	_, pub, err := GenerateKeyPair(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile("cosign.pub", pub, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile("policy.json", []byte(`{"default":[{"type":"sigstoreSigned","keyPath":"cosign.pub"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadPolicy("policy.json", ""); err != nil {
+		t.Fatalf("LoadPolicy(relative, no root): %v", err)
+	}
+	if _, err := (TrustOptions{KeyPaths: []string{"cosign.pub"}}).Policy(); err != nil {
+		t.Fatalf("--key relative, no root: %v", err)
+	}
+}

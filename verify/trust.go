@@ -9,6 +9,7 @@ import (
 	"github.com/sigstore/sigstore-go/pkg/root"
 
 	"github.com/sysext/sysext/internal/inroot"
+	"github.com/sysext/sysext/internal/smallfile"
 )
 
 // Limits on trust files read: keys and certificates are a few KiB, a
@@ -110,7 +111,8 @@ func (o TrustOptions) wrap(err error) error {
 }
 
 // readFile reads a file the options name: inside Root when InRoot, else on
-// the host.
+// the host as the user wrote it (a relative --key is relative to the
+// working directory).
 func (o TrustOptions) readFile(p string, limit int64) ([]byte, error) {
 	if o.InRoot {
 		if !filepath.IsAbs(p) {
@@ -118,7 +120,7 @@ func (o TrustOptions) readFile(p string, limit int64) ([]byte, error) {
 		}
 		return inroot.ReadFile(o.Root, p, limit)
 	}
-	return inroot.ReadFile("", p, limit)
+	return smallfile.Read(p, limit)
 }
 
 func (o TrustOptions) requirement() (Requirement, error) {

@@ -95,7 +95,8 @@ func TestBootcStagedSync(t *testing.T) {
 		}
 		writeFile(t, filepath.Join(staged2, "etc/sysext/extensions.d/bootcdocker.conf"),
 			"# a declaration\n[Extension]\nSource="+reg.Ref("acme/sysext/bootcdocker:24-{ID}-{VERSION_ID}")+"\nPolicy=key:"+p+"\n")
-		_, errs, code := runCLI(t, "sync", "--root", staged2)
+		out, errs, code := runCLI(t, "sync", "--root", staged2)
+		errs = out + errs // a failed extension's reason is its result line
 		if code == 0 {
 			t.Fatalf("Policy=key:%s read a key outside --root", p)
 		}
@@ -152,7 +153,7 @@ func TestNothingWrittenWhenNothingDone(t *testing.T) {
 		root := nodeTestRoot(t)
 		writeFile(t, filepath.Join(root, "etc/sysext/extensions.d/bad.conf"), decl)
 		before := treeOf(t, root)
-		if _, errs, code := runCLI(t, "sync", "--root", root); code == 0 || !strings.Contains(errs, where) {
+		if out, errs, code := runCLI(t, "sync", "--root", root); code == 0 || !strings.Contains(out+errs, where) {
 			t.Errorf("sync with %q: exit %d, %s", decl, code, errs)
 		}
 		if after := treeOf(t, root); after != before {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"sort"
 
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/store"
 )
@@ -77,7 +78,7 @@ func (n *Node) updateOne(ctx context.Context, s *store.Store, name string, dryRu
 	}
 	// A build that failed to merge and was rolled back is not tried again
 	// by update (a timer would flap); an explicit pull tries it.
-	if e.Activation.Status == store.ActivationRolledBack {
+	if e.Activation.Status == extension.ActivationRolledBack {
 		for _, p := range e.Previous {
 			if p.File == e.Activation.Tried && p.ResolvedDigest == desc.Digest {
 				r.Action = "skipped"

@@ -23,19 +23,19 @@ type PullRequest struct {
 
 // Result says what one extension's operation did.
 type Result struct {
-	Name       string `json:"name"`
-	Version    string `json:"version,omitempty"`
-	From       string `json:"from,omitempty"` // the version active before
-	Digest     string `json:"digest,omitempty"`
-	Source     string `json:"source,omitempty"`
-	Signer     string `json:"signer,omitempty"`
-	Unsigned   bool   `json:"unsigned,omitempty"`
-	File       string `json:"file,omitempty"`
-	Changed    bool   `json:"changed"`
-	Action     string `json:"action"` // pulled, updated, unchanged, would-update, rolled-back, removed, failed, ...
-	Activation string `json:"activation,omitempty"`
-	Resumes    int    `json:"resumes,omitempty"`
-	Error      string `json:"error,omitempty"`
+	Name       string                     `json:"name"`
+	Version    string                     `json:"version,omitempty"`
+	From       string                     `json:"from,omitempty"` // the version active before
+	Digest     string                     `json:"digest,omitempty"`
+	Source     string                     `json:"source,omitempty"`
+	Signer     string                     `json:"signer,omitempty"`
+	Unsigned   bool                       `json:"unsigned,omitempty"`
+	File       string                     `json:"file,omitempty"`
+	Changed    bool                       `json:"changed"`
+	Action     string                     `json:"action"` // pulled, updated, unchanged, would-update, rolled-back, removed, failed, ...
+	Activation extension.ActivationStatus `json:"activation,omitempty"`
+	Resumes    int                        `json:"resumes,omitempty"`
+	Error      string                     `json:"error,omitempty"`
 }
 
 // Pull resolves, verifies, checks, stores and activates one extension.

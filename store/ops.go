@@ -12,6 +12,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"github.com/sysext/sysext/atomicfile"
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/verify"
 )
 
@@ -250,7 +251,7 @@ func (s *Store) Install(v verify.Verified, name string, in Install, meta Meta) e
 	}
 	next.Source, next.Declared, next.Policy, next.AllowUnsigned = meta.Source, meta.Declared, meta.Policy, meta.AllowUnsigned
 	next.Active = in
-	next.Activation = Activation{Status: ActivationPending, At: in.InstalledAt}
+	next.Activation = Activation{Status: extension.ActivationPending, At: in.InstalledAt}
 	next.Pending = nil
 	return s.activate(name, next)
 }
@@ -315,7 +316,7 @@ func (s *Store) Rollback(name string) (Install, error) {
 	next := cur.clone()
 	next.Active = prev
 	next.Previous = append([]Install{cur.Active}, cur.Previous[1:]...)
-	next.Activation = Activation{Status: ActivationPending, At: time.Now().UTC()}
+	next.Activation = Activation{Status: extension.ActivationPending, At: time.Now().UTC()}
 	return prev, s.activate(name, next)
 }
 

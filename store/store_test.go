@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/internal/testenv"
 	"github.com/sysext/sysext/verify"
 )
@@ -80,7 +81,7 @@ func TestInstallRollbackGCRemove(t *testing.T) {
 		t.Fatalf("stored file is writable: %v", fi.Mode())
 	}
 	e, _ := s.Entry("hello")
-	if len(e.Previous) != 2 || e.Previous[0].Version != "2" || e.Activation.Status != ActivationPending {
+	if len(e.Previous) != 2 || e.Previous[0].Version != "2" || e.Activation.Status != extension.ActivationPending {
 		t.Fatalf("entry %+v", e)
 	}
 	if in, err := s.Rollback("hello"); err != nil || in.Version != "2" {

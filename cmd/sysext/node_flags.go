@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/node"
 	"github.com/sysext/sysext/store"
 	"github.com/sysext/sysext/verify"
@@ -202,13 +203,13 @@ func printResult(w io.Writer, r node.Result) {
 		line += ", signed by " + r.Signer
 	}
 	switch r.Activation {
-	case store.ActivationUnproven:
+	case extension.ActivationUnproven:
 		line += "; linked, not refreshed (run 'systemd-sysext refresh' or boot it)"
-	case store.ActivationRefreshed, store.ActivationProven:
+	case extension.ActivationRefreshed, extension.ActivationProven:
 		line += "; merged"
 	case "":
 	default:
-		line += "; " + r.Activation
+		line += "; " + string(r.Activation)
 	}
 	fmt.Fprintln(w, line)
 }

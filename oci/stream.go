@@ -52,7 +52,7 @@ func stream(ctx context.Context, t Target, layer ocispec.Descriptor, w Writer, s
 	if start >= layer.Size {
 		return 0, nil // all there (an ingest that was killed before its commit)
 	}
-	rc, err := t.Fetch(ctx, layer)
+	rc, err := fetchFrom(ctx, t, layer, start)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
 			return 0, fmt.Errorf("layer %s: blob not found in the store: %w", layer.Digest, err)
@@ -63,9 +63,6 @@ func stream(ctx context.Context, t Target, layer ocispec.Descriptor, w Writer, s
 		return 0, fmt.Errorf("layer %s: %w", layer.Digest, err)
 	}
 	defer func() { rc.Close() }()
-	if err := skip(rc, layer, start); err != nil {
-		return 0, err
-	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -115,26 +112,6 @@ func stream(ctx context.Context, t Target, layer ocispec.Descriptor, w Writer, s
 		return resumes, fmt.Errorf("write %s: %w", w.Name(), werr)
 	}
 	return resumes, rerr
-}
-
-// skip moves rc to start: with a Range request where the store supports
-// them (seeking to the end first drops the connection Fetch opened, so it
-// does not go on sending what we have), else by reading and dropping.
-func skip(rc io.Reader, layer ocispec.Descriptor, start int64) error {
-	if start == 0 {
-		return nil
-	}
-	if sk, ok := rc.(io.Seeker); ok {
-		_, _ = sk.Seek(layer.Size, io.SeekStart)
-		if _, err := sk.Seek(start, io.SeekStart); err != nil {
-			return fmt.Errorf("layer %s: resume at %d of %d bytes: %w", layer.Digest, start, layer.Size, err)
-		}
-		return nil
-	}
-	if _, err := io.CopyN(io.Discard, rc, start); err != nil {
-		return fmt.Errorf("layer %s: skip the %d bytes already stored: %w", layer.Digest, start, err)
-	}
-	return nil
 }
 
 // readChunks fills buffers from rc in order from off on, each full

@@ -79,10 +79,18 @@ type Artifact struct {
 // allow arch. The manifest is size-limited and digest-checked, its layer
 // and title validated; nothing of the image is downloaded.
 func Resolve(ctx context.Context, t Target, ref Reference, arch extension.Arch) (*Resolved, error) {
+	return ResolveFrom(ctx, t, ref, ocispec.Descriptor{}, arch)
+}
+
+// ResolveFrom is Resolve when the caller has resolved ref already (update
+// compares the tag's digest first): root, when its digest is set, is what
+// ref pointed to, and the tag is not asked again, so both see the same
+// artifact even if the tag moves in between.
+func ResolveFrom(ctx context.Context, t Target, ref Reference, root ocispec.Descriptor, arch extension.Arch) (*Resolved, error) {
 	if arch == "" {
 		arch = extension.HostArch()
 	}
-	root, body, err := fetchRoot(ctx, t, ref)
+	root, body, err := fetchRootFrom(ctx, t, ref, root)
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +182,16 @@ func Describe(ctx context.Context, t Target, ref Reference) (*Artifact, error) {
 
 // fetchRoot resolves ref and reads the manifest or index it points to.
 func fetchRoot(ctx context.Context, t Target, ref Reference) (ocispec.Descriptor, []byte, error) {
-	desc, err := t.Resolve(ctx, ref.Reference())
+	return fetchRootFrom(ctx, t, ref, ocispec.Descriptor{})
+}
+
+// fetchRootFrom is fetchRoot for a ref that resolved to known already
+// (when its digest is set): the tag is not asked again.
+func fetchRootFrom(ctx context.Context, t Target, ref Reference, known ocispec.Descriptor) (ocispec.Descriptor, []byte, error) {
+	desc, err := known, error(nil)
+	if known.Digest == "" {
+		desc, err = t.Resolve(ctx, ref.Reference())
+	}
 	if err != nil {
 		if errors.Is(err, errdef.ErrNotFound) {
 			what := "tag " + ref.Tag

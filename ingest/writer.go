@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
@@ -477,4 +478,14 @@ func (fl *flusher) stop() {
 		fl.ends = nil
 		<-fl.done
 	}
+}
+
+// LastWrite is when the ingest in dir was last written (its record is
+// appended to as the data arrives); false when dir holds no ingest.
+func LastWrite(dir string) (time.Time, bool) {
+	fi, err := os.Stat(filepath.Join(dir, logName))
+	if err != nil {
+		return time.Time{}, false
+	}
+	return fi.ModTime(), true
 }

@@ -92,7 +92,7 @@ func (n *Node) updateOne(ctx context.Context, s *store.Store, name string, dryRu
 		r.Digest = desc.Digest.String()
 		return r, nil
 	}
-	pr, err := n.pull(ctx, s, PullRequest{Ref: e.Source, Name: name, Policy: e.Policy, AllowUnsigned: e.AllowUnsigned, Declared: e.Declared}, &resolvedRef{t: t, ref: ref})
+	pr, err := n.pull(ctx, s, s, PullRequest{Ref: e.Source, Name: name, Policy: e.Policy, AllowUnsigned: e.AllowUnsigned, Declared: e.Declared}, &resolvedRef{t: t, ref: ref, root: desc})
 	if pr == nil {
 		return r, err
 	}

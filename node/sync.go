@@ -78,7 +78,7 @@ func (n *Node) Sync(ctx context.Context, so SyncOptions) ([]Result, error) {
 			results = append(results, Result{Name: d.Name, Source: src, Action: "would-pull"})
 			continue
 		}
-		r, err := n.pull(ctx, s, PullRequest{Ref: src, Name: d.Name, Policy: d.Policy, AllowUnsigned: d.AllowUnsigned, Declared: d.File}, nil)
+		r, err := n.pull(ctx, s, s, PullRequest{Ref: src, Name: d.Name, Policy: d.Policy, AllowUnsigned: d.AllowUnsigned, Declared: d.File}, nil)
 		if err != nil {
 			fail(d.Name, err)
 			continue

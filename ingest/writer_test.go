@@ -92,13 +92,19 @@ func TestResumeAfterKill(t *testing.T) {
 	w := mustOpen(t, dir, b)
 	feed(t, w, b, 0, 3<<20, 1<<20)
 	w.Close() // what a kill leaves: the record as it was appended
+	finishFrom(t, dir, b, 3<<20)
+}
 
-	w = mustOpen(t, dir, b)
+// finishFrom reopens dir, checks that it resumes at at, with the hash
+// there too, writes the rest and checks the sum.
+func finishFrom(t *testing.T, dir string, b []byte, at int) {
+	t.Helper()
+	w := mustOpen(t, dir, b)
 	defer w.Close()
-	if w.Offset() != 3<<20 || w.hashed != 3<<20 {
-		t.Fatalf("resumed at %d, hashed %d; want %d", w.Offset(), w.hashed, 3<<20)
+	if w.Offset() != int64(at) || w.hashed != int64(at) {
+		t.Fatalf("resumed at %d, hashed %d; want %d", w.Offset(), w.hashed, at)
 	}
-	feed(t, w, b, 3<<20, len(b), 1<<20)
+	feed(t, w, b, at, len(b), 1<<20)
 	mustSum(t, w, b)
 }
 
@@ -113,13 +119,7 @@ func TestResumeHashBehind(t *testing.T) {
 	}
 	w.HashAt(b[:1<<20], 0)
 	w.Close()
-	w = mustOpen(t, dir, b)
-	defer w.Close()
-	if w.Offset() != 3<<20 || w.hashed != 3<<20 {
-		t.Fatalf("resumed at %d, hashed %d", w.Offset(), w.hashed)
-	}
-	feed(t, w, b, 3<<20, len(b), 1<<20)
-	mustSum(t, w, b)
+	finishFrom(t, dir, b, 3<<20)
 }
 
 // After a reboot (another boot_id in the record) only the writes a "sync"
@@ -198,13 +198,7 @@ func TestCommittedDataNeverRewritten(t *testing.T) {
 		t.Fatal(err)
 	}
 	before, _ := os.ReadFile(stored)
-	w = mustOpen(t, dir, b)
-	defer w.Close()
-	if w.Offset() != 0 {
-		t.Fatalf("resumed a committed file at %d", w.Offset())
-	}
-	feed(t, w, b, 0, len(b), 1<<20)
-	mustSum(t, w, b)
+	finishFrom(t, dir, b, 0)
 	if after, _ := os.ReadFile(stored); !bytes.Equal(before, after) {
 		t.Fatal("the committed file changed")
 	}

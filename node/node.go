@@ -141,7 +141,7 @@ func (n *Node) warnf(format string, args ...any) {
 
 // offline reports whether activation cannot be refreshed here.
 func (n *Node) offline() bool {
-	if n.opts.NoRefresh || n.opts.Store.Copy {
+	if n.opts.NoRefresh {
 		return true
 	}
 	return filepath.Clean(n.opts.Store.Root) != "/" && !n.opts.RefreshWithRoot

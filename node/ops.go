@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/store"
 )
@@ -78,7 +79,7 @@ func (n *Node) updateOne(ctx context.Context, s *store.Store, name string, dryRu
 	}
 	// A build that failed to merge and was rolled back is not tried again
 	// by update (a timer would flap); an explicit pull tries it.
-	if e.Activation.Status == store.ActivationRolledBack {
+	if e.Activation.Status == extension.ActivationRolledBack {
 		for _, p := range e.Previous {
 			if p.File == e.Activation.Tried && p.ResolvedDigest == desc.Digest {
 				r.Action = "skipped"
@@ -89,7 +90,7 @@ func (n *Node) updateOne(ctx context.Context, s *store.Store, name string, dryRu
 	}
 	// A dry run checks the new build as a pull would (signature,
 	// compatibility, preflight) and stops before the download.
-	pr, err := n.pull(ctx, s, PullRequest{Ref: e.Source, Name: name, Policy: e.Policy, AllowUnsigned: e.AllowUnsigned, Declared: e.Declared, PolicyFrom: policyFrom, DryRun: dryRun}, &resolvedRef{t: t, ref: ref})
+	pr, err := n.pull(ctx, s, s, PullRequest{Ref: e.Source, Name: name, Policy: e.Policy, AllowUnsigned: e.AllowUnsigned, Declared: e.Declared, PolicyFrom: policyFrom, DryRun: dryRun}, &resolvedRef{t: t, ref: ref, root: desc})
 	if pr == nil {
 		return r, err
 	}

@@ -108,7 +108,7 @@ func (n *Node) Sync(ctx context.Context, so SyncOptions) ([]Result, error) {
 			continue
 		}
 		// A dry run checks all a pull checks and stops before the download.
-		r, err := n.pull(ctx, s, PullRequest{Ref: src, Name: d.Name, Policy: d.Policy, AllowUnsigned: d.AllowUnsigned, Declared: d.File, PolicyFrom: d.PolicyFrom(), DryRun: so.DryRun}, nil)
+		r, err := n.pull(ctx, s, s, PullRequest{Ref: src, Name: d.Name, Policy: d.Policy, AllowUnsigned: d.AllowUnsigned, Declared: d.File, PolicyFrom: d.PolicyFrom(), DryRun: so.DryRun}, nil)
 		if err != nil {
 			fail(d.Name, err)
 			continue

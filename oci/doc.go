@@ -9,7 +9,8 @@
 //	t, _   := oci.Open(ctx, ref, oci.Options{})                  // registry or layout, an oras.GraphTarget
 //	r, _   := oci.Resolve(ctx, t, ref, "")                       // index → this host's manifest, from manifests only
 //	// verify r.Descriptor.Digest (signatures) and check r.Metadata against os-release here
-//	d, _   := oci.Download(ctx, t, &r.Entry, oci.DownloadOptions{Dir: storeDir})
+//	d, _   := oci.Download(ctx, t, &r.Entry, oci.DownloadOptions{Dir: dir})      // fetch: a file
+//	d, _   = oci.Download(ctx, t, &r.Entry, oci.DownloadOptions{Into: ingest})    // pull: the store's ingest (Writer)
 //
 // Invariants:
 //   - Every manifest and index read is size-limited (MaxManifestSize) and
@@ -23,7 +24,9 @@
 //     with an HTTP Range request, checks size, digest, the filesystem magic
 //     and (for our format) that the image's extension-release agrees with
 //     the annotations, and only then fsyncs and renames into place; on any
-//     failure nothing is left at or next to the target.
+//     failure nothing is left at or next to the target. Into a Writer it
+//     fetches only from the Writer's Offset on (one Range request) and
+//     leaves committing to the caller; oci never imports the store.
 //   - File names taken from annotations are single path components
 //     (SafeFileName): untrusted metadata never escapes the directory.
 //   - Loopback registries use plain HTTP; 429 and 5xx answers are retried

@@ -100,6 +100,10 @@ type ResolveOptions struct {
 	// signature verified, and up to MaxCandidates are read. A node passes
 	// its trust policy, so an unsigned index costs a few requests at most.
 	VerifyIndex func(ctx context.Context, index ocispec.Descriptor) error
+	// Root, when its digest is set, is what ref was resolved to already
+	// (update compares the tag's digest first): the tag is not asked
+	// again, so both see the same artifact even if the tag moves between.
+	Root ocispec.Descriptor
 }
 
 // Resolve resolves ref in t and picks the manifest for arch (systemd
@@ -119,7 +123,7 @@ func ResolveWith(ctx context.Context, t Target, ref Reference, arch extension.Ar
 	if arch == "" {
 		arch = extension.HostArch()
 	}
-	root, body, err := fetchRoot(ctx, t, ref)
+	root, body, err := fetchRootFrom(ctx, t, ref, o.Root)
 	if err != nil {
 		return nil, err
 	}
@@ -252,7 +256,16 @@ func Describe(ctx context.Context, t Target, ref Reference) (*Artifact, error) {
 
 // fetchRoot resolves ref and reads the manifest or index it points to.
 func fetchRoot(ctx context.Context, t Target, ref Reference) (ocispec.Descriptor, []byte, error) {
-	desc, err := t.Resolve(ctx, ref.Reference())
+	return fetchRootFrom(ctx, t, ref, ocispec.Descriptor{})
+}
+
+// fetchRootFrom is fetchRoot for a ref that resolved to known already
+// (when its digest is set): the tag is not asked again.
+func fetchRootFrom(ctx context.Context, t Target, ref Reference, known ocispec.Descriptor) (ocispec.Descriptor, []byte, error) {
+	desc, err := known, error(nil)
+	if known.Digest == "" {
+		desc, err = t.Resolve(ctx, ref.Reference())
+	}
 	if err != nil {
 		if errors.Is(err, errdef.ErrNotFound) {
 			what := "tag " + ref.Tag

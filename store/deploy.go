@@ -136,7 +136,7 @@ func Scan(opts Options) ([]Seen, error) {
 		sn.Link = s.linkPath(filepath.Join(opts.ExtensionsDir, e.Name()))
 		if fi, err := os.Lstat(sn.Link); err == nil {
 			sn.Target, _ = os.Readlink(sn.Link)
-			sn.Ours = s.isOurs(n, sn.Link, fi, "")
+			sn.Ours = s.isOurs(n, sn.Link, fi)
 		}
 	}
 	dirs, _ := os.ReadDir(s.path(opts.StoreDir))

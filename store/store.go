@@ -24,7 +24,6 @@ const (
 	PerDeploymentDir         = "/etc/extensions"
 	PerDeploymentStateFile   = "/etc/sysext/state.json"
 	imageSuffix              = ".raw"
-	stagingPrefix            = atomicfile.TempPrefix + "staging-"
 	storeFileMode            = 0o444
 	copyFileMode             = 0o644
 	stateFileMode            = 0o644
@@ -51,8 +50,9 @@ type Options struct {
 	// empty var/ and shares OS/var, so VarRoot is .../ostree/deploy/OS
 	// (detected). Paths under /var are joined to it.
 	VarRoot string
-	// Copy writes NAME.raw itself into ExtensionsDir: no link, no state, no
-	// lock file in /var (baking into an OS image).
+	// Copy selects the other installer, Copier (OpenCopy): NAME.raw itself
+	// in ExtensionsDir, no link, no state, no lock file in /var (baking
+	// into an OS image). Open refuses it.
 	Copy        bool
 	LockTimeout time.Duration // default DefaultLockTimeout
 	// ReadOnly opens without the lock and without recovery (list by a
@@ -122,23 +122,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, err
 	}
 	if opts.Copy {
-		if opts.ReadOnly {
-			return nil, errors.New("copy mode keeps no state to read")
-		}
-		if err := os.MkdirAll(s.path(opts.ExtensionsDir), dirMode); err != nil {
-			return nil, fmt.Errorf("extensions directory: %w", err)
-		}
-		l, err := acquireLock(ctx, s.path(opts.ExtensionsDir), opts.LockTimeout, false)
-		if err != nil {
-			return nil, err
-		}
-		s.lock = l
-		s.state = &State{Schema: SchemaVersion, Extensions: map[string]*Entry{}}
-		if err := atomicfile.RemoveTemps(s.path(opts.ExtensionsDir)); err != nil {
-			s.Close()
-			return nil, fmt.Errorf("remove temp files: %w", err)
-		}
-		return s, nil
+		return nil, errors.New("store: copy mode has no store: use OpenCopy")
 	}
 	if opts.IfExists && !opts.ReadOnly && !s.exists() {
 		opts.ReadOnly = true
@@ -235,6 +219,12 @@ func (s *Store) resolve(p string, followLast bool) string {
 	if s.opts.VarRoot != "" && (p == "/var" || strings.HasPrefix(filepath.Clean(p), "/var/")) {
 		root = s.opts.VarRoot
 	}
+	return resolveIn(root, p, followLast)
+}
+
+// resolveIn is p as seen inside root, every symlink on the way resolved
+// inside it (the last one too when followLast).
+func resolveIn(root, p string, followLast bool) string {
 	join := inroot.Join
 	if !followLast {
 		join = inroot.JoinParent
@@ -301,6 +291,9 @@ func (s *Store) writeState(st *State) error {
 	return nil
 }
 
+// removeTemps removes the temp files a crashed run left, and the ingests
+// nobody resumed for MaxIngestAge. The other ingests stay: the next pull
+// of the same image resumes them.
 func (s *Store) removeTemps() error {
 	dirs := []string{filepath.Dir(s.path(s.opts.StateFile)), s.path(s.opts.ExtensionsDir), s.path(s.opts.StoreDir)}
 	if ents, err := os.ReadDir(s.path(s.opts.StoreDir)); err == nil {
@@ -309,6 +302,16 @@ func (s *Store) removeTemps() error {
 				dirs = append(dirs, s.path(s.nameDir(e.Name())))
 			}
 		}
+	}
+	now := time.Now()
+	for _, d := range s.allIngestDirs() {
+		if ingestAge(d, now) > MaxIngestAge {
+			if err := os.RemoveAll(d); err != nil {
+				return fmt.Errorf("remove a stale download %s: %w", d, err)
+			}
+			continue
+		}
+		dirs = append(dirs, d)
 	}
 	for _, d := range dirs {
 		if err := atomicfile.RemoveTemps(d); err != nil {

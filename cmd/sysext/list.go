@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sysext/sysext/extension"
-	"github.com/sysext/sysext/store"
 )
 
 func init() { register(newListCommand) }
@@ -95,7 +94,7 @@ func runList(ctx context.Context, c *cobra.Command, opts listOptions) error {
 				if !e.Linked {
 					act = "NOT LINKED"
 				}
-				unproven = unproven || act == store.ActivationUnproven
+				unproven = unproven || act == extension.ActivationUnproven
 				signer := e.Active.Signer
 				if e.Active.Unsigned {
 					signer = "UNSIGNED"
@@ -108,7 +107,7 @@ func runList(ctx context.Context, c *cobra.Command, opts listOptions) error {
 				if !opts.Wide {
 					digest, signer = shortHex(digest), shortSigner(signer)
 				}
-				rows = append(rows, []string{e.Name, e.Active.Version, orDash(act), digest, orDash(signer), e.Source, orDash(strings.Join(prev, ","))})
+				rows = append(rows, []string{e.Name, e.Active.Version, orDash(string(act)), digest, orDash(signer), e.Source, orDash(strings.Join(prev, ","))})
 			}
 			width := listWidth
 			if opts.Wide {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/node"
 	"github.com/sysext/sysext/store"
 	"github.com/sysext/sysext/verify"
@@ -250,13 +251,13 @@ func printResult(w io.Writer, r node.Result) {
 		line += ", signed by " + shortSigner(r.Signer) // whole in --json and list --wide
 	}
 	switch r.Activation {
-	case store.ActivationUnproven:
+	case extension.ActivationUnproven:
 		line += "; unproven until 'sysext sync' sees it merged (sysext list --help)"
-	case store.ActivationRefreshed, store.ActivationProven:
+	case extension.ActivationRefreshed, extension.ActivationProven:
 		line += "; merged"
 	case "":
 	default:
-		line += "; " + r.Activation
+		line += "; " + string(r.Activation)
 	}
 	printLine(w, line)
 }

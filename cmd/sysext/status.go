@@ -12,6 +12,7 @@ import (
 
 	"github.com/sysext/sysext/activate"
 	"github.com/sysext/sysext/fsimage"
+	"github.com/sysext/sysext/node"
 	"github.com/sysext/sysext/store"
 )
 
@@ -71,7 +72,7 @@ func runStatus(ctx context.Context, w io.Writer, opts statusOptions) error {
 	if err != nil {
 		return err
 	}
-	rep, err := activate.ReadStatus(ctx, activate.StatusOptions{Store: so, AskSystemd: filepath.Clean(so.Root) == "/"})
+	rep, err := node.ReadStatus(ctx, node.StatusOptions{Store: so, AskSystemd: filepath.Clean(so.Root) == "/"})
 	if err != nil {
 		return err
 	}
@@ -88,7 +89,7 @@ func runStatus(ctx context.Context, w io.Writer, opts statusOptions) error {
 	return nil
 }
 
-func printStatus(w io.Writer, rep *activate.StatusReport, quiet bool) {
+func printStatus(w io.Writer, rep *node.StatusReport, quiet bool) {
 	for _, e := range rep.Errors {
 		printf(w, "warning: %s\n", e)
 	}
@@ -105,7 +106,7 @@ func printStatus(w io.Writer, rep *activate.StatusReport, quiet bool) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	printf(tw, "NAME\tACTIVE\tACTIVATION\tUSED BY SYSTEMD-SYSEXT\t%s\n", merged)
 	for _, e := range rep.Extensions {
-		active, act := dash(e.Active), dash(e.Activation)
+		active, act := dash(e.Active), dash(string(e.Activation))
 		if !e.Installed {
 			active, act = "(not sysext's)", "-"
 		}

@@ -8,8 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sysext/sysext/activate"
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/internal/testenv"
+	"github.com/sysext/sysext/node"
 	"github.com/sysext/sysext/store"
 )
 
@@ -19,7 +20,7 @@ func TestStatusCommand(t *testing.T) {
 	root := t.TempDir()
 	st := store.State{Schema: store.SchemaVersion, Extensions: map[string]*store.Entry{
 		"hello": {Name: "hello", Active: store.Install{Version: "2", File: "hello-2-x86-64.raw"},
-			Activation: store.Activation{Status: store.ActivationPending}},
+			Activation: store.Activation{Status: extension.ActivationPending}},
 	}}
 	b, _ := json.Marshal(st)
 	writeFile(t, filepath.Join(root, "var/lib/sysext/state.json"), string(b))
@@ -35,7 +36,7 @@ func TestStatusCommand(t *testing.T) {
 		t.Fatalf("exit %d\n%s%s", code, out, errs)
 	}
 	out, _, code = runCLI(t, "status", "--root", root, "--json")
-	var rep activate.StatusReport
+	var rep node.StatusReport
 	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != exitDiffers || rep.Online || len(rep.Extensions) != 1 || rep.Extensions[0].Activation != "pending" {
 		t.Fatalf("--json: exit %d %v\n%s", code, err, out)
 	}

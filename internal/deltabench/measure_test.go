@@ -44,6 +44,13 @@ func TestMeasure(t *testing.T) {
 	var rep report
 	rep.printf("# Delta measurement\n\n%s; %s\n\n", time.Now().UTC().Format(time.RFC3339), zv)
 	rep.treeTable(trees)
+	for _, p := range [][2]string{{"v1", "v2"}, {"v1", "vo"}, {"v0", "v2"}} {
+		names, size, err := ChangedFiles(trees[p[0]], trees[p[1]])
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep.printf("changed files %s→%s: %d bytes in %d files: %s\n\n", p[0], p[1], size, len(names), strings.Join(names, ", "))
+	}
 
 	var sel []string
 	if s := os.Getenv("SYSEXT_DELTA_VARIANTS"); s != "" {
@@ -174,11 +181,13 @@ var cases = []updateCase{
 }
 
 var (
-	avgs      = []int{4 << 10, 8 << 10, 16 << 10, 32 << 10, 64 << 10}
-	gaps      = []int64{0, 64 << 10, 256 << 10}
-	fixed     = []int{4 << 10, 64 << 10, 128 << 10}
-	rolling   = []int{4 << 10, 16 << 10, 64 << 10}
-	testLink  = Link{Bandwidth: 100e6 / 8, RTT: 40 * time.Millisecond}
+	avgs    = []int{4 << 10, 8 << 10, 16 << 10, 32 << 10, 64 << 10}
+	gaps    = []int64{0, 64 << 10, 256 << 10}
+	fixed   = []int{4 << 10, 64 << 10, 128 << 10}
+	rolling = []int{4 << 10, 16 << 10, 64 << 10}
+	// 100 Mbit/s of Ethernet carries 1448 bytes of TCP payload per
+	// 1514-byte frame: tbf at 100mbit gave 11.2-11.8 MB/s to curl here.
+	testLink  = Link{Bandwidth: 100e6 / 8 * 1448 / 1514, RTT: 40 * time.Millisecond}
 	conns     = []int{1, 4, 8}
 	mib       = func(n int64) string { return fmt.Sprintf("%.2f", float64(n)/(1<<20)) }
 	isDefault = func(v Variant) bool { return strings.Contains(v.Label, "(default)") }
@@ -212,6 +221,8 @@ func (m *measurer) variant(rep *report, v Variant) {
 	_ = c16.Chunks(data["v1"])
 	rep.printf("chunking v1 (FastCDC 16 KiB + SHA-256, 2 cores): %.0f MB/s\n\n", float64(len(data["v1"]))/time.Since(start).Seconds()/1e6)
 
+	var notes bytes.Buffer
+	defer func() { rep.printf("\n%s", notes.String()) }()
 	rep.printf("| case | design | param | download MiB | %% of new | × patch | requests (gap 0 / 64K / 256K) | MiB at gap 64K / 256K | index KiB (zstd) |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, c := range cases {
 		if !c.all && !isDefault(v) {
@@ -266,6 +277,14 @@ func (m *measurer) variant(rep *report, v Variant) {
 			}
 			if isDefault(v) && c.patch {
 				m.timeRows(v, c, size, patch, avg, missing, index)
+			}
+			if regions, err := SquashfsRegions(nd); err == nil && avg == 64<<10 && c.all {
+				by := ByRegion(missing, regions)
+				var parts []string
+				for _, g := range regions {
+					parts = append(parts, fmt.Sprintf("%s %d of %d", g.Name, by[g.Name], g.End-g.Off))
+				}
+				fmt.Fprintf(&notes, "- %s, CDC 64 KiB, missing bytes by region: %s\n", c.name, strings.Join(parts, "; "))
 			}
 		}
 		for _, b := range fixed {

@@ -299,6 +299,9 @@ func copyDocs(mdir, dst string) error {
 	if err != nil {
 		return err
 	}
+	if len(files) == 0 {
+		return errors.New("module " + mdir + " has no documentation")
+	}
 	sort.Strings(files)
 	var total int64
 	for _, rel := range files {
@@ -315,9 +318,6 @@ func copyDocs(mdir, dst string) error {
 		if err := writeFile(filepath.Join(dst, rel), data, 0o644); err != nil {
 			return err
 		}
-	}
-	if len(files) == 0 {
-		return errors.New("module " + mdir + " has no documentation")
 	}
 	return nil
 }

@@ -10,8 +10,8 @@
 // the arithmetic that turns missing chunks into coalesced HTTP Range
 // requests, and a link model that turns bytes and round trips into an
 // update's wall time. The heavy measurement (programs built, images made,
-// zstd run) is TestMeasure, which runs only when SYSEXT_DELTA_WORK names a
-// scratch directory; the rest of the package's tests are fast.
+// zstd run) is Measure, run by `go run ./internal/deltabench/deltameasure
+// -work DIR`; the package's tests are fast.
 //
 // Nothing here is used by the product yet: the delta implementation is
 // meant to reuse the workload builder for its benchmark and the chunker's

@@ -27,6 +27,11 @@ type Variant struct {
 	Format      builder.ImageFormat
 	Compression string
 	Extra       []string
+	// SameAs names a builder variant whose images this one must equal
+	// byte for byte (the tool run directly with the tool's own default
+	// as Extra): Measure checks it, so the direct runs are known to be
+	// the builder's.
+	SameAs string
 }
 
 // Meta is the extension metadata of r's images.
@@ -87,7 +92,7 @@ func stagedTree(ctx context.Context, tree string, r Release, scratch string) (st
 }
 
 // toolArgs are the builder's tool arguments (builder.toolArgs, quiet) plus
-// v.Extra; TestMeasure checks that with no Extra they give the builder's
+// v.Extra; the variants with SameAs check that they give the builder's
 // bytes.
 func toolArgs(v Variant, r Release, dir, out string) (string, []string) {
 	epoch := strconv.Itoa(Epoch)

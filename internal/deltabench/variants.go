@@ -15,7 +15,7 @@ import (
 // builder's default.
 var Variants = []Variant{
 	{Label: "squashfs zstd (default)", Format: builder.Squashfs},
-	{Label: "squashfs zstd -b 128K (direct)", Format: builder.Squashfs, Extra: []string{"-b", "128K"}},
+	{Label: "squashfs zstd -b 128K (direct)", Format: builder.Squashfs, Extra: []string{"-b", "128K"}, SameAs: "squashfs zstd (default)"},
 	{Label: "squashfs zstd:19", Format: builder.Squashfs, Compression: "zstd:19"},
 	{Label: "squashfs xz", Format: builder.Squashfs, Compression: "xz"},
 	{Label: "squashfs gzip", Format: builder.Squashfs, Compression: "gzip"},
@@ -26,7 +26,7 @@ var Variants = []Variant{
 	{Label: "squashfs zstd -b 32K", Format: builder.Squashfs, Extra: []string{"-b", "32K"}},
 	{Label: "squashfs zstd -b 32K -no-fragments", Format: builder.Squashfs, Extra: []string{"-b", "32K", "-no-fragments"}},
 	{Label: "erofs lz4hc (default)", Format: builder.EROFS},
-	{Label: "erofs lz4hc -C4096 (direct)", Format: builder.EROFS, Extra: []string{"-C4096"}},
+	{Label: "erofs lz4hc -C4096 (direct)", Format: builder.EROFS, Extra: []string{"-C4096"}, SameAs: "erofs lz4hc (default)"},
 	{Label: "erofs lz4hc:12", Format: builder.EROFS, Compression: "lz4hc:12"},
 	{Label: "erofs lz4", Format: builder.EROFS, Compression: "lz4"},
 	{Label: "erofs none", Format: builder.EROFS, Compression: "none"},

@@ -2,29 +2,43 @@ package deltabench
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"testing"
 	"time"
 )
 
-// TestMeasure builds the workload and prints what each delta design would
-// download, per image variant and update case (issue 15's research). It
-// takes tens of minutes and a few GB, so it runs only when
-// SYSEXT_DELTA_WORK names a scratch directory; images and patches are
-// kept there and reused. SYSEXT_DELTA_VARIANTS limits the variants to
-// those whose label contains one of its comma-separated words.
-//
-//	SYSEXT_DELTA_WORK=/work/scratch/delta nice go test -run TestMeasure -v -timeout 0 ./internal/deltabench/
-func TestMeasure(t *testing.T) {
-	work := os.Getenv("SYSEXT_DELTA_WORK")
+// MeasureOptions says where Measure works and what it measures.
+type MeasureOptions struct {
+	// Work is the scratch directory: the Go builds, trees, images and
+	// zstd patches are kept there and reused by the next run.
+	Work string
+	// Variants to measure; nil means all of Variants.
+	Variants []Variant
+	// Logf, when set, receives progress lines.
+	Logf func(format string, args ...any)
+}
+
+// Measure builds the workload and reports, as Markdown, what each delta
+// design would download per image variant and update case, with link
+// estimates (issue 15's research). A first run takes tens of minutes and
+// a few GB in opts.Work (`go run ./internal/deltabench/deltameasure`).
+func Measure(ctx context.Context, opts MeasureOptions) ([]byte, error) {
+	work := opts.Work
 	if work == "" {
-		t.Skip("set SYSEXT_DELTA_WORK=DIR to build the delta workload and measure it (tens of minutes, a few GB in DIR)")
+		return nil, fmt.Errorf("no work directory: give one for the builds, images and patches")
 	}
-	ctx := t.Context()
+	logf := opts.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	variants := opts.Variants
+	if variants == nil {
+		variants = Variants
+	}
 	v0, v1, v2, vo, other := Workload()
 	rels := map[string]Release{"v0": v0, "v1": v1, "v2": v2, "vo": vo, "other": other}
 	trees := map[string]string{}
@@ -33,13 +47,14 @@ func TestMeasure(t *testing.T) {
 		if _, err := os.Stat(trees[k]); err == nil {
 			continue
 		}
+		logf("building tree %s", k)
 		if err := BuildTree(ctx, work, trees[k], rels[k]); err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 	}
 	zv, err := ZstdVersion(ctx)
 	if err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("zstd --version: %w (install zstd)", err)
 	}
 	var rep report
 	rep.printf("# Delta measurement\n\n%s; %s\n\n", time.Now().UTC().Format(time.RFC3339), zv)
@@ -47,28 +62,18 @@ func TestMeasure(t *testing.T) {
 	for _, p := range [][2]string{{"v1", "v2"}, {"v1", "vo"}, {"v0", "v2"}} {
 		names, size, err := ChangedFiles(trees[p[0]], trees[p[1]])
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		rep.printf("changed files %s→%s: %d bytes in %d files: %s\n\n", p[0], p[1], size, len(names), strings.Join(names, ", "))
 	}
-
-	var sel []string
-	if s := os.Getenv("SYSEXT_DELTA_VARIANTS"); s != "" {
-		sel = strings.Split(s, ",")
-	}
-	m := &measurer{t: t, work: work, rels: rels, trees: trees, chunks: map[string][]Chunk{}}
-	for _, v := range Variants {
-		if sel != nil && !slices.ContainsFunc(sel, func(w string) bool { return strings.Contains(v.Label, w) }) {
-			continue
+	m := &measurer{ctx: ctx, logf: logf, work: work, rels: rels, trees: trees, chunks: map[string][]Chunk{}}
+	for _, v := range variants {
+		if err := m.variant(&rep, v); err != nil {
+			return nil, fmt.Errorf("%s: %w", v.Label, err)
 		}
-		m.variant(&rep, v)
 	}
 	rep.printf("\n## Link estimates (100 Mbit/s, RTT 40 ms)\n\n%s", m.times.String())
-	out := filepath.Join(work, "report-"+time.Now().UTC().Format("20060102T150405")+".md")
-	if err := os.WriteFile(out, rep.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("report: %s\n%s", out, rep.String())
+	return rep.Bytes(), nil
 }
 
 type report struct{ bytes.Buffer }
@@ -92,7 +97,8 @@ func (r *report) treeTable(trees map[string]string) {
 }
 
 type measurer struct {
-	t      *testing.T
+	ctx    context.Context
+	logf   func(string, ...any)
 	work   string
 	rels   map[string]Release
 	trees  map[string]string
@@ -101,67 +107,63 @@ type measurer struct {
 }
 
 // image builds (once) and returns the path of release k's image in v.
-func (m *measurer) image(v Variant, k string) string {
+func (m *measurer) image(v Variant, k string) (string, error) {
 	p := filepath.Join(m.work, "img", v.Key(), k+".raw")
 	if _, err := os.Stat(p); err == nil {
-		return p
+		return p, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		m.t.Fatal(err)
+		return "", err
 	}
+	m.logf("%s: building %s", v.Label, k)
 	start := time.Now()
 	tmp := p + ".tmp"
-	if err := BuildImage(m.t.Context(), v, m.trees[k], tmp, m.rels[k], m.work); err != nil {
-		m.t.Fatal(err)
+	if err := BuildImage(m.ctx, v, m.trees[k], tmp, m.rels[k], m.work); err != nil {
+		return "", err
 	}
 	_ = os.WriteFile(p+".time", []byte(time.Since(start).String()), 0o644)
-	if err := os.Rename(tmp, p); err != nil {
-		m.t.Fatal(err)
-	}
-	return p
-}
-
-func (m *measurer) read(p string) []byte {
-	b, err := os.ReadFile(p)
-	if err != nil {
-		m.t.Fatal(err)
-	}
-	return b
+	return p, os.Rename(tmp, p)
 }
 
 // cdc returns (once) the chunks of the image at p.
-func (m *measurer) cdc(p string, data []byte, avg int) []Chunk {
+func (m *measurer) cdc(p string, data []byte, avg int) ([]Chunk, error) {
 	k := fmt.Sprint(p, avg)
 	if c, ok := m.chunks[k]; ok {
-		return c
+		return c, nil
 	}
 	c, err := NewCDC(avg)
 	if err != nil {
-		m.t.Fatal(err)
+		return nil, err
 	}
 	cs := c.Chunks(data)
 	m.chunks[k] = cs
-	return cs
+	return cs, nil
 }
 
 // patch returns (once) the zstd --patch-from size of old → new.
-func (m *measurer) patch(v Variant, oldK, newK string) int64 {
+func (m *measurer) patch(v Variant, oldK, newK string) (int64, error) {
 	out := filepath.Join(m.work, "patch", v.Key(), oldK+"-"+newK+".zst")
 	if fi, err := os.Stat(out); err == nil {
-		return fi.Size()
+		return fi.Size(), nil
 	}
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
-		m.t.Fatal(err)
+		return 0, err
 	}
-	n, took, err := Patch(m.t.Context(), m.image(v, oldK), m.image(v, newK), out+".tmp")
+	old, err := m.image(v, oldK)
 	if err != nil {
-		m.t.Fatal(err)
+		return 0, err
+	}
+	new, err := m.image(v, newK)
+	if err != nil {
+		return 0, err
+	}
+	m.logf("%s: zstd patch %s→%s", v.Label, oldK, newK)
+	n, took, err := Patch(m.ctx, old, new, out+".tmp")
+	if err != nil {
+		return 0, err
 	}
 	_ = os.WriteFile(out+".time", []byte(took.String()), 0o644)
-	if err := os.Rename(out+".tmp", out); err != nil {
-		m.t.Fatal(err)
-	}
-	return n
+	return n, os.Rename(out+".tmp", out)
 }
 
 type updateCase struct {
@@ -193,18 +195,41 @@ var (
 	isDefault = func(v Variant) bool { return strings.Contains(v.Label, "(default)") }
 )
 
-func (m *measurer) variant(rep *report, v Variant) {
-	t := m.t
+func (m *measurer) variant(rep *report, v Variant) error {
 	imgs := map[string]string{}
 	data := map[string][]byte{}
 	for _, k := range []string{"v0", "v1", "v2", "vo", "other"} {
 		if !isDefault(v) && (k == "v0" || k == "other") {
 			continue
 		}
-		imgs[k] = m.image(v, k)
-		data[k] = m.read(imgs[k])
+		p, err := m.image(v, k)
+		if err != nil {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		imgs[k], data[k] = p, b
 	}
 	defer clear(m.chunks)
+	if v.SameAs != "" {
+		i := slices.IndexFunc(Variants, func(o Variant) bool { return o.Label == v.SameAs })
+		if i < 0 {
+			return fmt.Errorf("SameAs %q names no variant", v.SameAs)
+		}
+		p, err := m.image(Variants[i], "v1")
+		if err != nil {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(b, data["v1"]) {
+			return fmt.Errorf("the tool run directly does not give the builder's bytes (%s): the measured tool options would not be the builder's", v.SameAs)
+		}
+	}
 	rep.printf("\n## %s\n\n", v.Label)
 	rep.printf("images: v1 %s MiB, v2 %s MiB, v1' %s MiB (%d, %d, %d bytes)", mib(int64(len(data["v1"]))), mib(int64(len(data["v2"]))),
 		mib(int64(len(data["vo"]))), len(data["v1"]), len(data["v2"]), len(data["vo"]))
@@ -232,7 +257,10 @@ func (m *measurer) variant(rep *report, v Variant) {
 		size := int64(len(nd))
 		var patch int64
 		if c.patch {
-			patch = m.patch(v, c.olds[0], c.new)
+			var err error
+			if patch, err = m.patch(v, c.olds[0], c.new); err != nil {
+				return err
+			}
 			rep.printf("| %s | zstd -19 --long --patch-from | | %s | %.1f | 1.00 | 1 | | |\n", c.name, mib(patch), 100*float64(patch)/float64(size))
 		}
 		xp := func(n int64) string {
@@ -262,9 +290,16 @@ func (m *measurer) variant(rep *report, v Variant) {
 		for _, avg := range avgs {
 			have := Set{}
 			for _, o := range c.olds {
-				have.Add(m.cdc(imgs[o], data[o], avg))
+				cs, err := m.cdc(imgs[o], data[o], avg)
+				if err != nil {
+					return err
+				}
+				have.Add(cs)
 			}
-			nc := m.cdc(imgs[c.new], nd, avg)
+			nc, err := m.cdc(imgs[c.new], nd, avg)
+			if err != nil {
+				return err
+			}
 			missing := Missing(nc, have)
 			_, index := IndexSize(nc, 32)
 			row("CDC", fmt.Sprintf("avg %d KiB (%d chunks)", avg>>10, len(nc)), missing, index)
@@ -302,8 +337,9 @@ func (m *measurer) variant(rep *report, v Variant) {
 			// block, uncompressible.
 			row("rolling (zsync)", fmt.Sprintf("%d KiB", b>>10), RollingMissing(nd, b, olds...), len(nc)*(4+32))
 		}
-		t.Logf("%s: %s done", v.Label, c.name)
+		m.logf("%s: %s done", v.Label, c.name)
 	}
+	return nil
 }
 
 // timeRows adds link estimates for one case of a default variant: a full

@@ -3,6 +3,7 @@ module github.com/sysext/sysext
 go 1.26.8
 
 require (
+	github.com/BurntSushi/toml v1.6.0
 	github.com/anchore/go-lzo v0.1.0
 	github.com/cpuguy83/go-md2man/v2 v2.0.7
 	github.com/erofs/go-erofs v0.3.1

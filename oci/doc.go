@@ -29,8 +29,20 @@
 //     leaves committing to the caller; oci never imports the store.
 //   - File names taken from annotations are single path components
 //     (SafeFileName): untrusted metadata never escapes the directory.
-//   - Loopback registries use plain HTTP; 429 and 5xx answers are retried
-//     a bounded number of times with exponential back-off.
+//   - Loopback registries use plain HTTP. Retrying lives in one place,
+//     RetryPolicy: 408, 429 and 5xx answers, timeouts and cut transfers
+//     are asked again a bounded number of times, after exponential
+//     back-off with full jitter (a fleet never retries in lock-step) and
+//     never before a 429's or 503's Retry-After (seconds or a date, up to
+//     a bound).
+//   - With a registry configuration (containers-registries.conf(5),
+//     LoadRegistries), a reference is read through its mirrors, then its
+//     origin: content named by digest from any of them, checked against
+//     the digest (wrong bytes make the next source be asked, never get
+//     used); what a tag points to only from those pull-from-mirror
+//     allows. Signatures are verified for the reference as named, so a
+//     mirror can make a pull fail, never make it succeed with other
+//     content.
 //
 // It does not verify signatures (package verify does) and does not decide
 // compatibility with a host (package extension does, from Metadata).

@@ -109,6 +109,23 @@ func Download(ctx context.Context, t Target, e *Entry, opts DownloadOptions) (*D
 	// A download killed earlier (SIGKILL, power loss) left its temp file
 	// here; a live one holds its file locked and keeps it.
 	_, _ = atomicfile.RemoveStale(filepath.Dir(target))
+	for attempt := 1; ; attempt++ {
+		res, err := downloadFile(ctx, t, e, target, opts)
+		// A mirror's wrong bytes: start again, from the other sources.
+		if err != nil && attempt < MaxMirrorRestarts && RetryElsewhere(t, err) {
+			continue
+		}
+		return res, err
+	}
+}
+
+// MaxMirrorRestarts bounds how often a download through mirrors starts
+// again after bytes that did not match the digest.
+const MaxMirrorRestarts = 4
+
+// downloadFile is one attempt of Download into a new temp file.
+func downloadFile(ctx context.Context, t Target, e *Entry, target string, opts DownloadOptions) (*Downloaded, error) {
+	layer := e.Layer
 	f, err := atomicfile.Create(target, 0o644)
 	if err != nil {
 		return nil, err
@@ -137,7 +154,15 @@ func Download(ctx context.Context, t Target, e *Entry, opts DownloadOptions) (*D
 func download(ctx context.Context, t Target, e *Entry, w Writer, opts DownloadOptions) (*Downloaded, error) {
 	layer := e.Layer
 	reused := w.Offset()
-	resumes, err := stream(ctx, t, layer, w, reused, opts)
+	var resumes int
+	var used []*source
+	var err error
+	mt, mirrored := t.(*mirrorTarget)
+	if mirrored {
+		resumes, used, err = mt.stream(ctx, layer, w, opts)
+	} else {
+		resumes, err = stream(ctx, t, layer, w, reused, opts)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +171,10 @@ func download(ctx context.Context, t Target, e *Entry, w Writer, opts DownloadOp
 		return nil, fmt.Errorf("layer %s: %w", layer.Digest, err)
 	}
 	if got != layer.Digest {
-		return nil, fmt.Errorf("layer %s: the bytes received do not match the digest (got %s): the store is corrupt or was tampered with", layer.Digest, got)
+		if mirrored {
+			return nil, mt.wrongLayer(layer, got, used)
+		}
+		return nil, sentinel(ErrDigestMismatch, "layer %s: the bytes received do not match the digest (got %s): the store is corrupt or was tampered with", layer.Digest, got)
 	}
 	head, err := readHead(w.Name())
 	if err != nil {

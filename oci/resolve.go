@@ -104,6 +104,9 @@ type ResolveOptions struct {
 	// (update compares the tag's digest first): the tag is not asked
 	// again, so both see the same artifact even if the tag moves between.
 	Root ocispec.Descriptor
+	// RootBody is Root's bytes when the caller has them (CheckTag's
+	// answer): checked against Root's digest and used instead of asking.
+	RootBody []byte
 }
 
 // Resolve resolves ref in t and picks the manifest for arch (systemd
@@ -123,7 +126,7 @@ func ResolveWith(ctx context.Context, t Target, ref Reference, arch extension.Ar
 	if arch == "" {
 		arch = extension.HostArch()
 	}
-	root, body, err := fetchRootFrom(ctx, t, ref, o.Root)
+	root, body, err := fetchRootFrom(ctx, t, ref, o.Root, o.RootBody)
 	if err != nil {
 		return nil, err
 	}
@@ -256,12 +259,12 @@ func Describe(ctx context.Context, t Target, ref Reference) (*Artifact, error) {
 
 // fetchRoot resolves ref and reads the manifest or index it points to.
 func fetchRoot(ctx context.Context, t Target, ref Reference) (ocispec.Descriptor, []byte, error) {
-	return fetchRootFrom(ctx, t, ref, ocispec.Descriptor{})
+	return fetchRootFrom(ctx, t, ref, ocispec.Descriptor{}, nil)
 }
 
 // fetchRootFrom is fetchRoot for a ref that resolved to known already
 // (when its digest is set): the tag is not asked again.
-func fetchRootFrom(ctx context.Context, t Target, ref Reference, known ocispec.Descriptor) (ocispec.Descriptor, []byte, error) {
+func fetchRootFrom(ctx context.Context, t Target, ref Reference, known ocispec.Descriptor, knownBody []byte) (ocispec.Descriptor, []byte, error) {
 	desc, err := known, error(nil)
 	if known.Digest == "" {
 		desc, err = t.Resolve(ctx, ref.Reference())
@@ -284,6 +287,9 @@ func fetchRootFrom(ctx context.Context, t Target, ref Reference, known ocispec.D
 	}
 	if isIndex(desc.MediaType) && desc.Size > MaxIndexSize {
 		return desc, nil, fmt.Errorf("%s: index %s is %d bytes, more than the %d an extension artifact's index may have (at most %d manifests): %w", ref, desc.Digest, desc.Size, MaxIndexSize, MaxIndexEntries, ErrNotExtension)
+	}
+	if knownBody != nil && int64(len(knownBody)) == desc.Size && desc.Digest.Validate() == nil && desc.Digest.Algorithm().FromBytes(knownBody) == desc.Digest {
+		return desc, knownBody, nil
 	}
 	body, err := FetchManifest(ctx, t, desc)
 	if err != nil {

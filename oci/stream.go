@@ -82,7 +82,7 @@ func stream(ctx context.Context, t Target, layer ocispec.Descriptor, w Writer, s
 	go func() {
 		defer close(toHash)
 		defer close(toWrite)
-		readErr <- readChunks(ctx, rc, layer, start, maxResumes, &resumes, free, toHash, toWrite)
+		readErr <- readChunks(ctx, rc, layer, start, maxResumes, RetryPolicyOf(t), &resumes, free, toHash, toWrite)
 	}()
 
 	hashed := make(chan struct{})
@@ -109,7 +109,7 @@ func stream(ctx context.Context, t Target, layer ocispec.Descriptor, w Writer, s
 	<-hashed
 	rerr := <-readErr
 	if werr != nil {
-		return resumes, fmt.Errorf("write %s: %w", w.Name(), werr)
+		return resumes, &writeError{name: w.Name(), err: werr}
 	}
 	return resumes, rerr
 }
@@ -117,9 +117,10 @@ func stream(ctx context.Context, t Target, layer ocispec.Descriptor, w Writer, s
 // readChunks fills buffers from rc in order from off on, each full
 // (streamBufSize) except the last, and hands each to both stages. It resumes at the
 // current offset with Seek (an HTTP Range request) after a cut, at most
-// maxResumes times. It checks that the blob
-// is exactly layer.Size bytes long.
-func readChunks(ctx context.Context, rc io.ReadCloser, layer ocispec.Descriptor, off int64, maxResumes int, resumes *int, free <-chan []byte, toHash, toWrite chan<- chunk) error {
+// maxResumes times, each after the policy's back-off (the first one
+// almost at once). It checks that the blob is exactly layer.Size bytes
+// long.
+func readChunks(ctx context.Context, rc io.ReadCloser, layer ocispec.Descriptor, off int64, maxResumes int, policy *RetryPolicy, resumes *int, free <-chan []byte, toHash, toWrite chan<- chunk) error {
 	resume := func(cause error) error {
 		sk, ok := rc.(io.Seeker)
 		for {
@@ -128,6 +129,9 @@ func readChunks(ctx context.Context, rc io.ReadCloser, layer ocispec.Descriptor,
 					return fmt.Errorf("layer %s: the transfer was cut at %d of %d bytes, still short after %d resumes", layer.Digest, off, layer.Size, *resumes)
 				}
 				return fmt.Errorf("layer %s: the transfer failed at %d of %d bytes after %d resumes: %w", layer.Digest, off, layer.Size, *resumes, cause)
+			}
+			if err := policy.Wait(ctx, policy.Backoff(*resumes)); err != nil {
+				return err
 			}
 			*resumes++
 			// Seeking to where the reader already is does nothing, so go
@@ -186,6 +190,16 @@ func readChunks(ctx context.Context, rc io.ReadCloser, layer ocispec.Descriptor,
 		}
 	}
 }
+
+// writeError is a failed write of the local copy: not the source's fault,
+// so no other source is asked.
+type writeError struct {
+	name string
+	err  error
+}
+
+func (e *writeError) Error() string { return fmt.Sprintf("write %s: %v", e.name, e.err) }
+func (e *writeError) Unwrap() error { return e.err }
 
 func sizeMismatch(layer ocispec.Descriptor) error {
 	return fmt.Errorf("layer %s: size mismatch: the store's answer is not the %d bytes the manifest declares", layer.Digest, layer.Size)

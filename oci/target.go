@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -23,7 +24,6 @@ import (
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/credentials"
 	"oras.land/oras-go/v2/registry/remote/errcode"
-	"oras.land/oras-go/v2/registry/remote/retry"
 )
 
 // Target is one store of artifacts: a registry repository or an OCI image
@@ -52,17 +52,33 @@ type Options struct {
 	// Credentials resolves credentials for a registry host. nil means the
 	// user's credential stores (see CredentialStore).
 	Credentials auth.CredentialFunc
-	// MaxRetries bounds retries of requests answered 429, 5xx or cut off
-	// (default 4; negative means none).
+	// MaxRetries bounds retries of requests answered 408, 429, 5xx or cut
+	// off (default 4; negative means none).
 	MaxRetries int
-	// RetryWait is the first back-off, doubled on each retry (default
-	// 250ms; capped at 10s; a Retry-After header is honoured within that).
+	// RetryWait is the ceiling of the first back-off, doubled on each
+	// retry (default 250ms, up to 10s; see RetryPolicy).
 	RetryWait time.Duration
+	// Retry, when set, is the whole retry policy (tests inject its clock,
+	// sleeper and randomness); MaxRetries and RetryWait are then unused.
+	Retry *RetryPolicy
+	// ResponseTimeout bounds the wait for an answer's headers (default
+	// 30s): a registry or mirror that accepts the connection and then
+	// says nothing counts as failed.
+	ResponseTimeout time.Duration
 	// UserAgent is sent with every request (default "sysext").
 	UserAgent string
 	// CreateLayout creates an OCI layout directory that does not exist yet
 	// (push and copy destinations). Reading never creates one.
 	CreateLayout bool
+	// Registries, when set, is the mirror and remapping configuration
+	// (LoadRegistries): Open reads a reference its tables name through
+	// their mirrors and location, and refuses a blocked one.
+	Registries *Registries
+	// Log, when set, is told one line each time a mirror fails and the
+	// next source is asked.
+	Log func(string)
+	// plainHTTPFallback: an insecure registry may answer over plain HTTP.
+	plainHTTPFallback bool
 	// HTTPClient replaces the transport (tests). Retries, auth and the
 	// user agent are still layered on top.
 	HTTPClient *http.Client
@@ -74,6 +90,9 @@ type Options struct {
 func Open(ctx context.Context, ref Reference, opts Options) (Target, error) {
 	if ref.IsLayout() {
 		return openLayout(ctx, ref, opts)
+	}
+	if opts.Registries != nil {
+		return openConfigured(ctx, ref, opts)
 	}
 	repo, err := remote.NewRepository(ref.Registry + "/" + ref.Repository)
 	if err != nil {
@@ -166,34 +185,24 @@ func newAuthClient(opts Options) *auth.Client {
 		tr.WriteBufferSize = 256 << 10
 		tr.DisableCompression = true
 		tr.DialContext = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+		tr.ResponseHeaderTimeout = opts.ResponseTimeout
+		if tr.ResponseHeaderTimeout == 0 {
+			tr.ResponseHeaderTimeout = DefaultResponseTimeout
+		}
 		if opts.Insecure {
 			tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
 		}
 		base = &http.Client{Transport: tr}
 	}
-	maxRetries := opts.MaxRetries
-	if maxRetries == 0 {
-		maxRetries = 4
-	}
-	if maxRetries < 0 {
-		maxRetries = 0
-	}
-	wait := opts.RetryWait
-	if wait == 0 {
-		wait = 250 * time.Millisecond
-	}
-	rt := retry.NewTransport(base.Transport)
-	rt.Policy = func() retry.Policy {
-		return &retry.GenericPolicy{
-			Retryable: retry.DefaultPredicate,
-			Backoff:   retry.ExponentialBackoff(wait, 2, 0.1),
-			MinWait:   wait,
-			MaxWait:   10 * time.Second,
-			MaxRetry:  maxRetries,
-		}
-	}
 	hc := *base
-	hc.Transport = rt
+	tr := base.Transport
+	if tr == nil {
+		tr = http.DefaultTransport
+	}
+	if opts.plainHTTPFallback {
+		tr = &plainHTTPFallback{base: tr}
+	}
+	hc.Transport = opts.retryPolicy().Transport(tr)
 	cred := opts.Credentials
 	if cred == nil {
 		cred = func(ctx context.Context, hostport string) (auth.Credential, error) {
@@ -215,6 +224,17 @@ func newAuthClient(opts Options) *auth.Client {
 		Cache:      auth.NewCache(),
 	}
 	return c
+}
+
+// DefaultResponseTimeout is Options.ResponseTimeout's default.
+const DefaultResponseTimeout = 30 * time.Second
+
+// retryPolicy is the policy opts ask for.
+func (opts Options) retryPolicy() *RetryPolicy {
+	if opts.Retry != nil {
+		return opts.Retry
+	}
+	return &RetryPolicy{MaxRetries: opts.MaxRetries, Base: opts.RetryWait}
 }
 
 // Explain rewrites registry errors for people: a 401 says which login
@@ -245,7 +265,15 @@ func Explain(ref Reference, err error) error {
 		}
 	}
 	if errors.Is(err, syscall.ECONNREFUSED) {
-		return fmt.Errorf("%s: nothing answers at %s: check the registry address and that it is running: %w", ref, ref.Registry, err)
+		// The host asked, which a registry configuration may have moved.
+		host := ref.Registry
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			if u, perr := url.Parse(ue.URL); perr == nil && u.Host != "" {
+				host = u.Host
+			}
+		}
+		return fmt.Errorf("%s: nothing answers at %s: check the registry address and that it is running: %w", ref, host, err)
 	}
 	var dnsErr *net.DNSError
 	if errors.As(err, &dnsErr) {

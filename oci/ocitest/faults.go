@@ -78,13 +78,23 @@ func (o *once) take() bool {
 // FailStatus answers code (e.g. 500, 429) to the first times matching
 // requests (times < 0: all of them). 429 answers carry Retry-After: 0.
 func FailStatus(code, times int, match Match, fired ...*Counter) Fault {
+	var h http.Header
+	if code == http.StatusTooManyRequests {
+		h = http.Header{"Retry-After": {"0"}}
+	}
+	return FailWith(code, h, times, match, fired...)
+}
+
+// FailWith answers code with the headers h (e.g. Retry-After) to the
+// first times matching requests (times < 0: all of them).
+func FailWith(code int, h http.Header, times int, match Match, fired ...*Counter) Fault {
 	o := &once{left: times, fired: first(fired)}
 	return func(w http.ResponseWriter, r *http.Request, _ http.Handler) bool {
 		if !match(r) || !o.take() {
 			return false
 		}
-		if code == http.StatusTooManyRequests {
-			w.Header().Set("Retry-After", "0")
+		for k, v := range h {
+			w.Header()[k] = v
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(code)
@@ -217,3 +227,6 @@ func first(c []*Counter) *Counter {
 	}
 	return nil
 }
+
+// Inc counts one (for faults written in tests).
+func (c *Counter) Inc() { c.n.Add(1) }

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,6 +32,8 @@ type Registry struct {
 	// Referrers reports whether the server implements the OCI 1.1
 	// referrers API (olareg yes, distribution no: the fallback tag path).
 	Referrers bool
+	// restart stops and starts a registry process again.
+	restart func() error
 }
 
 // Ref returns Host + "/" + repoTag, e.g. "127.0.0.1:5000/ext/docker:1".
@@ -89,6 +92,38 @@ func NewOlareg(t testing.TB, faults ...Fault) *Registry {
 // port, and waits until /v2/ answers. It is killed when the test ends.
 func StartDistribution(t testing.TB) *Registry {
 	t.Helper()
+	return startDistribution(t, "")
+}
+
+// StartDistributionProxy starts the distribution registry as a
+// pull-through cache of upstream (its proxy mode: `proxy: remoteurl:`),
+// keeping what it fetched for ttl (0: the registry's default, 7 days). It
+// answers reads only; Restart stops and starts it again on the same port
+// and storage.
+func StartDistributionProxy(t testing.TB, upstream *Registry, ttl time.Duration) *Registry {
+	t.Helper()
+	conf := "proxy:\n  remoteurl: " + upstream.URL + "\n"
+	if ttl > 0 {
+		conf += fmt.Sprintf("  ttl: %s\n", ttl)
+	}
+	return startDistribution(t, conf)
+}
+
+// Restart stops a registry started by StartDistribution or
+// StartDistributionProxy and starts it again with the same port and
+// storage, waiting until it answers.
+func (r *Registry) Restart(t testing.TB) {
+	t.Helper()
+	if r.restart == nil {
+		t.Fatal("Restart: not a registry process")
+	}
+	if err := r.restart(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func startDistribution(t testing.TB, extra string) *Registry {
+	t.Helper()
 	bin := testenv.RequireTool(t, "registry")
 	dir := t.TempDir()
 	var lastErr error
@@ -112,45 +147,74 @@ storage:
     enabled: true
 http:
   addr: %s
-`, store, host)
+`, store, host) + extra
 		if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		cmd := exec.CommandContext(ctx, bin, "serve", cfg)
-		cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none", "OTEL_SDK_DISABLED=true")
-		logf := filepath.Join(dir, "registry.log")
-		lf, err := os.Create(logf)
-		if err != nil {
-			cancel()
-			t.Fatal(err)
-		}
-		cmd.Stdout, cmd.Stderr = lf, lf
-		if err := cmd.Start(); err != nil {
-			cancel()
-			lf.Close()
-			t.Fatalf("start registry: %v", err)
-		}
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
-		url := "http://" + host
-		if err := waitReady(url, exited); err != nil {
-			cancel()
-			<-exited
-			lf.Close()
-			log, _ := os.ReadFile(logf)
-			lastErr = fmt.Errorf("%v\n%s", err, log)
+		p := &process{bin: bin, cfg: cfg, log: filepath.Join(dir, "registry.log"), url: "http://" + host}
+		if err := p.start(); err != nil {
+			lastErr = err
 			continue
 		}
-		t.Cleanup(func() {
-			cancel()
-			<-exited
-			lf.Close()
-		})
-		return &Registry{Host: host, URL: url, Dir: store}
+		t.Cleanup(p.stop)
+		return &Registry{Host: host, URL: p.url, Dir: store, restart: func() error {
+			p.stop()
+			return p.start()
+		}}
 	}
 	t.Fatalf("registry did not start: %v", lastErr)
 	return nil
+}
+
+// process is one run of the registry binary.
+type process struct {
+	bin, cfg, log, url string
+	mu                 sync.Mutex
+	cancel             func()
+	exited             chan error
+	lf                 *os.File
+}
+
+func (p *process) start() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, p.bin, "serve", p.cfg)
+	cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none", "OTEL_SDK_DISABLED=true")
+	lf, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		cancel()
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = lf, lf
+	if err := cmd.Start(); err != nil {
+		cancel()
+		lf.Close()
+		return fmt.Errorf("start registry: %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	if err := waitReady(p.url, exited); err != nil {
+		cancel()
+		<-exited
+		lf.Close()
+		log, _ := os.ReadFile(p.log)
+		return fmt.Errorf("%v\n%s", err, log)
+	}
+	p.mu.Lock()
+	p.cancel, p.exited, p.lf = cancel, exited, lf
+	p.mu.Unlock()
+	return nil
+}
+
+func (p *process) stop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cancel == nil {
+		return
+	}
+	p.cancel()
+	<-p.exited
+	p.lf.Close()
+	p.cancel = nil
 }
 
 // waitReady polls /v2/ until it answers 200, the process exits, or 30 s

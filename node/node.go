@@ -97,12 +97,17 @@ type Options struct {
 	Hook func(point string)
 	// Now is the clock (tests); nil = time.Now.
 	Now func() time.Time
+	// NoRegistriesConf ignores the registry configuration files under the
+	// root (oci.RegistriesConfFiles); OCI.Registries, when set, is used
+	// instead of them anyway.
+	NoRegistriesConf bool
 }
 
 // Node runs node operations. Each operation takes the store's lock for its
 // whole duration.
 type Node struct {
 	opts Options
+	reg  registries
 }
 
 // New returns a Node.

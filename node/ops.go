@@ -66,17 +66,20 @@ func (n *Node) updateOne(ctx context.Context, s *store.Store, name string, dryRu
 	if ref.Digest != "" {
 		return r, nil // pinned by digest: nothing can move
 	}
-	t, err := oci.Open(ctx, ref, n.opts.OCI)
+	t, err := n.openRef(ctx, ref)
 	if err != nil {
 		return r, err
 	}
-	desc, err := t.Resolve(ctx, ref.Reference())
+	// One request when nothing moved (a conditional GET: oci.CheckTag).
+	chk, err := oci.CheckTag(ctx, t, ref, e.Active.ResolvedDigest)
+	r.Sources = oci.SourceEvents(t)
 	if err != nil {
 		return r, oci.Explain(ref, fmt.Errorf("%s: %s: %w", name, ref, err))
 	}
-	if desc.Digest == e.Active.ResolvedDigest {
+	if !chk.Changed {
 		return r, nil
 	}
+	desc := chk.Root
 	// A build that failed to merge and was rolled back is not tried again
 	// by update (a timer would flap); an explicit pull tries it.
 	if e.Activation.Status == extension.ActivationRolledBack {
@@ -90,7 +93,7 @@ func (n *Node) updateOne(ctx context.Context, s *store.Store, name string, dryRu
 	}
 	// A dry run checks the new build as a pull would (signature,
 	// compatibility, preflight) and stops before the download.
-	pr, err := n.pull(ctx, s, s, PullRequest{Ref: e.Source, Name: name, Policy: e.Policy, AllowUnsigned: e.AllowUnsigned, Declared: e.Declared, PolicyFrom: policyFrom, DryRun: dryRun}, &resolvedRef{t: t, ref: ref, root: desc})
+	pr, err := n.pull(ctx, s, s, PullRequest{Ref: e.Source, Name: name, Policy: e.Policy, AllowUnsigned: e.AllowUnsigned, Declared: e.Declared, PolicyFrom: policyFrom, DryRun: dryRun}, &resolvedRef{t: t, ref: ref, root: desc, body: chk.Body})
 	if pr == nil {
 		return r, err
 	}

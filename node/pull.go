@@ -56,6 +56,10 @@ type Result struct {
 	Activation extension.ActivationStatus `json:"activation,omitempty"`
 	Resumes    int                        `json:"resumes,omitempty"`
 	Error      string                     `json:"error,omitempty"`
+	// Sources says, when the registry configuration names mirrors, which
+	// source answered each read (tag, manifests, layer, signatures) and
+	// which failed first.
+	Sources []oci.SourceEvent `json:"sources,omitempty"`
 }
 
 // Pull resolves, verifies, checks, stores and activates one extension.
@@ -71,7 +75,7 @@ func (n *Node) Pull(ctx context.Context, req PullRequest) (*Result, error) {
 			return nil, err
 		}
 		defer c.Close()
-		return n.pullCopy(ctx, c, req)
+		return n.pullCopy(ctx, c, req, nil)
 	}
 	s, err := n.open(ctx)
 	if err != nil {
@@ -88,6 +92,7 @@ type resolvedRef struct {
 	t    oci.Target
 	ref  oci.Reference
 	root ocispec.Descriptor
+	body []byte // root's bytes, when the tag check had them
 }
 
 // pullPlan is what a pull has decided before it stores anything.
@@ -109,13 +114,18 @@ type pullPlan struct {
 // itself (tests wrap it to count the calls). From the decision to download
 // to the link switch it enters the store three times: inst.Ingest,
 // Ingest.Commit, inst.Install (see store/doc.go).
-func (n *Node) pull(ctx context.Context, s *store.Store, inst store.Installer, req PullRequest, pre *resolvedRef) (*Result, error) {
+func (n *Node) pull(ctx context.Context, s *store.Store, inst store.Installer, req PullRequest, pre *resolvedRef) (result *Result, err error) {
 	p, err := n.plan(ctx, req, pre)
 	if err != nil {
 		return nil, err
 	}
 	e, name := &p.res.Entry, p.name
-	result := &Result{Name: name, Version: e.Metadata.Version, Digest: e.Descriptor.Digest.String(), Source: req.Ref}
+	result = &Result{Name: name, Version: e.Metadata.Version, Digest: e.Descriptor.Digest.String(), Source: req.Ref}
+	defer func() {
+		if result != nil {
+			result.Sources = oci.SourceEvents(p.t)
+		}
+	}()
 	cur, installed := s.Entry(name)
 	if installed {
 		result.From = cur.Active.Version
@@ -138,7 +148,10 @@ func (n *Node) pull(ctx context.Context, s *store.Store, inst store.Installer, r
 			return nil, err
 		}
 	}
-	if err := n.admit(ctx, p, req); err != nil {
+	if retry, err := n.admit(ctx, p, req); retry {
+		// A mirror's answer for the tag did not verify: from the next source.
+		return n.pull(ctx, s, inst, req, &resolvedRef{t: p.t, ref: p.ref})
+	} else if err != nil {
 		return nil, err
 	}
 	if req.DryRun {
@@ -187,14 +200,16 @@ func (n *Node) pull(ctx context.Context, s *store.Store, inst store.Installer, r
 
 // pullCopy is Pull in copy mode: the same checks, then the image file
 // itself in the extensions directory; nothing is activated.
-func (n *Node) pullCopy(ctx context.Context, c *store.Copier, req PullRequest) (*Result, error) {
-	p, err := n.plan(ctx, req, nil)
+func (n *Node) pullCopy(ctx context.Context, c *store.Copier, req PullRequest, pre *resolvedRef) (*Result, error) {
+	p, err := n.plan(ctx, req, pre)
 	if err != nil {
 		return nil, err
 	}
 	e, name := &p.res.Entry, p.name
 	result := &Result{Name: name, Version: e.Metadata.Version, Digest: e.Descriptor.Digest.String(), Source: req.Ref}
-	if err := n.admit(ctx, p, req); err != nil {
+	if retry, err := n.admit(ctx, p, req); retry {
+		return n.pullCopy(ctx, c, req, &resolvedRef{t: p.t, ref: p.ref})
+	} else if err != nil {
 		return nil, err
 	}
 	in, err := n.put(ctx, c, p, result)
@@ -207,6 +222,7 @@ func (n *Node) pullCopy(ctx context.Context, c *store.Copier, req PullRequest) (
 	}
 	result.Action, result.Changed, result.Version, result.File = "copied", true, in.Version, c.LinkPath(name)
 	result.Signer, result.Unsigned = p.v.Signer(), p.v.Unsigned()
+	result.Sources = oci.SourceEvents(p.t)
 	return result, nil
 }
 
@@ -223,7 +239,7 @@ func (n *Node) plan(ctx context.Context, req PullRequest, pre *resolvedRef) (*pu
 			return nil, err
 		}
 		p.ref = r
-		if p.t, err = oci.Open(ctx, p.ref, n.opts.OCI); err != nil {
+		if p.t, err = n.openRef(ctx, p.ref); err != nil {
 			return nil, err
 		}
 	}
@@ -242,7 +258,11 @@ func (n *Node) plan(ctx context.Context, req PullRequest, pre *resolvedRef) (*pu
 		_, err := n.opts.Verifier.Verify(ctx, p.t, p.ref, &oci.Resolved{Ref: p.ref, Root: idx, Entry: oci.Entry{Descriptor: idx}}, req.trust())
 		return err
 	}
-	res, err := oci.ResolveWith(ctx, p.t, p.ref, n.arch(), oci.ResolveOptions{Root: root, VerifyIndex: verifyIndex})
+	var body []byte
+	if pre != nil {
+		body = pre.body
+	}
+	res, err := oci.ResolveWith(ctx, p.t, p.ref, n.arch(), oci.ResolveOptions{Root: root, RootBody: body, VerifyIndex: verifyIndex})
 	if err != nil {
 		return nil, err
 	}
@@ -263,16 +283,17 @@ func (n *Node) plan(ctx context.Context, req PullRequest, pre *resolvedRef) (*pu
 
 // admit applies the trust policy, systemd's compatibility rules against
 // the target root's os-release and the preflight, all before anything is
-// downloaded.
-func (n *Node) admit(ctx context.Context, p *pullPlan, req PullRequest) error {
+// downloaded. retry says a mirror's answer for the tag did not verify and
+// the plan should be made again from the next source.
+func (n *Node) admit(ctx context.Context, p *pullPlan, req PullRequest) (retry bool, err error) {
 	e, name := &p.res.Entry, p.name
 	n.hook("verify")
 	if n.opts.Verifier == nil {
-		return errNoVerifier
+		return false, errNoVerifier
 	}
-	v, err := n.opts.Verifier.Verify(ctx, p.t, p.ref, p.res, req.trust())
-	if err != nil {
-		return err
+	v, retry, err := n.verifyPlan(ctx, p, req.trust())
+	if retry || err != nil {
+		return retry, err
 	}
 	if v.Unsigned() {
 		n.warnf("%s: accepting %s without a signature (--insecure-allow-unsigned)", name, p.ref)
@@ -280,19 +301,19 @@ func (n *Node) admit(ctx context.Context, p *pullPlan, req PullRequest) error {
 	p.v = v
 	root := n.opts.Store.Root
 	if p.osr, p.osrPath, err = OSRelease(root); err != nil {
-		return err
+		return false, err
 	}
 	if e.Kind == oci.KindSysext {
 		if err := n.compatible(e.Metadata, p.ref.String(), p.osr, p.osrPath); err != nil {
-			return err
+			return false, err
 		}
 	}
 	if n.opts.Preflighter != nil {
 		if err := n.opts.Preflighter.Preflight(ctx, Plan{Name: name, Ref: p.ref, Entry: e, Root: root, Metadata: e.Metadata}); err != nil {
-			return fmt.Errorf("%s: preflight: %w", name, err)
+			return false, fmt.Errorf("%s: preflight: %w", name, err)
 		}
 	}
-	return nil
+	return false, nil
 }
 
 // put gets the image into inst: Ingest (the image may be stored already,
@@ -315,7 +336,7 @@ func (n *Node) put(ctx context.Context, inst store.Installer, p *pullPlan, resul
 	if err != nil {
 		return in, err
 	}
-	defer ing.Close() // keeps a partial download for the next run
+	defer func() { ing.Close() }() // keeps a partial download for the next run
 	if stored, ok := ing.Stored(); ok {
 		in.File, in.ReleaseDigest = stored.File, stored.ReleaseDigest
 		if in.ReleaseDigest == "" {
@@ -333,6 +354,16 @@ func (n *Node) put(ctx context.Context, inst store.Installer, p *pullPlan, resul
 		n.logf("%s: downloading %s (%d bytes)", name, shortDigest(e.Layer.Digest), e.Layer.Size)
 	}
 	dl, err := oci.Download(ctx, p.t, e, oci.DownloadOptions{Into: ing, Progress: n.opts.Progress})
+	for attempt := 1; err != nil && attempt < oci.MaxMirrorRestarts && oci.RetryElsewhere(p.t, err); attempt++ {
+		// A mirror served bytes that do not match: they are dropped (oci
+		// said so in one line), and the image comes again from the other
+		// sources.
+		ing.Close()
+		if ing, err = inst.Ingest(ctx, name, e.Layer); err != nil {
+			return in, err
+		}
+		dl, err = oci.Download(ctx, p.t, e, oci.DownloadOptions{Into: ing, Progress: n.opts.Progress})
+	}
 	if err != nil {
 		return in, fmt.Errorf("%s: download: %w", name, err)
 	}

@@ -254,7 +254,7 @@ func (n *Node) checkOne(ctx context.Context, name, source string, osr *extension
 	if err != nil {
 		return err
 	}
-	t, err := oci.Open(ctx, ref, n.opts.OCI)
+	t, err := n.openRef(ctx, ref)
 	if err != nil {
 		return err
 	}

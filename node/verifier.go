@@ -148,5 +148,7 @@ func (p PolicyVerifier) Verify(ctx context.Context, t oci.Target, ref oci.Refere
 	if r.Index != nil {
 		idx = r.Root
 	}
-	return pol.VerifyEntry(ctx, t, ref.String(), idx, r.Descriptor)
+	// The reference as named is the identity checked, whichever mirror
+	// serves the signatures.
+	return pol.VerifyEntry(ctx, oci.SignatureSource(t), ref.String(), idx, r.Descriptor)
 }

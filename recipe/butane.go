@@ -182,6 +182,7 @@ Description=Check for system extension updates
 OnBootSec=15min
 OnUnitActiveSec=6h
 RandomizedDelaySec=30min
+FixedRandomDelay=true
 Persistent=true
 
 [Install]

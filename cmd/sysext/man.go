@@ -26,7 +26,8 @@ var manFiles embed.FS
 
 // newManCommand is the hidden generator `make man` (and `make install`)
 // runs: sysext(1) and one page per command from the cobra definitions,
-// plus sysext-policy.json(5) and sysext-extensions.d(5).
+// plus sysext-policy.json(5), sysext-extensions.d(5) and
+// sysext-registries.conf(5).
 func newManCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:    "man DIR",

@@ -34,6 +34,7 @@ func TestManPages(t *testing.T) {
 	}
 	want[filepath.Join(dir, "man5", "sysext-policy.json.5")] = "which signatures sysext trusts"
 	want[filepath.Join(dir, "man5", "sysext-extensions.d.5")] = "the system extensions a node declares"
+	want[filepath.Join(dir, "man5", "sysext-registries.conf.5")] = "registry mirrors and locations a node pulls extensions through"
 	if len(want) < 35 {
 		t.Fatalf("only %d pages expected: the command tree is not what it was", len(want))
 	}

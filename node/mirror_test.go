@@ -23,7 +23,7 @@ type publisher struct {
 	pub    string // the public key file
 }
 
-func newPublisher(t *testing.T) *publisher {
+func newPublisher(t testing.TB) *publisher {
 	t.Helper()
 	priv, pub, err := verify.GenerateKeyPair([]byte("pw"))
 	must(t, err)
@@ -36,7 +36,7 @@ func newPublisher(t *testing.T) *publisher {
 
 // publish pushes the image file to ref and signs the index and its
 // manifests for ref's repository.
-func (p *publisher) publish(t *testing.T, ref, file string) *oci.PushResult {
+func (p *publisher) publish(t testing.TB, ref, file string) *oci.PushResult {
 	t.Helper()
 	res := push(t, ref, file)
 	r, err := oci.ParseReference(ref)
@@ -49,7 +49,7 @@ func (p *publisher) publish(t *testing.T, ref, file string) *oci.PushResult {
 }
 
 // writeConf writes a registries.conf under the node root.
-func writeConf(t *testing.T, root, path, conf string) {
+func writeConf(t testing.TB, root, path, conf string) {
 	t.Helper()
 	full := filepath.Join(root, path)
 	must(t, os.MkdirAll(filepath.Dir(full), 0o755))

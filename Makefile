@@ -17,7 +17,7 @@ SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 # Debian packages the tests use, by the command that shows each is there.
 APT_CMDS := mksquashfs:squashfs-tools unsquashfs:squashfs-tools mkfs.erofs:erofs-utils \
 	fsck.erofs:erofs-utils patchelf:patchelf bwrap:bubblewrap musl-gcc:musl-tools \
-	debootstrap:debootstrap /usr/bin/time:time getcap:libcap2-bin man:man-db \
+	debootstrap:debootstrap /usr/bin/time:time getcap:libcap2-bin man:man-db nginx:nginx \
 	systemd-analyze:systemd
 
 # Test peers built from source with the Go toolchain (nothing downloads a binary).

@@ -49,6 +49,11 @@ type fleetSim struct {
 	// fetches a blob from the origin once per concurrent miss (it does not
 	// coalesce them).
 	canary bool
+	// tagTTL > 0 puts a caching tier (nginx, ocitest.StartNginxCache) in
+	// front of the pull-through cache, keeping tags for tagTTL: the
+	// unchanged check and the wave then come a tagTTL after the last
+	// publish, as timer runs hours apart do.
+	tagTTL time.Duration
 }
 
 // phase is what one pass of the fleet cost.
@@ -109,8 +114,20 @@ func (f fleetSim) run(tb testing.TB) *fleetReport {
 	origin := ocitest.StartDistribution(tb)
 	originFront, originWire := ocitest.Front(tb, origin, throttle)
 	cache := ocitest.StartDistributionProxy(tb, originFront, f.ttl)
-	cacheFront, cacheWire := ocitest.Front(tb, cache)
-	badMirror, badWire := ocitest.Front(tb, cache, ocitest.CorruptBlob(-1))
+	tier := cache
+	if f.tagTTL > 0 {
+		tier = ocitest.StartNginxCache(tb, cache, f.tagTTL)
+	}
+	cacheFront, cacheWire := ocitest.Front(tb, tier)
+	badMirror, badWire := ocitest.Front(tb, tier, ocitest.CorruptBlob(-1))
+	// aTTLLater lets the caching tier's tags expire, as the next timer run
+	// comes hours later (nginx's clock ticks in whole seconds: a second
+	// more).
+	aTTLLater := func() {
+		if f.tagTTL > 0 {
+			time.Sleep(f.tagTTL + 1100*time.Millisecond)
+		}
+	}
 
 	pub := newPublisher(tb)
 	pubKey, err := os.ReadFile(pub.pub)
@@ -218,9 +235,11 @@ func (f fleetSim) run(tb testing.TB) *fleetReport {
 
 	pass("sync", func(n *Node) ([]Result, error) { return n.Sync(ctx, SyncOptions{}) }, nil)
 	update := func(n *Node) ([]Result, error) { return n.Update(ctx, UpdateOptions{All: true}) }
+	aTTLLater()
 	pass("unchanged", update, nil)
 
 	pub.publish(tb, ref, v2)
+	aTTLLater()
 	var halfway func()
 	if f.faults {
 		throttleUntil.Store(time.Now().Add(f.throttle).UnixNano())
@@ -319,7 +338,8 @@ func TestFleetWaveWithFaults(t *testing.T) {
 // (default 1024), SYSEXT_FLEET_FAULTS=1 for the faults of the test above;
 // SYSEXT_FLEET_DIGEST_ONLY=1 has the nodes ask tags of the origin;
 // SYSEXT_FLEET_STAMPEDE=1 starts every pass with par nodes at once (no
-// canary). The
+// canary); SYSEXT_FLEET_TAG_TTL_MS=T puts nginx, keeping tags T ms, in
+// front of the pull-through cache. The
 // numbers are logged and reported per node.
 func BenchmarkFleet(b *testing.B) {
 	env := func(k string, def int) int {
@@ -335,6 +355,9 @@ func BenchmarkFleet(b *testing.B) {
 		faults:     os.Getenv("SYSEXT_FLEET_FAULTS") == "1",
 		digestOnly: os.Getenv("SYSEXT_FLEET_DIGEST_ONLY") == "1",
 		canary:     os.Getenv("SYSEXT_FLEET_STAMPEDE") != "1",
+	}
+	if ms := env("SYSEXT_FLEET_TAG_TTL_MS", 0); ms > 0 {
+		f.tagTTL = time.Duration(ms) * time.Millisecond
 	}
 	f.throttle = 2 * time.Second
 	for b.Loop() {

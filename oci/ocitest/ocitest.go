@@ -169,15 +169,20 @@ http:
 // process is one run of the registry binary.
 type process struct {
 	bin, cfg, log, url string
+	args               []string // nil: serve cfg (the registry)
 	mu                 sync.Mutex
 	cancel             func()
-	exited             chan error
+	exited             chan struct{} // closed when the process has exited
 	lf                 *os.File
 }
 
 func (p *process) start() error {
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, p.bin, "serve", p.cfg)
+	args := p.args
+	if args == nil {
+		args = []string{"serve", p.cfg}
+	}
+	cmd := exec.CommandContext(ctx, p.bin, args...)
 	cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none", "OTEL_SDK_DISABLED=true")
 	lf, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -190,9 +195,12 @@ func (p *process) start() error {
 		lf.Close()
 		return fmt.Errorf("start registry: %v", err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	if err := waitReady(p.url, exited); err != nil {
+	// Closed, not sent on: both waitReady and the cleanup below may wait
+	// for the exit (a process that died at once was waited for twice).
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	if err := waitReady(p.url, exited, &waitErr); err != nil {
 		cancel()
 		<-exited
 		lf.Close()
@@ -219,24 +227,27 @@ func (p *process) stop() {
 
 // waitReady polls /v2/ until it answers 200, the process exits, or 30 s
 // pass. Polling is the only readiness signal the binary gives.
-func waitReady(url string, exited <-chan error) error {
+func waitReady(url string, exited <-chan struct{}, waitErr *error) error {
 	deadline := time.Now().Add(30 * time.Second)
+	var last error
 	for time.Now().Before(deadline) {
 		select {
-		case err := <-exited:
-			return fmt.Errorf("registry exited: %v", err)
+		case <-exited:
+			return fmt.Errorf("the server for %s exited: %v", url, *waitErr)
 		default:
 		}
 		resp, err := http.Get(url + "/v2/")
+		last = err
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return nil
 			}
+			last = fmt.Errorf("/v2/: %s", resp.Status)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return fmt.Errorf("registry at %s not ready after 30s", url)
+	return fmt.Errorf("registry at %s not ready after 30s: %v", url, last)
 }
 
 func freePort() (int, error) {

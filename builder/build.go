@@ -39,6 +39,9 @@ const (
 // preparing a tree and calling Build. On any error or cancellation nothing
 // is left: no temp file, no staging directory, no output.
 func Build(ctx context.Context, opts Options) (*Result, error) {
+	if opts.Format == DDI {
+		return buildDDI(ctx, opts)
+	}
 	p, err := plan(opts)
 	if err != nil {
 		return nil, err
@@ -361,7 +364,7 @@ func plan(opts Options) (*buildPlan, error) {
 		p.format = Squashfs
 	}
 	if p.format != Squashfs && p.format != EROFS {
-		return nil, fmt.Errorf("unknown format %q: use squashfs or erofs (--format)", p.format)
+		return nil, fmt.Errorf("unknown format %q: use squashfs, erofs or ddi (--format)", p.format)
 	}
 	if p.meta.ID == "" {
 		p.meta.ID = extension.AnyID

@@ -11,7 +11,7 @@ type Format string
 const (
 	Squashfs Format = "squashfs"
 	EROFS    Format = "erofs"
-	GPT      Format = "gpt" // a disk image: recognised, not read
+	GPT      Format = "gpt" // a disk image (DDI): its root partition is read
 )
 
 // Info is what an image says about itself.
@@ -28,4 +28,7 @@ type Info struct {
 	ReleaseBytes []byte
 	Meta         extension.Metadata
 	Upholds      []string // units named in Upholds= drop-ins under usr/lib/systemd/system/*.target.d
+	// DDI describes a GPT disk image's partitions, verity and signature;
+	// nil for a plain squashfs or EROFS image.
+	DDI *DDI
 }

@@ -205,10 +205,6 @@ func preflightImages(ctx context.Context, so store.Options, files []string) ([]a
 	add := func(path string) {
 		info, err := fsimage.OpenMetadata(ctx, path)
 		if err != nil {
-			if errors.Is(err, fsimage.ErrDiskImage) {
-				images = append(images, activate.Image{Name: filepath.Base(path), Format: fsimage.GPT})
-				return
-			}
 			warnings = append(warnings, err.Error())
 			return
 		}

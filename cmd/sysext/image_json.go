@@ -27,6 +27,7 @@ type imageJSON struct {
 	Release       map[string]string `json:"release"`
 	Warnings      []string          `json:"warnings,omitempty"`
 	Compatible    *compatJSON       `json:"compatible,omitempty"`
+	DDI           *ddiJSON          `json:"ddi,omitempty"` // a disk image's partitions, verity and signature
 }
 
 // compatJSON says whether systemd-sysext would merge the image on a host.
@@ -91,6 +92,7 @@ func printImage(w io.Writer, j imageJSON) error {
 		}
 		lines = append(lines, [2]string{"merges", v})
 	}
+	lines = append(lines, j.DDI.lines()...)
 	for _, l := range lines {
 		if _, err := fmt.Fprintf(w, "%-15s %s\n", l[0]+":", l[1]); err != nil {
 			return err

@@ -24,6 +24,9 @@ func runInspectFile(c *cobra.Command, opts inspectOptions, path string) error {
 		return err
 	}
 	j := newImageJSON(info.Path, string(info.Format), info.Size, info.Digest, info.Meta, info.Release, info.Upholds)
+	if info.DDI != nil {
+		j.DDI = inspectDDI(c.Context(), info.Path, info.DDI)
+	}
 	hostFile, hostRel, err := readOSRelease(opts.OSRelease)
 	if err != nil {
 		return err

@@ -32,9 +32,9 @@ type Options struct {
 	// Only for files this host wrote or checked; never for a decision
 	// about trust (pull hashes what it downloads as it streams).
 	CacheDigest bool
-	// Verity checks a disk image's dm-verity hash tree against its data
-	// partition (one full read, see VerifyDDI) and fails when they, the
-	// partition UUIDs or the signed root hash disagree.
+	// Verity checks a disk image's dm-verity hash tree, when it has one,
+	// against its data partition (one full read, see VerifyDDI) and fails
+	// when they, the partition UUIDs or the signed root hash disagree.
 	Verity bool
 }
 
@@ -69,7 +69,7 @@ func OpenWith(ctx context.Context, path string, opts Options) (*Info, error) {
 		}
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if opts.Verity && info.DDI != nil {
+	if opts.Verity && info.DDI != nil && info.DDI.Hash() != nil {
 		if _, err := verifyDDI(ctx, f, info.DDI); err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}

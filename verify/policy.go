@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,6 +32,11 @@ const (
 	TypeSigstoreSigned         = "sigstoreSigned"
 	TypeInsecureAcceptAnything = "insecureAcceptAnything"
 	TypeReject                 = "reject"
+	// TypeVeritySigned is sysext's: the image must be a disk image whose
+	// dm-verity root hash is signed by one of the certificates named
+	// (certPath, certPaths, certData). It is checked after the download,
+	// on top of the scope's other requirements (see verity.go).
+	TypeVeritySigned = "veritySigned"
 )
 
 // Transports a policy's scopes are grouped by: "docker" for registry
@@ -56,6 +62,8 @@ type PolicyRequirement struct {
 	// MatchRepository asks that a cosign payload's docker-reference names
 	// the repository being verified (signedIdentity matchRepository).
 	MatchRepository bool
+	// VerityCertificates are a TypeVeritySigned entry's certificates.
+	VerityCertificates []*x509.Certificate
 }
 
 // policyFile is the JSON shape.
@@ -78,6 +86,11 @@ type requirementFile struct {
 	// CT logs, TSAs) for keyless signatures, and the tlog opt-out.
 	TrustedRootPath    string `json:"trustedRootPath,omitempty"`
 	InsecureIgnoreTlog bool   `json:"insecureIgnoreTlog,omitempty"`
+	// veritySigned's certificates: PEM files, or PEM data (base64 in the
+	// JSON, as keyData).
+	CertPath  string   `json:"certPath,omitempty"`
+	CertPaths []string `json:"certPaths,omitempty"`
+	CertData  []byte   `json:"certData,omitempty"`
 }
 
 type fulcioFile struct {
@@ -222,10 +235,15 @@ func (l *loader) requirement(rf requirementFile) (PolicyRequirement, error) {
 		}
 		return r, nil
 	case TypeSigstoreSigned:
+		if rf.CertPath != "" || rf.CertPaths != nil || rf.CertData != nil {
+			return r, errors.New(`certPath, certPaths and certData belong to a "veritySigned" requirement`)
+		}
+	case TypeVeritySigned:
+		return l.verityRequirement(rf)
 	case "":
 		return r, errors.New(`requirement has no "type"`)
 	default:
-		return r, fmt.Errorf("unknown requirement type %q (want %q, %q or %q)", rf.Type, TypeSigstoreSigned, TypeInsecureAcceptAnything, TypeReject)
+		return r, fmt.Errorf("unknown requirement type %q (want %q, %q, %q or %q)", rf.Type, TypeSigstoreSigned, TypeVeritySigned, TypeInsecureAcceptAnything, TypeReject)
 	}
 	req := &r.Sigstore
 	req.IgnoreTlog = rf.InsecureIgnoreTlog
@@ -501,12 +519,17 @@ func (p *Policy) Verify(ctx context.Context, src Source, ref string, desc ocispe
 	}
 	var signers []string
 	var sigs []Signature
+	var verityCerts []*x509.Certificate
 	allUnsigned := true
 	for _, r := range reqs {
 		switch r.Type {
 		case TypeReject:
 			return Verified{}, fmt.Errorf("%s: the trust policy rejects images from %s (scope %s)", ref, scope.Name, scopeName)
 		case TypeInsecureAcceptAnything:
+			continue
+		case TypeVeritySigned:
+			// Checked on the image after the download (CheckVerity).
+			verityCerts = append(verityCerts, r.VerityCertificates...)
 			continue
 		case TypeSigstoreSigned:
 			allUnsigned = false
@@ -526,11 +549,14 @@ func (p *Policy) Verify(ctx context.Context, src Source, ref string, desc ocispe
 			return Verified{}, fmt.Errorf("%s: unknown requirement type %q", ref, r.Type)
 		}
 	}
+	vr := verityRequirement{certs: verityCerts, scope: scopeName}
 	if allUnsigned {
-		return AcceptUnsigned(desc.Digest), nil
+		v := AcceptUnsigned(desc.Digest)
+		v.verity = vr
+		return v, nil
 	}
 	sort.Strings(signers)
-	return Verified{digest: desc.Digest, signer: strings.Join(signers, ", "), signatures: sigs}, nil
+	return Verified{digest: desc.Digest, signer: strings.Join(signers, ", "), signatures: sigs, verity: vr}, nil
 }
 
 func appendUnique(list []string, s string) []string {
@@ -609,5 +635,5 @@ func (p *Policy) VerifyEntry(ctx context.Context, src Source, ref string, idx, m
 	if ierr != nil {
 		return Verified{}, fmt.Errorf("%w; nor does its index: %v", err, ierr)
 	}
-	return Verified{digest: m.Digest, signer: iv.signer, unsigned: iv.unsigned, signatures: iv.signatures}, nil
+	return Verified{digest: m.Digest, signer: iv.signer, unsigned: iv.unsigned, signatures: iv.signatures, verity: iv.verity}, nil
 }

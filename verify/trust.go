@@ -28,6 +28,11 @@ type TrustOptions struct {
 
 	IgnoreTlog    bool // --insecure-ignore-tlog
 	AllowUnsigned bool // --insecure-allow-unsigned
+
+	// VerityCertPaths (--verity-certificate) add a veritySigned
+	// requirement: the image must be a disk image whose root hash one of
+	// these certificates signed.
+	VerityCertPaths []string
 }
 
 // Keyless reports whether a keyless identity was given.
@@ -42,11 +47,22 @@ func (o TrustOptions) Keyless() bool {
 // keys or identities.
 func (o TrustOptions) Policy() (*Policy, error) {
 	explicit := len(o.KeyPaths) > 0 || o.Keyless()
+	var verityReq []PolicyRequirement
+	if len(o.VerityCertPaths) > 0 {
+		if o.PolicyPath != "" {
+			return nil, errors.New("--policy cannot be combined with --verity-certificate: put a veritySigned requirement in the policy file")
+		}
+		certs, err := verityCertificates(o.VerityCertPaths)
+		if err != nil {
+			return nil, err
+		}
+		verityReq = []PolicyRequirement{{Type: TypeVeritySigned, VerityCertificates: certs}}
+	}
 	switch {
 	case o.AllowUnsigned && (explicit || o.PolicyPath != ""):
 		return nil, errors.New("--insecure-allow-unsigned cannot be combined with --key, --policy or keyless flags: it would ignore them")
 	case o.AllowUnsigned:
-		return &Policy{Default: []PolicyRequirement{{Type: TypeInsecureAcceptAnything}}}, nil
+		return &Policy{Default: append([]PolicyRequirement{{Type: TypeInsecureAcceptAnything}}, verityReq...)}, nil
 	case explicit && o.PolicyPath != "":
 		return nil, errors.New("--policy cannot be combined with --key or keyless flags: put the key in the policy file")
 	case explicit:
@@ -54,7 +70,9 @@ func (o TrustOptions) Policy() (*Policy, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &Policy{Default: []PolicyRequirement{{Type: TypeSigstoreSigned, Sigstore: req}}}, nil
+		return &Policy{Default: append([]PolicyRequirement{{Type: TypeSigstoreSigned, Sigstore: req}}, verityReq...)}, nil
+	case verityReq != nil:
+		return nil, errors.New("--verity-certificate checks the image; the manifest still needs a signature to trust: add --key or keyless flags (or --insecure-allow-unsigned)")
 	case o.PolicyPath != "":
 		return LoadPolicy(o.PolicyPath, "")
 	}

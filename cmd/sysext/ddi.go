@@ -9,6 +9,7 @@ import (
 
 	"github.com/sysext/sysext/builder"
 	"github.com/sysext/sysext/fsimage"
+	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/verity"
 )
 
@@ -139,4 +140,20 @@ func (j *ddiJSON) lines() [][2]string {
 	}
 	out = append(out, [2]string{"signature", v})
 	return out
+}
+
+// verityRefLines shows what a manifest says about a disk image's verity:
+// the root hash and the signing certificate, covered by the manifest's
+// cosign signature.
+func verityRefLines(ann map[string]string) [][2]string {
+	root, cert, err := oci.VerityFromAnnotations(ann)
+	switch {
+	case err != nil:
+		return [][2]string{{"verity", "unreadable annotations: " + err.Error()}}
+	case root == "":
+		return nil
+	case cert == "":
+		return [][2]string{{"root hash", root}, {"verity signer", "none (an unsigned disk image)"}}
+	}
+	return [][2]string{{"root hash", root}, {"verity signer", "certificate SHA-256 " + cert}}
 }

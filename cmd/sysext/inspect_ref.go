@@ -209,6 +209,9 @@ func printRef(w io.Writer, j refJSON) error {
 				}
 			}
 			fmt.Fprintf(w, "  %-13s %s\n", "scope:", strings.Join(e.Scope, " "))
+			for _, l := range verityRefLines(p.Annotations) {
+				fmt.Fprintf(w, "  %-13s %s\n", l[0]+":", l[1])
+			}
 		}
 		fmt.Fprintf(w, "  %-13s %s\n", "attached:", p.Attached)
 		c := p.Compatible

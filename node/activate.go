@@ -173,6 +173,9 @@ type SystemdRefresher struct{}
 func (SystemdRefresher) Refresh(ctx context.Context) error {
 	v, _ := activate.SystemdVersion("/") // 0 (unknown) takes the safe, older form
 	argv := activate.RefreshCommand(v)
+	if argv[0] == "systemd-sysext" {
+		argv = append(argv, activate.RefreshArgs("/", v)...) // the image policy, 254-258
+	}
 	return CommandRefresher{Argv: argv}.Refresh(ctx)
 }
 
@@ -210,7 +213,7 @@ type ActivatePreflight struct {
 
 // Preflight implements Preflighter.
 func (p ActivatePreflight) Preflight(ctx context.Context, plan Plan) error {
-	rep := activate.Check(ctx, activate.System{Root: plan.Root}, []activate.Image{{Name: plan.Name, Meta: plan.Metadata, Format: layerFormat(plan.Entry)}}, p.Strict)
+	rep := activate.Check(ctx, activate.System{Root: plan.Root}, []activate.Image{{Name: plan.Name, Meta: plan.Metadata, Format: layerFormat(plan.Entry), Verity: verityImage(plan.Entry)}}, p.Strict)
 	if p.Log != nil && !p.Strict {
 		for _, w := range rep.Warnings() {
 			fmt.Fprintf(p.Log, "warning: %s\n", w)

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -36,6 +37,10 @@ type Result struct {
 	Activation string `json:"activation,omitempty"`
 	Resumes    int    `json:"resumes,omitempty"`
 	Error      string `json:"error,omitempty"`
+	// A disk image's dm-verity root hash and the trusted certificate that
+	// signed it (node/verity.go).
+	VerityRootHash string `json:"verity_root_hash,omitempty"`
+	VeritySigner   string `json:"verity_signer,omitempty"`
 }
 
 // Pull resolves, verifies, checks, stores and activates one extension.
@@ -117,6 +122,9 @@ func (n *Node) pull(ctx context.Context, s *store.Store, req PullRequest, pre *r
 	if v.Unsigned() {
 		n.warnf("%s: accepting %s without a signature (--insecure-allow-unsigned)", name, ref)
 	}
+	if err := verityBefore(v, e); err != nil {
+		return nil, fmt.Errorf("%s: %w", ref, err)
+	}
 	osr, osrPath, err := OSRelease(s.Options().Root)
 	if err != nil {
 		return nil, err
@@ -144,9 +152,13 @@ func (n *Node) pull(ctx context.Context, s *store.Store, req PullRequest, pre *r
 		Size:           e.Layer.Size,
 		InstalledAt:    n.opts.Now().UTC(),
 	}
+	var verityCert *x509.Certificate
 	stored, found := s.Find(name, e.Layer.Digest)
 	if found && !s.Options().Copy {
 		in.File, in.ReleaseDigest = stored.File, stored.ReleaseDigest
+		if in.Verity, verityCert, err = storedVerity(ctx, v, s.ImagePath(name, stored.File)); err != nil {
+			return nil, fmt.Errorf("%s: %w: refusing it", ref, err)
+		}
 		if in.ReleaseDigest == "" {
 			// Stored by a sysext that did not record it: read it now from
 			// the write-once file (its layer digest was checked at commit).
@@ -170,6 +182,12 @@ func (n *Node) pull(ctx context.Context, s *store.Store, req PullRequest, pre *r
 		if err := n.checkImage(name, e, dl, osr, osrPath, ref.String()); err != nil {
 			return nil, err
 		}
+		if in.Verity, verityCert, err = verityOf(v, dl.Info); err != nil {
+			return nil, fmt.Errorf("%s: %w: refusing it, nothing was changed", ref, err)
+		}
+		if err := n.protect(ctx, s, name, verityCert); err != nil {
+			return nil, err
+		}
 		if dl.Info != nil {
 			if in.Version == "" {
 				in.Version = dl.Info.Meta.Version
@@ -188,6 +206,7 @@ func (n *Node) pull(ctx context.Context, s *store.Store, req PullRequest, pre *r
 			}
 			result.Action, result.Changed, result.Version, result.File = "copied", true, in.Version, s.LinkPath(name)
 			result.Signer, result.Unsigned = v.Signer(), v.Unsigned()
+			describeVerity(result, in.Verity)
 			return result, nil
 		}
 		file := e.FileName
@@ -198,8 +217,14 @@ func (n *Node) pull(ctx context.Context, s *store.Store, req PullRequest, pre *r
 			return nil, err
 		}
 	}
+	if found && !s.Options().Copy {
+		if err := n.protect(ctx, s, name, verityCert); err != nil {
+			return nil, err
+		}
+	}
 	result.Version, result.File = in.Version, in.File
 	result.Signer, result.Unsigned = v.Signer(), v.Unsigned()
+	describeVerity(result, in.Verity)
 	meta := store.Meta{Source: req.Ref, Declared: req.Declared, Policy: req.Policy, AllowUnsigned: req.AllowUnsigned}
 	if installed && req.Declared == "" {
 		meta.Declared = cur.Declared
@@ -249,10 +274,7 @@ func validStoreName(file string) error {
 // manifest could not tell, its compatibility.
 func (n *Node) checkImage(name string, e *oci.Entry, dl *oci.Downloaded, osr *extension.Release, osrPath, ref string) error {
 	if dl.Info == nil {
-		if e.Kind == oci.KindSysext {
-			return nil // a GPT disk image: systemd reads it; the annotations were checked
-		}
-		return fmt.Errorf("%s: %s is a disk image without sysext annotations: its metadata cannot be checked before activation", name, ref)
+		return fmt.Errorf("%s: %s: the image's metadata could not be read: refusing to activate it", name, ref)
 	}
 	if dl.Info.Name != "" && dl.Info.Name != name {
 		return fmt.Errorf("%s: the image's metadata names extension %q (extension-release.%s), not %q: refusing to activate it as %s", ref, dl.Info.Name, dl.Info.Name, name, name)

@@ -63,6 +63,10 @@ func (f nodeFlags) trust() verify.TrustOptions {
 	if o.TrustedRootPath != "" {
 		o.TrustedRootPath = absPath(o.TrustedRootPath)
 	}
+	o.VerityCertPaths = make([]string, len(f.VerityCertPaths))
+	for i, c := range f.VerityCertPaths {
+		o.VerityCertPaths[i] = absPath(c)
+	}
 	o.Root = f.Root
 	return o
 }

@@ -1,0 +1,168 @@
+package node
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/sysext/sysext/activate"
+	"github.com/sysext/sysext/fsimage"
+	"github.com/sysext/sysext/oci"
+	"github.com/sysext/sysext/store"
+	"github.com/sysext/sysext/verify"
+	"github.com/sysext/sysext/verity"
+)
+
+// The node's part of the chain of trust for signed disk images: the
+// manifest's cosign signature was verified (Verifier); here its verity
+// annotations are held against the trust policy before the download, the
+// image's signature partition against the policy's certificates after it
+// (oci.Download already checked the hash tree against the data and the
+// root hash against the annotations), and then the certificate and the
+// image policy are handed to systemd so the kernel enforces the root hash
+// at every read.
+
+// verityBefore checks the manifest's verity annotations against the
+// policy, before anything is downloaded.
+func verityBefore(v verify.Verified, e *oci.Entry) error {
+	if len(v.VerityCertificates()) == 0 {
+		return nil
+	}
+	var root, cert string
+	if e.Manifest != nil {
+		var err error
+		if root, cert, err = oci.VerityFromAnnotations(e.Manifest.Annotations); err != nil {
+			return err
+		}
+	}
+	return v.CheckVerityAnnotations(root, cert)
+}
+
+// verityOf checks an image (downloaded, or already in the store) against
+// the policy's verity requirement and returns what the state records, and
+// the trusted certificate that signed it (nil when the policy names none).
+func verityOf(v verify.Verified, info *fsimage.Info) (*store.Verity, *x509.Certificate, error) {
+	var d *fsimage.DDI
+	if info != nil {
+		d = info.DDI
+	}
+	var root []byte
+	if d != nil && d.RootHash != "" {
+		root, _ = hex.DecodeString(d.RootHash)
+	}
+	cert, err := v.CheckVerity(d, root)
+	if err != nil {
+		return nil, nil, err
+	}
+	if d == nil || d.RootHash == "" {
+		return nil, nil, nil
+	}
+	rec := &store.Verity{RootHash: d.RootHash}
+	if cert != nil {
+		rec.Signer, rec.CertificateSHA256 = cert.Subject.String(), verity.Fingerprint(cert)
+	}
+	return rec, cert, nil
+}
+
+// storedVerity reads a stored image again (write-once, digest-checked at
+// commit) to check it against the current policy.
+func storedVerity(ctx context.Context, v verify.Verified, path string) (*store.Verity, *x509.Certificate, error) {
+	info, err := fsimage.OpenMetadata(ctx, path)
+	if err != nil {
+		if len(v.VerityCertificates()) > 0 {
+			return nil, nil, err
+		}
+		return nil, nil, nil
+	}
+	return verityOf(v, info)
+}
+
+// protect hands a verity-signed image's protection to systemd on the
+// store's root: the trusted certificate into /etc/verity.d and, when every
+// other active extension is a signed disk image too, the image policy
+// that makes systemd refuse unsigned ones. What it could not do is
+// warned about, with the reason.
+func (n *Node) protect(ctx context.Context, s *store.Store, name string, cert *x509.Certificate) error {
+	if cert == nil {
+		return nil
+	}
+	root := s.Options().Root
+	p, err := activate.InstallCertificate(root, cert)
+	if err != nil {
+		return err
+	}
+	n.logf("%s: verity certificate %s installed as %s", name, cert.Subject, p)
+	v, _ := activate.SystemdVersion(root)
+	if activate.ImagePolicySet(root, v) {
+		return nil
+	}
+	var unsigned []string
+	st := s.State()
+	for _, other := range st.Names() {
+		e, _ := s.Entry(other)
+		if other != name && (e.Active.Verity == nil || e.Active.Verity.Signer == "") {
+			unsigned = append(unsigned, other)
+		}
+	}
+	sort.Strings(unsigned)
+	if len(unsigned) > 0 {
+		n.warnf("%s: image policy not set: %s %s no signed disk image, and systemd would refuse %s under it; until %s, an unsigned image put in %s would merge",
+			name, strings.Join(unsigned, ", "), plural(len(unsigned), "is", "are"), plural(len(unsigned), "it", "them"),
+			plural(len(unsigned), "it is", "they are"), s.Options().ExtensionsDir)
+		return nil
+	}
+	if n.onRunningSystem(s) {
+		facts := activate.Gather(ctx, activate.System{Root: root})
+		if !facts.Verity.Enforces() {
+			n.warnf("%s: image policy not set: this kernel has no device-mapper with dm-verity, and systemd would refuse every extension under it", name)
+			return nil
+		}
+	}
+	written, err := activate.SetImagePolicy(root, v)
+	if errors.Is(err, activate.ErrNoImagePolicy) {
+		n.warnf("%s: %v", name, err)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, w := range written {
+		n.logf("%s: image policy %s set in %s", name, activate.ImagePolicy, filepath.Clean(w))
+	}
+	return nil
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// verityImage is what the preflight knows of the manifest's disk image.
+func verityImage(e *oci.Entry) *activate.ImageVerity {
+	if e == nil || e.Manifest == nil || e.Layer.MediaType != oci.MediaTypeDisk {
+		return nil
+	}
+	root, cert, err := oci.VerityFromAnnotations(e.Manifest.Annotations)
+	if err != nil || root == "" {
+		return nil
+	}
+	return &activate.ImageVerity{RootHash: root, Signed: cert != ""}
+}
+
+// describeVerity is the result's word on it.
+func describeVerity(r *Result, rec *store.Verity) {
+	if rec == nil {
+		return
+	}
+	r.VerityRootHash = rec.RootHash
+	if rec.Signer != "" {
+		r.VeritySigner = fmt.Sprintf("%s (SHA-256 %s)", rec.Signer, rec.CertificateSHA256)
+	}
+}

@@ -86,10 +86,11 @@ type System struct {
 	ModulesDir string
 	// SystemdVersion, when not 0, is used instead of looking in Root.
 	SystemdVersion int
-	// ProcMisc defaults to /proc/misc, SysModule to /sys/module (where
-	// device-mapper and dm-verity show).
+	// ProcMisc defaults to /proc/misc, SysModule to /sys/module, SysBlock
+	// to /sys/block (where device-mapper, dm-verity and its devices show).
 	ProcMisc  string
 	SysModule string
+	SysBlock  string
 }
 
 func (s System) offline() bool { return s.Root != "" && filepath.Clean(s.Root) != "/" }
@@ -215,6 +216,8 @@ type Image struct {
 type Report struct {
 	Strict   bool      `json:"strict"`
 	Findings []Finding `json:"findings"`
+	// Verity is what this host offers to enforce signed disk images.
+	Verity *VerityFacts `json:"verity,omitempty"`
 }
 
 // Refusals are the findings that stop the operation (warnings too under
@@ -272,7 +275,8 @@ func (e *PreflightError) Error() string {
 // Preflight judges whether the images can merge on the system the facts
 // describe. It is pure: every input is in its arguments.
 func Preflight(f Facts, images []Image, strict bool) *Report {
-	r := &Report{Strict: strict, Findings: []Finding{}}
+	vf := f.Verity
+	r := &Report{Strict: strict, Findings: []Finding{}, Verity: &vf}
 	add := func(check string, sev Severity, ext, cause, fix string) {
 		if f.Offline && sev == Refuse && (check == CheckFilesystem || check == CheckOverlay || check == CheckVerity) {
 			// The kernel that boots the target root is not the running one.

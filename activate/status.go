@@ -41,6 +41,10 @@ type ExtensionStatus struct {
 	Differences []string `json:"differences,omitempty"`
 	// Notes are worth knowing but not a difference (a past rollback).
 	Notes []string `json:"notes,omitempty"`
+
+	// Verity is a disk image's dm-verity protection: who signed it and
+	// whether the kernel enforces it now (verity.go).
+	Verity *VerityStatus `json:"verity,omitempty"`
 }
 
 // StatusReport is `sysext status`.
@@ -71,6 +75,9 @@ type StatusOptions struct {
 	// /usr under Root; set it only for the running system.
 	AskSystemd bool
 	Sysext     Sysext
+	// System is where the kernel's verity facts are read (the zero value:
+	// the running system; Root is taken from Store).
+	System System
 }
 
 // ReadStatus reads the three views and flags every difference. It never
@@ -109,6 +116,7 @@ func ReadStatus(ctx context.Context, opts StatusOptions) (*StatusReport, error) 
 			if e.Pending != nil {
 				x.Interrupt = e.Pending.Op
 			}
+			x.Verity = verityStatusOf(e.Active.Verity)
 		}
 	}
 	if extDir == "" {
@@ -134,6 +142,7 @@ func ReadStatus(ctx context.Context, opts StatusOptions) (*StatusReport, error) 
 			}
 		}
 	}
+	r.verityEnforcement(opts.System)
 	for i := range r.Extensions {
 		x := &r.Extensions[i]
 		x.Differences, x.Notes = differences(x, r.Online && r.Merged != nil, r.Online, extDir)

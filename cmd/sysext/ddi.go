@@ -5,8 +5,10 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"time"
 
+	"github.com/sysext/sysext/activate"
 	"github.com/sysext/sysext/builder"
 	"github.com/sysext/sysext/fsimage"
 	"github.com/sysext/sysext/oci"
@@ -156,4 +158,48 @@ func verityRefLines(ann map[string]string) [][2]string {
 		return [][2]string{{"root hash", root}, {"verity signer", "none (an unsigned disk image)"}}
 	}
 	return [][2]string{{"root hash", root}, {"verity signer", "certificate SHA-256 " + cert}}
+}
+
+// imageVerity is what the preflight needs of a disk image file.
+func imageVerity(info *fsimage.Info) *activate.ImageVerity {
+	if info.DDI == nil || info.DDI.RootHash == "" {
+		return nil
+	}
+	return &activate.ImageVerity{RootHash: info.DDI.RootHash, Signed: info.DDI.SignaturePartition() != nil}
+}
+
+// printVerityFacts is the preflight's line on signed disk images.
+func printVerityFacts(w io.Writer, f *activate.VerityFacts) {
+	if f == nil {
+		return
+	}
+	yes := map[bool]string{true: "yes", false: "no"}
+	sv := "unknown"
+	if f.SystemdVersion > 0 {
+		sv = fmt.Sprint(f.SystemdVersion)
+	}
+	fmt.Fprintf(w, "verity: device-mapper %s, dm-verity %s, systemd %s, root hash signature checked by the kernel keyring %s, by systemd against /etc/verity.d %s, image policy %s\n",
+		yes[f.DeviceMapper], yes[f.DMVerity], sv, yes[f.KernelSignatures], yes[f.Userspace], map[bool]string{true: "set", false: "not set"}[f.PolicySet])
+	sentence, _ := f.Verdict(f.PolicySet)
+	fmt.Fprintf(w, "verity: a signed disk image here: %s\n", sentence)
+}
+
+// printVerityStatus adds, per disk image, whether verity enforces it and
+// who signed it.
+func printVerityStatus(w io.Writer, rep *activate.StatusReport) {
+	for _, e := range rep.Extensions {
+		v := e.Verity
+		if v == nil {
+			continue
+		}
+		signer := "no trusted signer checked"
+		if v.Signer != "" {
+			signer = "signed by " + v.Signer + " (certificate SHA-256 " + v.CertificateSHA256 + ")"
+		}
+		state := "not enforced"
+		if v.Enforced {
+			state = "ENFORCED"
+		}
+		fmt.Fprintf(w, "%s: verity %s, %s, root hash %s: %s\n", e.Name, state, signer, v.RootHash, v.Why)
+	}
 }

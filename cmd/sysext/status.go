@@ -129,6 +129,7 @@ func printStatus(w io.Writer, rep *activate.StatusReport, quiet bool) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Name, active, act, dash(e.Path), m)
 	}
 	tw.Flush()
+	printVerityStatus(w, rep)
 	if !quiet {
 		for _, e := range rep.Extensions {
 			for _, n := range e.Notes {
@@ -187,6 +188,9 @@ func runPreflight(ctx context.Context, w, errw io.Writer, f nodeFlags, strict bo
 			}
 			fmt.Fprintf(w, "%s: %s\n", sev, x)
 		}
+		if !f.Quiet {
+			printVerityFacts(w, rep.Verity)
+		}
 		if refused == nil && !f.Quiet {
 			fmt.Fprintf(w, "preflight passed for %d extension(s)\n", len(images))
 		}
@@ -208,7 +212,7 @@ func preflightImages(ctx context.Context, so store.Options, files []string) ([]a
 			warnings = append(warnings, err.Error())
 			return
 		}
-		images = append(images, activate.Image{Name: info.Name, Format: info.Format, Meta: info.Meta})
+		images = append(images, activate.Image{Name: info.Name, Format: info.Format, Meta: info.Meta, Verity: imageVerity(info)})
 	}
 	if len(files) > 0 {
 		for _, p := range files {

@@ -14,7 +14,7 @@ DESTDIR ?=
 # Debian packages the tests use, by the command that shows each is there.
 APT_CMDS := mksquashfs:squashfs-tools unsquashfs:squashfs-tools mkfs.erofs:erofs-utils \
 	fsck.erofs:erofs-utils patchelf:patchelf bwrap:bubblewrap musl-gcc:musl-tools \
-	debootstrap:debootstrap /usr/bin/time:time
+	debootstrap:debootstrap /usr/bin/time:time veritysetup:cryptsetup-bin openssl:openssl
 
 # Test peers built from source with the Go toolchain (nothing downloads a binary).
 REGISTRY_VERSION := v3.1.2
@@ -71,16 +71,52 @@ $(TOOLS_DIR)/butane:
 	dir=$$(GOFLAGS= $(GO) mod download -json github.com/coreos/butane@$(BUTANE_VERSION) | sed -n 's/.*"Dir": "\(.*\)",/\1/p'); \
 	cd $$dir && GOFLAGS=-mod=mod $(GO) build -o $@ ./internal
 
-# systemd-sysupdate is not in Debian 12: take it (systemd 257) from a Debian 13
-# tree made with debootstrap, run with that tree's own loader and libraries.
-$(TOOLS_DIR)/systemd-sysupdate:
+# A Debian 13 tree (systemd 257) for what Debian 12 lacks or has too old:
+# systemd-sysupdate, and systemd-repart, systemd-sysext and systemd-dissect
+# 257 with the filesystem and verity tools repart runs (disk image tests).
+# The stamp names the package list: a tree made with fewer packages gets the
+# missing ones installed into it (no second debootstrap), and a second run
+# does nothing.
+empty :=
+space := $(empty) $(empty)
+comma := ,
+TRIXIE := $(TOOLS_DIR)/trixie-sysupdate
+TRIXIE_PKGS := systemd-container dbus systemd-repart erofs-utils squashfs-tools cryptsetup-bin
+TRIXIE_STAMP := $(TRIXIE)/.sysext-packages-$(shell echo $(TRIXIE_PKGS) | sha256sum | cut -c1-12)
+TRIXIE_LOADER = exec "$$R/usr/lib64/ld-linux-x86-64.so.2" --library-path "$$R/usr/lib/x86_64-linux-gnu:$$R/usr/lib/x86_64-linux-gnu/systemd"
+
+$(TRIXIE_STAMP):
 	mkdir -p $(TOOLS_DIR)
-	rm -rf $(TOOLS_DIR)/trixie-sysupdate
-	debootstrap --variant=minbase --include=systemd-container,dbus trixie $(TOOLS_DIR)/trixie-sysupdate >/dev/null
-	printf '#!/bin/sh\nR=%s\nexec "$$R/usr/lib64/ld-linux-x86-64.so.2" --library-path "$$R/usr/lib/x86_64-linux-gnu:$$R/usr/lib/x86_64-linux-gnu/systemd" "$$R/usr/lib/systemd/systemd-sysupdate" "$$@"\n' $(TOOLS_DIR)/trixie-sysupdate > $@.tmp
+	if [ ! -x $(TRIXIE)/usr/bin/systemd-sysext ]; then \
+	  rm -rf $(TRIXIE) && \
+	  debootstrap --variant=minbase --include=$(subst $(space),$(comma),$(TRIXIE_PKGS)) trixie $(TRIXIE) >/dev/null; \
+	else \
+	  missing=$$(for p in $(TRIXIE_PKGS); do chroot $(TRIXIE) dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then \
+	    cp /etc/resolv.conf $(TRIXIE)/etc/resolv.conf && \
+	    MISSING="$$missing" unshare -m sh -c 'mount -t proc proc $(TRIXIE)/proc && chroot $(TRIXIE) sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$MISSING"' >/dev/null; \
+	  fi; \
+	fi
+	touch $@
+
+$(TOOLS_DIR)/systemd-sysupdate: $(TRIXIE_STAMP)
+	printf '#!/bin/sh\nR=%s\n$(TRIXIE_LOADER) "$$R/usr/lib/systemd/systemd-sysupdate" "$$@"\n' $(TRIXIE) > $@.tmp
 	chmod +x $@.tmp && $@.tmp --version >/dev/null && mv $@.tmp $@
 
-tools: $(TOOLS_DIR)/registry $(TOOLS_DIR)/cosign $(TOOLS_DIR)/cosign3 $(TOOLS_DIR)/oras $(TOOLS_DIR)/crane $(TOOLS_DIR)/systemd-sysupdate $(TOOLS_DIR)/butane
+# Wrappers that run the tree's programs on this host: put the directory
+# first on PATH to build as a host with systemd-repart 257 does. Not on
+# PATH by default, so nothing else picks them up.
+TRIXIE_BIN_PROGRAMS := usr/bin/systemd-repart usr/bin/systemd-dissect usr/bin/mkfs.erofs usr/bin/mksquashfs usr/sbin/veritysetup
+$(TOOLS_DIR)/trixie-bin/.done: $(TRIXIE_STAMP)
+	mkdir -p $(TOOLS_DIR)/trixie-bin
+	for p in $(TRIXIE_BIN_PROGRAMS); do \
+	  printf '#!/bin/sh\nR=%s\n$(TRIXIE_LOADER) "$$R/%s" "$$@"\n' $(TRIXIE) $$p > $(TOOLS_DIR)/trixie-bin/$$(basename $$p) && \
+	  chmod +x $(TOOLS_DIR)/trixie-bin/$$(basename $$p) || exit 1; \
+	done
+	$(TOOLS_DIR)/trixie-bin/systemd-repart --version >/dev/null
+	touch $@
+
+tools: $(TOOLS_DIR)/registry $(TOOLS_DIR)/cosign $(TOOLS_DIR)/cosign3 $(TOOLS_DIR)/oras $(TOOLS_DIR)/crane $(TOOLS_DIR)/systemd-sysupdate $(TOOLS_DIR)/butane $(TOOLS_DIR)/trixie-bin/.done
 
 test-deps: apt-deps tools
 

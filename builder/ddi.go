@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/diskfs/go-diskfs/partition/gpt"
 	"golang.org/x/sys/unix"
@@ -116,7 +117,9 @@ func buildDDI(ctx context.Context, opts Options) (*Result, error) {
 		return nil, err
 	}
 	defer out.Close()
+	timed := phaseTimer()
 	info, err := d.checkWritten(ctx, out.TempName(), rootHash)
+	timed("ddi-check")
 	if err != nil {
 		return nil, err
 	}
@@ -264,7 +267,9 @@ func (d *ddiPlan) identity() []string {
 func (d *ddiPlan) withVeritysetup(ctx context.Context, work string) (image, rootHash string, warnings []string, err error) {
 	inner := d.opts
 	inner.Format, inner.Output, inner.Force, inner.Sync, inner.Digest = d.fs, filepath.Join(work, "root.raw"), false, false, false
+	timed := phaseTimer()
 	res, err := Build(ctx, inner)
+	timed("ddi-filesystem")
 	if err != nil {
 		return "", "", nil, err
 	}
@@ -281,7 +286,9 @@ func (d *ddiPlan) withVeritysetup(ctx context.Context, work string) (image, root
 		return "", "", nil, fmt.Errorf("build %s: veritysetup format printed no root hash", d.target)
 	}
 	rootHash = string(m[1])
+	timed("ddi-veritysetup")
 	image, err = d.assemble(ctx, res.Path, hashFile, rootHash)
+	timed("ddi-assemble")
 	return image, rootHash, res.Warnings, err
 }
 
@@ -558,4 +565,16 @@ func (d *ddiPlan) withRepart(ctx context.Context, work string) (image, rootHash 
 		return "", "", nil, fmt.Errorf("build %s: systemd-repart reported no root hash", d.target)
 	}
 	return image, string(m[1]), warnings, nil
+}
+
+// phaseTimer reports to phaseHook (benchmarks) the time since it was made,
+// or since its last report, under each name.
+func phaseTimer() func(name string) {
+	start := time.Now()
+	return func(name string) {
+		if phaseHook != nil {
+			phaseHook(name, time.Since(start))
+		}
+		start = time.Now()
+	}
 }

@@ -461,9 +461,10 @@ func openDDI(ctx context.Context, f *os.File, size int64) (*DDI, tree, error) {
 }
 
 // openPartitionTree opens a filesystem that starts at off in f: the Go
-// readers read it in place; the tools that need a file of their own (other
-// squashfs compressions, compressed EROFS files) get a private copy of the
-// partition, made only when needed and removed on close.
+// readers read it in place, so does unsquashfs (-o); the EROFS tools of
+// erofs-utils 1.5, which take no offset, get a private copy of the
+// partition for the rare compressed metadata file, made only when needed
+// and removed on close.
 func openPartitionTree(ctx context.Context, f *os.File, off, size int64, format Format) (tree, error) {
 	pt := &partTree{f: f, off: off, size: size}
 	switch format {
@@ -488,13 +489,9 @@ func openPartitionTree(ctx context.Context, f *os.File, off, size int64, format 
 				return pt, nil
 			}
 		}
-		tmp, err := pt.copyOut(ctx)
+		// unsquashfs reads at an offset (-o): no copy.
+		t, err := newUnsquashfsTreeAt(ctx, f.Name(), off)
 		if err != nil {
-			return nil, err
-		}
-		t, err := newUnsquashfsTree(ctx, tmp)
-		if err != nil {
-			pt.close()
 			return nil, err
 		}
 		pt.tree = t

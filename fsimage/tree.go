@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/diskfs/go-diskfs/backend/file"
@@ -295,7 +296,16 @@ func (e *erofsExtract) close() error {
 // symlink out of the image).
 type unsquashfsTree struct {
 	image   string
+	offset  int64                  // where the filesystem starts in image (a disk image's partition)
 	entries map[string]fs.FileMode // "usr/lib/..." -> type bits
+}
+
+// args prefixes unsquashfs arguments with the filesystem's offset.
+func (t *unsquashfsTree) args(a ...string) []string {
+	if t.offset > 0 {
+		return append([]string{"-o", strconv.FormatInt(t.offset, 10)}, a...)
+	}
+	return a
 }
 
 func (t *unsquashfsTree) reader() string { return "unsquashfs" }
@@ -307,10 +317,14 @@ const maxListing = 16 << 20
 var listedDirs = []string{"usr/lib/extension-release.d", "usr/lib/systemd/system"}
 
 func newUnsquashfsTree(ctx context.Context, image string) (*unsquashfsTree, error) {
+	return newUnsquashfsTreeAt(ctx, image, 0)
+}
+
+func newUnsquashfsTreeAt(ctx context.Context, image string, offset int64) (*unsquashfsTree, error) {
 	if _, err := lookTool("unsquashfs"); err != nil {
 		return nil, err
 	}
-	t := &unsquashfsTree{image: image, entries: map[string]fs.FileMode{}}
+	t := &unsquashfsTree{image: image, offset: offset, entries: map[string]fs.FileMode{}}
 	if err := t.list(ctx, listedDirs...); err != nil {
 		return nil, err
 	}
@@ -319,7 +333,7 @@ func newUnsquashfsTree(ctx context.Context, image string) (*unsquashfsTree, erro
 
 // list adds the entries of dirs (and of their subdirectories) to t.
 func (t *unsquashfsTree) list(ctx context.Context, dirs ...string) error {
-	args := append([]string{"-lls", "-d", "", t.image}, dirs...)
+	args := t.args(append([]string{"-lls", "-d", "", t.image}, dirs...)...)
 	// Bounded: the listing of an untrusted image's unit directory.
 	out, err := runToolLimit(ctx, maxListing, "unsquashfs", args...)
 	if err != nil {
@@ -389,7 +403,7 @@ func (t *unsquashfsTree) readFile(ctx context.Context, name string, limit int64)
 	if m, ok := t.entries[name]; !ok || m != 0 {
 		return nil, fmt.Errorf("read %s: not a regular file", name)
 	}
-	out, err := runToolLimit(ctx, limit, "unsquashfs", "-cat", t.image, name)
+	out, err := runToolLimit(ctx, limit, "unsquashfs", t.args("-cat", t.image, name)...)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", name, err)
 	}

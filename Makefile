@@ -91,7 +91,7 @@ $(TRIXIE_STAMP):
 	  rm -rf $(TRIXIE) && \
 	  debootstrap --variant=minbase --include=$(subst $(space),$(comma),$(TRIXIE_PKGS)) trixie $(TRIXIE) >/dev/null; \
 	else \
-	  missing=$$(for p in $(TRIXIE_PKGS); do chroot $(TRIXIE) dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  missing=$$(for p in $(TRIXIE_PKGS); do chroot $(TRIXIE) dpkg -s $$p >/dev/null 2>&1 || echo $$p; done | tr "\n" " "); \
 	  if [ -n "$$missing" ]; then \
 	    cp /etc/resolv.conf $(TRIXIE)/etc/resolv.conf && \
 	    MISSING="$$missing" unshare -m sh -c 'mount -t proc proc $(TRIXIE)/proc && chroot $(TRIXIE) sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$MISSING"' >/dev/null; \

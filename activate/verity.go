@@ -89,7 +89,9 @@ func InstallCertificate(root string, cert *x509.Certificate) (string, error) {
 
 // PolicyFiles returns the files SetImagePolicy writes for systemd v, as
 // paths under root with their content. Before 254 systemd takes no image
-// policy at all: none.
+// policy at all: none. For an unknown version (0) only sysext.conf.d,
+// which no systemd misreads: a service drop-in with --image-policy= would
+// make 252's and 253's systemd-sysext.service fail, merging nothing.
 func PolicyFiles(root string, v int) map[string]string {
 	out := map[string]string{}
 	if v > 0 && v < SystemdImagePolicyFlag {
@@ -97,6 +99,9 @@ func PolicyFiles(root string, v int) map[string]string {
 	}
 	r := rootOr(root)
 	out[filepath.Join(r, ImagePolicyConf)] = "# Written by sysext: extensions must be signed disk images (docs/activation.md).\n[SysExt]\nImagePolicy=" + ImagePolicy + "\n"
+	if v == 0 {
+		return out
+	}
 	flag := "systemd-sysext refresh --image-policy=" + ImagePolicy
 	out[filepath.Join(r, ImagePolicyDropIn)] = "# Written by sysext: extensions must be signed disk images (docs/activation.md).\n" +
 		"[Service]\nExecStart=\nExecStart=" + flag + "\nExecReload=\nExecReload=" + flag + "\n"

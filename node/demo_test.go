@@ -11,7 +11,9 @@ import (
 
 // TestNodeDemo runs the README's node loop (scripts/node-demo.sh) with a
 // freshly built sysext: build two versions, push signed to an OCI layout,
-// pull, merge and run, update, rollback.
+// pull, merge and run, update, rollback; then the signed disk image chain:
+// certificate and image policy in place on the node, a tampered and a
+// foreign-signed image refused.
 func TestNodeDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
@@ -20,11 +22,24 @@ func TestNodeDemo(t *testing.T) {
 	testenv.RequireTool(t, "mksquashfs")
 	testenv.RequireTool(t, "unshare")
 	testenv.RequireTool(t, "systemd-sysext")
+	testenv.RequireTool(t, "veritysetup")
 	bin := testenv.BuildSysext(t)
 	cmd := exec.Command("../scripts/node-demo.sh")
 	cmd.Env = append(os.Environ(), "SYSEXT="+bin, "TMPDIR="+t.TempDir())
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "node-demo: OK") || !strings.Contains(string(out), "from the merged /usr: node-hello 2.0") {
 		t.Fatalf("node-demo: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"signature:      valid over the root hash",
+		"verity certificate CN=node-demo publisher installed",
+		"ImagePolicy=root=signed+absent:usr=signed+absent",
+		"refused: sysext: push tampered.raw: tampered.raw: the root and root-verity partitions: the dm-verity hash tree does not match the data",
+		"which the policy does not name",
+		"verity: a signed disk image here:",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("node-demo does not show %q", want)
+		}
 	}
 }

@@ -134,6 +134,9 @@ func (n *Node) protect(ctx context.Context, s *store.Store, name string, cert *x
 	for _, w := range written {
 		n.logf("%s: image policy %s set in %s", name, activate.ImagePolicy, filepath.Clean(w))
 	}
+	if v == 0 {
+		n.warnf("%s: the systemd version of %s is unknown: the image policy is only in sysext.conf.d, which systemd reads from 259 on", name, root)
+	}
 	return nil
 }
 

@@ -45,6 +45,7 @@ func (f *nodeFlags) addFlags(c *cobra.Command, refresh, trust bool) {
 		c.Flags().StringArrayVar(&f.KeyPaths, "key", nil, "require a signature by this cosign public key `FILE` (repeatable)")
 		c.Flags().StringVar(&f.PolicyPath, "policy", "", "trust policy `FILE` (default /etc/sysext/policy.json under --root)")
 		f.trustFlags.addKeylessFlags(c)
+		c.Flags().StringArrayVar(&f.VerityCertPaths, "verity-certificate", nil, "require a disk image whose dm-verity root hash this X.509 certificate `FILE` signed (repeatable; installed for systemd in /etc/verity.d)")
 		c.Flags().BoolVar(&f.AllowUnsigned, "insecure-allow-unsigned", false, "accept images without a valid signature (prints a warning)")
 		c.Flags().BoolVar(&f.PreflightStrict, "strict", false, "refuse when the preflight warns (/usr already stacked on overlays, an old systemd)")
 	}

@@ -38,7 +38,6 @@ func (f *trustFlags) addFlags(c *cobra.Command, withOptOut bool) {
 // (the node commands register their own --key and --policy).
 func (f *trustFlags) addKeylessFlags(c *cobra.Command) {
 	fs := c.Flags()
-	fs.StringArrayVar(&f.VerityCertPaths, "verity-certificate", nil, "require a disk image whose dm-verity root hash this X.509 certificate `FILE` signed (repeatable; installed for systemd in /etc/verity.d)")
 	fs.StringVar(&f.CertIdentity, "certificate-identity", "", "keyless: the signer's certificate identity (email or URI)")
 	fs.StringVar(&f.CertIdentityRegexp, "certificate-identity-regexp", "", "keyless: a regular expression the certificate identity must match")
 	fs.StringVar(&f.CertIssuer, "certificate-oidc-issuer", "", "keyless: the OIDC issuer of the signer's certificate")

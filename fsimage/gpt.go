@@ -607,7 +607,6 @@ func (u *usrTree) readFile(ctx context.Context, name string, limit int64) ([]byt
 	return u.tree.readFile(ctx, p, limit)
 }
 
-
 // VerifyDDI reads a disk image's data and hash partitions in full and
 // checks, as the kernel would at every read, that the dm-verity tree
 // describes the data; then that the tree's root hash is the one the

@@ -29,7 +29,7 @@ func gptSeeds(tb testing.TB) [][]byte {
 		craftedGPT(512, 128, 128, parts),
 		craftedGPT(512, 128, 128, []part{{rootType, 40, 47}, {rootType, 44, 60}}), // overlap
 		craftedGPT(512, 128, 128, []part{{rootType, 40, 1 << 40}}),                // past the end
-		craftedGPT(512, 1024, 4096, parts),                                         // large entries
+		craftedGPT(512, 1024, 4096, parts),                                        // large entries
 		craftedGPT(4096, 128, 128, []part{{rootType, 6, 7}, {verityType, 8, 9}}),
 	)
 	if d := realDDI(tb); d != nil {

@@ -1,8 +1,12 @@
 // Package activate makes activating an extension safe: a preflight that
-// refuses what would break the host's merge before anything is touched, a
+// refuses what would break the host's merge before anything is touched
+// (including a disk image the kernel cannot set up dm-verity for), a
 // proof that systemd-sysext really merged the installed image after a
 // refresh, a driver that rolls back by itself when the proof fails, and the
-// status view that sets sysext's state next to what systemd-sysext merged.
+// status view that sets sysext's state next to what systemd-sysext merged
+// (and, per disk image, whether dm-verity enforces it). verity.go hands a
+// signed disk image to systemd: the certificate in /etc/verity.d, the
+// image policy root=signed+absent where the host's systemd takes one.
 //
 // # Integration with node (its seams as of issue 5)
 //

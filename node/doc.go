@@ -4,10 +4,14 @@
 // policy), store (the only writer of node state) and a Refresher.
 //
 // Order of a pull: resolve the tag → pick the platform → manifest
-// (size-limited) → verify against the policy → compatibility with the target
+// (size-limited) → verify against the policy (and, for a veritySigned
+// scope, the manifest's verity annotations) → compatibility with the target
 // root's os-release, from the annotations, before any download → preflight
 // hook → download into a staging directory of the store (hashed while
-// streaming, resumed on a cut connection, image metadata checked) → commit
+// streaming, resumed on a cut connection, image metadata checked; a disk
+// image's hash tree against its data and its signature against the
+// policy's certificates, then the certificate and image policy installed
+// for systemd: verity.go) → commit
 // → switch the link → refresh (only on the running system) → post-activation
 // check hook; a failed refresh or check switches back to the previous
 // version.

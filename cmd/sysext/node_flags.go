@@ -206,6 +206,9 @@ func printResult(w io.Writer, r node.Result) {
 	case r.Signer != "":
 		line += ", signed by " + r.Signer
 	}
+	if r.VeritySigner != "" {
+		line += "; verity root hash signed by " + r.VeritySigner
+	}
 	switch r.Activation {
 	case store.ActivationUnproven:
 		line += "; linked, not refreshed (run 'systemd-sysext refresh' or boot it)"

@@ -273,11 +273,25 @@ func (d *ddiPlan) withVeritysetup(ctx context.Context, work string) (image, root
 	if err != nil {
 		return "", "", nil, err
 	}
+	fsInfo, err := os.Stat(res.Path)
+	if err != nil {
+		return "", "", nil, err
+	}
+	// The filesystem goes into the disk image (an in-kernel copy) while
+	// veritysetup reads it for the tree: both from the page cache, side by
+	// side, so the copy costs no time of its own.
+	image = filepath.Join(work, "image.raw")
+	copied := make(chan error, 1)
+	go func() { copied <- copyAt(ctx, res.Path, image, ddiFirstByte) }()
 	hashFile := filepath.Join(work, "verity.raw")
 	salt := derived("verity salt", d.identity()...)
 	u := derived("verity uuid", d.identity()...)
 	out, err := tool.Run(ctx, "veritysetup", "format", "--hash=sha256", "--data-block-size=4096", "--hash-block-size=4096",
 		"--salt="+hex.EncodeToString(salt[:]), "--uuid="+uuidOf(u[:16]), res.Path, hashFile)
+	if cerr := <-copied; err == nil && cerr != nil {
+		return "", "", nil, fmt.Errorf("build %s: copy the filesystem into the disk image: %w", d.target, cerr)
+	}
+	os.Remove(res.Path) // before its pages are written back: they need not be
 	if err != nil {
 		return "", "", nil, fmt.Errorf("build %s: veritysetup format: %w", d.target, err)
 	}
@@ -287,43 +301,51 @@ func (d *ddiPlan) withVeritysetup(ctx context.Context, work string) (image, root
 	}
 	rootHash = string(m[1])
 	timed("ddi-veritysetup")
-	image, err = d.assemble(ctx, res.Path, hashFile, rootHash)
+	err = d.assemble(ctx, image, fsInfo.Size(), hashFile, rootHash)
 	timed("ddi-assemble")
 	return image, rootHash, res.Warnings, err
 }
 
-// assemble turns the filesystem image at fsPath into the disk image: the
-// partition table in front (by inserting a hole before the filesystem
-// where the filesystem allows it, else by copying into a new file), the
-// hash tree and the signature after it, the backup table at the end.
-func (d *ddiPlan) assemble(ctx context.Context, fsPath, hashPath, rootHash string) (string, error) {
+// copyAt creates dst holding src's bytes from offset off, zeros before.
+func copyAt(ctx context.Context, src, dst string, off int64) error {
+	out, err := os.OpenFile(dst, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	if err := copyInto(ctx, out, off, src); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// assemble completes the disk image whose root partition (fsSize bytes
+// at ddiFirstByte) is in place: the hash tree and the signature after it,
+// the partition tables in front and at the end.
+func (d *ddiPlan) assemble(ctx context.Context, image string, fsSize int64, hashPath, rootHash string) error {
 	root, err := hex.DecodeString(rootHash)
 	if err != nil || len(root) != sha256.Size {
-		return "", fmt.Errorf("root hash %q", rootHash)
+		return fmt.Errorf("root hash %q", rootHash)
 	}
 	var sigData []byte
 	if d.key != nil {
 		sig, err := verity.Sign(root, d.cert, d.key)
 		if err != nil {
-			return "", err
+			return err
 		}
 		if sigData, err = sig.Marshal(); err != nil {
-			return "", err
+			return err
 		}
 		if len(sigData) > ddiSigSize {
-			return "", fmt.Errorf("the signature takes %d bytes, more than the %d of its partition: use a smaller certificate", len(sigData), ddiSigSize)
+			return fmt.Errorf("the signature takes %d bytes, more than the %d of its partition: use a smaller certificate", len(sigData), ddiSigSize)
 		}
-	}
-	fsInfo, err := os.Stat(fsPath)
-	if err != nil {
-		return "", err
 	}
 	hashInfo, err := os.Stat(hashPath)
 	if err != nil {
-		return "", err
+		return err
 	}
 	rootStart := int64(ddiFirstByte)
-	rootSize := alignUp(fsInfo.Size(), ddiAlign)
+	rootSize := alignUp(fsSize, ddiAlign)
 	hashStart := rootStart + rootSize
 	hashSize := alignUp(hashInfo.Size(), ddiAlign)
 	sigStart := hashStart + hashSize
@@ -333,24 +355,20 @@ func (d *ddiPlan) assemble(ctx context.Context, fsPath, hashPath, rootHash strin
 	}
 	total := alignUp(end+ddiBackupSize, ddiAlign)
 
-	image, err := putAt(ctx, fsPath, rootStart)
-	if err != nil {
-		return "", err
-	}
 	f, err := os.OpenFile(image, os.O_RDWR, 0)
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer f.Close()
 	if err := f.Truncate(total); err != nil {
-		return "", err
+		return err
 	}
 	if err := copyInto(ctx, f, hashStart, hashPath); err != nil {
-		return "", fmt.Errorf("write the hash partition: %w", err)
+		return fmt.Errorf("write the hash partition: %w", err)
 	}
 	if sigData != nil {
 		if _, err := f.WriteAt(sigData, sigStart); err != nil {
-			return "", fmt.Errorf("write the signature partition: %w", err)
+			return fmt.Errorf("write the signature partition: %w", err)
 		}
 	}
 	parts := []*gpt.Partition{
@@ -370,9 +388,9 @@ func (d *ddiPlan) assemble(ctx context.Context, fsPath, hashPath, rootHash strin
 		Partitions:         parts,
 	}
 	if err := table.Write(unsyncedFile{f}, total); err != nil {
-		return "", fmt.Errorf("write the partition table: %w", err)
+		return fmt.Errorf("write the partition table: %w", err)
 	}
-	return image, f.Close()
+	return f.Close()
 }
 
 func (d *ddiPlan) partition(index int, designator, uuid string, start, size int64, attrs uint64) *gpt.Partition {
@@ -386,34 +404,6 @@ func (d *ddiPlan) partition(index int, designator, uuid string, start, size int6
 		Index: index, Type: gpt.Type(t), GUID: uuid, Name: label, Attributes: attrs,
 		Start: uint64(start / ddiSector), End: uint64((start+size)/ddiSector - 1), Size: uint64(size),
 	}
-}
-
-// putAt returns a file (next to src) holding src's bytes from offset off,
-// zeros before: by inserting a hole in front of src's own blocks where the
-// filesystem allows it (ext4, XFS: no data is copied), else by copying
-// into a new file (copy_file_range: in the kernel, reflinked where
-// possible).
-func putAt(ctx context.Context, src string, off int64) (string, error) {
-	f, err := os.OpenFile(src, os.O_RDWR, 0)
-	if err != nil {
-		return "", err
-	}
-	err = unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_INSERT_RANGE, 0, off)
-	f.Close()
-	if err == nil {
-		return src, nil
-	}
-	dst := src + ".ddi"
-	out, err := os.OpenFile(dst, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return "", err
-	}
-	defer out.Close()
-	if err := copyInto(ctx, out, off, src); err != nil {
-		return "", fmt.Errorf("copy the filesystem into the disk image: %w", err)
-	}
-	os.Remove(src)
-	return dst, out.Close()
 }
 
 // copyInto copies the file at src into f at offset off.

@@ -234,7 +234,10 @@ func (p Params) verify(ctx context.Context, data, hashDev io.ReaderAt) ([]byte, 
 	perBlock := uint64(1) << perBlockBits
 	computed := make([]byte, hbs)
 	stored := make([]byte, hbs)
-	var in []byte // one run of input blocks: perBlock of them
+	// Input is read in chunks of at most readChunk bytes (whole blocks):
+	// memory stays small whatever block sizes a superblock claims.
+	const readChunk = 1 << 20
+	in := make([]byte, max(readChunk, maxBlockSize))
 	sum := make([]byte, hf.Size())
 	for li, lv := range levels {
 		// The blocks this level hashes: the data, or the level below.
@@ -245,23 +248,24 @@ func (p Params) verify(ctx context.Context, data, hashDev io.ReaderAt) ([]byte, 
 			src, srcBlockSize, srcCount, srcBase = hashDev, hbs, below.count, int64(below.start)*hbs
 			what = fmt.Sprintf("hash tree level %d", li-1)
 		}
-		if need := int(perBlock) * int(srcBlockSize); cap(in) < need {
-			in = make([]byte, need)
-		}
+		chunkBlocks := uint64(len(in)) / uint64(srcBlockSize)
 		for j := uint64(0); j < lv.count; j++ {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
 			first := j * perBlock
 			n := min(perBlock, srcCount-first)
-			run := in[:int64(n)*srcBlockSize]
-			if err := readFull(src, run, srcBase+int64(first)*srcBlockSize); err != nil {
-				return nil, fmt.Errorf("read %s blocks %d-%d: %w", what, first, first+n-1, err)
-			}
 			clear(computed)
-			for k := uint64(0); k < n; k++ {
-				digest(run[int64(k)*srcBlockSize:int64(k+1)*srcBlockSize], sum)
-				copy(computed[int(k)*entrySize:], sum)
+			for k := uint64(0); k < n; k += chunkBlocks {
+				c := min(chunkBlocks, n-k)
+				run := in[:int64(c)*srcBlockSize]
+				if err := readFull(src, run, srcBase+int64(first+k)*srcBlockSize); err != nil {
+					return nil, fmt.Errorf("read %s blocks %d-%d: %w", what, first+k, first+k+c-1, err)
+				}
+				for b := uint64(0); b < c; b++ {
+					digest(run[int64(b)*srcBlockSize:int64(b+1)*srcBlockSize], sum)
+					copy(computed[int(k+b)*entrySize:], sum)
+				}
 			}
 			at := int64(lv.start+j) * hbs
 			if err := readFull(hashDev, stored, at); err != nil {

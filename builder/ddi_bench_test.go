@@ -56,7 +56,7 @@ func BenchmarkBuildDDI300MiB(b *testing.B) {
 		fs     ImageFormat
 		comp   string
 		rounds int
-	}{{Squashfs, "lz4", 5}, {EROFS, "lz4", 5}} {
+	}{{Squashfs, "lz4", 9}, {EROFS, "lz4", 7}} {
 		b.Run(fmt.Sprintf("%s-%s", tc.fs, tc.comp), func(b *testing.B) {
 			testenv.RequireTool(b, map[ImageFormat]string{Squashfs: "mksquashfs", EROFS: "mkfs.erofs"}[tc.fs])
 			meta := extension.Metadata{Name: "bench", Version: "1", Arch: "x86-64", ID: "_any"}

@@ -9,12 +9,15 @@ export GOFLAGS ?= -mod=mod
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 PREFIX ?= /usr/local
+MANDIR ?= $(PREFIX)/share/man
 DESTDIR ?=
+# Manual pages carry this date, so the same commit gives the same pages.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 
 # Debian packages the tests use, by the command that shows each is there.
 APT_CMDS := mksquashfs:squashfs-tools unsquashfs:squashfs-tools mkfs.erofs:erofs-utils \
 	fsck.erofs:erofs-utils patchelf:patchelf bwrap:bubblewrap musl-gcc:musl-tools \
-	debootstrap:debootstrap /usr/bin/time:time veritysetup:cryptsetup-bin openssl:openssl
+	debootstrap:debootstrap /usr/bin/time:time getcap:libcap2-bin man:man-db veritysetup:cryptsetup-bin openssl:openssl
 
 # Test peers built from source with the Go toolchain (nothing downloads a binary).
 REGISTRY_VERSION := v3.1.2
@@ -24,7 +27,7 @@ ORAS_VERSION := v1.3.3
 CRANE_VERSION := v0.22.1
 BUTANE_VERSION := v0.23.0
 
-.PHONY: all build test test-deps apt-deps tools bench demo node-demo install lint fmt clean
+.PHONY: all build man completions test test-deps apt-deps tools bench fuzz demo node-demo install lint fmt clean
 
 all: build
 
@@ -123,6 +126,26 @@ test-deps: apt-deps tools
 test: test-deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 40m ./...
+	$(MAKE) fuzz
+
+# Every Fuzz* function of these packages (image readers, manifest, release,
+# policy and state parsers) fuzzes for FUZZTIME, after `go test` ran its
+# checked-in corpus (testdata/fuzz/); a new target is picked up by its name.
+# Each package's fuzzing binary is built once and run per target.
+FUZZ_PKGS := fsimage oci extension verify store
+FUZZTIME ?= 3s
+fuzz:
+	@set -eo pipefail; mkdir -p bin/fuzz; cache=$$($(GO) env GOCACHE)/fuzz; \
+	for pkg in $(FUZZ_PKGS); do \
+	  $(GO) test -c -fuzz=. -o bin/fuzz/$$pkg.test ./$$pkg; \
+	  importpath=$$($(GO) list ./$$pkg); \
+	  for target in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$pkg/*_test.go); do \
+	    echo "fuzz $$pkg $$target ($(FUZZTIME))"; \
+	    (cd $$pkg && ../bin/fuzz/$$pkg.test -test.run='^$$' -test.fuzz="^$$target\$$" \
+	      -test.fuzztime=$(FUZZTIME) -test.fuzzcachedir=$$cache/$$importpath) 2>&1 | \
+	      awk '/^fuzz: elapsed/ { last = $$0; next } { print } END { if (last) print last }'; \
+	  done; \
+	done
 
 bench: test-deps
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./...
@@ -136,8 +159,28 @@ demo: apt-deps build
 	./scripts/demo.sh
 	./scripts/node-demo.sh
 
-install: build
+# sysext(1), one page per command (from the cobra definitions) and
+# sysext-policy.json(5), sysext-extensions.d(5).
+man: build
+	rm -rf build/man
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) bin/sysext man build/man
+
+# cobra's completion scripts; they complete values too (formats,
+# architectures, recipes, installed and declared extensions).
+completions: build
+	mkdir -p build/completions
+	bin/sysext completion bash > build/completions/sysext.bash
+	bin/sysext completion zsh > build/completions/_sysext
+	bin/sysext completion fish > build/completions/sysext.fish
+
+install: build man completions
 	install -D -m 0755 bin/sysext $(DESTDIR)$(PREFIX)/bin/sysext
+	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5
+	install -m 0644 build/man/man1/*.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 build/man/man5/*.5 $(DESTDIR)$(MANDIR)/man5/
+	install -D -m 0644 build/completions/sysext.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/sysext
+	install -D -m 0644 build/completions/_sysext $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_sysext
+	install -D -m 0644 build/completions/sysext.fish $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/sysext.fish
 	bin/sysext install-units -q --root $(or $(DESTDIR),/) --unit-dir $(PREFIX)/lib/systemd/system --bin $(PREFIX)/bin/sysext --no-enable
 
 fmt:
@@ -148,4 +191,4 @@ lint:
 	$(GO) vet ./...
 
 clean:
-	rm -rf bin
+	rm -rf bin build

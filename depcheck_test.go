@@ -132,6 +132,13 @@ func TestTransitiveDependencies(t *testing.T) {
 			t.Errorf("extension depends on %s: the domain core uses only the standard library", dep)
 		}
 	}
+	// activate drives systemd-sysext; the node's state is node's business,
+	// so activate never pulls in the store (and with it sigstore).
+	for _, dep := range goListDeps(t, "./activate") {
+		if dep == module+"/store" || strings.HasPrefix(dep, "github.com/sigstore/") {
+			t.Errorf("activate depends on %s: it reads no node state (node does)", dep)
+		}
+	}
 	for _, dep := range goListDeps(t, "./builder") {
 		switch {
 		case dep == "net/http", strings.HasPrefix(dep, "net/http/"),

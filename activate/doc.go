@@ -2,11 +2,12 @@
 // refuses what would break the host's merge before anything is touched
 // (including a disk image the kernel cannot set up dm-verity for), a
 // proof that systemd-sysext really merged the installed image after a
-// refresh, a driver that rolls back by itself when the proof fails, and the
-// status view that sets sysext's state next to what systemd-sysext merged
-// (and, per disk image, whether dm-verity enforces it). verity.go hands a
-// signed disk image to systemd: the certificate in /etc/verity.d, the
-// image policy root=signed+absent where the host's systemd takes one.
+// refresh, a driver that rolls back by itself when the proof fails, and
+// systemd-sysext's own view of what is merged (Sysext.Status), which node's
+// status sets next to sysext's state. verity.go hands a signed disk image to
+// systemd (the certificate in /etc/verity.d, the image policy
+// root=signed+absent where the host's systemd takes one) and says per disk
+// image whether dm-verity enforces it.
 //
 // # Integration with node (its seams as of issue 5)
 //
@@ -52,8 +53,8 @@
 //		Revert:   idempotent: s.Rollback(name) only while the link still points at the new file,
 //		Refresh:  activate.RefreshWith(n.refresher()),
 //		Prove:    activate.Prover{}.Prove,
-//		Record: func(ctx context.Context, st activate.Status, why string) error {
-//			return s.SetActivation(name, store.Activation{Status: string(st), Reason: why})
+//		Record: func(ctx context.Context, st extension.ActivationStatus, why string) error {
+//			return s.SetActivation(name, store.Activation{Status: st, Reason: why})
 //		},
 //	}
 //	o, err := d.Run(ctx)    // err: nothing changed; else record nothing more:
@@ -64,7 +65,8 @@
 // system), build the same Driver and call d.Resume(ctx, status, reason): it
 // finishes the proof, or the rollback, that a killed run left.
 //
-// Status words are the store's (store.Activation*) one to one.
+// The status words are extension.ActivationStatus, the type the store
+// records, so there is one list.
 //
 // # Invariants
 //

@@ -5,19 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-)
 
-// Status is where an activation stands. The words are the store's
-// (store.Activation*), so the node records them as they are.
-type Status string
-
-const (
-	StatusPending    Status = "pending"     // link switched, not yet refreshed
-	StatusRefreshed  Status = "refreshed"   // refreshed, merge not yet proven
-	StatusProven     Status = "proven"      // the merged tree shows the image
-	StatusUnproven   Status = "unproven"    // offline (--root): prove at the next sync
-	StatusRolledBack Status = "rolled-back" // the proof failed; the previous state is back and proven
-	StatusFailed     Status = "failed"      // the proof failed and the previous state is not (yet) back
+	"github.com/sysext/sysext/extension"
 )
 
 // Driver activates one extension version and proves the merge, rolling back
@@ -45,13 +34,13 @@ type Driver struct {
 	// Record persists the status and reason in the node's state before the
 	// next step runs, so a killed run is finished by the next one (Resume).
 	// Optional.
-	Record func(ctx context.Context, s Status, reason string) error
+	Record func(ctx context.Context, s extension.ActivationStatus, reason string) error
 }
 
 // Outcome is what an activation ended with, for the state file and the user.
 type Outcome struct {
-	Name   string `json:"name"`
-	Status Status `json:"status"`
+	Name   string                     `json:"name"`
+	Status extension.ActivationStatus `json:"status"`
 	// Tried is the version that was activated; Active the one active now
 	// ("" when none is).
 	Tried  string `json:"tried,omitempty"`
@@ -73,13 +62,13 @@ func (o Outcome) Sentence() string {
 	}
 	var s string
 	switch o.Status {
-	case StatusProven:
+	case extension.ActivationProven:
 		s = tried + " is merged and proven"
-	case StatusUnproven:
+	case extension.ActivationUnproven:
 		s = tried + " is activated in the target root; " + o.Reason
-	case StatusRolledBack:
+	case extension.ActivationRolledBack:
 		s = fmt.Sprintf("%s did not merge (%s); rolled back: %s and merged", tried, o.Reason, active)
-	case StatusFailed:
+	case extension.ActivationFailed:
 		s = fmt.Sprintf("%s did not merge and the rollback did not restore a proven merge (%s); run 'sysext status' to see what is merged", tried, o.Reason)
 	default:
 		s = fmt.Sprintf("%s: %s (%s)", tried, o.Status, o.Reason)
@@ -94,7 +83,7 @@ func (o Outcome) Sentence() string {
 // and an *OutcomeError otherwise, so the command exits non-zero.
 func (o Outcome) Err() error {
 	switch o.Status {
-	case StatusProven, StatusUnproven:
+	case extension.ActivationProven, extension.ActivationUnproven:
 		return nil
 	}
 	return &OutcomeError{o}
@@ -115,7 +104,7 @@ func (d *Driver) check() error {
 	return nil
 }
 
-func (d *Driver) record(ctx context.Context, o *Outcome, s Status, reason string) {
+func (d *Driver) record(ctx context.Context, o *Outcome, s extension.ActivationStatus, reason string) {
 	if d.Record == nil {
 		return
 	}
@@ -134,7 +123,7 @@ func (d *Driver) Run(ctx context.Context) (Outcome, error) {
 	}
 	o := d.outcome()
 	if d.Record != nil {
-		if err := d.Record(ctx, StatusPending, ""); err != nil {
+		if err := d.Record(ctx, extension.ActivationPending, ""); err != nil {
 			return o, fmt.Errorf("%s: record the pending activation: %w", d.New.Name, err)
 		}
 	}
@@ -142,8 +131,8 @@ func (d *Driver) Run(ctx context.Context) (Outcome, error) {
 		return d.rollback(ctx, o, fmt.Sprintf("switching to %s failed: %v", d.New, err)), nil
 	}
 	if d.Offline {
-		o.Status, o.Reason, o.Active = StatusUnproven, UnprovenReason, d.New.Version
-		d.record(ctx, &o, StatusUnproven, UnprovenReason)
+		o.Status, o.Reason, o.Active = extension.ActivationUnproven, UnprovenReason, d.New.Version
+		d.record(ctx, &o, extension.ActivationUnproven, UnprovenReason)
 		return o, nil
 	}
 	return d.finish(ctx, o), nil
@@ -154,22 +143,22 @@ func (d *Driver) Run(ctx context.Context) (Outcome, error) {
 // proven (rolled back on failure); failed finishes the rollback. The store
 // has already made the link match the state when it opened, so Resume does
 // not call Activate. Other statuses need nothing.
-func (d *Driver) Resume(ctx context.Context, s Status, reason string) (Outcome, error) {
+func (d *Driver) Resume(ctx context.Context, s extension.ActivationStatus, reason string) (Outcome, error) {
 	if err := d.check(); err != nil {
 		return Outcome{}, err
 	}
 	o := d.outcome()
 	switch s {
-	case StatusPending, StatusRefreshed, StatusUnproven:
+	case extension.ActivationPending, extension.ActivationRefreshed, extension.ActivationUnproven:
 		if d.Offline {
-			o.Status, o.Reason, o.Active = StatusUnproven, UnprovenReason, d.New.Version
-			if s != StatusUnproven {
-				d.record(ctx, &o, StatusUnproven, UnprovenReason)
+			o.Status, o.Reason, o.Active = extension.ActivationUnproven, UnprovenReason, d.New.Version
+			if s != extension.ActivationUnproven {
+				d.record(ctx, &o, extension.ActivationUnproven, UnprovenReason)
 			}
 			return o, nil
 		}
 		return d.finish(ctx, o), nil
-	case StatusFailed:
+	case extension.ActivationFailed:
 		// Retrying keeps the first cause, not what the last try added.
 		for _, sep := range []string{sepRevertFailed, sepAfterRevert} {
 			if i := strings.Index(reason, sep); i > 0 {
@@ -186,7 +175,7 @@ func (d *Driver) Resume(ctx context.Context, s Status, reason string) (Outcome, 
 		return d.rollback(ctx, o, reason), nil
 	}
 	o.Status, o.Reason = s, reason
-	if s == StatusRolledBack {
+	if s == extension.ActivationRolledBack {
 		o.Active = d.Previous.Version
 	} else {
 		o.Active = d.New.Version
@@ -202,14 +191,14 @@ func (d *Driver) outcome() Outcome {
 func (d *Driver) finish(ctx context.Context, o Outcome) Outcome {
 	out, err := d.Refresh(ctx)
 	if err == nil {
-		d.record(ctx, &o, StatusRefreshed, "")
+		d.record(ctx, &o, extension.ActivationRefreshed, "")
 		err = d.Prove(ctx, d.New)
 	}
 	if err != nil {
 		return d.rollback(ctx, o, describe(err, out))
 	}
-	o.Status, o.Active, o.Reason = StatusProven, d.New.Version, ""
-	d.record(ctx, &o, StatusProven, "")
+	o.Status, o.Active, o.Reason = extension.ActivationProven, d.New.Version, ""
+	d.record(ctx, &o, extension.ActivationProven, "")
 	return o
 }
 
@@ -217,14 +206,14 @@ func (d *Driver) finish(ctx context.Context, o Outcome) Outcome {
 func (d *Driver) rollback(ctx context.Context, o Outcome, cause string) Outcome {
 	o.Reason = cause
 	// Recorded first: a run killed during the rollback is finished by the next.
-	d.record(ctx, &o, StatusFailed, cause)
+	d.record(ctx, &o, extension.ActivationFailed, cause)
 	if d.Offline {
 		return d.revertOffline(ctx, o, cause)
 	}
 	if err := d.Revert(ctx); err != nil {
-		o.Status, o.Active = StatusFailed, d.New.Version
+		o.Status, o.Active = extension.ActivationFailed, d.New.Version
 		o.Reason = fmt.Sprintf("%s%s%s failed: %v", cause, sepRevertFailed, d.Previous, err)
-		d.record(ctx, &o, StatusFailed, o.Reason)
+		d.record(ctx, &o, extension.ActivationFailed, o.Reason)
 		return o
 	}
 	out, err := d.Refresh(ctx)
@@ -232,26 +221,26 @@ func (d *Driver) rollback(ctx context.Context, o Outcome, cause string) Outcome 
 		err = d.Prove(ctx, d.Previous)
 	}
 	if err != nil {
-		o.Status, o.Active = StatusFailed, d.Previous.Version
+		o.Status, o.Active = extension.ActivationFailed, d.Previous.Version
 		o.Reason = fmt.Sprintf("%s%s%s: %s", cause, sepAfterRevert, d.Previous, describe(err, out))
-		d.record(ctx, &o, StatusFailed, o.Reason)
+		d.record(ctx, &o, extension.ActivationFailed, o.Reason)
 		return o
 	}
-	o.Status, o.Active = StatusRolledBack, d.Previous.Version
-	d.record(ctx, &o, StatusRolledBack, cause)
+	o.Status, o.Active = extension.ActivationRolledBack, d.Previous.Version
+	d.record(ctx, &o, extension.ActivationRolledBack, cause)
 	return o
 }
 
 func (d *Driver) revertOffline(ctx context.Context, o Outcome, cause string) Outcome {
 	o.Reason = cause
 	if err := d.Revert(ctx); err != nil {
-		o.Status, o.Active = StatusFailed, d.New.Version
+		o.Status, o.Active = extension.ActivationFailed, d.New.Version
 		o.Reason = fmt.Sprintf("%s%s%s failed: %v", cause, sepRevertFailed, d.Previous, err)
-		d.record(ctx, &o, StatusFailed, o.Reason)
+		d.record(ctx, &o, extension.ActivationFailed, o.Reason)
 		return o
 	}
-	o.Status, o.Active = StatusRolledBack, d.Previous.Version
-	d.record(ctx, &o, StatusRolledBack, cause)
+	o.Status, o.Active = extension.ActivationRolledBack, d.Previous.Version
+	d.record(ctx, &o, extension.ActivationRolledBack, cause)
 	return o
 }
 

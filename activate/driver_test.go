@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/fsimage"
 )
 
@@ -74,7 +76,7 @@ func (f *fakeNode) driver(newV, prevV string) *Driver {
 			}
 			return nil
 		},
-		Record: func(ctx context.Context, s Status, reason string) error {
+		Record: func(ctx context.Context, s extension.ActivationStatus, reason string) error {
 			f.records = append(f.records, string(s))
 			if f.recordFailFrom > 0 && len(f.records) >= f.recordFailFrom {
 				return f.recordErr
@@ -90,7 +92,7 @@ func (f *fakeNode) trace() string { return strings.Join(f.calls, ", ") }
 func TestDriverProven(t *testing.T) {
 	f := &fakeNode{link: "1", merged: "1"}
 	o, err := f.driver("2", "1").Run(context.Background())
-	if err != nil || o.Status != StatusProven || o.Active != "2" || o.Err() != nil {
+	if err != nil || o.Status != extension.ActivationProven || o.Active != "2" || o.Err() != nil {
 		t.Fatalf("%+v %v", o, err)
 	}
 	if got := strings.Join(f.records, " "); got != "pending refreshed proven" {
@@ -108,7 +110,7 @@ func TestDriverRollsBackWhenSystemdRefuses(t *testing.T) {
 	f := &fakeNode{link: "1", merged: "1", unmergeable: map[string]bool{"2": true},
 		refreshOut: "Using extensions 'hello'.\nFailed to mount sysext (type overlay) on /run/systemd/sysext/overlay/usr: Invalid argument\n"}
 	o, err := f.driver("2", "1").Run(context.Background())
-	if err != nil || o.Status != StatusRolledBack || o.Active != "1" || f.link != "1" {
+	if err != nil || o.Status != extension.ActivationRolledBack || o.Active != "1" || f.link != "1" {
 		t.Fatalf("%+v %v (link %s)", o, err, f.link)
 	}
 	if !strings.Contains(o.Reason, "Failed to mount sysext") || strings.Contains(o.Reason, "Using extensions") {
@@ -126,7 +128,7 @@ func TestDriverRollsBackWhenSystemdRefuses(t *testing.T) {
 func TestDriverRollbackFailsToo(t *testing.T) {
 	f := &fakeNode{link: "1", merged: "1", unmergeable: map[string]bool{"1": true, "2": true}}
 	o, _ := f.driver("2", "1").Run(context.Background())
-	if o.Status != StatusFailed || o.Active != "1" || !strings.Contains(o.Reason, "after switching back to hello 1") {
+	if o.Status != extension.ActivationFailed || o.Active != "1" || !strings.Contains(o.Reason, "after switching back to hello 1") {
 		t.Fatalf("%+v", o)
 	}
 	if !strings.Contains(o.Sentence(), "did not restore a proven merge") || o.Err() == nil {
@@ -134,7 +136,7 @@ func TestDriverRollbackFailsToo(t *testing.T) {
 	}
 	f = &fakeNode{link: "1", merged: "1", unmergeable: map[string]bool{"2": true}, revertErr: errors.New("store: no space left on device")}
 	o, _ = f.driver("2", "1").Run(context.Background())
-	if o.Status != StatusFailed || o.Active != "2" || !strings.Contains(o.Reason, "no space left") {
+	if o.Status != extension.ActivationFailed || o.Active != "2" || !strings.Contains(o.Reason, "no space left") {
 		t.Errorf("revert failure: %+v", o)
 	}
 }
@@ -142,7 +144,7 @@ func TestDriverRollbackFailsToo(t *testing.T) {
 func TestDriverRefreshFails(t *testing.T) {
 	f := &fakeNode{link: "1", merged: "1", refreshErr: []error{errors.New("refresh of systemd-sysext.service: exit status 1")}}
 	o, _ := f.driver("2", "1").Run(context.Background())
-	if o.Status != StatusRolledBack || o.Active != "1" || !strings.Contains(o.Reason, "exit status 1") {
+	if o.Status != extension.ActivationRolledBack || o.Active != "1" || !strings.Contains(o.Reason, "exit status 1") {
 		t.Fatalf("%+v", o)
 	}
 	if f.trace() != "activate, refresh, revert, refresh, prove hello 1" {
@@ -153,7 +155,7 @@ func TestDriverRefreshFails(t *testing.T) {
 func TestDriverActivateFails(t *testing.T) {
 	f := &fakeNode{link: "1", merged: "1", activateErr: errors.New("link: read-only file system")}
 	o, _ := f.driver("2", "1").Run(context.Background())
-	if o.Status != StatusRolledBack || o.Active != "1" || !strings.Contains(o.Reason, "read-only file system") {
+	if o.Status != extension.ActivationRolledBack || o.Active != "1" || !strings.Contains(o.Reason, "read-only file system") {
 		t.Fatalf("%+v", o)
 	}
 }
@@ -161,7 +163,7 @@ func TestDriverActivateFails(t *testing.T) {
 func TestDriverFirstInstallRollsBackToNone(t *testing.T) {
 	f := &fakeNode{unmergeable: map[string]bool{"1": true}}
 	o, _ := f.driver("1", "").Run(context.Background())
-	if o.Status != StatusRolledBack || o.Active != "" || !strings.Contains(o.Sentence(), "no version of hello is active") {
+	if o.Status != extension.ActivationRolledBack || o.Active != "" || !strings.Contains(o.Sentence(), "no version of hello is active") {
 		t.Fatalf("%+v %q", o, o.Sentence())
 	}
 	if !strings.Contains(f.trace(), "prove no hello") {
@@ -174,7 +176,7 @@ func TestDriverOffline(t *testing.T) {
 	d := f.driver("2", "1")
 	d.Offline, d.Refresh, d.Prove = true, nil, nil
 	o, err := d.Run(context.Background())
-	if err != nil || o.Status != StatusUnproven || o.Err() != nil || f.link != "2" {
+	if err != nil || o.Status != extension.ActivationUnproven || o.Err() != nil || f.link != "2" {
 		t.Fatalf("%+v %v", o, err)
 	}
 	if got := strings.Join(f.records, " "); got != "pending unproven" {
@@ -195,7 +197,7 @@ func TestDriverRecordFailures(t *testing.T) {
 	// A later record fails: the outcome stands, the warning says so.
 	f = &fakeNode{link: "1", recordFailFrom: 3, recordErr: errors.New("state: no space left on device")}
 	o, err := f.driver("2", "1").Run(context.Background())
-	if err != nil || o.Status != StatusProven || len(o.Warnings) != 1 || !strings.Contains(o.Sentence(), "recording proven in the state failed") {
+	if err != nil || o.Status != extension.ActivationProven || len(o.Warnings) != 1 || !strings.Contains(o.Sentence(), "recording proven in the state failed") {
 		t.Fatalf("%+v %v", o, err)
 	}
 	if (&Driver{}).check() == nil {
@@ -206,25 +208,25 @@ func TestDriverRecordFailures(t *testing.T) {
 func TestDriverResume(t *testing.T) {
 	ctx := context.Background()
 	// Killed after the link switch: the link points at 2, nothing proven.
-	for _, s := range []Status{StatusPending, StatusRefreshed, StatusUnproven} {
+	for _, s := range []extension.ActivationStatus{extension.ActivationPending, extension.ActivationRefreshed, extension.ActivationUnproven} {
 		f := &fakeNode{link: "2", merged: "1"}
 		o, err := f.driver("2", "1").Resume(ctx, s, "")
-		if err != nil || o.Status != StatusProven || contains(f.calls, "activate") {
+		if err != nil || o.Status != extension.ActivationProven || slices.Contains(f.calls, "activate") {
 			t.Errorf("%s: %+v %v (%s)", s, o, err, f.trace())
 		}
 		f = &fakeNode{link: "2", merged: "1", unmergeable: map[string]bool{"2": true}}
-		if o, _ := f.driver("2", "1").Resume(ctx, s, ""); o.Status != StatusRolledBack || f.link != "1" {
+		if o, _ := f.driver("2", "1").Resume(ctx, s, ""); o.Status != extension.ActivationRolledBack || f.link != "1" {
 			t.Errorf("%s, bad version: %+v", s, o)
 		}
 	}
 	// Killed during the rollback: Revert (idempotent) and prove the previous.
 	f := &fakeNode{link: "1", merged: ""}
-	o, _ := f.driver("2", "1").Resume(ctx, StatusFailed, "systemd-sysext said: boom")
-	if o.Status != StatusRolledBack || o.Reason != "systemd-sysext said: boom" || f.link != "1" || f.merged != "1" {
+	o, _ := f.driver("2", "1").Resume(ctx, extension.ActivationFailed, "systemd-sysext said: boom")
+	if o.Status != extension.ActivationRolledBack || o.Reason != "systemd-sysext said: boom" || f.link != "1" || f.merged != "1" {
 		t.Errorf("failed: %+v", o)
 	}
 	// Finished activations need nothing.
-	for _, s := range []Status{StatusProven, StatusRolledBack} {
+	for _, s := range []extension.ActivationStatus{extension.ActivationProven, extension.ActivationRolledBack} {
 		f := &fakeNode{link: "2", merged: "2"}
 		if o, _ := f.driver("2", "1").Resume(ctx, s, ""); o.Status != s || len(f.calls) != 0 {
 			t.Errorf("%s: %+v %s", s, o, f.trace())
@@ -234,7 +236,7 @@ func TestDriverResume(t *testing.T) {
 	f = &fakeNode{link: "2"}
 	d := f.driver("2", "1")
 	d.Offline = true
-	if o, _ := d.Resume(ctx, StatusPending, ""); o.Status != StatusUnproven || len(f.calls) != 0 {
+	if o, _ := d.Resume(ctx, extension.ActivationPending, ""); o.Status != extension.ActivationUnproven || len(f.calls) != 0 {
 		t.Errorf("offline: %+v %s", o, f.trace())
 	}
 }
@@ -314,7 +316,7 @@ func TestDriverResumeFailedKeepsFirstCause(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		o, _ = f.driver("2", "1").Resume(context.Background(), o.Status, o.Reason)
 	}
-	if o.Status != StatusFailed || strings.Count(o.Reason, "after switching back") != 1 {
+	if o.Status != extension.ActivationFailed || strings.Count(o.Reason, "after switching back") != 1 {
 		t.Errorf("%+v", o)
 	}
 }

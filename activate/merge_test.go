@@ -15,8 +15,8 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/sysext/sysext/atomicfile"
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/internal/testenv"
-	"github.com/sysext/sysext/store"
 )
 
 // The tests in this file run the real systemd-sysext inside a private mount
@@ -59,9 +59,9 @@ type helperArgs struct {
 // testState is what the helper persists through Driver.Record: the plan and
 // the status, as the node's state file would.
 type testState struct {
-	Args   helperArgs `json:"args"`
-	Status Status     `json:"status"`
-	Reason string     `json:"reason"`
+	Args   helperArgs                 `json:"args"`
+	Status extension.ActivationStatus `json:"status"`
+	Reason string                     `json:"reason"`
 }
 
 func runHelper(raw string) int {
@@ -80,17 +80,7 @@ func runHelper(raw string) int {
 		}
 		return 0
 	}
-	if a.Op == "status" {
-		rep, err := ReadStatus(ctx, StatusOptions{AskSystemd: true})
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "helper:", err)
-			return 3
-		}
-		b, _ := json.Marshal(rep)
-		fmt.Printf("STATUS %s\n", b)
-		return 0
-	}
-	status, reason := Status(""), ""
+	status, reason := extension.ActivationStatus(""), ""
 	if a.Op == "resume" {
 		data, err := os.ReadFile(a.State)
 		if err != nil {
@@ -158,7 +148,7 @@ func testDriver(a helperArgs) *Driver {
 			return sx.Refresh(ctx)
 		},
 		Prove: Prover{Sysext: sx}.Prove,
-		Record: func(ctx context.Context, s Status, reason string) error {
+		Record: func(ctx context.Context, s extension.ActivationStatus, reason string) error {
 			b, err := json.Marshal(testState{Args: a, Status: s, Reason: reason})
 			if err != nil {
 				return err
@@ -281,12 +271,12 @@ func TestRollbackWhenSystemdRefusesImage(t *testing.T) {
 			if len(got) != 2 {
 				t.Fatalf("want 2 outcomes, got %d:\n%s", len(got), out)
 			}
-			if got[0].Status != StatusProven {
+			if got[0].Status != extension.ActivationProven {
 				t.Fatalf("v1: %+v\n%s", got[0], out)
 			}
 			o := got[1]
 			t.Log(o.Sentence())
-			if o.Status != StatusRolledBack || o.Active != "1" || !strings.Contains(o.Reason, c.cause) {
+			if o.Status != extension.ActivationRolledBack || o.Active != "1" || !strings.Contains(o.Reason, c.cause) {
 				t.Fatalf("v2: want rolled back to 1 naming %q, got %+v\n%s", c.cause, o, out)
 			}
 			if o.Err() == nil || !strings.Contains(o.Sentence(), "probe 1 is active") {
@@ -299,7 +289,7 @@ func TestRollbackWhenSystemdRefusesImage(t *testing.T) {
 				t.Errorf("the link does not point at version 1 again:\n%s", out)
 			}
 			st := readTestState(t, state)
-			if st.Status != StatusRolledBack || !strings.Contains(st.Reason, c.cause) {
+			if st.Status != extension.ActivationRolledBack || !strings.Contains(st.Reason, c.cause) {
 				t.Errorf("state: %+v", st)
 			}
 		})
@@ -328,10 +318,10 @@ func TestRollbackWhenRefreshFails(t *testing.T) {
 	if len(got) != 3 {
 		t.Fatalf("want 3 outcomes:\n%s", out)
 	}
-	if o := got[1]; o.Status != StatusRolledBack || o.Active != "1" || !strings.Contains(o.Reason, "injected failure") {
+	if o := got[1]; o.Status != extension.ActivationRolledBack || o.Active != "1" || !strings.Contains(o.Reason, "injected failure") {
 		t.Fatalf("failed refresh: %+v\n%s", o, out)
 	}
-	if o := got[2]; o.Status != StatusRolledBack || o.Active != "" || !strings.Contains(o.Sentence(), "no version of other is active") {
+	if o := got[2]; o.Status != extension.ActivationRolledBack || o.Active != "" || !strings.Contains(o.Sentence(), "no version of other is active") {
 		t.Fatalf("first install of a bad image: %+v\n%s", o, out)
 	}
 	if !strings.Contains(out, "\nprobe 1\n") || strings.Contains(out, "other.raw") {
@@ -379,16 +369,16 @@ func TestResumeAfterKill(t *testing.T) {
 	if len(got) != 3 {
 		t.Fatalf("want 3 outcomes:\n%s", out)
 	}
-	if o := got[1]; o.Status != StatusProven || o.Active != "2" {
+	if o := got[1]; o.Status != extension.ActivationProven || o.Active != "2" {
 		t.Errorf("resume of a good version: %+v", o)
 	}
-	if o := got[2]; o.Status != StatusRolledBack || o.Active != "2" || !strings.Contains(o.Reason, "Failed to read metadata") {
+	if o := got[2]; o.Status != extension.ActivationRolledBack || o.Active != "2" || !strings.Contains(o.Reason, "Failed to read metadata") {
 		t.Errorf("resume of a bad version: %+v", o)
 	}
 	if !strings.Contains(out, "\nprobe 2\nprobe 2\n") && strings.Count(out, "\nprobe 2\n") < 2 {
 		t.Errorf("probe 2 should run after both resumes:\n%s", out)
 	}
-	if st := readTestState(t, state); st.Status != StatusRolledBack {
+	if st := readTestState(t, state); st.Status != extension.ActivationRolledBack {
 		t.Errorf("state: %+v", st)
 	}
 }
@@ -424,62 +414,9 @@ mount -t overlay overlay -o lowerdir=/usr,upperdir=/run/o2/u,workdir=/run/o2/w /
 	if len(got) != 1 {
 		t.Fatalf("want 1 outcome:\n%s", out)
 	}
-	if o := got[0]; o.Status != StatusRolledBack || o.Active != "" || !strings.Contains(o.Reason, "Failed to mount sysext") {
+	if o := got[0]; o.Status != extension.ActivationRolledBack || o.Active != "" || !strings.Contains(o.Reason, "Failed to mount sysext") {
 		t.Errorf("want a rollback to nothing naming systemd's mount failure, got %+v", o)
 	}
 }
 
 func digestOf(s string) digest.Digest { return digest.Digest(s) }
-
-// sysext status on a running system: the node's state (a /var bound over
-// the host's inside the namespace, as testing.md says), the links that
-// systemd-sysext follows, and the real systemd-sysext's merge.
-func TestStatusWithRealMerge(t *testing.T) {
-	testenv.RequireRoot(t)
-	dir := testenv.TempDirNoLeak(t, atomicfile.TempPrefix)
-	storeDir := filepath.Join(dir, "var/lib/sysext/store/probe")
-	must(t, os.MkdirAll(storeDir, 0o755))
-	must(t, os.MkdirAll(filepath.Join(dir, "var/lib/extensions"), 0o755))
-	v1 := image(t, storeDir, "probe", "1", fmt.Sprintf(goodRelease, "1"))
-	must(t, os.Symlink("/var/lib/sysext/store/probe/"+filepath.Base(v1.File), filepath.Join(dir, "var/lib/extensions/probe.raw")))
-	st := store.State{Schema: store.SchemaVersion, Extensions: map[string]*store.Entry{
-		"probe": {Name: "probe", Active: store.Install{Version: "1", File: filepath.Base(v1.File)}, Activation: store.Activation{Status: "proven"}},
-		"ghost": {Name: "ghost", Active: store.Install{Version: "3", File: "ghost-3-x86-64.raw"}, Activation: store.Activation{Status: "proven"}},
-	}}
-	b, err := json.Marshal(st)
-	must(t, err)
-	must(t, os.WriteFile(filepath.Join(dir, "var/lib/sysext/state.json"), b, 0o644))
-	out, err := testenv.RunInNamespace(t, "mount --bind "+testenv.ShellQuote(filepath.Join(dir, "var"))+" /var\nsystemd-sysext merge\n"+
-		helperCmd(t, helperArgs{Op: "status"})+"\necho TABLE\nsystemd-sysext status --no-pager\n")
-	if err != nil {
-		t.Fatalf("namespace: %v\n%s", err, out)
-	}
-	// The table fallback reads what this systemd really prints.
-	if _, table, ok := strings.Cut(out, "TABLE\n"); !ok {
-		t.Errorf("no table:\n%s", out)
-	} else if m, err := ParseStatusText([]byte(table)); err != nil || !m.Has("probe") {
-		t.Errorf("table %q: %v %v", table, m, err)
-	}
-	var rep StatusReport
-	for _, l := range strings.Split(out, "\n") {
-		if rest, ok := strings.CutPrefix(l, "STATUS "); ok {
-			must(t, json.Unmarshal([]byte(rest), &rep))
-		}
-	}
-	if !rep.Online || len(rep.Extensions) != 2 {
-		t.Fatalf("%+v\n%s", rep, out)
-	}
-	for _, e := range rep.Extensions {
-		switch e.Name {
-		case "probe":
-			if !e.Merged || e.MergedVersion != "1" || e.Path != "/var/lib/extensions/probe.raw" || len(e.Differences) != 0 {
-				t.Errorf("probe: %+v", e)
-			}
-		case "ghost":
-			d := strings.Join(e.Differences, "\n")
-			if e.Merged || !strings.Contains(d, "is missing") || !strings.Contains(d, "not merged") {
-				t.Errorf("ghost: %+v", e)
-			}
-		}
-	}
-}

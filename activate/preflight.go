@@ -60,8 +60,11 @@ type Facts struct {
 	Modules map[string]bool
 	// Stacking is what /proc/self/mountinfo says about /usr and /etc.
 	Stacking Stacking
-	// SystemdVersion is the target root's systemd; 0 when unknown.
+	// SystemdVersion is the target root's systemd; 0 when unknown, and
+	// SystemdUnknown then says why. It is warned about only when an
+	// extension needs a version check (EXTENSION_RELOAD_MANAGER, EROFS).
 	SystemdVersion int
+	SystemdUnknown string
 	// Offline is set when the target is another root (--root): the running
 	// kernel and mounts are not the ones that will merge, so what the kernel
 	// lacks only warns and the mount table is not judged.
@@ -131,11 +134,11 @@ func Gather(ctx context.Context, sys System) Facts {
 	if f.SystemdVersion == 0 {
 		v, err := SystemdVersion(sys.Root)
 		if err != nil {
-			f.Unknown = append(f.Unknown, fmt.Sprintf("systemd version: %v", err))
+			f.SystemdUnknown = err.Error()
 		}
 		f.SystemdVersion = v
 	}
-	f.Verity = gatherVerity(sys, mods, f.SystemdVersion)
+	f.Verity = GatherVerity(sys, mods, f.SystemdVersion)
 	return f
 }
 
@@ -294,6 +297,7 @@ func Preflight(f Facts, images []Image, strict bool) *Report {
 			"load it with 'modprobe overlay' or boot a kernel with CONFIG_OVERLAY_FS")
 	}
 	seen := map[fsimage.Format]bool{}
+	var needVersion []string // what could not be checked against the systemd version
 	for _, img := range images {
 		name := img.Name
 		if name == "" {
@@ -309,6 +313,12 @@ func Preflight(f Facts, images []Image, strict bool) *Report {
 		}
 		verityFindings(f, img, name, add)
 		v := f.SystemdVersion
+		if v == 0 && img.Meta.ReloadManager {
+			needVersion = appendOnce(needVersion, fmt.Sprintf("%s's EXTENSION_RELOAD_MANAGER=1 (systemd %d)", name, SystemdReloadManager))
+		}
+		if v == 0 && img.Format == fsimage.EROFS {
+			needVersion = appendOnce(needVersion, fmt.Sprintf("%s's EROFS image (systemd %d)", name, SystemdEROFSVerified))
+		}
 		if img.Meta.ReloadManager && v > 0 && v < SystemdReloadManager {
 			add(CheckSystemd, Warn, name, fmt.Sprintf("EXTENSION_RELOAD_MANAGER=1 needs systemd %d or later, the target has %d: its units will not be loaded after the merge", SystemdReloadManager, v),
 				"run 'systemctl daemon-reload' after the merge, or upgrade systemd")
@@ -317,6 +327,14 @@ func Preflight(f Facts, images []Image, strict bool) *Report {
 			add(CheckSystemd, Warn, name, fmt.Sprintf("EROFS images are known to merge from systemd %d on, the target has %d", SystemdEROFSVerified, v),
 				"rebuild the extension with 'sysext build --format squashfs'")
 		}
+	}
+	if len(needVersion) > 0 {
+		why := f.SystemdUnknown
+		if why == "" {
+			why = "unknown"
+		}
+		add(CheckSystemd, Warn, "", fmt.Sprintf("could not check the systemd version that %s needs: %s", strings.Join(needVersion, " and "), why),
+			"without --strict sysext goes on and still proves the merge after the refresh")
 	}
 	st := f.Stacking
 	switch {
@@ -331,6 +349,15 @@ func Preflight(f Facts, images []Image, strict bool) *Report {
 			"merge extensions from the initrd (systemd-sysext-sysroot.service)")
 	}
 	return r
+}
+
+func appendOnce(list []string, s string) []string {
+	for _, x := range list {
+		if x == s {
+			return list
+		}
+	}
+	return append(list, s)
 }
 
 // kernelFS is the kernel's name for an image format ("" for none we check).

@@ -2,13 +2,16 @@ package activate
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/fsimage"
+	"github.com/sysext/sysext/internal/testenv"
 )
 
 // A plain Debian host's mount table (as on the CI machines).
@@ -182,14 +185,71 @@ func TestGatherFromFiles(t *testing.T) {
 	if f.SystemdVersion != 256 || f.Stacking.Depth() != 2 || !f.Offline || len(f.Unknown) != 0 {
 		t.Errorf("%+v", f)
 	}
-	// Unreadable inputs are warnings, never fatal.
+	// Unreadable inputs are warnings, never fatal; an unknown systemd
+	// version only where an extension needs it.
 	f = Gather(context.Background(), System{Root: dir, ProcFilesystems: filepath.Join(dir, "none"), MountInfo: fsFile, ModulesDir: dir})
-	if len(f.Unknown) != 3 {
-		t.Fatalf("want 3 unknown facts, got %q", f.Unknown)
+	if len(f.Unknown) != 2 || f.SystemdVersion != 0 || f.SystemdUnknown == "" {
+		t.Fatalf("want 2 unknown facts and an unknown systemd, got %q %d %q", f.Unknown, f.SystemdVersion, f.SystemdUnknown)
 	}
-	r := Preflight(f, []Image{squashImage}, false)
+	r := Preflight(f, []Image{squashImage}, false) // EXTENSION_RELOAD_MANAGER=1: the version matters
 	if r.Err() != nil || len(r.Warnings()) != 3 {
 		t.Errorf("%+v", r.Findings)
+	}
+}
+
+// TestUnknownSystemdWarnsOnlyWhenItMatters: a root whose systemd version
+// cannot be read (the node demo's bare root) warns nothing for a plain
+// squashfs extension, and one line for any number of extensions whose
+// merge depends on the version.
+func TestUnknownSystemdWarnsOnlyWhenItMatters(t *testing.T) {
+	f := Facts{Filesystems: map[string]bool{"overlay": true, "squashfs": true, "erofs": true}, SystemdUnknown: "no libsystemd-shared"}
+	plain := squashImage
+	plain.Meta.ReloadManager = false
+	if r := Preflight(f, []Image{plain, plain}, false); len(r.Findings) != 0 {
+		t.Fatalf("plain squashfs extensions: %+v", r.Findings)
+	}
+	reload := squashImage
+	reload.Meta.ReloadManager = true
+	erofs := Image{Name: "tools", Format: fsimage.EROFS}
+	r := Preflight(f, []Image{reload, erofs, reload}, false)
+	if len(r.Findings) != 1 || r.Findings[0].Check != CheckSystemd || !strings.Contains(r.Findings[0].Cause, "EXTENSION_RELOAD_MANAGER") || !strings.Contains(r.Findings[0].Cause, "EROFS") {
+		t.Fatalf("want one systemd warning: %+v", r.Findings)
+	}
+}
+
+// TestSystemdVersionFromPrograms: a root whose libsystemd-shared is not
+// where the globs look still tells its version through the program that
+// links it: the host's own systemd binary, copied into a bare root. And
+// on the host the version is the one systemd itself reports.
+func TestSystemdVersionFromPrograms(t *testing.T) {
+	sysext := testenv.RequireTool(t, "systemd-sysext")
+	host, err := os.ReadFile("/usr/lib/systemd/systemd")
+	if err != nil {
+		t.Fatalf("a host with systemd-sysext has no systemd program: %v", err)
+	}
+	out, err := exec.Command(sysext, "--version").Output()
+	if err != nil {
+		t.Fatalf("systemd-sysext --version: %v", err)
+	}
+	var want int
+	if _, err := fmt.Sscanf(string(out), "systemd %d", &want); err != nil {
+		t.Fatalf("systemd-sysext --version said %q", out)
+	}
+	if v, err := SystemdVersion("/"); v != want || err != nil {
+		t.Errorf("host: %d %v, systemd says %d", v, err, want)
+	}
+	root := t.TempDir()
+	p := filepath.Join(root, "usr/lib/systemd/systemd")
+	must(t, os.MkdirAll(filepath.Dir(p), 0o755))
+	must(t, os.WriteFile(p, host, 0o755))
+	if v, err := SystemdVersion(root); v != want || err != nil {
+		t.Errorf("from the program's DT_NEEDED: %d %v, want %d", v, err, want)
+	}
+	// A link is not followed out of the root.
+	must(t, os.Remove(p))
+	must(t, os.Symlink("/usr/lib/systemd/systemd", p))
+	if v, err := SystemdVersion(root); v != 0 || err == nil || !strings.Contains(err.Error(), "cannot tell") {
+		t.Errorf("through a link: %d %v", v, err)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/fsimage"
+	"github.com/sysext/sysext/internal/inroot"
 )
 
 // Expect is what a proof expects to find merged for one extension.
@@ -101,7 +102,8 @@ func (p Prover) Prove(ctx context.Context, want Expect) error {
 		root = "/"
 	}
 	path := filepath.Join(root, extension.ReleasePath(want.Name))
-	data, readErr := readFileLimited(path, extension.MaxReleaseSize)
+	// Read inside the root: a symlink in the tree cannot point at the host.
+	data, readErr := inroot.ReadFile(root, extension.ReleasePath(want.Name), extension.MaxReleaseSize)
 	fail := func(format string, args ...any) error {
 		return &ProofError{Expect: want, Reason: fmt.Sprintf(format, args...)}
 	}

@@ -3,9 +3,11 @@ package activate
 import (
 	"bytes"
 	"context"
+	"debug/elf"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -43,12 +45,20 @@ func RefreshCommand(systemdVersion int) []string {
 
 var sharedLibVersion = regexp.MustCompile(`^libsystemd-shared-([0-9]+)`)
 
+// systemdBinaries link libsystemd-shared-NNN.so by name (DT_NEEDED), so
+// their dynamic section says the version too, wherever the library lives.
+var systemdBinaries = []string{"usr/lib/systemd/systemd", "usr/bin/systemctl", "usr/bin/systemd-sysext", "lib/systemd/systemd", "bin/systemctl"}
+
 // SystemdVersion finds the systemd version of the OS tree at root ("" or "/"
-// for the running system) without running anything from it: the version is
-// in the name of libsystemd-shared-NNN(.x-y).so, which every systemd since
-// 241 ships (Debian and Ubuntu under usr/lib/<triplet>/systemd, Fedora under
-// usr/lib64/systemd, others under usr/lib/systemd). It returns 0 and an
-// error when no such library is found.
+// for the running system) without running anything from it, the way
+// systemd's own programs find it: they link libsystemd-shared-NNN.so, whose
+// name carries the version. It looks for that library where distributions
+// put it (Debian and Ubuntu under usr/lib/<multiarch triplet>/systemd,
+// Fedora under usr/lib64/systemd, others under usr/lib/systemd), then in
+// the dynamic section of systemd's binaries (usr/lib/systemd/systemd,
+// systemctl, systemd-sysext), which name it even when the library sits
+// elsewhere. It returns 0 and an error naming what it looked at when
+// neither says.
 func SystemdVersion(root string) (int, error) {
 	if root == "" {
 		root = "/"
@@ -65,10 +75,44 @@ func SystemdVersion(root string) (int, error) {
 		}
 	}
 	if len(found) == 0 {
-		return 0, fmt.Errorf("%s: no usr/lib*/systemd/libsystemd-shared-*.so: cannot tell which systemd the root has", root)
+		for _, b := range systemdBinaries {
+			if n := linkedSystemdVersion(filepath.Join(root, b)); n > 0 {
+				found = append(found, n)
+			}
+		}
+	}
+	if len(found) == 0 {
+		return 0, fmt.Errorf("%s has no libsystemd-shared-NNN.so under usr/lib*/systemd and no systemd program (usr/lib/systemd/systemd, systemctl) that links one: cannot tell which systemd it has", root)
 	}
 	sort.Ints(found)
 	return found[len(found)-1], nil
+}
+
+// linkedSystemdVersion reads the version from the libsystemd-shared-NNN.so
+// an ELF program links (0 when it is not one, or links none). Only a
+// regular file is read: a link in another root could point at the host's.
+func linkedSystemdVersion(path string) int {
+	fi, err := os.Lstat(path)
+	if err != nil || !fi.Mode().IsRegular() {
+		return 0
+	}
+	f, err := elf.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	libs, err := f.ImportedLibraries()
+	if err != nil {
+		return 0
+	}
+	for _, l := range libs {
+		if v := sharedLibVersion.FindStringSubmatch(l); v != nil {
+			if n, err := strconv.Atoi(v[1]); err == nil {
+				return n
+			}
+		}
+	}
+	return 0
 }
 
 // Sysext runs the systemd-sysext program and reads what it says.

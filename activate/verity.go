@@ -13,7 +13,6 @@ import (
 
 	"github.com/sysext/sysext/atomicfile"
 	"github.com/sysext/sysext/fsimage"
-	"github.com/sysext/sysext/store"
 	"github.com/sysext/sysext/verity"
 )
 
@@ -189,8 +188,15 @@ type VerityFacts struct {
 	SystemdVersion int `json:"systemd_version"`
 }
 
-// gatherVerity reads the kernel's device-mapper and dm-verity support.
-func gatherVerity(sys System, modulesDir string, v int) VerityFacts {
+// GatherVerity reads the kernel's device-mapper and dm-verity support and
+// sysext's image policy under sys.Root, for systemd v; modulesDir is the
+// running kernel's /lib/modules/$(uname -r) ("" to look it up).
+func GatherVerity(sys System, modulesDir string, v int) VerityFacts {
+	if modulesDir == "" {
+		if rel, err := kernelRelease(); err == nil {
+			modulesDir = filepath.Join("/lib/modules", rel)
+		}
+	}
 	f := VerityFacts{SystemdVersion: v}
 	misc := sys.ProcMisc
 	if misc == "" {
@@ -310,85 +316,3 @@ func verityFindings(f Facts, img Image, name string, add func(check string, sev 
 
 // CheckVerity is the check name of verity findings.
 const CheckVerity = "verity"
-
-// VerityStatus is one extension's verity protection in `sysext status`.
-type VerityStatus struct {
-	RootHash          string `json:"root_hash"`
-	Signer            string `json:"signer,omitempty"` // the trusted certificate that verified, "" when none was asked for
-	CertificateSHA256 string `json:"certificate_sha256,omitempty"`
-	// Device is the dm-verity device systemd set up for it (named after
-	// the root hash), when there is one.
-	Device string `json:"device,omitempty"`
-	// Enforced: merged through a dm-verity device, so the kernel checks
-	// every block it reads against the root hash.
-	Enforced bool `json:"enforced"`
-	// Why says how, or why not, in one sentence.
-	Why string `json:"why"`
-}
-
-func verityStatusOf(v *store.Verity) *VerityStatus {
-	if v == nil {
-		return nil
-	}
-	return &VerityStatus{RootHash: v.RootHash, Signer: v.Signer, CertificateSHA256: v.CertificateSHA256}
-}
-
-// verityEnforcement says, for each disk image, whether the kernel enforces
-// it: on the running system, whether it is merged through the dm-verity
-// device systemd names after its root hash; elsewhere what the image
-// policy and the running kernel would give.
-func (r *StatusReport) verityEnforcement(sys System) {
-	var any bool
-	for _, x := range r.Extensions {
-		any = any || x.Verity != nil
-	}
-	if !any {
-		return
-	}
-	sys.Root = r.Root
-	rel, _ := kernelRelease()
-	v, _ := SystemdVersion(r.Root)
-	facts := gatherVerity(sys, filepath.Join("/lib/modules", rel), v)
-	devices := verityDevices(sys.SysBlock)
-	for i := range r.Extensions {
-		x := &r.Extensions[i]
-		vs := x.Verity
-		if vs == nil {
-			continue
-		}
-		sentence, full := facts.Verdict(facts.PolicySet)
-		switch {
-		case r.Online && x.Merged && devices[vs.RootHash+"-verity"]:
-			vs.Device = vs.RootHash + "-verity"
-			vs.Enforced = true
-			vs.Why = "merged through dm-verity device " + vs.Device + ": the kernel checks every block it reads"
-			if !full {
-				vs.Why += "; " + sentence
-			}
-		case r.Online && x.Merged:
-			vs.Why = "merged WITHOUT dm-verity: nothing checks its blocks now (verity bypassed, or a different image merged under its name)"
-		case r.Online:
-			vs.Why = "not merged; " + sentence
-		default:
-			vs.Why = "on the running kernel: " + sentence
-		}
-		if vs.Signer == "" {
-			vs.Why += "; no certificate of the trust policy checked its signature"
-		}
-	}
-}
-
-// verityDevices lists the device-mapper devices by name (/sys/block/dm-*/dm/name).
-func verityDevices(sysBlock string) map[string]bool {
-	if sysBlock == "" {
-		sysBlock = "/sys/block"
-	}
-	out := map[string]bool{}
-	matches, _ := filepath.Glob(filepath.Join(sysBlock, "dm-*", "dm", "name"))
-	for _, m := range matches {
-		if b, err := readFileLimited(m, 4096); err == nil {
-			out[strings.TrimSpace(string(b))] = true
-		}
-	}
-	return out
-}

@@ -8,7 +8,6 @@ import (
 
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/fsimage"
-	"github.com/sysext/sysext/store"
 )
 
 func signedDDI(name string) Image {
@@ -20,7 +19,7 @@ func signedDDI(name string) Image {
 // where it would merge unenforced, silent where it is enforced.
 func TestPreflightVerity(t *testing.T) {
 	enforcing := VerityFacts{DeviceMapper: true, DMVerity: true, Userspace: true, SystemdVersion: 257}
-	base := Facts{Filesystems: map[string]bool{"overlay": true, "erofs": true}, Modules: map[string]bool{}}
+	base := Facts{Filesystems: map[string]bool{"overlay": true, "erofs": true}, Modules: map[string]bool{}, SystemdVersion: 257}
 	for _, tc := range []struct {
 		name    string
 		verity  VerityFacts
@@ -111,27 +110,5 @@ func TestImagePolicyFiles(t *testing.T) {
 	b, _ := os.ReadFile(filepath.Join(root, ImagePolicyDropIn))
 	if !strings.Contains(string(b), "ExecStart=\nExecStart=systemd-sysext refresh --image-policy=") {
 		t.Errorf("drop-in does not reset ExecStart:\n%s", b)
-	}
-}
-
-// status: a disk image merged through the dm-verity device named after
-// its root hash is enforced; merged otherwise it is not, and says so.
-func TestStatusVerityEnforcement(t *testing.T) {
-	rh := strings.Repeat("cd", 32)
-	sysBlock := t.TempDir()
-	dm := filepath.Join(sysBlock, "dm-0", "dm")
-	os.MkdirAll(dm, 0o755)
-	os.WriteFile(filepath.Join(dm, "name"), []byte(rh+"-verity\n"), 0o644)
-	r := &StatusReport{Root: t.TempDir(), Online: true, byName: map[string]*ExtensionStatus{}}
-	r.get("a")
-	r.get("b")
-	r.Extensions[0].Merged, r.Extensions[0].Verity = true, verityStatusOf(&store.Verity{RootHash: rh, Signer: "CN=x", CertificateSHA256: strings.Repeat("0", 64)})
-	r.Extensions[1].Merged, r.Extensions[1].Verity = true, verityStatusOf(&store.Verity{RootHash: strings.Repeat("ef", 32)})
-	r.verityEnforcement(System{SysBlock: sysBlock, ProcMisc: filepath.Join(t.TempDir(), "none"), SysModule: t.TempDir()})
-	if v := r.Extensions[0].Verity; !v.Enforced || v.Device != rh+"-verity" || !strings.Contains(v.Why, "dm-verity device") {
-		t.Errorf("a: %+v", v)
-	}
-	if v := r.Extensions[1].Verity; v.Enforced || !strings.Contains(v.Why, "WITHOUT dm-verity") || !strings.Contains(v.Why, "no certificate of the trust policy") {
-		t.Errorf("b: %+v", v)
 	}
 }

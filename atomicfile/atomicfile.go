@@ -26,17 +26,89 @@ type File struct {
 	done   bool
 }
 
-// Create starts an atomic write of target with the given permissions.
+// Create starts an atomic write of target with the given permissions. The
+// temp file (".#BASE.<digits>") is locked (flock) while it is open, which
+// tells RemoveStale that its writer is alive.
 func Create(target string, perm os.FileMode) (*File, error) {
 	dir, base := filepath.Split(target)
 	if dir == "" {
 		dir = "."
 	}
-	f, err := os.CreateTemp(dir, TempPrefix+base+".")
-	if err != nil {
-		return nil, fmt.Errorf("create temp file for %s: %w", target, err)
+	for range 10 {
+		f, err := os.CreateTemp(dir, TempPrefix+base+".")
+		if err != nil {
+			return nil, fmt.Errorf("create temp file for %s: %w", target, err)
+		}
+		if lockedAt(f, f.Name()) {
+			return &File{File: f, target: target, perm: perm}, nil
+		}
+		// A RemoveStale elsewhere took the new file for a stale one
+		// before we locked it, and removes it: take another name.
+		f.Close()
 	}
-	return &File{File: f, target: target, perm: perm}, nil
+	return nil, fmt.Errorf("create temp file for %s: it keeps being removed", target)
+}
+
+// lockedAt takes f's lock, without waiting, and checks that path still
+// names f.
+func lockedAt(f *os.File, path string) bool {
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return false
+	}
+	a, err1 := f.Stat()
+	b, err2 := os.Lstat(path)
+	return err1 == nil && err2 == nil && os.SameFile(a, b)
+}
+
+// RemoveStale deletes from dir the temp files Create made whose writer is
+// gone (killed, crashed): names ".#BASE.<digits>", regular files that no
+// one holds locked. A live writer's file, another program's temp file
+// (systemd's ".#NAMEhex", an editor's ".#NAME" link) and anything else are
+// left alone. It is for directories shared with other writers, where
+// RemoveTemps would be too broad; it returns the names it removed.
+func RemoveStale(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var removed []string
+	for _, e := range entries {
+		name := e.Name()
+		if !e.Type().IsRegular() || !isCreateTemp(name) {
+			continue
+		}
+		p := filepath.Join(dir, name)
+		f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+		if err != nil {
+			continue // gone meanwhile, or not ours to open
+		}
+		// Holding the lock while removing: a writer that created the file
+		// but has not locked it yet fails to, and takes another name.
+		if lockedAt(f, p) && os.Remove(p) == nil {
+			removed = append(removed, name)
+		}
+		f.Close()
+	}
+	return removed, nil
+}
+
+// isCreateTemp says whether name is one Create makes: ".#" + BASE + "." +
+// the decimal digits of os.CreateTemp.
+func isCreateTemp(name string) bool {
+	rest, ok := strings.CutPrefix(name, TempPrefix)
+	i := strings.LastIndexByte(rest, '.')
+	if !ok || i <= 0 || i == len(rest)-1 {
+		return false
+	}
+	for _, c := range rest[i+1:] {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // Adopt starts an atomic write of target from a file another program has
@@ -87,9 +159,8 @@ func (f *File) commit(replace, durable bool) error {
 			return fmt.Errorf("fsync %s: %w", f.TempName(), err)
 		}
 	}
-	if err := f.File.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", f.TempName(), err)
-	}
+	// The file stays open, and so locked, until it is in place: an
+	// unlocked temp file is fair game for RemoveStale.
 	if replace {
 		if err := os.Rename(f.TempName(), f.target); err != nil {
 			return fmt.Errorf("rename into %s: %w", f.target, err)
@@ -105,6 +176,9 @@ func (f *File) commit(replace, durable bool) error {
 	}
 	f.done = true
 	_ = os.Remove(f.TempName())
+	if err := f.File.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", f.TempName(), err)
+	}
 	if !durable {
 		return nil
 	}

@@ -209,3 +209,64 @@ func TestRemoveTemps(t *testing.T) {
 		t.Errorf("RemoveTemps on a missing dir: %v", err)
 	}
 }
+
+// TestRemoveStale removes what a killed writer left (".#BASE.<digits>",
+// unlocked) and nothing else: a live writer's temp file, other programs'
+// temp names, links, directories and real files stay.
+func TestRemoveStale(t *testing.T) {
+	dir := t.TempDir()
+	p := func(n string) string { return filepath.Join(dir, n) }
+	stale := []string{TempPrefix + "img.raw.123", TempPrefix + "other-1.0-x86-64.raw.4294967295"}
+	for _, n := range stale {
+		os.WriteFile(p(n), []byte("partial"), 0o644)
+	}
+	keep := []string{
+		"img.raw",
+		TempPrefix + "img.raw",                 // an editor's lock name
+		TempPrefix + "img.raw0123456789abcdef", // systemd's temp name
+		TempPrefix + "img.raw.12a",             // not os.CreateTemp's digits
+		TempPrefix + ".5",                      // no base
+		"img.raw.123",                          // no prefix
+	}
+	for _, n := range keep {
+		os.WriteFile(p(n), nil, 0o644)
+	}
+	os.Symlink("/etc/passwd", p(TempPrefix+"link.raw.1"))
+	os.Mkdir(p(TempPrefix+"dir.raw.1"), 0o755)
+	keep = append(keep, TempPrefix+"link.raw.1", TempPrefix+"dir.raw.1")
+	live, err := Create(p("live.raw"), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	keep = append(keep, filepath.Base(live.TempName()))
+
+	removed, err := RemoveStale(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(removed, " ") != strings.Join(stale, " ") {
+		t.Errorf("removed %q, want %q", removed, stale)
+	}
+	for _, n := range stale {
+		if _, err := os.Lstat(p(n)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("stale %s still there: %v", n, err)
+		}
+	}
+	for _, n := range keep {
+		if _, err := os.Lstat(p(n)); err != nil {
+			t.Errorf("%s removed: %v", n, err)
+		}
+	}
+	// The live writer still commits.
+	live.Write([]byte("done"))
+	if err := live.Commit(false); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(p("live.raw")); string(b) != "done" {
+		t.Errorf("live.raw = %q", b)
+	}
+	if removed, err := RemoveStale(filepath.Join(dir, "missing")); err != nil || removed != nil {
+		t.Errorf("RemoveStale on a missing dir: %v %v", removed, err)
+	}
+}

@@ -61,6 +61,19 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	keep, err := keepSet(p.tree, opts.KeepPrivileges)
+	if err != nil {
+		return nil, err
+	}
+	scanStart := time.Now()
+	if p.drop, err = scanTree(ctx, p.tree, keep); err != nil {
+		return nil, err
+	}
+	if phaseHook != nil {
+		phaseHook("scan", time.Since(scanStart))
+	}
+	p.keep = keep
+	warnings = append(warnings, droppedWarning(p.drop)...)
 
 	// Everything we write lives in one directory next to the output, named
 	// like a temp file and removed on every path: the image the tool
@@ -202,7 +215,7 @@ func (p *buildPlan) runTool(ctx context.Context, work string, added []dropIn, im
 
 	if p.format == EROFS && !noOverlay {
 		start := time.Now()
-		view, err := newOverlayView(p.tree, work, added)
+		view, err := newOverlayView(p.tree, work, added, p.drop)
 		if phaseHook != nil {
 			phaseHook("stage", time.Since(start))
 		}
@@ -331,8 +344,10 @@ type buildPlan struct {
 	compression string
 	level       string
 	epoch       int64
-	sync        bool   // flush before the rename: opts.Sync, or a merge directory
-	stageDir    string // opts.StageDir
+	sync        bool            // flush before the rename: opts.Sync, or a merge directory
+	stageDir    string          // opts.StageDir
+	keep        map[string]bool // opts.KeepPrivileges, checked
+	drop        []privileged    // files that lose their privileges in the image
 	outDir      string
 	target      string
 }
@@ -347,13 +362,13 @@ func plan(opts Options) (*buildPlan, error) {
 	case KindSysext:
 	case KindConfext:
 		if len(opts.Enable) > 0 {
-			return nil, errors.New("--enable: a confext carries configuration only; units belong in a system extension")
+			return nil, invalid(errors.New("--enable: a confext carries configuration only; units belong in a system extension"))
 		}
 	default:
-		return nil, fmt.Errorf("unknown image kind %q: use sysext or confext", p.kind)
+		return nil, invalid(fmt.Errorf("unknown image kind %q: use sysext or confext", p.kind))
 	}
 	if opts.Tree == "" {
-		return nil, errors.New("no tree given: name the directory to build from")
+		return nil, invalid(errors.New("no tree given: name the directory to build from"))
 	}
 	tree, err := filepath.Abs(opts.Tree)
 	if err != nil {
@@ -364,7 +379,7 @@ func plan(opts Options) (*buildPlan, error) {
 		p.format = Squashfs
 	}
 	if p.format != Squashfs && p.format != EROFS {
-		return nil, fmt.Errorf("unknown format %q: use squashfs, erofs or ddi (--format)", p.format)
+		return nil, invalid(fmt.Errorf("unknown format %q: use squashfs, erofs or ddi (--format)", p.format))
 	}
 	if p.meta.ID == "" {
 		p.meta.ID = extension.AnyID
@@ -374,27 +389,30 @@ func plan(opts Options) (*buildPlan, error) {
 	} else if !p.meta.Arch.Valid() {
 		a, err := extension.ParseArch(string(p.meta.Arch))
 		if err != nil {
-			return nil, fmt.Errorf("--arch: %w", err)
+			return nil, invalid(fmt.Errorf("--arch: %w", err))
 		}
 		p.meta.Arch = a
 	}
 	if p.meta.Version == "" {
-		return nil, fmt.Errorf("extension %s has no version: give one with --version", p.meta.Name)
+		return nil, invalid(fmt.Errorf("extension %s has no version: give one with --version", p.meta.Name))
 	}
 	if len(opts.Enable) > 0 {
 		p.meta.ReloadManager = true
 	}
 	if err := p.meta.Validate(); err != nil {
-		return nil, err
+		return nil, invalid(err)
+	}
+	if p.meta.ID == extension.AnyID && (p.meta.SysextLevel != "" || p.meta.VersionID != "") {
+		return nil, invalid(errors.New("--sysext-level and --version-id need --os ID: with ID=_any systemd-sysext ignores them"))
 	}
 	if p.meta.ID != extension.AnyID && p.meta.VersionID == "" && p.meta.SysextLevel == "" {
-		return nil, fmt.Errorf("--os %s: systemd-sysext then also needs the OS version: give --sysext-level or --version-id (or use --os _any)", p.meta.ID)
+		return nil, invalid(fmt.Errorf("--os %s: systemd-sysext then also needs the OS version: give --sysext-level or --version-id (or use --os _any)", p.meta.ID))
 	}
 	if p.epoch < 0 || p.epoch > 1<<32-1 {
-		return nil, fmt.Errorf("SOURCE_DATE_EPOCH=%d: use seconds since 1970 that fit in 32 bits (the image formats' limit)", p.epoch)
+		return nil, invalid(fmt.Errorf("SOURCE_DATE_EPOCH=%d: use seconds since 1970 that fit in 32 bits (the image formats' limit)", p.epoch))
 	}
 	if err := p.parseCompression(opts.Compression); err != nil {
-		return nil, err
+		return nil, invalid(err)
 	}
 	if err := p.resolveOutput(opts.Output, opts.Force); err != nil {
 		return nil, err
@@ -409,9 +427,54 @@ func plan(opts Options) (*buildPlan, error) {
 	return p, nil
 }
 
+// CheckOptions checks the options that do not need the tree (format,
+// compression, architecture, metadata), as Build does first, so a caller
+// that prepares the tree itself (bake, from-image) refuses a bad flag
+// before any download. Its errors wrap ErrInvalidOption.
+func CheckOptions(opts Options) error {
+	if opts.Tree == "" {
+		opts.Tree = "."
+	}
+	// plan checks the options before anything else; what it says after
+	// them (the output, the tool) is Build's business.
+	if opts.Format == DDI {
+		// A disk image's filesystem is checked as that filesystem.
+		if opts.Filesystem == "" {
+			opts.Filesystem = DefaultDDIFilesystem
+		}
+		if opts.Filesystem != EROFS && opts.Filesystem != Squashfs {
+			return invalid(fmt.Errorf("--fs %s: a DDI's root partition is erofs or squashfs", opts.Filesystem))
+		}
+		opts.Format = opts.Filesystem
+	}
+	if _, err := plan(opts); errors.Is(err, ErrInvalidOption) {
+		return err
+	}
+	return nil
+}
+
+// ErrInvalidOption is wrapped by every error about a bad option value
+// (format, compression, architecture, metadata fields): the caller's input,
+// refused before any work.
+var ErrInvalidOption = errors.New("invalid build option")
+
+// optionError keeps the message of a bad option and says ErrInvalidOption.
+type optionError struct{ err error }
+
+func (e *optionError) Error() string { return e.err.Error() }
+func (e *optionError) Unwrap() error { return ErrInvalidOption }
+
+func invalid(err error) error { return &optionError{err} }
+
 var compressions = map[ImageFormat][]string{
 	Squashfs: {"gzip", "xz", "lzo", "lz4", "zstd", "none"},
 	EROFS:    {"lz4", "lz4hc", "none"},
+}
+
+// Compressions lists the algorithms --compression takes for a format
+// (each also as ALG:LEVEL); nil for a format builder does not write.
+func Compressions(f ImageFormat) []string {
+	return append([]string(nil), compressions[f]...)
 }
 
 // parseCompression accepts ALG or ALG:LEVEL ("zstd:19", "lz4hc:12").

@@ -186,8 +186,10 @@ func dropIns(tree, name string, units []string) ([]dropIn, error) {
 			continue
 		}
 		seen[u] = true
-		if err := extension.ValidateName(u); err != nil {
-			return nil, fmt.Errorf("--enable %s: %w", u, err)
+		// u becomes an Upholds= line and a file name: systemd's unit name
+		// rules (extension.ValidateUnitName), nothing that breaks the line.
+		if err := extension.ValidateUnitName(u); err != nil {
+			return nil, fmt.Errorf("--enable %s: %w", extension.Escape(u), err)
 		}
 		target, ok := unitTargets[filepath.Ext(u)]
 		if !ok {

@@ -17,7 +17,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/diskfs/go-diskfs/partition/gpt"
 	"golang.org/x/sys/unix"
 
 	"github.com/sysext/sysext/atomicfile"
@@ -48,7 +47,7 @@ const (
 	DDIByRepart = "systemd-repart"
 	// DDIByVeritysetup: mksquashfs or mkfs.erofs wrote the filesystem,
 	// veritysetup format the hash tree, sysext the partition table
-	// (go-diskfs) and the signature (verity). For build hosts whose
+	// (ddi_gpt.go) and the signature (verity). For build hosts whose
 	// systemd-repart is older: 252 needs loop devices, has no EROFS and no
 	// Minimize=, and writes 512-byte verity blocks.
 	DDIByVeritysetup = "veritysetup"
@@ -156,13 +155,13 @@ func planDDI(opts Options) (*ddiPlan, error) {
 		fs = DefaultDDIFilesystem
 	}
 	if fs != EROFS && fs != Squashfs {
-		return nil, fmt.Errorf("--fs %s: a DDI's root partition is erofs or squashfs", fs)
+		return nil, invalid(fmt.Errorf("--fs %s: a DDI's root partition is erofs or squashfs", fs))
 	}
 	if opts.Kind != "" && opts.Kind != KindSysext {
-		return nil, errors.New("--format ddi: only system extensions are built as disk images")
+		return nil, invalid(errors.New("--format ddi: only system extensions are built as disk images"))
 	}
 	if opts.Meta.Arch == extension.AnyArch {
-		return nil, errors.New("--format ddi with --arch _any: a disk image's partition types name one architecture; give --arch")
+		return nil, invalid(errors.New("--format ddi with --arch _any: a disk image's partition types name one architecture; give --arch"))
 	}
 	inner := opts
 	inner.Format = fs
@@ -171,11 +170,11 @@ func planDDI(opts Options) (*ddiPlan, error) {
 		return nil, err
 	}
 	if _, err := fsimage.PartitionType(fsimage.DesignatorRoot, p.meta.Arch); err != nil {
-		return nil, fmt.Errorf("--arch %s: %w", p.meta.Arch, err)
+		return nil, invalid(fmt.Errorf("--arch %s: %w", p.meta.Arch, err))
 	}
 	d := &ddiPlan{buildPlan: p, fs: fs, opts: opts}
 	if (opts.SignKey == "") != (opts.Certificate == "") {
-		return nil, errors.New("--sign-key and --certificate go together: the key signs the root hash, the certificate names it")
+		return nil, invalid(errors.New("--sign-key and --certificate go together: the key signs the root hash, the certificate names it"))
 	}
 	if opts.SignKey != "" {
 		kb, err := smallfile.Read(opts.SignKey, 1<<20)
@@ -371,39 +370,30 @@ func (d *ddiPlan) assemble(ctx context.Context, image string, fsSize int64, hash
 			return fmt.Errorf("write the signature partition: %w", err)
 		}
 	}
-	parts := []*gpt.Partition{
-		d.partition(1, fsimage.DesignatorRoot, rawUUID(root[:16]), rootStart, rootSize, gptReadOnly),
-		d.partition(2, fsimage.DesignatorRootVerity, rawUUID(root[len(root)-16:]), hashStart, hashSize, gptReadOnly),
+	parts := []gptPartition{
+		d.partition(fsimage.DesignatorRoot, rawUUID(root[:16]), rootStart, rootSize, gptReadOnly),
+		d.partition(fsimage.DesignatorRootVerity, rawUUID(root[len(root)-16:]), hashStart, hashSize, gptReadOnly),
 	}
 	if sigData != nil {
 		sigUUID := derived("root-verity-sig", rootHash)
-		parts = append(parts, d.partition(3, fsimage.DesignatorRootVeritySig, uuidOf(sigUUID[:16]), sigStart, ddiSigSize, 0))
+		parts = append(parts, d.partition(fsimage.DesignatorRootVeritySig, uuidOf(sigUUID[:16]), sigStart, ddiSigSize, 0))
 	}
 	diskUUID := derived("disk", rootHash)
-	table := &gpt.Table{
-		LogicalSectorSize:  ddiSector,
-		PhysicalSectorSize: ddiSector,
-		GUID:               uuidOf(diskUUID[:16]),
-		ProtectiveMBR:      true,
-		Partitions:         parts,
-	}
-	if err := table.Write(unsyncedFile{f}, total); err != nil {
-		return fmt.Errorf("write the partition table: %w", err)
+	if err := writeGPT(f, total, uuidOf(diskUUID[:16]), parts); err != nil {
+		return err
 	}
 	return f.Close()
 }
 
-func (d *ddiPlan) partition(index int, designator, uuid string, start, size int64, attrs uint64) *gpt.Partition {
+func (d *ddiPlan) partition(designator, uuid string, start, size int64, attrs uint64) gptPartition {
 	t, _ := fsimage.PartitionType(designator, d.meta.Arch) // checked by planDDI
 	base, suffix, _ := strings.Cut(designator, "-")
 	label := base + "-" + string(d.meta.Arch)
 	if suffix != "" {
 		label += "-" + suffix
 	}
-	return &gpt.Partition{
-		Index: index, Type: gpt.Type(t), GUID: uuid, Name: label, Attributes: attrs,
-		Start: uint64(start / ddiSector), End: uint64((start+size)/ddiSector - 1), Size: uint64(size),
-	}
+	return gptPartition{typ: t, uuid: uuid, name: label, attrs: attrs,
+		first: uint64(start / ddiSector), last: uint64((start+size)/ddiSector - 1)}
 }
 
 // copyInto copies the file at src into f at offset off.
@@ -437,18 +427,6 @@ func copyInto(ctx context.Context, f *os.File, off int64, src string) error {
 }
 
 func alignUp(n, a int64) int64 { return (n + a - 1) / a * a }
-
-// unsyncedFile hides Sync from go-diskfs, which fsyncs after each table
-// write: the image is a build artifact, flushed once at commit when it
-// goes where systemd merges from.
-type unsyncedFile struct{ f *os.File }
-
-func (u unsyncedFile) Stat() (os.FileInfo, error)                { return u.f.Stat() }
-func (u unsyncedFile) Read(b []byte) (int, error)                { return u.f.Read(b) }
-func (u unsyncedFile) Close() error                              { return nil }
-func (u unsyncedFile) ReadAt(b []byte, off int64) (int, error)   { return u.f.ReadAt(b, off) }
-func (u unsyncedFile) WriteAt(b []byte, off int64) (int, error)  { return u.f.WriteAt(b, off) }
-func (u unsyncedFile) Seek(off int64, whence int) (int64, error) { return u.f.Seek(off, whence) }
 
 // checkWritten reads the disk image back as a node will: the
 // extension-release inside its root partition must be the one we meant,
@@ -497,7 +475,7 @@ func (d *ddiPlan) withRepart(ctx context.Context, work string) (image, rootHash 
 	if err := os.Mkdir(staged, 0o755); err != nil {
 		return "", "", nil, err
 	}
-	if _, err := stage(ctx, d.tree, staged); err != nil {
+	if _, err := stage(ctx, d.tree, staged, d.keep); err != nil {
 		return "", "", nil, err
 	}
 	for _, a := range added {

@@ -10,8 +10,11 @@
 //
 // Invariants: the same tree and SOURCE_DATE_EPOCH give the same bytes; a
 // tree that systemd-sysext would not merge as meant (top level other than
-// usr/ and opt/, no usr/, a contradicting extension-release file) is
-// refused before any work; on every error or cancellation no temp file,
+// usr/ and opt/, no usr/, a contradicting extension-release file, a device
+// node) is refused before any work; no file of the image has a
+// set-user-ID/set-group-ID bit or file capabilities unless
+// Options.KeepPrivileges names it (the image is all-root; see
+// privileges.go); on every error or cancellation no temp file,
 // staging directory or output is left; an image is renamed into place only
 // after its metadata was read back and matched. See docs/building.md.
 package builder

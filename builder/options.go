@@ -60,6 +60,13 @@ type Options struct {
 	// the output.
 	StageDir string
 
+	// KeepPrivileges lists files (absolute paths in the image, as in
+	// /usr/bin/sudo) that keep their set-user-ID/set-group-ID bits and
+	// file capabilities. Every other file loses them: the image is built
+	// all-root, so they would grant root's privileges on every host that
+	// merges it (see privileges.go).
+	KeepPrivileges []string
+
 	// Progress, when set, receives the filesystem tool's own progress and
 	// summary output (for a terminal); otherwise the tool runs quietly.
 	Progress io.Writer

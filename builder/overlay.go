@@ -11,12 +11,13 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/sysext/sysext/internal/extract"
 	"github.com/sysext/sysext/internal/tool"
 )
 
-// EROFS without staging: mkfs.erofs 1.5 reads one directory and can
-// neither add nor exclude files, so the tree plus our files must be one
-// directory. Instead of hard-linking the whole tree (two journal updates of
+// EROFS without staging: mkfs.erofs 1.5 reads one directory and cannot add
+// files (nor replace one's attributes), so the tree plus our files must be
+// one directory. Instead of hard-linking the whole tree (two journal updates of
 // every input inode on ext4, about 6% of a fast lz4 build), the tool runs
 // in a private mount namespace (a user namespace too when we are not root)
 // on a read-only overlay: our files on top, the tree below. Nothing is
@@ -29,12 +30,13 @@ type overlayView struct {
 	tree, add, merged string
 }
 
-// newOverlayView writes our files under work/add, their parent directories
-// with the modes the tree's own have (an overlay takes a directory's
-// attributes from the top layer), and makes the mount point. It refuses
-// what squashfsAdditions refuses: a file where we need a directory, a
-// directory where we write a file.
-func newOverlayView(tree, work string, added []dropIn) (*overlayView, error) {
+// newOverlayView writes our files under work/add, and copies of the files
+// in drop without their privileges, their parent directories with the
+// modes the tree's own have (an overlay takes a directory's attributes
+// from the top layer), and makes the mount point. It refuses what
+// squashfsAdditions refuses: a file where we need a directory, a directory
+// where we write a file.
+func newOverlayView(tree, work string, added []dropIn, drop []privileged) (*overlayView, error) {
 	tree, err := filepath.Abs(tree)
 	if err != nil {
 		return nil, err
@@ -55,7 +57,15 @@ func newOverlayView(tree, work string, added []dropIn) (*overlayView, error) {
 	if err := os.Chmod(v.add, 0o755); err != nil {
 		return nil, err
 	}
-	for _, d := range addedDirs(added) {
+	ours := map[string]bool{}
+	dirFiles := append([]dropIn(nil), added...)
+	for _, a := range added {
+		ours[a.path] = true
+	}
+	for _, d := range drop {
+		dirFiles = append(dirFiles, dropIn{path: d.rel})
+	}
+	for _, d := range addedDirs(dirFiles) {
 		fi, err := treeDir(tree, d)
 		if err != nil {
 			return nil, err
@@ -78,6 +88,15 @@ func newOverlayView(tree, work string, added []dropIn) (*overlayView, error) {
 		}
 		if err := replaceFile(v.add, a.path, a.content); err != nil {
 			return nil, fmt.Errorf("write %s: %w", a.path, err)
+		}
+	}
+	for _, d := range drop {
+		if ours[d.rel] {
+			continue
+		}
+		src, dst := filepath.Join(tree, filepath.FromSlash(d.rel)), filepath.Join(v.add, filepath.FromSlash(d.rel))
+		if err := extract.CopyFile(src, dst, true); err != nil {
+			return nil, fmt.Errorf("copy %s without its privileges: %w", d.rel, err)
 		}
 	}
 	return v, nil

@@ -19,9 +19,11 @@ import (
 //
 // squashfs: mksquashfs reads the tree itself and adds our files as pseudo
 // files given on its command line (-p), excluding the tree's own copies
-// (-e); nothing is staged. EROFS: mkfs.erofs 1.5 can neither add nor
-// exclude files, so the tree is staged as hard links under work (see
-// stage) and our files replace their links there.
+// (-e), and takes privileges away with more pseudo definitions (see
+// squashfsDrops); nothing is staged. EROFS: mkfs.erofs 1.5 cannot add
+// files, so the tree is staged as hard links under work (see stage), the
+// files that lose their privileges are copies, and our files replace
+// their links there.
 //
 // It returns the directory to give the tool, extra tool arguments (to go
 // last: -e takes the rest of the command line), the staged tree to remove
@@ -29,7 +31,7 @@ import (
 // instead of linked.
 func (p *buildPlan) prepareSource(ctx context.Context, work string, added []dropIn) (src string, extra []string, staged string, copied int, err error) {
 	if p.format == Squashfs {
-		args, err := squashfsAdditions(p.tree, added)
+		args, err := squashfsAdditions(p.tree, work, added, p.drop)
 		return p.tree, args, "", 0, err
 	}
 	staged = filepath.Join(work, "stage")
@@ -44,7 +46,7 @@ func (p *buildPlan) prepareSource(ctx context.Context, work string, added []drop
 	if err := os.Mkdir(root, 0o755); err != nil {
 		return "", nil, staged, 0, err
 	}
-	copied, err = stage(ctx, p.tree, root)
+	copied, err = stage(ctx, p.tree, root, p.keep)
 	if err != nil {
 		return "", nil, staged, copied, err
 	}
@@ -63,9 +65,24 @@ const maxPseudoArg = 120 << 10
 // squashfsAdditions returns the mksquashfs arguments that add our files to
 // the image: a pseudo definition (-p) per file and per missing parent
 // directory, the file's content written by printf, and an exclude list (-e,
-// last) for the tree's own files at those paths.
-func squashfsAdditions(tree string, added []dropIn) ([]string, error) {
+// last) for the tree's own files at those paths; and those that take the
+// privileges of the files in drop away (a pseudo file, -pf, in work).
+func squashfsAdditions(tree, work string, added []dropIn, drop []privileged) ([]string, error) {
 	var args, exclude []string
+	ours := map[string]bool{}
+	for _, a := range added {
+		ours[a.path] = true
+	}
+	lines, dargs, dexclude := squashfsDrops(tree, drop, ours)
+	if len(lines) > 0 {
+		pf := filepath.Join(work, "privileges.pseudo")
+		if err := os.WriteFile(pf, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+			return nil, err
+		}
+		args = append(args, "-pf", pf)
+	}
+	args = append(args, dargs...)
+	exclude = append(exclude, dexclude...)
 	for _, d := range addedDirs(added) {
 		fi, err := treeDir(tree, d)
 		if err != nil {
@@ -92,9 +109,30 @@ func squashfsAdditions(tree string, added []dropIn) ([]string, error) {
 		args = append(args, "-p", def)
 	}
 	if len(exclude) > 0 {
-		args = append(append(args, "-e"), exclude...)
+		// Plain -e excludes by inode, so every hard link of an excluded
+		// file would go too; with -wildcards it excludes names, each
+		// escaped to match only itself.
+		args = append(args, "-wildcards", "-e")
+		for _, e := range exclude {
+			args = append(args, wildcardQuote(e))
+		}
 	}
 	return args, nil
+}
+
+// wildcardQuote escapes every byte of a tree path but letters, digits and
+// "/._-" with a backslash, so that mksquashfs's -wildcards (fnmatch with
+// extended patterns) matches exactly that path.
+func wildcardQuote(p string) string {
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("/._-", c) >= 0) {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
 }
 
 // printfFormat quotes content as a single-quoted printf format that prints

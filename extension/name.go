@@ -1,6 +1,7 @@
 package extension
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"unicode"
@@ -14,45 +15,82 @@ const MaxNameLen = 100
 // ValidateName checks an extension name the way systemd checks image names
 // (a valid file name: no '/', not "." or "..", no control characters, valid
 // UTF-8, not a hidden or temporary file) and additionally refuses
-// whitespace and a leading '-', so the name is safe everywhere we use it:
-// file names, tags, unit file names and command lines.
+// whitespace, a leading '-' and every character that is not shown as
+// itself (Unicode format characters such as U+202E RIGHT-TO-LEFT OVERRIDE
+// and U+200B ZERO WIDTH SPACE, private-use and unassigned code points), so
+// the name is safe everywhere we use it and reads as what it is: file
+// names, tags, unit file names, command lines and what people are shown.
 func ValidateName(name string) error {
 	return validateComponent("extension name", name)
 }
 
-// ValidateVersion checks an extension version with the same rules as names.
+// versionPunct are the characters besides ASCII letters and digits that a
+// version may hold: systemd-sysupdate's version_is_valid() set (".,_+-")
+// and the UAPI version format's ("~" sorts lower, "^" higher).
+const versionPunct = ".,_+-~^"
+
+// ValidateVersion checks an extension version: the rules of names, and only
+// ASCII letters, digits and ".,_+-~^" (systemd's version characters: what
+// systemd-sysupdate accepts and CompareVersions orders).
 func ValidateVersion(version string) error {
-	return validateComponent("extension version", version)
+	if err := validateComponent("extension version", version); err != nil {
+		return err
+	}
+	for _, c := range version {
+		if !(c < utf8.RuneSelf && (isDigit(byte(c)) || isAlpha(byte(c)) || strings.ContainsRune(versionPunct, c))) {
+			return fmt.Errorf("extension version %q contains %q: use ASCII letters, digits and %q (systemd's version characters)", version, c, versionPunct)
+		}
+	}
+	return nil
 }
 
+// ErrInvalidName is wrapped by the errors of ValidateName and
+// ValidateVersion: the name was written wrong, as opposed to not found.
+var ErrInvalidName = errors.New("invalid extension name or version")
+
+// nameError keeps ValidateName's sentence and says ErrInvalidName.
+type nameError struct{ msg string }
+
+func (e *nameError) Error() string { return e.msg }
+func (e *nameError) Unwrap() error { return ErrInvalidName }
+
 func validateComponent(what, s string) error {
+	if msg := componentProblem(what, s); msg != "" {
+		return &nameError{msg}
+	}
+	return nil
+}
+
+func componentProblem(what, s string) string {
 	switch {
 	case s == "":
-		return fmt.Errorf("%s is empty", what)
+		return fmt.Sprintf("%s is empty", what)
 	case len(s) > MaxNameLen:
-		return fmt.Errorf("%s %.20q... is %d bytes long, at most %d are allowed", what, s, len(s), MaxNameLen)
+		return fmt.Sprintf("%s %.20q... is %d bytes long, at most %d are allowed", what, s, len(s), MaxNameLen)
 	case !utf8.ValidString(s):
-		return fmt.Errorf("%s %q is not valid UTF-8", what, s)
+		return fmt.Sprintf("%s %q is not valid UTF-8", what, s)
 	case s == "." || s == "..":
-		return fmt.Errorf("%s %q is not a valid file name", what, s)
+		return fmt.Sprintf("%s %q is not a valid file name", what, s)
 	case strings.HasPrefix(s, "."):
-		return fmt.Errorf("%s %q starts with '.': systemd ignores hidden images", what, s)
+		return fmt.Sprintf("%s %q starts with '.': systemd ignores hidden images", what, s)
 	case strings.HasPrefix(s, "-"):
-		return fmt.Errorf("%s %q starts with '-'", what, s)
+		return fmt.Sprintf("%s %q starts with '-'", what, s)
 	case strings.HasSuffix(s, "~"):
-		return fmt.Errorf("%s %q ends with '~': systemd ignores backup files", what, s)
+		return fmt.Sprintf("%s %q ends with '~': systemd ignores backup files", what, s)
 	}
 	for _, c := range s {
 		switch {
 		case c == '/' || c == '\\':
-			return fmt.Errorf("%s %q contains %q", what, s, c)
+			return fmt.Sprintf("%s %q contains %q", what, s, c)
 		case unicode.IsControl(c):
-			return fmt.Errorf("%s %q contains a control character", what, s)
+			return fmt.Sprintf("%s %q contains a control character", what, s)
 		case unicode.IsSpace(c):
-			return fmt.Errorf("%s %q contains whitespace", what, s)
+			return fmt.Sprintf("%s %q contains whitespace", what, s)
+		case !unicode.IsPrint(c):
+			return fmt.Sprintf("%s %q contains %U, a character that is not shown as itself", what, s, c)
 		}
 	}
-	return nil
+	return ""
 }
 
 // ReleaseDir is where an extension image carries its metadata, relative to

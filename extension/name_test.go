@@ -82,3 +82,44 @@ func TestIsMergeDir(t *testing.T) {
 		}
 	}
 }
+
+// TestNamesShowAsThemselves: names and versions that would display as
+// something else (a right-to-left override, zero-width characters) are
+// refused, and Escape shows such text as escapes.
+func TestNamesShowAsThemselves(t *testing.T) {
+	for _, n := range []string{"doc\u202Ekcod", "dock\u200Ber", "\uFEFFdocker", "a\u2060b", "priv\uE000", "sp\u00A0ace", "x\u2028y"} {
+		if err := ValidateName(n); err == nil {
+			t.Errorf("ValidateName(%q) = nil", n)
+		}
+		if err := ValidateVersion("1." + n); err == nil {
+			t.Errorf("ValidateVersion(%q) = nil", "1."+n)
+		}
+	}
+	for _, v := range []string{"1.0é", "1:2", "1/2", "1 2", "24.0.9\u202E"} {
+		if err := ValidateVersion(v); err == nil {
+			t.Errorf("ValidateVersion(%q) = nil", v)
+		}
+	}
+	for _, v := range []string{"2.0~rc1", "123^1", "1,2", "1_2+git"} {
+		if err := ValidateVersion(v); err != nil {
+			t.Errorf("ValidateVersion(%q) = %v", v, err)
+		}
+	}
+	for in, want := range map[string]string{
+		"docker":             "docker",
+		"Ünïcode café":       "Ünïcode café",
+		"doc\u202Ekcod":      `doc\u202ekcod`,
+		"zero\u200Bwidth":    `zero\u200bwidth`,
+		"\x1b[31mred\x1b[0m": `\x1b[31mred\x1b[0m`,
+		"line\nbreak\r":      `line\nbreak\r`,
+		"bad\xffutf8":        `bad\xffutf8`,
+		"tab\there":          `tab\there`,
+	} {
+		if got := Escape(in); got != want {
+			t.Errorf("Escape(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := EscapeLines("a\tz\nb\x1b\n"); got != "a\tz\nb\\x1b\n" {
+		t.Errorf("EscapeLines = %q", got)
+	}
+}

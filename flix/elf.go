@@ -9,10 +9,10 @@ import (
 	"io"
 	"os"
 	"path"
-	"path/filepath"
 	"strings"
 
 	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/internal/extract"
 )
 
 // ErrNotELF is returned for a program that is not an ELF file.
@@ -142,7 +142,7 @@ func (e *elfInfo) describe() string {
 // searchPaths is where libraries are looked up inside a rootfs after a
 // requester's own RPATH/RUNPATH: the rootfs's ld.so.conf (with its
 // includes), musl's path file, then the usual directories.
-func searchPaths(r *root, a elfArch) []string {
+func searchPaths(r *extract.Root, a elfArch) []string {
 	var out []string
 	seen := map[string]bool{}
 	add := func(d string) {
@@ -157,11 +157,10 @@ func searchPaths(r *root, a elfArch) []string {
 	}
 	// musl reads /etc/ld-musl-ARCH.path: directories separated by newlines
 	// or colons.
-	if matches, _ := filepath.Glob(r.abs("etc") + "/ld-musl-*.path"); len(matches) > 0 {
+	if matches := globIn(r, "/etc/ld-musl-*.path"); len(matches) > 0 {
 		for _, m := range matches {
-			rel := strings.TrimPrefix(m, r.dir+"/")
-			if p, err := r.resolveFile(rel); err == nil {
-				if b, err := os.ReadFile(r.abs(p)); err == nil {
+			if p, err := r.ResolveFile(m); err == nil {
+				if b, err := os.ReadFile(r.Abs(p)); err == nil {
 					for _, d := range strings.FieldsFunc(string(b), func(c rune) bool { return c == '\n' || c == ':' }) {
 						if d = strings.TrimSpace(d); strings.HasPrefix(d, "/") {
 							add(d)
@@ -183,15 +182,15 @@ func searchPaths(r *root, a elfArch) []string {
 
 // ldSoConf parses an ld.so.conf inside the root: directories, and
 // "include GLOB" lines whose globs are matched inside the root too.
-func ldSoConf(r *root, file string, depth int) []string {
+func ldSoConf(r *extract.Root, file string, depth int) []string {
 	if depth > 8 {
 		return nil
 	}
-	p, err := r.resolveFile(file)
+	p, err := r.ResolveFile(file)
 	if err != nil {
 		return nil
 	}
-	f, err := os.Open(r.abs(p))
+	f, err := os.Open(r.Abs(p))
 	if err != nil {
 		return nil
 	}
@@ -232,20 +231,20 @@ func ldSoConf(r *root, file string, depth int) []string {
 // globIn matches an absolute glob inside the root, resolving its directory
 // there, and returns resolved paths. Only the last component may hold
 // wildcards, as in practice.
-func globIn(r *root, pat string) []string {
+func globIn(r *extract.Root, pat string) []string {
 	dir, base := path.Split(pat)
-	d, err := r.resolve(strings.TrimPrefix(dir, "/"), true, true, nil)
+	d, err := r.ResolveDir(dir)
 	if err != nil {
 		return nil
 	}
-	ents, err := os.ReadDir(r.abs(d))
+	ents, err := os.ReadDir(r.Abs(d))
 	if err != nil {
 		return nil
 	}
 	var out []string
 	for _, e := range ents {
 		if ok, _ := path.Match(base, e.Name()); ok {
-			out = append(out, "/"+join(d, e.Name()))
+			out = append(out, path.Join("/", d, e.Name()))
 		}
 	}
 	return out

@@ -4,18 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
-	"syscall"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/sysext/sysext/builder"
+	"github.com/sysext/sysext/internal/extract"
 )
 
 // FlatwrapPrefix is the directory under which each Flatwrap extension
@@ -105,17 +102,33 @@ func checkAbsDir(d string) error {
 // StageFlatwrap copies the rootfs into FlatwrapPrefix/NAME in tree and
 // writes, at each program's /usr path, a /bin/sh wrapper that runs it in
 // that root (see wrapperScript).
+//
+// The copy keeps hard links, modes and extended attributes, but files lose
+// set-user-ID/set-group-ID bits and file capabilities unless named in
+// opts.KeepPrivileges.
 func StageFlatwrap(ctx context.Context, tree string, opts Options) error {
+	_, err := stageFlatwrap(ctx, tree, opts)
+	return err
+}
+
+// stageFlatwrap is StageFlatwrap; it returns the image paths of the files
+// that keep their privileges.
+func stageFlatwrap(ctx context.Context, tree string, opts Options) ([]string, error) {
 	if _, err := opts.check(); err != nil {
-		return err
+		return nil, err
 	}
 	binds, err := opts.Wrap.HostBinds()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	r, err := newRoot(opts.Rootfs, false)
+	r, err := extract.OpenRoot(opts.Rootfs, false)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	defer r.Close()
+	keep, err := resolveKeep(r, opts.KeepPrivileges)
+	if err != nil {
+		return nil, err
 	}
 	rootDir := FlatwrapPrefix + "/" + opts.Name
 	type wrap struct{ prog, dest string }
@@ -123,64 +136,82 @@ func StageFlatwrap(ctx context.Context, tree string, opts Options) error {
 	dests := map[string]bool{}
 	for _, p := range opts.Programs {
 		rel := strings.TrimPrefix(p.Path, "/")
-		real, err := r.resolveFile(rel)
+		real, err := r.ResolveFile(rel)
 		if err != nil {
-			return fmt.Errorf("%s: not in %s: %w", p.Path, opts.Rootfs, notFound(err))
+			return nil, fmt.Errorf("%s: not in %s: %w", p.Path, opts.Rootfs, notFound(err))
 		}
-		fi, err := os.Stat(r.abs(real))
+		fi, err := os.Stat(r.Abs(real))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
-			return fmt.Errorf("%s is not an executable file", p.Path)
+			return nil, fmt.Errorf("%s is not an executable file", p.Path)
 		}
 		dest, err := programDest(p, real, "its wrapper")
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if strings.HasPrefix(dest+"/", FlatwrapPrefix+"/") {
-			return fmt.Errorf("%s: the wrapper cannot go under %s", dest, FlatwrapPrefix)
+			return nil, fmt.Errorf("%s: the wrapper cannot go under %s", dest, FlatwrapPrefix)
 		}
 		if dests[dest] {
-			return fmt.Errorf("%s: two programs would have their wrapper there", dest)
+			return nil, fmt.Errorf("%s: two programs would have their wrapper there", dest)
 		}
 		dests[dest] = true
 		wraps = append(wraps, wrap{p.Path, dest})
 	}
 	dst := filepath.Join(tree, rootDir)
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return nil, err
 	}
-	if err := copyTree(ctx, r.dir, dst); err != nil {
-		return err
+	// Hard links where possible: the builder reads the copy and never
+	// writes it. A program that could gain privileges (set-user-ID,
+	// set-group-ID, file capabilities) is copied without them unless the
+	// user named it: the image is built all-root, so it would gain them
+	// as root on every host.
+	res, err := extract.CopyTree(ctx, r.Dir(), dst, extract.CopyOptions{
+		Link:        true,
+		Privileges:  extract.DropUnless(keep),
+		SkipSpecial: true,
+		Prune:       func(rel string) bool { return rel == "/proc" || rel == "/sys" || rel == "/dev" },
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(res.Dropped) > 0 {
+		fmt.Fprintf(opts.Stderr, "sysext: warning: %s\n", extract.DroppedNote(res.Dropped))
 	}
 	// Every mount point must exist in the copy: at run time it is part of
 	// the read-only merged /usr, where nothing can be created.
 	for _, d := range binds {
 		if err := mountPoint(dst, d); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	for _, w := range wraps {
 		s := wrapperScript(opts.Name, rootDir, w.prog, binds, opts.Wrap.Env)
 		p := filepath.Join(tree, w.dest)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return err
+			return nil, err
 		}
 		// The wrapper replaces whatever the copy has there (the chroot
 		// lives elsewhere, so nothing is lost).
 		if err := os.WriteFile(p, []byte(s), 0o755); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	var kept []string
+	for _, k := range keep {
+		kept = append(kept, rootDir+k)
+	}
+	return kept, nil
 }
 
 // mountPoint makes d (absolute, inside root) a real directory in the copy,
 // replacing a symlink or file the image has there.
 func mountPoint(root, d string) error {
 	cur := root
-	for _, c := range splitPath(d) {
+	for _, c := range strings.Split(strings.Trim(d, "/"), "/") {
 		cur = filepath.Join(cur, c)
 		fi, err := os.Lstat(cur)
 		if err == nil && fi.IsDir() {
@@ -198,110 +229,6 @@ func mountPoint(root, d string) error {
 		}
 	}
 	return nil
-}
-
-// copyTree makes dst a copy of src: hard links where possible (the
-// builder reads the tree and never writes it), copies otherwise. The
-// contents of /proc, /sys and /dev are left out (mount points only), and so
-// are device nodes and sockets.
-func copyTree(ctx context.Context, src, dst string) error {
-	type pending struct {
-		p    string
-		mode fs.FileMode
-	}
-	var dirs []pending
-	linkOK := true
-	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		target := filepath.Join(dst, rel)
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		switch {
-		case d.IsDir():
-			if err := os.Mkdir(target, 0o700); err != nil && !(rel == "." && errors.Is(err, os.ErrExist)) {
-				return err
-			}
-			chown(target, info)
-			mode := info.Mode()
-			if rel == "." {
-				// The root of the copy is what every user enters, whatever
-				// mode the rootfs directory (often a temp dir) has.
-				mode = fs.ModeDir | 0o755
-			}
-			dirs = append(dirs, pending{target, mode})
-			switch rel {
-			case "proc", "sys", "dev":
-				return filepath.SkipDir
-			}
-			return nil
-		case d.Type()&fs.ModeSymlink != 0:
-			l, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			if err := os.Symlink(l, target); err != nil {
-				return err
-			}
-			chown(target, info)
-			return nil
-		case d.Type().IsRegular():
-			if info.Mode()&(fs.ModeSetuid|fs.ModeSetgid) != 0 {
-				// The image is built all-root: a set-user-ID program of
-				// the rootfs would become set-user-ID root on the host. A
-				// copy without those bits (a link would share the mode).
-				if err := copyFile(p, target); err != nil {
-					return err
-				}
-				chown(target, info)
-				return os.Chmod(target, info.Mode().Perm())
-			}
-			if linkOK {
-				err := os.Link(p, target)
-				if err == nil {
-					return nil
-				}
-				if !errors.Is(err, syscall.EXDEV) && !errors.Is(err, syscall.EPERM) && !errors.Is(err, syscall.EMLINK) {
-					return err
-				}
-				linkOK = !errors.Is(err, syscall.EXDEV)
-			}
-			if err := copyFile(p, target); err != nil {
-				return err
-			}
-			chown(target, info)
-			return os.Chmod(target, info.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky))
-		case d.Type()&fs.ModeNamedPipe != 0:
-			return unix.Mkfifo(target, uint32(info.Mode().Perm()))
-		}
-		return nil // devices, sockets
-	})
-	if err != nil {
-		return fmt.Errorf("copy %s: %w", src, err)
-	}
-	for i := len(dirs) - 1; i >= 0; i-- {
-		m := dirs[i].mode
-		if err := os.Chmod(dirs[i].p, m&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func chown(p string, info fs.FileInfo) {
-	if !isRoot {
-		return
-	}
-	if st, ok := info.Sys().(*syscall.Stat_t); ok {
-		_ = os.Lchown(p, int(st.Uid), int(st.Gid))
-	}
 }
 
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -388,5 +315,5 @@ func Flatwrap(ctx context.Context, opts Options, bo builder.Options) (*builder.R
 			opts.Wrap.Env = cfg.Config.Env
 		}
 	}
-	return buildStaged(ctx, opts, bo, StageFlatwrap)
+	return buildStaged(ctx, opts, bo, stageFlatwrap)
 }

@@ -14,6 +14,8 @@ import (
 
 	"github.com/sysext/sysext/builder"
 	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/internal/extract"
+	"golang.org/x/sys/unix"
 )
 
 // FlixPrefix is the directory under which each Flix extension keeps its
@@ -94,7 +96,11 @@ type Options struct {
 	ExtraLibs []string       // Flix: libraries loaded with dlopen (paths in the rootfs, or names)
 	Arch      extension.Arch // "" = the host's
 	Wrap      WrapOptions    // Flatwrap only
-	Stderr    io.Writer      // notes (nil discards)
+	// KeepPrivileges lists programs (paths in the rootfs) that keep their
+	// set-user-ID/set-group-ID bits and file capabilities in the image;
+	// every other file loses them.
+	KeepPrivileges []string
+	Stderr         io.Writer // notes (nil discards)
 }
 
 func (o *Options) check() (elfArch, error) {
@@ -128,7 +134,7 @@ func (o *Options) check() (elfArch, error) {
 type bundler struct {
 	ctx     context.Context
 	opts    *Options
-	r       *root
+	r       *extract.Root
 	arch    elfArch
 	paths   []string
 	tree    string
@@ -138,50 +144,135 @@ type bundler struct {
 	interps map[string]string // interpreter real rel path -> dest
 	progs   map[string]*elfInfo
 	libDest map[string]string // dest -> real rel of libraries to patch
+	keep    map[string]bool   // real paths ("/usr/bin/su") to keep privileges of; true until packed
+	kept    map[string]string // dest -> real rel of programs that keep them
 }
 
 // StageFlix writes opts' programs, their loader and every library they
 // need into tree (an empty directory): programs at their /usr paths,
 // loader and libraries in FlixPrefix/NAME, patched with patchelf so that
 // nothing is looked up in the host's libraries.
+//
+// Programs are copied without set-user-ID/set-group-ID bits and file
+// capabilities, except those named in opts.KeepPrivileges, which get
+// them back after patchelf (writing a file clears them).
 func StageFlix(ctx context.Context, tree string, opts Options) error {
+	_, err := stageFlix(ctx, tree, opts)
+	return err
+}
+
+// stageFlix is StageFlix; it returns the image paths of the programs that
+// keep their privileges.
+func stageFlix(ctx context.Context, tree string, opts Options) ([]string, error) {
 	a, err := opts.check()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if _, err := exec.LookPath("patchelf"); err != nil {
-		return errors.New("flix needs patchelf: install it (Debian and Fedora package patchelf)")
+		return nil, errors.New("flix needs patchelf: install it (Debian and Fedora package patchelf)")
 	}
-	r, err := newRoot(opts.Rootfs, false)
+	r, err := extract.OpenRoot(opts.Rootfs, false)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	defer r.Close()
+	keep, err := resolveKeep(r, opts.KeepPrivileges)
+	if err != nil {
+		return nil, err
 	}
 	b := &bundler{
 		ctx: ctx, opts: &opts, r: r, arch: a, paths: searchPaths(r, a), tree: tree,
 		priv:   FlixPrefix + "/" + opts.Name,
 		placed: map[string]string{}, libs: map[string]bool{}, interps: map[string]string{},
 		progs: map[string]*elfInfo{}, libDest: map[string]string{},
+		keep: map[string]bool{}, kept: map[string]string{},
+	}
+	for _, k := range keep {
+		b.keep[k] = true
 	}
 	for _, p := range opts.Programs {
 		if err := b.program(p); err != nil {
-			return err
+			return nil, err
+		}
+	}
+	for _, k := range keep {
+		if b.keep[k] {
+			return nil, fmt.Errorf("--keep-privileges %s: not one of the programs packed (flix keeps the privileges of programs only)", k)
 		}
 	}
 	for _, l := range opts.ExtraLibs {
 		if err := b.extraLib(l); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return b.patch()
+	if err := b.patch(); err != nil {
+		return nil, err
+	}
+	return b.restorePrivileges()
+}
+
+// resolveKeep resolves the paths to keep privileges of inside the rootfs
+// ("/bin/su" may be "/usr/bin/su"); each must be a regular file.
+func resolveKeep(r *extract.Root, keep []string) ([]string, error) {
+	var out []string
+	for _, k := range keep {
+		real, err := r.ResolveFile(k)
+		if err == nil {
+			var fi os.FileInfo
+			if fi, err = os.Lstat(r.Abs(real)); err == nil && !fi.Mode().IsRegular() {
+				err = errors.New("not a regular file")
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("--keep-privileges %s: not a file of %s: %w", k, r.Dir(), notFound(err))
+		}
+		out = append(out, "/"+real)
+	}
+	return out, nil
+}
+
+// restorePrivileges gives the programs the user named their set-ID bits
+// and capabilities back, after patchelf, and returns their image paths.
+func (b *bundler) restorePrivileges() ([]string, error) {
+	var dests []string
+	for dest, real := range b.kept {
+		src := b.r.Abs(real)
+		fi, err := os.Stat(src)
+		if err != nil {
+			return nil, err
+		}
+		p := filepath.Join(b.tree, dest)
+		if err := os.Chmod(p, fi.Mode()&(os.ModePerm|os.ModeSetuid|os.ModeSetgid)); err != nil {
+			return nil, err
+		}
+		if v, err := getxattr(src, extract.CapabilityXattr); err == nil {
+			if err := unix.Setxattr(p, extract.CapabilityXattr, v, 0); err != nil {
+				return nil, fmt.Errorf("keep the capabilities of %s: %w", dest, err)
+			}
+		}
+		dests = append(dests, dest)
+	}
+	sort.Strings(dests)
+	return dests, nil
+}
+
+func getxattr(p, name string) ([]byte, error) {
+	n, err := unix.Getxattr(p, name, nil)
+	if err != nil {
+		return nil, err
+	}
+	v := make([]byte, n)
+	n, err = unix.Getxattr(p, name, v)
+	return v[:n], err
 }
 
 func (b *bundler) program(p Program) error {
 	rel := strings.TrimPrefix(p.Path, "/")
-	real, err := b.r.resolveFile(rel)
+	real, err := b.r.ResolveFile(rel)
 	if err != nil {
 		return fmt.Errorf("%s: not in %s: %w", p.Path, b.opts.Rootfs, notFound(err))
 	}
-	src := b.r.abs(real)
+	src := b.r.Abs(real)
 	fi, err := os.Stat(src)
 	if err != nil {
 		return err
@@ -205,12 +296,7 @@ func (b *bundler) program(p Program) error {
 	}
 	// A symlinked program stays a link: the file it points to is what gets
 	// patched, placed at its own /usr path (or in the private directory).
-	isLink := false
-	if parent, err := b.r.resolve(path.Dir(rel), true, true, nil); err == nil {
-		if lfi, err := os.Lstat(b.r.abs(join(parent, path.Base(rel)))); err == nil && lfi.Mode()&os.ModeSymlink != 0 {
-			isLink = true
-		}
-	}
+	isLink := b.r.IsSymlink(rel)
 	target := dest
 	if isLink {
 		target = "/" + real
@@ -225,6 +311,10 @@ func (b *bundler) program(p Program) error {
 		return err
 	}
 	b.progs[target] = info
+	if _, ok := b.keep["/"+real]; ok {
+		b.keep["/"+real] = false
+		b.kept[target] = real
+	}
 	if isLink {
 		if err := b.link(dest, target); err != nil {
 			return err
@@ -252,7 +342,7 @@ func (b *bundler) place(rel, dest string, exec bool) error {
 		return fmt.Errorf("%s: both /%s and /%s would go there: give one another destination", dest, have, rel)
 	}
 	b.placed[dest] = rel
-	return copyFile(b.r.abs(rel), filepath.Join(b.tree, dest))
+	return copyFile(b.r.Abs(rel), filepath.Join(b.tree, dest))
 }
 
 func (b *bundler) link(dest, target string) error {
@@ -272,14 +362,14 @@ func (b *bundler) link(dest, target string) error {
 }
 
 func (b *bundler) interp(prog, interp string) error {
-	real, err := b.r.resolveFile(strings.TrimPrefix(interp, "/"))
+	real, err := b.r.ResolveFile(strings.TrimPrefix(interp, "/"))
 	if err != nil {
 		return fmt.Errorf("%s needs the loader %s, which is not in %s: %w", prog, interp, b.opts.Rootfs, err)
 	}
 	if _, ok := b.interps[real]; ok {
 		return nil
 	}
-	info, err := readELF(b.r.abs(real))
+	info, err := readELF(b.r.Abs(real))
 	if err != nil || !b.arch.matches(info) {
 		return fmt.Errorf("%s needs the loader %s, but %s in the rootfs is not a %s ELF file", prog, interp, interp, b.opts.Arch)
 	}
@@ -338,15 +428,15 @@ func (b *bundler) find(name string, req *elfInfo, origin string, exeRpath []stri
 	var wrongArch []string
 	for _, d := range dirs {
 		cand := strings.TrimPrefix(path.Join("/", d, name), "/")
-		real, err := b.r.resolveFile(cand)
+		real, err := b.r.ResolveFile(cand)
 		if err != nil {
 			continue
 		}
-		fi, err := os.Stat(b.r.abs(real))
+		fi, err := os.Stat(b.r.Abs(real))
 		if err != nil || !fi.Mode().IsRegular() {
 			continue
 		}
-		info, err := readELF(b.r.abs(real))
+		info, err := readELF(b.r.Abs(real))
 		if err != nil {
 			continue
 		}
@@ -493,14 +583,24 @@ func copyFile(src, dst string) error {
 	return out.Close()
 }
 
+// notFound shortens a missing path's error: the caller names the path.
+func notFound(err error) error {
+	if errors.Is(err, os.ErrNotExist) {
+		return os.ErrNotExist
+	}
+	return err
+}
+
 // Flix stages opts' programs (see StageFlix) in a temp directory and
 // builds the extension image with bo (its Tree is set here). Nothing is
 // written on any error.
 func Flix(ctx context.Context, opts Options, bo builder.Options) (*builder.Result, error) {
-	return buildStaged(ctx, opts, bo, StageFlix)
+	return buildStaged(ctx, opts, bo, stageFlix)
 }
 
-func buildStaged(ctx context.Context, opts Options, bo builder.Options, stageFn func(context.Context, string, Options) error) (*builder.Result, error) {
+// buildStaged stages opts with stageFn, which returns the image paths that
+// keep their privileges, and builds the image.
+func buildStaged(ctx context.Context, opts Options, bo builder.Options, stageFn func(context.Context, string, Options) ([]string, error)) (*builder.Result, error) {
 	tree, err := os.MkdirTemp("", "sysext-stage-")
 	if err != nil {
 		return nil, err
@@ -509,10 +609,12 @@ func buildStaged(ctx context.Context, opts Options, bo builder.Options, stageFn 
 	if err := os.Chmod(tree, 0o755); err != nil {
 		return nil, err
 	}
-	if err := stageFn(ctx, tree, opts); err != nil {
+	keep, err := stageFn(ctx, tree, opts)
+	if err != nil {
 		return nil, err
 	}
 	bo.Tree = tree
+	bo.KeepPrivileges = keep
 	if bo.Meta.Name == "" {
 		bo.Meta.Name = opts.Name
 	}

@@ -7,7 +7,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/sysext/sysext/internal/extract"
 
 	"github.com/sysext/sysext/internal/testenv"
 )
@@ -26,7 +29,8 @@ func TestSearchPathsInsideRoot(t *testing.T) {
 	w("other.conf", "/opt/other\n")
 	os.Symlink("/real-conf", filepath.Join(dir, "etc/ld.so.conf.d")) // absolute: inside the root
 	w("etc/ld-musl-x86_64.path", "/opt/musl:/opt/musl2\n")
-	r, _ := newRoot(dir, false)
+	r, _ := extract.OpenRoot(dir, false)
+	defer r.Close()
 	got := strings.Join(searchPaths(r, elfArches["x86-64"]), " ")
 	want := "/opt/other /opt/a/lib /opt/b/lib /opt/b2/lib /opt/first/lib /opt/musl /opt/musl2 /lib/x86_64-linux-gnu /usr/lib/x86_64-linux-gnu /lib64 /usr/lib64 /lib /usr/lib /usr/local/lib"
 	if got != want {
@@ -158,5 +162,40 @@ func TestStageFlatwrapStripsSetuid(t *testing.T) {
 		if fi, err := os.Lstat(filepath.Join(tree, FlatwrapPrefix, "w", d)); err != nil || !fi.IsDir() {
 			t.Fatalf("mount point %s: %v", d, err)
 		}
+	}
+}
+
+// TestStageFlatwrapKeepsHardLinksAcrossFilesystems: flatwrap's copy of a
+// rootfs on another filesystem (copies, not links) keeps a hard-link pair
+// one inode (issue 17: the builder's staging kept hard links, flatwrap's
+// copy did not; both now use extract.CopyTree).
+func TestStageFlatwrapKeepsHardLinksAcrossFilesystems(t *testing.T) {
+	rootfs, err := os.MkdirTemp("/dev/shm", "sysext-flatwrap-test-")
+	if err != nil {
+		t.Skipf("no /dev/shm to put the rootfs on another filesystem: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(rootfs) })
+	os.MkdirAll(filepath.Join(rootfs, "usr/bin"), 0o755)
+	os.WriteFile(filepath.Join(rootfs, "usr/bin/a"), []byte("#!/bin/sh\n"), 0o755)
+	if err := os.Link(filepath.Join(rootfs, "usr/bin/a"), filepath.Join(rootfs, "usr/bin/b")); err != nil {
+		t.Fatal(err)
+	}
+	tree := t.TempDir()
+	if err := StageFlatwrap(context.Background(), tree, Options{Rootfs: rootfs, Name: "w", Arch: "x86-64", Programs: []Program{{Path: "/usr/bin/a"}}}); err != nil {
+		t.Fatal(err)
+	}
+	ino := func(p string) uint64 {
+		fi, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Sys().(*syscall.Stat_t).Ino
+	}
+	d := filepath.Join(tree, FlatwrapPrefix, "w/usr/bin")
+	if ino(filepath.Join(d, "a")) != ino(filepath.Join(d, "b")) {
+		t.Fatal("the hard-link pair became two files in flatwrap's copy")
+	}
+	if ino(filepath.Join(d, "a")) == ino(filepath.Join(rootfs, "usr/bin/a")) {
+		t.Fatal("linked across filesystems?")
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -20,10 +19,10 @@ import (
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"golang.org/x/sys/unix"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/content/memory"
 
+	"github.com/sysext/sysext/internal/tartest"
 	"github.com/sysext/sysext/oci/ocitest"
 )
 
@@ -332,6 +331,10 @@ func TestMaliciousLayers(t *testing.T) {
 		{"hardlink-dotdot", [][]ent{{hardlink("h", "../outside-target")}}, "climbs above the root"},
 		{"hardlink-absolute", [][]ent{{hardlink("h", "/etc/passwd")}}, "absolute path"},
 		{"hardlink-through-symlink", [][]ent{{symlink("l", "../.."), hardlink("h", "l/outside-target")}}, "above the root"},
+		// Issue 19's recipe leak, as a layer: an absolute symlink to the
+		// directory holding the secret, and a hard link through it.
+		{"hardlink-through-absolute-symlink", [][]ent{{dir("pkg"), symlink("pkg/evil", "OUTSIDE"), hardlink("pkg/leak", "pkg/evil/outside-target")}}, "hard link target"},
+		{"hardlink-through-absolute-symlink-later-layer", [][]ent{{dir("pkg"), symlink("pkg/evil", "OUTSIDE")}, {hardlink("pkg/leak", "pkg/evil/outside-target")}}, "hard link target"},
 		{"whiteout-dotdot", [][]ent{{file("a/.wh..", "")}}, "whiteout"},
 		{"whiteout-through-symlink", [][]ent{{symlink("l", "../..")}, {file("l/.wh.outside-target", "")}}, "above the root"},
 		{"symlink-loop", [][]ent{{symlink("a", "b"), symlink("b", "a"), file("a/x", "x")}}, "too many levels"},
@@ -373,67 +376,64 @@ func TestMaliciousLayers(t *testing.T) {
 			if b, _ := os.ReadFile(target); string(b) != "keep" {
 				t.Fatalf("outside file changed: %q", b)
 			}
+			if fi, err := os.Stat(target); err != nil || fi.Sys().(*syscall.Stat_t).Nlink != 1 {
+				t.Fatalf("the outside file was linked into the tree: %v", err)
+			}
 		})
 	}
 }
 
-func TestDevicesSkippedUnlessRoot(t *testing.T) {
-	defer func(v bool) { isRoot = v }(isRoot)
-	isRoot = false
-	dir := t.TempDir()
-	a, err := NewApplier(dir, ApplyOptions{})
+// TestRootfsDirModeIsOurs: a "./" entry with mode 07777 and another owner
+// does not make the output directory drwsrwsrwt (issue 19, point 13).
+func TestRootfsDirModeIsOurs(t *testing.T) {
+	s := memory.New()
+	root := withUID(withMode(dir("./"), 0o7777), 1234)
+	desc := pushImage(t, s, ocispec.Image{}, false, gzipLayer(t, tarOf(t, root, file("f", "x"))))
+	dir := filepath.Join(t.TempDir(), "rootfs")
+	if _, err := Rootfs(context.Background(), s, desc, dir, RootfsOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev := ent{name: "null", typ: tar.TypeChar, mode: 0o666}
-	if err := a.Apply(context.Background(), bytes.NewReader(tarOf(t, dev, file("f", "x")))); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Lstat(filepath.Join(dir, "null")); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("device node created without root: %v", err)
-	}
-	if a.Stats().SkippedDevices != 1 {
-		t.Fatalf("stats %+v", a.Stats())
+	if fi.Mode() != os.ModeDir|0o755 || fi.Sys().(*syscall.Stat_t).Uid != uint32(os.Geteuid()) {
+		t.Fatalf("the rootfs directory is %v, owner %d", fi.Mode(), fi.Sys().(*syscall.Stat_t).Uid)
 	}
 }
 
-func TestOwnershipAndXattrsAsRoot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to set ownership")
+// TestRootfsSparseLayer: a 200-byte layer holding a 200 MiB sparse file
+// stays sparse on disk, and with --max-size below 200 MiB it is refused
+// with a one-line error and nothing left behind (issue 19, point 6).
+func TestRootfsSparseLayer(t *testing.T) {
+	s := memory.New()
+	const size = 200 << 20
+	layer := gzipLayer(t, tartest.Sparse("big", size))
+	if len(layer.blob) > 512 {
+		t.Fatalf("the crafted layer is %d bytes", len(layer.blob))
 	}
-	dir := t.TempDir()
-	a, err := NewApplier(dir, ApplyOptions{})
+	desc := pushImage(t, s, ocispec.Image{}, false, layer)
+
+	base := t.TempDir()
+	dir := filepath.Join(base, "rootfs")
+	if _, err := Rootfs(context.Background(), s, desc, dir, RootfsOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "big"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := withUID(withMode(file("suid", "x"), 0o4750), 1234)
-	x := withPAX(file("cap", "y"), "SCHILY.xattr.user.test", "value")
-	dev := ent{name: "null", typ: tar.TypeChar, mode: 0o666}
-	ovl := withPAX(ent{name: "ovl", typ: tar.TypeDir, mode: 0o755}, "SCHILY.xattr.trusted.overlay.opaque", "y")
-	if err := a.Apply(context.Background(), bytes.NewReader(tarOf(t, f, x, dev, ovl))); err != nil {
-		t.Fatal(err)
+	if st := fi.Sys().(*syscall.Stat_t); fi.Size() != size || st.Blocks*512 > 1<<20 {
+		t.Fatalf("size %d, %d bytes allocated", fi.Size(), st.Blocks*512)
 	}
-	if _, err := unix.Getxattr(filepath.Join(dir, "ovl"), "trusted.overlay.opaque", make([]byte, 8)); err == nil {
-		t.Error("an overlayfs attribute from the layer was applied")
+
+	base = t.TempDir()
+	dir = filepath.Join(base, "rootfs")
+	_, err = Rootfs(context.Background(), s, desc, dir, RootfsOptions{MaxSize: 100 << 20})
+	if err == nil || !strings.Contains(err.Error(), "larger than --max-size 100.0 MiB") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("err = %v", err)
 	}
-	fi, err := os.Stat(filepath.Join(dir, "suid"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi.Mode()&os.ModeSetuid == 0 || fi.Mode().Perm() != 0o750 || statUID(fi) != 1234 {
-		t.Fatalf("suid: mode %v uid %d", fi.Mode(), statUID(fi))
-	}
-	if fi, err := os.Lstat(filepath.Join(dir, "null")); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
-		t.Fatalf("device: %v %v", fi, err)
-	}
-	buf := make([]byte, 64)
-	n, err := unix.Getxattr(filepath.Join(dir, "cap"), "user.test", buf)
-	if err != nil && a.Stats().XattrErrors == 0 {
-		t.Fatalf("xattr neither set nor counted: %v", err)
-	}
-	if err == nil && string(buf[:n]) != "value" {
-		t.Fatalf("xattr = %q", buf[:n])
+	if ents, _ := os.ReadDir(base); len(ents) != 0 {
+		t.Fatalf("left behind: %v", ents)
 	}
 }
-
-func statUID(fi os.FileInfo) int { return int(fi.Sys().(*syscall.Stat_t).Uid) }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/sysext/sysext/atomicfile"
 	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/internal/extract"
 )
 
 // Docker's media types, which registries still serve for most images.
@@ -227,7 +228,7 @@ func (v *verifier) check() error {
 // diff ID when diffIDs has one for it) as it streams. A mismatch is an
 // error after the fact: callers extract into a directory they throw away on
 // error, as Rootfs does.
-func ApplyLayers(ctx context.Context, f content.Fetcher, layers []ocispec.Descriptor, diffIDs []digest.Digest, a *Applier) error {
+func ApplyLayers(ctx context.Context, f content.Fetcher, layers []ocispec.Descriptor, diffIDs []digest.Digest, a *extract.Applier) error {
 	for i, l := range layers {
 		var diffID digest.Digest
 		if i < len(diffIDs) {
@@ -240,7 +241,7 @@ func ApplyLayers(ctx context.Context, f content.Fetcher, layers []ocispec.Descri
 	return nil
 }
 
-func applyLayer(ctx context.Context, f content.Fetcher, l ocispec.Descriptor, diffID digest.Digest, a *Applier) error {
+func applyLayer(ctx context.Context, f content.Fetcher, l ocispec.Descriptor, diffID digest.Digest, a *extract.Applier) error {
 	if err := l.Digest.Validate(); err != nil {
 		return err
 	}
@@ -344,6 +345,9 @@ type RootfsOptions struct {
 	// resolv.conf). Needs root.
 	Run            string
 	Stdout, Stderr io.Writer // for Run; nil discards
+	// MaxSize bounds the bytes of the files written (see extract.Budget);
+	// 0 derives the bound from the free space where dir is made.
+	MaxSize int64
 }
 
 // RootfsResult says what Rootfs made.
@@ -351,7 +355,7 @@ type RootfsResult struct {
 	Image      *Image
 	Dir        string // the tree
 	ConfigFile string // the image config, DIR.config.json
-	Stats      ApplyStats
+	Stats      extract.Stats
 }
 
 // Rootfs writes the root filesystem of the image desc points to (in f)
@@ -374,6 +378,10 @@ func Rootfs(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor, dir
 	if err != nil {
 		return nil, err
 	}
+	budget, err := extract.NewBudget(opts.MaxSize, filepath.Dir(dir))
+	if err != nil {
+		return nil, err
+	}
 	tmp, err := os.MkdirTemp(filepath.Dir(dir), atomicfile.TempPrefix+filepath.Base(dir)+".")
 	if err != nil {
 		return nil, err
@@ -384,17 +392,19 @@ func Rootfs(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor, dir
 			os.RemoveAll(tmp)
 		}
 	}()
-	a, err := NewApplier(tmp, ApplyOptions{})
+	a, err := extract.NewApplier(tmp, extract.Options{Budget: budget})
 	if err != nil {
 		return nil, err
 	}
+	defer a.Close()
 	if err := ApplyLayers(ctx, f, img.Manifest.Layers, img.Config.RootFS.DiffIDs, a); err != nil {
 		return nil, err
 	}
-	if _, ok := a.dirs[""]; !ok {
-		a.dirs[""] = dirMeta{mode: 0o755}
-	}
 	if err := a.Finish(); err != nil {
+		return nil, err
+	}
+	// The tree's own mode is ours, whatever a "./" entry says.
+	if err := os.Chmod(tmp, 0o755); err != nil {
 		return nil, err
 	}
 	if opts.Run != "" {

@@ -8,7 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+
+	"github.com/sysext/sysext/internal/extract"
 )
+
+// isRoot says whether --run (a chroot in a private mount namespace) can
+// work. A variable so tests can check the unprivileged behaviour.
+var isRoot = os.Geteuid() == 0
 
 // defaultPath is the PATH a command inside a rootfs gets when the image
 // config has none.
@@ -40,28 +46,29 @@ func RunIn(ctx context.Context, dir, cmd string, env []string, stdout, stderr io
 		}
 		tools[t] = p
 	}
-	r, err := newRoot(dir, true)
+	r, err := extract.OpenRoot(dir, true)
 	if err != nil {
 		return err
 	}
-	if _, err := r.resolveFile("bin/sh"); err != nil {
+	defer r.Close()
+	if _, err := r.ResolveFile("bin/sh"); err != nil {
 		return fmt.Errorf("the image has no /bin/sh to run %q in: %w", cmd, err)
 	}
 	// Mount points must be real directories of the tree: a symlink there
 	// would carry the mount somewhere else.
 	for _, d := range []string{"proc", "dev"} {
-		if err := realDir(r.abs(d)); err != nil {
+		if err := realDir(r.Abs(d)); err != nil {
 			return err
 		}
 	}
 	resolv := "0"
-	rc := r.abs("etc/resolv.conf")
+	rc := r.Abs("etc/resolv.conf")
 	fi, err := os.Lstat(rc)
 	switch {
 	case err == nil && fi.Mode().IsRegular():
 		resolv = "1"
 	case errors.Is(err, os.ErrNotExist):
-		if realDir(r.abs("etc")) == nil {
+		if realDir(r.Abs("etc")) == nil {
 			if f, err := os.OpenFile(rc, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644); err == nil {
 				f.Close()
 				defer os.Remove(rc)
@@ -73,7 +80,7 @@ func RunIn(ctx context.Context, dir, cmd string, env []string, stdout, stderr io
 		fmt.Fprintf(stderr, "sysext: %s/etc/resolv.conf is not a regular file: running without the host's DNS settings\n", dir)
 	}
 	c := exec.CommandContext(ctx, tools["unshare"], "--mount", "--propagation", "private", "--fork", "--",
-		"/bin/sh", "-c", runScript, "sh", r.dir, cmd, tools["mount"], tools["chroot"], resolv)
+		"/bin/sh", "-c", runScript, "sh", r.Dir(), cmd, tools["mount"], tools["chroot"], resolv)
 	c.Env = imageEnv(env)
 	c.Stdin = nil
 	c.Stdout, c.Stderr = stdout, stderr

@@ -10,8 +10,9 @@
 // otherwise both filesystems are compared file by file, and only when
 // their os-release agree. Deletions of base files under usr/ or opt/ (and
 // etc/ with a confext) are refused unless ignored explicitly, since an
-// extension cannot express them. Layers go through flix's Applier, so no
-// entry escapes its directory and every layer is digest-checked. Work
-// directories are temp directories next to the tree, removed on return;
-// images are written atomically.
+// extension cannot express them. Layers go through internal/extract's
+// Applier (fetched and checked by flix.ApplyLayers), so no entry escapes
+// its directory, every layer is digest-checked and what they unpack to is
+// bounded (Options.MaxSize). Work directories are temp directories next to
+// the tree, removed on return; images are written atomically.
 package fromimage

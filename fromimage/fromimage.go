@@ -23,6 +23,7 @@ import (
 	"github.com/sysext/sysext/atomicfile"
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/flix"
+	"github.com/sysext/sysext/internal/extract"
 )
 
 // Source is one container image: where to fetch it and what to call it in
@@ -53,6 +54,10 @@ type Options struct {
 	// layer mode that downloads the base's layers from the top down to the
 	// one that holds it; otherwise base layers are never fetched.
 	BaseOSRelease bool
+	// MaxSize bounds the bytes of all the files extracted (both images'
+	// when they are compared file by file; see extract.Budget); 0 derives
+	// the bound from the free space where the tree is extracted.
+	MaxSize int64
 }
 
 // Mode says how the added content was found.
@@ -193,6 +198,10 @@ func (p *Plan) Prepare(ctx context.Context, tree, confextTree string) (*Result, 
 		return nil, err
 	}
 	defer os.RemoveAll(work)
+	budget, err := extract.NewBudget(opts.MaxSize, work)
+	if err != nil {
+		return nil, err
+	}
 	res := &Result{Kept: map[string]int{}, Dropped: map[string]int{}}
 	added := filepath.Join(work, "added")
 	if err := os.Mkdir(added, 0o755); err != nil {
@@ -201,7 +210,7 @@ func (p *Plan) Prepare(ctx context.Context, tree, confextTree string) (*Result, 
 	switch {
 	case base == nil:
 		res.Mode = Whole
-		if err := extract(ctx, opts.Image.Fetcher, img, img.Manifest.Layers, 0, added, nil); err != nil {
+		if err := extractAll(ctx, opts.Image.Fetcher, img, added, budget); err != nil {
 			return nil, fmt.Errorf("%s: %w", opts.Image.Name, err)
 		}
 	case sharesLayers(img, base):
@@ -209,7 +218,7 @@ func (p *Plan) Prepare(ctx context.Context, tree, confextTree string) (*Result, 
 		n := len(base.Manifest.Layers)
 		res.SharedLayers, res.AddedLayers = n, len(img.Manifest.Layers)-n
 		var deleted []string
-		a, err := flix.NewApplier(added, flix.ApplyOptions{OnWhiteout: func(p string, opaque, existed bool) error {
+		a, err := extract.NewApplier(added, extract.Options{Budget: budget, OnWhiteout: func(p string, opaque, existed bool) error {
 			// A whiteout of something an added layer made is internal
 			// to the build; anything else removes a base file.
 			if opaque {
@@ -222,6 +231,7 @@ func (p *Plan) Prepare(ctx context.Context, tree, confextTree string) (*Result, 
 		if err != nil {
 			return nil, err
 		}
+		defer a.Close()
 		if err := applyAll(ctx, opts.Image.Fetcher, img, n, a); err != nil {
 			return nil, fmt.Errorf("%s: %w", opts.Image.Name, err)
 		}
@@ -241,10 +251,10 @@ func (p *Plan) Prepare(ctx context.Context, tree, confextTree string) (*Result, 
 				return nil, err
 			}
 		}
-		if err := extract(ctx, opts.Base.Fetcher, base, base.Manifest.Layers, 0, baseDir, nil); err != nil {
+		if err := extractAll(ctx, opts.Base.Fetcher, base, baseDir, budget); err != nil {
 			return nil, fmt.Errorf("base %s: %w", opts.Base.Name, err)
 		}
-		if err := extract(ctx, opts.Image.Fetcher, img, img.Manifest.Layers, 0, imgDir, nil); err != nil {
+		if err := extractAll(ctx, opts.Image.Fetcher, img, imgDir, budget); err != nil {
 			return nil, fmt.Errorf("%s: %w", opts.Image.Name, err)
 		}
 		bo, _ := readOSRelease(baseDir)
@@ -316,20 +326,17 @@ func cleanKeep(keep []string) ([]string, error) {
 	return out, nil
 }
 
-// extract applies layers[from:] of img into dir.
-func extract(ctx context.Context, f content.Fetcher, img *flix.Image, layers []ocispec.Descriptor, from int, dir string, opts *flix.ApplyOptions) error {
-	o := flix.ApplyOptions{}
-	if opts != nil {
-		o = *opts
-	}
-	a, err := flix.NewApplier(dir, o)
+// extractAll applies every layer of img into dir.
+func extractAll(ctx context.Context, f content.Fetcher, img *flix.Image, dir string, budget *extract.Budget) error {
+	a, err := extract.NewApplier(dir, extract.Options{Budget: budget})
 	if err != nil {
 		return err
 	}
-	return applyAll(ctx, f, img, from, a)
+	defer a.Close()
+	return applyAll(ctx, f, img, 0, a)
 }
 
-func applyAll(ctx context.Context, f content.Fetcher, img *flix.Image, from int, a *flix.Applier) error {
+func applyAll(ctx context.Context, f content.Fetcher, img *flix.Image, from int, a *extract.Applier) error {
 	var diffIDs = img.Config.RootFS.DiffIDs
 	if len(diffIDs) == len(img.Manifest.Layers) {
 		diffIDs = diffIDs[from:]
@@ -626,13 +633,14 @@ func osReleaseInLayer(ctx context.Context, f content.Fetcher, base *flix.Image, 
 	if len(base.Config.RootFS.DiffIDs) == len(base.Manifest.Layers) {
 		diffIDs = base.Config.RootFS.DiffIDs[i : i+1]
 	}
-	a, err := flix.NewApplier(dir, flix.ApplyOptions{Filter: func(h *tar.Header) bool {
+	a, err := extract.NewApplier(dir, extract.Options{Filter: func(h *tar.Header) bool {
 		n := strings.TrimPrefix(path.Clean("/"+h.Name), "/")
 		return n == "etc" || n == "usr" || n == "usr/lib" || n == "etc/os-release" || n == "usr/lib/os-release"
 	}})
 	if err != nil {
 		return nil, err
 	}
+	defer a.Close()
 	if err := flix.ApplyLayers(ctx, f, base.Manifest.Layers[i:i+1], diffIDs, a); err != nil {
 		return nil, err
 	}

@@ -28,6 +28,15 @@ type Info struct {
 	ReleaseBytes []byte
 	Meta         extension.Metadata
 	Upholds      []string // units named in Upholds= drop-ins under usr/lib/systemd/system/*.target.d
+	// DigestCached says Digest was read from the file's cache attribute
+	// (Options.CacheDigest), not computed now.
+	DigestCached bool
+	// SpecialFiles are the image's setuid/setgid files, files with
+	// capabilities and device nodes (read with Options.SpecialFiles).
+	SpecialFiles []SpecialFile
+	// CapabilitiesUnread is set when SpecialFiles could not include file
+	// capabilities: the image's reader (unsquashfs) shows no xattrs.
+	CapabilitiesUnread bool
 	// DDI describes a GPT disk image's partitions, verity and signature;
 	// nil for a plain squashfs or EROFS image.
 	DDI *DDI

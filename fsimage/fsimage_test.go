@@ -23,7 +23,7 @@ const release = "ID=_any\nARCHITECTURE=arm64\nSYSEXT_VERSION_ID=2.1\nSYSEXT_SCOP
 
 // writeTree makes an extension tree with a release file, two drop-ins
 // (one with two units, one outside [Unit]), and some content.
-func writeTree(t *testing.T, name, rel string) string {
+func writeTree(t testing.TB, name, rel string) string {
 	t.Helper()
 	dir := t.TempDir()
 	files := map[string]string{
@@ -46,7 +46,7 @@ func writeTree(t *testing.T, name, rel string) string {
 	return dir
 }
 
-func mksquashfs(t *testing.T, tree string, args ...string) string {
+func mksquashfs(t testing.TB, tree string, args ...string) string {
 	t.Helper()
 	testenv.RequireTool(t, "mksquashfs")
 	out := filepath.Join(t.TempDir(), "img.raw")
@@ -150,6 +150,8 @@ func TestOpenFormats(t *testing.T) {
 	}
 }
 
+// TestDetect is the one table of magic numbers: Detect (a file) and
+// DetectBytes (the head a download keeps) agree on every row.
 func TestDetect(t *testing.T) {
 	mk := func(off int, magic []byte, size int) []byte {
 		b := make([]byte, size)
@@ -162,8 +164,13 @@ func TestDetect(t *testing.T) {
 		want fsimage.Format
 	}{
 		{"squashfs", mk(0, []byte("hsqs"), 4096), fsimage.Squashfs},
+		{"squashfs alone", []byte("hsqs"), fsimage.Squashfs},
 		{"erofs", mk(1024, []byte{0xE2, 0xE1, 0xF5, 0xE0}, 4096), fsimage.EROFS},
-		{"gpt", mk(512, []byte("EFI PART"), 4096), fsimage.GPT},
+		{"gpt 512-byte sectors", mk(512, []byte("EFI PART"), 4096), fsimage.GPT},
+		{"gpt 4096-byte sectors", mk(4096, []byte("EFI PART"), 8192), fsimage.GPT},
+		{"gpt 4096 at the very end", mk(4096, []byte("EFI PART"), 4104), fsimage.GPT},
+		{"gpt 4096 cut short", mk(4096, []byte("EFI PART"), 4104)[:4103], ""},
+		{"gpt magic elsewhere", mk(2048, []byte("EFI PART"), 8192), ""},
 		{"zeros", make([]byte, 4096), ""},
 		{"short", []byte("hsq"), ""},
 		{"empty", nil, ""},
@@ -172,6 +179,11 @@ func TestDetect(t *testing.T) {
 	}
 	for _, tt := range tests {
 		got, err := fsimage.Detect(bytes.NewReader(tt.data))
+		head := tt.data[:min(len(tt.data), fsimage.HeadSize)]
+		gotBytes, errBytes := fsimage.DetectBytes(head)
+		if got != gotBytes || (err == nil) != (errBytes == nil) {
+			t.Errorf("%s: Detect = %q, %v but DetectBytes = %q, %v", tt.name, got, err, gotBytes, errBytes)
+		}
 		if tt.want == "" {
 			if !errors.Is(err, fsimage.ErrUnknownFormat) {
 				t.Errorf("%s: Detect = %q, %v; want ErrUnknownFormat", tt.name, got, err)
@@ -238,6 +250,9 @@ func TestOpenRefuses(t *testing.T) {
 		{"garbage release", mksquashfs(t, garbage), "line 1"},
 		{"bad name", mksquashfs(t, badName), "starts with '-'"},
 		{"bad arch", mkfsErofs(t, badArch), "unknown architecture"},
+		// A name from the image never splits the message.
+		{"newline in name", mksquashfs(t, writeTree(t, "a\nb", release)), "extension-release.a\\nb"},
+		{"newline in name erofs", mkfsErofs(t, writeTree(t, "a\nb", release)), "extension-release.a\\nb"},
 		{"truncated squashfs", writeFile(t, validData[:len(validData)/2]), "truncated squashfs image"},
 		{"truncated erofs", writeFile(t, validErofs[:len(validErofs)/2]), "truncated EROFS image"},
 	}

@@ -10,12 +10,11 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"strings"
 	"unicode"
 	"unicode/utf16"
 
-	"github.com/diskfs/go-diskfs/backend/file"
-	"github.com/diskfs/go-diskfs/filesystem/squashfs"
 	"github.com/erofs/go-erofs"
 
 	"github.com/sysext/sysext/extension"
@@ -30,6 +29,9 @@ import (
 // the root hash. sysext reads the partition table itself (bounded, every
 // field checked) and the root partition's filesystem through the same
 // readers as a plain image, at the partition's offset: nothing is mounted.
+
+// gptMagic starts a GPT header, at LBA 1.
+const gptMagic = "EFI PART"
 
 // Partition designators of the specification that an extension image uses.
 const (
@@ -460,66 +462,23 @@ func openDDI(ctx context.Context, f *os.File, size int64) (*DDI, tree, error) {
 	return d, t, nil
 }
 
-// openPartitionTree opens a filesystem that starts at off in f: the Go
-// readers read it in place, so does unsquashfs (-o); the EROFS tools of
-// erofs-utils 1.5, which take no offset, get a private copy of the
-// partition for the rare compressed metadata file, made only when needed
-// and removed on close.
+// openPartitionTree opens a filesystem that starts at off in f with the
+// same bounded readers as a plain image, in place. What needs a file of its
+// own gets the partition's offset (unsquashfs -o for a squashfs variant
+// our reader lacks) or, for the rare compressed EROFS metadata file that
+// erofs-utils 1.5 must extract (its tools take no offset), a private copy
+// of the partition, made only then and removed on close.
 func openPartitionTree(ctx context.Context, f *os.File, off, size int64, format Format) (tree, error) {
-	pt := &partTree{f: f, off: off, size: size}
-	switch format {
-	case Squashfs:
-		var sb [48]byte
-		if _, err := f.ReadAt(sb[:], off); err != nil {
-			return nil, fmt.Errorf("read squashfs superblock: %w", err)
-		}
-		if used := binary.LittleEndian.Uint64(sb[40:48]); used > uint64(size) {
-			return nil, fmt.Errorf("truncated squashfs image: its superblock says %d bytes, the partition has %d", used, size)
-		}
-		switch binary.LittleEndian.Uint16(sb[20:22]) {
-		case squashfsGzip, squashfsXZ, squashfsZstd:
-			var sq *squashfs.FileSystem
-			err := guard(func() error {
-				var err error
-				sq, err = squashfs.Read(file.New(f, true), size, off, 0)
-				return err
-			})
-			if err == nil {
-				pt.tree = &fsTree{fsys: sq, name: "go-diskfs"}
-				return pt, nil
-			}
-		}
-		// unsquashfs reads at an offset (-o): no copy.
-		t, err := newUnsquashfsTreeAt(ctx, f.Name(), off)
-		if err != nil {
-			return nil, err
-		}
-		pt.tree = t
-		return pt, nil
-	case EROFS:
-		var sb [48]byte
-		if _, err := f.ReadAt(sb[:], off+erofsSuperOffset); err != nil {
-			return nil, fmt.Errorf("read EROFS superblock: %w", err)
-		}
-		if bits := sb[12]; bits >= 9 && bits <= 16 {
-			if need := uint64(binary.LittleEndian.Uint32(sb[36:40])) << bits; need > uint64(size) {
-				return nil, fmt.Errorf("truncated EROFS image: its superblock says %d bytes, the partition has %d", need, size)
-			}
-		}
-		var fsys fs.FS
-		err := guard(func() error {
-			var err error
-			fsys, err = erofs.Open(erofsMetaReader{io.NewSectionReader(f, off, size)})
-			return err
-		})
-		if err != nil {
-			return nil, fmt.Errorf("read EROFS: %w", err)
-		}
-		pt.tree = &fsTree{fsys: fsys, name: "go-erofs"}
-		pt.erofs = true
-		return pt, nil
+	pt := &partTree{f: f, off: off, size: size, erofs: format == EROFS}
+	t, err := openTree(ctx, io.NewSectionReader(f, off, size), "", size, format)
+	if errors.Is(err, errUnsupported) && format == Squashfs {
+		t, err = newUnsquashfsTreeAt(ctx, f.Name(), off)
 	}
-	return nil, fmt.Errorf("format %q cannot be read", format)
+	if err != nil {
+		return nil, err
+	}
+	pt.tree = t
+	return pt, nil
 }
 
 // partTree reads a filesystem inside a partition.
@@ -597,6 +556,13 @@ func (u *usrTree) readDir(ctx context.Context, dir string) ([]entry, error) {
 		return nil, fs.ErrNotExist
 	}
 	return u.tree.readDir(ctx, p)
+}
+
+func (u *usrTree) walk(ctx context.Context, fn func(fileMeta) error) (bool, error) {
+	return u.tree.walk(ctx, func(m fileMeta) error {
+		m.path = path.Join("usr", m.path)
+		return fn(m)
+	})
 }
 
 func (u *usrTree) readFile(ctx context.Context, name string, limit int64) ([]byte, error) {

@@ -26,16 +26,22 @@ type Options struct {
 	// Digest computes the sha256 of the whole file (streaming, constant
 	// memory; about 0.5 s per GiB).
 	Digest bool
-	// CacheDigest trusts and refreshes a digest cached in the file's
+	// CacheDigest uses and refreshes a digest cached in the file's
 	// user.sysext.sha256 extended attribute, which is only used while the
-	// file's size, mtime and inode number are those it was computed for.
-	// Only for files this host wrote or checked; never for a decision
-	// about trust (pull hashes what it downloads as it streams).
+	// file's size, mtime and inode number are those it was computed for,
+	// and only on a file no one but us and root can write (see
+	// cacheTrusted): whoever can write a file can set its user xattrs.
+	// Never for a decision about trust (pull hashes what it downloads as it
+	// streams); Info.DigestCached says the digest came from the cache.
 	CacheDigest bool
 	// Verity checks a disk image's dm-verity hash tree, when it has one,
 	// against its data partition (one full read, see VerifyDDI) and fails
 	// when they, the partition UUIDs or the signed root hash disagree.
 	Verity bool
+	// SpecialFiles walks the whole tree for setuid/setgid files, file
+	// capabilities and device nodes (Info.SpecialFiles): all the image's
+	// metadata is read, bounded like every read.
+	SpecialFiles bool
 }
 
 // Open reads an image's metadata and its digest (from the cache when valid).
@@ -74,12 +80,19 @@ func OpenWith(ctx context.Context, path string, opts Options) (*Info, error) {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 	}
-	if opts.Digest {
-		d, err := digestFile(ctx, f, opts.CacheDigest)
+	if opts.SpecialFiles {
+		sf, capsRead, err := readSpecial(ctx, t)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
-		info.Digest = d
+		info.SpecialFiles, info.CapabilitiesUnread = sf, !capsRead
+	}
+	if opts.Digest {
+		d, cached, err := digestFile(ctx, f, opts.CacheDigest)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		info.Digest, info.DigestCached = d, cached
 	}
 	return info, nil
 }
@@ -98,7 +111,7 @@ func readMetadata(ctx context.Context, t tree, info *Info) error {
 	for _, e := range ents {
 		if name, ok := strings.CutPrefix(e.name, "extension-release."); ok {
 			if e.mode&fs.ModeSymlink != 0 {
-				return fmt.Errorf("%s/%s is a symlink: sysext reads only a regular extension-release file", extension.ReleaseDir, e.name)
+				return fmt.Errorf("%s is a symlink: sysext reads only a regular extension-release file", shown(extension.ReleaseDir+"/"+e.name))
 			}
 			if e.mode.IsRegular() {
 				names = append(names, name)
@@ -111,11 +124,11 @@ func readMetadata(ctx context.Context, t tree, info *Info) error {
 	case 1:
 	default:
 		sort.Strings(names)
-		return fmt.Errorf("%s holds %d extension-release files (%s): an image carries exactly one", extension.ReleaseDir, len(names), strings.Join(names, ", "))
+		return fmt.Errorf("%s holds %d extension-release files (%s): an image carries exactly one", extension.ReleaseDir, len(names), shown(strings.Join(names, ", ")))
 	}
 	name := names[0]
 	if err := extension.ValidateName(name); err != nil {
-		return fmt.Errorf("%s: %w", extension.ReleasePath(name), err)
+		return fmt.Errorf("%s: %w", shown(extension.ReleasePath(name)), err)
 	}
 	data, err := t.readFile(ctx, extension.ReleasePath(name), extension.MaxReleaseSize)
 	if err != nil {
@@ -224,7 +237,7 @@ func Digest(ctx context.Context, path string, cache bool) (string, error) {
 		return "", err
 	}
 	defer f.Close()
-	d, err := digestFile(ctx, f, cache)
+	d, _, err := digestFile(ctx, f, cache)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", path, err)
 	}
@@ -234,15 +247,15 @@ func Digest(ctx context.Context, path string, cache bool) (string, error) {
 // DigestXattr is the extended attribute caching an image's digest.
 const DigestXattr = "user.sysext.sha256"
 
-func digestFile(ctx context.Context, f *os.File, cache bool) (string, error) {
+func digestFile(ctx context.Context, f *os.File, cache bool) (digest string, cached bool, err error) {
 	key := ""
-	if cache {
+	if cache && cacheTrusted(f) {
 		key = cacheKey(f)
 		if key != "" {
 			buf := make([]byte, 256)
 			if n, err := unix.Fgetxattr(int(f.Fd()), DigestXattr, buf); err == nil {
 				if k, d, ok := strings.Cut(string(buf[:n]), " "); ok && k == key && validDigest(d) {
-					return d, nil
+					return d, true, nil
 				}
 			}
 		}
@@ -252,7 +265,7 @@ func digestFile(ctx context.Context, f *os.File, cache bool) (string, error) {
 	r := io.NewSectionReader(f, 0, 1<<62)
 	for {
 		if err := ctx.Err(); err != nil {
-			return "", err
+			return "", false, err
 		}
 		n, err := r.Read(buf)
 		h.Write(buf[:n])
@@ -260,7 +273,7 @@ func digestFile(ctx context.Context, f *os.File, cache bool) (string, error) {
 			break
 		}
 		if err != nil {
-			return "", fmt.Errorf("hash: %w", err)
+			return "", false, fmt.Errorf("hash: %w", err)
 		}
 	}
 	d := "sha256:" + hex.EncodeToString(h.Sum(nil))
@@ -268,7 +281,24 @@ func digestFile(ctx context.Context, f *os.File, cache bool) (string, error) {
 		// Best effort: a filesystem without user xattrs just recomputes.
 		_ = unix.Fsetxattr(int(f.Fd()), DigestXattr, []byte(key+" "+d), 0)
 	}
-	return d, nil
+	return d, false, nil
+}
+
+// cacheTrusted says whether f's digest attribute can only have been set by
+// us or by root: setting a user xattr needs write access to the file, so
+// the file must be owned by us or root and writable by neither its group
+// nor others. A file someone else can write may carry any digest.
+func cacheTrusted(f *os.File) bool {
+	st, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return false
+	}
+	owner := int(sys.Uid)
+	return (owner == 0 || owner == os.Geteuid()) && st.Mode().Perm()&0o022 == 0
 }
 
 // SetDigestCache records digest in path's cache attribute (best effort), for
@@ -356,7 +386,7 @@ func openImage(ctx context.Context, path string) (*openedImage, error) {
 		}
 		return &openedImage{f: f, size: st.Size(), format: format, tree: t, ddi: d}, nil
 	}
-	t, err := openTree(ctx, f, st.Size(), format)
+	t, err := openTree(ctx, f, f.Name(), st.Size(), format)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)

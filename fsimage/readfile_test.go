@@ -26,9 +26,10 @@ func TestReadFile(t *testing.T) {
 	must(os.WriteFile(filepath.Join(tree, "etc/big"), []byte(strings.Repeat("x", 5000)), 0o644))
 	must(os.Symlink("/etc/passwd", filepath.Join(tree, "etc/link")))
 	images := map[string]string{
-		"squashfs zstd (go-diskfs)": mksquashfs(t, tree, "-comp", "zstd"),
-		"squashfs lz4 (unsquashfs)": mksquashfs(t, tree, "-comp", "lz4"),
-		"erofs":                     mkfsErofs(t, tree),
+		"squashfs zstd":                mksquashfs(t, tree, "-comp", "zstd"),
+		"squashfs lz4":                 mksquashfs(t, tree, "-comp", "lz4"),
+		"squashfs xz bcj (unsquashfs)": mksquashfs(t, tree, "-comp", "xz", "-Xbcj", "x86"),
+		"erofs":                        mkfsErofs(t, tree),
 	}
 	ctx := context.Background()
 	for name, img := range images {

@@ -12,16 +12,26 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
-	"github.com/diskfs/go-diskfs/backend/file"
-	"github.com/diskfs/go-diskfs/filesystem/squashfs"
 	"github.com/erofs/go-erofs"
+
+	"github.com/sysext/sysext/internal/testhook"
 )
 
 // entry is one directory entry inside an image.
 type entry struct {
 	name string
 	mode fs.FileMode // type bits only
+}
+
+// fileMeta is what a file in an image carries beyond its content.
+type fileMeta struct {
+	path       string      // slash-separated, relative to the root
+	mode       fs.FileMode // type and permissions, setuid/setgid/sticky included
+	uid, gid   uint32
+	rdev       uint32 // device number (Linux new_encode_dev) of a device node
+	capability []byte // the security.capability attribute, nil when none
 }
 
 // tree is a read-only view of the few paths we need inside an image. Paths
@@ -33,6 +43,9 @@ type tree interface {
 	readDir(ctx context.Context, dir string) ([]entry, error)
 	// readFile returns a regular file's content, refusing more than limit bytes.
 	readFile(ctx context.Context, name string, limit int64) ([]byte, error)
+	// walk calls fn for every file of the image, directories included.
+	// capsRead says whether fileMeta.capability is read at all.
+	walk(ctx context.Context, fn func(fileMeta) error) (capsRead bool, err error)
 	close() error
 	// reader names what read the image, for messages and docs.
 	reader() string
@@ -40,42 +53,26 @@ type tree interface {
 
 // openTree picks the reader for the format: a Go reader where one reads the
 // image, the format's own tool where it does not (see docs/building.md).
-func openTree(ctx context.Context, f *os.File, size int64, format Format) (tree, error) {
+// Every Go reader is bounded in work by the image's size and stops when
+// ctx is done. image is the file's path for the tools; "" means the Go
+// readers only (fuzzing reads images from memory).
+func openTree(ctx context.Context, src io.ReaderAt, image string, size int64, format Format) (tree, error) {
+	if hook := testhook.ImageRead; hook != nil {
+		src = hookedReader{ctx, src, hook}
+	}
 	switch format {
 	case Squashfs:
-		var sb [48]byte
-		if _, err := f.ReadAt(sb[:], 0); err != nil {
-			return nil, fmt.Errorf("read squashfs superblock: %w", err)
+		s, err := openSquashfs(src, size)
+		if errors.Is(err, errUnsupported) && image != "" {
+			return newUnsquashfsTree(ctx, image)
 		}
-		if used := binary.LittleEndian.Uint64(sb[40:48]); used > uint64(size) {
-			return nil, fmt.Errorf("truncated squashfs image: its superblock says %d bytes, the file has %d", used, size)
-		}
-		// go-diskfs reads gzip, xz and zstd images well; it reads lz4 as
-		// framed lz4 (squashfs stores raw blocks) and fails on lzo
-		// fragments, so those and lzma go to unsquashfs.
-		switch comp := binary.LittleEndian.Uint16(sb[20:22]); comp {
-		case squashfsGzip, squashfsXZ, squashfsZstd:
-		default:
-			return newUnsquashfsTree(ctx, f.Name())
-		}
-		var sq *squashfs.FileSystem
-		err := guard(func() error {
-			var err error
-			sq, err = squashfs.Read(file.New(f, true), size, 0, 0)
-			return err
-		})
 		if err != nil {
-			// A squashfs variant the Go reader does not know: let the
-			// format's own tool decide.
-			if t, terr := newUnsquashfsTree(ctx, f.Name()); terr == nil {
-				return t, nil
-			}
-			return nil, fmt.Errorf("read squashfs: %w", err)
+			return nil, err
 		}
-		return &fsTree{fsys: sq, name: "go-diskfs"}, nil
+		return &squashTree{s: s}, nil
 	case EROFS:
 		var sb [48]byte
-		if _, err := f.ReadAt(sb[:], erofsSuperOffset); err != nil {
+		if _, err := src.ReadAt(sb[:], erofsSuperOffset); err != nil {
 			return nil, fmt.Errorf("read EROFS superblock: %w", err)
 		}
 		if bits := sb[12]; bits >= 9 && bits <= 16 {
@@ -83,36 +80,99 @@ func openTree(ctx context.Context, f *os.File, size int64, format Format) (tree,
 				return nil, fmt.Errorf("truncated EROFS image: its superblock says %d bytes, the file has %d", need, size)
 			}
 		}
+		r := &boundedReader{ctx: ctx, r: src, size: size, limit: erofsWorkBase + erofsWorkPerByte*size}
 		var fsys fs.FS
-		err := guard(func() error {
+		err := guard(ctx, func() error {
 			var err error
-			fsys, err = erofs.Open(erofsMetaReader{f})
+			fsys, err = erofs.Open(erofsMetaReader{r})
 			return err
 		})
 		if err != nil {
 			return nil, fmt.Errorf("read EROFS: %w", err)
 		}
-		return &fsTree{fsys: fsys, name: "go-erofs", fallback: &erofsExtract{image: f.Name()}}, nil
+		t := &fsTree{fsys: fsys, name: "go-erofs", src: r}
+		if image != "" {
+			t.fallback = &erofsExtract{image: image}
+		}
+		return t, nil
 	}
 	return nil, fmt.Errorf("format %q cannot be read", format)
 }
 
-// Squashfs superblock compression ids the Go reader handles.
+// guard runs a third-party reader's call: a panic on a corrupt image
+// becomes an error (untrusted input must never crash us), and when ctx is
+// done guard returns at once, leaving a call that does not look at its
+// reader to finish on its own (the boundedReader fails its next read).
+func guard(ctx context.Context, fn func() error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				done <- &CorruptError{"EROFS", fmt.Sprintf("the reader failed: %v", r)}
+			}
+		}()
+		done <- fn()
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// The work an EROFS image may cost go-erofs, in bytes read: enough to read
+// every block of a real image several times over.
 const (
-	squashfsGzip = 1
-	squashfsXZ   = 4
-	squashfsZstd = 6
+	erofsWorkBase    = 16 << 20
+	erofsWorkPerByte = 1024
 )
 
-// guard turns a panic of a third-party reader on a corrupt image into an
-// error: untrusted input must never crash us.
-func guard(fn func() error) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("corrupt image: the reader failed: %v", r)
+// boundedReader is the image as a third-party reader sees it: no read past
+// the end of the image, at most limit bytes read in all, and none once ctx
+// is done. Those readers check neither, and a loop in them that reads
+// ends with this error.
+type boundedReader struct {
+	ctx   context.Context
+	r     io.ReaderAt
+	size  int64
+	limit int64
+	read  atomic.Int64
+}
+
+func (b *boundedReader) ReadAt(p []byte, off int64) (int, error) {
+	if err := b.ctx.Err(); err != nil {
+		return 0, err
+	}
+	if off < 0 || off > b.size {
+		return 0, &CorruptError{"EROFS", fmt.Sprintf("a read at %d is outside its %d bytes", off, b.size)}
+	}
+	if b.read.Add(int64(len(p))) > b.limit {
+		return 0, &CorruptError{"EROFS", fmt.Sprintf("reading it takes more than the %d bytes of reads an image of %d bytes can need", b.limit, b.size)}
+	}
+	if int64(len(p)) > b.size-off {
+		n, err := b.r.ReadAt(p[:b.size-off], off)
+		if err == nil {
+			err = io.EOF
 		}
-	}()
-	return fn()
+		return n, err
+	}
+	return b.r.ReadAt(p, off)
+}
+
+// hookedReader runs a test's hook (testhook.ImageRead) before each read.
+type hookedReader struct {
+	ctx  context.Context
+	r    io.ReaderAt
+	hook func(context.Context)
+}
+
+func (h hookedReader) ReadAt(p []byte, off int64) (int, error) {
+	h.hook(h.ctx)
+	return h.r.ReadAt(p, off)
 }
 
 // erofsMetaReader hides the compression feature bits of an EROFS superblock
@@ -151,10 +211,11 @@ func (m erofsMetaReader) ReadAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
-// fsTree reads through an fs.FS (go-diskfs, go-erofs).
+// fsTree reads an EROFS image through go-erofs's fs.FS.
 type fsTree struct {
 	fsys     fs.FS
 	name     string
+	src      *boundedReader
 	fallback *erofsExtract // for files the Go reader cannot decompress
 }
 
@@ -165,9 +226,12 @@ func (t *fsTree) readDir(ctx context.Context, dir string) ([]entry, error) {
 		return nil, err
 	}
 	var out []entry
-	err := guard(func() error {
+	err := guard(ctx, func() error {
 		if _, err := fs.Stat(t.fsys, dir); err != nil {
-			return fs.ErrNotExist
+			if errors.Is(err, fs.ErrNotExist) {
+				return fs.ErrNotExist
+			}
+			return err
 		}
 		des, err := fs.ReadDir(t.fsys, dir)
 		if err != nil {
@@ -192,7 +256,7 @@ func (t *fsTree) readFile(ctx context.Context, name string, limit int64) ([]byte
 		return nil, err
 	}
 	var data []byte
-	err := guard(func() error {
+	err := guard(ctx, func() error {
 		f, err := t.fsys.Open(name)
 		if err != nil {
 			return err
@@ -223,12 +287,134 @@ func (t *fsTree) readFile(ctx context.Context, name string, limit int64) ([]byte
 	return data, nil
 }
 
+// walk lists the tree with fs.ReadDir, entering each directory (by inode
+// number) once.
+func (t *fsTree) walk(ctx context.Context, fn func(fileMeta) error) (bool, error) {
+	err := guard(ctx, func() error {
+		root, err := fs.Stat(t.fsys, ".")
+		if err != nil {
+			return err
+		}
+		rst, ok := root.Sys().(*erofs.Stat)
+		if !ok {
+			return fmt.Errorf("go-erofs gave no inode for the root")
+		}
+		seen := map[int64]bool{rst.Ino: true}
+		stack := []string{"."}
+		for len(stack) > 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			dir := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			des, err := fs.ReadDir(t.fsys, dir)
+			if err != nil {
+				return fmt.Errorf("list %s: %w", shown("/"+dir), err)
+			}
+			for _, d := range des {
+				name := d.Name()
+				if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+					return &CorruptError{"EROFS", fmt.Sprintf("directory entry %q in %s is not a file name", name, shown("/"+dir))}
+				}
+				p := path.Join(dir, name)
+				if len(p) > sqMaxPath {
+					return &CorruptError{"EROFS", fmt.Sprintf("path longer than %d bytes under %s", sqMaxPath, shown("/"+dir))}
+				}
+				fi, err := d.Info()
+				if err != nil {
+					return fmt.Errorf("%s: %w", shown("/"+p), err)
+				}
+				st, ok := fi.Sys().(*erofs.Stat)
+				if !ok {
+					return fmt.Errorf("%s: go-erofs gave no inode", shown("/"+p))
+				}
+				m := fileMeta{path: p, mode: st.Mode, uid: st.UID, gid: st.GID, rdev: st.Rdev}
+				if v, ok := st.Xattrs[capabilityXattr]; ok {
+					m.capability = []byte(v)
+				}
+				if err := fn(m); err != nil {
+					return err
+				}
+				if st.Mode.IsDir() {
+					if seen[st.Ino] {
+						return &CorruptError{"EROFS", fmt.Sprintf("directory %s is entered twice (a loop)", shown("/"+p))}
+					}
+					seen[st.Ino] = true
+					stack = append(stack, p)
+				}
+			}
+		}
+		return nil
+	})
+	return true, err
+}
+
 func (t *fsTree) close() error {
 	if t.fallback != nil {
 		return t.fallback.close()
 	}
 	return nil
 }
+
+// squashTree reads a squashfs image with our own reader (squashfs.go).
+type squashTree struct{ s *squashReader }
+
+func (t *squashTree) reader() string { return "fsimage squashfs reader" }
+
+func (t *squashTree) readDir(ctx context.Context, dir string) ([]entry, error) {
+	in, err := t.s.lookup(ctx, dir)
+	if err == nil && !in.isDir() {
+		err = fs.ErrNotExist
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fs.ErrNotExist
+	}
+	var ents []sqDirent
+	if err == nil {
+		ents, err = t.s.readDirInode(ctx, in)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", dir, err)
+	}
+	out := make([]entry, len(ents))
+	for i, e := range ents {
+		out[i] = entry{e.name, sqTypeMode(e.typ)}
+	}
+	return out, nil
+}
+
+func (t *squashTree) readFile(ctx context.Context, name string, limit int64) ([]byte, error) {
+	in, err := t.s.lookup(ctx, name)
+	if err == nil && !in.isFile() {
+		err = fmt.Errorf("%s is not a regular file", name)
+	}
+	var data []byte
+	if err == nil {
+		data, err = t.s.readFileInode(ctx, in, limit)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	return data, nil
+}
+
+func (t *squashTree) walk(ctx context.Context, fn func(fileMeta) error) (bool, error) {
+	return true, t.s.walk(ctx, func(p string, in *sqInode) error {
+		m := fileMeta{path: p, mode: in.mode(), uid: in.uid, gid: in.gid, rdev: in.rdev}
+		if in.xattr != sqNone32 {
+			v, ok, err := t.s.xattr(ctx, in.xattr, capabilityXattr)
+			if err != nil {
+				return fmt.Errorf("%s: %w", shown("/"+p), err)
+			}
+			if ok {
+				m.capability = v
+			}
+		}
+		return fn(m)
+	})
+}
+
+func (t *squashTree) close() error { return nil }
 
 // erofsExtract reads a compressed EROFS file: from its one lz4 cluster
 // when it has one (readCompressedExtent), else the only way erofs-utils
@@ -411,3 +597,113 @@ func (t *unsquashfsTree) readFile(ctx context.Context, name string, limit int64)
 }
 
 func (t *unsquashfsTree) close() error { return nil }
+
+// maxWalkListing bounds unsquashfs's listing of a whole image.
+const maxWalkListing = 256 << 20
+
+// walk lists the whole image with unsquashfs -lln: modes, owners and
+// devices, but no xattrs, so capabilities are not read.
+func (t *unsquashfsTree) walk(ctx context.Context, fn func(fileMeta) error) (bool, error) {
+	out, err := runToolLimit(ctx, maxWalkListing, "unsquashfs", t.args("-lln", "-d", "", t.image)...)
+	if err != nil {
+		return false, err
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if line == "" {
+			continue
+		}
+		m, ok := parseLLN(line)
+		if !ok {
+			if strings.HasPrefix(line, "d") && strings.HasSuffix(line, " ") {
+				continue // the root, listed without a name
+			}
+			return false, fmt.Errorf("unsquashfs -lln printed a line sysext does not understand: %q", line)
+		}
+		if err := fn(m); err != nil {
+			return false, err
+		}
+	}
+	return false, nil
+}
+
+// parseLLN parses one line of unsquashfs -lln -d "":
+// "-rwsr-xr-x 0/0 50 2026-11-22 03:08 /usr/bin/x",
+// "crw-r--r-- 0/0 1,  3 2026-11-22 03:08 /usr/lib/null".
+func parseLLN(line string) (fileMeta, bool) {
+	var m fileMeta
+	f := strings.Fields(line)
+	if len(f) < 6 || len(f[0]) != 10 {
+		return m, false
+	}
+	perm := f[0]
+	switch perm[0] {
+	case '-':
+	case 'd':
+		m.mode = fs.ModeDir
+	case 'l':
+		m.mode = fs.ModeSymlink
+	case 'c':
+		m.mode = fs.ModeDevice | fs.ModeCharDevice
+	case 'b':
+		m.mode = fs.ModeDevice
+	case 'p':
+		m.mode = fs.ModeNamedPipe
+	case 's':
+		m.mode = fs.ModeSocket
+	default:
+		return m, false
+	}
+	for i, c := range perm[1:] {
+		bit := fs.FileMode(1) << (8 - i)
+		switch c {
+		case 'r', 'w', 'x':
+			m.mode |= bit
+		case 's', 't':
+			m.mode |= bit
+			fallthrough
+		case 'S', 'T':
+			m.mode |= [...]fs.FileMode{fs.ModeSetuid, fs.ModeSetgid, fs.ModeSticky}[i/3]
+		case '-':
+		default:
+			return m, false
+		}
+	}
+	uid, gid, ok := strings.Cut(f[1], "/")
+	u, err1 := strconv.ParseUint(uid, 10, 32)
+	g, err2 := strconv.ParseUint(gid, 10, 32)
+	if !ok || err1 != nil || err2 != nil {
+		return m, false
+	}
+	m.uid, m.gid = uint32(u), uint32(g)
+	rest := f[2:]
+	if m.mode&fs.ModeDevice != 0 {
+		// unsquashfs 4.5 prints the stored number as rdev>>8, rdev&0xFF
+		// ("4336, 44" for 240:300), which gives the number back.
+		hi, err1 := strconv.ParseUint(strings.TrimSuffix(rest[0], ","), 10, 32)
+		lo, err2 := strconv.ParseUint(rest[1], 10, 32)
+		if err1 != nil || err2 != nil || hi > 0xFFFFFF || lo > 0xFF {
+			return m, false
+		}
+		m.rdev = uint32(hi<<8 | lo)
+		rest = rest[1:]
+	}
+	// size, date, time, then the path (which may hold spaces).
+	if len(rest) < 4 {
+		return m, false
+	}
+	i := strings.Index(line, " "+rest[2]+" ")
+	if i < 0 {
+		return m, false
+	}
+	p := strings.TrimPrefix(line[i+len(rest[2])+2:], "/")
+	if m.mode&fs.ModeSymlink != 0 {
+		if j := strings.Index(p, " -> "); j >= 0 {
+			p = p[:j]
+		}
+	}
+	if p == "" {
+		return m, false
+	}
+	m.path = p
+	return m, true
+}

@@ -9,6 +9,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/sysext/sysext/activate"
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/fsimage"
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/store"
@@ -18,14 +19,14 @@ import (
 // refresh → prove; on failure record → switch back → refresh → prove the
 // previous state) and returns the activation status. The error is non-nil
 // unless the new version is proven (or unproven, offline).
-func (n *Node) activate(ctx context.Context, s *store.Store, name string, in store.Install, prev *store.Install) (string, error) {
+func (n *Node) activate(ctx context.Context, s *store.Store, name string, in store.Install, prev *store.Install) (extension.ActivationStatus, error) {
 	n.hook("activate")
 	d := n.driver(ctx, s, name, in, prev)
 	o, err := d.Run(ctx)
 	if err != nil {
 		return "", err
 	}
-	return string(o.Status), o.Err()
+	return o.Status, o.Err()
 }
 
 // driver builds the activation driver for NAME switching from prev (nil:
@@ -87,8 +88,8 @@ func (n *Node) driver(ctx context.Context, s *store.Store, name string, in store
 			}
 			return activate.Prover{}.Prove(ctx, want)
 		},
-		Record: func(_ context.Context, st activate.Status, why string) error {
-			return s.SetActivation(name, store.Activation{Status: string(st), Reason: why, Tried: in.File})
+		Record: func(_ context.Context, st extension.ActivationStatus, why string) error {
+			return s.SetActivation(name, store.Activation{Status: st, Reason: why, Tried: in.File})
 		},
 	}
 }
@@ -117,10 +118,10 @@ func (n *Node) resume(ctx context.Context, s *store.Store, finishUnproven bool) 
 	}
 	for _, name := range s.State().Names() {
 		e, _ := s.Entry(name)
-		st := activate.Status(e.Activation.Status)
+		st := e.Activation.Status
 		switch st {
-		case activate.StatusPending, activate.StatusRefreshed, activate.StatusFailed:
-		case activate.StatusUnproven:
+		case extension.ActivationPending, extension.ActivationRefreshed, extension.ActivationFailed:
+		case extension.ActivationUnproven:
 			if !finishUnproven {
 				continue
 			}
@@ -209,14 +210,25 @@ func trim(b []byte) string {
 type ActivatePreflight struct {
 	Strict bool
 	Log    io.Writer
+	// printed keeps each warning to one line per run: a sync of several
+	// extensions checks the same system for each.
+	printed map[string]bool
 }
 
 // Preflight implements Preflighter.
-func (p ActivatePreflight) Preflight(ctx context.Context, plan Plan) error {
+func (p *ActivatePreflight) Preflight(ctx context.Context, plan Plan) error {
 	rep := activate.Check(ctx, activate.System{Root: plan.Root}, []activate.Image{{Name: plan.Name, Meta: plan.Metadata, Format: layerFormat(plan.Entry), Verity: verityImage(plan.Entry)}}, p.Strict)
 	if p.Log != nil && !p.Strict {
 		for _, w := range rep.Warnings() {
-			fmt.Fprintf(p.Log, "warning: %s\n", w)
+			line := w.String()
+			if p.printed[line] {
+				continue
+			}
+			if p.printed == nil {
+				p.printed = map[string]bool{}
+			}
+			p.printed[line] = true
+			fmt.Fprintf(p.Log, "warning: %s\n", line)
 		}
 	}
 	return rep.Err()

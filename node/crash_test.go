@@ -82,7 +82,8 @@ func crashScenario(n *Node, scenario, ref string) error {
 // step (≥ 100 distinct points in all) and checks after each kill: the store
 // recovers on the next open; the activation link and the state agree; the
 // active image is the one before or the one after the operation, intact;
-// no temp file is left; running the operation again succeeds.
+// no temp file is left; running the operation again succeeds, resuming a
+// download the kill cut short, and leaves no partial download.
 func TestCrashAtEveryStep(t *testing.T) {
 	if testing.Short() {
 		t.Skip("many child processes")
@@ -163,6 +164,11 @@ func TestCrashAtEveryStep(t *testing.T) {
 						}
 						if v := checkNode(t, root, what+", rerun", []string{want}); v != want {
 							t.Fatalf("%s: after the rerun %q is active, want %q", what, v, want)
+						}
+						// A download the kill cut short was resumed and
+						// committed by the rerun, not left behind.
+						if d := ingestDirs(t, root); len(d) != 0 {
+							t.Fatalf("%s: after the rerun partial downloads are left: %v", what, d)
 						}
 						if scenario == "gc" {
 							files, _ := os.ReadDir(filepath.Join(root, "var/lib/sysext/store/crash"))

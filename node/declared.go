@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/internal/inroot"
+	"github.com/sysext/sysext/verify"
 )
 
 // Directories of declared extensions, as seen on the running system. A
@@ -28,17 +30,37 @@ type Declared struct {
 	File          string // path on the running system
 	Name          string // default: the file name without .conf
 	Source        string // as written, with {VARIABLES}
-	Policy        string
+	SourceLine    int    // the line of Source=, for errors
+	Policy        string // a policy file or key:PATH[,PATH], paths inside the root
+	PolicyLine    int    // the line of Policy=, for errors
 	AllowUnsigned bool
+}
+
+// SourceFrom names where Source was written, "FILE:LINE", for errors.
+func (d Declared) SourceFrom() string {
+	if d.SourceLine == 0 {
+		return d.File
+	}
+	return fmt.Sprintf("%s:%d", d.File, d.SourceLine)
+}
+
+// PolicyFrom names where Policy was written, "FILE:LINE", for errors.
+func (d Declared) PolicyFrom() string {
+	if d.PolicyLine == 0 {
+		return d.File
+	}
+	return fmt.Sprintf("%s:%d", d.File, d.PolicyLine)
 }
 
 const maxDeclaredSize = 64 << 10
 
-// ReadDeclared reads the declared set under root.
+// ReadDeclared reads the declared set under root. Every path, the
+// directories' and the files', is resolved inside root (internal/inroot),
+// as the paths the declarations name are later.
 func ReadDeclared(root string) ([]Declared, error) {
 	files := map[string]string{} // base name -> path on the running system
 	for i := len(DeclaredDirs) - 1; i >= 0; i-- {
-		ents, err := os.ReadDir(filepath.Join(root, DeclaredDirs[i]))
+		ents, err := inroot.ReadDir(root, DeclaredDirs[i])
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
@@ -60,20 +82,16 @@ func ReadDeclared(root string) ([]Declared, error) {
 	seen := map[string]string{}
 	for _, b := range bases {
 		p := files[b]
-		full := filepath.Join(root, p)
-		fi, err := os.Stat(full)
+		data, err := inroot.ReadFile(root, p, maxDeclaredSize)
+		var tl *inroot.TooLargeError
+		if errors.As(err, &tl) {
+			return nil, fmt.Errorf("%s: more than the %d bytes allowed", p, maxDeclaredSize)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", p, err)
 		}
-		if fi.Size() == 0 {
+		if len(data) == 0 {
 			continue // an empty file in /etc masks the one in /usr/lib
-		}
-		if fi.Size() > maxDeclaredSize {
-			return nil, fmt.Errorf("%s: %d bytes, more than the %d allowed", p, fi.Size(), maxDeclaredSize)
-		}
-		data, err := os.ReadFile(full)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p, err)
 		}
 		d, err := ParseDeclared(p, data)
 		if err != nil {
@@ -122,9 +140,12 @@ func ParseDeclared(path string, data []byte) (Declared, error) {
 		case "Name":
 			d.Name = v
 		case "Source":
-			d.Source = v
+			d.Source, d.SourceLine = v, line
 		case "Policy":
-			d.Policy = v
+			if err := checkDeclaredPolicy(v); err != nil {
+				return d, fmt.Errorf("%s:%d: Policy=%s: %w", path, line, v, err)
+			}
+			d.Policy, d.PolicyLine = v, line
 		case "InsecureAllowUnsigned":
 			b, err := parseBool(v)
 			if err != nil {
@@ -142,6 +163,25 @@ func ParseDeclared(path string, data []byte) (Declared, error) {
 		return d, fmt.Errorf("%s: no Source=: give the reference to pull %s from", path, d.Name)
 	}
 	return d, nil
+}
+
+// checkDeclaredPolicy checks a declaration's Policy= value: its paths are
+// absolute paths on the node (they are resolved inside --root).
+func checkDeclaredPolicy(v string) error {
+	o, err := trustFromPolicy(verify.TrustOptions{}, v)
+	if err != nil {
+		return err
+	}
+	paths := append([]string{o.PolicyPath, o.TrustedRootPath}, o.KeyPaths...)
+	if strings.HasPrefix(v, "key:") && len(o.KeyPaths) == 1 && o.KeyPaths[0] == "" {
+		return errors.New("key: names no key file: write key:/etc/sysext/KEY.pub")
+	}
+	for _, p := range paths {
+		if p != "" && !filepath.IsAbs(p) {
+			return fmt.Errorf("%q is relative: give the absolute path as seen on the node (it is read inside --root)", p)
+		}
+	}
+	return nil
 }
 
 func parseBool(s string) (bool, error) {

@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/sysext/sysext/internal/testenv"
 )
@@ -41,5 +42,30 @@ func TestNodeDemo(t *testing.T) {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("node-demo does not show %q", want)
 		}
+	}
+	// Steps 1-5 (the squashfs loop) are read by a person on a healthy host;
+	// step 6 shows what this host cannot enforce for a disk image, warnings
+	// included.
+	loop := string(out)
+	if i := strings.Index(loop, "==> 6."); i >= 0 {
+		loop = loop[:i]
+	}
+	// What a person reads on a healthy host: no terminal escapes in a pipe,
+	// no warning about a systemd version nothing here needs, a list that
+	// fits 100 columns and says what unproven means.
+	if strings.Contains(loop, "\x1b") {
+		t.Errorf("ANSI escapes though the output is not a terminal:\n%q", out)
+	}
+	if strings.Contains(loop, "warning") {
+		t.Errorf("a warning on a healthy host:\n%s", out)
+	}
+	list := loop[strings.LastIndex(loop, "list --root node"):]
+	for _, l := range strings.Split(list, "\n") {
+		if n := utf8.RuneCountInString(l); n > 100 {
+			t.Errorf("list line of %d columns: %s", n, l)
+		}
+	}
+	if !strings.Contains(list, "unproven: linked with --root") {
+		t.Errorf("list does not explain unproven:\n%s", list)
 	}
 }

@@ -155,7 +155,12 @@ func TestEndToEnd(t *testing.T) {
 	}
 	decl := filepath.Join(root, "usr/lib/sysext/extensions.d/e2esync.conf")
 	must(t, os.MkdirAll(filepath.Dir(decl), 0o755))
-	must(t, os.WriteFile(decl, []byte("[Extension]\nSource="+reg.Ref("sysext/e2esync:{ID}-{VERSION_ID}")+"\nPolicy=key:"+pub+"\n"), 0o644))
+	// The declaration names its key as the node sees it: inside the root.
+	pubBytes, err := os.ReadFile(pub)
+	must(t, err)
+	must(t, os.MkdirAll(filepath.Join(root, "etc/sysext"), 0o755))
+	must(t, os.WriteFile(filepath.Join(root, "etc/sysext/e2e.pub"), pubBytes, 0o644))
+	must(t, os.WriteFile(decl, []byte("[Extension]\nSource="+reg.Ref("sysext/e2esync:{ID}-{VERSION_ID}")+"\nPolicy=key:/etc/sysext/e2e.pub\n"), 0o644))
 	rs, err := n.Sync(ctx, SyncOptions{})
 	if err != nil {
 		t.Fatalf("sync: %+v %v", rs, err)

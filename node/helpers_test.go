@@ -88,7 +88,7 @@ const debianRelease = "ID=debian\nVERSION_ID=12\n"
 // unsigned accepts anything, as --insecure-allow-unsigned does.
 type unsigned struct{}
 
-func (unsigned) Verify(_ context.Context, _ oci.Target, _ oci.Reference, r *oci.Resolved, _ string, _ bool) (verify.Verified, error) {
+func (unsigned) Verify(_ context.Context, _ oci.Target, _ oci.Reference, r *oci.Resolved, _ Trust) (verify.Verified, error) {
 	return verify.AcceptUnsigned(r.Descriptor.Digest), nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 
@@ -70,6 +71,20 @@ func TestDeclaredBadInput(t *testing.T) {
 	for _, bad := range []string{"x:{NOPE}", "x:{ID", "x:{SYSEXT_LEVEL}"} {
 		if _, err := ExpandSource(bad, osr, "arm64"); err == nil {
 			t.Errorf("%q expanded", bad)
+		}
+	}
+}
+
+// TestInstallUnitsBinIsOneWord: --bin becomes the command of ExecStart=
+// lines; a value that would add lines or words is refused, nothing written.
+func TestInstallUnitsBinIsOneWord(t *testing.T) {
+	for _, bin := range []string{"/usr/bin/sysext\nExecStartPre=/bin/evil", "/opt/my bin/sysext", "/opt/%n/sysext"} {
+		root := t.TempDir()
+		if _, err := InstallUnits(root, "/etc/systemd/system", bin, true); err == nil || !strings.Contains(err.Error(), "--bin") {
+			t.Errorf("--bin %q: %v", bin, err)
+		}
+		if ents, _ := os.ReadDir(root); len(ents) != 0 {
+			t.Errorf("--bin %q: wrote %v", bin, ents)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/internal/inroot"
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/store"
 	"github.com/sysext/sysext/verify"
@@ -22,10 +23,9 @@ type Verifier interface {
 	// Verify checks the signatures on r's manifest (or on the index r
 	// resolved through, which lists it) found in t and returns the
 	// verification the store requires, for the manifest's digest.
-	// allowUnsigned is the explicit --insecure-allow-unsigned opt-out;
-	// policy is the per-extension policy recorded at pull time ("" = the
-	// command line's trust; see PolicyString).
-	Verify(ctx context.Context, t oci.Target, ref oci.Reference, r *oci.Resolved, policy string, allowUnsigned bool) (verify.Verified, error)
+	// tr is the extension's own trust (its recorded or declared policy,
+	// the --insecure-allow-unsigned opt-out).
+	Verify(ctx context.Context, t oci.Target, ref oci.Reference, r *oci.Resolved, tr Trust) (verify.Verified, error)
 }
 
 // Refresher makes systemd-sysext merge the extensions directory again.
@@ -77,6 +77,11 @@ type Options struct {
 	// "/": the Refresher then knows how to merge that root (tests run
 	// systemd-sysext in a private namespace with ROOT/var bound over /var).
 	RefreshWithRoot bool
+	// AllowDowngrade lets pull, update and sync activate a version older
+	// (systemd's version order) than the active one. Without it a tag that
+	// moved back, or an old signed build served again, is refused; rollback
+	// is the way back.
+	AllowDowngrade bool
 	// Checker and Preflighter are optional hooks (safe activation).
 	Checker     Checker
 	Preflighter Preflighter
@@ -136,7 +141,7 @@ func (n *Node) warnf(format string, args ...any) {
 
 // offline reports whether activation cannot be refreshed here.
 func (n *Node) offline() bool {
-	if n.opts.NoRefresh || n.opts.Store.Copy {
+	if n.opts.NoRefresh {
 		return true
 	}
 	return filepath.Clean(n.opts.Store.Root) != "/" && !n.opts.RefreshWithRoot
@@ -146,13 +151,51 @@ func (n *Node) open(ctx context.Context) (*store.Store, error) {
 	return store.Open(ctx, n.opts.Store)
 }
 
+// openExisting opens the store for a command that only changes what is
+// installed: on a node without a store it creates nothing.
+func (n *Node) openExisting(ctx context.Context) (*store.Store, error) {
+	o := n.opts.Store
+	o.IfExists = true
+	return store.Open(ctx, o)
+}
+
+// TrustChecker is implemented by a Verifier that can tell, before any I/O,
+// whether a Trust can be used at all (the policy parses, the keys load),
+// so that a pull refuses before it writes anything.
+type TrustChecker interface {
+	CheckTrust(tr Trust) error
+}
+
+// precheck refuses what is wrong in a pull request itself: the reference's
+// syntax, the name, the trust. Nothing has been written yet.
+func (n *Node) precheck(req PullRequest) error {
+	if _, err := oci.ParseReference(req.Ref); err != nil {
+		return err
+	}
+	if req.Name != "" {
+		if err := extension.ValidateName(req.Name); err != nil {
+			return fmt.Errorf("--name: %w", err)
+		}
+	}
+	if n.opts.Verifier == nil {
+		return errNoVerifier
+	}
+	if c, ok := n.opts.Verifier.(TrustChecker); ok {
+		return c.CheckTrust(req.trust())
+	}
+	return nil
+}
+
+var errNoVerifier = errors.New("no trust policy configured: give --key, --policy or --insecure-allow-unsigned")
+
 // OSRelease reads the target root's os-release (/etc/os-release, else
 // /usr/lib/os-release).
 func OSRelease(root string) (*extension.Release, string, error) {
 	var firstErr error
 	for _, p := range []string{"etc/os-release", "usr/lib/os-release"} {
 		full := filepath.Join(root, p)
-		b, err := os.ReadFile(full)
+		// /etc/os-release is usually a symlink: resolved inside the root.
+		b, err := inroot.ReadFile(root, p, extension.MaxReleaseSize)
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
@@ -196,6 +239,27 @@ func (e *IncompatibleError) Unwrap() error { return e.Err }
 func (n *Node) compatible(meta extension.Metadata, ref string, osr *extension.Release, osrPath string) error {
 	if err := extension.Compatible(meta.Release(), extension.Host{OSRelease: osr, Arch: n.arch()}); err != nil {
 		return &IncompatibleError{Name: meta.Name, Version: meta.Version, Ref: ref, OSRelease: osrPath, Err: err}
+	}
+	return nil
+}
+
+// DowngradeError says a pull would activate an older version than the
+// active one.
+type DowngradeError struct {
+	Name, Active, Offered, Ref string
+}
+
+func (e *DowngradeError) Error() string {
+	return fmt.Sprintf("%s: %s offers version %s, older than the active %s: refusing to downgrade (a tag moved back, or an old signed build was served again); use 'sysext rollback %s' to go back, or --allow-downgrade if this is wanted", e.Name, e.Ref, e.Offered, e.Active, e.Name)
+}
+
+// checkDowngrade refuses offered when it is older than the active version.
+func (n *Node) checkDowngrade(name string, cur *store.Entry, offered, ref string) error {
+	if n.opts.AllowDowngrade || cur == nil || cur.Active.Version == "" || offered == "" {
+		return nil
+	}
+	if extension.CompareVersions(offered, cur.Active.Version) < 0 {
+		return &DowngradeError{Name: name, Active: cur.Active.Version, Offered: offered, Ref: ref}
 	}
 	return nil
 }

@@ -43,7 +43,7 @@ func TestPullUpdateRollbackGCRemove(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Action != "pulled" || r.Version != "1.0" || r.Activation != store.ActivationUnproven {
+	if r.Action != "pulled" || r.Version != "1.0" || r.Activation != extension.ActivationUnproven {
 		t.Fatalf("pull: %+v", r)
 	}
 	arch := string(extension.HostArch())
@@ -112,7 +112,7 @@ func TestRefreshFailureRollsBack(t *testing.T) {
 	n := New(o)
 	ctx := context.Background()
 	r, err := n.Pull(ctx, PullRequest{Ref: ref})
-	if err != nil || r.Activation != store.ActivationProven || rr.n.Load() != 1 {
+	if err != nil || r.Activation != extension.ActivationProven || rr.n.Load() != 1 {
 		t.Fatalf("pull: %+v %v (refreshes %d)", r, err, rr.n.Load())
 	}
 	arch := string(extension.HostArch())
@@ -126,7 +126,7 @@ func TestRefreshFailureRollsBack(t *testing.T) {
 		t.Fatal("not switched back")
 	}
 	e := entry(t, root, "hello")
-	if e.Activation.Status != store.ActivationRolledBack || !strings.Contains(e.Activation.Reason, "Invalid argument") {
+	if e.Activation.Status != extension.ActivationRolledBack || !strings.Contains(e.Activation.Reason, "Invalid argument") {
 		t.Fatalf("activation %+v", e.Activation)
 	}
 	// A check hook that fails does the same.
@@ -147,7 +147,7 @@ func TestRefreshFailureRollsBack(t *testing.T) {
 	if active(t, root, "hello") != "hello-1.0-"+arch+".raw" {
 		t.Fatal("not switched back after a failed check")
 	}
-	if e := entry(t, root, "hello"); e.Activation.Status != store.ActivationRolledBack {
+	if e := entry(t, root, "hello"); e.Activation.Status != extension.ActivationRolledBack {
 		t.Fatalf("activation %+v", e.Activation)
 	}
 }
@@ -300,7 +300,7 @@ func TestFirstInstallThatDoesNotMergeIsUnlinked(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(root, "var/lib/extensions/hello.raw")); err == nil {
 		t.Fatal("link left after a failed first activation")
 	}
-	if e := entry(t, root, "hello"); e.Activation.Status != store.ActivationRolledBack || !strings.Contains(e.Activation.Reason, "Failed to mount") {
+	if e := entry(t, root, "hello"); e.Activation.Status != extension.ActivationRolledBack || !strings.Contains(e.Activation.Reason, "Failed to mount") {
 		t.Fatalf("activation %+v", e.Activation)
 	}
 }
@@ -329,20 +329,20 @@ func TestResumeInterruptedActivation(t *testing.T) {
 	o := off.opts
 	o.Refresher, o.RefreshWithRoot = &recRefresher{}, true
 	on := New(o)
-	set(store.Activation{Status: store.ActivationPending, Tried: e.Active.File})
+	set(store.Activation{Status: extension.ActivationPending, Tried: e.Active.File})
 	if _, err := on.Update(ctx, UpdateOptions{All: true}); err != nil {
 		t.Fatal(err)
 	}
-	if got := entry(t, root, "hello").Activation.Status; got != store.ActivationProven {
+	if got := entry(t, root, "hello").Activation.Status; got != extension.ActivationProven {
 		t.Fatalf("after resuming a pending activation: %s", got)
 	}
-	set(store.Activation{Status: store.ActivationFailed, Reason: "Invalid argument", Tried: e.Active.File})
+	set(store.Activation{Status: extension.ActivationFailed, Reason: "Invalid argument", Tried: e.Active.File})
 	rs, err := on.Update(ctx, UpdateOptions{All: true})
 	if err != nil || rs[0].Action != "skipped" {
 		t.Fatalf("update after the rollback: %+v %v", rs, err)
 	}
 	got := entry(t, root, "hello")
-	if got.Active.Version != "1.0" || got.Activation.Status != store.ActivationRolledBack {
+	if got.Active.Version != "1.0" || got.Activation.Status != extension.ActivationRolledBack {
 		t.Fatalf("after resuming a failed activation: %s %+v", got.Active.Version, got.Activation)
 	}
 }

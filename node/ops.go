@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sort"
 
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/store"
 )
@@ -25,7 +25,7 @@ func (n *Node) Update(ctx context.Context, uo UpdateOptions) ([]Result, error) {
 	if len(uo.Names) == 0 && !uo.All {
 		return nil, errors.New("name the extensions to update, or use --all")
 	}
-	s, err := n.open(ctx)
+	s, err := n.openExisting(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -38,7 +38,7 @@ func (n *Node) Update(ctx context.Context, uo UpdateOptions) ([]Result, error) {
 	var results []Result
 	var errs []error
 	for _, name := range names {
-		r, err := n.updateOne(ctx, s, name, uo.DryRun)
+		r, err := n.updateOne(ctx, s, name, uo.DryRun, "")
 		if err != nil {
 			errs = append(errs, err)
 			if r == nil {
@@ -51,7 +51,9 @@ func (n *Node) Update(ctx context.Context, uo UpdateOptions) ([]Result, error) {
 	return results, errors.Join(errs...)
 }
 
-func (n *Node) updateOne(ctx context.Context, s *store.Store, name string, dryRun bool) (*Result, error) {
+// updateOne re-resolves NAME's source; policyFrom is "FILE:LINE" of the
+// declaration whose Policy= the entry records (sync), for errors.
+func (n *Node) updateOne(ctx context.Context, s *store.Store, name string, dryRun bool, policyFrom string) (*Result, error) {
 	e, ok := s.Entry(name)
 	if !ok {
 		return nil, &store.NotInstalledError{Name: name}
@@ -77,7 +79,7 @@ func (n *Node) updateOne(ctx context.Context, s *store.Store, name string, dryRu
 	}
 	// A build that failed to merge and was rolled back is not tried again
 	// by update (a timer would flap); an explicit pull tries it.
-	if e.Activation.Status == store.ActivationRolledBack {
+	if e.Activation.Status == extension.ActivationRolledBack {
 		for _, p := range e.Previous {
 			if p.File == e.Activation.Tried && p.ResolvedDigest == desc.Digest {
 				r.Action = "skipped"
@@ -86,12 +88,9 @@ func (n *Node) updateOne(ctx context.Context, s *store.Store, name string, dryRu
 			}
 		}
 	}
-	if dryRun {
-		r.Action = "would-update"
-		r.Digest = desc.Digest.String()
-		return r, nil
-	}
-	pr, err := n.pull(ctx, s, PullRequest{Ref: e.Source, Name: name, Policy: e.Policy, AllowUnsigned: e.AllowUnsigned, Declared: e.Declared}, &resolvedRef{t: t, ref: ref})
+	// A dry run checks the new build as a pull would (signature,
+	// compatibility, preflight) and stops before the download.
+	pr, err := n.pull(ctx, s, s, PullRequest{Ref: e.Source, Name: name, Policy: e.Policy, AllowUnsigned: e.AllowUnsigned, Declared: e.Declared, PolicyFrom: policyFrom, DryRun: dryRun}, &resolvedRef{t: t, ref: ref, root: desc})
 	if pr == nil {
 		return r, err
 	}
@@ -102,7 +101,7 @@ func (n *Node) updateOne(ctx context.Context, s *store.Store, name string, dryRu
 // Rollback makes NAME's previous stored version active again, then
 // refreshes as a pull does.
 func (n *Node) Rollback(ctx context.Context, name string) (*Result, error) {
-	s, err := n.open(ctx)
+	s, err := n.openExisting(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +125,7 @@ func (n *Node) Rollback(ctx context.Context, name string) (*Result, error) {
 
 // Remove deactivates NAME, refreshes, and deletes its stored images.
 func (n *Node) Remove(ctx context.Context, name string) (*Result, error) {
-	s, err := n.open(ctx)
+	s, err := n.openExisting(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +157,7 @@ func (n *Node) GC(ctx context.Context, keep int) ([]string, error) {
 	if keep < 1 {
 		return nil, fmt.Errorf("--keep %d: keep at least 1 (the active version is never removed)", keep)
 	}
-	s, err := n.open(ctx)
+	s, err := n.openExisting(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -186,21 +185,14 @@ type ListEntry struct {
 
 // List returns the installed extensions. A corrupt state is reported in
 // the Listing (with what the disk shows), not as an error.
+//
+// List is a read-only command: it takes no lock and writes nothing (an
+// interrupted change shows as pending until the next writer settles it).
 func (n *Node) List(ctx context.Context) (*Listing, error) {
 	o := n.opts.Store
-	if o.LockTimeout == 0 {
-		o.LockTimeout = store.DefaultLockTimeout / 10
-	}
+	o.ReadOnly = true
 	s, err := store.Open(ctx, o)
 	l := &Listing{}
-	var le *store.LockedError
-	if errors.As(err, &le) || errors.Is(err, os.ErrPermission) {
-		if le != nil {
-			l.Locked = le.Error()
-		}
-		o.ReadOnly = true
-		s, err = store.Open(ctx, o)
-	}
 	var ce *store.CorruptStateError
 	if errors.As(err, &ce) {
 		l.StateError = err.Error()

@@ -3,14 +3,16 @@ package node
 import (
 	"context"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"path/filepath"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/sysext/sysext/activate"
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/store"
+	"github.com/sysext/sysext/verify"
 )
 
 // PullRequest says what to pull.
@@ -20,23 +22,41 @@ type PullRequest struct {
 	Policy        string // trust policy file for this extension ("" = default)
 	AllowUnsigned bool   // --insecure-allow-unsigned
 	Declared      string // the extensions.d file that declared it (sync)
+	// PolicyFrom is "FILE:LINE" of the declaration's Policy= (sync); with
+	// Declared set, Policy's paths are inside the root.
+	PolicyFrom string
+	// DryRun checks everything a pull checks (resolve, the name, the
+	// signature, compatibility, the preflight, a foreign file in the way)
+	// and stops before the download: nothing is written. The result's
+	// action is would-pull or would-update.
+	DryRun bool
+}
+
+// trust is what req's signatures are checked with: a declared policy is
+// read inside the root, and its errors name the declaration.
+func (req PullRequest) trust() Trust {
+	tr := Trust{Policy: req.Policy, AllowUnsigned: req.AllowUnsigned}
+	if req.Declared != "" {
+		tr.From = orDefault(req.PolicyFrom, req.Declared)
+	}
+	return tr
 }
 
 // Result says what one extension's operation did.
 type Result struct {
-	Name       string `json:"name"`
-	Version    string `json:"version,omitempty"`
-	From       string `json:"from,omitempty"` // the version active before
-	Digest     string `json:"digest,omitempty"`
-	Source     string `json:"source,omitempty"`
-	Signer     string `json:"signer,omitempty"`
-	Unsigned   bool   `json:"unsigned,omitempty"`
-	File       string `json:"file,omitempty"`
-	Changed    bool   `json:"changed"`
-	Action     string `json:"action"` // pulled, updated, unchanged, would-update, rolled-back, removed, failed, ...
-	Activation string `json:"activation,omitempty"`
-	Resumes    int    `json:"resumes,omitempty"`
-	Error      string `json:"error,omitempty"`
+	Name       string                     `json:"name"`
+	Version    string                     `json:"version,omitempty"`
+	From       string                     `json:"from,omitempty"` // the version active before
+	Digest     string                     `json:"digest,omitempty"`
+	Source     string                     `json:"source,omitempty"`
+	Signer     string                     `json:"signer,omitempty"`
+	Unsigned   bool                       `json:"unsigned,omitempty"`
+	File       string                     `json:"file,omitempty"`
+	Changed    bool                       `json:"changed"`
+	Action     string                     `json:"action"` // pulled, updated, unchanged, would-update, rolled-back, removed, failed, ...
+	Activation extension.ActivationStatus `json:"activation,omitempty"`
+	Resumes    int                        `json:"resumes,omitempty"`
+	Error      string                     `json:"error,omitempty"`
 	// A disk image's dm-verity root hash and the trusted certificate that
 	// signed it (node/verity.go).
 	VerityRootHash string `json:"verity_root_hash,omitempty"`
@@ -44,192 +64,117 @@ type Result struct {
 }
 
 // Pull resolves, verifies, checks, stores and activates one extension.
+// With Options.Store.Copy it writes the image itself into the extensions
+// directory instead (store.Copier), for baking an OS image.
 func (n *Node) Pull(ctx context.Context, req PullRequest) (*Result, error) {
+	if err := n.precheck(req); err != nil {
+		return nil, err
+	}
+	if n.opts.Store.Copy {
+		c, err := store.OpenCopy(ctx, n.opts.Store)
+		if err != nil {
+			return nil, err
+		}
+		defer c.Close()
+		return n.pullCopy(ctx, c, req)
+	}
 	s, err := n.open(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer s.Close()
 	n.resume(ctx, s, false)
-	return n.pull(ctx, s, req, nil)
+	return n.pull(ctx, s, s, req, nil)
 }
 
-// resolved is a reference already resolved by update.
+// resolvedRef is a reference update resolved already: root is what its
+// tag pointed to, so the tag is not asked twice.
 type resolvedRef struct {
-	t   oci.Target
-	ref oci.Reference
+	t    oci.Target
+	ref  oci.Reference
+	root ocispec.Descriptor
 }
 
-func (n *Node) pull(ctx context.Context, s *store.Store, req PullRequest, pre *resolvedRef) (*Result, error) {
-	var t oci.Target
-	var ref oci.Reference
-	if pre != nil {
-		t, ref = pre.t, pre.ref
-	} else {
-		r, err := oci.ParseReference(req.Ref)
-		if err != nil {
-			return nil, err
-		}
-		ref = r
-		if t, err = oci.Open(ctx, ref, n.opts.OCI); err != nil {
-			return nil, err
-		}
-	}
-	if req.Name != "" {
-		if err := extension.ValidateName(req.Name); err != nil {
-			return nil, fmt.Errorf("--name: %w", err)
-		}
-	}
-	n.hook("resolve")
-	res, err := oci.Resolve(ctx, t, ref, n.arch())
+// pullPlan is what a pull has decided before it stores anything.
+type pullPlan struct {
+	t    oci.Target
+	ref  oci.Reference
+	res  *oci.Resolved
+	name string
+	// cur is the installed entry of name (nil when none): a lower version
+	// is refused (checkDowngrade).
+	cur *store.Entry
+	// Set by admit.
+	v       verify.Verified
+	osr     *extension.Release
+	osrPath string
+	// Set by put: the trusted certificate that signed a disk image's root
+	// hash (nil when the policy names none), for protect.
+	verityCert *x509.Certificate
+}
+
+// pull is Pull's work on an open store. inst is where the image goes: s
+// itself (tests wrap it to count the calls). From the decision to download
+// to the link switch it enters the store three times: inst.Ingest,
+// Ingest.Commit, inst.Install (see store/doc.go).
+func (n *Node) pull(ctx context.Context, s *store.Store, inst store.Installer, req PullRequest, pre *resolvedRef) (*Result, error) {
+	p, err := n.plan(ctx, req, pre)
 	if err != nil {
 		return nil, err
 	}
-	e := &res.Entry
-	name := req.Name
-	switch {
-	case e.Kind == oci.KindSysext && name != "" && e.Metadata.Name != name:
-		return nil, fmt.Errorf("%s: the manifest is for extension %q, not %q: check the reference or --name", ref, e.Metadata.Name, name)
-	case e.Kind == oci.KindSysext:
-		name = e.Metadata.Name
-	case name == "":
-		return nil, fmt.Errorf("%s: the artifact carries no sysext annotations (%s), so its extension name is unknown: give --name NAME", ref, e.Kind)
-	}
+	e, name := &p.res.Entry, p.name
 	result := &Result{Name: name, Version: e.Metadata.Version, Digest: e.Descriptor.Digest.String(), Source: req.Ref}
 	cur, installed := s.Entry(name)
 	if installed {
 		result.From = cur.Active.Version
+		p.cur = cur
 	}
 	// Already active: a fast no-op (the active image was verified when it
 	// was installed).
-	if installed && !s.Options().Copy && cur.Active.ManifestDigest == e.Descriptor.Digest && n.linkOK(s, name, cur) {
+	if installed && cur.Active.ManifestDigest == e.Descriptor.Digest && n.linkOK(s, name, cur) {
 		result.Action, result.Version, result.File = "unchanged", cur.Active.Version, cur.Active.File
-		if cur.Active.ResolvedDigest != res.Root.Digest || cur.Source != req.Ref {
-			if err := s.Touch(name, req.Ref, res.Root.Digest); err != nil {
+		if !req.DryRun && (cur.Active.ResolvedDigest != p.res.Root.Digest || cur.Source != req.Ref) {
+			if err := s.Touch(name, req.Ref, p.res.Root.Digest); err != nil {
 				return nil, err
 			}
 		}
 		return result, nil
 	}
-	n.hook("verify")
-	if n.opts.Verifier == nil {
-		return nil, errors.New("no trust policy configured: give --key, --policy or --insecure-allow-unsigned")
+	if installed && e.Kind == oci.KindSysext {
+		// Decided from the manifest, before anything is verified or fetched.
+		if err := n.checkDowngrade(name, cur, e.Metadata.Version, p.ref.String()); err != nil {
+			return nil, err
+		}
 	}
-	v, err := n.opts.Verifier.Verify(ctx, t, ref, res, req.Policy, req.AllowUnsigned)
+	if err := n.admit(ctx, p, req); err != nil {
+		return nil, err
+	}
+	if req.DryRun {
+		// Install would refuse a file of that name sysext did not install.
+		if err := s.CheckForeign(name); err != nil {
+			return nil, err
+		}
+		result.Action = "would-pull"
+		if installed {
+			result.Action = "would-update"
+		}
+		return result, nil
+	}
+	in, err := n.put(ctx, inst, p, result)
 	if err != nil {
 		return nil, err
 	}
-	if v.Unsigned() {
-		n.warnf("%s: accepting %s without a signature (--insecure-allow-unsigned)", name, ref)
-	}
-	if err := verityBefore(v, e); err != nil {
-		return nil, fmt.Errorf("%s: %w", ref, err)
-	}
-	osr, osrPath, err := OSRelease(s.Options().Root)
-	if err != nil {
+	if err := n.protect(ctx, s.Options().Root, s.Options().ExtensionsDir, unsignedOthers(s, name), name, p.verityCert); err != nil {
 		return nil, err
-	}
-	if e.Kind == oci.KindSysext {
-		if err := n.compatible(e.Metadata, ref.String(), osr, osrPath); err != nil {
-			return nil, err
-		}
-	}
-	if n.opts.Preflighter != nil {
-		if err := n.opts.Preflighter.Preflight(ctx, Plan{Name: name, Ref: ref, Entry: e, Root: s.Options().Root, Metadata: e.Metadata}); err != nil {
-			return nil, fmt.Errorf("%s: preflight: %w", name, err)
-		}
-	}
-	if err := s.CheckForeign(name, ""); err != nil && !s.Options().Copy {
-		return nil, err
-	}
-	in := store.Install{
-		Version:        e.Metadata.Version,
-		Arch:           string(e.Metadata.Arch),
-		ManifestDigest: e.Descriptor.Digest,
-		LayerDigest:    e.Layer.Digest,
-		ResolvedDigest: res.Root.Digest,
-		Reference:      ref.WithDigest(e.Descriptor.Digest).String(),
-		Size:           e.Layer.Size,
-		InstalledAt:    n.opts.Now().UTC(),
-	}
-	var verityCert *x509.Certificate
-	stored, found := s.Find(name, e.Layer.Digest)
-	if found && !s.Options().Copy {
-		in.File, in.ReleaseDigest = stored.File, stored.ReleaseDigest
-		if in.Verity, verityCert, err = storedVerity(ctx, v, s.ImagePath(name, stored.File)); err != nil {
-			return nil, fmt.Errorf("%s: %w: refusing it", ref, err)
-		}
-		if in.ReleaseDigest == "" {
-			// Stored by a sysext that did not record it: read it now from
-			// the write-once file (its layer digest was checked at commit).
-			in.ReleaseDigest = releaseDigestOf(ctx, s.ImagePath(name, stored.File))
-		}
-		n.logf("%s: %s is already in the store", name, stored.File)
-	} else {
-		st, err := s.Stage(name)
-		if err != nil {
-			return nil, err
-		}
-		defer st.Abort()
-		n.hook("download")
-		n.logf("%s: downloading %s (%d bytes)", name, shortDigest(e.Layer.Digest), e.Layer.Size)
-		dl, err := oci.Download(ctx, t, e, oci.DownloadOptions{Dir: st.Dir(), Progress: n.opts.Progress})
-		if err != nil {
-			return nil, fmt.Errorf("%s: download: %w", name, err)
-		}
-		result.Resumes = dl.Resumes
-		n.hook("downloaded")
-		if err := n.checkImage(name, e, dl, osr, osrPath, ref.String()); err != nil {
-			return nil, err
-		}
-		if in.Verity, verityCert, err = verityOf(v, dl.Info); err != nil {
-			return nil, fmt.Errorf("%s: %w: refusing it, nothing was changed", ref, err)
-		}
-		if err := n.protect(ctx, s, name, verityCert); err != nil {
-			return nil, err
-		}
-		if dl.Info != nil {
-			if in.Version == "" {
-				in.Version = dl.Info.Meta.Version
-			}
-			if in.Arch == "" {
-				in.Arch = string(dl.Info.Meta.Arch)
-			}
-			if dl.Info.ReleaseBytes != nil {
-				// What activation proves the merged file against, byte for byte.
-				in.ReleaseDigest = activate.ReleaseDigest(dl.Info.ReleaseBytes)
-			}
-		}
-		if s.Options().Copy {
-			if err := st.InstallCopy(v, filepath.Base(dl.Path), e.Descriptor.Digest, e.Layer.Digest); err != nil {
-				return nil, err
-			}
-			result.Action, result.Changed, result.Version, result.File = "copied", true, in.Version, s.LinkPath(name)
-			result.Signer, result.Unsigned = v.Signer(), v.Unsigned()
-			describeVerity(result, in.Verity)
-			return result, nil
-		}
-		file := e.FileName
-		if e.Kind != oci.KindSysext || validStoreName(file) != nil {
-			file = extension.FileName(name, orDefault(in.Version, shortDigest(e.Layer.Digest)), extension.Arch(orDefault(in.Arch, string(extension.AnyArch))))
-		}
-		if in.File, err = st.Commit(filepath.Base(dl.Path), file, e.Layer.Digest); err != nil {
-			return nil, err
-		}
-	}
-	if found && !s.Options().Copy {
-		if err := n.protect(ctx, s, name, verityCert); err != nil {
-			return nil, err
-		}
 	}
 	result.Version, result.File = in.Version, in.File
-	result.Signer, result.Unsigned = v.Signer(), v.Unsigned()
+	result.Signer, result.Unsigned = p.v.Signer(), p.v.Unsigned()
 	describeVerity(result, in.Verity)
 	meta := store.Meta{Source: req.Ref, Declared: req.Declared, Policy: req.Policy, AllowUnsigned: req.AllowUnsigned}
 	if installed && req.Declared == "" {
 		meta.Declared = cur.Declared
 	}
-	if err := s.Install(v, name, in, meta); err != nil {
+	if err := inst.Install(p.v, name, in, meta); err != nil {
 		return nil, err
 	}
 	n.hook("installed")
@@ -250,6 +195,203 @@ func (n *Node) pull(ctx context.Context, s *store.Store, req PullRequest, pre *r
 		return result, err
 	}
 	return result, nil
+}
+
+// pullCopy is Pull in copy mode: the same checks, then the image file
+// itself in the extensions directory; nothing is activated.
+func (n *Node) pullCopy(ctx context.Context, c *store.Copier, req PullRequest) (*Result, error) {
+	p, err := n.plan(ctx, req, nil)
+	if err != nil {
+		return nil, err
+	}
+	e, name := &p.res.Entry, p.name
+	result := &Result{Name: name, Version: e.Metadata.Version, Digest: e.Descriptor.Digest.String(), Source: req.Ref}
+	if err := n.admit(ctx, p, req); err != nil {
+		return nil, err
+	}
+	in, err := n.put(ctx, c, p, result)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.protect(ctx, n.opts.Store.Root, n.opts.Store.ExtensionsDir, nil, name, p.verityCert); err != nil {
+		return nil, err
+	}
+	meta := store.Meta{Source: req.Ref, Declared: req.Declared, Policy: req.Policy, AllowUnsigned: req.AllowUnsigned}
+	if err := c.Install(p.v, name, in, meta); err != nil {
+		return nil, err
+	}
+	result.Action, result.Changed, result.Version, result.File = "copied", true, in.Version, c.LinkPath(name)
+	result.Signer, result.Unsigned = p.v.Signer(), p.v.Unsigned()
+	describeVerity(result, in.Verity)
+	return result, nil
+}
+
+// plan resolves the reference (from the root update resolved, when pre is
+// set) and decides the extension's name.
+func (n *Node) plan(ctx context.Context, req PullRequest, pre *resolvedRef) (*pullPlan, error) {
+	p := &pullPlan{}
+	var root ocispec.Descriptor
+	if pre != nil {
+		p.t, p.ref, root = pre.t, pre.ref, pre.root
+	} else {
+		r, err := oci.ParseReference(req.Ref)
+		if err != nil {
+			return nil, err
+		}
+		p.ref = r
+		if p.t, err = oci.Open(ctx, p.ref, n.opts.OCI); err != nil {
+			return nil, err
+		}
+	}
+	if req.Name != "" {
+		if err := extension.ValidateName(req.Name); err != nil {
+			return nil, fmt.Errorf("--name: %w", err)
+		}
+	}
+	n.hook("resolve")
+	// An index's signature is checked before more than a few of its
+	// manifests are read: a crafted index cannot fan out unverified.
+	verifyIndex := func(ctx context.Context, idx ocispec.Descriptor) error {
+		if n.opts.Verifier == nil {
+			return errNoVerifier
+		}
+		_, err := n.opts.Verifier.Verify(ctx, p.t, p.ref, &oci.Resolved{Ref: p.ref, Root: idx, Entry: oci.Entry{Descriptor: idx}}, req.trust())
+		return err
+	}
+	res, err := oci.ResolveWith(ctx, p.t, p.ref, n.arch(), oci.ResolveOptions{Root: root, VerifyIndex: verifyIndex})
+	if err != nil {
+		return nil, err
+	}
+	p.res = res
+	e := &res.Entry
+	name := req.Name
+	switch {
+	case e.Kind == oci.KindSysext && name != "" && e.Metadata.Name != name:
+		return nil, fmt.Errorf("%s: the manifest is for extension %q, not %q: check the reference or --name", p.ref, e.Metadata.Name, name)
+	case e.Kind == oci.KindSysext:
+		name = e.Metadata.Name
+	case name == "":
+		return nil, fmt.Errorf("%s: the artifact carries no sysext annotations (%s), so its extension name is unknown: give --name NAME", p.ref, e.Kind)
+	}
+	p.name = name
+	return p, nil
+}
+
+// admit applies the trust policy, systemd's compatibility rules against
+// the target root's os-release and the preflight, all before anything is
+// downloaded.
+func (n *Node) admit(ctx context.Context, p *pullPlan, req PullRequest) error {
+	e, name := &p.res.Entry, p.name
+	n.hook("verify")
+	if n.opts.Verifier == nil {
+		return errNoVerifier
+	}
+	v, err := n.opts.Verifier.Verify(ctx, p.t, p.ref, p.res, req.trust())
+	if err != nil {
+		return err
+	}
+	if v.Unsigned() {
+		n.warnf("%s: accepting %s without a signature (--insecure-allow-unsigned)", name, p.ref)
+	}
+	if err := verityBefore(v, e); err != nil {
+		return fmt.Errorf("%s: %w", p.ref, err)
+	}
+	p.v = v
+	root := n.opts.Store.Root
+	if p.osr, p.osrPath, err = OSRelease(root); err != nil {
+		return err
+	}
+	if e.Kind == oci.KindSysext {
+		if err := n.compatible(e.Metadata, p.ref.String(), p.osr, p.osrPath); err != nil {
+			return err
+		}
+	}
+	if n.opts.Preflighter != nil {
+		if err := n.opts.Preflighter.Preflight(ctx, Plan{Name: name, Ref: p.ref, Entry: e, Root: root, Metadata: e.Metadata}); err != nil {
+			return fmt.Errorf("%s: preflight: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// put gets the image into inst: Ingest (the image may be stored already,
+// or partly downloaded by an earlier run, which is resumed), download into
+// the ingest, check what the image says about itself, Commit. It returns
+// the install record for inst.Install.
+func (n *Node) put(ctx context.Context, inst store.Installer, p *pullPlan, result *Result) (store.Install, error) {
+	e, name := &p.res.Entry, p.name
+	in := store.Install{
+		Version:        e.Metadata.Version,
+		Arch:           string(e.Metadata.Arch),
+		ManifestDigest: e.Descriptor.Digest,
+		LayerDigest:    e.Layer.Digest,
+		ResolvedDigest: p.res.Root.Digest,
+		Reference:      p.ref.WithDigest(e.Descriptor.Digest).String(),
+		Size:           e.Layer.Size,
+		InstalledAt:    n.opts.Now().UTC(),
+	}
+	ing, err := inst.Ingest(ctx, name, e.Layer)
+	if err != nil {
+		return in, err
+	}
+	defer ing.Close() // keeps a partial download for the next run
+	if stored, ok := ing.Stored(); ok {
+		in.File, in.ReleaseDigest = stored.File, stored.ReleaseDigest
+		if in.Verity, p.verityCert, err = storedVerity(ctx, p.v, ing.Name()); err != nil {
+			return in, fmt.Errorf("%s: %w: refusing it", p.ref, err)
+		}
+		if in.ReleaseDigest == "" {
+			// Stored by a sysext that did not record it: read it now from
+			// the write-once file (its layer digest was checked at commit).
+			in.ReleaseDigest = releaseDigestOf(ctx, ing.Name())
+		}
+		n.logf("%s: %s is already in the store", name, stored.File)
+		return in, nil
+	}
+	n.hook("download")
+	if off := ing.Offset(); off > 0 {
+		n.logf("%s: resuming the download of %s at %d of %d bytes", name, shortDigest(e.Layer.Digest), off, e.Layer.Size)
+	} else {
+		n.logf("%s: downloading %s (%d bytes)", name, shortDigest(e.Layer.Digest), e.Layer.Size)
+	}
+	dl, err := oci.Download(ctx, p.t, e, oci.DownloadOptions{Into: ing, Progress: n.opts.Progress})
+	if err != nil {
+		return in, fmt.Errorf("%s: download: %w", name, err)
+	}
+	result.Resumes = dl.Resumes
+	n.hook("downloaded")
+	if err := n.checkImage(name, e, dl, p.osr, p.osrPath, p.ref.String()); err != nil {
+		return in, err
+	}
+	if in.Verity, p.verityCert, err = verityOf(p.v, dl.Info); err != nil {
+		return in, fmt.Errorf("%s: %w: refusing it, nothing was changed", p.ref, err)
+	}
+	if dl.Info != nil {
+		if in.Version == "" {
+			in.Version = dl.Info.Meta.Version
+			// Without our annotations the version is known only now.
+			if p.cur != nil {
+				if err := n.checkDowngrade(name, p.cur, in.Version, p.ref.String()); err != nil {
+					return in, err
+				}
+			}
+		}
+		if in.Arch == "" {
+			in.Arch = string(dl.Info.Meta.Arch)
+		}
+		if dl.Info.ReleaseBytes != nil {
+			// What activation proves the merged file against, byte for byte.
+			in.ReleaseDigest = activate.ReleaseDigest(dl.Info.ReleaseBytes)
+		}
+	}
+	file := e.FileName
+	if e.Kind != oci.KindSysext || validStoreName(file) != nil {
+		file = extension.FileName(name, orDefault(in.Version, shortDigest(e.Layer.Digest)), extension.Arch(orDefault(in.Arch, string(extension.AnyArch))))
+	}
+	if in.File, err = ing.Commit(ctx, e.Layer.Size, e.Layer.Digest, file); err != nil {
+		return in, err
+	}
+	return in, nil
 }
 
 func orDefault(s, d string) string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/oci"
@@ -16,28 +17,50 @@ type SyncOptions struct {
 	// and reports what would need a download.
 	Offline bool
 	DryRun  bool
+	// Names limits the sync to these extensions (declared, or installed
+	// from a declaration that is gone); empty means all. A name that is
+	// neither is ErrNotDeclared.
+	Names []string
 }
+
+// ErrNotDeclared is a name given to sync that no extensions.d file
+// declares and no installed extension was declared as.
+var ErrNotDeclared = errors.New("not declared")
 
 // Sync makes the installed set equal to the declared set: pulls what is
 // missing, updates what moved, removes what is no longer declared. Only
 // extensions installed from a declaration are removed; ones pulled by hand
 // are kept, and files sysext did not install are never touched.
 func (n *Node) Sync(ctx context.Context, so SyncOptions) ([]Result, error) {
-	s, err := n.open(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer s.Close()
-	n.resume(ctx, s, true)
-	root := s.Options().Root
+	// The declarations and the OS are read first: a declaration that does
+	// not parse stops sync before it writes anything.
+	root := n.opts.Store.Root
 	decl, err := ReadDeclared(root)
 	if err != nil {
 		return nil, err
+	}
+	names := so.Names
+	if len(names) > 0 {
+		decl = keepDeclared(decl, names)
 	}
 	osr, _, err := OSRelease(root)
 	if err != nil {
 		return nil, err
 	}
+	bad := n.precheckDeclared(decl, osr)
+	open := n.open
+	if len(bad) == len(decl) || so.DryRun {
+		open = n.openExisting // only removals (or nothing) to do
+	}
+	s, err := open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	if err := checkNames(s, decl, names); err != nil {
+		return nil, err
+	}
+	n.resume(ctx, s, true)
 	var results []Result
 	var errs []error
 	fail := func(name string, err error) {
@@ -47,14 +70,23 @@ func (n *Node) Sync(ctx context.Context, so SyncOptions) ([]Result, error) {
 	declared := map[string]bool{}
 	for _, d := range decl {
 		declared[d.Name] = true
-		src, err := ExpandSource(d.Source, osr, n.arch())
-		if err != nil {
-			fail(d.Name, fmt.Errorf("%s: %w", d.File, err))
+		cur, installed := s.Entry(d.Name)
+		// A source that is not a reference fails; a trust that does not
+		// load fails what would be pulled now (an installed extension is
+		// verified again when its source moves).
+		var se *sourceError
+		if err := bad[d.Name]; err != nil && (!installed || errors.As(err, &se)) {
+			fail(d.Name, err)
 			continue
 		}
-		cur, installed := s.Entry(d.Name)
-		if installed && cur.Declared != d.File && !so.DryRun {
-			if err := s.SetDeclared(d.Name, d.File); err != nil {
+		src, err := ExpandSource(d.Source, osr, n.arch())
+		if err != nil {
+			fail(d.Name, err)
+			continue
+		}
+		if installed && !so.DryRun && (cur.Declared != d.File || cur.Policy != d.Policy || cur.AllowUnsigned != d.AllowUnsigned) {
+			// The declaration manages it from now on, with its trust.
+			if err := s.SetDeclared(d.Name, store.Meta{Declared: d.File, Policy: d.Policy, AllowUnsigned: d.AllowUnsigned}); err != nil {
 				fail(d.Name, err)
 				continue
 			}
@@ -67,18 +99,16 @@ func (n *Node) Sync(ctx context.Context, so SyncOptions) ([]Result, error) {
 			results = append(results, Result{Name: d.Name, Source: src, Action: "needs-download"})
 			continue
 		case installed && cur.Source == src:
-			r, err := n.updateOne(ctx, s, d.Name, so.DryRun)
+			r, err := n.updateOne(ctx, s, d.Name, so.DryRun, d.PolicyFrom())
 			if err != nil {
 				fail(d.Name, err)
 				continue
 			}
 			results = append(results, *r)
 			continue
-		case so.DryRun:
-			results = append(results, Result{Name: d.Name, Source: src, Action: "would-pull"})
-			continue
 		}
-		r, err := n.pull(ctx, s, PullRequest{Ref: src, Name: d.Name, Policy: d.Policy, AllowUnsigned: d.AllowUnsigned, Declared: d.File}, nil)
+		// A dry run checks all a pull checks and stops before the download.
+		r, err := n.pull(ctx, s, s, PullRequest{Ref: src, Name: d.Name, Policy: d.Policy, AllowUnsigned: d.AllowUnsigned, Declared: d.File, PolicyFrom: d.PolicyFrom(), DryRun: so.DryRun}, nil)
 		if err != nil {
 			fail(d.Name, err)
 			continue
@@ -87,7 +117,7 @@ func (n *Node) Sync(ctx context.Context, so SyncOptions) ([]Result, error) {
 	}
 	for _, name := range s.State().Names() {
 		e, _ := s.Entry(name)
-		if declared[name] || e.Declared == "" {
+		if declared[name] || e.Declared == "" || len(so.Names) > 0 && !slices.Contains(so.Names, name) {
 			continue
 		}
 		if so.DryRun {
@@ -102,6 +132,57 @@ func (n *Node) Sync(ctx context.Context, so SyncOptions) ([]Result, error) {
 		results = append(results, *r)
 	}
 	return results, errors.Join(errs...)
+}
+
+// sourceError is a declaration whose Source= is not a reference.
+type sourceError struct{ err error }
+
+func (e *sourceError) Error() string { return e.err.Error() }
+func (e *sourceError) Unwrap() error { return e.err }
+
+// precheckDeclared returns, by name, what is wrong in declarations before
+// any I/O: a source that does not expand to a reference, a trust that does
+// not load. Each error names the declaration's file and line. When every
+// declaration is wrong, sync has nothing to pull and creates no store.
+func (n *Node) precheckDeclared(decl []Declared, osr *extension.Release) map[string]error {
+	bad := map[string]error{}
+	for _, d := range decl {
+		src, err := ExpandSource(d.Source, osr, n.arch())
+		if err == nil {
+			_, err = oci.ParseReference(src)
+		}
+		if err != nil {
+			bad[d.Name] = &sourceError{fmt.Errorf("%s: Source=%s: %w", d.SourceFrom(), d.Source, err)}
+			continue
+		}
+		if err := n.precheck(PullRequest{Ref: src, Name: d.Name, Policy: d.Policy, AllowUnsigned: d.AllowUnsigned, Declared: d.File, PolicyFrom: d.PolicyFrom()}); err != nil {
+			bad[d.Name] = err
+		}
+	}
+	return bad
+}
+
+// keepDeclared keeps the declarations of names.
+func keepDeclared(decl []Declared, names []string) []Declared {
+	var out []Declared
+	for _, d := range decl {
+		if slices.Contains(names, d.Name) {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// checkNames says which of names is neither declared nor installed from a
+// declaration (which sync then removes).
+func checkNames(s *store.Store, decl []Declared, names []string) error {
+	for _, name := range names {
+		found := slices.ContainsFunc(decl, func(d Declared) bool { return d.Name == name })
+		if e, ok := s.Entry(name); !found && (!ok || e.Declared == "") {
+			return fmt.Errorf("%s: %w in %s or %s, and not installed from a declaration: see 'sysext sync --help'", name, ErrNotDeclared, DeclaredDirs[0], DeclaredDirs[1])
+		}
+	}
+	return nil
 }
 
 // CheckResult says whether one extension has a build for an OS.

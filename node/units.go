@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/sysext/sysext/atomicfile"
+	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/internal/inroot"
 )
 
 //go:embed units/*.service units/*.timer
@@ -47,6 +49,10 @@ func InstallUnits(root, unitDir, bin string, enable bool) ([]string, error) {
 	if !filepath.IsAbs(bin) {
 		return nil, fmt.Errorf("--bin %s: give the absolute path of sysext on the target system", bin)
 	}
+	// bin becomes the command of ExecStart= lines.
+	if err := extension.ValidateLinePath("--bin", bin); err != nil {
+		return nil, err
+	}
 	if !filepath.IsAbs(unitDir) {
 		return nil, fmt.Errorf("--unit-dir %s: give an absolute path as seen inside --root", unitDir)
 	}
@@ -54,7 +60,11 @@ func InstallUnits(root, unitDir, bin string, enable bool) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(root, unitDir)
+	// Inside the root: ROOT/etc -> /elsewhere must not reach the host.
+	dir, err := inroot.Join(root, unitDir)
+	if err != nil {
+		return nil, fmt.Errorf("install units: %w", err)
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("install units: %w", err)
 	}

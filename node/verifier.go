@@ -92,19 +92,60 @@ func trustFromPolicy(o verify.TrustOptions, policy string) (verify.TrustOptions,
 	return o, nil
 }
 
+// Trust is what one extension's signatures are checked with.
+type Trust struct {
+	// Policy is the extension's own policy ("" = the command line's
+	// trust): a recorded PolicyString, or a declaration's Policy=.
+	Policy string
+	// From names the file under the root Policy was read from: a
+	// declaration "FILE:LINE", or the declaration a recorded policy came
+	// from. Its paths are then inside the root (never the host's), and
+	// errors name it. "" means Policy came from the command line.
+	From string
+	// AllowUnsigned is --insecure-allow-unsigned (or a declaration's
+	// InsecureAllowUnsigned=yes).
+	AllowUnsigned bool
+}
+
+// trustOptions turns tr into verify's options on top of the command line's.
+func (p PolicyVerifier) trustOptions(tr Trust) (verify.TrustOptions, error) {
+	o, err := trustFromPolicy(p.Trust, tr.Policy)
+	if err != nil {
+		if tr.From != "" {
+			err = fmt.Errorf("%s: %w", tr.From, err)
+		}
+		return o, err
+	}
+	if tr.From != "" && tr.Policy != "" {
+		o.InRoot = true
+		o.Origin = tr.From + ": Policy=" + tr.Policy
+	}
+	if tr.AllowUnsigned {
+		// The opt-out is for the manifest's signature; a disk image must
+		// still be signed by the certificates asked for.
+		o = verify.TrustOptions{Root: o.Root, AllowUnsigned: true, VerityCertPaths: o.VerityCertPaths, InRoot: o.InRoot, Origin: o.Origin}
+	}
+	return o, nil
+}
+
+// CheckTrust implements TrustChecker: the policy tr names loads.
+func (p PolicyVerifier) CheckTrust(tr Trust) error {
+	o, err := p.trustOptions(tr)
+	if err != nil {
+		return err
+	}
+	_, err = o.Policy()
+	return err
+}
+
 // Verify implements Verifier. A signature on the manifest, or on the index
 // r resolved through when that index lists the manifest (what `cosign sign`
 // on an index writes without --recursive), is accepted; the Verified value
 // is always for the manifest's digest.
-func (p PolicyVerifier) Verify(ctx context.Context, t oci.Target, ref oci.Reference, r *oci.Resolved, policy string, allowUnsigned bool) (verify.Verified, error) {
-	o, err := trustFromPolicy(p.Trust, policy)
+func (p PolicyVerifier) Verify(ctx context.Context, t oci.Target, ref oci.Reference, r *oci.Resolved, tr Trust) (verify.Verified, error) {
+	o, err := p.trustOptions(tr)
 	if err != nil {
 		return verify.Verified{}, err
-	}
-	if allowUnsigned {
-		// The opt-out is for the manifest's signature; a disk image must
-		// still be signed by the certificates asked for.
-		o = verify.TrustOptions{Root: o.Root, AllowUnsigned: true, VerityCertPaths: o.VerityCertPaths}
 	}
 	pol, err := o.Policy()
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/sysext/sysext/internal/testenv"
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/oci/ocitest"
+	"github.com/sysext/sysext/store"
 	"github.com/sysext/sysext/verify"
 	"github.com/sysext/sysext/verity"
 )
@@ -297,5 +298,27 @@ func TestGPTLayerAgreesWithAnnotations(t *testing.T) {
 	}
 	if _, err := os.Lstat(filepath.Join(root, "var/lib/extensions/vmeta.raw")); err == nil {
 		t.Fatal("linked")
+	}
+}
+
+// status: a disk image merged through the dm-verity device named after
+// its root hash is enforced; merged otherwise it is not, and says so.
+func TestStatusVerityEnforcement(t *testing.T) {
+	rh := strings.Repeat("cd", 32)
+	sysBlock := t.TempDir()
+	dm := filepath.Join(sysBlock, "dm-0", "dm")
+	os.MkdirAll(dm, 0o755)
+	os.WriteFile(filepath.Join(dm, "name"), []byte(rh+"-verity\n"), 0o644)
+	r := &StatusReport{Root: t.TempDir(), Online: true, byName: map[string]*ExtensionStatus{}}
+	r.get("a")
+	r.get("b")
+	r.Extensions[0].Merged, r.Extensions[0].Verity = true, verityStatusOf(&store.Verity{RootHash: rh, Signer: "CN=x", CertificateSHA256: strings.Repeat("0", 64)})
+	r.Extensions[1].Merged, r.Extensions[1].Verity = true, verityStatusOf(&store.Verity{RootHash: strings.Repeat("ef", 32)})
+	r.verityEnforcement(activate.System{SysBlock: sysBlock, ProcMisc: filepath.Join(t.TempDir(), "none"), SysModule: t.TempDir()})
+	if v := r.Extensions[0].Verity; !v.Enforced || v.Device != rh+"-verity" || !strings.Contains(v.Why, "dm-verity device") {
+		t.Errorf("a: %+v", v)
+	}
+	if v := r.Extensions[1].Verity; v.Enforced || !strings.Contains(v.Why, "WITHOUT dm-verity") || !strings.Contains(v.Why, "no certificate of the trust policy") {
+		t.Errorf("b: %+v", v)
 	}
 }

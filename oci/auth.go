@@ -51,6 +51,9 @@ func CredentialStore() (credentials.Store, error) {
 // them in the user's credential store (docker's config.json or its
 // credential helper).
 func Login(ctx context.Context, host, user, password string, opts Options) error {
+	if err := ParseRegistry(host); err != nil {
+		return err
+	}
 	if user == "" || password == "" {
 		return errors.New("login: a user name (-u) and a password (--password-stdin) are required")
 	}
@@ -74,6 +77,9 @@ func Login(ctx context.Context, host, user, password string, opts Options) error
 
 // Logout removes the stored credentials of host[:port].
 func Logout(ctx context.Context, host string) error {
+	if err := ParseRegistry(host); err != nil {
+		return err
+	}
 	store, err := CredentialStore()
 	if err != nil {
 		return err

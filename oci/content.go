@@ -1,9 +1,7 @@
 package oci
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"strings"
 
@@ -13,21 +11,8 @@ import (
 	"github.com/sysext/sysext/fsimage"
 )
 
-// DetectFormat recognises an image from its first bytes (at least 8 KiB
-// or the whole file): squashfs ("hsqs" at 0), EROFS (0xE0F5E1E2 at 1024),
-// or a GPT disk image ("EFI PART" at 512 or 4096).
-func DetectFormat(head []byte) (fsimage.Format, error) {
-	switch {
-	case len(head) >= 4 && string(head[:4]) == "hsqs":
-		return fsimage.Squashfs, nil
-	case len(head) >= 1028 && binary.LittleEndian.Uint32(head[1024:]) == 0xE0F5E1E2:
-		return fsimage.EROFS, nil
-	case len(head) >= 520 && bytes.Equal(head[512:520], []byte("EFI PART")),
-		len(head) >= 4104 && bytes.Equal(head[4096:4104], []byte("EFI PART")):
-		return fsimage.GPT, nil
-	}
-	return "", fmt.Errorf("the content is not a filesystem image (no squashfs, EROFS or GPT magic): refusing to keep it")
-}
+// The stream keeps enough of the image's start for every magic number.
+const _ = uint(headSize - fsimage.HeadSize)
 
 // checkImage reads the image's own metadata and, for our format, checks it
 // against the manifest's annotations. It returns nil Info when the image

@@ -53,6 +53,10 @@ func Copy(ctx context.Context, src Target, srcRef Reference, dst Target, dstRef 
 	if root.Size > MaxManifestSize {
 		return nil, fmt.Errorf("copy: %s: manifest %s is %d bytes, more than the %d allowed", srcRef, root.Digest, root.Size, MaxManifestSize)
 	}
+	if isIndex(root.MediaType) && root.Size > MaxIndexSize {
+		// As Resolve: an index that large lists thousands of manifests.
+		return nil, fmt.Errorf("copy: %s: index %s is %d bytes, more than the %d an extension artifact's index may have: %w", srcRef, root.Digest, root.Size, MaxIndexSize, ErrNotExtension)
+	}
 	if dstRef.Digest != "" && dstRef.Digest != root.Digest {
 		return nil, fmt.Errorf("copy: %s is %s, not the digest %s the destination names", srcRef, root.Digest, dstRef.Digest)
 	}

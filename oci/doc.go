@@ -9,16 +9,24 @@
 //	t, _   := oci.Open(ctx, ref, oci.Options{})                  // registry or layout, an oras.GraphTarget
 //	r, _   := oci.Resolve(ctx, t, ref, "")                       // index → this host's manifest, from manifests only
 //	// verify r.Descriptor.Digest (signatures) and check r.Metadata against os-release here
-//	d, _   := oci.Download(ctx, t, &r.Entry, oci.DownloadOptions{Dir: storeDir})
+//	d, _   := oci.Download(ctx, t, &r.Entry, oci.DownloadOptions{Dir: dir})      // fetch: a file
+//	d, _   = oci.Download(ctx, t, &r.Entry, oci.DownloadOptions{Into: ingest})    // pull: the store's ingest (Writer)
 //
 // Invariants:
 //   - Every manifest and index read is size-limited (MaxManifestSize) and
-//     digest-checked before it is parsed.
+//     digest-checked before it is parsed. An index is refused beyond
+//     MaxIndexSize bytes (from its descriptor, unread) or MaxIndexEntries
+//     entries; each listed digest is read at most once; Resolve reads at
+//     most a few candidate manifests unless the index's own signature
+//     verified (ResolveOptions.VerifyIndex), Describe at most
+//     MaxDescribeBytes of them.
 //   - Download hashes while it streams (one pass), resumes a cut transfer
 //     with an HTTP Range request, checks size, digest, the filesystem magic
 //     and (for our format) that the image's extension-release agrees with
 //     the annotations, and only then fsyncs and renames into place; on any
-//     failure nothing is left at or next to the target.
+//     failure nothing is left at or next to the target. Into a Writer it
+//     fetches only from the Writer's Offset on (one Range request) and
+//     leaves committing to the caller; oci never imports the store.
 //   - File names taken from annotations are single path components
 //     (SafeFileName): untrusted metadata never escapes the directory.
 //   - Loopback registries use plain HTTP; 429 and 5xx answers are retried

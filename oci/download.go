@@ -4,22 +4,45 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
-	"golang.org/x/sys/unix"
 
 	"github.com/sysext/sysext/atomicfile"
 	"github.com/sysext/sysext/fsimage"
+	"github.com/sysext/sysext/ingest"
 )
 
 // ProgressFunc is told how many bytes of total are done; it is called from
 // the transferring goroutine, at most every chunk.
 type ProgressFunc func(done, total int64)
 
+// Writer is where Download puts a layer when DownloadOptions.Into is set:
+// the store's ingest (store.Ingest) is one; package ingest has the
+// mechanics. Download calls WriteAt from its writing stage and HashAt, with
+// the same bytes, from its hashing stage: concurrently, each in offset
+// order.
+type Writer interface {
+	io.WriterAt
+	// HashAt is handed the bytes WriteAt gets, for the digest.
+	HashAt(p []byte, off int64)
+	// Offset is where the layer goes on: the bytes before it are written
+	// and hashed already (a resumed ingest) and are not fetched again.
+	Offset() int64
+	// Sum ends the writing and returns the digest of the whole file.
+	Sum(ctx context.Context) (digest.Digest, error)
+	// Name is the file, read for the image's metadata after Sum.
+	Name() string
+}
+
 // DownloadOptions say where the image goes.
 type DownloadOptions struct {
+	// Into, when set, receives the layer: Download streams into it, checks
+	// the result as it checks a file, and leaves committing it to the
+	// caller. Path, Dir and Replace are then not used.
+	Into Writer
 	// Path is the file to create. "" means Dir/FileName of the entry.
 	Path string
 	// Dir is the directory for the default name (Path == "").
@@ -34,24 +57,39 @@ type DownloadOptions struct {
 	Progress ProgressFunc
 }
 
-// Downloaded describes the image file Download committed.
+// Downloaded describes the image file Download committed (or, with Into,
+// checked and left to the caller).
 type Downloaded struct {
 	Path    string
 	Size    int64
 	Digest  digest.Digest // the layer digest, checked over the bytes written
 	Resumes int           // how often a cut transfer was resumed
+	// Reused is how many bytes Into held already (a resumed ingest): they
+	// were not fetched.
+	Reused int64
 	// Info is what the image says about itself (format, extension-release).
 	Info *fsimage.Info
 }
 
-// Download streams e's layer from t into a temp file next to the target,
-// hashing while it streams (one pass, never a re-read), resuming with an
-// HTTP Range request when the connection is cut, then checks size and
+// Download streams e's layer from t into a temp file next to the target
+// (or into opts.Into), hashing while it streams (one pass), resuming with
+// an HTTP Range request when the connection is cut, then checks size and
 // digest, the content's magic (squashfs, EROFS or a GPT disk image) and,
 // for our format, that the image's extension-release agrees with the
 // manifest annotations; only then it fsyncs and renames into place. On any
-// failure nothing is left at the target or next to it.
+// failure nothing is left at the target or next to it, and the temp files
+// of downloads killed earlier in that directory are removed.
 func Download(ctx context.Context, t Target, e *Entry, opts DownloadOptions) (*Downloaded, error) {
+	layer := e.Layer
+	if err := layer.Digest.Validate(); err != nil {
+		return nil, fmt.Errorf("layer digest %q: %w", layer.Digest, err)
+	}
+	if layer.Digest.Algorithm() != digest.SHA256 {
+		return nil, fmt.Errorf("layer %s: only sha256 digests are supported", layer.Digest)
+	}
+	if opts.Into != nil {
+		return download(ctx, t, e, opts.Into, opts)
+	}
 	target := opts.Path
 	if target == "" {
 		if err := SafeFileName(e.FileName); err != nil {
@@ -68,44 +106,68 @@ func Download(ctx context.Context, t Target, e *Entry, opts DownloadOptions) (*D
 			return nil, sentinel(os.ErrExist, "%s already exists: remove it or choose another directory", target)
 		}
 	}
-	layer := e.Layer
-	if err := layer.Digest.Validate(); err != nil {
-		return nil, fmt.Errorf("layer digest %q: %w", layer.Digest, err)
-	}
-	if layer.Digest.Algorithm() != digest.SHA256 {
-		return nil, fmt.Errorf("layer %s: only sha256 digests are supported", layer.Digest)
-	}
+	// A download killed earlier (SIGKILL, power loss) left its temp file
+	// here; a live one holds its file locked and keeps it.
+	_, _ = atomicfile.RemoveStale(filepath.Dir(target))
 	f, err := atomicfile.Create(target, 0o644)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close() // removes the temp file unless committed
-	if err := reserve(f.File, layer.Size); err != nil {
-		return nil, fmt.Errorf("%s: reserve %d bytes: %w", target, layer.Size, err)
+	w, err := ingest.New(f.File, layer.Size, layer.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", target, err)
 	}
-	res, head, err := stream(ctx, t, layer, f.File, opts)
+	defer w.Close()
+	res, err := download(ctx, t, e, w, opts)
 	if err != nil {
 		return nil, err
 	}
-	format, err := DetectFormat(head)
+	if err := f.Commit(opts.Replace); err != nil {
+		return nil, err
+	}
+	res.Path = target
+	if res.Info != nil {
+		res.Info.Path = target
+	}
+	return res, nil
+}
+
+// download streams the layer into w and checks what w holds.
+func download(ctx context.Context, t Target, e *Entry, w Writer, opts DownloadOptions) (*Downloaded, error) {
+	layer := e.Layer
+	reused := w.Offset()
+	resumes, err := stream(ctx, t, layer, w, reused, opts)
+	if err != nil {
+		return nil, err
+	}
+	got, err := w.Sum(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", layer.Digest, err)
+	}
+	if got != layer.Digest {
+		return nil, fmt.Errorf("layer %s: the bytes received do not match the digest (got %s): the store is corrupt or was tampered with", layer.Digest, got)
+	}
+	head, err := readHead(w.Name())
+	if err != nil {
+		return nil, fmt.Errorf("layer %s: %w", layer.Digest, err)
+	}
+	format, err := fsimage.DetectBytes(head)
+	if err != nil {
+		return nil, fmt.Errorf("layer %s: the content %w: refusing to keep it", layer.Digest, err)
 	}
 	if e.Kind == KindSysext {
 		if mt, _ := LayerMediaType(string(format)); mt != layer.MediaType {
 			return nil, fmt.Errorf("layer %s: the content is %s but the media type says %s", layer.Digest, format, layer.MediaType)
 		}
 	}
-	info, err := checkImage(ctx, f.TempName(), format, e)
+	info, err := checkImage(ctx, w.Name(), format, e)
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", layer.Digest, err)
 	}
-	if err := f.Commit(opts.Replace); err != nil {
-		return nil, err
-	}
-	res.Path = target
+	res := &Downloaded{Path: w.Name(), Size: layer.Size, Digest: got, Resumes: resumes, Reused: reused}
 	if info != nil {
-		info.Path = target
+		info.Path = w.Name()
 		info.Digest = layer.Digest.String()
 		info.Size = layer.Size
 	}
@@ -113,14 +175,18 @@ func Download(ctx context.Context, t Target, e *Entry, opts DownloadOptions) (*D
 	return res, nil
 }
 
-// reserve allocates size bytes for f up front, so a full disk fails now,
-// not at 90%; a filesystem without fallocate is left to fail on write.
-func reserve(f *os.File, size int64) error {
-	if size <= 0 {
-		return nil
+// readHead reads the start of the image for the magic check (GPT's header
+// sits at 512 or 4096).
+func readHead(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
 	}
-	if err := unix.Fallocate(int(f.Fd()), 0, 0, size); err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
-		return err
+	defer f.Close()
+	head := make([]byte, headSize)
+	n, err := io.ReadFull(f, head)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	return nil
+	return head[:n], nil
 }

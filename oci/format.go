@@ -4,6 +4,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -290,9 +292,17 @@ func SafeFileName(name string) error {
 	case len(name) > 255:
 		return fmt.Errorf("file name %.20q... is longer than 255 bytes", name)
 	}
+	if !utf8.ValidString(name) {
+		return fmt.Errorf("file name %q is not valid UTF-8", name)
+	}
 	for _, c := range name {
 		if c < 0x20 || c == 0x7f {
 			return fmt.Errorf("file name %q contains a control character", name)
+		}
+		// Shown to people (inspect, fetch): only characters shown as
+		// themselves, no U+202E or zero-width ones.
+		if c != ' ' && !unicode.IsPrint(c) {
+			return fmt.Errorf("file name %q contains %U, a character that is not shown as itself", name, c)
 		}
 	}
 	return nil

@@ -40,6 +40,11 @@ type PushOptions struct {
 	Created time.Time
 	// Progress, when set, is told about each file's upload.
 	Progress func(file string, done, total int64)
+	// Replacing, when set, is called with Append when the tag already
+	// points at an index (or a manifest), with it and the manifests it
+	// lists, before anything is uploaded; an error stops the push. The
+	// caller checks there what replacing it would lose (its signatures).
+	Replacing func(ctx context.Context, old ocispec.Descriptor, entries []ocispec.Descriptor) error
 }
 
 // PushedManifest is one architecture's manifest Push wrote.
@@ -102,6 +107,22 @@ func Push(ctx context.Context, t Target, ref Reference, files []string, opts Pus
 		infos[i] = info
 	}
 	res := &PushResult{Ref: ref}
+	if opts.Append {
+		old, all, err := readAppendIndex(ctx, t, ref)
+		if err != nil {
+			return nil, err
+		}
+		if old.Digest != "" && opts.Replacing != nil {
+			if err := opts.Replacing(ctx, old, all); err != nil {
+				return nil, err
+			}
+		}
+		for _, d := range all {
+			if _, ok := seen[PlatformString(d.Platform)]; !ok {
+				res.Kept = append(res.Kept, d)
+			}
+		}
+	}
 	for i, info := range infos {
 		pm, err := pushOne(ctx, t, ref, files[i], info, created, opts)
 		if err != nil {
@@ -113,14 +134,7 @@ func Push(ctx context.Context, t Target, ref Reference, files []string, opts Pus
 	for _, pm := range res.Manifests {
 		entries = append(entries, pm.Descriptor)
 	}
-	if opts.Append {
-		kept, err := keepEntries(ctx, t, ref, seen)
-		if err != nil {
-			return nil, err
-		}
-		res.Kept = kept
-		entries = append(entries, kept...)
-	}
+	entries = append(entries, res.Kept...)
 	sort.SliceStable(entries, func(i, j int) bool {
 		return PlatformString(entries[i].Platform) < PlatformString(entries[j].Platform)
 	})
@@ -313,39 +327,35 @@ func (p *progressReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// keepEntries returns the entries of the index at ref whose platform is not
-// replaced (replaced holds PlatformString keys).
-func keepEntries(ctx context.Context, t Target, ref Reference, replaced map[string]string) ([]ocispec.Descriptor, error) {
+// readAppendIndex returns what the tag of ref points at (a zero
+// descriptor when nothing does) and its entries: the index's manifests, or
+// the one manifest under the platform its annotations say.
+func readAppendIndex(ctx context.Context, t Target, ref Reference) (ocispec.Descriptor, []ocispec.Descriptor, error) {
 	root, body, err := fetchRoot(ctx, t, ref)
 	if errors.Is(err, ErrNotFound) {
-		return nil, nil
+		return ocispec.Descriptor{}, nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("push --append: read the index at %s: %w", ref, err)
+		return root, nil, fmt.Errorf("push --append: read the index at %s: %w", ref, err)
 	}
 	var entries []ocispec.Descriptor
 	if isIndex(root.MediaType) {
 		var idx ocispec.Index
 		if err := json.Unmarshal(body, &idx); err != nil {
-			return nil, fmt.Errorf("push --append: index at %s: %w", ref, err)
+			return root, nil, fmt.Errorf("push --append: index at %s: %w", ref, err)
 		}
 		entries = idx.Manifests
 	} else {
 		// A single manifest: keep it under the platform its annotations say.
 		e, err := parseEntry(ref, root, body, nil)
 		if err != nil {
-			return nil, fmt.Errorf("push --append: the manifest at %s: %w", ref, err)
+			return root, nil, fmt.Errorf("push --append: the manifest at %s: %w", ref, err)
 		}
-		root.Platform = Platform(e.Metadata.Arch)
-		entries = []ocispec.Descriptor{root}
+		m := root
+		m.Platform = Platform(e.Metadata.Arch)
+		entries = []ocispec.Descriptor{m}
 	}
-	var kept []ocispec.Descriptor
-	for _, d := range entries {
-		if _, ok := replaced[PlatformString(d.Platform)]; !ok {
-			kept = append(kept, d)
-		}
-	}
-	return kept, nil
+	return root, entries, nil
 }
 
 // selfSigned checks that a disk image's signature partition signs its root

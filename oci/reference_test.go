@@ -1,6 +1,7 @@
 package oci_test
 
 import (
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -37,7 +38,7 @@ func TestParseReference(t *testing.T) {
 	for in, want := range map[string]string{
 		"ubuntu":                   "name the registry",
 		"acme/ext:1":               "not a registry host",
-		"ghcr.io/Acme/ext:1":       "invalid",
+		"ghcr.io/Acme/ext:1":       "lowercase",
 		"ghcr.io/acme/ext@sha256:": "digest",
 		"oci:":                     "no directory",
 		"oci:/x:":                  "empty tag",
@@ -77,5 +78,48 @@ func TestAnnotationsRoundTrip(t *testing.T) {
 	bad[oci.AnnotationArchitecture] = "pdp11"
 	if _, _, err := oci.MetadataFromAnnotations(bad); err == nil {
 		t.Fatal("an unknown architecture accepted")
+	}
+}
+
+// TestParseReferenceMessages: each malformed reference a new user types is
+// refused at parse time (ErrInvalidReference) with what to write instead,
+// and every suggestion printed is itself a valid reference.
+func TestParseReferenceMessages(t *testing.T) {
+	for in, want := range map[string]string{
+		"http://localhost:5000/x:1":  `drop the scheme "http://": write localhost:5000/x:1`,
+		"https://ghcr.io/acme/x:1":   `drop the scheme "https://": write ghcr.io/acme/x:1`,
+		"UPPER/Repo:tag":             "e.g. docker.io/upper/repo:tag (repository names are lowercase)",
+		"ghcr.io/Acme/Ext:1":         "repository names are lowercase: write ghcr.io/acme/ext:1",
+		"localhost:99999/x:1":        `port "99999" of localhost is not a number from 1 to 65535`,
+		"localhost:0/x:1":            `port "0"`,
+		"localhost:http/x:1":         `port "http"`,
+		"127.0.0.1:/x":               `port ""`,
+		"[::1]:70000/x":              `port "70000"`,
+		"bad//ref":                   "not a registry host",
+		"oci:/x:":                    "empty tag",
+		"ghcr.io/acme/x@sha256:beef": "digest",
+	} {
+		_, err := oci.ParseReference(in)
+		if err == nil || !errors.Is(err, oci.ErrInvalidReference) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want an ErrInvalidReference containing %q", in, err, want)
+			continue
+		}
+		if strings.Count(err.Error(), "\n") > 0 {
+			t.Errorf("%s: more than one line: %q", in, err)
+		}
+		// Whatever the message suggests must parse.
+		for _, w := range strings.Fields(err.Error()) {
+			if strings.HasPrefix(w, "docker.io/") || strings.HasPrefix(w, "localhost:5000/") || strings.HasPrefix(w, "ghcr.io/") {
+				w = strings.TrimRight(w, ",;)")
+				if _, err := oci.ParseReference(w); err != nil {
+					t.Errorf("%s: the suggestion %q does not parse: %v", in, w, err)
+				}
+			}
+		}
+	}
+	for _, ok := range []string{"localhost:5000/x:1", "[::1]:5000/x", "[::1]/x", "reg.example:65535/a/b:c"} {
+		if _, err := oci.ParseReference(ok); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
 	}
 }

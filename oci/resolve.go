@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
@@ -72,17 +73,57 @@ type Artifact struct {
 	Skipped []string
 }
 
+// Bounds on what an index can make a reader fetch. An extension artifact
+// has one manifest per architecture (plus perhaps attestations); a crafted
+// index of 20 000 entries (3 MB, under MaxManifestSize) must not cost
+// 20 000 requests and gigabytes before any signature is checked.
+const (
+	// MaxIndexEntries is the most manifests an index may list, and
+	// MaxIndexSize the most bytes it may have (a real one has a few KiB):
+	// a larger index is refused from its descriptor, before it is read.
+	MaxIndexEntries = 256
+	MaxIndexSize    = 1 << 20
+	// MaxCandidates is how many distinct manifests Resolve reads to find
+	// an architecture's build in an index whose signature verified;
+	// maxUnverifiedCandidates in one that did not (or when nothing was
+	// asked to verify it).
+	MaxCandidates           = 64
+	maxUnverifiedCandidates = 4
+	// MaxDescribeBytes bounds the manifest bytes Describe reads in all.
+	MaxDescribeBytes = 64 << 20
+)
+
+// ResolveOptions tune ResolveWith.
+type ResolveOptions struct {
+	// VerifyIndex, when set, is asked about an index before Resolve reads
+	// more than maxUnverifiedCandidates of its manifests: nil means its
+	// signature verified, and up to MaxCandidates are read. A node passes
+	// its trust policy, so an unsigned index costs a few requests at most.
+	VerifyIndex func(ctx context.Context, index ocispec.Descriptor) error
+	// Root, when its digest is set, is what ref was resolved to already
+	// (update compares the tag's digest first): the tag is not asked
+	// again, so both see the same artifact even if the tag moves between.
+	Root ocispec.Descriptor
+}
+
 // Resolve resolves ref in t and picks the manifest for arch (systemd
 // naming; "" means the host's): an index entry whose platform is
 // linux/<arch>, else an entry without platform that is not for another
 // architecture; a single manifest is used when its annotations (if any)
 // allow arch. The manifest is size-limited and digest-checked, its layer
-// and title validated; nothing of the image is downloaded.
+// and title validated; nothing of the image is downloaded. An index may
+// list at most MaxIndexEntries manifests; each digest is read once, and
+// at most a few candidates are read (see ResolveWith).
 func Resolve(ctx context.Context, t Target, ref Reference, arch extension.Arch) (*Resolved, error) {
+	return ResolveWith(ctx, t, ref, arch, ResolveOptions{})
+}
+
+// ResolveWith is Resolve with options.
+func ResolveWith(ctx context.Context, t Target, ref Reference, arch extension.Arch, o ResolveOptions) (*Resolved, error) {
 	if arch == "" {
 		arch = extension.HostArch()
 	}
-	root, body, err := fetchRoot(ctx, t, ref)
+	root, body, err := fetchRootFrom(ctx, t, ref, o.Root)
 	if err != nil {
 		return nil, err
 	}
@@ -98,25 +139,39 @@ func Resolve(ctx context.Context, t Target, ref Reference, arch extension.Arch) 
 		r.Entry = *e
 		return r, nil
 	}
-	var idx ocispec.Index
-	if err := json.Unmarshal(body, &idx); err != nil {
-		return nil, fmt.Errorf("%s: index %s: %w: %v", ref, root.Digest, ErrNotExtension, err)
+	idx, err := parseIndex(ref, root, body)
+	if err != nil {
+		return nil, err
 	}
-	r.Index = &idx
+	r.Index = idx
 	want := Platform(arch)
 	var exact, anyArch []ocispec.Descriptor
+	seen := map[digest.Digest]bool{}
 	for _, d := range idx.Manifests {
-		if !isManifest(d.MediaType) {
-			continue
+		if !isManifest(d.MediaType) || seen[d.Digest] {
+			continue // one read per digest, whatever the index repeats
 		}
 		switch {
 		case d.Platform == nil:
+			seen[d.Digest] = true
 			anyArch = append(anyArch, d)
 		case want != nil && platformMatches(d.Platform, want):
+			seen[d.Digest] = true
 			exact = append(exact, d)
 		}
 	}
-	for _, d := range append(exact, anyArch...) {
+	limit, verified := maxUnverifiedCandidates, false
+	for i, d := range append(exact, anyArch...) {
+		if i == limit && !verified && o.VerifyIndex != nil {
+			// Reading more: only for an index the trust policy accepts.
+			if err := o.VerifyIndex(ctx, root); err != nil {
+				return nil, fmt.Errorf("%s: index %s lists more than %d manifests that could be for %s, and its own signature does not verify (%v): refusing to read more of them: %w", ref, root.Digest, limit, arch, err, ErrNotExtension)
+			}
+			limit, verified = MaxCandidates, true
+		}
+		if i == limit {
+			return nil, fmt.Errorf("%s: index %s lists more than %d manifests that could be for %s (an extension artifact has one per architecture): %w", ref, root.Digest, limit, arch, ErrNotExtension)
+		}
 		e, err := fetchEntry(ctx, t, ref, d)
 		if err != nil {
 			return nil, err
@@ -127,7 +182,20 @@ func Resolve(ctx context.Context, t Target, ref Reference, arch extension.Arch) 
 		r.Entry = *e
 		return r, nil
 	}
-	return nil, sentinel(ErrNoPlatform, "%s: no build for %s (%s); available: %s", ref, arch, PlatformString(want), availablePlatforms(&idx))
+	return nil, sentinel(ErrNoPlatform, "%s: no build for %s (%s); available: %s", ref, arch, PlatformString(want), availablePlatforms(idx))
+}
+
+// parseIndex reads an index and refuses one that lists more than
+// MaxIndexEntries manifests.
+func parseIndex(ref Reference, root ocispec.Descriptor, body []byte) (*ocispec.Index, error) {
+	var idx ocispec.Index
+	if err := json.Unmarshal(body, &idx); err != nil {
+		return nil, fmt.Errorf("%s: index %s: %w: %v", ref, root.Digest, ErrNotExtension, err)
+	}
+	if n := len(idx.Manifests); n > MaxIndexEntries {
+		return nil, fmt.Errorf("%s: index %s lists %d manifests, more than the %d an extension artifact may have: %w", ref, root.Digest, n, MaxIndexEntries, ErrNotExtension)
+	}
+	return &idx, nil
 }
 
 // Describe reads every manifest ref points to (all platforms), without
@@ -146,15 +214,26 @@ func Describe(ctx context.Context, t Target, ref Reference) (*Artifact, error) {
 		a.Entries = []Entry{*e}
 		return a, nil
 	}
-	var idx ocispec.Index
-	if err := json.Unmarshal(body, &idx); err != nil {
-		return nil, fmt.Errorf("%s: index %s: %w: %v", ref, root.Digest, ErrNotExtension, err)
+	idx, err := parseIndex(ref, root, body)
+	if err != nil {
+		return nil, err
 	}
-	a.Index = &idx
+	a.Index = idx
+	seen := map[digest.Digest]bool{}
+	var read int64
+	repeats := 0
 	for _, d := range idx.Manifests {
 		if !isManifest(d.MediaType) {
 			a.Skipped = append(a.Skipped, fmt.Sprintf("%s: %s is not an image manifest", d.Digest, d.MediaType))
 			continue
+		}
+		if seen[d.Digest] {
+			repeats++
+			continue // read once: an index repeating one digest costs nothing
+		}
+		seen[d.Digest] = true
+		if read += max(d.Size, 0); read > MaxDescribeBytes {
+			return nil, fmt.Errorf("%s: index %s lists more than %d bytes of manifests: %w", ref, root.Digest, MaxDescribeBytes, ErrNotExtension)
 		}
 		e, err := fetchEntry(ctx, t, ref, d)
 		if err != nil {
@@ -166,6 +245,9 @@ func Describe(ctx context.Context, t Target, ref Reference) (*Artifact, error) {
 		}
 		a.Entries = append(a.Entries, *e)
 	}
+	if repeats > 0 {
+		a.Skipped = append(a.Skipped, fmt.Sprintf("%d entries repeat a manifest listed before", repeats))
+	}
 	if len(a.Entries) == 0 {
 		return nil, fmt.Errorf("%s: the index lists no extension manifest: %w", ref, ErrNotExtension)
 	}
@@ -174,7 +256,16 @@ func Describe(ctx context.Context, t Target, ref Reference) (*Artifact, error) {
 
 // fetchRoot resolves ref and reads the manifest or index it points to.
 func fetchRoot(ctx context.Context, t Target, ref Reference) (ocispec.Descriptor, []byte, error) {
-	desc, err := t.Resolve(ctx, ref.Reference())
+	return fetchRootFrom(ctx, t, ref, ocispec.Descriptor{})
+}
+
+// fetchRootFrom is fetchRoot for a ref that resolved to known already
+// (when its digest is set): the tag is not asked again.
+func fetchRootFrom(ctx context.Context, t Target, ref Reference, known ocispec.Descriptor) (ocispec.Descriptor, []byte, error) {
+	desc, err := known, error(nil)
+	if known.Digest == "" {
+		desc, err = t.Resolve(ctx, ref.Reference())
+	}
 	if err != nil {
 		if errors.Is(err, errdef.ErrNotFound) {
 			what := "tag " + ref.Tag
@@ -190,6 +281,9 @@ func fetchRoot(ctx context.Context, t Target, ref Reference) (ocispec.Descriptor
 	}
 	if !isIndex(desc.MediaType) && !isManifest(desc.MediaType) {
 		return desc, nil, fmt.Errorf("%s: %s is neither an image index nor an image manifest: %w", ref, desc.MediaType, ErrNotExtension)
+	}
+	if isIndex(desc.MediaType) && desc.Size > MaxIndexSize {
+		return desc, nil, fmt.Errorf("%s: index %s is %d bytes, more than the %d an extension artifact's index may have (at most %d manifests): %w", ref, desc.Digest, desc.Size, MaxIndexSize, MaxIndexEntries, ErrNotExtension)
 	}
 	body, err := FetchManifest(ctx, t, desc)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
 
 	"github.com/sysext/sysext/atomicfile"
@@ -28,6 +29,11 @@ type BakeOptions struct {
 	Force           bool
 	Digest          bool // also hash the image into Image.Digest
 	SourceDateEpoch int64
+
+	// MaxSize bounds the bytes each downloaded archive may unpack to
+	// (holes included); 0 derives the bound from the free space of the
+	// cache's filesystem (see extract.Budget).
+	MaxSize int64
 
 	CacheDir string       // required: where verified downloads are kept
 	Mirror   string       // see Fetcher.Mirror
@@ -79,7 +85,9 @@ func Bake(ctx context.Context, o BakeOptions) (*BakeResult, error) {
 		SysextLevel: o.SysextLevel,
 		VersionID:   o.VersionID,
 	}
-	if err := meta.Validate(); err != nil {
+	// Refuse a bad option (compression, level without --os, ...) before
+	// downloading anything.
+	if err := builder.CheckOptions(builder.Options{Meta: meta, Format: o.Format, Compression: o.Compression, SourceDateEpoch: o.SourceDateEpoch}); err != nil {
 		return nil, fmt.Errorf("recipe %s: %w", o.Recipe.Name, err)
 	}
 
@@ -92,7 +100,7 @@ func Bake(ctx context.Context, o BakeOptions) (*BakeResult, error) {
 		return nil, fmt.Errorf("%s already exists: use --force to replace it", target)
 	}
 
-	f := &Fetcher{CacheDir: o.CacheDir, Mirror: o.Mirror, Client: o.Client, Progress: o.Progress}
+	f := &Fetcher{CacheDir: o.CacheDir, Mirror: o.Mirror, Client: o.Client, Progress: o.Progress, MaxSize: o.MaxSize}
 	files := map[string]string{}
 	for _, d := range plan.Downloads {
 		p, err := f.Fetch(ctx, d)
@@ -101,14 +109,14 @@ func Bake(ctx context.Context, o BakeOptions) (*BakeResult, error) {
 		}
 		files[d.ID] = p
 		if d.Format != "file" {
-			// Unpack once into the cache; later bakes link from there. An
-			// archive that cannot be unpacked whole (a member under a
-			// symlink) is read member by member by Layout instead.
-			if dir, err := f.Unpacked(ctx, p, filepath.Base(p), d.Format); err == nil {
-				files[d.ID] = dir
-			} else if ctx.Err() != nil {
-				return nil, ctx.Err()
+			// Unpack once into the cache, by the rules of container
+			// layers (nothing resolves outside the tree); later bakes
+			// link from there. An archive those rules refuse is refused.
+			dir, err := f.Unpacked(ctx, p, filepath.Base(p), d.Format)
+			if err != nil {
+				return nil, fmt.Errorf("recipe %s %s %s: download %s (%s): %w", o.Recipe.Name, plan.Version, plan.Arch, d.ID, path.Base(d.URL), err)
 			}
+			files[d.ID] = dir
 		}
 	}
 

@@ -73,11 +73,32 @@ func NameFromRef(ref string) string {
 	return base
 }
 
+// ButaneNotes says what a snippet made with o leaves to the node, so the
+// command prints it and the snippet's header carries it: without
+// BinaryURL nothing installs sysext itself (neither Flatcar nor Fedora
+// CoreOS ships it), and a download without a hash is not checked.
+func ButaneNotes(o ButaneOptions) []string {
+	switch {
+	case o.BinaryURL == "":
+		return []string{"this snippet does not install sysext: the node's OS image must have it on PATH with its units ('sysext install-units'), which Flatcar and Fedora CoreOS do not ship; give --binary-url URL (and --binary FILE or --binary-hash) to let Ignition download it"}
+	case o.BinaryHash == "":
+		return []string{"Ignition downloads the sysext binary from " + o.BinaryURL + " without checking it: give --binary FILE (the file served there) or --binary-hash sha512-HEX"}
+	}
+	return nil
+}
+
 // Butane renders the snippet. It is valid Butane (Flatcar spec 1.0.0,
 // Fedora CoreOS spec 1.5.0) that `butane` turns into Ignition.
 func Butane(o ButaneOptions) (string, error) {
-	if o.Ref == "" || strings.ContainsAny(o.Ref, " \t\n'\"\\") {
-		return "", fmt.Errorf("butane: %q is not a reference", o.Ref)
+	// The reference and the extra arguments become words of an ExecStart=
+	// line: systemd's line rules (extension.ValidateLineWord).
+	if err := extension.ValidateLineWord("butane: reference", o.Ref); err != nil {
+		return "", err
+	}
+	for _, a := range o.ExtraPullArg {
+		if err := extension.ValidateLineWord("butane: pull argument", a); err != nil {
+			return "", err
+		}
 	}
 	name := o.Name
 	if name == "" {
@@ -179,5 +200,27 @@ WantedBy=timers.target
 		return "", err
 	}
 	head := fmt.Sprintf("# Butane for %s: installs the %s extension from %s on first boot\n# with 'sysext pull' and enables sysext-update.timer.\n# Turn it into Ignition with: butane --strict < this.bu > config.ign\n", cfg.Variant, name, o.Ref)
+	for _, n := range ButaneNotes(o) {
+		head += commentWrap("NOTE: "+n, 76)
+	}
 	return head + out.String(), nil
+}
+
+// commentWrap writes s as "# " lines of at most width characters.
+func commentWrap(s string, width int) string {
+	var out, line strings.Builder
+	for _, w := range strings.Fields(s) {
+		if line.Len() > 0 && line.Len()+1+len(w) > width {
+			out.WriteString("# " + line.String() + "\n")
+			line.Reset()
+		}
+		if line.Len() > 0 {
+			line.WriteByte(' ')
+		}
+		line.WriteString(w)
+	}
+	if line.Len() > 0 {
+		out.WriteString("# " + line.String() + "\n")
+	}
+	return out.String()
 }

@@ -12,9 +12,13 @@
 //
 // Invariants: every download is checked against a sha256 (pinned in the
 // recipe or on the command line, or taken from the upstream's published
-// checksum file) before any of it is used; nothing a recipe or an archive
-// names is written outside the staged tree's /usr; a failed bake writes no
-// image and leaves no temp file (the staged tree is removed, the cache only
-// ever holds verified content). Not guaranteed: that an upstream keeps
+// checksum file) before any of it is used; archives are unpacked by
+// internal/extract with the rules of container layers (every name, symlink
+// and hard link source resolved inside the unpacked tree; what they unpack
+// to bounded by BakeOptions.MaxSize), so nothing an archive names is read
+// from or written to outside it; nothing a recipe names is written outside
+// the staged tree's /usr; a failed bake writes no image and leaves no temp
+// file (the staged tree is removed, the cache only ever holds verified
+// content). Not guaranteed: that an upstream keeps
 // publishing under the URLs a catalog recipe names.
 package recipe

@@ -1,13 +1,17 @@
 package recipe
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/sysext/sysext/internal/tartest"
 	"github.com/sysext/sysext/internal/testenv"
 )
 
@@ -239,9 +243,93 @@ func TestBakeArchiveCannotEscape(t *testing.T) {
   - {from: "hello-${version}/hello", to: /usr/lib/hello/hello-1.0/}`, 1)
 	u := newUpstream(t)
 	u.add(helloURL, data)
-	badBakeCache(t, u, src, map[string]string{"hello": sum(data)}, "not a directory", false)
+	badBakeCache(t, u, src, map[string]string{"hello": sum(data)}, "climbs above the root", false)
 	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
 		t.Errorf("the baker wrote through an archive's symlink: %v", entries)
+	}
+}
+
+// TestBakeHardLinkCannotLeakHostFiles is issue 19's first point: an
+// archive with a symlink pkg/evil to a host directory and a hard link
+// pkg/leak to pkg/evil/shadow linked the host's file into the download
+// cache and from there into the image. The archive is refused, and the
+// host file gains no link.
+func TestBakeHardLinkCannotLeakHostFiles(t *testing.T) {
+	testenv.RequireTool(t, "mksquashfs")
+	host := t.TempDir()
+	secret := filepath.Join(host, "etc", "shadow")
+	os.MkdirAll(filepath.Dir(secret), 0o755)
+	if err := os.WriteFile(secret, []byte("root:$6$secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, target := range []string{filepath.Join(host, "etc"), strings.Repeat("../", 16) + strings.TrimPrefix(filepath.Join(host, "etc"), "/")} {
+		data := tgz(t,
+			member{name: "pkg", dir: true},
+			member{name: "pkg/evil", link: target},
+			member{name: "pkg/leak", hard: "pkg/evil/shadow"},
+			exe("hello-1.0/hello", "#!/bin/sh\n"))
+		for _, rule := range []string{`{from: "pkg/leak", to: /usr/lib/hello/leak}`, `{from: "pkg/", to: /usr/lib/hello/}`} {
+			src := strings.Replace(goodRecipe, `  - {from: "hello-${version}/hello", to: /usr/bin/}`, `  - {from: "hello-${version}/hello", to: /usr/bin/}
+  - `+rule, 1)
+			u := newUpstream(t)
+			u.add(helloURL, data)
+			cache := testenv.TempDirNoLeak(t, ".#")
+			out := testenv.TempDirNoLeak(t, ".#")
+			res, err := Bake(context.Background(), BakeOptions{
+				Recipe:   mustParse(t, src),
+				Resolve:  ResolveOptions{Version: "1.0", Arch: "x86-64", SHA256: map[string]string{"hello": sum(data)}},
+				Output:   out,
+				CacheDir: cache,
+				Mirror:   u.mirror(),
+			})
+			if err == nil {
+				t.Errorf("%s, %s: baked %s from an archive that links a host file", target, rule, res.Image.Path)
+			} else if !strings.Contains(err.Error(), `hard link target "pkg/evil/shadow"`) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("%s, %s: err = %v", target, rule, err)
+			}
+			if fi, err := os.Stat(secret); err != nil || fi.Sys().(*syscall.Stat_t).Nlink != 1 {
+				t.Fatalf("%s, %s: the host file was linked into the cache or the image", target, rule)
+			}
+			if ents, _ := os.ReadDir(out); len(ents) != 0 {
+				t.Errorf("left %v in the output directory", ents)
+			}
+		}
+	}
+}
+
+// TestBakeMaxSize: an archive that unpacks to more than --max-size (a
+// 200-byte tar.gz holding a 200 MiB sparse file) is refused before it
+// fills the disk, and nothing is left in the cache's trees or the output.
+func TestBakeMaxSize(t *testing.T) {
+	testenv.RequireTool(t, "mksquashfs")
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	zw.Write(tartest.Sparse("big", 200<<20))
+	zw.Close()
+	data := b.Bytes()
+	src := strings.Replace(goodRecipe, `  - {from: "hello-${version}/hello", to: /usr/bin/}`, `  - {from: "big", to: /usr/lib/hello/big}`, 1)
+	src = strings.Replace(src, "    checksum:\n      url: ${url}.sha256\n", "", 1)
+	src = strings.Replace(src, "    enable: true\n", "", 1)
+	u := newUpstream(t)
+	u.add(helloURL, data)
+	cache := testenv.TempDirNoLeak(t, ".#")
+	out := testenv.TempDirNoLeak(t, ".#")
+	_, err := Bake(context.Background(), BakeOptions{
+		Recipe:   mustParse(t, src),
+		Resolve:  ResolveOptions{Version: "1.0", Arch: "x86-64", SHA256: map[string]string{"hello": sum(data)}},
+		Output:   out,
+		CacheDir: cache,
+		Mirror:   u.mirror(),
+		MaxSize:  100 << 20,
+	})
+	if err == nil || !strings.Contains(err.Error(), "larger than --max-size 100.0 MiB") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("err = %v", err)
+	}
+	if trees, _ := os.ReadDir(filepath.Join(cache, "trees", "sha256")); len(trees) != 0 {
+		t.Errorf("left %v in the cache's trees", trees)
+	}
+	if ents, _ := os.ReadDir(out); len(ents) != 0 {
+		t.Errorf("left %v in the output directory", ents)
 	}
 }
 

@@ -19,29 +19,28 @@ import (
 	"github.com/ulikunitz/xz"
 
 	"github.com/sysext/sysext/internal/ctxio"
+	"github.com/sysext/sysext/internal/extract"
 )
 
-// entry is one member of a downloaded archive.
+// entry is one member of a download laid out by Layout.
 type entry struct {
 	name     string // cleaned, relative, no leading "./"
 	mode     fs.FileMode
-	typ      byte // tar.TypeReg, tar.TypeSymlink, tar.TypeLink, tar.TypeDir
+	typ      byte // tar.TypeReg, tar.TypeSymlink, tar.TypeDir
 	linkname string
-	r        io.Reader // content of a regular file from an archive
+	r        io.Reader // content of a plain-file download
 	src      string    // or: the path of a regular file in an unpacked tree
 }
 
-// walkArchive calls fn for every member of the archive at file. A plain
-// file ("file" format) is one member with an empty name.
-func walkArchive(ctx context.Context, file, format string, fn func(e *entry) error) error {
+// readArchive calls fn for every member of the archive at file, described
+// as a tar header (zip members too), with its content for a regular file.
+// What the members say is not checked here: extract.Applier does that.
+func readArchive(ctx context.Context, file, format string, fn func(h *tar.Header, body io.Reader) error) error {
 	f, err := os.Open(file)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if format == "file" {
-		return fn(&entry{name: "", mode: 0o755, typ: tar.TypeReg, r: ctxio.Reader(ctx, f)})
-	}
 	if format == "zip" {
 		st, err := f.Stat()
 		if err != nil {
@@ -55,41 +54,7 @@ func walkArchive(ctx context.Context, file, format string, fn func(e *entry) err
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			name, ok := cleanMember(zf.Name)
-			if !ok {
-				continue
-			}
-			e := &entry{name: name, mode: zf.Mode().Perm()}
-			switch {
-			case zf.Mode().IsDir():
-				e.typ = tar.TypeDir
-			case zf.Mode()&fs.ModeSymlink != 0:
-				rc, err := zf.Open()
-				if err != nil {
-					return err
-				}
-				target, err := io.ReadAll(io.LimitReader(rc, 4096))
-				rc.Close()
-				if err != nil {
-					return err
-				}
-				e.typ, e.linkname = tar.TypeSymlink, string(target)
-			case zf.Mode().IsRegular():
-				rc, err := zf.Open()
-				if err != nil {
-					return err
-				}
-				e.typ, e.r = tar.TypeReg, rc
-				err = fn(e)
-				rc.Close()
-				if err != nil {
-					return err
-				}
-				continue
-			default:
-				continue
-			}
-			if err := fn(e); err != nil {
+			if err := zipMember(zf, fn); err != nil {
 				return err
 			}
 		}
@@ -130,44 +95,44 @@ func walkArchive(ctx context.Context, file, format string, fn func(e *entry) err
 		if err != nil {
 			return fmt.Errorf("reading the archive: %w", err)
 		}
-		name, ok := cleanMember(h.Name)
-		if !ok {
-			continue
-		}
-		e := &entry{name: name, mode: fs.FileMode(h.Mode).Perm(), linkname: h.Linkname}
-		switch h.Typeflag {
-		case tar.TypeReg, tar.TypeRegA:
-			e.typ, e.r = tar.TypeReg, tr
-		case tar.TypeSymlink:
-			e.typ = tar.TypeSymlink
-		case tar.TypeLink:
-			e.typ = tar.TypeLink
-			if e.linkname, ok = cleanMember(h.Linkname); !ok {
-				continue
-			}
-		case tar.TypeDir:
-			e.typ = tar.TypeDir
-		default:
-			continue // devices, fifos: nothing a recipe ships
-		}
-		if err := fn(e); err != nil {
+		if err := fn(h, tr); err != nil {
 			return err
 		}
 	}
 }
 
-// cleanMember normalises an archive member name; members that are absolute
-// or climb out of the archive are never matched.
-func cleanMember(name string) (string, bool) {
-	name = strings.TrimPrefix(name, "./")
-	if name == "" || strings.HasPrefix(name, "/") {
-		return "", false
+// zipMember describes one zip member as a tar header.
+func zipMember(zf *zip.File, fn func(h *tar.Header, body io.Reader) error) error {
+	h := &tar.Header{Name: zf.Name, Mode: int64(zf.Mode().Perm()), ModTime: zf.Modified}
+	switch {
+	case zf.Mode().IsDir():
+		h.Typeflag = tar.TypeDir
+		return fn(h, nil)
+	case zf.Mode()&fs.ModeSymlink != 0:
+		rc, err := zf.Open()
+		if err != nil {
+			return err
+		}
+		target, err := io.ReadAll(io.LimitReader(rc, 4096))
+		rc.Close()
+		if err != nil {
+			return err
+		}
+		h.Typeflag, h.Linkname = tar.TypeSymlink, string(target)
+		return fn(h, nil)
+	case zf.Mode().IsRegular():
+		if zf.UncompressedSize64 > 1<<62 {
+			return fmt.Errorf("%s: a size of %d bytes", zf.Name, zf.UncompressedSize64)
+		}
+		rc, err := zf.Open()
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		h.Typeflag, h.Size = tar.TypeReg, int64(zf.UncompressedSize64)
+		return fn(h, rc)
 	}
-	c := path.Clean(name)
-	if c == "." || c == ".." || strings.HasPrefix(c, "../") {
-		return "", false
-	}
-	return c, true
+	return nil // devices, fifos: nothing a recipe ships
 }
 
 // tree writes into a staged directory; every path it is given is a clean
@@ -272,42 +237,23 @@ func createFile(name string, r io.Reader, mode fs.FileMode) error {
 	return os.Chmod(name, mode.Perm())
 }
 
-// unpack extracts every member of an archive into dst (an empty
-// directory). Members that climb out are skipped, no member is written
-// through a symlink, and the first of two members with one name wins.
-func unpack(ctx context.Context, file, format, dst string) error {
-	return walkArchive(ctx, file, format, func(e *entry) error {
-		p := filepath.Join(dst, filepath.FromSlash(e.name))
-		if err := mkdirsUnder(dst, e.name); err != nil {
-			return err
-		}
-		var err error
-		switch e.typ {
-		case tar.TypeDir:
-			if err = os.Mkdir(p, 0o755); errors.Is(err, os.ErrExist) {
-				if st, serr := os.Lstat(p); serr == nil && st.IsDir() {
-					err = nil
-				}
-			}
-		case tar.TypeReg:
-			mode := e.mode
-			if mode == 0 {
-				mode = 0o644
-			}
-			err = createFile(p, e.r, mode)
-		case tar.TypeSymlink:
-			err = os.Symlink(e.linkname, p)
-		case tar.TypeLink:
-			src := filepath.Join(dst, filepath.FromSlash(e.linkname))
-			if st, serr := os.Lstat(src); serr == nil && st.Mode().IsRegular() {
-				err = os.Link(src, p)
-			}
-		}
-		if errors.Is(err, os.ErrExist) {
-			return nil
-		}
+// unpack extracts the archive at file into dst (an empty directory) with
+// the rules of container layers (extract.Applier): every name, symlink
+// and hard link source is resolved inside dst, names that are absolute or
+// climb out are refused, and a later member replaces an earlier one of the
+// same name. Upstream archives carry content: regular files keep their
+// permission bits only, directories are 0755, owners, xattrs and device
+// nodes are left out. budget bounds the bytes written.
+func unpack(ctx context.Context, file, format, dst string, budget *extract.Budget) error {
+	a, err := extract.NewApplier(dst, extract.Options{ContentOnly: true, Budget: budget})
+	if err != nil {
 		return err
-	})
+	}
+	defer a.Close()
+	if err := readArchive(ctx, file, format, a.ApplyEntry); err != nil {
+		return err
+	}
+	return a.Finish()
 }
 
 // walkTree calls fn for everything in an unpacked tree, in lexical order,
@@ -351,11 +297,4 @@ func (t *tree) symlink(p, who, target string) error {
 		return err
 	}
 	return os.Symlink(target, t.host(p))
-}
-
-func (t *tree) link(p, who, existing string) error {
-	if err := t.claim(p, who); err != nil {
-		return err
-	}
-	return os.Link(t.host(existing), t.host(p))
 }

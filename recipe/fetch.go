@@ -21,6 +21,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/sysext/sysext/atomicfile"
 	"github.com/sysext/sysext/internal/ctxio"
+	"github.com/sysext/sysext/internal/extract"
 )
 
 // Fetcher downloads recipe files through an optional mirror into a cache
@@ -31,6 +32,9 @@ type Fetcher struct {
 	Client   *http.Client // nil = a client that waits at most a minute for a response
 	Progress io.Writer    // where a progress bar is drawn; nil = none
 	Attempts int          // tries per download on a cut connection or 5xx; 0 = 3
+	// MaxSize bounds the bytes an archive may unpack to (Unpacked); 0
+	// derives the bound from the free space of the cache's filesystem.
+	MaxSize int64
 }
 
 // ErrChecksum is returned when a download does not match its sha256.
@@ -84,22 +88,27 @@ func (f *Fetcher) client() *http.Client {
 	return defaultClient
 }
 
-// open returns a reader for u (through the mirror) and its size (-1 when
-// unknown).
+// open returns a reader for u (through the mirror), its size (-1 when
+// unknown) and where it reads from (see source). Its errors do not repeat
+// that place: the caller names it once.
 func (f *Fetcher) open(ctx context.Context, u string) (io.ReadCloser, int64, string, error) {
 	src, err := MirrorURL(f.Mirror, u)
 	if err != nil {
-		return nil, 0, "", err
+		return nil, 0, u, err
 	}
 	if !isURL(src) {
 		fh, err := os.Open(src)
 		if err != nil {
-			return nil, 0, src, fmt.Errorf("mirror has no %s: %w", src, err)
+			var pe *os.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err
+			}
+			return nil, 0, src, fmt.Errorf("not in the mirror directory: %w", err)
 		}
 		st, err := fh.Stat()
 		if err != nil || !st.Mode().IsRegular() {
 			fh.Close()
-			return nil, 0, src, fmt.Errorf("mirror: %s is not a regular file", src)
+			return nil, 0, src, errors.New("not a regular file in the mirror directory")
 		}
 		return fh, st.Size(), src, nil
 	}
@@ -110,6 +119,11 @@ func (f *Fetcher) open(ctx context.Context, u string) (io.ReadCloser, int64, str
 	req.Header.Set("User-Agent", "sysext-bake")
 	resp, err := f.client().Do(req)
 	if err != nil {
+		// *url.Error says `Get "URL": cause`; the URL is named by the caller.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		return nil, 0, src, err
 	}
 	if resp.StatusCode != http.StatusOK {
@@ -218,10 +232,19 @@ func (f *Fetcher) Fetch(ctx context.Context, d PlannedDownload) (string, error) 
 	return blob, nil
 }
 
+// source names where a download comes from, once: the URL, or the mirror's
+// copy and the URL it stands for.
+func source(src, u string) string {
+	if src == u || src == "" {
+		return u
+	}
+	return src + " (mirror of " + u + ")"
+}
+
 func (f *Fetcher) download(ctx context.Context, d PlannedDownload, sum, blob string) error {
 	body, size, src, err := f.open(ctx, d.URL)
 	if err != nil {
-		return fmt.Errorf("download %s: %s: %w", d.ID, src, err)
+		return fmt.Errorf("download %s: %s: %w", d.ID, source(src, d.URL), err)
 	}
 	defer body.Close()
 	tmp, err := atomicfile.Create(blob, 0o644)
@@ -247,13 +270,13 @@ func (f *Fetcher) download(ctx context.Context, d PlannedDownload, sum, blob str
 	}
 	if err != nil {
 		if size >= 0 {
-			return fmt.Errorf("download %s: %s: cut after %d of %d bytes: %w", d.ID, src, n, size, err)
+			return fmt.Errorf("download %s: %s: cut after %d of %d bytes: %w", d.ID, source(src, d.URL), n, size, err)
 		}
-		return fmt.Errorf("download %s: %s: cut after %d bytes: %w", d.ID, src, n, err)
+		return fmt.Errorf("download %s: %s: cut after %d bytes: %w", d.ID, source(src, d.URL), n, err)
 	}
 	got := hex.EncodeToString(h.Sum(nil))
 	if got != sum {
-		return fmt.Errorf("download %s: %s: %w: got sha256 %s, want %s; nothing was kept", d.ID, src, ErrChecksum, got, sum)
+		return fmt.Errorf("download %s: %s: %w: got sha256 %s, want %s; nothing was kept", d.ID, source(src, d.URL), ErrChecksum, got, sum)
 	}
 	if err := tmp.Commit(true); err != nil {
 		return fmt.Errorf("cache: %w", err)
@@ -267,35 +290,38 @@ var bsdLine = regexp.MustCompile(`^SHA256 \((.+)\) = ([0-9a-fA-F]{64})$`)
 func (f *Fetcher) checksumFromFile(ctx context.Context, d PlannedDownload) (string, error) {
 	var data []byte
 	var err error
+	src := ""
 	for i := 0; i < 3; i++ {
-		if data, err = f.small(ctx, d.ChecksumURL); err == nil || !retryable(err) {
+		if data, src, err = f.small(ctx, d.ChecksumURL); err == nil || !retryable(err) {
 			break
 		}
 	}
 	if err != nil {
-		return "", fmt.Errorf("download %s: checksum file %s: %w", d.ID, d.ChecksumURL, err)
+		return "", fmt.Errorf("download %s: checksum file %s: %w", d.ID, source(src, d.ChecksumURL), err)
 	}
 	sum, err := ParseChecksumFile(data, d.ChecksumEntry)
 	if err != nil {
-		return "", fmt.Errorf("download %s: checksum file %s: %w", d.ID, d.ChecksumURL, err)
+		return "", fmt.Errorf("download %s: checksum file %s: %w", d.ID, source(src, d.ChecksumURL), err)
 	}
 	return sum, nil
 }
 
-func (f *Fetcher) small(ctx context.Context, u string) ([]byte, error) {
+// small reads a checksum file; it returns where it read from, which its
+// errors do not repeat.
+func (f *Fetcher) small(ctx context.Context, u string) ([]byte, string, error) {
 	body, _, src, err := f.open(ctx, u)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", src, err)
+		return nil, src, err
 	}
 	defer body.Close()
 	data, err := io.ReadAll(io.LimitReader(ctxio.Reader(ctx, body), MaxChecksumFile+1))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", src, err)
+		return nil, src, err
 	}
 	if len(data) > MaxChecksumFile {
-		return nil, fmt.Errorf("%s: more than %d bytes: not a checksum file", src, MaxChecksumFile)
+		return nil, src, fmt.Errorf("more than %d bytes: not a checksum file", MaxChecksumFile)
 	}
-	return data, nil
+	return data, src, nil
 }
 
 // ParseChecksumFile finds entry's sha256 in a checksum file: a lone hex
@@ -358,7 +384,11 @@ func (f *Fetcher) Unpacked(ctx context.Context, blob, sum, format string) (strin
 	if err != nil {
 		return "", fmt.Errorf("cache: %w", err)
 	}
-	if err := unpack(ctx, blob, format, tmp); err != nil {
+	budget, err := extract.NewBudget(f.MaxSize, tmp)
+	if err == nil {
+		err = unpack(ctx, blob, format, tmp, budget)
+	}
+	if err != nil {
 		os.RemoveAll(tmp)
 		return "", err
 	}

@@ -26,6 +26,7 @@ type member struct {
 	body string
 	mode int64
 	link string // symlink target when set
+	hard string // hard link target when set
 	dir  bool
 }
 
@@ -47,6 +48,8 @@ func tarOf(t testing.TB, ms []member) []byte {
 			h.Typeflag, h.Size, h.Mode = tar.TypeDir, 0, 0o755
 		case m.link != "":
 			h.Typeflag, h.Size, h.Linkname, h.Mode = tar.TypeSymlink, 0, m.link, 0o777
+		case m.hard != "":
+			h.Typeflag, h.Size, h.Linkname = tar.TypeLink, 0, m.hard
 		}
 		if err := tw.WriteHeader(h); err != nil {
 			t.Fatal(err)

@@ -7,7 +7,12 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"strings"
+
+	"github.com/sysext/sysext/atomicfile"
+	"github.com/sysext/sysext/internal/ctxio"
+	"github.com/sysext/sysext/internal/extract"
 )
 
 // placement is one files:/configs: rule applied while walking a download.
@@ -88,11 +93,11 @@ func (p *Plan) layout(ctx context.Context, t *tree, files map[string]string) err
 			return fmt.Errorf("download %s was not fetched", d.ID)
 		}
 		var names []string
-		walk := func(fn func(*entry) error) error { return walkArchive(ctx, file, d.Format, fn) }
-		if st, err := os.Stat(file); err == nil && st.IsDir() {
-			walk = func(fn func(*entry) error) error { return walkTree(ctx, file, fn) }
+		walk, done, err := walker(ctx, t.root, file, d.Format)
+		if err != nil {
+			return fmt.Errorf("download %s (%s): %w", d.ID, path.Base(d.URL), err)
 		}
-		err := walk(func(e *entry) error {
+		err = walk(func(e *entry) error {
 			if len(names) < 20 && e.typ != tar.TypeDir {
 				names = append(names, e.name)
 			}
@@ -121,17 +126,11 @@ func (p *Plan) layout(ctx context.Context, t *tree, files map[string]string) err
 					return t.writeFile(dst, pl.who, e.r, mode)
 				case tar.TypeSymlink:
 					return t.symlink(dst, pl.who, e.linkname)
-				case tar.TypeLink:
-					// A hard link to a member placed earlier by the same rule.
-					src, ok := pl.dest(e.linkname)
-					if !ok || t.written[src] == "" {
-						return fmt.Errorf("%s: %s is a hard link to %s, which the recipe does not place", pl.who, e.name, e.linkname)
-					}
-					return t.link(dst, pl.who, src)
 				}
 			}
 			return nil
 		})
+		done()
 		if err != nil {
 			return fmt.Errorf("download %s (%s): %w", d.ID, path.Base(d.URL), err)
 		}
@@ -171,6 +170,42 @@ func (p *Plan) layout(ctx context.Context, t *tree, files map[string]string) err
 		}
 	}
 	return nil
+}
+
+// walker returns how to walk the download at file: a directory it was
+// unpacked into (the cache's, as Bake passes), a plain file, or an
+// archive, which is unpacked first into a temp directory next to root
+// (hard links from there are cheap; bounded by the free space there) that
+// done removes.
+func walker(ctx context.Context, root, file, format string) (walk func(func(*entry) error) error, done func(), err error) {
+	done = func() {}
+	if st, err := os.Stat(file); err == nil && st.IsDir() {
+		return func(fn func(*entry) error) error { return walkTree(ctx, file, fn) }, done, nil
+	}
+	if format == "file" {
+		return func(fn func(*entry) error) error {
+			f, err := os.Open(file)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			return fn(&entry{name: "", mode: 0o755, typ: tar.TypeReg, r: ctxio.Reader(ctx, f)})
+		}, done, nil
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(root), atomicfile.TempPrefix+"unpack-")
+	if err != nil {
+		return nil, done, err
+	}
+	done = func() { os.RemoveAll(tmp) }
+	budget, err := extract.NewBudget(0, tmp)
+	if err == nil {
+		err = unpack(ctx, file, format, tmp, budget)
+	}
+	if err != nil {
+		done()
+		return nil, func() {}, err
+	}
+	return func(fn func(*entry) error) error { return walkTree(ctx, tmp, fn) }, done, nil
 }
 
 func ensureNewline(s string) string {

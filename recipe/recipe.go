@@ -275,10 +275,9 @@ func (r *Recipe) errAt(msg string, keys ...any) error {
 var builtinVars = []string{"version", "bare_version", "arch", "goarch", "uname"}
 
 var (
-	varName  = regexp.MustCompile(`^[a-z][a-z0-9_-]*$`)
-	idName   = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
-	unitName = regexp.MustCompile(`^[A-Za-z0-9:_.@\\-]+\.(service|socket|timer|path|mount|automount|target|slice|scope|swap|device)$`)
-	hexSum   = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	varName = regexp.MustCompile(`^[a-z][a-z0-9_-]*$`)
+	idName  = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
+	hexSum  = regexp.MustCompile(`^[0-9a-f]{64}$`)
 )
 
 // Formats a download can have.
@@ -477,9 +476,11 @@ func (r *Recipe) validate() error {
 			return r.errAt(err.Error(), "symlinks", i, "when")
 		}
 	}
+	// Fields that become lines of systemd files (unit file names, the
+	// tmpfiles.d lines) go through extension's one set of rules.
 	for i, u := range r.Units {
-		if !unitName.MatchString(u.Name) {
-			return r.errAt(fmt.Sprintf("%q is not a unit name (NAME.service, .socket, .timer, ...)", u.Name), "units", i, "name")
+		if err := extension.ValidateUnitName(u.Name); err != nil {
+			return r.errAt(err.Error(), "units", i, "name")
 		}
 		if strings.TrimSpace(u.Content) == "" {
 			return r.errAt("is empty", "units", i, "content")
@@ -489,22 +490,33 @@ func (r *Recipe) validate() error {
 		}
 	}
 	for i, d := range r.Dropins {
-		if !unitName.MatchString(d.Unit) {
-			return r.errAt(fmt.Sprintf("%q is not a unit name", d.Unit), "dropins", i, "unit")
+		if err := extension.ValidateUnitName(d.Unit); err != nil {
+			return r.errAt(err.Error(), "dropins", i, "unit")
 		}
 		if !strings.HasSuffix(d.Name, ".conf") || strings.Contains(d.Name, "/") || strings.HasPrefix(d.Name, ".") {
 			return r.errAt(fmt.Sprintf("%q: a drop-in is a file name ending in .conf", d.Name), "dropins", i, "name")
+		}
+		if err := extension.ValidateLineWord("drop-in name", d.Name); err != nil {
+			return r.errAt(err.Error(), "dropins", i, "name")
 		}
 		if err := r.checkWhen(d.When); err != nil {
 			return r.errAt(err.Error(), "dropins", i, "when")
 		}
 	}
 	for i, l := range r.Tmpfiles {
-		if f := strings.Fields(l); len(f) < 2 || strings.ContainsAny(l, "\n") {
+		if err := extension.ValidateLineValue("tmpfiles.d line", l); err != nil {
+			return r.errAt(err.Error(), "tmpfiles", i)
+		}
+		if f := strings.Fields(l); len(f) < 2 {
 			return r.errAt(fmt.Sprintf("%q is not a tmpfiles.d line (TYPE PATH [MODE USER GROUP AGE ARGUMENT])", l), "tmpfiles", i)
 		}
 	}
 	for i, c := range r.Configs {
+		// configs[].path becomes the PATH (and, under /usr/share, the
+		// ARGUMENT) of a tmpfiles.d C line.
+		if err := extension.ValidateLinePath("default config path", c.Path); err != nil {
+			return r.errAt(err.Error(), "configs", i, "path")
+		}
 		p := path.Clean(c.Path)
 		if !strings.HasPrefix(c.Path, "/etc/") || p != c.Path {
 			return r.errAt(fmt.Sprintf("%q: a default config belongs under /etc/ (it ships under /usr/share/%s/)", c.Path, r.Name), "configs", i, "path")

@@ -40,7 +40,8 @@ type SysupdateResult struct {
 // Sysupdate writes ImagesDir/SHA256SUMS (keeping other files' lines) and
 // Output/NAME.conf.
 func Sysupdate(ctx context.Context, o SysupdateOptions) (*SysupdateResult, error) {
-	if err := extension.ValidateName(o.Name); err != nil {
+	err := extension.ValidateName(o.Name)
+	if err != nil {
 		return nil, err
 	}
 	if o.URL == "" {
@@ -62,12 +63,22 @@ func Sysupdate(ctx context.Context, o SysupdateOptions) (*SysupdateResult, error
 		o.InstancesMax = 3
 	}
 	if o.InstancesMax < 2 {
-		return nil, fmt.Errorf("sysupdate: --instances %d: systemd-sysupdate keeps at least 2", o.InstancesMax)
+		return nil, errorf(ErrOption, "sysupdate: --instances %d: systemd-sysupdate keeps at least 2", o.InstancesMax)
 	}
-	for _, p := range []string{o.TargetDir, o.Link} {
-		if !filepath.IsAbs(p) || strings.ContainsAny(p, " \n") {
-			return nil, fmt.Errorf("sysupdate: %q must be an absolute path without spaces", p)
-		}
+	// Each becomes a line of the transfer file.
+	if err := extension.ValidateLinePath("sysupdate: --target-dir", o.TargetDir); err != nil {
+		return nil, errorf(ErrOption, "%v", err)
+	}
+	if err := extension.ValidateLinePath("sysupdate: --link", o.Link); err != nil {
+		return nil, errorf(ErrOption, "%v", err)
+	}
+	if isURL(o.URL) {
+		err = extension.ValidateLineWord("sysupdate: --url", o.URL)
+	} else {
+		err = extension.ValidateLinePath("sysupdate: --url", o.URL)
+	}
+	if err != nil {
+		return nil, errorf(ErrOption, "%v", err)
 	}
 	entries, err := os.ReadDir(o.ImagesDir)
 	if err != nil {

@@ -14,7 +14,11 @@ FORMAT=${FORMAT:-squashfs}
 NAME=sysext-hello
 VERSION=1.0
 
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+# Bold step titles only on a terminal, and not with NO_COLOR set
+# (https://no-color.org): logs and pipes get plain text.
+bold='' plain=''
+if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then bold=$(printf '\033[1m') plain=$(printf '\033[0m'); fi
+step() { printf '\n%s==> %s%s\n' "$bold" "$*" "$plain"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 
 if [ ! -x "$SYSEXT" ]; then

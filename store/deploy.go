@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/sysext/sysext/internal/inroot"
 )
 
 // OstreeBooted reports whether the system under root was booted by ostree
@@ -13,7 +15,7 @@ func OstreeBooted(root string) bool {
 	if root == "" {
 		root = "/"
 	}
-	_, err := os.Stat(filepath.Join(root, "run/ostree-booted"))
+	_, err := inroot.Stat(root, "/run/ostree-booted")
 	return err == nil
 }
 
@@ -68,13 +70,23 @@ func (s *Store) usedElsewhere() map[string]bool {
 		return used
 	}
 	for _, d := range s.otherDeployments() {
-		links, _ := filepath.Glob(filepath.Join(d, s.opts.ExtensionsDir, "*"+imageSuffix))
+		extDir, err := inroot.Join(d, s.opts.ExtensionsDir)
+		if err != nil {
+			used[unknownUse] = true
+			continue
+		}
+		links, _ := filepath.Glob(filepath.Join(extDir, "*"+imageSuffix))
 		for _, l := range links {
 			if t, err := os.Readlink(l); err == nil {
 				used[filepath.Clean(t)] = true
 			}
 		}
-		st, err := readState(filepath.Join(d, s.opts.StateFile))
+		stateFile, err := inroot.Join(d, s.opts.StateFile)
+		if err != nil {
+			used[unknownUse] = true
+			continue
+		}
+		st, err := readState(stateFile)
 		if err != nil {
 			// An unreadable state elsewhere: keep everything it might use.
 			used[unknownUse] = true
@@ -121,10 +133,10 @@ func Scan(opts Options) ([]Seen, error) {
 			continue
 		}
 		sn := get(n)
-		sn.Link = filepath.Join(s.path(opts.ExtensionsDir), e.Name())
+		sn.Link = s.linkPath(filepath.Join(opts.ExtensionsDir, e.Name()))
 		if fi, err := os.Lstat(sn.Link); err == nil {
 			sn.Target, _ = os.Readlink(sn.Link)
-			sn.Ours = s.isOurs(n, sn.Link, fi, "")
+			sn.Ours = s.isOurs(n, sn.Link, fi)
 		}
 	}
 	dirs, _ := os.ReadDir(s.path(opts.StoreDir))

@@ -12,6 +12,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"github.com/sysext/sysext/atomicfile"
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/verify"
 )
 
@@ -45,17 +46,20 @@ type Meta struct {
 	AllowUnsigned bool
 }
 
-// CheckForeign returns a *ForeignError when an extension named NAME exists
-// in any of systemd-sysext's directories under Root that is not our link
-// (or, in copy mode, a file with the given layer digest).
-func (s *Store) CheckForeign(name string, layer digest.Digest) error {
+// checkForeign returns a *ForeignError when an extension named NAME exists
+// in any of systemd-sysext's directories under Root, or in the extensions
+// directory extDir, that ours does not accept (ours is only asked about
+// extDir/NAME.raw). path maps a path on the running system under Root,
+// linkPath the same but for the last component, which may be our link.
+func checkForeign(path, linkPath func(string) string, extDir, name string, copyMode bool, ours func(p string, fi os.FileInfo) bool) error {
 	if err := validName(name); err != nil {
 		return err
 	}
-	own := filepath.Clean(s.opts.ExtensionsDir)
+	own := path(extDir)
 	for _, dir := range SearchDirs {
+		isOwn := path(dir) == own
 		for _, base := range []string{name + imageSuffix, name} {
-			p := s.path(filepath.Join(dir, base))
+			p := linkPath(filepath.Join(dir, base))
 			fi, err := os.Lstat(p)
 			if errors.Is(err, os.ErrNotExist) {
 				continue
@@ -63,24 +67,30 @@ func (s *Store) CheckForeign(name string, layer digest.Digest) error {
 			if err != nil {
 				return fmt.Errorf("%s: %w", p, err)
 			}
-			if filepath.Clean(dir) == own && base == name+imageSuffix && s.isOurs(name, p, fi, layer) {
+			if isOwn && base == name+imageSuffix && ours(p, fi) {
 				continue
 			}
-			return &ForeignError{Name: name, Path: p, Copy: s.opts.Copy && filepath.Clean(dir) == own}
+			return &ForeignError{Name: name, Path: p, Copy: copyMode && isOwn}
 		}
 	}
 	// A custom extensions directory is not in SearchDirs.
-	p := s.LinkPath(name)
-	if fi, err := os.Lstat(p); err == nil && !s.isOurs(name, p, fi, layer) {
-		return &ForeignError{Name: name, Path: p, Copy: s.opts.Copy}
+	p := linkPath(filepath.Join(extDir, name+imageSuffix))
+	if fi, err := os.Lstat(p); err == nil && !ours(p, fi) {
+		return &ForeignError{Name: name, Path: p, Copy: copyMode}
 	}
 	return nil
 }
 
-func (s *Store) isOurs(name, p string, fi os.FileInfo, layer digest.Digest) bool {
-	if s.opts.Copy {
-		return fi.Mode().IsRegular() && layer != "" && fileHasDigest(p, layer)
-	}
+// CheckForeign refuses when an extension named NAME exists that is not our
+// link into the store. Install runs it itself; a dry run asks it instead.
+func (s *Store) CheckForeign(name string) error {
+	return checkForeign(s.path, s.linkPath, s.opts.ExtensionsDir, name, false, func(p string, fi os.FileInfo) bool {
+		return s.isOurs(name, p, fi)
+	})
+}
+
+// isOurs reports whether p is a link into NAME's store directory.
+func (s *Store) isOurs(name, p string, fi os.FileInfo) bool {
 	if fi.Mode()&os.ModeSymlink == 0 {
 		return false
 	}
@@ -108,104 +118,6 @@ func fileHasDigest(p string, d digest.Digest) bool {
 	return digest.NewDigest(digest.SHA256, h) == d
 }
 
-// Find returns the stored file of NAME whose image has the given layer
-// digest, if the state records one and it is still on disk.
-func (s *Store) Find(name string, layer digest.Digest) (Install, bool) {
-	e, ok := s.state.Extensions[name]
-	if !ok || layer == "" {
-		return Install{}, false
-	}
-	for _, in := range append([]Install{e.Active}, e.Previous...) {
-		if in.LayerDigest == layer && in.File != "" {
-			if _, err := os.Stat(s.ImagePath(name, in.File)); err == nil {
-				return in, true
-			}
-		}
-	}
-	return Install{}, false
-}
-
-// Staging is a private directory for one download; its content is invisible
-// to the store until Commit, and removed by Abort or the next Open.
-type Staging struct {
-	s    *Store
-	name string
-	dir  string
-}
-
-// Stage creates a staging directory for NAME's next image.
-func (s *Store) Stage(name string) (*Staging, error) {
-	if err := validName(name); err != nil {
-		return nil, err
-	}
-	parent := s.path(s.nameDir(name))
-	if s.opts.Copy {
-		parent = s.path(s.opts.ExtensionsDir)
-	}
-	if err := os.MkdirAll(parent, dirMode); err != nil {
-		return nil, fmt.Errorf("store: %w", err)
-	}
-	dir, err := os.MkdirTemp(parent, stagingPrefix)
-	if err != nil {
-		return nil, fmt.Errorf("store: %w", err)
-	}
-	s.hook("staged")
-	return &Staging{s: s, name: name, dir: dir}, nil
-}
-
-// Dir is where the download writes.
-func (st *Staging) Dir() string { return st.dir }
-
-// Abort removes the staging directory.
-func (st *Staging) Abort() error {
-	if st.dir == "" {
-		return nil
-	}
-	err := os.RemoveAll(st.dir)
-	st.dir = ""
-	return err
-}
-
-// Commit moves the checked file (a name inside Dir) into the store under
-// file (NAME-VERSION-ARCH.raw), read-only, never replacing a stored file. A
-// stored file with the same content is reused; one with other content makes
-// the new file's name carry its digest. It returns the stored name. In copy
-// mode use InstallCopy instead.
-func (st *Staging) Commit(staged, file string, layer digest.Digest) (string, error) {
-	s := st.s
-	if s.opts.Copy {
-		return "", errors.New("store: Commit in copy mode: use InstallCopy")
-	}
-	if err := validFile(file); err != nil {
-		return "", err
-	}
-	src := filepath.Join(st.dir, staged)
-	if err := os.Chmod(src, storeFileMode); err != nil {
-		return "", fmt.Errorf("store: %w", err)
-	}
-	names := []string{file, strings.TrimSuffix(file, imageSuffix) + "." + shortDigest(layer) + imageSuffix}
-	for _, name := range names {
-		dst := s.ImagePath(st.name, name)
-		if _, err := os.Lstat(dst); err == nil {
-			if fileHasDigest(dst, layer) {
-				s.hook("reuse")
-				return name, st.Abort()
-			}
-			continue
-		}
-		// link(2) refuses to replace: a stored file is never modified.
-		if err := os.Link(src, dst); err != nil {
-			return "", fmt.Errorf("store %s: %w", dst, err)
-		}
-		s.hook("committed")
-		if err := atomicfile.SyncDir(filepath.Dir(dst)); err != nil {
-			return "", err
-		}
-		return name, st.Abort()
-	}
-	return "", fmt.Errorf("store: %s and %s exist with other content", names[0], names[1])
-}
-
 func shortDigest(d digest.Digest) string {
 	h := d.Encoded()
 	if len(h) > 12 {
@@ -218,8 +130,8 @@ func shortDigest(d digest.Digest) string {
 // previous active version kept for rollback), then the link is switched.
 // v must be the verification of in.ManifestDigest.
 func (s *Store) Install(v verify.Verified, name string, in Install, meta Meta) error {
-	if s.opts.Copy || s.opts.ReadOnly {
-		return errors.New("store: Install needs a writable store (use InstallCopy in copy mode)")
+	if s.opts.ReadOnly {
+		return errors.New("store: Install needs a writable store")
 	}
 	if err := v.Check(in.ManifestDigest); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
@@ -231,7 +143,9 @@ func (s *Store) Install(v verify.Verified, name string, in Install, meta Meta) e
 	if _, err := os.Stat(s.ImagePath(name, in.File)); err != nil {
 		return fmt.Errorf("%s: stored image: %w", name, err)
 	}
-	if err := s.CheckForeign(name, ""); err != nil {
+	// The one check for a file a person put there: right before the link
+	// switch (Rollback and Remove check too, as they touch the link).
+	if err := s.CheckForeign(name); err != nil {
 		return err
 	}
 	if in.InstalledAt.IsZero() {
@@ -250,7 +164,7 @@ func (s *Store) Install(v verify.Verified, name string, in Install, meta Meta) e
 	}
 	next.Source, next.Declared, next.Policy, next.AllowUnsigned = meta.Source, meta.Declared, meta.Policy, meta.AllowUnsigned
 	next.Active = in
-	next.Activation = Activation{Status: ActivationPending, At: in.InstalledAt}
+	next.Activation = Activation{Status: extension.ActivationPending, At: in.InstalledAt}
 	next.Pending = nil
 	return s.activate(name, next)
 }
@@ -309,21 +223,18 @@ func (s *Store) Rollback(name string) (Install, error) {
 	if _, err := os.Stat(s.ImagePath(name, prev.File)); err != nil {
 		return Install{}, fmt.Errorf("%s: previous version %s: %w", name, prev.Version, err)
 	}
-	if err := s.CheckForeign(name, ""); err != nil {
+	if err := s.CheckForeign(name); err != nil {
 		return Install{}, err
 	}
 	next := cur.clone()
 	next.Active = prev
 	next.Previous = append([]Install{cur.Active}, cur.Previous[1:]...)
-	next.Activation = Activation{Status: ActivationPending, At: time.Now().UTC()}
+	next.Activation = Activation{Status: extension.ActivationPending, At: time.Now().UTC()}
 	return prev, s.activate(name, next)
 }
 
 // SetActivation records what happened after an activation.
 func (s *Store) SetActivation(name string, a Activation) error {
-	if s.opts.Copy {
-		return nil
-	}
 	if _, ok := s.state.Extensions[name]; !ok {
 		return &NotInstalledError{name}
 	}
@@ -341,7 +252,7 @@ func (s *Store) Remove(name string) error {
 	if !ok {
 		return &NotInstalledError{name}
 	}
-	if err := s.CheckForeign(name, ""); err != nil {
+	if err := s.CheckForeign(name); err != nil {
 		return err
 	}
 	st := s.state.clone()
@@ -367,7 +278,7 @@ func (s *Store) Remove(name string) error {
 func (s *Store) removeFiles(name string, e *Entry) error {
 	link := s.LinkPath(name)
 	if fi, err := os.Lstat(link); err == nil {
-		if !s.isOurs(name, link, fi, "") {
+		if !s.isOurs(name, link, fi) {
 			return &ForeignError{Name: name, Path: link}
 		}
 		if err := os.Remove(link); err != nil {
@@ -388,7 +299,12 @@ func (s *Store) removeFiles(name string, e *Entry) error {
 		}
 		s.hook("deleted")
 	}
-	// Only an empty directory goes; staging leftovers went at Open.
+	for _, d := range s.ingestDirs(name) {
+		if err := os.RemoveAll(d); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	// Only an empty directory goes; temp files went at Open.
 	if err := os.Remove(s.path(s.nameDir(name))); err == nil {
 		_ = atomicfile.SyncDir(s.path(s.opts.StoreDir))
 	}
@@ -396,8 +312,8 @@ func (s *Store) removeFiles(name string, e *Entry) error {
 }
 
 // GC removes stored versions beyond keep per extension (the active one is
-// always kept and counts as one) and store files no record uses. It
-// returns the removed files, under Root.
+// always kept and counts as one), store files no record uses and partial
+// downloads. It returns the removed files, under Root.
 func (s *Store) GC(keep int) ([]string, error) {
 	if keep < 1 {
 		return nil, fmt.Errorf("gc: --keep %d: keep at least 1 (the active version is never removed)", keep)
@@ -426,6 +342,15 @@ func (s *Store) GC(keep int) ([]string, error) {
 		}
 	}
 	var removed []string
+	// Partial downloads: gc holds the lock, so none of them is in progress,
+	// and gc is what frees space.
+	for _, d := range s.allIngestDirs() {
+		if err := os.RemoveAll(d); err != nil {
+			return removed, fmt.Errorf("gc: %w", err)
+		}
+		s.hook("gc-deleted")
+		removed = append(removed, d)
+	}
 	root := s.path(s.opts.StoreDir)
 	dirs, err := os.ReadDir(root)
 	if errors.Is(err, os.ErrNotExist) {
@@ -465,38 +390,6 @@ func (s *Store) GC(keep int) ([]string, error) {
 	return removed, nil
 }
 
-// InstallCopy (copy mode) moves the checked staged file to NAME.raw in the
-// extensions directory. An existing NAME.raw is replaced only when it is
-// byte-identical (then nothing changes).
-func (st *Staging) InstallCopy(v verify.Verified, staged string, manifest, layer digest.Digest) error {
-	s := st.s
-	if !s.opts.Copy {
-		return errors.New("store: InstallCopy outside copy mode")
-	}
-	if err := v.Check(manifest); err != nil {
-		return fmt.Errorf("%s: %w", st.name, err)
-	}
-	if err := s.CheckForeign(st.name, layer); err != nil {
-		return err
-	}
-	dst := s.LinkPath(st.name)
-	if _, err := os.Lstat(dst); err == nil {
-		return st.Abort() // identical content, checked by CheckForeign
-	}
-	src := filepath.Join(st.dir, staged)
-	if err := os.Chmod(src, copyFileMode); err != nil {
-		return fmt.Errorf("%s: %w", st.name, err)
-	}
-	if err := os.Link(src, dst); err != nil {
-		return fmt.Errorf("%s: %w", st.name, err)
-	}
-	s.hook("copied")
-	if err := atomicfile.SyncDir(filepath.Dir(dst)); err != nil {
-		return err
-	}
-	return st.Abort()
-}
-
 // LinkTargetIs reports whether NAME's link points at the stored FILE.
 func (s *Store) LinkTargetIs(name, file string) bool {
 	t, err := os.Readlink(s.LinkPath(name))
@@ -506,9 +399,6 @@ func (s *Store) LinkTargetIs(name, file string) bool {
 // Touch records that NAME's source (now source) resolved to resolved while
 // the active image stayed the same, so the next update costs one request.
 func (s *Store) Touch(name, source string, resolved digest.Digest) error {
-	if s.opts.Copy {
-		return nil
-	}
 	if _, ok := s.state.Extensions[name]; !ok {
 		return &NotInstalledError{name}
 	}
@@ -534,7 +424,7 @@ func (s *Store) Deactivate(name string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	if !s.isOurs(name, link, fi, "") {
+	if !s.isOurs(name, link, fi) {
 		return &ForeignError{Name: name, Path: link}
 	}
 	if err := os.Remove(link); err != nil {
@@ -544,12 +434,14 @@ func (s *Store) Deactivate(name string) error {
 	return atomicfile.SyncDir(filepath.Dir(link))
 }
 
-// SetDeclared records which declaration manages NAME ("" = none).
-func (s *Store) SetDeclared(name, declared string) error {
+// SetDeclared records which declaration manages NAME ("" = none) and the
+// trust it declares, which updates use from then on.
+func (s *Store) SetDeclared(name string, m Meta) error {
 	if _, ok := s.state.Extensions[name]; !ok {
 		return &NotInstalledError{name}
 	}
 	st := s.state.clone()
-	st.Extensions[name].Declared = declared
+	e := st.Extensions[name]
+	e.Declared, e.Policy, e.AllowUnsigned = m.Declared, m.Policy, m.AllowUnsigned
 	return s.writeState(st)
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/sysext/sysext/extension"
 )
 
 // SchemaVersion is the state file's format version.
@@ -93,20 +94,10 @@ type Verity struct {
 	CertificateSHA256 string `json:"certificate_sha256,omitempty"`
 }
 
-// Activation statuses. The node package (and safe activation) set them.
-const (
-	ActivationPending    = "pending"     // link switched, not yet refreshed
-	ActivationRefreshed  = "refreshed"   // systemd-sysext refreshed, merge not proven
-	ActivationProven     = "proven"      // the merged tree shows this image
-	ActivationUnproven   = "unproven"    // offline (--root): prove at next boot
-	ActivationRolledBack = "rolled-back" // the check failed, the previous state is back
-	ActivationFailed     = "failed"      // the refresh or check failed, nothing restored
-)
-
 // Activation records what happened after the link was switched.
 type Activation struct {
-	Status string `json:"status,omitempty"`
-	Reason string `json:"reason,omitempty"`
+	Status extension.ActivationStatus `json:"status,omitempty"`
+	Reason string                     `json:"reason,omitempty"`
 	// Tried is the stored file this activation switched to, so a run that
 	// was killed during a rollback knows which version it was trying.
 	Tried string    `json:"tried,omitempty"`

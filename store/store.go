@@ -12,6 +12,7 @@ import (
 
 	"github.com/sysext/sysext/atomicfile"
 	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/internal/inroot"
 )
 
 // Default paths, as seen on the running system (inside Root).
@@ -23,7 +24,6 @@ const (
 	PerDeploymentDir         = "/etc/extensions"
 	PerDeploymentStateFile   = "/etc/sysext/state.json"
 	imageSuffix              = ".raw"
-	stagingPrefix            = atomicfile.TempPrefix + "staging-"
 	storeFileMode            = 0o444
 	copyFileMode             = 0o644
 	stateFileMode            = 0o644
@@ -50,13 +50,19 @@ type Options struct {
 	// empty var/ and shares OS/var, so VarRoot is .../ostree/deploy/OS
 	// (detected). Paths under /var are joined to it.
 	VarRoot string
-	// Copy writes NAME.raw itself into ExtensionsDir: no link, no state, no
-	// lock file in /var (baking into an OS image).
+	// Copy selects the other installer, Copier (OpenCopy): NAME.raw itself
+	// in ExtensionsDir, no link, no state, no lock file in /var (baking
+	// into an OS image). Open refuses it.
 	Copy        bool
 	LockTimeout time.Duration // default DefaultLockTimeout
 	// ReadOnly opens without the lock and without recovery (list by a
 	// user who cannot write, or when another process holds the lock).
 	ReadOnly bool
+	// IfExists opens read-only, creating nothing, when the node has no
+	// store yet (neither the lock file nor the state file exists): for
+	// commands that only change what is installed (update, rollback,
+	// remove, gc), which then have nothing to do and write nothing.
+	IfExists bool
 	// Hook, when set, is called at every step that changes the disk; tests
 	// use it to kill the process at each point.
 	Hook func(point string)
@@ -112,24 +118,15 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("store path %q must be absolute (it is taken inside --root)", p)
 		}
 	}
+	if err := s.checkPaths(opts.ExtensionsDir, opts.StoreDir, opts.StateFile, opts.LockFile); err != nil {
+		return nil, err
+	}
 	if opts.Copy {
-		if opts.ReadOnly {
-			return nil, errors.New("copy mode keeps no state to read")
-		}
-		if err := os.MkdirAll(s.path(opts.ExtensionsDir), dirMode); err != nil {
-			return nil, fmt.Errorf("extensions directory: %w", err)
-		}
-		l, err := acquireLock(ctx, s.path(opts.ExtensionsDir), opts.LockTimeout, false)
-		if err != nil {
-			return nil, err
-		}
-		s.lock = l
-		s.state = &State{Schema: SchemaVersion, Extensions: map[string]*Entry{}}
-		if err := atomicfile.RemoveTemps(s.path(opts.ExtensionsDir)); err != nil {
-			s.Close()
-			return nil, fmt.Errorf("remove temp files: %w", err)
-		}
-		return s, nil
+		return nil, errors.New("store: copy mode has no store: use OpenCopy")
+	}
+	if opts.IfExists && !opts.ReadOnly && !s.exists() {
+		opts.ReadOnly = true
+		s.opts.ReadOnly = true
 	}
 	if opts.ReadOnly {
 		st, err := readState(s.path(opts.StateFile))
@@ -165,6 +162,17 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// exists reports whether the node has a store: a lock file, a state file
+// or a store directory.
+func (s *Store) exists() bool {
+	for _, p := range []string{s.opts.LockFile, s.opts.StateFile, s.opts.StoreDir} {
+		if _, err := os.Lstat(s.path(p)); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
 // Close releases the lock.
 func (s *Store) Close() error {
 	if s.lock == nil {
@@ -197,12 +205,54 @@ func (s *Store) hook(point string) {
 }
 
 // path maps a path on the running system to the path under Root (or, for
-// /var, under VarRoot).
-func (s *Store) path(p string) string {
+// /var, under VarRoot), every symlink on the way, the last one's too,
+// resolved inside that root (inroot.Join): ROOT/var -> /elsewhere means
+// ROOT/elsewhere, never the host's.
+func (s *Store) path(p string) string { return s.resolve(p, true) }
+
+// linkPath is path for a file that may itself be a symlink we manage (an
+// activation link): everything but the last component is resolved.
+func (s *Store) linkPath(p string) string { return s.resolve(p, false) }
+
+func (s *Store) resolve(p string, followLast bool) string {
+	root := s.opts.Root
 	if s.opts.VarRoot != "" && (p == "/var" || strings.HasPrefix(filepath.Clean(p), "/var/")) {
-		return filepath.Join(s.opts.VarRoot, p)
+		root = s.opts.VarRoot
 	}
-	return filepath.Join(s.opts.Root, p)
+	return resolveIn(root, p, followLast)
+}
+
+// resolveIn is p as seen inside root, every symlink on the way resolved
+// inside it (the last one too when followLast).
+func resolveIn(root, p string, followLast bool) string {
+	join := inroot.Join
+	if !followLast {
+		join = inroot.JoinParent
+	}
+	full, err := join(root, p)
+	if err != nil {
+		// A symlink loop or an unreadable directory inside the root. Open
+		// checked the store's own directories, so this is a crafted entry
+		// below them: give a name every system call refuses (EINVAL for
+		// the NUL) rather than one the host would resolve.
+		return filepath.Join(root, p) + "\x00(" + err.Error() + ")"
+	}
+	return full
+}
+
+// checkPaths fails Open with a clear error when one of the store's
+// directories cannot be resolved inside the root.
+func (s *Store) checkPaths(paths ...string) error {
+	for _, p := range paths {
+		root := s.opts.Root
+		if s.opts.VarRoot != "" && (p == "/var" || strings.HasPrefix(filepath.Clean(p), "/var/")) {
+			root = s.opts.VarRoot
+		}
+		if _, err := inroot.Join(root, p); err != nil {
+			return fmt.Errorf("--root %s: %s: %w", root, p, err)
+		}
+	}
+	return nil
 }
 
 // Path maps a path on the running system to the path under Root.
@@ -218,7 +268,7 @@ func (s *Store) ImagePath(name, file string) string {
 
 // LinkPath returns NAME's activation link (or copied file), under Root.
 func (s *Store) LinkPath(name string) string {
-	return s.path(filepath.Join(s.opts.ExtensionsDir, name+imageSuffix))
+	return s.linkPath(filepath.Join(s.opts.ExtensionsDir, name+imageSuffix))
 }
 
 // linkTarget is what NAME's link points to for FILE: an absolute path on
@@ -241,6 +291,9 @@ func (s *Store) writeState(st *State) error {
 	return nil
 }
 
+// removeTemps removes the temp files a crashed run left, and the ingests
+// nobody resumed for MaxIngestAge. The other ingests stay: the next pull
+// of the same image resumes them.
 func (s *Store) removeTemps() error {
 	dirs := []string{filepath.Dir(s.path(s.opts.StateFile)), s.path(s.opts.ExtensionsDir), s.path(s.opts.StoreDir)}
 	if ents, err := os.ReadDir(s.path(s.opts.StoreDir)); err == nil {
@@ -249,6 +302,16 @@ func (s *Store) removeTemps() error {
 				dirs = append(dirs, s.path(s.nameDir(e.Name())))
 			}
 		}
+	}
+	now := time.Now()
+	for _, d := range s.allIngestDirs() {
+		if ingestAge(d, now) > MaxIngestAge {
+			if err := os.RemoveAll(d); err != nil {
+				return fmt.Errorf("remove a stale download %s: %w", d, err)
+			}
+			continue
+		}
+		dirs = append(dirs, d)
 	}
 	for _, d := range dirs {
 		if err := atomicfile.RemoveTemps(d); err != nil {

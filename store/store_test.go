@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/internal/testenv"
 	"github.com/sysext/sysext/verify"
 )
@@ -26,21 +28,34 @@ func open(t *testing.T, o Options) *Store {
 	return s
 }
 
-// put stages content as NAME version and installs it.
+// commitBytes writes content as NAME's image through an Ingest of inst
+// and commits it as file.
+func commitBytes(t *testing.T, inst Installer, name, file, content string) string {
+	t.Helper()
+	ctx := context.Background()
+	d := digest.FromString(content)
+	ing, err := inst.Ingest(ctx, name, ocispec.Descriptor{Digest: d, Size: int64(len(content))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := ing.Stored(); !ok {
+		if _, err := ing.WriteAt([]byte(content), 0); err != nil {
+			t.Fatal(err)
+		}
+		ing.HashAt([]byte(content), 0)
+	}
+	stored, err := ing.Commit(ctx, int64(len(content)), d, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stored
+}
+
+// put stores content as NAME version and installs it.
 func put(t *testing.T, s *Store, name, version, content string) Install {
 	t.Helper()
-	st, err := s.Stage(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(st.Dir(), "img"), []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	layer := digest.FromString(content)
-	file, err := st.Commit("img", fmt.Sprintf("%s-%s-x86-64.raw", name, version), layer)
-	if err != nil {
-		t.Fatal(err)
-	}
+	file := commitBytes(t, s, name, fmt.Sprintf("%s-%s-x86-64.raw", name, version), content)
 	manifest := digest.FromString("manifest " + content)
 	in := Install{Version: version, Arch: "x86-64", File: file, LayerDigest: layer, ManifestDigest: manifest, Size: int64(len(content))}
 	if err := s.Install(verify.AcceptUnsigned(manifest), name, in, Meta{Source: "example.com/" + name + ":latest"}); err != nil {
@@ -80,7 +95,7 @@ func TestInstallRollbackGCRemove(t *testing.T) {
 		t.Fatalf("stored file is writable: %v", fi.Mode())
 	}
 	e, _ := s.Entry("hello")
-	if len(e.Previous) != 2 || e.Previous[0].Version != "2" || e.Activation.Status != ActivationPending {
+	if len(e.Previous) != 2 || e.Previous[0].Version != "2" || e.Activation.Status != extension.ActivationPending {
 		t.Fatalf("entry %+v", e)
 	}
 	if in, err := s.Rollback("hello"); err != nil || in.Version != "2" {
@@ -125,12 +140,7 @@ func TestInstallRollbackGCRemove(t *testing.T) {
 func TestInstallRequiresVerifiedDigest(t *testing.T) {
 	root := t.TempDir()
 	s := open(t, Options{Root: root})
-	st, _ := s.Stage("x")
-	os.WriteFile(filepath.Join(st.Dir(), "img"), []byte("c"), 0o600)
-	file, err := st.Commit("img", "x-1-x86-64.raw", digest.FromString("c"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	file := commitBytes(t, s, "x", "x-1-x86-64.raw", "c")
 	in := Install{File: file, ManifestDigest: digest.FromString("m")}
 	if err := s.Install(verify.Verified{}, "x", in, Meta{}); err == nil {
 		t.Fatal("installed with a zero Verified")
@@ -151,14 +161,9 @@ func TestForeignExtensionUntouched(t *testing.T) {
 		os.WriteFile(s.Path(p), []byte("person's file"), 0o644)
 	}
 	for _, name := range []string{"mine", "other"} {
-		st, _ := s.Stage(name)
-		os.WriteFile(filepath.Join(st.Dir(), "img"), []byte("ours"), 0o600)
-		file, err := st.Commit("img", name+"-1-x86-64.raw", digest.FromString("ours"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		file := commitBytes(t, s, name, name+"-1-x86-64.raw", "ours")
 		m := digest.FromString("m")
-		err = s.Install(verify.AcceptUnsigned(m), name, Install{File: file, ManifestDigest: m}, Meta{})
+		err := s.Install(verify.AcceptUnsigned(m), name, Install{File: file, ManifestDigest: m}, Meta{})
 		var fe *ForeignError
 		if !errors.As(err, &fe) || !strings.Contains(err.Error(), "was not installed by sysext") {
 			t.Fatalf("%s: %v", name, err)
@@ -177,12 +182,7 @@ func TestCommitNeverReplaces(t *testing.T) {
 	root := t.TempDir()
 	s := open(t, Options{Root: root})
 	a := put(t, s, "x", "1", "first build")
-	st, _ := s.Stage("x")
-	os.WriteFile(filepath.Join(st.Dir(), "img"), []byte("rebuilt"), 0o600)
-	file, err := st.Commit("img", "x-1-x86-64.raw", digest.FromString("rebuilt"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	file := commitBytes(t, s, "x", "x-1-x86-64.raw", "rebuilt")
 	if file == a.File || !strings.HasPrefix(file, "x-1-x86-64.") {
 		t.Fatalf("rebuilt file stored as %s", file)
 	}
@@ -190,11 +190,15 @@ func TestCommitNeverReplaces(t *testing.T) {
 	if string(b) != "first build" {
 		t.Fatal("stored file modified")
 	}
-	// Same content: reused.
-	st, _ = s.Stage("x")
-	os.WriteFile(filepath.Join(st.Dir(), "img"), []byte("first build"), 0o600)
-	if f, err := st.Commit("img", "x-1-x86-64.raw", digest.FromString("first build")); err != nil || f != a.File {
-		t.Fatal(f, err)
+	// Same content, recorded: the Ingest says it is stored.
+	if f := commitBytes(t, s, "x", "x-1-x86-64.raw", "first build"); f != a.File {
+		t.Fatal(f)
+	}
+	// Same content, committed but not recorded (a run that stopped before
+	// Install): the stored file is reused.
+	orphan := commitBytes(t, s, "y", "y-1-x86-64.raw", "orphan")
+	if f := commitBytes(t, s, "y", "y-1-x86-64.raw", "orphan"); f != orphan {
+		t.Fatal(f)
 	}
 }
 
@@ -365,11 +369,17 @@ func TestLockAcrossProcesses(t *testing.T) {
 func TestCopyMode(t *testing.T) {
 	root := testenv.TempDirNoLeak(t, ".#")
 	o := Options{Root: root, ExtensionsDir: "/usr/lib/extensions", Copy: true}
-	s := open(t, o)
-	st, _ := s.Stage("x")
-	os.WriteFile(filepath.Join(st.Dir(), "img"), []byte("img"), 0o600)
+	if _, err := Open(context.Background(), o); err == nil {
+		t.Fatal("Open in copy mode")
+	}
+	c, err := OpenCopy(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
 	m := digest.FromString("m")
-	if err := st.InstallCopy(verify.AcceptUnsigned(m), "img", m, digest.FromString("img")); err != nil {
+	file := commitBytes(t, c, "x", "x-1-x86-64.raw", "img")
+	if err := c.Install(verify.AcceptUnsigned(m), "x", Install{File: file, ManifestDigest: m, LayerDigest: digest.FromString("img")}, Meta{}); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(filepath.Join(root, "usr/lib/extensions/x.raw"))
@@ -379,17 +389,24 @@ func TestCopyMode(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(root, "var")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatal("copy mode wrote into /var")
 	}
-	// Another content over it: refused, the file stays.
-	st, _ = s.Stage("x")
-	os.WriteFile(filepath.Join(st.Dir(), "img"), []byte("new"), 0o600)
-	err = st.InstallCopy(verify.AcceptUnsigned(m), "img", m, digest.FromString("new"))
-	var fe *ForeignError
-	if !errors.As(err, &fe) {
+	// The same content again: nothing changes.
+	commitBytes(t, c, "x", "x-1-x86-64.raw", "img")
+	if err := c.Install(verify.AcceptUnsigned(m), "x", Install{ManifestDigest: m, LayerDigest: digest.FromString("img")}, Meta{}); err != nil {
 		t.Fatal(err)
 	}
-	st.Abort()
+	// Another content over it: refused, the file stays.
+	commitBytes(t, c, "x", "x-1-x86-64.raw", "new")
+	err = c.Install(verify.AcceptUnsigned(m), "x", Install{ManifestDigest: m, LayerDigest: digest.FromString("new")}, Meta{})
+	var fe *ForeignError
+	if !errors.As(err, &fe) || !strings.Contains(err.Error(), "replaces only an identical file") {
+		t.Fatal(err)
+	}
 	if b, _ := os.ReadFile(filepath.Join(root, "usr/lib/extensions/x.raw")); string(b) != "img" {
 		t.Fatal("copied file replaced")
+	}
+	// An install without a committed image is refused.
+	if err := c.Install(verify.AcceptUnsigned(m), "x", Install{ManifestDigest: m, LayerDigest: digest.FromString("img")}, Meta{}); err == nil {
+		t.Fatal("install without a commit")
 	}
 }
 
@@ -472,17 +489,7 @@ func TestReleaseDigestKept(t *testing.T) {
 		version string
 		rel     digest.Digest
 	}{{"1", rel1}, {"2", rel2}} {
-		st, err := s.Stage("x")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(st.Dir(), "img"), []byte(v.version), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		file, err := st.Commit("img", "x-"+v.version+"-x86-64.raw", digest.FromString(v.version))
-		if err != nil {
-			t.Fatal(err)
-		}
+		file := commitBytes(t, s, "x", "x-"+v.version+"-x86-64.raw", v.version)
 		m := digest.FromString("manifest " + v.version)
 		in := Install{Version: v.version, File: file, LayerDigest: digest.FromString(v.version), ManifestDigest: m, ReleaseDigest: v.rel}
 		if err := s.Install(verify.AcceptUnsigned(m), "x", in, Meta{Source: "example.com/x:latest"}); err != nil {

@@ -57,7 +57,71 @@ type Requirement struct {
 	// Repository, when set, must equal the docker-reference a cosign
 	// payload names (containers' signedIdentity matchRepository).
 	Repository string
+	// Freshness, when set, asks the signed payload to name the tag being
+	// verified and a recent signing time (docs/signatures.md).
+	Freshness Freshness
+	// Tag is the tag being verified ("" for a reference by digest), for
+	// Freshness.RequireTag; Policy.Verify sets it.
+	Tag string
 }
+
+// Freshness refuses a valid signature that is old news: one made for
+// another tag (a build from another release line served under this tag),
+// or made too long ago (an old signed build served again after the tag
+// moved on). It is read from the annotations "tag" and "timestamp" (Unix
+// seconds, as `cosign sign -a tag=24 -a timestamp=$(date +%s)` writes
+// them, or RFC 3339): in a cosign payload's "optional" map, or on the
+// subject of a bundle's statement (cosign v3). Without a timestamp, a
+// verified transparency-log or timestamp-authority time counts.
+type Freshness struct {
+	// RequireTag: the payload's "tag" must equal the tag being verified.
+	// A reference by digest names the manifest itself and is not checked.
+	RequireTag bool
+	// MaxAge, when positive: the signing time must be at most this old.
+	MaxAge time.Duration
+	// Now is the clock (tests); nil = time.Now.
+	Now func() time.Time
+}
+
+func (f Freshness) enabled() bool { return f.RequireTag || f.MaxAge > 0 }
+
+// check applies f to a signature's tag and signing time (zero = unknown).
+func (f Freshness) check(tag string, signedAt time.Time, wantTag string) error {
+	if f.RequireTag && wantTag != "" && tag != wantTag {
+		if tag == "" {
+			return fmt.Errorf("the signature names no tag, and the policy requires one naming %q (freshness.requireTag): sign with 'sysext sign' or 'cosign sign -a tag=%s'", wantTag, wantTag)
+		}
+		return fmt.Errorf("the signature was made for tag %q, not %q (freshness.requireTag): an image signed for another tag is not accepted under this one", tag, wantTag)
+	}
+	if f.MaxAge > 0 {
+		if signedAt.IsZero() {
+			return fmt.Errorf("the signature carries no signing time, and the policy accepts signatures at most %s old (freshness.maxAge): sign with 'sysext sign' or 'cosign sign -a timestamp=$(date +%%s)'", humanAge(f.MaxAge))
+		}
+		now := time.Now()
+		if f.Now != nil {
+			now = f.Now()
+		}
+		if age := now.Sub(signedAt); age > f.MaxAge {
+			return fmt.Errorf("the signature was made %s (%s ago), the policy accepts at most %s (freshness.maxAge): an old signature served again is refused; re-sign the current build", signedAt.UTC().Format(time.RFC3339), humanAge(age), humanAge(f.MaxAge))
+		}
+		if signedAt.Sub(now) > maxClockSkew {
+			return fmt.Errorf("the signature claims to be made %s, in the future: refused", signedAt.UTC().Format(time.RFC3339))
+		}
+	}
+	return nil
+}
+
+// humanAge says a duration in days when it is that long, else in Go's form.
+func humanAge(d time.Duration) string {
+	if d >= 48*time.Hour {
+		return fmt.Sprintf("%d days", int(d/(24*time.Hour)))
+	}
+	return d.Round(time.Second).String()
+}
+
+// maxClockSkew is how far in the future a signing time may be: clocks of
+// CI machines and nodes differ.
+const maxClockSkew = 10 * time.Minute
 
 // Signature is one valid signature on a manifest.
 type Signature struct {
@@ -67,6 +131,11 @@ type Signature struct {
 	Where     string        `json:"where"`     // tag/layer or referrer it was found at
 	Tlog      bool          `json:"tlog"`      // a transparency-log entry was verified
 	Reference string        `json:"reference"` // docker-reference in a cosign payload, if any
+	// Tag and SignedAt are the freshness the signature claims: a cosign
+	// payload's "tag" and "timestamp" annotations, or for a bundle the
+	// verified log or authority time (zero when unknown).
+	Tag      string    `json:"tag,omitempty"`
+	SignedAt time.Time `json:"signed_at,omitzero"`
 }
 
 // Check finds the signatures attached to desc in src and returns the ones
@@ -166,6 +235,18 @@ func (r *Requirement) checkCandidate(c candidate, d digest.Digest) (Signature, e
 			return Signature{}, false
 		}
 		s := Signature{Digest: d, Format: c.format, Where: c.where, Signer: who, Tlog: logChecked}
+		if c.format == FormatBundle {
+			// cosign v3 puts `sign -a` annotations on the statement's
+			// subject: signed like the rest of it.
+			s.Tag, s.SignedAt = statementFreshness(res, d)
+		}
+		for _, ts := range res.VerifiedTimestamps {
+			// A log's or timestamp authority's time, verified: the
+			// signing time when the signature names none.
+			if s.SignedAt.IsZero() {
+				s.SignedAt = ts.Timestamp
+			}
+		}
 		if res.VerifiedIdentity != nil && res.Signature != nil && res.Signature.Certificate != nil {
 			s.Signer = res.Signature.Certificate.SubjectAlternativeName + " from " + res.Signature.Certificate.Issuer
 		}
@@ -204,8 +285,41 @@ func (r *Requirement) checkCandidate(c candidate, d digest.Digest) (Signature, e
 			return Signature{}, fmt.Errorf("signature names repository %q, policy requires %q", ref, r.Repository)
 		}
 		found.Reference = ref
+		found.Tag = p.signedTag()
+		at, ok, err := p.signedTime()
+		if err != nil && r.Freshness.MaxAge > 0 {
+			return Signature{}, err
+		}
+		if ok && err == nil {
+			found.SignedAt = at
+		}
+	}
+	if r.Freshness.enabled() {
+		if err := r.Freshness.check(found.Tag, found.SignedAt, r.Tag); err != nil {
+			return Signature{}, err
+		}
 	}
 	return *found, nil
+}
+
+// statementFreshness reads the "tag" and "timestamp" annotations of the
+// verified statement's subject for d (cosign v3's `sign -a`).
+func statementFreshness(res *sgverify.VerificationResult, d digest.Digest) (string, time.Time) {
+	if res == nil || res.Statement == nil {
+		return "", time.Time{}
+	}
+	for _, sub := range res.Statement.GetSubject() {
+		if sub.GetDigest()[string(d.Algorithm())] != d.Encoded() || sub.GetAnnotations() == nil {
+			continue
+		}
+		p := simpleSigning{Optional: sub.GetAnnotations().AsMap()}
+		at, _, err := p.signedTime()
+		if err != nil {
+			at = time.Time{}
+		}
+		return p.signedTag(), at
+	}
+	return "", time.Time{}
 }
 
 // keyMaterial is the trusted material for one key: the key itself, plus the

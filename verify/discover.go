@@ -2,6 +2,7 @@ package verify
 
 import (
 	"context"
+	"crypto"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -191,4 +192,29 @@ func (dv *discovery) readBundle(ctx context.Context, src Source, r ocispec.Descr
 		return
 	}
 	dv.candidates = append(dv.candidates, candidate{format: FormatBundle, where: where, bundle: bb})
+}
+
+// SignedBy reports whether desc carries signatures in src (any found, in
+// either format, whether or not anyone trusts them, or signature data that
+// could not be read), and whether one of
+// them verifies with pub (not asked when pub is nil). Push --append uses
+// it so that replacing a signed index never silently drops its signatures.
+func SignedBy(ctx context.Context, src Source, desc ocispec.Descriptor, pub crypto.PublicKey) (signed, byKey bool, err error) {
+	dv, err := discover(ctx, src, desc)
+	if err != nil {
+		return false, false, fmt.Errorf("%s: %w", desc.Digest, err)
+	}
+	// Signature data that could not be read counts as signed: refusing is
+	// the safe side of not knowing.
+	signed = len(dv.candidates) > 0 || len(dv.problems) > 0
+	if pub == nil {
+		return signed, false, nil
+	}
+	r := Requirement{Keys: []crypto.PublicKey{pub}, IgnoreTlog: true}
+	for _, c := range dv.candidates {
+		if _, err := r.checkCandidate(c, desc.Digest); err == nil {
+			return signed, true, nil
+		}
+	}
+	return signed, false, nil
 }

@@ -22,6 +22,8 @@
 // Verified value names the certificates whose signature over a disk
 // image's dm-verity root hash the node must find after the download.
 //
-// It does not guarantee freshness: a valid signature on an old manifest is
-// still valid; rollback protection is the node store's job.
+// Freshness is opt-in: a valid signature on an old manifest is still
+// valid unless the policy's "freshness" asks the payload to name the tag
+// and a recent signing time (Freshness; Signer.WithFreshness writes them).
+// Refusing lower versions is the node's job (extension.CompareVersions).
 package verify

@@ -3,7 +3,9 @@ package verify
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -63,14 +65,63 @@ type simpleSigning struct {
 	Optional map[string]any `json:"optional"`
 }
 
+// Keys of a payload's "optional" map that freshness is decided from. They
+// are what `cosign sign -a tag=24 -a timestamp=$(date +%s)` writes;
+// "timestamp" is also where containers/image's simple signing puts its
+// signing time (a JSON number).
+const (
+	AnnotationTag       = "tag"
+	AnnotationTimestamp = "timestamp"
+)
+
 // newPayload builds the payload signed for manifest d of repository ref
 // (a "host/repo" without tag or digest).
 func newPayload(d digest.Digest, ref string) ([]byte, error) {
+	return newPayloadWith(d, ref, nil)
+}
+
+// newPayloadWith is newPayload with annotations in the "optional" map.
+func newPayloadWith(d digest.Digest, ref string, optional map[string]string) ([]byte, error) {
 	var p simpleSigning
 	p.Critical.Identity.DockerReference = ref
 	p.Critical.Image.DockerManifestDigest = d.String()
 	p.Critical.Type = simpleSigningType
+	if len(optional) > 0 {
+		p.Optional = map[string]any{}
+		for k, v := range optional {
+			p.Optional[k] = v
+		}
+	}
 	return json.Marshal(p)
+}
+
+// signedTag returns the "tag" annotation of a payload ("" when absent or
+// not a string).
+func (p simpleSigning) signedTag() string {
+	s, _ := p.Optional[AnnotationTag].(string)
+	return s
+}
+
+// signedTime returns the "timestamp" annotation of a payload: Unix seconds
+// as a string (cosign -a) or a number (containers/image), or RFC 3339.
+// ok is false when there is none; err when it cannot be read.
+func (p simpleSigning) signedTime() (t time.Time, ok bool, err error) {
+	v, present := p.Optional[AnnotationTimestamp]
+	if !present {
+		return time.Time{}, false, nil
+	}
+	switch v := v.(type) {
+	case float64:
+		return time.Unix(int64(v), 0), true, nil
+	case string:
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			return time.Unix(n, 0), true, nil
+		}
+		if t, err := time.Parse(time.RFC3339, v); err == nil {
+			return t, true, nil
+		}
+	}
+	return time.Time{}, true, fmt.Errorf("payload annotation %s=%v is neither Unix seconds nor an RFC 3339 time", AnnotationTimestamp, v)
 }
 
 // parsePayload reads a signed payload and checks that it names d.

@@ -11,6 +11,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"strconv"
+	"time"
 
 	"github.com/secure-systems-lab/go-securesystemslib/encrypted"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
@@ -59,6 +61,35 @@ func GenerateKeyPair(password []byte) (privatePEM, publicPEM []byte, err error) 
 type Signer struct {
 	sv  signature.SignerVerifier
 	pub crypto.PublicKey
+	// annotations go into each payload's "optional" map, as cosign's
+	// `sign -a key=value` puts them (see WithFreshness).
+	annotations map[string]string
+}
+
+// Annotate returns a signer that also writes a into the "optional" map of
+// every payload it signs, as `cosign sign -a KEY=VALUE` does.
+func (s *Signer) Annotate(a map[string]string) *Signer {
+	c := *s
+	c.annotations = map[string]string{}
+	for k, v := range s.annotations {
+		c.annotations[k] = v
+	}
+	for k, v := range a {
+		c.annotations[k] = v
+	}
+	return &c
+}
+
+// WithFreshness returns a signer whose payloads name the tag being signed
+// and the signing time (the "tag" and "timestamp" annotations, Unix
+// seconds), so a policy can refuse an old signature served again
+// (Freshness). An empty tag (signing by digest) is left out.
+func (s *Signer) WithFreshness(tag string, now time.Time) *Signer {
+	a := map[string]string{AnnotationTimestamp: strconv.FormatInt(now.Unix(), 10)}
+	if tag != "" {
+		a[AnnotationTag] = tag
+	}
+	return s.Annotate(a)
 }
 
 // LoadPrivateKey decrypts a cosign private key file's content with password.

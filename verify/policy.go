@@ -10,17 +10,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path"
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
+
+	"github.com/sysext/sysext/internal/inroot"
 )
 
 // DefaultPolicyPath is where the node's trust policy lives (under --root
@@ -91,6 +93,15 @@ type requirementFile struct {
 	CertPath  string   `json:"certPath,omitempty"`
 	CertPaths []string `json:"certPaths,omitempty"`
 	CertData  []byte   `json:"certData,omitempty"`
+	// sysext's addition: refuse old signatures served again.
+	Freshness *freshnessFile `json:"freshness,omitempty"`
+}
+
+// freshnessFile is a requirement's "freshness": {"requireTag": true,
+// "maxAge": "720h"} (a Go duration, or whole days as "30d").
+type freshnessFile struct {
+	RequireTag bool   `json:"requireTag,omitempty"`
+	MaxAge     string `json:"maxAge,omitempty"`
 }
 
 type fulcioFile struct {
@@ -126,23 +137,44 @@ func (e *PolicyError) Error() string {
 
 func (e *PolicyError) Unwrap() error { return e.Err }
 
-// LoadPolicy reads and parses the policy file at file. Key and certificate
-// paths inside it that are relative are taken from the file's directory;
-// absolute ones are taken under rootDir (for --root; "" or "/" for the
-// running system).
+// maxPolicySize bounds a policy file; real ones are a few KiB.
+const maxPolicySize = 4 << 20
+
+// LoadPolicy reads and parses the policy file at file, a path inside
+// rootDir (for --root; "" or "/" for the running system, where it is a
+// host path). Key and certificate paths inside it that are relative are
+// taken from the file's directory; absolute ones are taken inside rootDir.
+// Every path is resolved inside rootDir (internal/inroot): a symlink in the
+// tree cannot make it read a host file.
 func LoadPolicy(file, rootDir string) (*Policy, error) {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("policy %s: %w", file, err)
+	if inroot.IsHost(rootDir) && !filepath.IsAbs(file) {
+		// A --policy the user typed is relative to the working directory.
+		if abs, err := filepath.Abs(file); err == nil {
+			file = abs
+		}
 	}
-	return ParsePolicy(b, file, rootDir)
+	shown := file
+	if !inroot.IsHost(rootDir) {
+		shown = filepath.Join(rootDir, file)
+	}
+	b, err := inroot.ReadFile(rootDir, file, maxPolicySize)
+	if err != nil {
+		return nil, fmt.Errorf("policy %s: %w", shown, err)
+	}
+	return parsePolicy(b, shown, file, rootDir)
 }
 
 // ParsePolicy parses a policy file's content; name is used in errors and to
-// resolve relative paths.
+// resolve relative paths (inside rootDir).
 func ParsePolicy(b []byte, name, rootDir string) (*Policy, error) {
+	return parsePolicy(b, name, name, rootDir)
+}
+
+// parsePolicy parses b; shown names the file in errors, name is its path
+// inside rootDir, for the paths it names.
+func parsePolicy(b []byte, shown, name, rootDir string) (*Policy, error) {
 	perr := func(off int64, err error) error {
-		return &PolicyError{File: name, Line: lineAt(b, off), Err: err}
+		return &PolicyError{File: shown, Line: lineAt(b, off), Err: err}
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -156,7 +188,7 @@ func ParsePolicy(b []byte, name, rootDir string) (*Policy, error) {
 	if pf.Default == nil {
 		return nil, perr(0, errors.New(`no "default" list (use [{"type": "reject"}] to refuse everything not listed)`))
 	}
-	l := loader{data: b, name: name, dir: filepath.Dir(name), root: rootDir}
+	l := loader{data: b, name: shown, dir: filepath.Dir(name), root: rootDir}
 	p := &Policy{Transports: map[string]map[string][]PolicyRequirement{}}
 	var err error
 	if p.Default, err = l.requirements(pf.Default, "default"); err != nil {
@@ -253,7 +285,7 @@ func (l *loader) requirement(rf requirementFile) (PolicyRequirement, error) {
 		paths = append([]string{rf.KeyPath}, paths...)
 	}
 	for _, p := range paths {
-		b, err := os.ReadFile(l.path(p))
+		b, err := l.read(p, maxKeyFileSize)
 		if err != nil {
 			return r, fmt.Errorf("key: %w", err)
 		}
@@ -272,7 +304,11 @@ func (l *loader) requirement(rf requirementFile) (PolicyRequirement, error) {
 	}
 	var materials root.TrustedMaterialCollection
 	if rf.TrustedRootPath != "" {
-		tr, err := root.NewTrustedRootFromPath(l.path(rf.TrustedRootPath))
+		b, err := l.read(rf.TrustedRootPath, maxTrustedRootSize)
+		if err != nil {
+			return r, fmt.Errorf("trustedRootPath %s: %w", rf.TrustedRootPath, err)
+		}
+		tr, err := root.NewTrustedRootFromJSON(b)
 		if err != nil {
 			return r, fmt.Errorf("trustedRootPath %s: %w", rf.TrustedRootPath, err)
 		}
@@ -285,7 +321,7 @@ func (l *loader) requirement(rf requirementFile) (PolicyRequirement, error) {
 		if f.CAPath != "" || f.CAData != nil {
 			data := f.CAData
 			if f.CAPath != "" {
-				b, err := os.ReadFile(l.path(f.CAPath))
+				b, err := l.read(f.CAPath, maxKeyFileSize)
 				if err != nil {
 					return r, fmt.Errorf("fulcio caPath: %w", err)
 				}
@@ -309,7 +345,7 @@ func (l *loader) requirement(rf requirementFile) (PolicyRequirement, error) {
 	if rf.RekorPublicKeyPath != "" || rf.RekorPublicKeyData != nil {
 		data := rf.RekorPublicKeyData
 		if rf.RekorPublicKeyPath != "" {
-			b, err := os.ReadFile(l.path(rf.RekorPublicKeyPath))
+			b, err := l.read(rf.RekorPublicKeyPath, maxKeyFileSize)
 			if err != nil {
 				return r, fmt.Errorf("rekorPublicKeyPath: %w", err)
 			}
@@ -330,6 +366,19 @@ func (l *loader) requirement(rf requirementFile) (PolicyRequirement, error) {
 	if len(req.Identities) > 0 && (req.TrustedMaterial == nil || len(req.TrustedMaterial.FulcioCertificateAuthorities()) == 0) {
 		return r, errors.New(`fulcio needs "caPath", "caData" or a "trustedRootPath" holding certificate authorities`)
 	}
+	if f := rf.Freshness; f != nil {
+		req.Freshness.RequireTag = f.RequireTag
+		if f.MaxAge != "" {
+			d, err := parseAge(f.MaxAge)
+			if err != nil {
+				return r, fmt.Errorf("freshness.maxAge: %w", err)
+			}
+			req.Freshness.MaxAge = d
+		}
+		if !req.Freshness.enabled() {
+			return r, errors.New(`freshness asks for nothing: set "requireTag": true and/or "maxAge" (e.g. "720h" or "30d")`)
+		}
+	}
 	if si := rf.SignedIdentity; si != nil {
 		switch si.Type {
 		case "matchRepository", "matchRepoDigestOrExact", "matchExact":
@@ -341,15 +390,29 @@ func (l *loader) requirement(rf requirementFile) (PolicyRequirement, error) {
 	return r, nil
 }
 
-// path resolves a path named in the policy file.
-func (l *loader) path(p string) string {
+// read reads a file named in the policy: a relative path from the policy
+// file's directory, an absolute one inside the root, resolved there.
+func (l *loader) read(p string, limit int64) ([]byte, error) {
 	if !filepath.IsAbs(p) {
-		return filepath.Join(l.dir, p)
+		p = filepath.Join(l.dir, p)
 	}
-	if l.root != "" && l.root != "/" {
-		return filepath.Join(l.root, p)
+	return inroot.ReadFile(l.root, p, limit)
+}
+
+// parseAge reads a Go duration ("720h") or whole days ("30d").
+func parseAge(s string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n <= 0 {
+			return 0, fmt.Errorf("%q is not a number of days like \"30d\"", s)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
 	}
-	return p
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%q is not a positive duration like \"720h\" or \"30d\"", s)
+	}
+	return d, nil
 }
 
 func (id Identity) validate() error {
@@ -431,13 +494,17 @@ type Scope struct {
 // "ghcr.io/acme/ext:1.0", "host/repo@sha256:…" or "oci:/srv/layout:tag".
 func ScopeOf(ref string) Scope {
 	if rest, ok := strings.CutPrefix(ref, "oci:"); ok {
-		if i := strings.LastIndex(rest, ":"); i > strings.LastIndex(rest, "/") {
+		tag := ""
+		if i := strings.LastIndex(rest, "@"); i > strings.LastIndex(rest, "/") {
 			rest = rest[:i]
+		}
+		if i := strings.LastIndex(rest, ":"); i > strings.LastIndex(rest, "/") {
+			rest, tag = rest[:i], rest[i+1:]
 		}
 		if abs, err := filepath.Abs(rest); err == nil {
 			rest = abs
 		}
-		return Scope{Transport: TransportOCI, Name: rest}
+		return Scope{Transport: TransportOCI, Name: rest, Tag: tag}
 	}
 	s := Scope{Transport: TransportDocker, Name: repositoryOf(ref)}
 	rest := ref
@@ -537,6 +604,7 @@ func (p *Policy) Verify(ctx context.Context, src Source, ref string, desc ocispe
 			if r.MatchRepository && scope.Transport == TransportDocker {
 				req.Repository = scope.Name
 			}
+			req.Tag = scope.Tag
 			got, err := req.Check(ctx, src, desc)
 			if err != nil {
 				return Verified{}, fmt.Errorf("%s: %w", ref, err)

@@ -233,8 +233,10 @@ func TestScopeOf(t *testing.T) {
 		"ghcr.io/acme/ext:1.0":                 {TransportDocker, "ghcr.io/acme/ext", "1.0"},
 		"localhost:5000/acme/ext":              {TransportDocker, "localhost:5000/acme/ext", ""},
 		"localhost:5000/acme/ext:2@sha256:abc": {TransportDocker, "localhost:5000/acme/ext", "2"},
-		"oci:/srv/layout:1.0":                  {TransportOCI, "/srv/layout", ""},
+		"oci:/srv/layout:1.0":                  {TransportOCI, "/srv/layout", "1.0"},
 		"oci:/srv/layout":                      {TransportOCI, "/srv/layout", ""},
+		"oci:/srv/layout:2@sha256:abc":         {TransportOCI, "/srv/layout", "2"},
+		"oci:/srv/layout@sha256:abc":           {TransportOCI, "/srv/layout", ""},
 	} {
 		if got := ScopeOf(ref); got != want {
 			t.Errorf("ScopeOf(%q) = %v, want %v", ref, got, want)
@@ -267,5 +269,29 @@ func TestVerifyEntryThroughIndex(t *testing.T) {
 	unsignedIdx := pushIndex(t, store, amd)
 	if _, err := p.VerifyEntry(ctx, store, testRepo+":1", unsignedIdx, amd); err == nil {
 		t.Fatal("unsigned index and manifest accepted")
+	}
+}
+
+// TestRelativePathsOnTheHost: without a root, a relative --policy and a
+// relative --key are relative to the working directory, as the user typed
+// them (the root-confined reader once made them relative to /).
+func TestRelativePathsOnTheHost(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	_, pub, err := GenerateKeyPair(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile("cosign.pub", pub, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile("policy.json", []byte(`{"default":[{"type":"sigstoreSigned","keyPath":"cosign.pub"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadPolicy("policy.json", ""); err != nil {
+		t.Fatalf("LoadPolicy(relative, no root): %v", err)
+	}
+	if _, err := (TrustOptions{KeyPaths: []string{"cosign.pub"}}).Policy(); err != nil {
+		t.Fatalf("--key relative, no root: %v", err)
 	}
 }

@@ -65,7 +65,7 @@ func SignTree(ctx context.Context, dst oras.Target, desc ocispec.Descriptor, rep
 // gets the new one appended, as cosign does.
 func Sign(ctx context.Context, dst oras.Target, desc ocispec.Descriptor, repo string, s *Signer) (Signed, error) {
 	res := Signed{Digest: desc.Digest, MediaType: desc.MediaType, Tag: SignatureTag(desc.Digest)}
-	payload, err := newPayload(desc.Digest, repo)
+	payload, err := newPayloadWith(desc.Digest, repo, s.annotations)
 	if err != nil {
 		return res, fmt.Errorf("sign %s: %w", desc.Digest, err)
 	}

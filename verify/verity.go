@@ -4,7 +4,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/sysext/sysext/fsimage"
@@ -103,7 +102,7 @@ func (l *loader) verityRequirement(rf requirementFile) (PolicyRequirement, error
 	}
 	var pems [][]byte
 	for _, p := range paths {
-		b, err := os.ReadFile(l.path(p))
+		b, err := l.read(p, maxKeyFileSize)
 		if err != nil {
 			return r, fmt.Errorf("certPath: %w", err)
 		}
@@ -125,11 +124,12 @@ func (l *loader) verityRequirement(rf requirementFile) (PolicyRequirement, error
 	return r, nil
 }
 
-// verityCertificates reads the certificate files of --verity-certificate.
-func verityCertificates(paths []string) ([]*x509.Certificate, error) {
+// verityCertificates reads the certificate files of --verity-certificate
+// (inside Root when the options came from a file under it).
+func (o TrustOptions) verityCertificates() ([]*x509.Certificate, error) {
 	var out []*x509.Certificate
-	for _, p := range paths {
-		b, err := os.ReadFile(p)
+	for _, p := range o.VerityCertPaths {
+		b, err := o.readFile(p, maxKeyFileSize)
 		if err != nil {
 			return nil, fmt.Errorf("--verity-certificate: %w", err)
 		}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/recipe"
+	"github.com/sysext/sysext/verify"
 )
 
 func init() { register(newBakeCommand) }
@@ -39,8 +39,10 @@ type bakeOptions struct {
 	Quiet       bool
 	Push        string
 	Append      bool
+	AllowUnsig  bool
 	Sign        bool
 	Key         string
+	MaxSize     sizeFlag
 }
 
 func (o *bakeOptions) AddFlags(c *cobra.Command) {
@@ -63,8 +65,10 @@ func (o *bakeOptions) AddFlags(c *cobra.Command) {
 	f.BoolVarP(&o.Quiet, "quiet", "q", false, "print only the image path (and pushed digest), no progress")
 	f.StringVar(&o.Push, "push", "", "push the image to `REF` (host/repo:tag or oci:DIR[:tag]) after baking")
 	f.BoolVar(&o.Append, "append", false, "with --push: keep the other architectures already at REF")
+	f.BoolVar(&o.AllowUnsig, "allow-unsigned", false, "with --push --append: replace a signed index even though the new one is unsigned (or signed by another key)")
 	f.BoolVar(&o.Sign, "sign", false, "with --push: sign what was pushed (needs --key)")
 	f.StringVar(&o.Key, "key", "", "with --sign: cosign private key `FILE`")
+	addMaxSizeFlag(c, &o.MaxSize, "downloaded archives")
 	o.registryFlags.addFlags(c)
 }
 
@@ -86,10 +90,10 @@ written.
 --push REF publishes the image in the same step (and --sign --key FILE
 signs it), as 'sysext push' and 'sysext sign' would.
 
-Exit status: 0 on success, 1 on failure (a download failing or not matching
-its checksum, a bad recipe file, a failed build or push), 2 on a usage
-error (unknown recipe or option, an architecture the recipe does not
-offer, a version that does not match the recipe's pattern).`,
+A download failing or not matching its checksum, a bad recipe file, or a
+failed build or push is a failure (1); an unknown recipe or option, an
+architecture the recipe does not offer or a version that does not match the
+recipe's pattern is a usage error (2).`,
 		Example: `  sysext bake tailscale --version 1.76.6
   sysext bake kubernetes --version v1.31.2 --arch arm64 --option cni-version=v1.6.2 -o out/
   sysext bake docker --version 27.3.1 --option without=containerd --sha256 docker=HEX
@@ -130,6 +134,12 @@ func runBake(ctx context.Context, c *cobra.Command, opts bakeOptions, name strin
 	if opts.Sign && opts.Key == "" {
 		return usageError("--sign needs --key FILE (make one with 'sysext generate-key-pair')")
 	}
+	if (opts.Append || opts.AllowUnsig) && opts.Push == "" {
+		return usageError("--append and --allow-unsigned need --push REF")
+	}
+	if opts.AllowUnsig && !opts.Append {
+		return usageError("--allow-unsigned is only used with --append")
+	}
 	if opts.Format != string(builder.Squashfs) && opts.Format != string(builder.EROFS) {
 		return usageError("--format %q: use squashfs or erofs", opts.Format)
 	}
@@ -151,15 +161,18 @@ func runBake(ctx context.Context, c *cobra.Command, opts bakeOptions, name strin
 	}
 	r, err := recipe.Load(name)
 	if err != nil {
-		if errors.Is(err, recipe.ErrUnknown) {
-			return usageError("%v", err)
-		}
 		return err
 	}
 	var ref oci.Reference
 	if opts.Push != "" {
 		if ref, err = oci.ParseReference(opts.Push); err != nil {
 			return usageError("--push: %v", err)
+		}
+	}
+	var signer *verify.Signer
+	if opts.Sign { // a wrong password downloads and uploads nothing
+		if signer, err = loadSigner(c, opts.Key); err != nil {
+			return err
 		}
 	}
 	bo := recipe.BakeOptions{
@@ -175,6 +188,7 @@ func runBake(ctx context.Context, c *cobra.Command, opts bakeOptions, name strin
 		Digest:      opts.Digest,
 		CacheDir:    opts.Cache,
 		Mirror:      opts.Mirror,
+		MaxSize:     int64(opts.MaxSize),
 	}
 	if epoch := os.Getenv("SOURCE_DATE_EPOCH"); epoch != "" {
 		var n int64
@@ -188,16 +202,13 @@ func runBake(ctx context.Context, c *cobra.Command, opts bakeOptions, name strin
 	}
 	res, err := recipe.Bake(ctx, bo)
 	if err != nil {
-		if errors.Is(err, recipe.ErrArch) || errors.Is(err, recipe.ErrVersion) || errors.Is(err, recipe.ErrOption) {
-			return usageError("%v", err)
-		}
 		return err
 	}
 	img := res.Image
 	out := c.OutOrStdout()
 	pushed := ""
 	if opts.Push != "" {
-		if pushed, err = bakePush(ctx, c, opts, ref, img.Path); err != nil {
+		if pushed, err = bakePush(ctx, opts, ref, signer, img.Path); err != nil {
 			return fmt.Errorf("baked %s, but: %w", img.Path, err)
 		}
 	}
@@ -235,23 +246,25 @@ func runBake(ctx context.Context, c *cobra.Command, opts bakeOptions, name strin
 	return nil
 }
 
-// bakePush publishes the baked image (and signs it) with the same library
-// calls as 'sysext push' and 'sysext sign'.
-func bakePush(ctx context.Context, c *cobra.Command, opts bakeOptions, ref oci.Reference, file string) (string, error) {
+// bakePush publishes the baked image (and signs it with signer, when not
+// nil) with the same library calls as 'sysext push' and 'sysext sign'.
+func bakePush(ctx context.Context, opts bakeOptions, ref oci.Reference, signer *verify.Signer, file string) (string, error) {
+	cleanup := layoutCleanup(ref.String())
 	ref, t, err := openReference(ctx, ref.String(), opts.registryFlags, true)
 	if err != nil {
+		cleanup()
 		return "", err
 	}
-	res, err := oci.Push(ctx, t, ref, []string{file}, oci.PushOptions{Append: opts.Append})
+	res, err := oci.Push(ctx, t, ref, []string{file}, oci.PushOptions{
+		Append:    opts.Append,
+		Replacing: replacingSigned(t, ref, signer, opts.Key, opts.AllowUnsig),
+	})
 	if err != nil {
+		cleanup()
 		return "", err
 	}
 	pushed := ref.WithTag(ref.Tag).String() + "@" + res.Index.Digest.String()
-	if opts.Sign {
-		signer, err := loadSigner(c, opts.Key)
-		if err != nil {
-			return pushed, err
-		}
+	if signer != nil {
 		if _, err := signReference(ctx, t, ref, signer); err != nil {
 			return pushed, fmt.Errorf("pushed %s, but signing failed: %w", pushed, err)
 		}

@@ -31,6 +31,11 @@ type buildOptions struct {
 	Force       bool
 	Digest      bool
 	JSON        bool
+	// KeepPrivileges: files that keep set-user-ID/set-group-ID bits and
+	// file capabilities (paths in the extension; in ROOTFS for flix and
+	// flatwrap).
+	KeepPrivileges []string
+	Quiet          bool
 
 	// Disk images (--format ddi), flags of build only.
 	FS          string
@@ -47,6 +52,7 @@ type fromImageOptions struct {
 	IgnoreDeletions bool     // --ignore-deletions
 	Confext         string   // --confext FILE
 	Platform        string   // --platform os/arch[/variant]
+	MaxSize         sizeFlag // --max-size SIZE
 }
 
 func (o *buildOptions) AddFlags(c *cobra.Command) {
@@ -77,6 +83,8 @@ func (o *buildOptions) addImageFlags(c *cobra.Command, archHelp, compressionHelp
 	f.BoolVar(&o.Force, "force", false, "replace an existing output file")
 	f.BoolVar(&o.Digest, "digest", false, "also hash the image and print its sha256 digest (one more read of it; push and inspect hash it anyway)")
 	f.BoolVar(&o.JSON, "json", false, "print the result as JSON")
+	f.StringArrayVar(&o.KeepPrivileges, "keep-privileges", nil, "keep the set-user-ID/set-group-ID bits and file capabilities of this file, `PATH` in the extension (every other file loses them: the image is all-root); repeatable")
+	f.BoolVarP(&o.Quiet, "quiet", "q", false, "print only the image's path (warnings still go to stderr)")
 }
 
 func (o *fromImageOptions) AddFlags(c *cobra.Command) {
@@ -87,6 +95,7 @@ func (o *fromImageOptions) AddFlags(c *cobra.Command) {
 	f.BoolVar(&o.IgnoreDeletions, "ignore-deletions", false, "with --from-image --base: ignore files the image deletes from its base")
 	f.StringVar(&o.Confext, "confext", "", "with --from-image: also write the image's /etc as a configuration extension to FILE")
 	f.StringVar(&o.Platform, "platform", "", "with --from-image: the platform to pick from a multi-platform image (os/arch[/variant])")
+	addMaxSizeFlag(c, &o.MaxSize, "with --from-image: images whose layers")
 }
 
 func newBuildCommand() *cobra.Command {
@@ -97,6 +106,10 @@ func newBuildCommand() *cobra.Command {
 		Short: "Build a systemd-sysext image from a directory tree",
 		Long: `Build a system extension image (squashfs or EROFS) from TREE, a directory
 with usr/ (and optionally opt/), the only places systemd-sysext merges.
+
+Files lose set-user-ID/set-group-ID bits and file capabilities unless
+named with --keep-privileges (the image is owned by root, so they would
+grant root's privileges on every host), and device nodes are refused.
 
 The image gets usr/lib/extension-release.d/extension-release.NAME (ID,
 ARCHITECTURE, SYSEXT_LEVEL or VERSION_ID, SYSEXT_VERSION_ID, ...) and, for
@@ -114,8 +127,8 @@ makes the hash tree and sysext the partition table. See docs/building.md.
 
 Needs mksquashfs (squashfs-tools) or mkfs.erofs (erofs-utils).
 
-Exit status: 0 on success, 1 on failure (a bad tree, a tool failing, the
-output existing without --force), 2 on a usage error (bad flag values).`,
+A bad tree, a tool failing or the output existing without --force is a
+failure (1); a bad flag value is a usage error (2).`,
 		Example: `  sysext build ./root --name hello --version 1.0
   sysext build ./root --name docker --version 24.0.9 --arch arm64 --format erofs \
       --enable docker.socket --enable docker.service -o out/
@@ -132,8 +145,8 @@ output existing without --force), 2 on a usage error (bad flag values).`,
 			if img.Image != "" {
 				return runBuildFromImage(c, opts, img)
 			}
-			if img.Base != "" || len(img.Keep) > 0 || img.IgnoreDeletions || img.Confext != "" || img.Platform != "" {
-				return usageError("--base, --keep, --ignore-deletions, --confext and --platform need --from-image")
+			if img.Base != "" || len(img.Keep) > 0 || img.IgnoreDeletions || img.Confext != "" || img.Platform != "" || img.MaxSize != 0 {
+				return usageError("--base, --keep, --ignore-deletions, --confext, --platform and --max-size need --from-image")
 			}
 			return runBuild(c, opts, args[0])
 		},
@@ -206,11 +219,18 @@ func (o buildOptions) builderOptions(tree string) (builder.Options, error) {
 	if meta.ID != extension.AnyID && meta.VersionID == "" && meta.SysextLevel == "" {
 		return builder.Options{}, usageError("--os %s also needs --sysext-level or --version-id (or use --os _any)", meta.ID)
 	}
-	return builder.Options{
+	bo := builder.Options{
 		Tree: tree, Meta: meta, Format: format, Compression: o.Compression,
 		Enable: o.Enable, Output: o.Output, Force: o.Force, SourceDateEpoch: epoch, Digest: o.Digest,
-		Filesystem: builder.ImageFormat(o.FS), SignKey: o.SignKey, Certificate: o.Certificate,
-	}, nil
+		KeepPrivileges: o.KeepPrivileges,
+		Filesystem:     builder.ImageFormat(o.FS), SignKey: o.SignKey, Certificate: o.Certificate,
+	}
+	// The builder's own checks (compression, a level without --os), before
+	// any tree is read or image downloaded.
+	if err := builder.CheckOptions(bo); err != nil {
+		return builder.Options{}, err
+	}
+	return bo, nil
 }
 
 // runBuild builds TREE and prints the image's description.
@@ -226,7 +246,7 @@ func runBuild(c *cobra.Command, o buildOptions, tree string) error {
 // progressTo shows the tools' progress only on a terminal; scripts get
 // quiet output.
 func progressTo(c *cobra.Command, o buildOptions, bo *builder.Options) {
-	if !o.JSON && term.IsTerminal(int(os.Stderr.Fd())) {
+	if !o.JSON && !o.Quiet && term.IsTerminal(int(os.Stderr.Fd())) {
 		bo.Progress = c.ErrOrStderr()
 	}
 }
@@ -255,6 +275,10 @@ func printBuilt(c *cobra.Command, o buildOptions, res *builder.Result) error {
 	if o.JSON {
 		j.Warnings = res.Warnings
 		return printJSON(c.OutOrStdout(), j)
+	}
+	if o.Quiet {
+		_, err := fmt.Fprintln(c.OutOrStdout(), res.Path)
+		return err
 	}
 	fmt.Fprintf(c.OutOrStdout(), "built %s\n", res.Path)
 	return printImage(c.OutOrStdout(), j)

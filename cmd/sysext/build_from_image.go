@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -67,6 +68,7 @@ func runBuildFromImage(c *cobra.Command, opts buildOptions, img fromImageOptions
 	fo := fromimage.Options{
 		Image: fromimage.Source{Fetcher: it, Desc: idesc, Name: iref.String()},
 		Arch:  arch, Keep: img.Keep, IgnoreDeletions: img.IgnoreDeletions, BaseOSRelease: bind,
+		MaxSize: int64(img.MaxSize),
 	}
 	if img.Base != "" {
 		bref, bt, err := openReference(ctx, img.Base, registryFlags{}, false)
@@ -110,7 +112,11 @@ func runBuildFromImage(c *cobra.Command, opts buildOptions, img fromImageOptions
 	if err != nil {
 		return err
 	}
-	w := c.ErrOrStderr()
+	// What the image gave: progress, not a result (-q drops it).
+	var w io.Writer = c.ErrOrStderr()
+	if opts.Quiet {
+		w = io.Discard
+	}
 	switch res.Mode {
 	case fromimage.ByLayers:
 		fmt.Fprintf(w, "sysext: %s shares %d layers with its base: took the %d above them\n", iref, res.SharedLayers, res.AddedLayers)
@@ -119,7 +125,7 @@ func runBuildFromImage(c *cobra.Command, opts buildOptions, img fromImageOptions
 	}
 	fmt.Fprintf(w, "sysext: %s\n", res.Summary())
 	if len(res.Deletions) > 0 {
-		fmt.Fprintf(w, "sysext: warning: ignored deletions of base files: %s\n", strings.Join(res.Deletions, ", "))
+		fmt.Fprintf(c.ErrOrStderr(), "sysext: warning: ignored deletions of base files: %s\n", strings.Join(res.Deletions, ", "))
 	}
 	if bind {
 		id, vid := res.OSRelease["ID"], res.OSRelease["VERSION_ID"]

@@ -163,6 +163,10 @@ func TestDemoScript(t *testing.T) {
 	if os.Geteuid() == 0 && !strings.Contains(string(out), "demo: OK, the extension is merged and its program runs") {
 		t.Fatalf("demo did not merge as root:\n%s", out)
 	}
+	// Its output goes to a pipe here: no terminal escapes in a log.
+	if strings.Contains(string(out), "\x1b") {
+		t.Fatalf("demo output has ANSI escapes though it is not a terminal:\n%q", out)
+	}
 }
 
 // TestBuildEROFSUnprivileged: a user who is not root builds an EROFS image

@@ -2,12 +2,19 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/recipe"
+	"github.com/sysext/sysext/verify"
 )
 
 func init() { register(newButaneCommand) }
@@ -19,6 +26,7 @@ type butaneOptions struct {
 	Key        string
 	BinaryURL  string
 	BinaryHash string
+	Binary     string
 }
 
 func newButaneCommand() *cobra.Command {
@@ -29,13 +37,20 @@ func newButaneCommand() *cobra.Command {
 		Long: `Print a Butane config (Flatcar or Fedora CoreOS) with a oneshot unit that
 runs 'sysext pull REF' on first boot (until the extension is installed)
 and enables sysext-update.timer. With --key the public key is embedded and
-required; otherwise the node's trust policy decides. With --binary-url,
-Ignition also downloads the sysext binary (to /opt/bin on Flatcar,
-/usr/local/bin on Fedora CoreOS) and the snippet carries the update
-service and timer units. Turn it into Ignition with 'butane --strict'.
-` + exitStatusHelp,
-		Example: `  sysext butane ghcr.io/acme/ext/tailscale:1.76 --key cosign.pub > tailscale.bu
-  sysext butane ghcr.io/acme/ext/docker:27 --variant fcos --binary-url https://example.com/sysext`,
+required; otherwise the node's trust policy decides. Turn it into Ignition
+with 'butane --strict'.
+
+Neither Flatcar nor Fedora CoreOS ships sysext itself. With --binary-url,
+Ignition downloads the sysext binary (to /opt/bin on Flatcar,
+/usr/local/bin on Fedora CoreOS) and checks it against --binary-hash, or
+the sha512 of --binary FILE (the file you serve at that URL), and the
+snippet carries the update service and timer units. Without --binary-url
+the snippet expects an OS image that has sysext and its units, and says
+so on stderr and in its header.`,
+		Example: `  sysext butane ghcr.io/acme/ext/tailscale:1.76 --key cosign.pub \
+      --binary-url https://example.com/sysext --binary bin/sysext > tailscale.bu
+  sysext butane ghcr.io/acme/ext/docker:27 --variant fcos --binary-url https://example.com/sysext \
+      --binary-hash sha512-HEX`,
 		Args: argsUsage(cobra.ExactArgs(1)),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runButane(c.Context(), c, opts, args[0])
@@ -47,18 +62,41 @@ service and timer units. Turn it into Ignition with 'butane --strict'.
 	f.StringVar(&opts.Key, "key", "", "embed this cosign public key `FILE` and require its signature")
 	f.StringVar(&opts.BinaryURL, "binary-url", "", "let Ignition download the sysext binary from `URL`")
 	f.StringVar(&opts.BinaryHash, "binary-hash", "", "Ignition verification hash of the binary (sha512-HEX or sha256-HEX)")
+	f.StringVar(&opts.Binary, "binary", "", "the sysext binary `FILE` served at --binary-url: its sha512 becomes the verification hash")
 	return c
 }
 
 func runButane(_ context.Context, c *cobra.Command, opts butaneOptions, ref string) error {
+	if _, err := oci.ParseReference(ref); err != nil {
+		return err
+	}
 	bo := recipe.ButaneOptions{Ref: ref, Name: opts.Name, Variant: opts.Variant, BinaryURL: opts.BinaryURL, BinaryHash: opts.BinaryHash}
 	if opts.Variant != "flatcar" && opts.Variant != "fcos" {
 		return usageError("--variant %q: use flatcar or fcos", opts.Variant)
+	}
+	if (opts.Binary != "" || opts.BinaryHash != "") && opts.BinaryURL == "" {
+		return usageError("--binary and --binary-hash describe the file at --binary-url: give --binary-url URL")
+	}
+	if opts.Binary != "" && opts.BinaryHash != "" {
+		return usageError("give --binary FILE or --binary-hash, not both")
+	}
+	if opts.BinaryHash != "" && !validIgnitionHash(opts.BinaryHash) {
+		return usageError("--binary-hash %q: use sha512-HEX or sha256-HEX", opts.BinaryHash)
+	}
+	if opts.Binary != "" {
+		h, err := sha512File(opts.Binary)
+		if err != nil {
+			return fmt.Errorf("--binary: %w", err)
+		}
+		bo.BinaryHash = h
 	}
 	if opts.Key != "" {
 		key, err := os.ReadFile(opts.Key)
 		if err != nil {
 			return fmt.Errorf("--key: %w", err)
+		}
+		if _, err := verify.LoadPublicKey(key); err != nil {
+			return usageError("--key %s: not a cosign public key (cosign.pub): %v", opts.Key, err)
 		}
 		bo.Key = key
 	}
@@ -66,6 +104,32 @@ func runButane(_ context.Context, c *cobra.Command, opts butaneOptions, ref stri
 	if err != nil {
 		return usageError("%v", err)
 	}
+	for _, n := range recipe.ButaneNotes(bo) {
+		fmt.Fprintf(c.ErrOrStderr(), "sysext: warning: %s\n", n)
+	}
 	_, err = fmt.Fprint(c.OutOrStdout(), s)
 	return err
+}
+
+// validIgnitionHash reports whether s is an Ignition verification hash
+// (sha512-HEX or sha256-HEX of the right length).
+func validIgnitionHash(s string) bool {
+	alg, hexs, ok := strings.Cut(s, "-")
+	size := map[string]int{"sha512": sha512.Size, "sha256": sha256.Size}[alg]
+	b, err := hex.DecodeString(hexs)
+	return ok && size > 0 && err == nil && len(b) == size
+}
+
+// sha512File is Ignition's sha512-HEX of a file.
+func sha512File(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha512.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return "sha512-" + hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -34,9 +33,9 @@ on it: 'sysext check --os-release /path/to/new/usr/lib/os-release && bootc upgra
 With --preflight, check instead whether this system can merge the given
 image files (or every installed extension), as 'sysext status --preflight'.
 
-Exit status: 0 when every extension has a compatible build, 1 when one is
-missing (each is listed with the reason), 2 on a usage error, 4 when the
-preflight refuses.`,
+Exits 0 when every extension has a compatible build, 1 when one is missing
+(each is listed with the reason), 3 when nothing is installed or declared,
+4 when the preflight refuses.`,
 		RunE: func(c *cobra.Command, args []string) error {
 			if opts.Preflight {
 				if opts.OSRelease != "" {
@@ -88,11 +87,14 @@ func runCheck(ctx context.Context, c *cobra.Command, opts checkOptions) error {
 	} else if !opts.Quiet {
 		for _, r := range rs {
 			if r.OK {
-				fmt.Fprintf(c.OutOrStdout(), "%s: ok, %s (%s)\n", r.Name, r.Version, r.Source)
+				printf(c.OutOrStdout(), "%s: ok, %s (%s)\n", r.Name, r.Version, r.Source)
 			} else {
-				fmt.Fprintf(c.OutOrStdout(), "%s: MISSING: %s\n", r.Name, r.Reason)
+				printf(c.OutOrStdout(), "%s: MISSING: %s\n", r.Name, r.Reason)
 			}
 		}
 	}
-	return withExit(exitFailure, err)
+	if err == nil && len(rs) == 0 {
+		return nothingToDo("no extension is installed or declared")
+	}
+	return err
 }

@@ -29,8 +29,7 @@ to DST, registry to registry, registry to OCI layout (air gap) and back:
 the whole index with every platform, and the signatures and other referrers
 of the index and of each manifest (OCI 1.1 referrers or the sha256-<hex>
 fallback tag, and cosign's sha256-<hex>.sig/.att/.sbom tags). Blobs DST
-already has are not copied again. An OCI layout DST is created if missing.
-` + exitStatusHelp,
+already has are not copied again. An OCI layout DST is created if missing.`,
 		Args: argsUsage(cobra.ExactArgs(2)),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runCopy(c.Context(), c, opts, args)
@@ -47,8 +46,13 @@ func runCopy(ctx context.Context, c *cobra.Command, opts copyOptions, args []str
 	if err != nil {
 		return err
 	}
+	if _, err := oci.ParseReference(args[1]); err != nil {
+		return err
+	}
+	cleanup := layoutCleanup(args[1])
 	dstRef, dst, err := openReference(ctx, args[1], opts.registryFlags, true)
 	if err != nil {
+		cleanup()
 		return err
 	}
 	co := oci.CopyOptions{SkipReferrers: opts.SkipReferrers}
@@ -60,6 +64,7 @@ func runCopy(ctx context.Context, c *cobra.Command, opts copyOptions, args []str
 	}
 	res, err := oci.Copy(ctx, src, srcRef, dst, dstRef, co)
 	if err != nil {
+		cleanup()
 		return err
 	}
 	out := c.OutOrStdout()

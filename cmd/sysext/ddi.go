@@ -11,6 +11,7 @@ import (
 	"github.com/sysext/sysext/activate"
 	"github.com/sysext/sysext/builder"
 	"github.com/sysext/sysext/fsimage"
+	"github.com/sysext/sysext/node"
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/verity"
 )
@@ -186,7 +187,7 @@ func printVerityFacts(w io.Writer, f *activate.VerityFacts) {
 
 // printVerityStatus adds, per disk image, whether verity enforces it and
 // who signed it.
-func printVerityStatus(w io.Writer, rep *activate.StatusReport) {
+func printVerityStatus(w io.Writer, rep *node.StatusReport) {
 	for _, e := range rep.Extensions {
 		v := e.Verity
 		if v == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -39,8 +40,7 @@ into place; on any failure nothing is left in DIR.
 Artifacts pushed by Kairos or a plain 'oras push file.raw' are accepted.
 The manifest's signature is checked before any image byte is fetched
 (--key, keyless flags, --policy, or /etc/sysext/policy.json; see
-docs/signatures.md); --insecure-allow-unsigned skips that, with a warning.
-` + exitStatusHelp,
+docs/signatures.md); --insecure-allow-unsigned skips that, with a warning.`,
 		Args: argsUsage(cobra.ExactArgs(1)),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runFetch(c.Context(), c, opts, args)
@@ -64,8 +64,13 @@ func runFetch(ctx context.Context, c *cobra.Command, opts fetchOptions, args []s
 		}
 		arch = a
 	}
-	if fi, err := os.Stat(opts.Dir); err != nil || !fi.IsDir() {
-		return usageError("-o %s: not a directory", opts.Dir)
+	switch fi, err := os.Stat(opts.Dir); {
+	case errors.Is(err, fs.ErrNotExist):
+		return usageError("-o %s: no such directory: create it first", opts.Dir)
+	case err != nil:
+		return usageError("-o %v", err)
+	case !fi.IsDir():
+		return usageError("-o %s is a file: -o names the directory the image is written into", opts.Dir)
 	}
 	ref, t, err := openReference(ctx, args[0], opts.registryFlags, false)
 	if err != nil {
@@ -108,10 +113,10 @@ func runFetch(ctx context.Context, c *cobra.Command, opts fetchOptions, args []s
 		}{ref.String(), r.Descriptor.Digest.String(), oci.PlatformString(r.Platform), string(r.Kind), d.Path, d.Digest.String(), d.Size, d.Resumes})
 	}
 	if opts.Quiet {
-		_, err := fmt.Fprintln(out, d.Path)
+		_, err := printLine(out, d.Path)
 		return err
 	}
-	_, err = fmt.Fprintf(out, "fetched %s (%s, %s) to %s\n", ref, oci.PlatformString(r.Platform), r.Descriptor.Digest, d.Path)
+	_, err = printf(out, "fetched %s (%s, %s) to %s\n", ref, oci.PlatformString(r.Platform), r.Descriptor.Digest, d.Path)
 	return err
 }
 

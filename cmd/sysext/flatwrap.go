@@ -41,8 +41,7 @@ program can see it; / otherwise) pass through. SYSEXT_FLATWRAP_METHOD=
 bwrap|unshare|userns forces one way. The image's Env (from ROOTFS.config.json,
 written by 'sysext rootfs') gives defaults for the environment.
 
-Exit status: 0 on success, 1 on failure (a program missing or not
-executable; no image is written), 2 on a usage error.`,
+A program missing or not executable is a failure (1); no image is written.`,
 		Example: `  sysext rootfs docker.io/library/alpine:3.20 ./alpine --run 'apk add -U htop'
   sysext flatwrap ./alpine htop /usr/bin/htop --version 3.3.0
   sysext flatwrap ./debian tools /bin/bash:/usr/bin/bash-debian --etc chroot --version 1`,

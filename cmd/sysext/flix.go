@@ -22,6 +22,7 @@ func (o *packOptions) AddFlags(c *cobra.Command) {
 	o.addImageFlags(c,
 		"architecture of the programs, in systemd's naming (x86-64, arm64, ...) or an OCI or uname name (default: the host's)",
 		"compression, as for 'sysext build' (default zstd / lz4hc)")
+	c.Flags().Lookup("keep-privileges").Usage = "keep the set-user-ID/set-group-ID bits and file capabilities of this program, `PATH` in ROOTFS (every other file loses them: the image is all-root); repeatable"
 }
 
 // packInputs checks ROOTFS NAME PATH... and the build flags.
@@ -32,7 +33,10 @@ func (o *packOptions) packInputs(args []string) (flix.Options, builder.Options, 
 	if err != nil {
 		return fo, bo, err
 	}
-	fo = flix.Options{Rootfs: args[0], Name: args[1], Arch: bo.Meta.Arch}
+	// Paths to keep privileges name files of ROOTFS: flix and flatwrap
+	// know where those land in the image.
+	fo = flix.Options{Rootfs: args[0], Name: args[1], Arch: bo.Meta.Arch, KeepPrivileges: o.KeepPrivileges}
+	bo.KeepPrivileges = nil
 	if bo.Meta.Arch == extension.AnyArch {
 		return fo, bo, usageError("--arch _any: programs are built for one architecture; name it")
 	}
@@ -74,8 +78,8 @@ their own root. Libraries opened with dlopen must be named with --extra-lib
 
 Needs patchelf, and mksquashfs or mkfs.erofs.
 
-Exit status: 0 on success, 1 on failure (not an ELF program, a missing
-library, another architecture; no image is written), 2 on a usage error.`,
+Not an ELF program, a missing library or another architecture is a
+failure (1); no image is written.`,
 		Example: `  sysext rootfs docker.io/library/alpine:3.20 ./alpine --run 'apk add -U b3sum'
   sysext flix ./alpine b3sum /usr/bin/b3sum --version 1.5
   sysext flix ./rootfs busybox /bin/busybox:/usr/bin/busybox --version 1.36 -o out/`,

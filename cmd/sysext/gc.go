@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/spf13/cobra"
 )
@@ -22,8 +21,7 @@ func newGCCommand() *cobra.Command {
 		Long: `Keep N versions of each extension (default 2: the active one and one to roll
 back to) and delete the older stored files, and stored files no record uses.
 The active version is never removed. Per deployment (ostree, bootc), files
-that another deployment's links or state use are kept.
-` + exitStatusHelp,
+that another deployment's links or state use are kept.`,
 		Args: argsUsage(cobra.NoArgs),
 		RunE: func(c *cobra.Command, args []string) error {
 			if opts.Keep < 1 {
@@ -52,11 +50,11 @@ func runGC(ctx context.Context, c *cobra.Command, opts gcOptions) error {
 		}
 	} else if !opts.Quiet {
 		for _, r := range removed {
-			fmt.Fprintf(c.OutOrStdout(), "removed %s\n", r)
-		}
-		if len(removed) == 0 && err == nil {
-			fmt.Fprintln(c.OutOrStdout(), "nothing to remove")
+			printf(c.OutOrStdout(), "removed %s\n", r)
 		}
 	}
-	return withExit(exitFailure, err)
+	if err == nil && len(removed) == 0 {
+		return nothingToDo("no stored version beyond the newest %d of each extension, and no stored file without a record", opts.Keep)
+	}
+	return err
 }

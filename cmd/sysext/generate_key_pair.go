@@ -48,7 +48,7 @@ keep it where your CI keeps secrets), and PREFIX.crt, its self-signed X.509
 certificate (subject CN=--subject, valid --days). The certificate is what
 nodes trust: name it in the trust policy (docs/signatures.md); sysext
 installs it in /etc/verity.d for systemd. PREFIX defaults to "verity".
-` + exitStatusHelp,
+`,
 		Args: argsUsage(cobra.NoArgs),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runGenerateKeyPair(c.Context(), c, opts)

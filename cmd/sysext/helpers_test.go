@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,29 +14,19 @@ import (
 	"github.com/sysext/sysext/oci/ocitest"
 )
 
-// runCLI runs a command line in-process, as run() would, and returns
-// stdout, stderr (with the "sysext: " line run() prints) and the exit code.
-// Stdin is empty.
+// runCLI runs a command line in-process with run(), as main does, and
+// returns stdout, stderr (with the "sysext: " line run() prints) and the
+// exit code. Stdin is empty.
 func runCLI(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	root := newRootCommand()
+	return runCLIStdin(t, "", args...)
+}
+
+// runCLIStdin is runCLI with stdin.
+func runCLIStdin(t *testing.T, stdin string, args ...string) (string, string, int) {
+	t.Helper()
 	var out, errb bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&errb)
-	root.SetIn(strings.NewReader(""))
-	root.SetArgs(args)
-	err := root.ExecuteContext(context.Background())
-	if err == nil {
-		return out.String(), errb.String(), exitOK
-	}
-	errb.WriteString("sysext: " + err.Error() + "\n")
-	code := exitFailure
-	var ee *exitError
-	if errors.As(err, &ee) {
-		code = ee.code
-	} else if isCobraUsage(err) {
-		code = exitUsage
-	}
+	code := run(context.Background(), args, strings.NewReader(stdin), &out, &errb)
 	return out.String(), errb.String(), code
 }
 

@@ -3,9 +3,14 @@ package main
 import (
 	"fmt"
 	"io"
+	"io/fs"
+	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/fsimage"
+	"github.com/sysext/sysext/internal/extract"
 )
 
 // imageJSON is the machine-readable description of one image, shared by
@@ -28,6 +33,97 @@ type imageJSON struct {
 	Warnings      []string          `json:"warnings,omitempty"`
 	Compatible    *compatJSON       `json:"compatible,omitempty"`
 	DDI           *ddiJSON          `json:"ddi,omitempty"` // a disk image's partitions, verity and signature
+	// DigestCached: the digest was read from the file's cache attribute.
+	DigestCached bool `json:"digest_cached,omitempty"`
+	// Special lists what gives the image power beyond its files' content
+	// (inspect FILE only).
+	Special *specialJSON `json:"special_files,omitempty"`
+}
+
+// specialJSON lists an image's setuid/setgid files, file capabilities and
+// device nodes.
+type specialJSON struct {
+	Files []specialFileJSON `json:"files"`
+	// CapabilitiesRead is false when the image's reader shows no xattrs.
+	CapabilitiesRead bool `json:"capabilities_read"`
+}
+
+type specialFileJSON struct {
+	Path         string `json:"path"`
+	Mode         string `json:"mode"` // octal, setuid/setgid/sticky included: "4755"
+	UID          uint32 `json:"uid"`
+	GID          uint32 `json:"gid"`
+	Setuid       bool   `json:"setuid,omitempty"`
+	Setgid       bool   `json:"setgid,omitempty"`
+	Capabilities string `json:"capabilities,omitempty"`
+	Device       string `json:"device,omitempty"` // "char 1:3", "block 8:0"
+}
+
+func newSpecialJSON(files []fsimage.SpecialFile, capsUnread bool) *specialJSON {
+	j := &specialJSON{Files: []specialFileJSON{}, CapabilitiesRead: !capsUnread}
+	for _, f := range files {
+		j.Files = append(j.Files, specialFileJSON{
+			Path: "/" + f.Path, Mode: fmt.Sprintf("%04o", unixMode(f.Mode)), UID: f.UID, GID: f.GID,
+			Setuid: f.Setuid(), Setgid: f.Setgid(), Capabilities: f.Capabilities, Device: f.DeviceString(),
+		})
+	}
+	return j
+}
+
+// unixMode is the permission bits of m as chmod writes them.
+func unixMode(m fs.FileMode) uint32 {
+	u := uint32(m.Perm())
+	if m&fs.ModeSetuid != 0 {
+		u |= 0o4000
+	}
+	if m&fs.ModeSetgid != 0 {
+		u |= 0o2000
+	}
+	if m&fs.ModeSticky != 0 {
+		u |= 0o1000
+	}
+	return u
+}
+
+// printSpecial writes one line per special file under its kind.
+func printSpecial(w io.Writer, j *specialJSON) error {
+	var lines [][2]string
+	for _, f := range j.Files {
+		p := printableName(f.Path)
+		if f.Setuid {
+			lines = append(lines, [2]string{"setuid", fmt.Sprintf("%s (mode %s, uid %d)", p, f.Mode, f.UID)})
+		}
+		if f.Setgid {
+			lines = append(lines, [2]string{"setgid", fmt.Sprintf("%s (mode %s, gid %d)", p, f.Mode, f.GID)})
+		}
+		if f.Capabilities != "" {
+			lines = append(lines, [2]string{"capabilities", p + " " + f.Capabilities})
+		}
+		if f.Device != "" {
+			lines = append(lines, [2]string{"device node", fmt.Sprintf("%s (%s, mode %s)", p, f.Device, f.Mode)})
+		}
+	}
+	if len(lines) == 0 {
+		lines = append(lines, [2]string{"special files", "none (no setuid/setgid file, file capability or device node)"})
+	}
+	if !j.CapabilitiesRead {
+		lines = append(lines, [2]string{"capabilities", "not read: this image's reader (unsquashfs) shows no xattrs"})
+	}
+	for _, l := range lines {
+		if _, err := fmt.Fprintf(w, "%-15s %s\n", l[0]+":", l[1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// printableName shows a name from an image as is when every character is
+// printable, quoted and escaped otherwise (control and bidi characters).
+func printableName(s string) string {
+	if strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) < 0 {
+		return s
+	}
+	return strconv.QuoteToASCII(s)
 }
 
 // compatJSON says whether systemd-sysext would merge the image on a host.
@@ -83,7 +179,11 @@ func printImage(w io.Writer, j imageJSON) error {
 		{"size", fmt.Sprintf("%d bytes (%s)", j.Size, humanSize(j.Size))},
 	}
 	if j.Digest != "" {
-		lines = append(lines, [2]string{"digest", j.Digest})
+		d := j.Digest
+		if j.DigestCached {
+			d += " (cached in the file's user.sysext.sha256 attribute)"
+		}
+		lines = append(lines, [2]string{"digest", d})
 	}
 	if c := j.Compatible; c != nil {
 		v := "yes, on the host described by " + c.OSRelease
@@ -94,22 +194,14 @@ func printImage(w io.Writer, j imageJSON) error {
 	}
 	lines = append(lines, j.DDI.lines()...)
 	for _, l := range lines {
-		if _, err := fmt.Fprintf(w, "%-15s %s\n", l[0]+":", l[1]); err != nil {
+		if _, err := printf(w, "%-15s %s\n", l[0]+":", l[1]); err != nil {
 			return err
 		}
+	}
+	if j.Special != nil {
+		return printSpecial(w, j.Special)
 	}
 	return nil
 }
 
-func humanSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+func humanSize(n int64) string { return extract.SizeString(n) }

@@ -25,8 +25,7 @@ func newInspectCommand() *cobra.Command {
 scope, upheld units, size and digest, and whether systemd-sysext would merge
 it on this host (or the os-release given with --os-release), and why not.
 FILE is read without mounting; REF (host/repo:tag, @sha256:..., oci:PATH[:tag])
-is judged from its manifests without downloading the image.
-` + exitStatusHelp,
+is judged from its manifests without downloading the image.`,
 		Args: argsUsage(cobra.ExactArgs(1)),
 		RunE: func(c *cobra.Command, args []string) error {
 			if _, err := os.Stat(args[0]); err == nil {

@@ -19,17 +19,19 @@ var hostOSReleasePaths = []string{"/etc/os-release", "/usr/lib/os-release"}
 // runInspectFile prints an image file's metadata and whether it would
 // merge on the host (or the os-release given with --os-release).
 func runInspectFile(c *cobra.Command, opts inspectOptions, path string) error {
-	info, err := fsimage.Open(c.Context(), path)
+	hostFile, hostRel, err := readOSRelease(opts.OSRelease)
+	if err != nil {
+		return err
+	}
+	info, err := fsimage.OpenWith(c.Context(), path, fsimage.Options{Digest: true, CacheDigest: true, SpecialFiles: true})
 	if err != nil {
 		return err
 	}
 	j := newImageJSON(info.Path, string(info.Format), info.Size, info.Digest, info.Meta, info.Release, info.Upholds)
+	j.DigestCached = info.DigestCached
+	j.Special = newSpecialJSON(info.SpecialFiles, info.CapabilitiesUnread)
 	if info.DDI != nil {
 		j.DDI = inspectDDI(c.Context(), info.Path, info.DDI)
-	}
-	hostFile, hostRel, err := readOSRelease(opts.OSRelease)
-	if err != nil {
-		return err
 	}
 	cj := &compatJSON{OSRelease: hostFile, OK: true}
 	if err := extension.Compatible(info.Release, extension.Host{OSRelease: hostRel}); err != nil {
@@ -49,7 +51,7 @@ func runInspectFile(c *cobra.Command, opts inspectOptions, path string) error {
 	// systemd-sysext 252 only loads an image whose file name is the NAME of
 	// its extension-release file; NAME-VERSION-ARCH.raw is silently skipped.
 	if want := info.Name + ".raw"; filepath.Base(path) != want {
-		_, err = fmt.Fprintf(c.OutOrStdout(), "%-15s systemd-sysext loads it as %s (a copy or a link of that name in /var/lib/extensions)\n", "note:", want)
+		_, err = printf(c.OutOrStdout(), "%-15s systemd-sysext loads it as %s (a copy or a link of that name in /var/lib/extensions)\n", "note:", want)
 	}
 	return err
 }
@@ -66,8 +68,11 @@ func readOSRelease(path string) (string, *extension.Release, error) {
 		if errors.Is(err, fs.ErrNotExist) && path == "" {
 			continue
 		}
+		if err != nil && path != "" {
+			return "", nil, usageError("--os-release: %v", err)
+		}
 		if err != nil {
-			return "", nil, fmt.Errorf("--os-release: %w", err)
+			return "", nil, fmt.Errorf("host os-release: %w", err)
 		}
 		rel, err := extension.ParseRelease(data)
 		if err != nil {

@@ -91,15 +91,15 @@ func runInspectRef(c *cobra.Command, opts inspectOptions, arg string) error {
 	if _, err := oci.ParseReference(arg); err != nil {
 		return usageError("%s: no such file, and not a reference: %v", arg, err)
 	}
+	hostFile, hostRel, err := readOSRelease(opts.OSRelease)
+	if err != nil {
+		return err
+	}
 	ref, t, err := openReference(ctx, arg, registryFlags{PlainHTTP: opts.PlainHTTP}, false)
 	if err != nil {
 		return err
 	}
 	a, err := oci.Describe(ctx, t, ref)
-	if err != nil {
-		return err
-	}
-	hostFile, hostRel, err := readOSRelease(opts.OSRelease)
 	if err != nil {
 		return err
 	}
@@ -176,20 +176,20 @@ func printRef(w io.Writer, j refJSON) error {
 	if strings.Contains(j.MediaType, "index") || strings.Contains(j.MediaType, "list") {
 		kind = "index"
 	}
-	fmt.Fprintf(w, "%-15s %s\n", "reference:", j.Reference)
-	fmt.Fprintf(w, "%-15s %s (%s, %d platforms)\n", "digest:", j.Digest, kind, len(j.Platforms))
+	printf(w, "%-15s %s\n", "reference:", j.Reference)
+	printf(w, "%-15s %s (%s, %d platforms)\n", "digest:", j.Digest, kind, len(j.Platforms))
 	for _, k := range []string{oci.AnnotationCreated, oci.AnnotationSource} {
 		if v := j.Annotations[k]; v != "" {
-			fmt.Fprintf(w, "%-15s %s\n", strings.TrimPrefix(k, "org.opencontainers.image.")+":", v)
+			printf(w, "%-15s %s\n", strings.TrimPrefix(k, "org.opencontainers.image.")+":", v)
 		}
 	}
 	if kind == "index" {
-		fmt.Fprintf(w, "%-15s %s\n", "attached:", j.Attached)
+		printf(w, "%-15s %s\n", "attached:", j.Attached)
 	}
 	for _, p := range j.Platforms {
-		fmt.Fprintf(w, "\n%s  %s (%s)\n", p.Platform, p.Digest, p.Kind)
-		fmt.Fprintf(w, "  %-13s %s %s (%s)\n", "layer:", p.Layer.MediaType, p.Layer.Digest, humanSize(p.Layer.Size))
-		fmt.Fprintf(w, "  %-13s %s\n", "file:", p.FileName)
+		printf(w, "\n%s  %s (%s)\n", p.Platform, p.Digest, p.Kind)
+		printf(w, "  %-13s %s %s (%s)\n", "layer:", p.Layer.MediaType, p.Layer.Digest, humanSize(p.Layer.Size))
+		printf(w, "  %-13s %s\n", "file:", p.FileName)
 		if e := p.Extension; e != nil {
 			dash := func(s string) string {
 				if s == "" {
@@ -197,35 +197,35 @@ func printRef(w io.Writer, j refJSON) error {
 				}
 				return s
 			}
-			fmt.Fprintf(w, "  %-13s %s\n", "name:", e.Name)
-			fmt.Fprintf(w, "  %-13s %s\n", "version:", dash(e.Version))
-			fmt.Fprintf(w, "  %-13s %s\n", "architecture:", dash(e.Architecture))
-			fmt.Fprintf(w, "  %-13s %s\n", "ID:", e.ID)
-			fmt.Fprintf(w, "  %-13s %s\n", "SYSEXT_LEVEL:", dash(e.SysextLevel))
-			fmt.Fprintf(w, "  %-13s %s\n", "VERSION_ID:", dash(e.VersionID))
+			printf(w, "  %-13s %s\n", "name:", e.Name)
+			printf(w, "  %-13s %s\n", "version:", dash(e.Version))
+			printf(w, "  %-13s %s\n", "architecture:", dash(e.Architecture))
+			printf(w, "  %-13s %s\n", "ID:", e.ID)
+			printf(w, "  %-13s %s\n", "SYSEXT_LEVEL:", dash(e.SysextLevel))
+			printf(w, "  %-13s %s\n", "VERSION_ID:", dash(e.VersionID))
 			for _, k := range []string{extension.FieldImageID, extension.FieldImageVersion} {
 				if v := e.Release[k]; v != "" {
-					fmt.Fprintf(w, "  %-13s %s\n", k+":", v)
+					printf(w, "  %-13s %s\n", k+":", v)
 				}
 			}
-			fmt.Fprintf(w, "  %-13s %s\n", "scope:", strings.Join(e.Scope, " "))
+			printf(w, "  %-13s %s\n", "scope:", strings.Join(e.Scope, " "))
 			for _, l := range verityRefLines(p.Annotations) {
-				fmt.Fprintf(w, "  %-13s %s\n", l[0]+":", l[1])
+				printf(w, "  %-13s %s\n", l[0]+":", l[1])
 			}
 		}
-		fmt.Fprintf(w, "  %-13s %s\n", "attached:", p.Attached)
+		printf(w, "  %-13s %s\n", "attached:", p.Attached)
 		c := p.Compatible
 		switch {
 		case p.Extension == nil:
-			fmt.Fprintf(w, "  %-13s %s\n", "merges:", c.Reason)
+			printf(w, "  %-13s %s\n", "merges:", c.Reason)
 		case c.OK:
-			fmt.Fprintf(w, "  %-13s yes, on the host described by %s\n", "merges:", c.OSRelease)
+			printf(w, "  %-13s yes, on the host described by %s\n", "merges:", c.OSRelease)
 		default:
-			fmt.Fprintf(w, "  %-13s no, on the host described by %s: %s\n", "merges:", c.OSRelease, c.Reason)
+			printf(w, "  %-13s no, on the host described by %s: %s\n", "merges:", c.OSRelease, c.Reason)
 		}
 	}
 	for _, s := range j.Skipped {
-		fmt.Fprintf(w, "\nskipped: %s\n", s)
+		printf(w, "\nskipped: %s\n", s)
 	}
 	return nil
 }

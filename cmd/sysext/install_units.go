@@ -30,8 +30,7 @@ sysext-sync-online.service (after the network, downloads what the declared
 set still needs) into --unit-dir under --root, and enable them by linking
 them into their targets' .wants directories. systemd is not contacted: run
 'systemctl daemon-reload' on a running system, or bake them into an image
-with --root.
-` + exitStatusHelp,
+with --root.`,
 		Args: argsUsage(cobra.NoArgs),
 		RunE: func(c *cobra.Command, args []string) error {
 			root, err := filepath.Abs(opts.Root)

@@ -33,8 +33,7 @@ func newLoginCommand() *cobra.Command {
 (host[:port]) and store them where docker and oras find them:
 $DOCKER_CONFIG/config.json or ~/.docker/config.json, or the credential
 helper configured there. Reading also consults $REGISTRY_AUTH_FILE and the
-containers auth files.
-` + exitStatusHelp,
+containers auth files.`,
 		Args: argsUsage(cobra.ExactArgs(1)),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runLogin(c.Context(), c, opts, args)
@@ -48,8 +47,8 @@ containers auth files.
 
 func runLogin(ctx context.Context, c *cobra.Command, opts loginOptions, args []string) error {
 	host := args[0]
-	if strings.Contains(host, "/") {
-		return usageError("login %s: give the registry host[:port] only, not a repository", host)
+	if err := oci.ParseRegistry(host); err != nil {
+		return err
 	}
 	if opts.User == "" {
 		return usageError("login %s: give the user name with -u USER", host)
@@ -84,7 +83,14 @@ func newLogoutCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "logout REGISTRY",
 		Short: "Remove stored credentials for a registry",
-		Args:  argsUsage(cobra.ExactArgs(1)),
+		Long: `Remove the credentials stored for REGISTRY (host[:port]) by 'sysext login',
+'docker login' or 'oras login': from $DOCKER_CONFIG/config.json or
+~/.docker/config.json, or from the credential helper configured there.
+Credentials in $REGISTRY_AUTH_FILE and the containers auth files are read
+but never changed; remove them with the tool that wrote them.`,
+		Example: `  sysext logout ghcr.io
+  sysext logout localhost:5000`,
+		Args: argsUsage(cobra.ExactArgs(1)),
 		RunE: func(c *cobra.Command, args []string) error {
 			if err := oci.Logout(c.Context(), args[0]); err != nil {
 				return err

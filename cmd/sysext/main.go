@@ -2,10 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -14,45 +15,11 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-// Exit codes shared by every command; a command that has more lists them in
-// its help.
-const (
-	exitOK      = 0
-	exitFailure = 1
-	exitUsage   = 2
-)
-
-// exitError carries a command's exit code next to its error.
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string { return e.err.Error() }
-func (e *exitError) Unwrap() error { return e.err }
-
-// withExit attaches an exit code to err (nil stays nil).
-func withExit(code int, err error) error {
-	if err == nil {
-		return nil
-	}
-	return &exitError{code, err}
-}
-
-// usageError marks bad flags or arguments (exit 2).
-func usageError(format string, args ...any) error {
-	return &exitError{exitUsage, fmt.Errorf(format, args...)}
-}
-
 // commandConstructors is filled by each command file's init, so adding a
 // command touches only its own file.
 var commandConstructors []func() *cobra.Command
 
 func register(f func() *cobra.Command) { commandConstructors = append(commandConstructors, f) }
-
-const exitStatusHelp = `
-Exit status: 0 on success, 1 on failure, 2 on a usage error; commands that
-use others list them in their own help.`
 
 func newRootCommand() *cobra.Command {
 	root := &cobra.Command{
@@ -60,7 +27,7 @@ func newRootCommand() *cobra.Command {
 		Short: "Build, sign, distribute and activate systemd-sysext images as OCI artifacts",
 		Long: `sysext builds systemd system extension images (squashfs or EROFS) from a
 directory tree, reads their metadata, and moves them through OCI registries
-and OCI layouts to the nodes that merge them with systemd-sysext.` + exitStatusHelp,
+and OCI layouts to the nodes that merge them with systemd-sysext.`,
 		Version:       version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -71,31 +38,87 @@ and OCI layouts to the nodes that merge them with systemd-sysext.` + exitStatusH
 	for _, f := range commandConstructors {
 		root.AddCommand(f())
 	}
+	// cobra's own completion command, with the value completions the
+	// commands register (completion.go).
+	root.InitDefaultCompletionCmd()
+	finishCommands(root)
+	registerCompletions(root)
 	return root
 }
 
+// finishCommands gives every command of the tree what all of them share:
+// the exit status table in its help, and an unknown subcommand as a usage
+// error (cobra only prints the help for a group command).
+func finishCommands(c *cobra.Command) {
+	if c.Long == "" {
+		c.Long = c.Short + "."
+	}
+	c.Long = strings.TrimRight(c.Long, "\n") + "\n\n" + exitStatusHelp
+	if c.Args != nil {
+		c.Args = argsUsage(c.Args)
+	}
+	if c.HasSubCommands() && !c.Runnable() {
+		c.Args = cobra.ArbitraryArgs
+		c.RunE = func(c *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return c.Help()
+			}
+			msg := fmt.Sprintf("unknown command %q for %q", args[0], c.CommandPath())
+			if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+				msg += fmt.Sprintf(": did you mean '%s %s'?", c.CommandPath(), s[0])
+			}
+			return usageError("%s (see '%s --help')", msg, c.CommandPath())
+		}
+	}
+	for _, sub := range c.Commands() {
+		finishCommands(sub)
+	}
+}
+
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:])
+	ctx, stop := interruptible(context.Background())
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }
 
-// run executes the command line and returns the process exit code.
-func run(ctx context.Context, args []string) int {
+// interruptible cancels ctx on SIGINT or SIGTERM, with an *interrupted
+// cause that names the signal.
+func interruptible(parent context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(parent)
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-ch:
+			cancel(&interrupted{sig: s.(syscall.Signal)})
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(ch)
+		close(done)
+		cancel(nil)
+	}
+}
+
+// run executes the command line with the given standard streams and
+// returns the process exit code (exitCode maps the error).
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root := newRootCommand()
 	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	c, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(os.Stderr, "sysext: %v\n", err)
-	var ee *exitError
-	if errors.As(err, &ee) {
-		return ee.code
+	if in, ok := context.Cause(ctx).(*interrupted); ok {
+		in.command = c.CommandPath()
+		err = in
 	}
-	if isCobraUsage(err) {
-		return exitUsage
-	}
-	return exitFailure
+	printf(stderr, "sysext: %v\n", err)
+	return exitCode(err)
 }

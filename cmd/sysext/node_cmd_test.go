@@ -40,7 +40,7 @@ func TestNodeCommands(t *testing.T) {
 	if _, _, code := runCLI(t, "update", "--root", root); code != exitUsage {
 		t.Fatalf("update without names: %d", code)
 	}
-	if out, _, code := runCLI(t, "update", "--all", "--root", root); code != exitUpToDate || !strings.Contains(out, "up to date") {
+	if out, _, code := runCLI(t, "update", "--all", "--root", root); code != exitNothingToDo || !strings.Contains(out, "up to date") {
 		t.Fatalf("update, nothing new: %d %s", code, out)
 	}
 	if _, errs, code := runCLI(t, "push", "-q", v2, ref); code != 0 {

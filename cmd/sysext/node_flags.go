@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/node"
 	"github.com/sysext/sysext/store"
 	"github.com/sysext/sysext/verify"
@@ -29,6 +30,9 @@ type nodeFlags struct {
 	// PreflightStrict refuses on preflight warnings (a stacked /usr, an old
 	// systemd) too.
 	PreflightStrict bool
+	// AllowDowngrade (pull, update, sync) accepts a version older than the
+	// active one.
+	AllowDowngrade bool
 }
 
 func (f *nodeFlags) addFlags(c *cobra.Command, refresh, trust bool) {
@@ -48,6 +52,7 @@ func (f *nodeFlags) addFlags(c *cobra.Command, refresh, trust bool) {
 		c.Flags().StringArrayVar(&f.VerityCertPaths, "verity-certificate", nil, "require a disk image whose dm-verity root hash this X.509 certificate `FILE` signed (repeatable; installed for systemd in /etc/verity.d)")
 		c.Flags().BoolVar(&f.AllowUnsigned, "insecure-allow-unsigned", false, "accept images without a valid signature (prints a warning)")
 		c.Flags().BoolVar(&f.PreflightStrict, "strict", false, "refuse when the preflight warns (/usr already stacked on overlays, an old systemd)")
+		c.Flags().BoolVar(&f.AllowDowngrade, "allow-downgrade", false, "accept a version older (in systemd's version order) than the active one; without it a tag that moved back is refused ('sysext rollback' goes back)")
 	}
 }
 
@@ -107,43 +112,46 @@ func (f nodeFlags) node(c *cobra.Command, copyMode bool) (*node.Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	var log io.Writer = c.ErrOrStderr()
+	var log io.Writer = escapeWriter{c.ErrOrStderr()}
 	if f.Quiet || f.JSON {
 		log = io.Discard
 	}
 	p := newProgress(c, f.outputFlags)
 	return node.New(node.Options{
-		Store:     so,
-		OCI:       f.registryFlags.options(),
-		Verifier:  node.PolicyVerifier{Trust: f.trust()},
-		NoRefresh: f.NoRefresh,
+		Store:          so,
+		OCI:            f.registryFlags.options(),
+		Verifier:       node.PolicyVerifier{Trust: f.trust()},
+		NoRefresh:      f.NoRefresh,
+		AllowDowngrade: f.AllowDowngrade,
 		// Before anything is downloaded: can this system merge the image?
-		Preflighter: node.ActivatePreflight{Strict: f.PreflightStrict, Log: log},
+		Preflighter: &node.ActivatePreflight{Strict: f.PreflightStrict, Log: log},
 		Log:         log,
-		Warn:        c.ErrOrStderr(), // warnings are printed even with -q and --json
+		Warn:        escapeWriter{c.ErrOrStderr()}, // warnings are printed even with -q and --json
 		Progress:    p.fileFunc("download"),
 	}), nil
 }
 
 // finishResult prints r (when there is one) as JSON with --json, else for
-// people when forPeople, and returns err with exit 1 (nil stays nil).
+// people when forPeople, and returns err (exitCode maps it).
 func (f nodeFlags) finishResult(c *cobra.Command, r *node.Result, err error, forPeople bool) error {
 	if r != nil {
 		if f.JSON {
 			if jerr := printJSON(c.OutOrStdout(), r); jerr != nil {
 				return jerr
 			}
-		} else if forPeople {
+		} else if forPeople && (err == nil || r.Action != "failed") {
 			printResult(c.OutOrStdout(), *r)
 		}
 	}
-	return withExit(exitFailure, err)
+	return err
 }
 
 // finishResults prints rs as JSON ([] for none) with --json, else for people
-// unless -q, and gives update's exit codes: 1 on err, 0 when some result
-// counts as a change, else 3 (nothing to do).
-func (f nodeFlags) finishResults(c *cobra.Command, rs []node.Result, err error, isChange func(node.Result) bool) error {
+// unless -q, and gives the exit codes of update and sync: err's on err, 0
+// when some result counts as a change, else 3 (nothing to do). A failed
+// extension's line is printed here; err names only how many failed, so
+// each reason is printed once.
+func (f nodeFlags) finishResults(c *cobra.Command, rs []node.Result, err error, isChange func(node.Result) bool, nothing string) error {
 	if f.JSON {
 		if rs == nil {
 			rs = []node.Result{}
@@ -155,15 +163,53 @@ func (f nodeFlags) finishResults(c *cobra.Command, rs []node.Result, err error, 
 		printResults(c.OutOrStdout(), rs)
 	}
 	if err != nil {
-		return withExit(exitFailure, err)
+		return failedResults(rs, err, f.JSON || f.Quiet)
 	}
 	for _, r := range rs {
 		if isChange(r) {
 			return nil
 		}
 	}
-	return withExit(exitUpToDate, errUpToDate)
+	if len(rs) == 0 {
+		return nothingToDo("%s", nothing)
+	}
+	return nothingToDo("every extension is up to date")
 }
+
+// failedResults is the error of a run whose failures were printed one per
+// extension: only the count, so no reason is printed twice (with -q or
+// --json the reasons were not printed, and err is given whole). The exit
+// code stays err's.
+func failedResults(rs []node.Result, err error, printedNothing bool) error {
+	if printedNothing {
+		return err
+	}
+	n := 0
+	for _, r := range rs {
+		if r.Action == "failed" {
+			n++
+		}
+	}
+	if n == 0 {
+		return err
+	}
+	return &countedError{n: n, err: err}
+}
+
+// countedError stands for failures already printed above it.
+type countedError struct {
+	n   int
+	err error
+}
+
+func (e *countedError) Error() string {
+	if e.n == 1 {
+		return "1 extension failed (see above)"
+	}
+	return fmt.Sprintf("%d extensions failed (see above)", e.n)
+}
+
+func (e *countedError) Unwrap() error { return e.err }
 
 // printResults prints node results for people.
 func printResults(w io.Writer, rs []node.Result) {
@@ -175,22 +221,25 @@ func printResults(w io.Writer, rs []node.Result) {
 func printResult(w io.Writer, r node.Result) {
 	switch r.Action {
 	case "failed":
-		fmt.Fprintf(w, "%s: failed: %s\n", r.Name, r.Error)
+		printf(w, "%s: failed: %s\n", r.Name, r.Error)
 		return
 	case "unchanged":
-		fmt.Fprintf(w, "%s %s: up to date\n", r.Name, r.Version)
+		printf(w, "%s %s: up to date\n", r.Name, r.Version)
 		return
 	case "skipped":
-		fmt.Fprintf(w, "%s %s: %s\n", r.Name, r.Version, r.Error)
+		printf(w, "%s %s: %s\n", r.Name, r.Version, r.Error)
 		return
-	case "needs-download", "would-pull", "would-remove":
-		fmt.Fprintf(w, "%s: %s (%s)\n", r.Name, r.Action, r.Source)
+	case "needs-download", "would-remove":
+		printf(w, "%s: %s (%s)\n", r.Name, r.Action, r.Source)
+		return
+	case "would-pull":
+		fmt.Fprintf(w, "%s %s: would-pull %s (%s; dry run, checked, nothing changed)\n", r.Name, r.Version, short(r.Digest), r.Source)
 		return
 	case "would-update":
-		fmt.Fprintf(w, "%s %s: the source moved to %s (dry run, nothing changed)\n", r.Name, r.Version, short(r.Digest))
+		printf(w, "%s %s: would update to %s (%s; dry run, checked, nothing changed)\n", r.Name, r.From, r.Version, short(r.Digest))
 		return
 	case "removed":
-		fmt.Fprintf(w, "%s: removed\n", r.Name)
+		printf(w, "%s: removed\n", r.Name)
 		return
 	}
 	line := fmt.Sprintf("%s %s: %s", r.Name, r.Version, r.Action)
@@ -198,27 +247,27 @@ func printResult(w io.Writer, r node.Result) {
 		line += " from " + r.From
 	}
 	if r.Digest != "" {
-		line += " (" + short(r.Digest) + ")"
+		line += " (" + shortHex(r.Digest) + ")"
 	}
 	switch {
 	case r.Unsigned:
 		line += ", UNSIGNED"
 	case r.Signer != "":
-		line += ", signed by " + r.Signer
+		line += ", signed by " + shortSigner(r.Signer) // whole in --json and list --wide
 	}
 	if r.VeritySigner != "" {
 		line += "; verity root hash signed by " + r.VeritySigner
 	}
 	switch r.Activation {
-	case store.ActivationUnproven:
-		line += "; linked, not refreshed (run 'systemd-sysext refresh' or boot it)"
-	case store.ActivationRefreshed, store.ActivationProven:
+	case extension.ActivationUnproven:
+		line += "; unproven until 'sysext sync' sees it merged (sysext list --help)"
+	case extension.ActivationRefreshed, extension.ActivationProven:
 		line += "; merged"
 	case "":
 	default:
-		line += "; " + r.Activation
+		line += "; " + string(r.Activation)
 	}
-	fmt.Fprintln(w, line)
+	printLine(w, line)
 }
 
 func short(d string) string {

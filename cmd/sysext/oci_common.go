@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -32,11 +34,12 @@ func (f registryFlags) options() oci.Options {
 	return oci.Options{PlainHTTP: f.PlainHTTP, Insecure: f.Insecure, UserAgent: "sysext/" + version}
 }
 
-// openReference parses s (a usage error when malformed) and opens its store.
+// openReference parses s (oci.ErrInvalidReference, exit 2, when
+// malformed) and opens its store.
 func openReference(ctx context.Context, s string, f registryFlags, create bool) (oci.Reference, oci.Target, error) {
 	ref, err := oci.ParseReference(s)
 	if err != nil {
-		return ref, nil, usageError("%v", err)
+		return ref, nil, err
 	}
 	o := f.options()
 	o.CreateLayout = create
@@ -45,6 +48,21 @@ func openReference(ctx context.Context, s string, f registryFlags, create bool) 
 		return ref, nil, err
 	}
 	return ref, t, nil
+}
+
+// layoutCleanup returns what removes the OCI layout directory s names when
+// it does not exist yet, for a command that creates it and then fails: a
+// failed copy or push leaves no empty layout behind. For a registry, an
+// existing directory or a malformed reference it does nothing.
+func layoutCleanup(s string) func() {
+	ref, err := oci.ParseReference(s)
+	if err != nil || !ref.IsLayout() {
+		return func() {}
+	}
+	if _, err := os.Lstat(ref.Layout); !errors.Is(err, fs.ErrNotExist) {
+		return func() {}
+	}
+	return func() { os.RemoveAll(ref.Layout) }
 }
 
 // outputFlags are --json and -q.

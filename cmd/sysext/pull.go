@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/spf13/cobra"
 
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/node"
+	"github.com/sysext/sysext/oci"
 )
 
 func init() { register(newPullCommand) }
@@ -31,8 +34,7 @@ already active changes nothing. An extension of that name that sysext did not
 install is never touched.
 
 Baking into an OS image: --root DIR --extensions-dir /usr/lib/extensions
---copy writes NAME.raw itself, with no link and no state in /var.
-` + exitStatusHelp,
+--copy writes NAME.raw itself, with no link and no state in /var.`,
 		Args: argsUsage(cobra.ExactArgs(1)),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runPull(c.Context(), c, opts, args)
@@ -45,6 +47,15 @@ Baking into an OS image: --root DIR --extensions-dir /usr/lib/extensions
 }
 
 func runPull(ctx context.Context, c *cobra.Command, opts pullOptions, args []string) error {
+	// Input errors before the store is opened.
+	if _, err := oci.ParseReference(args[0]); err != nil {
+		return err
+	}
+	if opts.Name != "" {
+		if err := extension.ValidateName(opts.Name); err != nil {
+			return fmt.Errorf("--name: %w", err)
+		}
+	}
 	n, err := opts.node(c, opts.Copy)
 	if err != nil {
 		return err

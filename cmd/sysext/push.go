@@ -34,11 +34,12 @@ its extension-release fields, and the tag points to an index over them.
 Each file's metadata is read first; a file whose metadata is broken is
 refused before anything is uploaded. --append keeps the architectures
 already at the tag that these files do not replace, so per-architecture CI
-jobs can publish to one tag. Prints the pushed index digest.
+jobs can publish to one tag; when the index there is signed, --append
+refuses unless the new one is signed with the same key (--sign --key) or
+--allow-unsigned says to replace it anyway. Prints the pushed index digest.
 The format is described in docs/format.md. With --sign --key cosign.key
 each pushed manifest and the index are signed as cosign signs
-(docs/signatures.md); the key is opened before anything is uploaded.
-` + exitStatusHelp,
+(docs/signatures.md); the key is opened before anything is uploaded.`,
 		Args: argsUsage(cobra.MinimumNArgs(2)),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runPush(c.Context(), c, opts, args)
@@ -63,12 +64,20 @@ func runPush(ctx context.Context, c *cobra.Command, opts pushOptions, args []str
 		}
 		ann[k] = v
 	}
+	if opts.AllowUnsigned && !opts.Append {
+		return usageError("--allow-unsigned is only used with --append (a push without it replaces the index and its signatures on purpose)")
+	}
+	if _, err := oci.ParseReference(refArg); err != nil {
+		return err // before the key's password is asked for
+	}
 	signer, err := opts.pushSigning.signer(c) // a wrong password uploads nothing
 	if err != nil {
 		return err
 	}
+	cleanup := layoutCleanup(refArg)
 	ref, t, err := openReference(ctx, refArg, opts.registryFlags, true)
 	if err != nil {
+		cleanup()
 		return err
 	}
 	p := newProgress(c, opts.outputFlags)
@@ -77,8 +86,10 @@ func runPush(ctx context.Context, c *cobra.Command, opts pushOptions, args []str
 		Annotations: ann,
 		Source:      opts.Source,
 		Progress:    p.update,
+		Replacing:   replacingSigned(t, ref, signer, opts.Key, opts.AllowUnsigned),
 	})
 	if err != nil {
+		cleanup()
 		return err
 	}
 	var signed []string

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -28,8 +27,7 @@ func newRecipesCommand() *cobra.Command {
 		Long: `Recipes say where an upstream release is downloaded for each architecture,
 how each download is checked, and which files, units and default configs
 the extension ships. The catalog is built into sysext; 'sysext bake FILE'
-takes your own recipe file (docs/recipes.md describes the format).
-` + exitStatusHelp,
+takes your own recipe file (docs/recipes.md describes the format).`,
 		Args: argsUsage(cobra.NoArgs),
 	}
 	list := &cobra.Command{
@@ -114,9 +112,6 @@ func runRecipesList(_ context.Context, w io.Writer, opts recipesOptions) error {
 func runRecipesShow(_ context.Context, w io.Writer, name string) error {
 	r, err := recipe.Load(name)
 	if err != nil {
-		if errors.Is(err, recipe.ErrUnknown) {
-			return usageError("%v", err)
-		}
 		return err
 	}
 	j := describeRecipe(r)

@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/spf13/cobra"
+
+	"github.com/sysext/sysext/extension"
 )
 
 func init() { register(newRemoveCommand) }
@@ -18,8 +20,7 @@ func newRemoveCommand() *cobra.Command {
 		Long: `Remove NAME's activation link, refresh systemd-sysext (not with --root or
 --no-refresh), and delete its stored versions and its record. Only what sysext
 installed is removed; an image a person put in an extensions directory is
-never touched.
-` + exitStatusHelp,
+never touched.`,
 		Args: argsUsage(cobra.ExactArgs(1)),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runRemove(c.Context(), c, opts, args[0])
@@ -30,6 +31,9 @@ never touched.
 }
 
 func runRemove(ctx context.Context, c *cobra.Command, opts removeOptions, name string) error {
+	if err := extension.ValidateName(name); err != nil {
+		return err
+	}
 	n, err := opts.node(c, false)
 	if err != nil {
 		return err

@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/spf13/cobra"
+
+	"github.com/sysext/sysext/extension"
 )
 
 func init() { register(newRollbackCommand) }
@@ -17,8 +19,7 @@ func newRollbackCommand() *cobra.Command {
 		Short: "Switch an extension back to its previous stored version",
 		Long: `Switch NAME's activation link back to the previous stored version (the one
 the last pull or update replaced), atomically, and refresh systemd-sysext (not
-with --root or --no-refresh). A second rollback goes forward again.
-` + exitStatusHelp,
+with --root or --no-refresh). A second rollback goes forward again.`,
 		Args: argsUsage(cobra.ExactArgs(1)),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runRollback(c.Context(), c, opts, args[0])
@@ -29,6 +30,9 @@ with --root or --no-refresh). A second rollback goes forward again.
 }
 
 func runRollback(ctx context.Context, c *cobra.Command, opts rollbackOptions, name string) error {
+	if err := extension.ValidateName(name); err != nil {
+		return err
+	}
 	n, err := opts.node(c, false)
 	if err != nil {
 		return err

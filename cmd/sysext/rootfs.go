@@ -16,12 +16,14 @@ func init() { register(newRootfsCommand) }
 type rootfsOptions struct {
 	Platform string
 	Run      string
+	MaxSize  sizeFlag
 	registryFlags
 }
 
 func (o *rootfsOptions) AddFlags(c *cobra.Command) {
 	c.Flags().StringVar(&o.Platform, "platform", "", "platform to pick from a multi-platform image, as linux/arm64 or arm64 (default: the host's)")
 	c.Flags().StringVar(&o.Run, "run", "", "shell command to run inside the tree before it is put in place (chroot with /proc, /dev and the host's resolv.conf; needs root), e.g. 'apk add -U b3sum'")
+	addMaxSizeFlag(c, &o.MaxSize, "images whose layers")
 	o.registryFlags.addFlags(c)
 }
 
@@ -39,14 +41,17 @@ the filesystem takes them, hard links and symlinks.
 Untrusted content stays inside DIR: entries that climb out with '..', that
 are absolute, or that go through a symlink leading above DIR are refused;
 device nodes are skipped unless run as root; every layer's digest (and
-diff ID) is checked as it streams. The tree is built next to DIR and
-renamed into place at the end, so a failure leaves nothing behind.
+diff ID) is checked as it streams. What the layers unpack to is bounded
+(--max-size; by default a share of the free space), and sparse files stay
+sparse. DIR's own mode is 0755, whatever the image says. The tree is built
+next to DIR and renamed into place at the end, so a failure leaves nothing
+behind.
 
 The image config (entrypoint, env, user, ...) is kept in DIR.config.json,
 which 'sysext flatwrap' reads.
 
-Exit status: 0 on success, 1 on failure (unreachable or refused image, a
-refused layer, --run failing), 2 on a usage error.`,
+An unreachable or refused image, a refused layer or --run failing is a
+failure (1).`,
 		Example: `  sysext rootfs docker.io/library/alpine:3.20 ./alpine
   sysext rootfs ghcr.io/acme/tool:1.2 ./tool --platform linux/arm64
   sysext rootfs docker.io/library/alpine:3.20 ./alpine --run 'apk add -U b3sum'
@@ -79,7 +84,7 @@ func runRootfs(c *cobra.Command, o rootfsOptions, refStr, dir string) error {
 		return oci.Explain(ref, fmt.Errorf("%s: resolve: %w", ref, err))
 	}
 	res, err := flix.Rootfs(ctx, t, desc, dir, flix.RootfsOptions{
-		Arch: arch, Run: o.Run, Stdout: c.OutOrStdout(), Stderr: c.ErrOrStderr(),
+		Arch: arch, Run: o.Run, Stdout: c.OutOrStdout(), Stderr: c.ErrOrStderr(), MaxSize: int64(o.MaxSize),
 	})
 	if err != nil {
 		return oci.Explain(ref, fmt.Errorf("%s: %w", ref, err))

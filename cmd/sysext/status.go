@@ -12,16 +12,11 @@ import (
 
 	"github.com/sysext/sysext/activate"
 	"github.com/sysext/sysext/fsimage"
+	"github.com/sysext/sysext/node"
 	"github.com/sysext/sysext/store"
 )
 
 func init() { register(newStatusCommand) }
-
-// status's exit codes (besides 0, 1 and 2).
-const (
-	exitStatusDiffers = 3 // status: sysext's view and systemd-sysext's differ
-	exitPreflightFail = 4 // --preflight: refused (warnings too with --strict)
-)
 
 type statusOptions struct {
 	nodeFlags
@@ -48,9 +43,8 @@ the target root's systemd is new enough for their features. It checks the
 given image files, or every installed extension. Problems are warnings;
 --strict refuses on them.
 
-Exit status: 0 when the views agree (or the preflight passes), 3 when
-differences are flagged, 4 when the preflight refuses, 1 on failure, 2 on a
-usage error.`,
+Exits 0 when the views agree (or the preflight passes), 5 when differences
+are flagged, 4 when the preflight refuses.`,
 		Args: func(c *cobra.Command, args []string) error {
 			if len(args) > 0 && !opts.Preflight {
 				return usageError("image arguments are only taken with --preflight (see 'sysext status --help')")
@@ -78,9 +72,9 @@ func runStatus(ctx context.Context, w io.Writer, opts statusOptions) error {
 	if err != nil {
 		return err
 	}
-	rep, err := activate.ReadStatus(ctx, activate.StatusOptions{Store: so, AskSystemd: filepath.Clean(so.Root) == "/"})
+	rep, err := node.ReadStatus(ctx, node.StatusOptions{Store: so, AskSystemd: filepath.Clean(so.Root) == "/"})
 	if err != nil {
-		return withExit(exitFailure, err)
+		return err
 	}
 	if opts.JSON {
 		if err := printJSON(w, rep); err != nil {
@@ -90,18 +84,18 @@ func runStatus(ctx context.Context, w io.Writer, opts statusOptions) error {
 		printStatus(w, rep, opts.Quiet)
 	}
 	if n := rep.Differences(); n > 0 {
-		return withExit(exitStatusDiffers, fmt.Errorf("%d difference(s) flagged (see above)", n))
+		return withExit(exitDiffers, fmt.Errorf("%d difference(s) flagged (see above)", n))
 	}
 	return nil
 }
 
-func printStatus(w io.Writer, rep *activate.StatusReport, quiet bool) {
+func printStatus(w io.Writer, rep *node.StatusReport, quiet bool) {
 	for _, e := range rep.Errors {
-		fmt.Fprintf(w, "warning: %s\n", e)
+		printf(w, "warning: %s\n", e)
 	}
 	if len(rep.Extensions) == 0 {
 		if !quiet {
-			fmt.Fprintln(w, "no extensions installed, linked or merged")
+			printLine(w, "no extensions installed, linked or merged")
 		}
 		return
 	}
@@ -110,9 +104,9 @@ func printStatus(w io.Writer, rep *activate.StatusReport, quiet bool) {
 		merged = "MERGED (not asked: --root)"
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "NAME\tACTIVE\tACTIVATION\tUSED BY SYSTEMD-SYSEXT\t%s\n", merged)
+	printf(tw, "NAME\tACTIVE\tACTIVATION\tUSED BY SYSTEMD-SYSEXT\t%s\n", merged)
 	for _, e := range rep.Extensions {
-		active, act := dash(e.Active), dash(e.Activation)
+		active, act := dash(e.Active), dash(string(e.Activation))
 		if !e.Installed {
 			active, act = "(not sysext's)", "-"
 		}
@@ -126,28 +120,28 @@ func printStatus(w io.Writer, rep *activate.StatusReport, quiet bool) {
 		default:
 			m = "no"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Name, active, act, dash(e.Path), m)
+		printf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Name, active, act, dash(e.Path), m)
 	}
 	tw.Flush()
 	printVerityStatus(w, rep)
 	if !quiet {
 		for _, e := range rep.Extensions {
 			for _, n := range e.Notes {
-				fmt.Fprintf(w, "note: %s\n", n)
+				printf(w, "note: %s\n", n)
 			}
 		}
 	}
 	n := rep.Differences()
 	if n == 0 {
 		if !quiet {
-			fmt.Fprintln(w, "sysext's view and systemd-sysext's agree")
+			printLine(w, "sysext's view and systemd-sysext's agree")
 		}
 		return
 	}
-	fmt.Fprintln(w, "Differences:")
+	printLine(w, "Differences:")
 	for _, e := range rep.Extensions {
 		for _, d := range e.Differences {
-			fmt.Fprintf(w, "  %s: %s\n", e.Name, d)
+			printf(w, "  %s: %s\n", e.Name, d)
 		}
 	}
 }
@@ -169,7 +163,7 @@ func runPreflight(ctx context.Context, w, errw io.Writer, f nodeFlags, strict bo
 	}
 	images, warnings := preflightImages(ctx, so, files)
 	if len(files) > 0 && len(warnings) > 0 {
-		return withExit(exitFailure, errors.New(warnings[0]))
+		return errors.New(warnings[0])
 	}
 	rep := activate.Check(ctx, activate.System{Root: so.Root}, images, strict)
 	refused := rep.Err()
@@ -179,24 +173,24 @@ func runPreflight(ctx context.Context, w, errw io.Writer, f nodeFlags, strict bo
 		}
 	} else {
 		for _, s := range warnings {
-			fmt.Fprintf(errw, "warning: %s\n", s)
+			printf(errw, "warning: %s\n", s)
 		}
 		for _, x := range rep.Findings {
 			sev := x.Severity
 			if strict {
 				sev = activate.Refuse
 			}
-			fmt.Fprintf(w, "%s: %s\n", sev, x)
+			printf(w, "%s: %s\n", sev, x)
 		}
 		if !f.Quiet {
 			printVerityFacts(w, rep.Verity)
 		}
 		if refused == nil && !f.Quiet {
-			fmt.Fprintf(w, "preflight passed for %d extension(s)\n", len(images))
+			printf(w, "preflight passed for %d extension(s)\n", len(images))
 		}
 	}
 	if refused != nil {
-		return withExit(exitPreflightFail, refused)
+		return refused
 	}
 	return nil
 }

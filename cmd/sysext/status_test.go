@@ -8,18 +8,19 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sysext/sysext/activate"
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/internal/testenv"
+	"github.com/sysext/sysext/node"
 	"github.com/sysext/sysext/store"
 )
 
 // A node root (as 'sysext pull --root' leaves it) whose activation was
-// interrupted: status flags it offline and exits 3.
+// interrupted: status flags it offline and exits 5.
 func TestStatusCommand(t *testing.T) {
 	root := t.TempDir()
 	st := store.State{Schema: store.SchemaVersion, Extensions: map[string]*store.Entry{
 		"hello": {Name: "hello", Active: store.Install{Version: "2", File: "hello-2-x86-64.raw"},
-			Activation: store.Activation{Status: store.ActivationPending}},
+			Activation: store.Activation{Status: extension.ActivationPending}},
 	}}
 	b, _ := json.Marshal(st)
 	writeFile(t, filepath.Join(root, "var/lib/sysext/state.json"), string(b))
@@ -31,12 +32,12 @@ func TestStatusCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, errs, code := runCLI(t, "status", "--root", root)
-	if code != exitStatusDiffers || !strings.Contains(out, "was not proven (pending)") || !strings.Contains(out, "not asked: --root") {
+	if code != exitDiffers || !strings.Contains(out, "was not proven (pending)") || !strings.Contains(out, "not asked: --root") {
 		t.Fatalf("exit %d\n%s%s", code, out, errs)
 	}
 	out, _, code = runCLI(t, "status", "--root", root, "--json")
-	var rep activate.StatusReport
-	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != exitStatusDiffers || rep.Online || len(rep.Extensions) != 1 || rep.Extensions[0].Activation != "pending" {
+	var rep node.StatusReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != exitDiffers || rep.Online || len(rep.Extensions) != 1 || rep.Extensions[0].Activation != "pending" {
 		t.Fatalf("--json: exit %d %v\n%s", code, err, out)
 	}
 	for _, args := range [][]string{{"status", "x.raw"}, {"status", "--strict"}} {
@@ -63,7 +64,7 @@ func TestStatusPreflightCommand(t *testing.T) {
 		t.Fatalf("exit %d\n%s%s", code, out, errs)
 	}
 	out, errs, code = runCLI(t, "status", "--preflight", "--strict", "--root", root, img)
-	if code != exitPreflightFail || !strings.Contains(errs, "preflight refused, nothing was changed") || !strings.Contains(errs, "daemon-reload") {
+	if code != exitPreflight || !strings.Contains(errs, "preflight refused, nothing was changed") || !strings.Contains(errs, "daemon-reload") {
 		t.Fatalf("--strict: exit %d\n%s%s", code, out, errs)
 	}
 	writeFile(t, filepath.Join(dir, "junk.raw"), "not an image")

@@ -5,6 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/node"
 )
 
@@ -19,7 +20,7 @@ type syncOptions struct {
 func newSyncCommand() *cobra.Command {
 	var opts syncOptions
 	c := &cobra.Command{
-		Use:   "sync [--offline] [--dry-run]",
+		Use:   "sync [NAME...] [--offline] [--dry-run]",
 		Short: "Make the installed extensions equal to the declared set",
 		Long: `Read the declared extensions (/etc/sysext/extensions.d/*.conf and
 /usr/lib/sysext/extensions.d/*.conf under --root; a file in /etc replaces the
@@ -35,11 +36,18 @@ of --root, {ARCHITECTURE} is the node's (x86-64, arm64, ...). sync pulls what
 is missing, updates what moved, and removes extensions that were installed
 from a declaration that is gone. Extensions pulled by hand are kept, and
 files sysext did not install are never touched. --offline does no network
-I/O (used at boot before the network is up).
+I/O (used at boot before the network is up). With NAMEs, only those
+extensions are synced (each declared, or installed from a declaration
+that is gone); --dry-run checks everything but writes nothing.
+
 ` + updateExitDoc,
-		Args: argsUsage(cobra.NoArgs),
 		RunE: func(c *cobra.Command, args []string) error {
-			return runSync(c.Context(), c, opts)
+			for _, name := range args {
+				if err := extension.ValidateName(name); err != nil {
+					return err
+				}
+			}
+			return runSync(c.Context(), c, opts, args)
 		},
 	}
 	opts.nodeFlags.addFlags(c, true, true)
@@ -48,13 +56,13 @@ I/O (used at boot before the network is up).
 	return c
 }
 
-func runSync(ctx context.Context, c *cobra.Command, opts syncOptions) error {
+func runSync(ctx context.Context, c *cobra.Command, opts syncOptions, names []string) error {
 	n, err := opts.node(c, false)
 	if err != nil {
 		return err
 	}
-	rs, err := n.Sync(ctx, node.SyncOptions{Offline: opts.Offline, DryRun: opts.DryRun})
+	rs, err := n.Sync(ctx, node.SyncOptions{Offline: opts.Offline, DryRun: opts.DryRun, Names: names})
 	return opts.finishResults(c, rs, err, func(r node.Result) bool {
 		return r.Changed || r.Action == "would-update" || r.Action == "would-pull" || r.Action == "would-remove"
-	})
+	}, "no extension is declared (in /etc/sysext/extensions.d or /usr/lib/sysext/extensions.d) or installed")
 }

@@ -36,8 +36,7 @@ and points /etc/extensions/NAME.raw at the current one. Install it as
 /etc/sysupdate.NAME.d/NAME.conf.
 
 SHA256SUMS is not signed (Verify=false): prefer 'sysext pull', which checks
-signatures.
-` + exitStatusHelp,
+signatures.`,
 		Example: `  sysext sysupdate tailscale --url https://example.com/extensions/tailscale/ --dir out/`,
 		Args:    argsUsage(cobra.ExactArgs(1)),
 		RunE: func(c *cobra.Command, args []string) error {

@@ -2,26 +2,20 @@ package main
 
 import (
 	"context"
-	"errors"
 
 	"github.com/spf13/cobra"
+
+	"github.com/sysext/sysext/extension"
 
 	"github.com/sysext/sysext/node"
 )
 
 func init() { register(newUpdateCommand) }
 
-// update's exit codes.
-const (
-	exitUpdated   = 0
-	exitUpToDate  = 3
-	updateExitDoc = `
-Exit status:
-  0  at least one extension was updated (or would be, with --dry-run)
-  1  an extension failed to update (the others were still tried)
-  2  usage error
-  3  nothing to do: every extension is up to date`
-)
+// updateExitDoc says what update's and sync's exit codes mean for them.
+const updateExitDoc = `Exits 0 when at least one extension changed (or would, with --dry-run),
+1 when one failed (the others were still tried), 3 when there was nothing
+to do.`
 
 type updateOptions struct {
 	nodeFlags
@@ -38,6 +32,7 @@ func newUpdateCommand() *cobra.Command {
 costs one manifest request per extension; a moved tag is verified, checked
 and pulled as 'sysext pull' does, and the version it replaces is kept for
 'sysext rollback'. Extensions keep the trust policy they were pulled with.
+
 ` + updateExitDoc,
 		RunE: func(c *cobra.Command, args []string) error {
 			if len(args) == 0 && !opts.All {
@@ -56,6 +51,11 @@ and pulled as 'sysext pull' does, and the version it replaces is kept for
 }
 
 func runUpdate(ctx context.Context, c *cobra.Command, opts updateOptions, args []string) error {
+	for _, name := range args {
+		if err := extension.ValidateName(name); err != nil {
+			return err
+		}
+	}
 	n, err := opts.node(c, false)
 	if err != nil {
 		return err
@@ -63,8 +63,5 @@ func runUpdate(ctx context.Context, c *cobra.Command, opts updateOptions, args [
 	rs, err := n.Update(ctx, node.UpdateOptions{Names: args, All: opts.All, DryRun: opts.DryRun})
 	return opts.finishResults(c, rs, err, func(r node.Result) bool {
 		return r.Changed || r.Action == "would-update"
-	})
+	}, "no extension is installed")
 }
-
-// errUpToDate is exit 3's message.
-var errUpToDate = errors.New("nothing to do: every extension is up to date")

@@ -57,7 +57,7 @@ func (f trustFlags) policy(c *cobra.Command, root string) (*verify.Policy, error
 		return nil, err
 	}
 	if o.AllowUnsigned {
-		fmt.Fprintln(c.ErrOrStderr(), "sysext: WARNING: --insecure-allow-unsigned: signatures are not checked; anyone who can write to the registry can run code on this machine")
+		printLine(c.ErrOrStderr(), "sysext: WARNING: --insecure-allow-unsigned: signatures are not checked; anyone who can write to the registry can run code on this machine")
 	}
 	return p, nil
 }
@@ -91,9 +91,8 @@ an index and every per-architecture manifest in it has one. A signature on
 the index also covers the manifests it lists (what a node installs). See
 docs/signatures.md.
 
-Exit status: 0 verified, 1 no valid signature, no key and no policy, or
-another failure, 2 usage error.
-`,
+Exits 0 when verified, 1 when there is no valid signature, or no key and
+no policy.`,
 		Args: argsUsage(cobra.ExactArgs(1)),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runVerify(c.Context(), c, opts, args)
@@ -119,6 +118,9 @@ type verifyReport struct {
 }
 
 func runVerify(ctx context.Context, c *cobra.Command, opts verifyOptions, args []string) error {
+	if _, err := oci.ParseReference(args[0]); err != nil {
+		return err
+	}
 	p, err := opts.trustFlags.policy(c, opts.Root)
 	if err != nil {
 		return err
@@ -207,17 +209,17 @@ func printVerifyReport(w io.Writer, rep *verifyReport) {
 		}
 		switch {
 		case r.Verified && len(r.Signatures) == 0:
-			fmt.Fprintf(w, "%s%s (%s): accepted unsigned (the policy allows it)\n", indent, r.Digest, what)
+			printf(w, "%s%s (%s): accepted unsigned (the policy allows it)\n", indent, r.Digest, what)
 		case r.Verified:
 			for _, s := range r.Signatures {
 				tl := "transparency log not checked"
 				if s.Tlog {
 					tl = "transparency log entry verified"
 				}
-				fmt.Fprintf(w, "%s%s (%s): signed by %s [%s, %s; %s]\n", indent, r.Digest, what, s.Signer, s.Format, s.Where, tl)
+				printf(w, "%s%s (%s): signed by %s [%s, %s; %s]\n", indent, r.Digest, what, s.Signer, s.Format, s.Where, tl)
 			}
 		default:
-			fmt.Fprintf(w, "%s%s (%s): NOT verified: %s\n", indent, r.Digest, what, r.Error)
+			printf(w, "%s%s (%s): NOT verified: %s\n", indent, r.Digest, what, r.Error)
 		}
 	}
 	line(*rep, "")
@@ -225,7 +227,7 @@ func printVerifyReport(w io.Writer, rep *verifyReport) {
 		line(m, "  ")
 	}
 	if rep.Verified {
-		fmt.Fprintf(w, "%s: verified\n", rep.Reference)
+		printf(w, "%s: verified\n", rep.Reference)
 	}
 }
 

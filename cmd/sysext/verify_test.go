@@ -136,7 +136,7 @@ func TestVerifyKeylessCommand(t *testing.T) {
 	if _, errs, code := runCLI(t, append(keyless, "--certificate-identity", "mallory@example.com")...); code != 1 || !strings.Contains(errs, "mallory@example.com") {
 		t.Fatalf("keyless verify, other identity: %d %s", code, errs)
 	}
-	if _, errs, code := runCLI(t, "verify", ref, "--certificate-identity", "ci@example.com", "--certificate-oidc-issuer", "https://issuer.example"); code != 1 || !strings.Contains(errs, "--trusted-root") {
+	if _, errs, code := runCLI(t, "verify", ref, "--certificate-identity", "ci@example.com", "--certificate-oidc-issuer", "https://issuer.example"); code != exitUsage || !strings.Contains(errs, "--trusted-root") {
 		t.Fatalf("keyless verify without a trusted root: %d %s", code, errs)
 	}
 }

@@ -1,4 +1,4 @@
-package activate
+package node
 
 import (
 	"context"
@@ -9,7 +9,9 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/sysext/sysext/activate"
 	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/internal/inroot"
 	"github.com/sysext/sysext/store"
 )
 
@@ -20,13 +22,13 @@ type ExtensionStatus struct {
 	Name string `json:"name"`
 
 	// Our view, from the node's state file.
-	Installed  bool     `json:"installed"`
-	Active     string   `json:"active,omitempty"` // active version
-	File       string   `json:"file,omitempty"`   // active stored file
-	Previous   []string `json:"previous,omitempty"`
-	Activation string   `json:"activation,omitempty"` // proven, pending, unproven, rolled-back, failed
-	Reason     string   `json:"reason,omitempty"`
-	Interrupt  string   `json:"interrupted,omitempty"` // an interrupted store change (activate, remove)
+	Installed  bool                       `json:"installed"`
+	Active     string                     `json:"active,omitempty"` // active version
+	File       string                     `json:"file,omitempty"`   // active stored file
+	Previous   []string                   `json:"previous,omitempty"`
+	Activation extension.ActivationStatus `json:"activation,omitempty"`
+	Reason     string                     `json:"reason,omitempty"`
+	Interrupt  string                     `json:"interrupted,omitempty"` // an interrupted store change (activate, remove)
 
 	// The extension directories: the entry systemd-sysext uses (first name
 	// wins) and where it points.
@@ -52,7 +54,7 @@ type StatusReport struct {
 	Root string `json:"root"`
 	// Online is set when systemd-sysext was asked (the running system).
 	Online     bool              `json:"online"`
-	Merged     Merged            `json:"merged,omitempty"` // hierarchy → extensions
+	Merged     activate.Merged   `json:"merged,omitempty"` // hierarchy → extensions
 	Extensions []ExtensionStatus `json:"extensions"`
 	Errors     []string          `json:"errors,omitempty"` // views that could not be read
 	byName     map[string]*ExtensionStatus
@@ -74,10 +76,10 @@ type StatusOptions struct {
 	// AskSystemd asks systemd-sysext what is merged and reads the merged
 	// /usr under Root; set it only for the running system.
 	AskSystemd bool
-	Sysext     Sysext
+	Sysext     activate.Sysext
 	// System is where the kernel's verity facts are read (the zero value:
 	// the running system; Root is taken from Store).
-	System System
+	System activate.System
 }
 
 // ReadStatus reads the three views and flags every difference. It never
@@ -132,7 +134,7 @@ func ReadStatus(ctx context.Context, opts StatusOptions) (*StatusReport, error) 
 			for _, name := range m.Names() {
 				x := r.get(name)
 				x.Merged = true
-				if data, err := readFileLimited(filepath.Join(root, extension.ReleasePath(name)), extension.MaxReleaseSize); err == nil {
+				if data, err := inroot.ReadFile(root, extension.ReleasePath(name), extension.MaxReleaseSize); err == nil {
 					if rel, err := extension.ParseRelease(data); err == nil {
 						if meta, err := extension.MetadataFromRelease(name, rel); err == nil {
 							x.MergedVersion = meta.Version
@@ -173,7 +175,7 @@ func (r *StatusReport) scanDirs(root, extDir string) {
 		dirs = append(dirs, filepath.Clean(extDir))
 	}
 	for _, d := range dirs {
-		ents, err := os.ReadDir(filepath.Join(root, d))
+		ents, err := inroot.ReadDir(root, d)
 		if err != nil {
 			continue
 		}
@@ -194,8 +196,10 @@ func (r *StatusReport) scanDirs(root, extDir string) {
 				continue // an earlier directory wins
 			}
 			x.Path = filepath.Join(d, n)
-			if t, err := os.Readlink(filepath.Join(root, d, n)); err == nil {
-				x.Target = t
+			if p, err := inroot.JoinParent(root, filepath.Join(d, n)); err == nil {
+				if t, err := os.Readlink(p); err == nil {
+					x.Target = t
+				}
 			}
 		}
 	}
@@ -217,19 +221,19 @@ func differences(x *ExtensionStatus, merged, running bool, extDir string) (d, no
 	online := merged
 	own := filepath.Join(filepath.Clean(extDir), x.Name+".raw")
 	if x.Installed {
-		switch Status(x.Activation) {
-		case StatusPending, StatusRefreshed:
+		switch x.Activation {
+		case extension.ActivationPending, extension.ActivationRefreshed:
 			d = append(d, fmt.Sprintf("the activation of %s %s was not proven (%s): the next 'sysext update' or 'sysext sync' finishes it", x.Name, x.Active, x.Activation))
-		case StatusUnproven:
+		case extension.ActivationUnproven:
 			msg := fmt.Sprintf("%s %s was activated offline and is not proven yet: 'sysext sync' on the running system proves it", x.Name, x.Active)
 			if running {
 				d = append(d, msg)
 			} else {
 				notes = append(notes, msg)
 			}
-		case StatusRolledBack:
+		case extension.ActivationRolledBack:
 			notes = append(notes, fmt.Sprintf("the last update of %s was rolled back: %s", x.Name, x.Reason))
-		case StatusFailed:
+		case extension.ActivationFailed:
 			d = append(d, fmt.Sprintf("the last activation of %s failed and was not restored: %s; run 'sysext rollback %s' or 'sysext sync'", x.Name, x.Reason, x.Name))
 		}
 		if x.Interrupt != "" {

@@ -1,0 +1,68 @@
+package ingest
+
+import "sort"
+
+// Range is the bytes [Off, End) of a blob.
+type Range struct{ Off, End int64 }
+
+// ranges is a set of byte ranges, sorted, disjoint and not touching
+// (adjacent ranges are merged).
+type ranges []Range
+
+// add inserts [off, end). Bytes written in order only ever extend the last
+// range, so the common case costs nothing.
+func (rs *ranges) add(off, end int64) {
+	if off >= end {
+		return
+	}
+	s := *rs
+	if n := len(s); n > 0 && off >= s[n-1].Off && off <= s[n-1].End {
+		s[n-1].End = max(s[n-1].End, end)
+		return
+	}
+	// The first range that ends at or after off, and the first that starts
+	// after end: everything in between merges with [off, end).
+	i := sort.Search(len(s), func(i int) bool { return s[i].End >= off })
+	j := sort.Search(len(s), func(i int) bool { return s[i].Off > end })
+	if i < j {
+		off, end = min(off, s[i].Off), max(end, s[j-1].End)
+	}
+	out := append(append(append(make(ranges, 0, len(s)-(j-i)+1), s[:i]...), Range{off, end}), s[j:]...)
+	*rs = out
+}
+
+// prefix is where the bytes written from 0 on stop.
+func (rs ranges) prefix() int64 {
+	if len(rs) == 0 || rs[0].Off != 0 {
+		return 0
+	}
+	return rs[0].End
+}
+
+// missing returns what [0, size) lacks.
+func (rs ranges) missing(size int64) []Range {
+	var out []Range
+	at := int64(0)
+	for _, r := range rs {
+		if r.Off >= size {
+			break
+		}
+		if r.Off > at {
+			out = append(out, Range{at, r.Off})
+		}
+		at = max(at, r.End)
+	}
+	if at < size {
+		out = append(out, Range{at, size})
+	}
+	return out
+}
+
+// total is how many bytes the set holds.
+func (rs ranges) total() int64 {
+	var n int64
+	for _, r := range rs {
+		n += r.End - r.Off
+	}
+	return n
+}

@@ -1,0 +1,12 @@
+// Package testhook holds the few fault-injection points a test sets inside
+// a child process (a slow disk, say) to reach a state no real input
+// reaches deterministically. Each is nil in production, where it costs one
+// nil check.
+package testhook
+
+import "context"
+
+// ImageRead, when set, runs before each read of an image's bytes by
+// fsimage's readers, with the context of the read: a test makes a read
+// last until the command is interrupted.
+var ImageRead func(ctx context.Context)

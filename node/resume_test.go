@@ -1,0 +1,198 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/sysext/sysext/oci/ocitest"
+	"github.com/sysext/sysext/store"
+	"github.com/sysext/sysext/verify"
+)
+
+const (
+	envResumeRoot = "SYSEXT_RESUME_ROOT"
+	envResumeRef  = "SYSEXT_RESUME_REF"
+	envResumeCut  = "SYSEXT_RESUME_CUT" // file the child writes its last progress to
+)
+
+// TestResumeChild pulls and SIGKILLs itself once half the image is written;
+// it runs only as TestPullResumesAfterKill's child.
+func TestResumeChild(t *testing.T) {
+	root := os.Getenv(envResumeRoot)
+	if root == "" {
+		t.Skip("only run as TestPullResumesAfterKill's child")
+	}
+	o := testNode(root).opts
+	o.Progress = func(done, total int64) {
+		if done >= total/2 {
+			// The parent learns where the cut was; then die as a killed
+			// process dies: nothing after this runs.
+			os.WriteFile(os.Getenv(envResumeCut), []byte(strconv.FormatInt(done, 10)), 0o644)
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {}
+		}
+	}
+	if _, err := New(o).Pull(context.Background(), PullRequest{Ref: os.Getenv(envResumeRef)}); err != nil {
+		t.Fatal(err)
+	}
+	t.Fatal("the pull finished: it was to be killed half-way")
+}
+
+// TestPullResumesAfterKill: a pull SIGKILLed at 50% of a large image and
+// run again does not download the bytes before the cut again. The registry
+// handler counts what it sends: the rerun asks for one Range, from the
+// cut on, and is sent exactly the rest of the image.
+func TestPullResumesAfterKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a large image and a child process")
+	}
+	var served ocitest.Served
+	reg := ocitest.NewOlareg(t, served.Fault())
+	img := makeImage(t, meta("crash", "1"), 96<<20) // checkNode looks at "crash"
+	ref := reg.Ref("ext/crash:1")
+	push(t, ref, img)
+	fi, err := os.Stat(img)
+	must(t, err)
+	size := fi.Size()
+	root := nodeRoot(t, debianRelease)
+	cutFile := filepath.Join(t.TempDir(), "cut")
+
+	served.Reset()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestResumeChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), envResumeRoot+"="+root, envResumeRef+"="+ref, envResumeCut+"="+cutFile)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("the child was not killed: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(cutFile)
+	must(t, err)
+	cut, err := strconv.ParseInt(string(b), 10, 64)
+	must(t, err)
+	first := served.Bytes()
+	checkNode(t, root, "killed at 50%", []string{""})
+
+	served.Reset()
+	r, err := testNode(root).Pull(context.Background(), PullRequest{Ref: ref})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Version != "1" || r.Action != "pulled" {
+		t.Fatalf("rerun: %+v", r)
+	}
+	if v := checkNode(t, root, "rerun", []string{"1"}); v != "1" {
+		t.Fatalf("after the rerun %q is active", v)
+	}
+	again := served.Bytes()
+	t.Logf("image %d bytes; killed at %d (%.1f%%) after the registry sent %d; the rerun was sent %d (%d after the cut); ranges %q",
+		size, cut, 100*float64(cut)/float64(size), first, again, size-cut, served.Ranges())
+	if rs := served.Ranges(); len(rs) != 1 || rs[0] != fmt.Sprintf("bytes=%d-%d", cut, size-1) {
+		t.Fatalf("the rerun asked for %q, want one range from the cut at %d", rs, cut)
+	}
+	if cut < size/2 || again != size-cut {
+		t.Fatalf("the rerun was sent %d bytes for the %d after the cut at %d", again, size-cut, cut)
+	}
+	for _, d := range ingestDirs(t, root) {
+		t.Fatalf("ingest %s left after the rerun", d)
+	}
+}
+
+// ingestDirs lists the store's partial downloads under root.
+func ingestDirs(t *testing.T, root string) []string {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(root, "var/lib/sysext/store/*/.ingest-*"))
+	must(t, err)
+	return m
+}
+
+// countingInstaller records the calls a pull makes into the store on its
+// way from the decision to download to the link switch: the Installer's
+// two, and Commit through the store's hook.
+type countingInstaller struct {
+	*store.Store
+	calls *[]string
+}
+
+func (c countingInstaller) Ingest(ctx context.Context, name string, want ocispec.Descriptor) (*store.Ingest, error) {
+	*c.calls = append(*c.calls, "Ingest")
+	return c.Store.Ingest(ctx, name, want)
+}
+
+func (c countingInstaller) Install(v verify.Verified, name string, in store.Install, meta store.Meta) error {
+	*c.calls = append(*c.calls, "Install")
+	return c.Store.Install(v, name, in, meta)
+}
+
+// TestPullEntersStoreThreeTimes: from the download to the activation link,
+// a pull calls Ingest, Commit and Install, once each, in that order, and
+// the store changes the disk only in those (ingest, committed; then the
+// intent, the link and the record).
+func TestPullEntersStoreThreeTimes(t *testing.T) {
+	ref, root := publishedHello(t, "1")
+	var calls []string
+	o := storeOpts(root)
+	o.Hook = func(p string) {
+		switch p {
+		case "committed", "reuse":
+			calls = append(calls, "Commit")
+		case "linked":
+			calls = append(calls, "link")
+		}
+	}
+	s, err := store.Open(context.Background(), o)
+	must(t, err)
+	defer s.Close()
+	n := testNode(root)
+	if _, err := n.pull(context.Background(), s, countingInstaller{s, &calls}, PullRequest{Ref: ref}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(calls, " → "); got != "Ingest → Commit → Install → link" {
+		t.Fatalf("store entries %s", got)
+	}
+	e, _ := s.Entry("hello")
+	if e.Active.LayerDigest == "" || e.Active.LayerDigest.Algorithm() != digest.SHA256 {
+		t.Fatalf("recorded %+v", e.Active)
+	}
+}
+
+// TestUpdateResolvesTagOnce: update asks the registry for the tag once; a
+// moved tag is then pulled from the digest it answered, not asked again
+// (which could also see the tag move a second time in between).
+func TestUpdateResolvesTagOnce(t *testing.T) {
+	var byTag atomic.Int64
+	reg := ocitest.NewOlareg(t, func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+		if ocitest.Manifests(r) && strings.HasSuffix(r.URL.Path, "/manifests/stable") {
+			byTag.Add(1)
+		}
+		return false
+	})
+	ref := reg.Ref("ext/hello:stable")
+	push(t, ref, makeImage(t, meta("hello", "1"), 0))
+	root := nodeRoot(t, debianRelease)
+	n := testNode(root)
+	if _, err := n.Pull(context.Background(), PullRequest{Ref: ref}); err != nil {
+		t.Fatal(err)
+	}
+	push(t, ref, makeImage(t, meta("hello", "2"), 0))
+	byTag.Store(0)
+	rs, err := n.Update(context.Background(), UpdateOptions{All: true})
+	if err != nil || len(rs) != 1 || rs[0].Action != "updated" || rs[0].Version != "2" {
+		t.Fatalf("update: %+v %v", rs, err)
+	}
+	if byTag.Load() != 1 {
+		t.Fatalf("update asked for the tag %d times, want 1", byTag.Load())
+	}
+}

@@ -1,0 +1,75 @@
+package ocitest
+
+import (
+	"net/http"
+	"sync"
+	"sync/atomic"
+)
+
+// Served counts what the registry sent for blob GETs: bytes of body and
+// requests, and the Range headers asked for. Put its Fault first, so it
+// sees what the client is sent (after any other fault).
+type Served struct {
+	bytes    atomic.Int64
+	requests atomic.Int64
+	mu       sync.Mutex
+	ranges   []string
+}
+
+// Fault counts and lets the request through.
+func (s *Served) Fault() Fault {
+	return func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+		if !Blobs(r) {
+			return false
+		}
+		s.requests.Add(1)
+		if rg := r.Header.Get("Range"); rg != "" {
+			s.mu.Lock()
+			s.ranges = append(s.ranges, rg)
+			s.mu.Unlock()
+		}
+		next.ServeHTTP(&countingWriter{ResponseWriter: w, n: &s.bytes}, r)
+		return true
+	}
+}
+
+// Bytes is how many bytes of blob bodies were sent.
+func (s *Served) Bytes() int64 { return s.bytes.Load() }
+
+// Requests is how many blob GETs were answered.
+func (s *Served) Requests() int64 { return s.requests.Load() }
+
+// Ranges lists the Range headers of the blob GETs, in order.
+func (s *Served) Ranges() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.ranges...)
+}
+
+// Reset starts counting again.
+func (s *Served) Reset() {
+	s.bytes.Store(0)
+	s.requests.Store(0)
+	s.mu.Lock()
+	s.ranges = nil
+	s.mu.Unlock()
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n *atomic.Int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// Flush passes through, so a cut (CutBlob) behind this still reaches the
+// client as it happens.
+func (c *countingWriter) Flush() {
+	if f, ok := c.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}

@@ -429,9 +429,10 @@ func orShort(err error) error {
 }
 
 // openDDI reads the partition table, the signature partition and opens the
-// data partition's filesystem.
-func openDDI(ctx context.Context, f *os.File, size int64) (*DDI, tree, error) {
-	d, err := ReadGPT(f, size)
+// data partition's filesystem. image is the file's path for the tools; ""
+// means the Go readers only (fuzzing reads images from memory).
+func openDDI(ctx context.Context, src io.ReaderAt, image string, size int64) (*DDI, tree, error) {
+	d, err := ReadGPT(src, size)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -440,19 +441,19 @@ func openDDI(ctx context.Context, f *os.File, size int64) (*DDI, tree, error) {
 			d.SignatureErr = fmt.Errorf("the %s partition has %d bytes, more than systemd reads (%d)", sp.Designator, sp.Size, verity.MaxSignaturePartition)
 		} else {
 			b := make([]byte, sp.Size)
-			if n, err := f.ReadAt(b, sp.Offset); n < len(b) {
+			if n, err := src.ReadAt(b, sp.Offset); n < len(b) {
 				return nil, nil, fmt.Errorf("read the %s partition: %w", sp.Designator, orShort(err))
 			}
 			d.Signature, d.SignatureErr = verity.ParseSignaturePartition(b)
 		}
 	}
 	p := d.Data()
-	format, err := Detect(io.NewSectionReader(f, p.Offset, p.Size))
+	format, err := Detect(io.NewSectionReader(src, p.Offset, p.Size))
 	if err != nil || format == GPT {
 		return nil, nil, fmt.Errorf("the %s partition holds no squashfs or EROFS filesystem", p.Designator)
 	}
 	d.Filesystem = format
-	t, err := openPartitionTree(ctx, f, p.Offset, p.Size, format)
+	t, err := openPartitionTree(ctx, src, image, p.Offset, p.Size, format)
 	if err != nil {
 		return nil, nil, fmt.Errorf("the %s partition: %w", p.Designator, err)
 	}
@@ -468,11 +469,11 @@ func openDDI(ctx context.Context, f *os.File, size int64) (*DDI, tree, error) {
 // our reader lacks) or, for the rare compressed EROFS metadata file that
 // erofs-utils 1.5 must extract (its tools take no offset), a private copy
 // of the partition, made only then and removed on close.
-func openPartitionTree(ctx context.Context, f *os.File, off, size int64, format Format) (tree, error) {
-	pt := &partTree{f: f, off: off, size: size, erofs: format == EROFS}
-	t, err := openTree(ctx, io.NewSectionReader(f, off, size), "", size, format)
-	if errors.Is(err, errUnsupported) && format == Squashfs {
-		t, err = newUnsquashfsTreeAt(ctx, f.Name(), off)
+func openPartitionTree(ctx context.Context, src io.ReaderAt, image string, off, size int64, format Format) (tree, error) {
+	pt := &partTree{src: src, tools: image != "", off: off, size: size, erofs: format == EROFS}
+	t, err := openTree(ctx, io.NewSectionReader(src, off, size), "", size, format)
+	if errors.Is(err, errUnsupported) && format == Squashfs && image != "" {
+		t, err = newUnsquashfsTreeAt(ctx, image, off)
 	}
 	if err != nil {
 		return nil, err
@@ -484,7 +485,8 @@ func openPartitionTree(ctx context.Context, f *os.File, off, size int64, format 
 // partTree reads a filesystem inside a partition.
 type partTree struct {
 	tree
-	f         *os.File
+	src       io.ReaderAt
+	tools     bool // the tools may run (the image is a file)
 	off, size int64
 	erofs     bool
 	tmp       string        // private copy of the partition, when a tool needed one
@@ -493,7 +495,7 @@ type partTree struct {
 
 func (p *partTree) readFile(ctx context.Context, name string, limit int64) ([]byte, error) {
 	data, err := p.tree.readFile(ctx, name, limit)
-	if err == nil || !p.erofs || !errors.Is(err, erofs.ErrNotImplemented) {
+	if err == nil || !p.erofs || !p.tools || !errors.Is(err, erofs.ErrNotImplemented) {
 		return data, err
 	}
 	if p.extract == nil {
@@ -516,7 +518,7 @@ func (p *partTree) copyOut(ctx context.Context) (string, error) {
 		return "", err
 	}
 	p.tmp = t.Name()
-	_, err = io.Copy(t, ctxio.Reader(ctx, io.NewSectionReader(p.f, p.off, p.size)))
+	_, err = io.Copy(t, ctxio.Reader(ctx, io.NewSectionReader(p.src, p.off, p.size)))
 	if cerr := t.Close(); err == nil {
 		err = cerr
 	}
@@ -592,7 +594,7 @@ func VerifyDDI(ctx context.Context, path string, d *DDI) (*verity.Tree, error) {
 // ErrNoVerity: a disk image without a hash partition.
 var ErrNoVerity = errors.New("has no dm-verity hash partition: nothing protects its data")
 
-func verifyDDI(ctx context.Context, f *os.File, d *DDI) (*verity.Tree, error) {
+func verifyDDI(ctx context.Context, f io.ReaderAt, d *DDI) (*verity.Tree, error) {
 	data, hash := d.Data(), d.Hash()
 	if hash == nil {
 		return nil, fmt.Errorf("the disk image %w", ErrNoVerity)

@@ -1,220 +1,208 @@
-package fsimage_test
+package fsimage
+
+// The GPT disk image reader's fuzz target, in the pattern of fuzz_test.go:
+// the seed corpus in testdata/fuzz/FuzzGPT/ holds small disk images made
+// with the real tools (mksquashfs, veritysetup, a signature) around a
+// table written here, and tables at the reader's limits; rewrite them with
+// `go test ./fsimage -run TestGPTFuzzSeeds -update-seeds`.
 
 import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/hex"
+	"errors"
 	"hash/crc32"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
-	"github.com/sysext/sysext/fsimage"
+	"github.com/sysext/sysext/internal/testenv"
+	"github.com/sysext/sysext/verity"
 )
 
-// gptSeeds are the fuzz seeds, built by the test: a real disk image (the
-// partition table and partitions systemd-repart's layout gives, written by
-// go-diskfs around an EROFS made by mkfs.erofs and a tree made by
-// veritysetup) when the tools are here, and hand-made tables around the
-// limits of the reader (4 KiB sectors, entry counts and sizes, overlaps,
-// partitions past the end).
-func gptSeeds(tb testing.TB) [][]byte {
-	seeds := [][]byte{craftedGPT(512, 128, 128, nil), craftedGPT(4096, 128, 128, nil)}
-	rootType, _ := fsimage.PartitionType(fsimage.DesignatorRoot, "x86-64")
-	verityType, _ := fsimage.PartitionType(fsimage.DesignatorRootVerity, "x86-64")
-	sigType, _ := fsimage.PartitionType(fsimage.DesignatorRootVeritySig, "x86-64")
-	parts := []part{{rootType, 40, 47}, {verityType, 48, 55}, {sigType, 56, 87}}
-	seeds = append(seeds,
-		craftedGPT(512, 128, 128, parts),
-		craftedGPT(512, 128, 128, []part{{rootType, 40, 47}, {rootType, 44, 60}}), // overlap
-		craftedGPT(512, 128, 128, []part{{rootType, 40, 1 << 40}}),                // past the end
-		craftedGPT(512, 1024, 4096, parts),                                        // large entries
-		craftedGPT(4096, 128, 128, []part{{rootType, 6, 7}, {verityType, 8, 9}}),
-	)
-	if d := realDDI(tb); d != nil {
-		seeds = append(seeds, d)
-	}
-	return seeds
+// FuzzGPT: any bytes read as a disk image (the table, the signature
+// partition, the root partition's filesystem with the Go readers, the
+// hash tree) end with an error or not, without a panic, with partitions
+// inside the image and a one-line error.
+func FuzzGPT(f *testing.F) {
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ctx, cancel := context.WithTimeout(context.Background(), fuzzDeadline)
+		defer cancel()
+		r := bytes.NewReader(data)
+		d, tr, err := openDDI(ctx, r, "", int64(len(data)))
+		if errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("reading a %d-byte disk image did not end within %v", len(data), fuzzDeadline)
+		}
+		if err != nil {
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("a multi-line error: %q", err)
+			}
+			return
+		}
+		defer tr.close()
+		for _, p := range d.Partitions {
+			if p.Offset < 0 || p.Size <= 0 || p.Offset+p.Size > int64(len(data)) {
+				t.Fatalf("partition %d at %d+%d outside an image of %d bytes", p.Number, p.Offset, p.Size, len(data))
+			}
+		}
+		_ = readMetadata(ctx, tr, &Info{})
+		if d.Hash() != nil {
+			_, _ = verifyDDI(ctx, r, d)
+		}
+	})
 }
 
-type part struct {
-	typ         string
+type gptSeedPart struct {
+	designator  string
 	first, last uint64
 }
 
-// craftedGPT writes a protective MBR and a primary GPT with correct
-// checksums over an image of 128 sectors.
-func craftedGPT(sector, count, esize int, parts []part) []byte {
-	const sectors = 128
+// gptCrafted are small tables the reader must refuse: no root partition,
+// an overlap, a partition past the end, a spoilt checksum (kept small: the
+// corpus format spells every zero byte out).
+var gptCrafted = map[string]func() []byte{
+	"no-root":  func() []byte { return gptTable(512, 4, 128, 10, nil, 0) },
+	"overlap":  func() []byte { return gptTable(512, 4, 128, 10, []gptSeedPart{{"root", 3, 5}, {"root-verity", 5, 7}}, 0) },
+	"past-end": func() []byte { return gptTable(512, 4, 128, 10, []gptSeedPart{{"root", 3, 1 << 40}}, 0) },
+	"bad-crc":  func() []byte { return gptTable(512, 4, 128, 10, []gptSeedPart{{"root", 3, 5}}, 1) },
+}
+
+// gptTable writes a protective MBR and a primary GPT (x86-64 types) over
+// an image of sectors sectors; corrupt > 0 spoils the header checksum.
+func gptTable(sector, count, esize, sectors int, parts []gptSeedPart, corrupt byte) []byte {
 	img := make([]byte, sectors*sector)
 	img[510], img[511] = 0x55, 0xaa
 	img[446+4] = 0xee
 	le := binary.LittleEndian
-	arrLBA := 2
 	arr := make([]byte, count*esize)
 	for i, p := range parts {
+		typ, _ := PartitionType(p.designator, "x86-64")
 		e := arr[i*esize:]
-		copy(e[0:16], guidBytes(p.typ))
-		copy(e[16:32], guidBytes("0f0e0d0c-0b0a-0908-0706-050403020100"))
+		copy(e[0:16], gptGUID(typ))
+		copy(e[16:32], gptGUID("0f0e0d0c-0b0a-0908-0706-050403020100"))
 		le.PutUint64(e[32:], p.first)
 		le.PutUint64(e[40:], p.last)
 	}
-	firstUsable := uint64(arrLBA + (len(arr)+sector-1)/sector)
+	copy(img[2*sector:], arr)
 	h := img[sector : sector+92]
 	copy(h, "EFI PART")
 	le.PutUint32(h[8:], 0x10000)
 	le.PutUint32(h[12:], 92)
 	le.PutUint64(h[24:], 1)
-	le.PutUint64(h[32:], sectors-1)
-	le.PutUint64(h[40:], firstUsable)
-	le.PutUint64(h[48:], sectors-2)
-	le.PutUint64(h[72:], uint64(arrLBA))
+	le.PutUint64(h[32:], uint64(sectors-1))
+	le.PutUint64(h[40:], uint64(2+(len(arr)+sector-1)/sector))
+	le.PutUint64(h[48:], uint64(sectors-2))
+	le.PutUint64(h[72:], 2)
 	le.PutUint32(h[80:], uint32(count))
 	le.PutUint32(h[84:], uint32(esize))
-	if arrLBA*sector+len(arr) <= len(img) {
-		copy(img[arrLBA*sector:], arr)
-	}
 	le.PutUint32(h[88:], crc32.ChecksumIEEE(arr))
-	le.PutUint32(h[16:], crc32.ChecksumIEEE(h))
+	le.PutUint32(h[16:], crc32.ChecksumIEEE(h)+uint32(corrupt))
 	return img
 }
 
-// guidBytes encodes a UUID string the GPT way (first three fields
-// little-endian).
-func guidBytes(s string) []byte {
-	var raw []byte
-	for i := 0; i < len(s); i++ {
-		if s[i] == '-' {
-			continue
-		}
-		var v byte
-		for _, c := range s[i : i+2] {
-			v <<= 4
-			switch {
-			case c >= '0' && c <= '9':
-				v |= byte(c - '0')
-			default:
-				v |= byte(c-'a') + 10
-			}
-		}
-		raw = append(raw, v)
-		i++
-	}
-	raw[0], raw[1], raw[2], raw[3] = raw[3], raw[2], raw[1], raw[0]
-	raw[4], raw[5] = raw[5], raw[4]
-	raw[6], raw[7] = raw[7], raw[6]
-	return raw
+func gptGUID(s string) []byte {
+	b, _ := hex.DecodeString(strings.ReplaceAll(s, "-", ""))
+	b[0], b[1], b[2], b[3] = b[3], b[2], b[1], b[0]
+	b[4], b[5] = b[5], b[4]
+	b[6], b[7] = b[7], b[6]
+	return b
 }
 
-// realDDI builds a small disk image as the builder does, from the tools
-// alone (fsimage does not import the builder): mkfs.erofs, veritysetup and
-// a table written by hand. Nil when the tools are missing.
-func realDDI(tb testing.TB) []byte {
-	mkfs, err1 := exec.LookPath("mkfs.erofs")
-	vs, err2 := exec.LookPath("veritysetup")
-	if err1 != nil || err2 != nil {
-		return nil
-	}
-	dir := tb.TempDir()
+// realDDISeed makes a small signed disk image with the tools: a squashfs
+// root (mksquashfs), its tree with 512-byte blocks (veritysetup, so the
+// seed stays small), a signature partition; partition UUIDs from the root
+// hash, as systemd wants them.
+func realDDISeed(t *testing.T) []byte {
+	testenv.RequireTool(t, "mksquashfs")
+	testenv.RequireTool(t, "veritysetup")
+	dir := t.TempDir()
 	tree := filepath.Join(dir, "tree")
-	rel := filepath.Join(tree, "usr/lib/extension-release.d/extension-release.fuzz")
-	if err := os.MkdirAll(filepath.Dir(rel), 0o755); err != nil {
-		tb.Fatal(err)
-	}
+	rel := filepath.Join(tree, "usr/lib/extension-release.d/extension-release.seed")
+	os.MkdirAll(filepath.Dir(rel), 0o755)
 	os.WriteFile(rel, []byte("ID=_any\nARCHITECTURE=x86-64\nSYSEXT_VERSION_ID=1\n"), 0o644)
-	os.WriteFile(filepath.Join(tree, "usr/lib/data"), bytes.Repeat([]byte("sysext "), 3000), 0o644)
+	os.MkdirAll(filepath.Join(tree, "usr/bin"), 0o755)
+	os.WriteFile(filepath.Join(tree, "usr/bin/big"), []byte(strings.Repeat("0123456789abcdef", 600)), 0o644)
 	fsImg, hashImg := filepath.Join(dir, "root"), filepath.Join(dir, "hash")
-	if out, err := exec.Command(mkfs, "--quiet", "-T0", fsImg, tree).CombinedOutput(); err != nil {
-		tb.Fatalf("mkfs.erofs: %v\n%s", err, out)
-	}
-	if out, err := exec.Command(vs, "format", fsImg, hashImg).CombinedOutput(); err != nil {
-		tb.Fatalf("veritysetup: %v\n%s", err, out)
+	for _, c := range [][]string{
+		{"mksquashfs", tree, fsImg, "-noappend", "-quiet", "-no-progress", "-all-root", "-mkfs-time", "0", "-all-time", "0", "-comp", "zstd"},
+		{"veritysetup", "format", "--data-block-size=512", "--hash-block-size=512", fsImg, hashImg},
+	} {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", c[0], err, out)
+		}
 	}
 	root, _ := os.ReadFile(fsImg)
 	hash, _ := os.ReadFile(hashImg)
-	pad := func(b []byte) []byte { return append(b, make([]byte, (4096-len(b)%4096)%4096)...) }
+	pad := func(b []byte) []byte { return append(b, make([]byte, (512-len(b)%512)%512)...) }
 	root, hash = pad(root), pad(hash)
-	rootType, _ := fsimage.PartitionType(fsimage.DesignatorRoot, "x86-64")
-	verityType, _ := fsimage.PartitionType(fsimage.DesignatorRootVerity, "x86-64")
-	first := uint64(40)
-	rootLast := first + uint64(len(root)/512) - 1
-	hashLast := rootLast + uint64(len(hash)/512)
-	sectors := int(hashLast) + 1 + 34
-	img := craftedGPTSized(sectors, []part{{rootType, first, rootLast}, {verityType, rootLast + 1, hashLast}})
-	copy(img[first*512:], root)
-	copy(img[(rootLast+1)*512:], hash)
-	return img
-}
-
-func craftedGPTSized(sectors int, parts []part) []byte {
-	small := craftedGPT(512, 128, 128, parts)
-	img := make([]byte, sectors*512)
-	copy(img, small[:34*512])
-	le := binary.LittleEndian
-	h := img[512 : 512+92]
-	le.PutUint64(h[32:], uint64(sectors-1))
-	le.PutUint64(h[48:], uint64(sectors-34))
-	le.PutUint32(h[16:], 0)
-	le.PutUint32(h[16:], crc32.ChecksumIEEE(h))
-	return img
-}
-
-// FuzzReadGPT: any bytes give a disk image description whose partitions
-// lie inside the image, or an error; reading the image (partition table,
-// signature partition, the root partition's filesystem, the hash tree)
-// never panics and never reads outside it.
-func FuzzReadGPT(f *testing.F) {
-	for _, s := range gptSeeds(f) {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		d, err := fsimage.ReadGPT(bytes.NewReader(b), int64(len(b)))
-		if err != nil {
-			return
-		}
-		for _, p := range d.Partitions {
-			if p.Offset < 0 || p.Size <= 0 || p.Offset+p.Size > int64(len(b)) {
-				t.Fatalf("partition %d at %d+%d outside an image of %d bytes", p.Number, p.Offset, p.Size, len(b))
-			}
-		}
-		if d.Data() == nil {
-			t.Fatal("accepted without a data partition")
-		}
-		p := filepath.Join(t.TempDir(), "img.raw")
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		info, err := fsimage.OpenMetadata(context.Background(), p)
-		if err == nil && info.DDI != nil {
-			_, _ = fsimage.VerifyDDI(context.Background(), p, info.DDI)
-		}
-	})
-}
-
-// The real image among the seeds reads back, and its tree verifies: the
-// seeds exercise the whole path, not only the table.
-func TestGPTSeedsRead(t *testing.T) {
-	img := realDDI(t)
-	if img == nil {
-		t.Skip("mkfs.erofs and veritysetup are needed for the real seed")
-	}
-	p := filepath.Join(t.TempDir(), "img.raw")
-	os.WriteFile(p, img, 0o644)
-	info, err := fsimage.OpenWith(context.Background(), p, fsimage.Options{})
+	tr, err := verity.Verify(context.Background(), bytes.NewReader(root), int64(len(root)), bytes.NewReader(hash), int64(len(hash)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.Name != "fuzz" || info.DDI.Filesystem != fsimage.EROFS || info.DDI.Hash() == nil {
-		t.Fatalf("%+v", info.DDI)
+	k, c, err := verity.GenerateCertificate("fuzz seed", 0, time.Unix(0, 0))
+	if err != nil {
+		t.Fatal(err)
 	}
-	// The partition UUIDs are not the root hash here: VerifyDDI says so.
-	if _, err := fsimage.VerifyDDI(context.Background(), p, info.DDI); err == nil {
-		t.Fatal("partition UUIDs that do not carry the root hash were accepted")
+	key, _ := verity.ParsePrivateKey(k)
+	certs, _ := verity.ParseCertificates(c)
+	sig, err := verity.Sign(tr.RootHash, certs[0], key)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, s := range gptSeeds(t)[:2] {
-		if _, err := fsimage.ReadGPT(bytes.NewReader(s), int64(len(s))); err == nil {
-			t.Fatal("a table without a root partition was accepted")
+	sigData, _ := sig.Marshal()
+	first := uint64(4) // 4 entries: one sector of table
+	rootLast := first + uint64(len(root)/512) - 1
+	hashLast := rootLast + uint64(len(hash)/512)
+	sigLast := hashLast + uint64(len(sigData)/512)
+	img := gptTable(512, 4, 128, int(sigLast)+3, []gptSeedPart{{"root", first, rootLast}, {"root-verity", rootLast + 1, hashLast}, {"root-verity-sig", hashLast + 1, sigLast}}, 0)
+	rh := hex.EncodeToString(tr.RootHash)
+	arr := img[2*512 : 3*512]
+	copy(arr[16:32], gptGUID(rh[0:8]+"-"+rh[8:12]+"-"+rh[12:16]+"-"+rh[16:20]+"-"+rh[20:32]))
+	copy(arr[128+16:128+32], gptGUID(rh[32:40]+"-"+rh[40:44]+"-"+rh[44:48]+"-"+rh[48:52]+"-"+rh[52:64]))
+	h := img[512 : 512+92]
+	binary.LittleEndian.PutUint32(h[88:], crc32.ChecksumIEEE(img[2*512:2*512+4*128]))
+	binary.LittleEndian.PutUint32(h[16:], 0)
+	binary.LittleEndian.PutUint32(h[16:], crc32.ChecksumIEEE(h))
+	copy(img[first*512:], root)
+	copy(img[(rootLast+1)*512:], hash)
+	copy(img[(hashLast+1)*512:], sigData)
+	return img
+}
+
+// TestGPTFuzzSeeds checks FuzzGPT's checked-in corpus: the real disk image
+// reads, its tree verifies and its signature is well formed; every crafted
+// table is refused. With -update-seeds it first rewrites them.
+func TestGPTFuzzSeeds(t *testing.T) {
+	if *updateSeeds {
+		writeSeed(t, "FuzzGPT", "squashfs-signed", realDDISeed(t))
+		for name, mk := range gptCrafted {
+			writeSeed(t, "FuzzGPT", name, mk())
+		}
+	}
+	data := readSeed(t, "FuzzGPT", "squashfs-signed")
+	d, tr, err := openDDI(context.Background(), bytes.NewReader(data), "", int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.close()
+	info := &Info{}
+	if err := readMetadata(context.Background(), tr, info); err != nil || info.Name != "seed" {
+		t.Fatalf("seed image: %v %q", err, info.Name)
+	}
+	if d.Signature == nil || d.SignatureErr != nil {
+		t.Fatalf("signature partition: %v", d.SignatureErr)
+	}
+	if _, err := verifyDDI(context.Background(), bytes.NewReader(data), d); err != nil {
+		t.Fatal(err)
+	}
+	for name := range gptCrafted {
+		b := readSeed(t, "FuzzGPT", name)
+		if _, err := ReadGPT(bytes.NewReader(b), int64(len(b))); err == nil {
+			t.Errorf("%s: accepted", name)
 		}
 	}
 }

@@ -379,7 +379,7 @@ func openImage(ctx context.Context, path string) (*openedImage, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	if format == GPT {
-		d, t, err := openDDI(ctx, f, st.Size())
+		d, t, err := openDDI(ctx, f, f.Name(), st.Size())
 		if err != nil {
 			f.Close()
 			return nil, fmt.Errorf("%s is a GPT disk image: %w", path, err)

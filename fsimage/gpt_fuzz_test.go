@@ -65,8 +65,10 @@ type gptSeedPart struct {
 // an overlap, a partition past the end, a spoilt checksum (kept small: the
 // corpus format spells every zero byte out).
 var gptCrafted = map[string]func() []byte{
-	"no-root":  func() []byte { return gptTable(512, 4, 128, 10, nil, 0) },
-	"overlap":  func() []byte { return gptTable(512, 4, 128, 10, []gptSeedPart{{"root", 3, 5}, {"root-verity", 5, 7}}, 0) },
+	"no-root": func() []byte { return gptTable(512, 4, 128, 10, nil, 0) },
+	"overlap": func() []byte {
+		return gptTable(512, 4, 128, 10, []gptSeedPart{{"root", 3, 5}, {"root-verity", 5, 7}}, 0)
+	},
 	"past-end": func() []byte { return gptTable(512, 4, 128, 10, []gptSeedPart{{"root", 3, 1 << 40}}, 0) },
 	"bad-crc":  func() []byte { return gptTable(512, 4, 128, 10, []gptSeedPart{{"root", 3, 5}}, 1) },
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/sysext/sysext/activate"
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/internal/inroot"
+	"github.com/sysext/sysext/internal/osrelease"
 	"github.com/sysext/sysext/store"
 )
 
@@ -126,11 +127,9 @@ func ReadStatus(ctx context.Context, opts StatusOptions) (*StatusReport, error) 
 			for _, name := range m.Names() {
 				x := r.get(name)
 				x.Merged = true
-				if data, err := inroot.ReadFile(root, extension.ReleasePath(name), extension.MaxReleaseSize); err == nil {
-					if rel, err := extension.ParseRelease(data); err == nil {
-						if meta, err := extension.MetadataFromRelease(name, rel); err == nil {
-							x.MergedVersion = meta.Version
-						}
+				if rel, err := osrelease.ReadIn(root, extension.ReleasePath(name)); err == nil {
+					if meta, err := extension.MetadataFromRelease(name, rel); err == nil {
+						x.MergedVersion = meta.Version
 					}
 				}
 			}

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -360,7 +359,7 @@ func (n *Node) put(ctx context.Context, inst store.Installer, p *pullPlan, resul
 		}
 	}
 	file := e.FileName
-	if e.Kind != oci.KindSysext || validStoreName(file) != nil {
+	if e.Kind != oci.KindSysext || extension.ValidateImageFile(file) != nil {
 		file = extension.FileName(name, orDefault(in.Version, shortDigest(e.Layer.Digest)), extension.Arch(orDefault(in.Arch, string(extension.AnyArch))))
 	}
 	if in.File, err = ing.Commit(ctx, e.Layer.Size, e.Layer.Digest, file); err != nil {
@@ -374,16 +373,6 @@ func orDefault(s, d string) string {
 		return d
 	}
 	return s
-}
-
-func validStoreName(file string) error {
-	if err := extension.ValidateName(file); err != nil {
-		return err
-	}
-	if filepath.Ext(file) != ".raw" {
-		return fmt.Errorf("%s does not end in .raw", file)
-	}
-	return nil
 }
 
 // checkImage checks what the downloaded image says about itself: its name

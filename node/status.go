@@ -174,7 +174,7 @@ func (r *StatusReport) scanDirs(root, extDir string) {
 			if strings.HasPrefix(n, ".") {
 				continue
 			}
-			name := strings.TrimSuffix(n, ".raw")
+			name := strings.TrimSuffix(n, extension.ImageSuffix)
 			if name == n && !e.IsDir() && e.Type()&os.ModeSymlink == 0 {
 				continue
 			}
@@ -209,7 +209,7 @@ func contains(list []string, s string) bool {
 // system (where an unproven activation should have been proven).
 func differences(x *ExtensionStatus, merged, running bool, extDir string) (d, notes []string) {
 	online := merged
-	own := filepath.Join(filepath.Clean(extDir), x.Name+".raw")
+	own := filepath.Join(filepath.Clean(extDir), x.Name+extension.ImageSuffix)
 	if x.Installed {
 		switch x.Activation {
 		case extension.ActivationPending, extension.ActivationRefreshed:

@@ -28,7 +28,7 @@
 //     fetches only from the Writer's Offset on (one Range request) and
 //     leaves committing to the caller; oci never imports the store.
 //   - File names taken from annotations are single path components
-//     (SafeFileName): untrusted metadata never escapes the directory.
+//     (extension.ValidateFileName): untrusted metadata never escapes the directory.
 //   - Loopback registries use plain HTTP; 429 and 5xx answers are retried
 //     a bounded number of times with exponential back-off.
 //

@@ -106,7 +106,7 @@ func FuzzResolve(f *testing.F) {
 			t.Fatal(err)
 		}
 		check := func(e *oci.Entry) {
-			if err := oci.SafeFileName(e.FileName); err != nil {
+			if err := extension.ValidateFileName(e.FileName); err != nil {
 				t.Fatalf("entry file name %q: %v", e.FileName, err)
 			}
 			if err := e.Layer.Digest.Validate(); err != nil || e.Layer.Size < 0 {

@@ -334,7 +334,7 @@ func parseEntry(ref Reference, d ocispec.Descriptor, body []byte, p *ocispec.Pla
 	}
 	title, hasTitle := e.Layer.Annotations[AnnotationTitle]
 	if hasTitle {
-		if err := SafeFileName(title); err != nil {
+		if err := extension.ValidateFileName(title); err != nil {
 			return nil, fmt.Errorf("%s: manifest %s: layer title annotation: %v: refusing to write outside the target directory: %w", ref, d.Digest, err, ErrNotExtension)
 		}
 	}
@@ -358,9 +358,9 @@ func parseEntry(ref Reference, d ocispec.Descriptor, body []byte, p *ocispec.Pla
 	case hasTitle:
 		e.FileName = title
 	case e.Kind == KindSysext:
-		e.FileName = md.Name + ".raw"
+		e.FileName = md.Name + extension.ImageSuffix
 	default:
-		e.FileName = e.Layer.Digest.Encoded() + ".raw"
+		e.FileName = e.Layer.Digest.Encoded() + extension.ImageSuffix
 	}
 	return e, nil
 }

@@ -44,7 +44,7 @@ func runInspectFile(c *cobra.Command, opts inspectOptions, path string) error {
 	}
 	// systemd-sysext 252 only loads an image whose file name is the NAME of
 	// its extension-release file; NAME-VERSION-ARCH.raw is silently skipped.
-	if want := info.Name + ".raw"; filepath.Base(path) != want {
+	if want := info.Name + extension.ImageSuffix; filepath.Base(path) != want {
 		_, err = printf(c.OutOrStdout(), "%-15s systemd-sysext loads it as %s (a copy or a link of that name in /var/lib/extensions)\n", "note:", want)
 	}
 	return err

@@ -131,7 +131,7 @@ func (p Prover) Prove(ctx context.Context, want Expect) error {
 	}
 	if want.Release != "" {
 		if got := ReleaseDigest(data); got != want.Release {
-			return fail("the merged %s is another image's (%s, the installed image has %s)", path, short(got), short(want.Release))
+			return fail("the merged %s is another image's (%s, the installed image has %s)", path, extension.ShortDigest(string(got)), extension.ShortDigest(string(want.Release)))
 		}
 	} else if want.Fields != nil {
 		got, err := extension.ParseRelease(data)
@@ -157,14 +157,6 @@ func releaseDiff(got, want *extension.Release) string {
 		}
 	}
 	return "same fields"
-}
-
-func short(d digest.Digest) string {
-	s := d.String()
-	if len(s) > 19 {
-		return s[:19]
-	}
-	return s
 }
 
 // CheckImage proves on the running system that the stored image at path

@@ -170,3 +170,16 @@ func TestValidateImageFile(t *testing.T) {
 		}
 	}
 }
+
+func TestShortDigest(t *testing.T) {
+	for in, want := range map[string]string{
+		"sha256:0123456789abcdef0123": "0123456789ab",
+		"0123456789abcdef":            "0123456789ab",
+		"sha256:abc":                  "abc",
+		"":                            "",
+	} {
+		if got := ShortDigest(in); got != want {
+			t.Errorf("ShortDigest(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/opencontainers/go-digest"
-
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/internal/osrelease"
 	"github.com/sysext/sysext/oci"
@@ -245,13 +243,4 @@ func (n *Node) checkDowngrade(name string, cur *store.Entry, offered, ref string
 		return &DowngradeError{Name: name, Active: cur.Active.Version, Offered: offered, Ref: ref}
 	}
 	return nil
-}
-
-// shortDigest is for messages.
-func shortDigest(d digest.Digest) string {
-	e := d.Encoded()
-	if len(e) > 12 {
-		e = e[:12]
-	}
-	return e
 }

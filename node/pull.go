@@ -327,9 +327,9 @@ func (n *Node) put(ctx context.Context, inst store.Installer, p *pullPlan, resul
 	}
 	n.hook("download")
 	if off := ing.Offset(); off > 0 {
-		n.logf("%s: resuming the download of %s at %d of %d bytes", name, shortDigest(e.Layer.Digest), off, e.Layer.Size)
+		n.logf("%s: resuming the download of %s at %d of %d bytes", name, extension.ShortDigest(string(e.Layer.Digest)), off, e.Layer.Size)
 	} else {
-		n.logf("%s: downloading %s (%d bytes)", name, shortDigest(e.Layer.Digest), e.Layer.Size)
+		n.logf("%s: downloading %s (%d bytes)", name, extension.ShortDigest(string(e.Layer.Digest)), e.Layer.Size)
 	}
 	dl, err := oci.Download(ctx, p.t, e, oci.DownloadOptions{Into: ing, Progress: n.opts.Progress})
 	if err != nil {
@@ -360,7 +360,7 @@ func (n *Node) put(ctx context.Context, inst store.Installer, p *pullPlan, resul
 	}
 	file := e.FileName
 	if e.Kind != oci.KindSysext || extension.ValidateImageFile(file) != nil {
-		file = extension.FileName(name, orDefault(in.Version, shortDigest(e.Layer.Digest)), extension.Arch(orDefault(in.Arch, string(extension.AnyArch))))
+		file = extension.FileName(name, orDefault(in.Version, extension.ShortDigest(string(e.Layer.Digest))), extension.Arch(orDefault(in.Arch, string(extension.AnyArch))))
 	}
 	if in.File, err = ing.Commit(ctx, e.Layer.Size, e.Layer.Digest, file); err != nil {
 		return in, err

@@ -222,7 +222,7 @@ func (s *Store) commitIngest(in *Ingest, file string) (string, error) {
 		return "", fmt.Errorf("store: %w", err)
 	}
 	layer := in.want.Digest
-	names := []string{file, strings.TrimSuffix(file, extension.ImageSuffix) + "." + shortDigest(layer) + extension.ImageSuffix}
+	names := []string{file, strings.TrimSuffix(file, extension.ImageSuffix) + "." + extension.ShortDigest(string(layer)) + extension.ImageSuffix}
 	for _, name := range names {
 		dst := s.ImagePath(in.name, name)
 		if _, err := os.Lstat(dst); err == nil {

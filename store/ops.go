@@ -118,14 +118,6 @@ func fileHasDigest(p string, d digest.Digest) bool {
 	return digest.NewDigest(digest.SHA256, h) == d
 }
 
-func shortDigest(d digest.Digest) string {
-	h := d.Encoded()
-	if len(h) > 12 {
-		h = h[:12]
-	}
-	return h
-}
-
 // Install activates a stored file as NAME: the state records it (with the
 // previous active version kept for rollback), then the link is switched.
 // v must be the verification of in.ManifestDigest.

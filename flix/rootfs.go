@@ -23,14 +23,12 @@ import (
 	"github.com/sysext/sysext/atomicfile"
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/internal/extract"
+	"github.com/sysext/sysext/internal/mediatype"
 )
 
-// Docker's media types, which registries still serve for most images.
-const (
-	dockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
-	dockerManifest     = "application/vnd.docker.distribution.manifest.v2+json"
-	dockerConfig       = "application/vnd.docker.container.image.v1+json"
-)
+// dockerConfig is a Docker image's config media type, which registries
+// still serve for most images.
+const dockerConfig = "application/vnd.docker.container.image.v1+json"
 
 // MaxMetadataSize bounds manifests, indexes and configs read into memory.
 const MaxMetadataSize = 4 << 20
@@ -65,8 +63,8 @@ func ResolveImage(ctx context.Context, f content.Fetcher, desc ocispec.Descripto
 		return nil, fmt.Errorf("architecture %q has no OCI platform: name one with --platform", arch)
 	}
 	for depth := 0; ; depth++ {
-		switch desc.MediaType {
-		case ocispec.MediaTypeImageIndex, dockerManifestList:
+		switch {
+		case mediatype.IsIndex(desc.MediaType):
 			if depth > 2 {
 				return nil, errors.New("indexes nested too deeply")
 			}
@@ -83,7 +81,7 @@ func ResolveImage(ctx context.Context, f content.Fetcher, desc ocispec.Descripto
 				return nil, err
 			}
 			desc = d
-		case ocispec.MediaTypeImageManifest, dockerManifest:
+		case mediatype.IsManifest(desc.MediaType):
 			return readImage(ctx, f, desc, goarch)
 		default:
 			return nil, fmt.Errorf("%s is a %q, not a container image manifest or index", desc.Digest, desc.MediaType)

@@ -11,6 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/sysext/sysext/internal/mediatype"
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
@@ -31,7 +32,7 @@ type Signed struct {
 // the index last.
 func SignTree(ctx context.Context, dst oras.Target, desc ocispec.Descriptor, repo string, s *Signer) ([]Signed, error) {
 	var out []Signed
-	if desc.MediaType == ocispec.MediaTypeImageIndex {
+	if mediatype.IsIndex(desc.MediaType) {
 		b, err := fetchLimited(ctx, dst, desc, maxManifestSize)
 		if err != nil {
 			return nil, fmt.Errorf("index %s: %w", desc.Digest, err)
@@ -41,7 +42,7 @@ func SignTree(ctx context.Context, dst oras.Target, desc ocispec.Descriptor, rep
 			return nil, fmt.Errorf("index %s: not an image index: %w", desc.Digest, err)
 		}
 		for _, m := range idx.Manifests {
-			if m.MediaType != ocispec.MediaTypeImageManifest {
+			if !mediatype.IsManifest(m.MediaType) {
 				continue
 			}
 			sd, err := Sign(ctx, dst, m, repo, s)

@@ -10,15 +10,14 @@ import (
 	"io/fs"
 	"math"
 	"math/bits"
-	"strconv"
 	"strings"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/anchore/go-lzo"
 	"github.com/klauspost/compress/zlib"
 	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
+	"github.com/sysext/sysext/extension"
 	"github.com/ulikunitz/xz"
 	"github.com/ulikunitz/xz/lzma"
 )
@@ -834,18 +833,22 @@ func splitPath(name string) []string {
 	return out
 }
 
-// shown is a name from an image as a message shows it: printable
-// characters as they are, anything else escaped (a newline cannot split the
-// message, a bidi override cannot hide a name), a long path cut in the
-// middle.
+// shown is a name from an image as a message shows it: escaped as every
+// printer escapes untrusted text (extension.Escape: a newline cannot split
+// the message, a bidi override cannot hide a name), a long path cut in the
+// middle (at character boundaries).
 func shown(name string) string {
 	if len(name) > 160 {
-		name = name[:80] + "..." + name[len(name)-60:]
+		head, tail := 80, len(name)-60
+		for i := 1; i < utf8.UTFMax && !utf8.RuneStart(name[head]); i++ {
+			head--
+		}
+		for i := 1; i < utf8.UTFMax && !utf8.RuneStart(name[tail]); i++ {
+			tail++
+		}
+		name = name[:head] + "..." + name[tail:]
 	}
-	if !utf8.ValidString(name) || strings.IndexFunc(name, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
-		return strconv.QuoteToASCII(name)
-	}
-	return name
+	return extension.Escape(name)
 }
 
 // Decompressors: each refuses to produce more than max bytes.

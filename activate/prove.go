@@ -158,14 +158,3 @@ func releaseDiff(got, want *extension.Release) string {
 	}
 	return "same fields"
 }
-
-// CheckImage proves on the running system that the stored image at path
-// is what systemd-sysext merged for name: the node's post-activation check
-// in one call (ExpectImage, then Prover.Prove).
-func CheckImage(ctx context.Context, name, version, path string) error {
-	want, err := ExpectImage(ctx, name, version, path)
-	if err != nil {
-		return err
-	}
-	return Prover{}.Prove(ctx, want)
-}

@@ -225,13 +225,13 @@ func (m Merged) Names() []string {
 // (systemd 252 has it), and the table when the JSON is refused or cannot be
 // read.
 func (s Sysext) Status(ctx context.Context) (Merged, error) {
-	stdout, stderr, err := s.run(ctx, "status", "--json=short", "--no-pager")
+	stdout, _, err := s.run(ctx, "status", "--json=short", "--no-pager")
 	if err == nil {
 		if m, jerr := ParseStatusJSON(stdout); jerr == nil {
 			return m, nil
 		}
 	}
-	stdout, stderr, err = s.run(ctx, "status", "--no-pager")
+	stdout, stderr, err := s.run(ctx, "status", "--no-pager")
 	if err != nil {
 		return nil, &SystemdError{Command: "systemd-sysext status", Output: strings.TrimSpace(string(stderr)), Err: err}
 	}

@@ -49,7 +49,6 @@ func whiteout(dir, victim string) ent { return file(filepath.Join(dir, ".wh."+vi
 func opaque(dir string) ent           { return file(filepath.Join(dir, ".wh..wh..opq"), "") }
 func withMode(e ent, m int64) ent     { e.mode = m; return e }
 func withUID(e ent, uid int) ent      { e.uid = uid; return e }
-func withPAX(e ent, k, v string) ent  { e.pax = map[string]string{k: v}; return e }
 func tarOf(t testing.TB, es ...ent) []byte {
 	t.Helper()
 	var b bytes.Buffer

@@ -963,26 +963,24 @@ func xzDictSize(src []byte) (uint64, error) {
 			return 0, errors.New("bad xz block header")
 		}
 	}
-	for f := 0; f < filters; f++ {
-		id, ok1 := varint()
-		n, ok2 := varint()
-		if !ok1 || !ok2 || n > uint64(len(h)-p) {
-			return 0, errors.New("bad xz filter flags")
-		}
-		props := h[p : p+int(n)]
-		p += int(n)
-		if id != 0x21 {
-			return 0, fmt.Errorf("%w: xz filter %#x", errUnsupported, id)
-		}
-		if f != filters-1 || len(props) != 1 || props[0] > 40 {
-			return 0, errors.New("bad xz LZMA2 properties")
-		}
-		if props[0] == 40 {
-			return math.MaxUint32, nil
-		}
-		return uint64(2|props[0]&1) << (props[0]/2 + 11), nil
+	// Only LZMA2 alone: a filter before it (BCJ, delta) is unsupported,
+	// and LZMA2 must be the last (here, the only) one.
+	id, ok1 := varint()
+	n, ok2 := varint()
+	if !ok1 || !ok2 || n > uint64(len(h)-p) {
+		return 0, errors.New("bad xz filter flags")
 	}
-	return 0, errors.New("xz block without an LZMA2 filter")
+	props := h[p : p+int(n)]
+	if id != 0x21 {
+		return 0, fmt.Errorf("%w: xz filter %#x", errUnsupported, id)
+	}
+	if filters != 1 || len(props) != 1 || props[0] > 40 {
+		return 0, errors.New("bad xz LZMA2 properties")
+	}
+	if props[0] == 40 {
+		return math.MaxUint32, nil
+	}
+	return uint64(2|props[0]&1) << (props[0]/2 + 11), nil
 }
 
 func readMax(r io.Reader, max int) ([]byte, error) {

@@ -17,17 +17,16 @@ import (
 
 // Default paths, as seen on the running system (inside Root).
 const (
-	DefaultStoreDir          = "/var/lib/sysext/store"
-	DefaultStateFile         = "/var/lib/sysext/state.json"
-	DefaultLockFile          = "/var/lib/sysext/lock"
-	DefaultExtensionsDir     = "/var/lib/extensions"
-	PerDeploymentDir         = "/etc/extensions"
-	PerDeploymentStateFile   = "/etc/sysext/state.json"
-	storeFileMode            = 0o444
-	copyFileMode             = 0o644
-	stateFileMode            = 0o644
-	dirMode                  = 0o755
-	maxStateFileBackupSuffix = ".corrupt"
+	DefaultStoreDir        = "/var/lib/sysext/store"
+	DefaultStateFile       = "/var/lib/sysext/state.json"
+	DefaultLockFile        = "/var/lib/sysext/lock"
+	DefaultExtensionsDir   = "/var/lib/extensions"
+	PerDeploymentDir       = "/etc/extensions"
+	PerDeploymentStateFile = "/etc/sysext/state.json"
+	storeFileMode          = 0o444
+	copyFileMode           = 0o644
+	stateFileMode          = 0o644
+	dirMode                = 0o755
 )
 
 // SearchDirs are systemd-sysext's extension directories, first name wins.

@@ -201,10 +201,9 @@ func parsePolicy(b []byte, shown, name, rootDir string) (*Policy, error) {
 }
 
 type loader struct {
-	data       []byte
-	name, dir  string
-	root       string
-	searchFrom int64
+	data      []byte
+	name, dir string
+	root      string
 }
 
 func (l *loader) errAt(raw json.RawMessage, err error) error {

@@ -131,3 +131,32 @@ func FuzzResolve(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseReference: references come from flags, declarations and
+// policies. One that parses formats back to itself (String's promise) and
+// names a tag or a digest; nothing panics.
+func FuzzParseReference(f *testing.F) {
+	for _, s := range []string{
+		"ghcr.io/acme/ext/docker:24", "localhost:5000/a/b@sha256:" + strings.Repeat("0", 64),
+		"oci:/srv/images:docker-24", "oci:rel/dir@sha256:" + strings.Repeat("a", 64), "[::1]:5000/x:y",
+		"docker.io/library/x:1", "a/b", "oci:", "ghcr.io/A/b:1", "ghcr.io/a/b:" + strings.Repeat("t", 200),
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		ref, err := oci.ParseReference(s)
+		if err != nil {
+			if !errors.Is(err, oci.ErrInvalidReference) {
+				t.Fatalf("%q: %v does not wrap ErrInvalidReference", s, err)
+			}
+			return
+		}
+		if ref.Tag == "" && ref.Digest == "" {
+			t.Fatalf("%q parsed to %+v: neither tag nor digest", s, ref)
+		}
+		again, err := oci.ParseReference(ref.String())
+		if err != nil || again != ref {
+			t.Fatalf("%q -> %+v -> %q -> %+v, %v", s, ref, ref.String(), again, err)
+		}
+	})
+}

@@ -10,10 +10,10 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
 
 	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/internal/blob"
 	"github.com/sysext/sysext/internal/mediatype"
 )
 
@@ -296,13 +296,13 @@ func fetchRootFrom(ctx context.Context, t Target, ref Reference, known ocispec.D
 // FetchManifest reads a manifest or index of at most MaxManifestSize bytes
 // and checks its size and digest against desc.
 func FetchManifest(ctx context.Context, t Target, desc ocispec.Descriptor) ([]byte, error) {
-	if desc.Size > MaxManifestSize {
-		return nil, fmt.Errorf("manifest %s is %d bytes, more than the %d allowed: %w", desc.Digest, desc.Size, MaxManifestSize, ErrNotExtension)
+	b, err := blob.Read(ctx, t, desc, MaxManifestSize)
+	if tl := (*blob.TooLargeError)(nil); errors.As(err, &tl) {
+		if desc.Size < 0 {
+			return nil, fmt.Errorf("manifest %w", err)
+		}
+		return nil, fmt.Errorf("manifest %w: %w", err, ErrNotExtension)
 	}
-	if desc.Size < 0 {
-		return nil, fmt.Errorf("manifest %s has a negative size", desc.Digest)
-	}
-	b, err := content.FetchAll(ctx, t, desc)
 	if err != nil {
 		return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
 	}

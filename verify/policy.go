@@ -21,6 +21,7 @@ import (
 	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 
+	"github.com/sysext/sysext/internal/blob"
 	"github.com/sysext/sysext/internal/inroot"
 )
 
@@ -693,7 +694,7 @@ func (p *Policy) VerifyEntry(ctx context.Context, src Source, ref string, idx, m
 	if err == nil || idx.Digest == "" || idx.Digest == m.Digest {
 		return v, err
 	}
-	b, ferr := fetchLimited(ctx, src, idx, maxManifestSize)
+	b, ferr := blob.Read(ctx, src, idx, maxManifestSize)
 	if ferr != nil {
 		return Verified{}, fmt.Errorf("%w (and its index %s could not be read: %v)", err, idx.Digest, ferr)
 	}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 
@@ -35,7 +36,7 @@ type PullRequest struct {
 func (req PullRequest) trust() Trust {
 	tr := Trust{Policy: req.Policy, AllowUnsigned: req.AllowUnsigned}
 	if req.Declared != "" {
-		tr.From = orDefault(req.PolicyFrom, req.Declared)
+		tr.From = cmp.Or(req.PolicyFrom, req.Declared)
 	}
 	return tr
 }
@@ -360,19 +361,12 @@ func (n *Node) put(ctx context.Context, inst store.Installer, p *pullPlan, resul
 	}
 	file := e.FileName
 	if e.Kind != oci.KindSysext || extension.ValidateImageFile(file) != nil {
-		file = extension.FileName(name, orDefault(in.Version, extension.ShortDigest(string(e.Layer.Digest))), extension.Arch(orDefault(in.Arch, string(extension.AnyArch))))
+		file = extension.FileName(name, cmp.Or(in.Version, extension.ShortDigest(string(e.Layer.Digest))), extension.Arch(cmp.Or(in.Arch, string(extension.AnyArch))))
 	}
 	if in.File, err = ing.Commit(ctx, e.Layer.Size, e.Layer.Digest, file); err != nil {
 		return in, err
 	}
 	return in, nil
-}
-
-func orDefault(s, d string) string {
-	if s == "" {
-		return d
-	}
-	return s
 }
 
 // checkImage checks what the downloaded image says about itself: its name

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -161,7 +162,7 @@ func (r *StatusReport) get(name string) *ExtensionStatus {
 // holds NAME.raw or a NAME directory.
 func (r *StatusReport) scanDirs(root, extDir string) {
 	dirs := append([]string{}, store.SearchDirs...)
-	if !contains(dirs, filepath.Clean(extDir)) {
+	if !slices.Contains(dirs, filepath.Clean(extDir)) {
 		dirs = append(dirs, filepath.Clean(extDir))
 	}
 	for _, d := range dirs {
@@ -193,15 +194,6 @@ func (r *StatusReport) scanDirs(root, extDir string) {
 			}
 		}
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // differences compares the views of one extension. merged says whether

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -437,7 +438,7 @@ func (r *Recipe) validateDownloads(known map[string]string) (map[string]Download
 		if err := checkVars(d.URL, known, nil); err != nil {
 			return nil, r.errAt(err.Error(), "downloads", i, "url")
 		}
-		if d.Format != "" && !contains(formats, d.Format) {
+		if d.Format != "" && !slices.Contains(formats, d.Format) {
 			return nil, r.errAt(fmt.Sprintf("unknown format %q: use one of %s", d.Format, strings.Join(formats, ", ")), "downloads", i, "format")
 		}
 		if d.Checksum != nil {
@@ -615,7 +616,7 @@ func (r *Recipe) versionRe() *regexp.Regexp {
 }
 
 func (o Option) check(v string) error {
-	if len(o.Values) > 0 && !contains(o.Values, v) && !(v == "" && o.Default == "") {
+	if len(o.Values) > 0 && !slices.Contains(o.Values, v) && !(v == "" && o.Default == "") {
 		return fmt.Errorf("option %s=%q: use one of %s", o.Name, v, strings.Join(o.Values, ", "))
 	}
 	if o.Pattern != "" && !regexp.MustCompile(`^(?:`+o.Pattern+`)$`).MatchString(v) {
@@ -664,7 +665,7 @@ func (r *Recipe) checkWhen(s string) error {
 	if !ok {
 		return fmt.Errorf("%q: no option %q is declared", s, w.option)
 	}
-	if len(o.Values) > 0 && w.value != "" && !contains(o.Values, w.value) {
+	if len(o.Values) > 0 && w.value != "" && !slices.Contains(o.Values, w.value) {
 		return fmt.Errorf("%q: %q is not one of option %s's values (%s)", s, w.value, o.Name, strings.Join(o.Values, ", "))
 	}
 	return nil
@@ -728,15 +729,6 @@ func checkFrom(from, format string, known map[string]string) error {
 		return fmt.Errorf("%q is not a valid glob: %v", from, err)
 	}
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func sortedKeys[V any](m map[string]V) []string {

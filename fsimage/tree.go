@@ -47,8 +47,6 @@ type tree interface {
 	// capsRead says whether fileMeta.capability is read at all.
 	walk(ctx context.Context, fn func(fileMeta) error) (capsRead bool, err error)
 	close() error
-	// reader names what read the image, for messages and docs.
-	reader() string
 }
 
 // openTree picks the reader for the format: a Go reader where one reads the
@@ -90,7 +88,7 @@ func openTree(ctx context.Context, src io.ReaderAt, image string, size int64, fo
 		if err != nil {
 			return nil, fmt.Errorf("read EROFS: %w", err)
 		}
-		t := &fsTree{fsys: fsys, name: "go-erofs", src: r}
+		t := &fsTree{fsys: fsys, src: r}
 		if image != "" {
 			t.fallback = &erofsExtract{image: image}
 		}
@@ -214,12 +212,9 @@ func (m erofsMetaReader) ReadAt(p []byte, off int64) (int, error) {
 // fsTree reads an EROFS image through go-erofs's fs.FS.
 type fsTree struct {
 	fsys     fs.FS
-	name     string
 	src      *boundedReader
 	fallback *erofsExtract // for files the Go reader cannot decompress
 }
-
-func (t *fsTree) reader() string { return t.name }
 
 func (t *fsTree) readDir(ctx context.Context, dir string) ([]entry, error) {
 	if err := ctx.Err(); err != nil {
@@ -359,8 +354,6 @@ func (t *fsTree) close() error {
 // squashTree reads a squashfs image with our own reader (squashfs.go).
 type squashTree struct{ s *squashReader }
 
-func (t *squashTree) reader() string { return "fsimage squashfs reader" }
-
 func (t *squashTree) readDir(ctx context.Context, dir string) ([]entry, error) {
 	in, err := t.s.lookup(ctx, dir)
 	if err == nil && !in.isDir() {
@@ -493,8 +486,6 @@ func (t *unsquashfsTree) args(a ...string) []string {
 	}
 	return a
 }
-
-func (t *unsquashfsTree) reader() string { return "unsquashfs" }
 
 // maxListing bounds unsquashfs's listing of the directories we look into.
 const maxListing = 16 << 20

@@ -1,10 +1,10 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"fmt"
-	"path/filepath"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -37,7 +37,7 @@ type PullRequest struct {
 func (req PullRequest) trust() Trust {
 	tr := Trust{Policy: req.Policy, AllowUnsigned: req.AllowUnsigned}
 	if req.Declared != "" {
-		tr.From = orDefault(req.PolicyFrom, req.Declared)
+		tr.From = cmp.Or(req.PolicyFrom, req.Declared)
 	}
 	return tr
 }
@@ -350,9 +350,9 @@ func (n *Node) put(ctx context.Context, inst store.Installer, p *pullPlan, resul
 	}
 	n.hook("download")
 	if off := ing.Offset(); off > 0 {
-		n.logf("%s: resuming the download of %s at %d of %d bytes", name, shortDigest(e.Layer.Digest), off, e.Layer.Size)
+		n.logf("%s: resuming the download of %s at %d of %d bytes", name, extension.ShortDigest(string(e.Layer.Digest)), off, e.Layer.Size)
 	} else {
-		n.logf("%s: downloading %s (%d bytes)", name, shortDigest(e.Layer.Digest), e.Layer.Size)
+		n.logf("%s: downloading %s (%d bytes)", name, extension.ShortDigest(string(e.Layer.Digest)), e.Layer.Size)
 	}
 	dl, err := oci.Download(ctx, p.t, e, oci.DownloadOptions{Into: ing, Progress: n.opts.Progress})
 	if err != nil {
@@ -385,30 +385,13 @@ func (n *Node) put(ctx context.Context, inst store.Installer, p *pullPlan, resul
 		}
 	}
 	file := e.FileName
-	if e.Kind != oci.KindSysext || validStoreName(file) != nil {
-		file = extension.FileName(name, orDefault(in.Version, shortDigest(e.Layer.Digest)), extension.Arch(orDefault(in.Arch, string(extension.AnyArch))))
+	if e.Kind != oci.KindSysext || extension.ValidateImageFile(file) != nil {
+		file = extension.FileName(name, cmp.Or(in.Version, extension.ShortDigest(string(e.Layer.Digest))), extension.Arch(cmp.Or(in.Arch, string(extension.AnyArch))))
 	}
 	if in.File, err = ing.Commit(ctx, e.Layer.Size, e.Layer.Digest, file); err != nil {
 		return in, err
 	}
 	return in, nil
-}
-
-func orDefault(s, d string) string {
-	if s == "" {
-		return d
-	}
-	return s
-}
-
-func validStoreName(file string) error {
-	if err := extension.ValidateName(file); err != nil {
-		return err
-	}
-	if filepath.Ext(file) != ".raw" {
-		return fmt.Errorf("%s does not end in .raw", file)
-	}
-	return nil
 }
 
 // checkImage checks what the downloaded image says about itself: its name

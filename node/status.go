@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
 	"github.com/sysext/sysext/activate"
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/internal/inroot"
+	"github.com/sysext/sysext/internal/osrelease"
 	"github.com/sysext/sysext/store"
 )
 
@@ -134,11 +136,9 @@ func ReadStatus(ctx context.Context, opts StatusOptions) (*StatusReport, error) 
 			for _, name := range m.Names() {
 				x := r.get(name)
 				x.Merged = true
-				if data, err := inroot.ReadFile(root, extension.ReleasePath(name), extension.MaxReleaseSize); err == nil {
-					if rel, err := extension.ParseRelease(data); err == nil {
-						if meta, err := extension.MetadataFromRelease(name, rel); err == nil {
-							x.MergedVersion = meta.Version
-						}
+				if rel, err := osrelease.ReadIn(root, extension.ReleasePath(name)); err == nil {
+					if meta, err := extension.MetadataFromRelease(name, rel); err == nil {
+						x.MergedVersion = meta.Version
 					}
 				}
 			}
@@ -171,7 +171,7 @@ func (r *StatusReport) get(name string) *ExtensionStatus {
 // holds NAME.raw or a NAME directory.
 func (r *StatusReport) scanDirs(root, extDir string) {
 	dirs := append([]string{}, store.SearchDirs...)
-	if !contains(dirs, filepath.Clean(extDir)) {
+	if !slices.Contains(dirs, filepath.Clean(extDir)) {
 		dirs = append(dirs, filepath.Clean(extDir))
 	}
 	for _, d := range dirs {
@@ -184,7 +184,7 @@ func (r *StatusReport) scanDirs(root, extDir string) {
 			if strings.HasPrefix(n, ".") {
 				continue
 			}
-			name := strings.TrimSuffix(n, ".raw")
+			name := strings.TrimSuffix(n, extension.ImageSuffix)
 			if name == n && !e.IsDir() && e.Type()&os.ModeSymlink == 0 {
 				continue
 			}
@@ -205,21 +205,12 @@ func (r *StatusReport) scanDirs(root, extDir string) {
 	}
 }
 
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
-}
-
 // differences compares the views of one extension. merged says whether
 // systemd-sysext's view is there; running, whether this is the running
 // system (where an unproven activation should have been proven).
 func differences(x *ExtensionStatus, merged, running bool, extDir string) (d, notes []string) {
 	online := merged
-	own := filepath.Join(filepath.Clean(extDir), x.Name+".raw")
+	own := filepath.Join(filepath.Clean(extDir), x.Name+extension.ImageSuffix)
 	if x.Installed {
 		switch x.Activation {
 		case extension.ActivationPending, extension.ActivationRefreshed:

@@ -4,8 +4,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -275,35 +273,4 @@ func PlatformString(p *ocispec.Platform) string {
 		s += "/" + p.Variant
 	}
 	return s
-}
-
-// SafeFileName checks a file name taken from untrusted metadata (the title
-// annotation): one path component, not hidden, no '/', no "..".
-func SafeFileName(name string) error {
-	switch {
-	case name == "":
-		return fmt.Errorf("file name is empty")
-	case strings.ContainsAny(name, "/\\\x00"):
-		return fmt.Errorf("file name %q contains a path separator", name)
-	case name == "." || name == ".." || strings.Contains(name, ".."):
-		return fmt.Errorf("file name %q contains \"..\"", name)
-	case strings.HasPrefix(name, "."):
-		return fmt.Errorf("file name %q starts with '.'", name)
-	case len(name) > 255:
-		return fmt.Errorf("file name %.20q... is longer than 255 bytes", name)
-	}
-	if !utf8.ValidString(name) {
-		return fmt.Errorf("file name %q is not valid UTF-8", name)
-	}
-	for _, c := range name {
-		if c < 0x20 || c == 0x7f {
-			return fmt.Errorf("file name %q contains a control character", name)
-		}
-		// Shown to people (inspect, fetch): only characters shown as
-		// themselves, no U+202E or zero-width ones.
-		if c != ' ' && !unicode.IsPrint(c) {
-			return fmt.Errorf("file name %q contains %U, a character that is not shown as itself", name, c)
-		}
-	}
-	return nil
 }

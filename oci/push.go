@@ -22,6 +22,7 @@ import (
 
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/fsimage"
+	"github.com/sysext/sysext/internal/mediatype"
 )
 
 // PushOptions tune Push. The zero value pushes a new index.
@@ -339,7 +340,7 @@ func readAppendIndex(ctx context.Context, t Target, ref Reference) (ocispec.Desc
 		return root, nil, fmt.Errorf("push --append: read the index at %s: %w", ref, err)
 	}
 	var entries []ocispec.Descriptor
-	if isIndex(root.MediaType) {
+	if mediatype.IsIndex(root.MediaType) {
 		var idx ocispec.Index
 		if err := json.Unmarshal(body, &idx); err != nil {
 			return root, nil, fmt.Errorf("push --append: index at %s: %w", ref, err)

@@ -174,7 +174,7 @@ func (e *Entry) validate(key string) error {
 	if e.Name != key {
 		return fmt.Errorf("extension %q: entry names %q", key, e.Name)
 	}
-	if err := validName(e.Name); err != nil {
+	if err := extension.ValidateName(e.Name); err != nil {
 		return err
 	}
 	for _, in := range append([]Install{e.Active}, e.Previous...) {

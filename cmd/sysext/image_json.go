@@ -4,9 +4,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"strconv"
 	"strings"
-	"unicode"
 
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/fsimage"
@@ -89,7 +87,7 @@ func unixMode(m fs.FileMode) uint32 {
 func printSpecial(w io.Writer, j *specialJSON) error {
 	var lines [][2]string
 	for _, f := range j.Files {
-		p := printableName(f.Path)
+		p := extension.Escape(f.Path)
 		if f.Setuid {
 			lines = append(lines, [2]string{"setuid", fmt.Sprintf("%s (mode %s, uid %d)", p, f.Mode, f.UID)})
 		}
@@ -115,15 +113,6 @@ func printSpecial(w io.Writer, j *specialJSON) error {
 		}
 	}
 	return nil
-}
-
-// printableName shows a name from an image as is when every character is
-// printable, quoted and escaped otherwise (control and bidi characters).
-func printableName(s string) string {
-	if strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) < 0 {
-		return s
-	}
-	return strconv.QuoteToASCII(s)
 }
 
 // compatJSON says whether systemd-sysext would merge the image on a host.

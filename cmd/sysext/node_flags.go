@@ -233,10 +233,10 @@ func printResult(w io.Writer, r node.Result) {
 		printf(w, "%s: %s (%s)\n", r.Name, r.Action, r.Source)
 		return
 	case "would-pull":
-		fmt.Fprintf(w, "%s %s: would-pull %s (%s; dry run, checked, nothing changed)\n", r.Name, r.Version, short(r.Digest), r.Source)
+		fmt.Fprintf(w, "%s %s: would-pull %s (%s; dry run, checked, nothing changed)\n", r.Name, r.Version, extension.ShortDigest(r.Digest), r.Source)
 		return
 	case "would-update":
-		printf(w, "%s %s: would update to %s (%s; dry run, checked, nothing changed)\n", r.Name, r.From, r.Version, short(r.Digest))
+		printf(w, "%s %s: would update to %s (%s; dry run, checked, nothing changed)\n", r.Name, r.From, r.Version, extension.ShortDigest(r.Digest))
 		return
 	case "removed":
 		printf(w, "%s: removed\n", r.Name)
@@ -247,7 +247,7 @@ func printResult(w io.Writer, r node.Result) {
 		line += " from " + r.From
 	}
 	if r.Digest != "" {
-		line += " (" + shortHex(r.Digest) + ")"
+		line += " (" + extension.ShortDigest(r.Digest) + ")"
 	}
 	switch {
 	case r.Unsigned:
@@ -268,11 +268,4 @@ func printResult(w io.Writer, r node.Result) {
 		line += "; " + string(r.Activation)
 	}
 	printLine(w, line)
-}
-
-func short(d string) string {
-	if len(d) > 19 {
-		return d[:19]
-	}
-	return d
 }

@@ -42,7 +42,7 @@ var cosignSuffixes = []string{".sig", ".att", ".sbom"}
 // sha256-<hex>.sig/.att/.sbom tags. Any two stores work: registry to
 // registry, registry to layout and back. Blobs the destination has are not
 // copied again.
-func Copy(ctx context.Context, src Target, srcRef Reference, dst Target, dstRef Reference, opts CopyOptions) (*CopyResult, error) {
+func Copy(ctx context.Context, src CopySource, srcRef Reference, dst CopyDestination, dstRef Reference, opts CopyOptions) (*CopyResult, error) {
 	root, err := src.Resolve(ctx, srcRef.Reference())
 	if err != nil {
 		if errors.Is(err, errdef.ErrNotFound) {

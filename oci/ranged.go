@@ -8,6 +8,7 @@ import (
 	"net/http"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 )
@@ -18,7 +19,7 @@ import (
 // drops it (MiBs on a fast link) is sent again for nothing. The reader
 // seeks (a new Range request) like oras-go's, for resuming after a cut.
 // Other targets, and off 0, go through Fetch.
-func fetchFrom(ctx context.Context, t Target, desc ocispec.Descriptor, off int64) (io.ReadCloser, error) {
+func fetchFrom(ctx context.Context, t content.Fetcher, desc ocispec.Descriptor, off int64) (io.ReadCloser, error) {
 	repo, ok := t.(*remote.Repository)
 	if !ok || off == 0 || off >= desc.Size {
 		rc, err := t.Fetch(ctx, desc)

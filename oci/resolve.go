@@ -114,12 +114,12 @@ type ResolveOptions struct {
 // and title validated; nothing of the image is downloaded. An index may
 // list at most MaxIndexEntries manifests; each digest is read once, and
 // at most a few candidates are read (see ResolveWith).
-func Resolve(ctx context.Context, t Target, ref Reference, arch extension.Arch) (*Resolved, error) {
+func Resolve(ctx context.Context, t ManifestReader, ref Reference, arch extension.Arch) (*Resolved, error) {
 	return ResolveWith(ctx, t, ref, arch, ResolveOptions{})
 }
 
 // ResolveWith is Resolve with options.
-func ResolveWith(ctx context.Context, t Target, ref Reference, arch extension.Arch, o ResolveOptions) (*Resolved, error) {
+func ResolveWith(ctx context.Context, t ManifestReader, ref Reference, arch extension.Arch, o ResolveOptions) (*Resolved, error) {
 	if arch == "" {
 		arch = extension.HostArch()
 	}
@@ -200,7 +200,7 @@ func parseIndex(ref Reference, root ocispec.Descriptor, body []byte) (*ocispec.I
 
 // Describe reads every manifest ref points to (all platforms), without
 // downloading any image.
-func Describe(ctx context.Context, t Target, ref Reference) (*Artifact, error) {
+func Describe(ctx context.Context, t ManifestReader, ref Reference) (*Artifact, error) {
 	root, body, err := fetchRoot(ctx, t, ref)
 	if err != nil {
 		return nil, err
@@ -255,13 +255,13 @@ func Describe(ctx context.Context, t Target, ref Reference) (*Artifact, error) {
 }
 
 // fetchRoot resolves ref and reads the manifest or index it points to.
-func fetchRoot(ctx context.Context, t Target, ref Reference) (ocispec.Descriptor, []byte, error) {
+func fetchRoot(ctx context.Context, t ManifestReader, ref Reference) (ocispec.Descriptor, []byte, error) {
 	return fetchRootFrom(ctx, t, ref, ocispec.Descriptor{})
 }
 
 // fetchRootFrom is fetchRoot for a ref that resolved to known already
 // (when its digest is set): the tag is not asked again.
-func fetchRootFrom(ctx context.Context, t Target, ref Reference, known ocispec.Descriptor) (ocispec.Descriptor, []byte, error) {
+func fetchRootFrom(ctx context.Context, t ManifestReader, ref Reference, known ocispec.Descriptor) (ocispec.Descriptor, []byte, error) {
 	desc, err := known, error(nil)
 	if known.Digest == "" {
 		desc, err = t.Resolve(ctx, ref.Reference())
@@ -294,7 +294,7 @@ func fetchRootFrom(ctx context.Context, t Target, ref Reference, known ocispec.D
 
 // FetchManifest reads a manifest or index of at most MaxManifestSize bytes
 // and checks its size and digest against desc.
-func FetchManifest(ctx context.Context, t Target, desc ocispec.Descriptor) ([]byte, error) {
+func FetchManifest(ctx context.Context, t content.Fetcher, desc ocispec.Descriptor) ([]byte, error) {
 	if desc.Size > MaxManifestSize {
 		return nil, fmt.Errorf("manifest %s is %d bytes, more than the %d allowed: %w", desc.Digest, desc.Size, MaxManifestSize, ErrNotExtension)
 	}
@@ -308,7 +308,7 @@ func FetchManifest(ctx context.Context, t Target, desc ocispec.Descriptor) ([]by
 	return b, nil
 }
 
-func fetchEntry(ctx context.Context, t Target, ref Reference, d ocispec.Descriptor) (*Entry, error) {
+func fetchEntry(ctx context.Context, t ManifestReader, ref Reference, d ocispec.Descriptor) (*Entry, error) {
 	body, err := FetchManifest(ctx, t, d)
 	if err != nil {
 		return nil, Explain(ref, fmt.Errorf("%s: %w", ref, err))

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
 )
 
 // The download pipeline: one goroutine reads the network into a few
@@ -44,7 +45,7 @@ func (c chunk) release(free chan<- []byte) {
 // stream copies the blob from start on into w, the writer writing and the
 // hasher hashing each buffer, and returns how often a cut transfer was
 // resumed. The bytes before start are w's already.
-func stream(ctx context.Context, t Target, layer ocispec.Descriptor, w Writer, start int64, opts DownloadOptions) (int, error) {
+func stream(ctx context.Context, t content.Fetcher, layer ocispec.Descriptor, w Writer, start int64, opts DownloadOptions) (int, error) {
 	maxResumes := opts.MaxResumes
 	if maxResumes == 0 {
 		maxResumes = 5

@@ -259,22 +259,33 @@ func fetchRoot(ctx context.Context, t ManifestReader, ref Reference) (ocispec.De
 	return fetchRootFrom(ctx, t, ref, ocispec.Descriptor{})
 }
 
+// ResolveRoot resolves ref in r to what it points to (an index or a
+// manifest). Its errors name ref once: a missing tag or digest says which
+// and matches ErrNotFound; a registry's refusal is worded by Explain.
+func ResolveRoot(ctx context.Context, r content.Resolver, ref Reference) (ocispec.Descriptor, error) {
+	desc, err := r.Resolve(ctx, ref.Reference())
+	if err == nil {
+		return desc, nil
+	}
+	if errors.Is(err, errdef.ErrNotFound) {
+		what := "tag " + ref.Tag
+		if ref.Digest != "" {
+			what = "manifest " + ref.Digest.String()
+		}
+		return desc, sentinel(ErrNotFound, "%s: %s not found in %s", ref, what, ref.Scope())
+	}
+	return desc, Explain(ref, fmt.Errorf("%s: resolve: %w", ref, err))
+}
+
 // fetchRootFrom is fetchRoot for a ref that resolved to known already
 // (when its digest is set): the tag is not asked again.
 func fetchRootFrom(ctx context.Context, t ManifestReader, ref Reference, known ocispec.Descriptor) (ocispec.Descriptor, []byte, error) {
 	desc, err := known, error(nil)
 	if known.Digest == "" {
-		desc, err = t.Resolve(ctx, ref.Reference())
+		desc, err = ResolveRoot(ctx, t, ref)
 	}
 	if err != nil {
-		if errors.Is(err, errdef.ErrNotFound) {
-			what := "tag " + ref.Tag
-			if ref.Digest != "" {
-				what = "manifest " + ref.Digest.String()
-			}
-			return desc, nil, sentinel(ErrNotFound, "%s: %s not found in %s", ref, what, ref.Scope())
-		}
-		return desc, nil, Explain(ref, fmt.Errorf("%s: resolve: %w", ref, err))
+		return desc, nil, err
 	}
 	if ref.Digest != "" && desc.Digest != ref.Digest {
 		return desc, nil, fmt.Errorf("%s: the store answered %s for digest %s", ref, desc.Digest, ref.Digest)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync/atomic"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -58,8 +57,9 @@ func stream(ctx context.Context, t content.Fetcher, layer ocispec.Descriptor, w 
 		if errors.Is(err, ErrNotFound) {
 			return 0, fmt.Errorf("layer %s: blob not found in the store: %w", layer.Digest, err)
 		}
-		if isLengthMismatch(err) {
-			return 0, sizeMismatch(layer)
+		var sm *SizeMismatchError
+		if errors.As(err, &sm) {
+			return 0, err // names the layer
 		}
 		return 0, fmt.Errorf("layer %s: %w", layer.Digest, err)
 	}
@@ -189,11 +189,5 @@ func readChunks(ctx context.Context, rc io.ReadCloser, layer ocispec.Descriptor,
 }
 
 func sizeMismatch(layer ocispec.Descriptor) error {
-	return fmt.Errorf("layer %s: size mismatch: the store's answer is not the %d bytes the manifest declares", layer.Digest, layer.Size)
-}
-
-// isLengthMismatch recognises oras-go's error for a Content-Length that is
-// not the descriptor's size.
-func isLengthMismatch(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "mismatch Content-Length")
+	return &SizeMismatchError{Digest: layer.Digest, Size: layer.Size}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto"
 	"fmt"
-	"strings"
 	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -78,7 +77,7 @@ func runSign(ctx context.Context, c *cobra.Command, opts signOptions, args []str
 // signReference signs what ref points to (and its per-architecture
 // manifests) in t.
 func signReference(ctx context.Context, t oci.Target, ref oci.Reference, signer *verify.Signer) ([]verify.Signed, error) {
-	desc, err := resolveRef(ctx, t, ref)
+	desc, err := oci.ResolveRoot(ctx, t, ref)
 	if err != nil {
 		return nil, err
 	}
@@ -187,15 +186,6 @@ func signPushed(ctx context.Context, t oci.Target, res *oci.PushResult, s *verif
 	return out, nil
 }
 
-// resolveRef resolves ref in t; the error names ref once (registry errors
-// already do).
-func resolveRef(ctx context.Context, t oci.Target, ref oci.Reference) (ocispec.Descriptor, error) {
-	desc, err := t.Resolve(ctx, ref.Reference())
-	if err != nil && !strings.Contains(err.Error(), ref.Scope()) {
-		err = fmt.Errorf("%s: %w", ref, err)
-	}
-	return desc, err
-}
 
 func printSigned(c *cobra.Command, out outputFlags, ref oci.Reference, signer *verify.Signer, signed []verify.Signed) error {
 	w := c.OutOrStdout()

@@ -153,7 +153,7 @@ func runVerify(ctx context.Context, c *cobra.Command, opts verifyOptions, args [
 // verifyReference checks ref's manifest and, for an index, each image
 // manifest it lists.
 func verifyReference(ctx context.Context, p *verify.Policy, t oci.Target, ref oci.Reference) (*verifyReport, error) {
-	desc, err := resolveRef(ctx, t, ref)
+	desc, err := oci.ResolveRoot(ctx, t, ref)
 	if err != nil {
 		return nil, err
 	}

@@ -655,16 +655,12 @@ func (p *Policy) VerifyEntry(ctx context.Context, src Source, ref string, idx, m
 	if err == nil || idx.Digest == "" || idx.Digest == m.Digest {
 		return v, err
 	}
-	b, ferr := fetchLimited(ctx, src, idx, maxManifestSize)
+	entries, ferr := indexManifests(ctx, src, idx)
 	if ferr != nil {
-		return Verified{}, fmt.Errorf("%w (and its index %s could not be read: %v)", err, idx.Digest, ferr)
-	}
-	var index ocispec.Index
-	if jerr := json.Unmarshal(b, &index); jerr != nil {
-		return Verified{}, fmt.Errorf("%w (and %s is not an image index: %v)", err, idx.Digest, jerr)
+		return Verified{}, fmt.Errorf("%w (and its %v)", err, ferr)
 	}
 	listed := false
-	for _, d := range index.Manifests {
+	for _, d := range entries {
 		if d.Digest == m.Digest {
 			listed = true
 			break

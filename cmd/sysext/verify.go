@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -150,55 +149,37 @@ func runVerify(ctx context.Context, c *cobra.Command, opts verifyOptions, args [
 	return nil
 }
 
-// verifyReference checks ref's manifest and, for an index, each image
-// manifest it lists.
+// verifyReference resolves ref and reports verify's VerifyTree for it.
 func verifyReference(ctx context.Context, p *verify.Policy, t oci.Target, ref oci.Reference) (*verifyReport, error) {
 	desc, err := oci.ResolveRoot(ctx, t, ref)
 	if err != nil {
 		return nil, err
 	}
-	one := func(d, via ocispec.Descriptor) verifyReport {
-		r := verifyReport{Reference: ref.WithDigest(d.Digest).String(), Digest: d.Digest.String(), MediaType: d.MediaType, Signatures: []verify.Signature{}}
-		if d.Platform != nil {
-			r.Platform = oci.PlatformString(d.Platform)
-		}
-		v, err := p.VerifyEntry(ctx, t, ref.String(), via, d)
-		if err != nil {
-			r.Error = err.Error()
-			return r
-		}
-		r.Verified = true
-		r.Signatures = append(r.Signatures, v.Signatures()...)
-		if v.Unsigned() {
-			r.Error = "accepted without a signature by the policy"
-		}
-		return r
-	}
-	rep := one(desc, ocispec.Descriptor{})
-	if desc.MediaType != ocispec.MediaTypeImageIndex {
-		return &rep, nil
-	}
-	body, err := oci.FetchManifest(ctx, t, desc)
+	tree, err := p.VerifyTree(ctx, t, ref.String(), desc)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", ref, err)
 	}
-	var idx ocispec.Index
-	if err := json.Unmarshal(body, &idx); err != nil {
-		return nil, fmt.Errorf("%s: index: %w", ref, err)
-	}
-	all := len(idx.Manifests) > 0
-	for _, m := range idx.Manifests {
-		if m.MediaType != ocispec.MediaTypeImageManifest {
-			continue
-		}
-		r := one(m, desc) // a signature on the index covers what it lists
-		all = all && r.Verified
-		rep.Manifests = append(rep.Manifests, r)
-	}
-	if !rep.Verified && all {
-		rep.Verified, rep.Error = true, ""
+	rep := newVerifyReport(ref, tree.TreeEntry)
+	for _, m := range tree.Manifests {
+		rep.Manifests = append(rep.Manifests, newVerifyReport(ref, m))
 	}
 	return &rep, nil
+}
+
+func newVerifyReport(ref oci.Reference, e verify.TreeEntry) verifyReport {
+	d := e.Descriptor
+	r := verifyReport{Reference: ref.WithDigest(d.Digest).String(), Digest: d.Digest.String(), MediaType: d.MediaType, Verified: e.Verified, Signatures: []verify.Signature{}}
+	if d.Platform != nil {
+		r.Platform = oci.PlatformString(d.Platform)
+	}
+	r.Signatures = append(r.Signatures, e.Signatures...)
+	switch {
+	case e.Err != nil:
+		r.Error = e.Err.Error()
+	case e.Unsigned:
+		r.Error = "accepted without a signature by the policy"
+	}
+	return r
 }
 
 func printVerifyReport(w io.Writer, rep *verifyReport) {

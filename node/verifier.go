@@ -131,10 +131,11 @@ func (p PolicyVerifier) CheckTrust(tr Trust) error {
 	return err
 }
 
-// Verify implements Verifier. A signature on the manifest, or on the index
-// r resolved through when that index lists the manifest (what `cosign sign`
-// on an index writes without --recursive), is accepted; the Verified value
-// is always for the manifest's digest.
+// Verify implements Verifier: the check before a download (pull, update,
+// sync and fetch). A signature on the manifest, or on the index r resolved
+// through when that index lists the manifest (what `cosign sign` on an
+// index writes without --recursive), is accepted; the Verified value is
+// always for the manifest's digest, and checked to be.
 func (p PolicyVerifier) Verify(ctx context.Context, t oci.Target, ref oci.Reference, r *oci.Resolved, tr Trust) (verify.Verified, error) {
 	o, err := p.trustOptions(tr)
 	if err != nil {
@@ -148,5 +149,9 @@ func (p PolicyVerifier) Verify(ctx context.Context, t oci.Target, ref oci.Refere
 	if r.Index != nil {
 		idx = r.Root
 	}
-	return pol.VerifyEntry(ctx, t, ref.String(), idx, r.Descriptor)
+	v, err := pol.VerifyEntry(ctx, t, ref.String(), idx, r.Descriptor)
+	if err != nil {
+		return verify.Verified{}, err
+	}
+	return v, v.Check(r.Descriptor.Digest)
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
 
 	"github.com/sysext/sysext/oci"
@@ -55,10 +54,15 @@ func (f trustFlags) policy(c *cobra.Command, root string) (*verify.Policy, error
 	if err != nil {
 		return nil, err
 	}
-	if o.AllowUnsigned {
+	f.warnUnsigned(c)
+	return p, nil
+}
+
+// warnUnsigned says what --insecure-allow-unsigned gives up, when given.
+func (f trustFlags) warnUnsigned(c *cobra.Command) {
+	if f.AllowUnsigned {
 		printLine(c.ErrOrStderr(), "sysext: WARNING: --insecure-allow-unsigned: signatures are not checked; anyone who can write to the registry can run code on this machine")
 	}
-	return p, nil
 }
 
 // verifyOptions are the flags of `sysext verify`.
@@ -210,24 +214,4 @@ func printVerifyReport(w io.Writer, rep *verifyReport) {
 	if rep.Verified {
 		printf(w, "%s: verified\n", rep.Reference)
 	}
-}
-
-// verifyResolved is the check before a download: the trust policy must
-// accept the manifest r resolved to (signed itself, or through the signed
-// index that lists it), before any image byte is fetched. The result names
-// that manifest's digest.
-func verifyResolved(ctx context.Context, c *cobra.Command, f trustFlags, root string, t oci.Target, r *oci.Resolved) (verify.Verified, error) {
-	p, err := f.policy(c, root)
-	if err != nil {
-		return verify.Verified{}, err
-	}
-	var idx ocispec.Descriptor
-	if r.Index != nil {
-		idx = r.Root
-	}
-	v, err := p.VerifyEntry(ctx, t, r.Ref.String(), idx, r.Descriptor)
-	if err != nil {
-		return verify.Verified{}, err
-	}
-	return v, v.Check(r.Descriptor.Digest)
 }

@@ -420,7 +420,7 @@ func TestPerDeploymentSharesStore(t *testing.T) {
 	for _, d := range []string{depA, depB, shared, filepath.Join(depA, "var"), filepath.Join(depB, "var")} {
 		os.MkdirAll(d, 0o755)
 	}
-	if !IsDeploymentDir(depA) {
+	if !IsDeploymentDir(depA) || !DefaultPerDeployment(depA+"/") || DefaultPerDeployment(sysroot) {
 		t.Fatal("deployment dir not recognised")
 	}
 	a := open(t, Options{Root: depA, PerDeployment: true})

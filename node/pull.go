@@ -58,6 +58,17 @@ type Result struct {
 	Error      string                     `json:"error,omitempty"`
 }
 
+// Changes reports whether r changed the node, or would have without
+// --dry-run: what makes update and sync succeed rather than find nothing
+// to do.
+func (r Result) Changes() bool {
+	switch r.Action {
+	case "would-pull", "would-update", "would-remove":
+		return true
+	}
+	return r.Changed
+}
+
 // Pull resolves, verifies, checks, stores and activates one extension.
 // With Options.Store.Copy it writes the image itself into the extensions
 // directory instead (store.Copier), for baking an OS image.

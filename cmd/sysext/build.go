@@ -39,7 +39,7 @@ type buildOptions struct {
 }
 
 // fromImageOptions are the flags that build from a container image instead
-// of a directory; build_from_image.go implements them.
+// of a directory; build_from_image.go passes them to fromimage.Build.
 type fromImageOptions struct {
 	Image           string   // --from-image REF
 	Base            string   // --base REF: drop what this image already has
@@ -213,7 +213,11 @@ func runBuild(c *cobra.Command, o buildOptions, tree string) error {
 		return err
 	}
 	progressTo(c, o, &bo)
-	return printBuildResult(c, o, bo)
+	res, err := builder.Build(c.Context(), bo)
+	if err != nil {
+		return err
+	}
+	return printBuilt(c, o, res)
 }
 
 // progressTo shows the tools' progress only on a terminal; scripts get
@@ -222,16 +226,6 @@ func progressTo(c *cobra.Command, o buildOptions, bo *builder.Options) {
 	if !o.JSON && !o.Quiet && term.IsTerminal(int(os.Stderr.Fd())) {
 		bo.Progress = c.ErrOrStderr()
 	}
-}
-
-// printBuildResult runs the build with bo and prints the result; the
-// --from-image path calls it with the tree it prepared.
-func printBuildResult(c *cobra.Command, o buildOptions, bo builder.Options) error {
-	res, err := builder.Build(c.Context(), bo)
-	if err != nil {
-		return err
-	}
-	return printBuilt(c, o, res)
 }
 
 // printBuilt prints a built image's warnings and description (as JSON with

@@ -193,12 +193,8 @@ func runBake(ctx context.Context, c *cobra.Command, opts bakeOptions, name strin
 		Mirror:      opts.Mirror,
 		MaxSize:     int64(opts.MaxSize),
 	}
-	if epoch := os.Getenv("SOURCE_DATE_EPOCH"); epoch != "" {
-		var n int64
-		if _, err := fmt.Sscan(epoch, &n); err != nil {
-			return usageError("$SOURCE_DATE_EPOCH=%q is not a number of seconds", epoch)
-		}
-		bo.SourceDateEpoch = n
+	if bo.SourceDateEpoch, _, err = sourceDateEpoch(); err != nil {
+		return err
 	}
 	if f, ok := c.ErrOrStderr().(*os.File); ok && term.IsTerminal(int(f.Fd())) && !opts.Quiet && !opts.JSON {
 		bo.Progress = f

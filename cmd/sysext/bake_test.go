@@ -141,6 +141,22 @@ func TestBakeCommand(t *testing.T) {
 		}
 	}
 
+	// $SOURCE_DATE_EPOCH is read by one rule for build and bake (bake took
+	// "12abc" for 12).
+	t.Run("SOURCE_DATE_EPOCH", func(t *testing.T) {
+		for _, v := range []string{"12abc", "-1", "1.5"} {
+			t.Setenv("SOURCE_DATE_EPOCH", v)
+			for _, args := range [][]string{
+				{"bake", recipeFile, "--version", "2.0", "--mirror", srv.URL, "--cache", cache, "-o", out + "/"},
+				{"build", dir, "--name", "greet", "--version", "2.0", "-o", out + "/"},
+			} {
+				if _, errs, code := runCLI(t, args...); code != exitUsage || !strings.Contains(errs, "SOURCE_DATE_EPOCH") {
+					t.Errorf("%s with SOURCE_DATE_EPOCH=%s: exit %d, %s", args[0], v, code, errs)
+				}
+			}
+		}
+	})
+
 	// A download that does not match: exit 1, nothing written.
 	files["/example.org/greet/v2.0/greet-x86_64.tar.gz"] = greetTarball(t, "#!/bin/sh\necho tampered\n")
 	_, errs, code := runCLI(t, "bake", recipeFile, "--version", "2.0", "--mirror", srv.URL, "--cache", cache, "-o", out+"/")

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"strconv"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -174,13 +173,9 @@ func (o buildOptions) builderOptions(tree string) (builder.Options, error) {
 	if format != builder.Squashfs && format != builder.EROFS {
 		return builder.Options{}, usageError("--format %s: use squashfs or erofs", o.Format)
 	}
-	epoch := int64(0)
-	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
-		e, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || e < 0 {
-			return builder.Options{}, usageError("SOURCE_DATE_EPOCH=%q: use a number of seconds since 1970", s)
-		}
-		epoch = e
+	epoch, _, err := sourceDateEpoch()
+	if err != nil {
+		return builder.Options{}, err
 	}
 	meta := extension.Metadata{
 		Name: o.Name, Version: o.Version, Arch: arch, ID: o.OS,

@@ -595,7 +595,7 @@ func (p *Policy) Verify(ctx context.Context, src Source, ref string, desc ocispe
 		}
 	}
 	if allUnsigned {
-		return AcceptUnsigned(desc.Digest), nil
+		return acceptUnsigned(desc.Digest), nil
 	}
 	sort.Strings(signers)
 	return Verified{digest: desc.Digest, signer: strings.Join(signers, ", "), signatures: sigs}, nil

@@ -84,9 +84,9 @@ func (n *Node) Sync(ctx context.Context, so SyncOptions) ([]Result, error) {
 			fail(d.Name, err)
 			continue
 		}
-		if installed && !so.DryRun && (cur.Declared != d.File || cur.Policy != d.Policy || cur.AllowUnsigned != d.AllowUnsigned) {
+		if installed && !so.DryRun && (cur.Declared != d.File || !cur.Trust.Equal(d.Trust) || cur.AllowUnsigned != d.AllowUnsigned) {
 			// The declaration manages it from now on, with its trust.
-			if err := s.SetDeclared(d.Name, store.Meta{Declared: d.File, Policy: d.Policy, AllowUnsigned: d.AllowUnsigned}); err != nil {
+			if err := s.SetDeclared(d.Name, store.Meta{Declared: d.File, Trust: d.Trust, AllowUnsigned: d.AllowUnsigned}); err != nil {
 				fail(d.Name, err)
 				continue
 			}
@@ -108,7 +108,7 @@ func (n *Node) Sync(ctx context.Context, so SyncOptions) ([]Result, error) {
 			continue
 		}
 		// A dry run checks all a pull checks and stops before the download.
-		r, err := n.pull(ctx, s, s, PullRequest{Ref: src, Name: d.Name, Policy: d.Policy, AllowUnsigned: d.AllowUnsigned, Declared: d.File, PolicyFrom: d.PolicyFrom(), DryRun: so.DryRun}, nil)
+		r, err := n.pull(ctx, s, s, PullRequest{Ref: src, Name: d.Name, Trust: d.Trust, AllowUnsigned: d.AllowUnsigned, Declared: d.File, PolicyFrom: d.PolicyFrom(), DryRun: so.DryRun}, nil)
 		if err != nil {
 			fail(d.Name, err)
 			continue
@@ -155,7 +155,7 @@ func (n *Node) precheckDeclared(decl []Declared, osr *extension.Release) map[str
 			bad[d.Name] = &sourceError{fmt.Errorf("%s: Source=%s: %w", d.SourceFrom(), d.Source, err)}
 			continue
 		}
-		if err := n.precheck(PullRequest{Ref: src, Name: d.Name, Policy: d.Policy, AllowUnsigned: d.AllowUnsigned, Declared: d.File, PolicyFrom: d.PolicyFrom()}); err != nil {
+		if err := n.precheck(PullRequest{Ref: src, Name: d.Name, Trust: d.Trust, AllowUnsigned: d.AllowUnsigned, Declared: d.File, PolicyFrom: d.PolicyFrom()}); err != nil {
 			bad[d.Name] = err
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sysext/sysext/node"
+	"github.com/sysext/sysext/store"
 )
 
 func init() { register(newPullCommand) }
@@ -48,6 +49,6 @@ func runPull(ctx context.Context, c *cobra.Command, opts pullOptions, args []str
 	if err != nil {
 		return err
 	}
-	r, err := n.Pull(ctx, node.PullRequest{Ref: args[0], Name: opts.Name, Policy: node.PolicyString(opts.trust()), AllowUnsigned: opts.AllowUnsigned})
+	r, err := n.Pull(ctx, node.PullRequest{Ref: args[0], Name: opts.Name, Trust: store.TrustOf(opts.trust()), AllowUnsigned: opts.AllowUnsigned})
 	return opts.finishResult(c, r, err, !opts.Quiet || err == nil)
 }

@@ -33,13 +33,7 @@ func newSigner(t *testing.T) *verify.Signer {
 // keeps are not signed again.
 func TestPushSignsWhatItPushed(t *testing.T) {
 	ctx := context.Background()
-	ref := ocitest.NewLayout(t, "1.0")
-	o := ocitest.TestOptions()
-	o.CreateLayout = true
-	tg, err := oci.Open(ctx, ref, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tg, ref := ocitest.OpenLayout(t, "1.0")
 	img := func(a extension.Arch) string { return ocitest.Squashfs(t, ocitest.Meta("hello", "1.0", a), []byte(a)) }
 	key, other := newSigner(t), newSigner(t)
 

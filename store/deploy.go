@@ -24,8 +24,7 @@ func OstreeBooted(root string) bool {
 // ostree, or for a root that is a deployment checkout. Copy mode and an
 // explicit extensions directory never are (the caller's choice).
 func DefaultPerDeployment(root string) bool {
-	abs := filepath.Clean(root)
-	return (abs == "/" && OstreeBooted("/")) || IsDeploymentDir(abs)
+	return (Options{Root: root}.RunningSystem() && OstreeBooted("/")) || IsDeploymentDir(root)
 }
 
 // IsDeploymentDir reports whether dir looks like an ostree deployment

@@ -424,6 +424,11 @@ func TestPerDeploymentSharesStore(t *testing.T) {
 	if !IsDeploymentDir(depA) || !DefaultPerDeployment(depA+"/") || DefaultPerDeployment(sysroot) {
 		t.Fatal("deployment dir not recognised")
 	}
+	for root, want := range map[string]bool{"": true, "/": true, "//": true, "/.": true, sysroot: false, depA: false} {
+		if got := (Options{Root: root}).RunningSystem(); got != want {
+			t.Errorf("Options{Root: %q}.RunningSystem() = %v", root, got)
+		}
+	}
 	a := open(t, Options{Root: depA, PerDeployment: true})
 	put(t, a, "x", "1", "one")
 	a.Close()

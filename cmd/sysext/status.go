@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"path/filepath"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -69,7 +68,7 @@ func runStatus(ctx context.Context, w io.Writer, opts statusOptions) error {
 	if err != nil {
 		return err
 	}
-	rep, err := node.ReadStatus(ctx, node.StatusOptions{Store: so, AskSystemd: filepath.Clean(so.Root) == "/"})
+	rep, err := node.ReadStatus(ctx, node.StatusOptions{Store: so, AskSystemd: so.RunningSystem()})
 	if err != nil {
 		return err
 	}

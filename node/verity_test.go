@@ -210,7 +210,7 @@ func TestPullSignedDDI(t *testing.T) {
 		{"claim", "not the " + ann[oci.AnnotationVerityCertificate]},
 		{"plain", "names no verity root hash"},
 	} {
-		_, err := n.Pull(ctx, PullRequest{Ref: ref(tc.tag), Policy: PolicyString(trust)})
+		_, err := n.Pull(ctx, PullRequest{Ref: ref(tc.tag), Trust: store.TrustOf(trust)})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want %q", tc.tag, err, tc.want)
 			continue
@@ -224,7 +224,7 @@ func TestPullSignedDDI(t *testing.T) {
 		t.Fatal("a refused pull set the image policy")
 	}
 
-	r, err := n.Pull(ctx, PullRequest{Ref: ref("good"), Policy: PolicyString(trust)})
+	r, err := n.Pull(ctx, PullRequest{Ref: ref("good"), Trust: store.TrustOf(trust)})
 	if err != nil {
 		t.Fatal(err)
 	}

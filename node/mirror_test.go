@@ -13,6 +13,7 @@ import (
 
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/oci/ocitest"
+	"github.com/sysext/sysext/store"
 	"github.com/sysext/sysext/verify"
 )
 
@@ -114,7 +115,7 @@ func TestPullThroughCache(t *testing.T) {
 		root := nodeRoot(t, debianRelease)
 		writeConf(t, root, "etc/sysext/registries.conf", conf)
 		var log logBuf
-		r, err := pub.node(root, &log).Pull(context.Background(), PullRequest{Ref: ref, Policy: "key:" + pub.pub})
+		r, err := pub.node(root, &log).Pull(context.Background(), PullRequest{Ref: ref, Trust: store.Trust{KeyPaths: []string{pub.pub}}})
 		if err != nil {
 			t.Fatalf("%v\n%s", err, log.String())
 		}
@@ -192,7 +193,7 @@ func TestMirrorCannotSubstitute(t *testing.T) {
 	root := nodeRoot(t, debianRelease)
 	writeConf(t, root, "etc/containers/registries.conf", conf)
 	var log logBuf
-	r, err := pub.node(root, &log).Pull(context.Background(), PullRequest{Ref: ref, Policy: "key:" + pub.pub})
+	r, err := pub.node(root, &log).Pull(context.Background(), PullRequest{Ref: ref, Trust: store.Trust{KeyPaths: []string{pub.pub}}})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, log.String())
 	}
@@ -208,7 +209,7 @@ func TestMirrorCannotSubstitute(t *testing.T) {
 	root2 := nodeRoot(t, debianRelease)
 	dead := ocitest.Refused(t)
 	writeConf(t, root2, "etc/sysext/registries.conf", "[[registry]]\nprefix = \""+origin.Host+"\"\nlocation = \""+dead+"\"\n[[registry.mirror]]\nlocation = \""+mirror.Host+"\"\n")
-	if r, err := pub.node(root2, &logBuf{}).Pull(context.Background(), PullRequest{Ref: ref, Policy: "key:" + pub.pub}); err == nil {
+	if r, err := pub.node(root2, &logBuf{}).Pull(context.Background(), PullRequest{Ref: ref, Trust: store.Trust{KeyPaths: []string{pub.pub}}}); err == nil {
 		t.Fatalf("installed %+v from the lying mirror alone", r)
 	} else {
 		t.Logf("origin down: %v", err)
@@ -254,7 +255,7 @@ func TestMirrorSignaturesFallBackToOrigin(t *testing.T) {
 			root := nodeRoot(t, debianRelease)
 			writeConf(t, root, "etc/sysext/registries.conf.d/50-mirror.conf", "[[registry]]\nlocation = \""+origin.Host+"\"\n[[registry.mirror]]\nlocation = \""+mirror.Host+"\"\n")
 			var log logBuf
-			r, err := pub.node(root, &log).Pull(context.Background(), PullRequest{Ref: ref, Policy: "key:" + pub.pub})
+			r, err := pub.node(root, &log).Pull(context.Background(), PullRequest{Ref: ref, Trust: store.Trust{KeyPaths: []string{pub.pub}}})
 			if err != nil {
 				t.Fatalf("%v\n%s", err, log.String())
 			}
@@ -294,7 +295,7 @@ func TestMirrorCorruptBlobIntoStore(t *testing.T) {
 	root := nodeRoot(t, debianRelease)
 	writeConf(t, root, "etc/sysext/registries.conf", "[[registry]]\nlocation = \""+origin.Host+"\"\n[[registry.mirror]]\nlocation = \""+mirror.Host+"\"\n")
 	var log logBuf
-	r, err := pub.node(root, &log).Pull(context.Background(), PullRequest{Ref: ref, Policy: "key:" + pub.pub})
+	r, err := pub.node(root, &log).Pull(context.Background(), PullRequest{Ref: ref, Trust: store.Trust{KeyPaths: []string{pub.pub}}})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, log.String())
 	}

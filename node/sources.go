@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/verify"
 )
@@ -65,7 +66,7 @@ func (n *Node) verifyPlan(ctx context.Context, p *pullPlan, tr Trust) (v verify.
 	}
 	if p.ref.Digest == "" {
 		if mirror, ok := oci.RejectTagSource(p.t, p.ref.Tag); ok {
-			n.logf("%s: what mirror %s says tag %s points to (%s) has no valid signature; asking the next source", p.ref, mirror, p.ref.Tag, shortDigest(p.res.Root.Digest))
+			n.logf("%s: what mirror %s says tag %s points to (%s) has no valid signature; asking the next source", p.ref, mirror, p.ref.Tag, extension.ShortDigest(string(p.res.Root.Digest)))
 			return v, true, err
 		}
 	}

@@ -3,14 +3,12 @@
 // format (docs/format.md), push, resolve, download, copy and auth. It is
 // the only importer of oras-go's registry client.
 //
-// The pieces, in the order a node uses them:
-//
-//	ref, _ := oci.ParseReference("ghcr.io/acme/ext/docker:24")  // or oci:DIR:tag
-//	t, _   := oci.Open(ctx, ref, oci.Options{})                  // registry or layout, an oras.GraphTarget
-//	r, _   := oci.Resolve(ctx, t, ref, "")                       // index → this host's manifest, from manifests only
-//	// verify r.Descriptor.Digest (signatures) and check r.Metadata against os-release here
-//	d, _   := oci.Download(ctx, t, &r.Entry, oci.DownloadOptions{Dir: dir})      // fetch: a file
-//	d, _   = oci.Download(ctx, t, &r.Entry, oci.DownloadOptions{Into: ingest})    // pull: the store's ingest (Writer)
+// Example shows the pieces in the order a node uses them: ParseReference
+// (a registry repository, or oci:DIR for a layout), Open (an
+// oras.GraphTarget), Resolve (an index to this host's manifest, from
+// manifests only), then, after the caller verified the manifest's digest
+// and checked its Metadata against the host, Download into a file (fetch)
+// or into the store's ingest, a Writer (pull).
 //
 // Invariants:
 //   - Every manifest and index read is size-limited (MaxManifestSize) and
@@ -28,7 +26,7 @@
 //     fetches only from the Writer's Offset on (one Range request) and
 //     leaves committing to the caller; oci never imports the store.
 //   - File names taken from annotations are single path components
-//     (SafeFileName): untrusted metadata never escapes the directory.
+//     (extension.ValidateFileName): untrusted metadata never escapes the directory.
 //   - Loopback registries use plain HTTP. Retrying lives in one place,
 //     RetryPolicy: 408, 429 and 5xx answers, timeouts and cut transfers
 //     are asked again a bounded number of times, after exponential
@@ -43,6 +41,14 @@
 //     allows. Signatures are verified for the reference as named, so a
 //     mirror can make a pull fail, never make it succeed with other
 //     content.
+//   - Errors are told apart by type, never by their text: ErrNotFound,
+//     ErrNoPlatform, ErrNotExtension (errors.Is), *SizeMismatchError, and
+//     *CopyError, which says which side of a Copy failed (Op, Origin), as
+//     oras-go's does. A registry blob is read with our own GET (Range from
+//     an offset), so a refusal is an errcode.ErrorResponse for Explain.
+//   - Functions take the narrowest view of a store they need
+//     (content.Fetcher, ManifestReader, AttachedLister, CopySource,
+//     CopyDestination, oras.Target); Target is all of them.
 //
 // It does not verify signatures (package verify does) and does not decide
 // compatibility with a host (package extension does, from Metadata).

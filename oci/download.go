@@ -9,8 +9,10 @@ import (
 	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
+	"oras.land/oras-go/v2/content"
 
 	"github.com/sysext/sysext/atomicfile"
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/fsimage"
 	"github.com/sysext/sysext/ingest"
 )
@@ -79,7 +81,7 @@ type Downloaded struct {
 // manifest annotations; only then it fsyncs and renames into place. On any
 // failure nothing is left at the target or next to it, and the temp files
 // of downloads killed earlier in that directory are removed.
-func Download(ctx context.Context, t Target, e *Entry, opts DownloadOptions) (*Downloaded, error) {
+func Download(ctx context.Context, t content.Fetcher, e *Entry, opts DownloadOptions) (*Downloaded, error) {
 	layer := e.Layer
 	if err := layer.Digest.Validate(); err != nil {
 		return nil, fmt.Errorf("layer digest %q: %w", layer.Digest, err)
@@ -92,7 +94,7 @@ func Download(ctx context.Context, t Target, e *Entry, opts DownloadOptions) (*D
 	}
 	target := opts.Path
 	if target == "" {
-		if err := SafeFileName(e.FileName); err != nil {
+		if err := extension.ValidateFileName(e.FileName); err != nil {
 			return nil, fmt.Errorf("layer %s: %w", e.Layer.Digest, err)
 		}
 		dir := opts.Dir
@@ -124,7 +126,7 @@ func Download(ctx context.Context, t Target, e *Entry, opts DownloadOptions) (*D
 const MaxMirrorRestarts = 4
 
 // downloadFile is one attempt of Download into a new temp file.
-func downloadFile(ctx context.Context, t Target, e *Entry, target string, opts DownloadOptions) (*Downloaded, error) {
+func downloadFile(ctx context.Context, t content.Fetcher, e *Entry, target string, opts DownloadOptions) (*Downloaded, error) {
 	layer := e.Layer
 	f, err := atomicfile.Create(target, 0o644)
 	if err != nil {
@@ -151,7 +153,7 @@ func downloadFile(ctx context.Context, t Target, e *Entry, target string, opts D
 }
 
 // download streams the layer into w and checks what w holds.
-func download(ctx context.Context, t Target, e *Entry, w Writer, opts DownloadOptions) (*Downloaded, error) {
+func download(ctx context.Context, t content.Fetcher, e *Entry, w Writer, opts DownloadOptions) (*Downloaded, error) {
 	layer := e.Layer
 	reused := w.Offset()
 	var resumes int

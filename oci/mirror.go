@@ -16,6 +16,9 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/sysext/sysext/internal/mediatype"
+	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/errcode"
 )
@@ -263,9 +266,9 @@ func oneLine(err error) string {
 func describe(desc ocispec.Descriptor) string {
 	kind := "blob"
 	switch {
-	case isIndex(desc.MediaType):
+	case mediatype.IsIndex(desc.MediaType):
 		kind = "index"
-	case isManifest(desc.MediaType):
+	case mediatype.IsManifest(desc.MediaType):
 		kind = "manifest"
 	}
 	return kind + " " + shortDigestString(desc.Digest)
@@ -543,7 +546,7 @@ func (e *wrongLayerError) Is(target error) bool { return target == ErrDigestMism
 // RetryElsewhere reports whether err is a download whose bytes came
 // (partly) from a mirror and did not match: a new download from t asks
 // the other sources.
-func RetryElsewhere(t Target, err error) bool {
+func RetryElsewhere(t content.Fetcher, err error) bool {
 	var we *wrongLayerError
 	_, ok := t.(*mirrorTarget)
 	return ok && errors.As(err, &we) && we.mirror
@@ -551,7 +554,7 @@ func RetryElsewhere(t Target, err error) bool {
 
 // SourceEvents lists which source answered each kind of read of t, and
 // which failed first, when t reads through mirrors (nil otherwise).
-func SourceEvents(t Target) []SourceEvent {
+func SourceEvents(t content.Fetcher) []SourceEvent {
 	m, ok := t.(*mirrorTarget)
 	if !ok {
 		return nil

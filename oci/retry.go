@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 )
@@ -236,7 +237,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // RetryPolicyOf returns the policy t's requests are retried with (the
 // default policy for a target oci did not open), for readers that ask the
 // registry again themselves (resumes, ranges).
-func RetryPolicyOf(t Target) *RetryPolicy {
+func RetryPolicyOf(t content.Fetcher) *RetryPolicy {
 	switch t := t.(type) {
 	case *remote.Repository:
 		if c, ok := t.Client.(*auth.Client); ok && c.Client != nil {

@@ -99,7 +99,7 @@ http {
     }
     location / {
       proxy_pass http://registry;
-      proxy_cache_valid 200 TTL;
+      proxy_cache_valid 200 404 TTL;
     }
   }
 }

@@ -208,11 +208,14 @@ func (m *mirrorTarget) what(what string) string {
 
 // next reports a failure of srcs[i] and whether to ask srcs[i+1]. A
 // signature a mirror does not have is not worth a line: most lookups for
-// signature formats find nothing anywhere.
+// signature formats find nothing anywhere. Nor is it asked of the origin:
+// when what the mirrors hold does not verify, the node reads the origin's
+// signatures itself (Origin); asking the origin for every format the
+// mirrors lack would cost it a request per node per pull.
 func (m *mirrorTarget) next(ctx context.Context, what string, srcs []*source, i int, err error) bool {
 	s := srcs[i]
 	if m.label != "" && errors.Is(err, ErrNotFound) && i < len(srcs)-1 && ctx.Err() == nil {
-		return true
+		return srcs[i+1].mirror
 	}
 	if ctx.Err() != nil || i == len(srcs)-1 {
 		if i > 0 || s.mirror {

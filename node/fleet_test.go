@@ -243,7 +243,8 @@ func (f fleetSim) run(tb testing.TB) *fleetReport {
 	var halfway func()
 	if f.faults {
 		throttleUntil.Store(time.Now().Add(f.throttle).UnixNano())
-		halfway = func() { cache.Restart(tb) }
+		// The cache the nodes talk to: nginx when it is there.
+		halfway = func() { tier.Restart(tb) }
 	}
 	pass("wave", update, halfway)
 	throttleUntil.Store(0)
@@ -330,6 +331,26 @@ func TestFleetWaveWithFaults(t *testing.T) {
 	}
 	if w.Throttled == 0 || w.BadMirrorReqs == 0 {
 		t.Errorf("the faults did not fire: %d throttled, %d requests to the corrupting mirror", w.Throttled, w.BadMirrorReqs)
+	}
+}
+
+// Behind a cache that keeps tags (nginx in front of the pull-through
+// cache), an unchanged check across the fleet costs the origin one tag
+// request per TTL (2 through the proxy mode), not 2 per node, and the
+// wave costs it about one image.
+func TestFleetTagCache(t *testing.T) {
+	rep := fleetSim{n: 10, par: 4, pad: 1 << 20, canary: true, tagTTL: time.Second}.run(t)
+	t.Log("\n" + rep.String())
+	for _, p := range rep.Phases {
+		if p.Failed != 0 {
+			t.Errorf("%s: %d nodes failed", p.Name, p.Failed)
+		}
+	}
+	if u := rep.phase("unchanged"); u.Actions["unchanged"] != 10 || u.OriginReqs > 2 {
+		t.Errorf("unchanged check: %v, %d requests at the origin (want at most 2 for the fleet)", u.Actions, u.OriginReqs)
+	}
+	if w := rep.phase("wave"); w.Actions["updated"] != 10 || float64(w.OriginOut) > 1.05*float64(rep.ImageSize) {
+		t.Errorf("wave: %v, the origin sent %d bytes for a %d-byte image", w.Actions, w.OriginOut, rep.ImageSize)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -22,10 +23,16 @@ import (
 func TestCtrlCSaysWhatStopped(t *testing.T) {
 	bin := testenv.BuildSysext(t)
 	started := make(chan struct{}, 1)
+	img := ocitest.Squashfs(t, ocitest.Meta("hello", "1.0", extension.HostArch()), bytes.Repeat([]byte("x"), 1<<20))
+	fi, err := os.Stat(img)
+	if err != nil {
+		t.Fatal(err)
+	}
 	// The blob's first bytes arrive, then the registry stalls until the
-	// client goes away.
+	// client goes away. The length is the image's: a wrong one is refused
+	// as soon as the answer's headers are read, before the interrupt.
 	stall := ocitest.Serve(ocitest.Blobs, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Length", "1048576")
+		w.Header().Set("Content-Length", strconv.FormatInt(fi.Size(), 10))
 		w.WriteHeader(http.StatusOK)
 		w.Write(bytes.Repeat([]byte{0}, 4096))
 		w.(http.Flusher).Flush()
@@ -37,7 +44,6 @@ func TestCtrlCSaysWhatStopped(t *testing.T) {
 	})
 	reg := ocitest.NewOlareg(t, stall)
 	ref := reg.Ref("ext/hello:1")
-	img := ocitest.Squashfs(t, ocitest.Meta("hello", "1.0", extension.HostArch()), bytes.Repeat([]byte("x"), 1<<20))
 	t.Setenv("DOCKER_CONFIG", t.TempDir())
 	if _, errs, code := runCLI(t, "push", "-q", img, ref); code != 0 {
 		t.Fatal(errs)
@@ -55,7 +61,7 @@ func TestCtrlCSaysWhatStopped(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
-	err := cmd.Wait()
+	err = cmd.Wait()
 	if code := cmd.ProcessState.ExitCode(); code != 130 {
 		t.Fatalf("exit %d (%v), want 130\n%s", code, err, stderr.String())
 	}

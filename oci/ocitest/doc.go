@@ -3,6 +3,9 @@
 // disk-backed) and olareg in-process behind httptest (fast, referrers API,
 // Range requests), optionally behind a fault-injecting handler. Every
 // server is stopped when the test ends. Example shows what a test writes.
+// For fleets: StartDistributionProxy (the binary's pull-through cache
+// mode), StartNginxCache (nginx in front, keeping tags for a TTL) and Front
+// (a counting, fault-injecting reverse proxy in front of either).
 //
 // Loopback hosts make oci.Open use plain HTTP automatically.
 package ocitest

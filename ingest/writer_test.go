@@ -57,11 +57,11 @@ func mustSum(t *testing.T, w *Writer, b []byte) {
 }
 
 func TestRanges(t *testing.T) {
-	var rs ranges
+	var rs Ranges
 	for _, r := range [][2]int64{{10, 20}, {30, 40}, {0, 5}, {5, 10}, {20, 25}, {35, 50}, {60, 70}} {
-		rs.add(r[0], r[1])
+		rs.Add(r[0], r[1])
 	}
-	want := ranges{{0, 25}, {30, 50}, {60, 70}}
+	want := Ranges{{0, 25}, {30, 50}, {60, 70}}
 	if len(rs) != len(want) {
 		t.Fatalf("%v, want %v", rs, want)
 	}
@@ -70,15 +70,15 @@ func TestRanges(t *testing.T) {
 			t.Fatalf("%v, want %v", rs, want)
 		}
 	}
-	if rs.prefix() != 25 || rs.total() != 55 {
-		t.Fatalf("prefix %d total %d", rs.prefix(), rs.total())
+	if rs.Prefix() != 25 || rs.Total() != 55 {
+		t.Fatalf("prefix %d total %d", rs.Prefix(), rs.Total())
 	}
-	miss := rs.missing(80)
+	miss := rs.Missing(80)
 	if len(miss) != 3 || miss[0] != (Range{25, 30}) || miss[2] != (Range{70, 80}) {
 		t.Fatalf("missing %v", miss)
 	}
-	rs.add(0, 80)
-	if len(rs) != 1 || rs.missing(80) != nil {
+	rs.Add(0, 80)
+	if len(rs) != 1 || rs.Missing(80) != nil {
 		t.Fatalf("%v", rs)
 	}
 }

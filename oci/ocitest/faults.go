@@ -217,3 +217,45 @@ func first(c []*Counter) *Counter {
 	}
 	return nil
 }
+
+// IgnoreRange serves blob GETs whole, with 200, whatever Range they ask
+// for: a server (or proxy) without Range support.
+func IgnoreRange() Fault {
+	return func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+		if !Blobs(r) || r.Header.Get("Range") == "" {
+			return false
+		}
+		r.Header.Del("Range")
+		next.ServeHTTP(w, r)
+		return true
+	}
+}
+
+// CorruptRanged flips the first byte of the body of the first times
+// ranged blob GETs (times < 0: all), keeping the length: a wrong digest
+// that only parallel or resumed downloads see.
+func CorruptRanged(times int, fired ...*Counter) Fault {
+	o := &once{left: times, fired: first(fired)}
+	return func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+		if !Blobs(r) || r.Header.Get("Range") == "" || !o.take() {
+			return false
+		}
+		next.ServeHTTP(&flipWriter{ResponseWriter: w}, r)
+		return true
+	}
+}
+
+type flipWriter struct {
+	http.ResponseWriter
+	done bool
+}
+
+func (f *flipWriter) Write(p []byte) (int, error) {
+	if !f.done && len(p) > 0 {
+		q := append([]byte(nil), p...)
+		q[0] ^= 0xff
+		f.done = true
+		return f.ResponseWriter.Write(q)
+	}
+	return f.ResponseWriter.Write(p)
+}

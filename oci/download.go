@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
+	"oras.land/oras-go/v2/registry/remote"
 
 	"github.com/sysext/sysext/atomicfile"
 	"github.com/sysext/sysext/fsimage"
@@ -55,6 +56,10 @@ type DownloadOptions struct {
 	MaxResumes int
 	// Progress, when set, is called as bytes arrive.
 	Progress ProgressFunc
+	// Concurrency bounds the parallel Range requests a large download
+	// from a registry may use when one connection is slower than the link
+	// (default 8; 1: always one connection).
+	Concurrency int
 }
 
 // Downloaded describes the image file Download committed (or, with Into,
@@ -133,11 +138,42 @@ func Download(ctx context.Context, t Target, e *Entry, opts DownloadOptions) (*D
 	return res, nil
 }
 
-// download streams the layer into w and checks what w holds.
+// download streams the layer into w and checks what w holds. A Writer that
+// knows its ranges (an ingest) gets, after a stopped parallel download,
+// only the parts it lacks; and a large download may go on in parallel
+// ranges (parallel.go).
 func download(ctx context.Context, t Target, e *Entry, w Writer, opts DownloadOptions) (*Downloaded, error) {
 	layer := e.Layer
 	reused := w.Offset()
-	resumes, err := stream(ctx, t, layer, w, reused, opts)
+	var resumes int
+	var err error
+	rw, ranged := w.(rangeWriter)
+	var missing []ingest.Range
+	if ranged {
+		missing = rw.Missing()
+	}
+	_, registry := t.(*remote.Repository)
+	switch {
+	case len(missing) > 1 || len(missing) == 1 && missing[0].End != layer.Size:
+		// A parallel download stopped: what arrived out of order stays.
+		rs := make([]Range, len(missing))
+		reused = layer.Size
+		for i, m := range missing {
+			rs[i] = Range{m.Off, m.End - m.Off}
+			reused -= rs[i].Len
+		}
+		resumes, err = fetchRest(ctx, t, layer, rw, rs, 0, opts)
+	default:
+		handover := ranged && registry && opts.Concurrency != 1 && layer.Size-reused >= parallelTuning.minRest
+		var seq sequential
+		seq, err = stream(ctx, t, layer, w, reused, opts, handover)
+		resumes = seq.resumes
+		if err == nil && seq.end < layer.Size {
+			var more int
+			more, err = fetchRest(ctx, t, layer, rw, []Range{{seq.end, layer.Size - seq.end}}, seq.rate, opts)
+			resumes += more
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 	"oras.land/oras-go/v2/registry/remote"
@@ -60,6 +61,9 @@ type DownloadOptions struct {
 	// from a registry may use when one connection is slower than the link
 	// (default 8; 1: always one connection).
 	Concurrency int
+
+	// progress is the parallel ranges' share of Progress: bytes added.
+	progress func(n int64)
 }
 
 // Downloaded describes the image file Download committed (or, with Into,
@@ -138,6 +142,9 @@ func Download(ctx context.Context, t Target, e *Entry, opts DownloadOptions) (*D
 	return res, nil
 }
 
+// closed is a channel that is closed: nothing to wait for.
+var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
 // download streams the layer into w and checks what w holds. A Writer that
 // knows its ranges (an ingest) gets, after a stopped parallel download,
 // only the parts it lacks; and a large download may go on in parallel
@@ -153,6 +160,26 @@ func download(ctx context.Context, t Target, e *Entry, w Writer, opts DownloadOp
 		missing = rw.Missing()
 	}
 	_, registry := t.(*remote.Repository)
+	// One count of the bytes done for Progress, whichever goroutine adds
+	// them: the stream reports where it is, the parallel ranges what they
+	// added.
+	if report := opts.Progress; report != nil {
+		var mu sync.Mutex
+		done, streamAt := reused, reused
+		opts.progress = func(n int64) {
+			mu.Lock()
+			done += n
+			report(done, layer.Size)
+			mu.Unlock()
+		}
+		opts.Progress = func(at, _ int64) {
+			mu.Lock()
+			done += at - streamAt
+			streamAt = at
+			report(done, layer.Size)
+			mu.Unlock()
+		}
+	}
 	switch {
 	case len(missing) > 1 || len(missing) == 1 && missing[0].End != layer.Size:
 		// A parallel download stopped: what arrived out of order stays.
@@ -162,17 +189,35 @@ func download(ctx context.Context, t Target, e *Entry, w Writer, opts DownloadOp
 			rs[i] = Range{m.Off, m.End - m.Off}
 			reused -= rs[i].Len
 		}
-		resumes, err = fetchRest(ctx, t, layer, rw, rs, 0, opts)
-	default:
-		handover := ranged && registry && opts.Concurrency != 1 && layer.Size-reused >= parallelTuning.minRest
-		var seq sequential
-		seq, err = stream(ctx, t, layer, w, reused, opts, handover)
-		resumes = seq.resumes
-		if err == nil && seq.end < layer.Size {
-			var more int
-			more, err = fetchRest(ctx, t, layer, rw, []Range{{seq.end, layer.Size - seq.end}}, seq.rate, opts)
-			resumes += more
+		resumes, err = fetchRest(ctx, t, layer, rw, rs, 0, opts, closed)
+	case ranged && registry && opts.Concurrency != 1 && layer.Size-reused >= parallelTuning.minRest:
+		// The stream may hand the rest over to parallel ranges, which
+		// start at once; they hash from when the stream is done.
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		streamDone := make(chan struct{})
+		var rest chan error
+		var restResumes int
+		resumes, err = stream(ctx, t, layer, w, reused, opts, func(end int64, rate float64) {
+			rest = make(chan error, 1)
+			go func() {
+				var err error
+				restResumes, err = fetchRest(ctx, t, layer, rw, []Range{{end, layer.Size - end}}, rate, opts, streamDone)
+				rest <- err
+			}()
+		})
+		close(streamDone)
+		if err != nil {
+			cancel()
 		}
+		if rest != nil {
+			if rerr := <-rest; err == nil {
+				err = rerr
+			}
+			resumes += restResumes
+		}
+	default:
+		resumes, err = stream(ctx, t, layer, w, reused, opts, nil)
 	}
 	if err != nil {
 		return nil, err

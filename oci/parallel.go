@@ -67,9 +67,9 @@ type rangeWriter interface {
 // watch decides whether the stream hands over to parallel ranges: at each
 // window after the settling time it looks at the stream's rate and how
 // long the reader waited for buffers (the disk or the hash being the
-// slower side). When it hands over it lowers stopAt and returns the rate;
-// it returns 0 when the stream ends first.
-func (rd *reader) watch(ctx context.Context, tun tuning) float64 {
+// slower side). When it hands over it lowers stopAt and returns it with
+// the rate; it returns 0, 0 when the stream ends first.
+func (rd *reader) watch(ctx context.Context, tun tuning) (int64, float64) {
 	start := time.Now()
 	tick := time.NewTicker(tun.window)
 	defer tick.Stop()
@@ -77,7 +77,7 @@ func (rd *reader) watch(ctx context.Context, tun tuning) float64 {
 	for {
 		select {
 		case <-ctx.Done():
-			return 0
+			return 0, 0
 		case now := <-tick.C:
 			pos, wait := rd.pos.Load(), rd.waiting.Load()
 			dt := now.Sub(prevT).Seconds()
@@ -86,15 +86,16 @@ func (rd *reader) watch(ctx context.Context, tun tuning) float64 {
 			prevT, prevPos, prevWait = now, pos, wait
 			left := rd.layer.Size - pos
 			if left < tun.minRest {
-				return 0 // too little left to gain anything
+				return 0, 0 // too little left to gain anything
 			}
 			if !tun.force && (now.Sub(start) < tun.settle || waited > tun.maxWait || rate <= 0 || float64(left)/rate < tun.minLeft.Seconds()) {
 				continue
 			}
 			// The buffer being filled starts at pos and ends at most one
 			// buffer later: stop after the next one.
-			rd.stopAt.Store(pos + 2*streamBufSize)
-			return max(rate, 1)
+			end := pos + 2*streamBufSize
+			rd.stopAt.Store(end)
+			return end, max(rate, 1)
 		}
 	}
 }
@@ -104,25 +105,27 @@ func (rd *reader) watch(ctx context.Context, tun tuning) float64 {
 // Range requests, hashing in order as the prefix grows. rate is the single
 // stream's rate the ramp starts from (0: use every connection at once).
 // A store that does not serve ranges gets one stream for what is missing.
-func fetchRest(ctx context.Context, t Target, layer ocispec.Descriptor, w rangeWriter, ranges []Range, rate float64, opts DownloadOptions) (int, error) {
+// Hashing waits for hashFrom to close: until then the bytes before the
+// ranges belong to the stream that handed over, which is still finishing.
+func fetchRest(ctx context.Context, t Target, layer ocispec.Descriptor, w rangeWriter, ranges []Range, rate float64, opts DownloadOptions, hashFrom <-chan struct{}) (int, error) {
 	src, err := openRangeSource(t, layer)
 	if err == nil {
-		err = fetchParallel(ctx, src, layer, w, ranges, rate, opts)
+		err = fetchParallel(ctx, src, layer, w, ranges, rate, opts, hashFrom)
 		src.Close()
 	}
 	if !errors.Is(err, ErrRangeUnsupported) {
 		return 0, err
 	}
+	<-hashFrom
 	// One stream from where the written bytes stop: hash what is written
 	// before it, then on as a plain download.
 	if err := w.HashTo(ctx, w.Offset()); err != nil {
 		return 0, fmt.Errorf("layer %s: %w", layer.Digest, err)
 	}
-	seq, err := stream(ctx, t, layer, w, w.Offset(), opts, false)
-	return seq.resumes, err
+	return stream(ctx, t, layer, w, w.Offset(), opts, nil)
 }
 
-func fetchParallel(ctx context.Context, src rangeSource, layer ocispec.Descriptor, w rangeWriter, ranges []Range, rate float64, opts DownloadOptions) error {
+func fetchParallel(ctx context.Context, src rangeSource, layer ocispec.Descriptor, w rangeWriter, ranges []Range, rate float64, opts DownloadOptions, hashFrom <-chan struct{}) error {
 	conc := opts.Concurrency
 	if conc <= 0 {
 		conc = defaultConcurrency
@@ -131,18 +134,7 @@ func fetchParallel(ctx context.Context, src rangeSource, layer ocispec.Descripto
 	if retries == 0 {
 		retries = 5
 	}
-	var todo int64
-	for _, r := range ranges {
-		todo += r.Len
-	}
-	done := layer.Size - todo
-	e := newRangeEngine(src, layer, w, RangeOptions{Concurrency: conc, MaxRetries: retries})
-	if opts.Progress != nil {
-		e.progress = func(n int64) {
-			done += n
-			opts.Progress(done, layer.Size)
-		}
-	}
+	e := newRangeEngine(src, layer, w, RangeOptions{Concurrency: conc, MaxRetries: retries, Progress: opts.progress})
 	e.queue = append(e.queue, ranges...)
 	// Buffers: one being filled per connection, and as many on their way
 	// to the hasher.
@@ -166,7 +158,10 @@ func fetchParallel(ctx context.Context, src rangeSource, layer ocispec.Descripto
 		cold.Add(m.Off, m.End)
 	}
 	hashErr := make(chan error, 1)
-	go func() { hashErr <- hashInOrder(ctx, w, cold, chunks, e.free) }()
+	go func() {
+		<-hashFrom
+		hashErr <- hashInOrder(ctx, w, cold, chunks, e.free)
+	}()
 	rampCtx, stopRamp := context.WithCancel(ctx)
 	if rate > 0 {
 		go e.ramp(rampCtx, rate, tun)
@@ -188,6 +183,13 @@ func (e *rangeEngine) ramp(ctx context.Context, single float64, tun tuning) {
 		e.mu.Lock()
 		level := e.limit
 		e.mu.Unlock()
+		// Let the new connections get going (a request's round trip, the
+		// stream handing over), then measure.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(tun.ramp / 2):
+		}
 		before, t0 := e.received.Load(), time.Now()
 		select {
 		case <-ctx.Done():

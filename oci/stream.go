@@ -42,39 +42,30 @@ func (c chunk) release(free chan<- []byte) {
 	}
 }
 
-// sequential is what the single stream of a download reports: where it
-// stopped (the blob's size, or where the parallel ranges take over), how
-// often a cut transfer was resumed, and the connection's rate when it was
-// handed over.
-type sequential struct {
-	resumes int
-	end     int64
-	rate    float64 // bytes/s, when handed over
-}
-
 // stream copies the blob from start on into w, the writer writing and the
-// hasher hashing each buffer. The bytes before start are w's already. When
-// handover is set, it may stop early: it watches the stream, and where one
-// connection is what limits the download it stops at a buffer boundary and
-// says so (sequential.end < layer.Size) for the parallel ranges to go on.
-func stream(ctx context.Context, t Target, layer ocispec.Descriptor, w Writer, start int64, opts DownloadOptions, handover bool) (sequential, error) {
+// hasher hashing each buffer, and returns how often a cut transfer was
+// resumed. The bytes before start are w's already. When handover is set,
+// it watches the stream, and where one connection is what limits the
+// download it stops a little further on, at a buffer's end, and calls
+// handover with that offset and the stream's rate (from another goroutine,
+// at most once) for parallel ranges to fetch the rest.
+func stream(ctx context.Context, t Target, layer ocispec.Descriptor, w Writer, start int64, opts DownloadOptions, handover func(end int64, rate float64)) (int, error) {
 	maxResumes := opts.MaxResumes
 	if maxResumes == 0 {
 		maxResumes = 5
 	}
-	seq := sequential{end: layer.Size}
 	if start >= layer.Size {
-		return seq, nil // all there (an ingest that was killed before its commit)
+		return 0, nil // all there (an ingest that was killed before its commit)
 	}
 	rc, err := fetchFrom(ctx, t, layer, start)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
-			return seq, fmt.Errorf("layer %s: blob not found in the store: %w", layer.Digest, err)
+			return 0, fmt.Errorf("layer %s: blob not found in the store: %w", layer.Digest, err)
 		}
 		if isLengthMismatch(err) {
-			return seq, sizeMismatch(layer)
+			return 0, sizeMismatch(layer)
 		}
-		return seq, fmt.Errorf("layer %s: %w", layer.Digest, err)
+		return 0, fmt.Errorf("layer %s: %w", layer.Digest, err)
 	}
 	defer func() { rc.Close() }()
 
@@ -99,10 +90,16 @@ func stream(ctx context.Context, t Target, layer ocispec.Descriptor, w Writer, s
 		defer close(toWrite)
 		readErr <- rd.run()
 	}()
-	var watched chan float64
-	if handover {
-		watched = make(chan float64, 1)
-		go func() { watched <- rd.watch(ctx, parallelTuning) }()
+	watched := make(chan struct{})
+	if handover != nil {
+		go func() {
+			defer close(watched)
+			if end, rate := rd.watch(ctx, parallelTuning); end > 0 {
+				handover(end, rate)
+			}
+		}()
+	} else {
+		close(watched)
 	}
 
 	hashed := make(chan struct{})
@@ -129,14 +126,11 @@ func stream(ctx context.Context, t Target, layer ocispec.Descriptor, w Writer, s
 	<-hashed
 	rerr := <-readErr
 	cancel()
-	if watched != nil {
-		seq.rate = <-watched
-	}
-	seq.resumes, seq.end = rd.resumes, rd.pos.Load()
+	<-watched
 	if werr != nil {
-		return seq, fmt.Errorf("write %s: %w", w.Name(), werr)
+		return rd.resumes, fmt.Errorf("write %s: %w", w.Name(), werr)
 	}
-	return seq, rerr
+	return rd.resumes, rerr
 }
 
 // reader fills buffers from rc in order from off on, each full

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -241,4 +243,53 @@ func TestNewWithoutRecord(t *testing.T) {
 	if ents, _ := os.ReadDir(filepath.Dir(f.Name())); len(ents) != 1 {
 		t.Fatalf("New left %d files", len(ents))
 	}
+}
+
+// Writes from several goroutines at once, out of order (parallel ranges),
+// are all recorded: a stopped writer resumes with exactly the pieces not
+// written; HashTo hashes written bytes from the file as the prefix reaches
+// them and refuses to pass a gap.
+func TestParallelWritesResume(t *testing.T) {
+	const piece = 1 << 20
+	b := blob(40 * piece)
+	dir := filepath.Join(t.TempDir(), "ingest")
+	w := mustOpen(t, dir, b)
+	skip := map[int]bool{3: true, 17: true, 18: true, 39: true}
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 39 - g; i >= 0; i -= 8 { // back to front, interleaved
+				if !skip[i] {
+					if _, err := w.WriteAt(b[i*piece:(i+1)*piece], int64(i*piece)); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := w.HashTo(context.Background(), 3*piece); err != nil || w.Hashed() != 3*piece {
+		t.Fatalf("HashTo the first gap: %v, hashed %d", err, w.Hashed())
+	}
+	if err := w.HashTo(context.Background(), 5*piece); !errors.Is(err, ErrIncomplete) {
+		t.Fatalf("HashTo across a gap: %v", err)
+	}
+	w.Close()
+	w = mustOpen(t, dir, b)
+	defer w.Close()
+	want := []Range{{3 * piece, 4 * piece}, {17 * piece, 19 * piece}, {39 * piece, 40 * piece}}
+	if got := w.Missing(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("missing %v, want %v", got, want)
+	}
+	if w.Hashed() != 3*piece {
+		t.Fatalf("resumed with %d hashed, want the %d hashed before", w.Hashed(), 3*piece)
+	}
+	for _, r := range want {
+		if _, err := w.WriteAt(b[r.Off:r.End], r.Off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustSum(t, w, b)
 }

@@ -11,6 +11,7 @@
 //	// verify r.Descriptor.Digest (signatures) and check r.Metadata against os-release here
 //	d, _   := oci.Download(ctx, t, &r.Entry, oci.DownloadOptions{Dir: dir})      // fetch: a file
 //	d, _   = oci.Download(ctx, t, &r.Entry, oci.DownloadOptions{Into: ingest})    // pull: the store's ingest (Writer)
+//	n, _   := oci.FetchRanges(ctx, t, r.Entry.Layer, ranges, w, oci.RangeOptions{}) // delta: only some byte ranges
 //
 // Invariants:
 //   - Every manifest and index read is size-limited (MaxManifestSize) and
@@ -25,8 +26,19 @@
 //     and (for our format) that the image's extension-release agrees with
 //     the annotations, and only then fsyncs and renames into place; on any
 //     failure nothing is left at or next to the target. Into a Writer it
-//     fetches only from the Writer's Offset on (one Range request) and
-//     leaves committing to the caller; oci never imports the store.
+//     fetches only what the Writer lacks (from its Offset on, or the
+//     missing parts a stopped parallel download left) and leaves
+//     committing to the caller; oci never imports the store.
+//   - A large download from a registry whose single connection is what
+//     limits it (not the disk, not the hash) goes on in parallel Range
+//     requests, ramping 2, 4, 8 connections while each step pays
+//     (parallel.go); bytes are still hashed once, in order.
+//   - FetchRanges sends single-range GETs only (object stores refuse
+//     several ranges in one), at most Concurrency at once, resumes a cut
+//     within its range, follows a blob redirect once and sends later ranges
+//     straight to its target without credentials (back to the registry on
+//     401/403), and says ErrRangeUnsupported when a Range is answered with
+//     the whole blob.
 //   - File names taken from annotations are single path components
 //     (SafeFileName): untrusted metadata never escapes the directory.
 //   - Loopback registries use plain HTTP; 429 and 5xx answers are retried

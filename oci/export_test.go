@@ -37,10 +37,13 @@ func DurableWrite(path string, src []byte, size int64) error {
 
 var _ Writer = (*ingest.Writer)(nil)
 
-// ForceParallel makes downloads from a registry hand over to parallel
-// ranges at once, with every connection, until the test ends.
-func ForceParallel(t testing.TB) {
+// ForceParallelFor is ForceParallel with an undo, for benchmarks.
+func ForceParallelFor(t testing.TB) func() {
 	old := parallelTuning
 	parallelTuning = tuning{force: true, minRest: 1, window: time.Millisecond, ramp: time.Hour, gain: 1.25, minLevel: defaultConcurrency}
-	t.Cleanup(func() { parallelTuning = old })
+	return func() { parallelTuning = old }
 }
+
+// ForceParallel makes downloads from a registry hand over to parallel
+// ranges at once, with every connection, until the test ends.
+func ForceParallel(t testing.TB) { t.Cleanup(ForceParallelFor(t)) }

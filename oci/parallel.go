@@ -146,7 +146,7 @@ func fetchParallel(ctx context.Context, src rangeSource, layer ocispec.Descripto
 	e.onChunk = func(buf []byte, n int, off int64) { chunks <- chunk{buf: buf, n: n, off: off} }
 	tun := parallelTuning
 	if rate > 0 {
-		e.part = min(max(int64(rate*1.5)&^(rangeBufSize-1), 2*rangeBufSize), maxPartSize)
+		e.part = min(max(int64(rate*1.5)&^(minPartSize-1), 2*minPartSize), maxPartSize)
 		e.limit = max(2, tun.minLevel)
 	} else {
 		e.limit = conc

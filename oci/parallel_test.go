@@ -178,3 +178,37 @@ func TestDownloadParallelResumesMissingParts(t *testing.T) {
 		t.Fatal("the resumed download differs from the pushed file")
 	}
 }
+
+// A fetch stopped while its parallel ranges run (several requests in
+// flight, parts written out of order) says why and leaves nothing in the
+// directory; the next fetch there gets the whole image.
+func TestDownloadParallelCancelledLeavesNothing(t *testing.T) {
+	var served ocitest.Served
+	reg := ocitest.NewOlareg(t, served.Fault())
+	p := pushImage(t, reg, 40<<20)
+	oci.ForceParallel(t)
+	dir := testenv.TempDirNoLeak(t, ".#")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, err := oci.Download(ctx, p.tg, &p.r.Entry, oci.DownloadOptions{Dir: dir, Progress: func(done, total int64) {
+		if done >= total/2 {
+			cancel()
+		}
+	}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+	if ranged(&served) < 2 {
+		t.Fatalf("%d ranged requests: the fetch did not go parallel", ranged(&served))
+	}
+	emptyDir(t, dir)
+	d, err := oci.Download(context.Background(), p.tg, &p.r.Entry, oci.DownloadOptions{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile(p.file)
+	got, _ := os.ReadFile(d.Path)
+	if !bytes.Equal(want, got) {
+		t.Fatal("the fetch after the stopped one differs from the pushed file")
+	}
+}

@@ -111,8 +111,13 @@ fuzz:
 	  done; \
 	done
 
+# make bench BENCH=Transfer BENCH_PKGS=./oci/ BENCHTIME=3x: one benchmark,
+# more rounds.
+BENCH ?= .
+BENCHTIME ?= 1x
+BENCH_PKGS ?= ./...
 bench: test-deps
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./...
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -timeout 60m $(BENCH_PKGS)
 
 node-demo: apt-deps build
 	./scripts/node-demo.sh

@@ -13,7 +13,6 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
-	"golang.org/x/sys/unix"
 )
 
 func blob(n int) []byte {
@@ -293,51 +292,4 @@ func TestParallelWritesResume(t *testing.T) {
 		}
 	}
 	mustSum(t, w, b)
-}
-
-// tmpfsFile creates a file in /dev/shm, or skips where that is no tmpfs.
-func tmpfsFile(t *testing.T) *os.File {
-	t.Helper()
-	var st unix.Statfs_t
-	if err := unix.Statfs("/dev/shm", &st); err != nil || st.Type != unix.TMPFS_MAGIC {
-		t.Skip("/dev/shm is not a tmpfs here")
-	}
-	f, err := os.CreateTemp("/dev/shm", "ingest-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close(); os.Remove(f.Name()) })
-	return f
-}
-
-// On tmpfs the space is checked, not allocated: fallocate there zeroes
-// every page for the download to fill again.
-func TestReserveTmpfsAllocatesNothing(t *testing.T) {
-	f := tmpfsFile(t)
-	w, err := New(f, 64<<20, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		t.Fatal(err)
-	}
-	if st.Blocks != 0 {
-		t.Fatalf("%d blocks allocated before any write", st.Blocks)
-	}
-}
-
-// A blob larger than the tmpfs's free space fails at once, naming it.
-func TestReserveTmpfsFull(t *testing.T) {
-	f := tmpfsFile(t)
-	var st unix.Statfs_t
-	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil || st.Blocks == 0 {
-		t.Skip("/dev/shm has no size limit")
-	}
-	_, err := New(f, int64(st.Blocks+1)*st.Bsize, "")
-	if !errors.Is(err, unix.ENOSPC) {
-		t.Fatalf("got %v, want ENOSPC", err)
-	}
-	t.Log(err)
 }

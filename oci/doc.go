@@ -3,15 +3,13 @@
 // format (docs/format.md), push, resolve, download, copy and auth. It is
 // the only importer of oras-go's registry client.
 //
-// The pieces, in the order a node uses them:
-//
-//	ref, _ := oci.ParseReference("ghcr.io/acme/ext/docker:24")  // or oci:DIR:tag
-//	t, _   := oci.Open(ctx, ref, oci.Options{})                  // registry or layout, an oras.GraphTarget
-//	r, _   := oci.Resolve(ctx, t, ref, "")                       // index → this host's manifest, from manifests only
-//	// verify r.Descriptor.Digest (signatures) and check r.Metadata against os-release here
-//	d, _   := oci.Download(ctx, t, &r.Entry, oci.DownloadOptions{Dir: dir})      // fetch: a file
-//	d, _   = oci.Download(ctx, t, &r.Entry, oci.DownloadOptions{Into: ingest})    // pull: the store's ingest (Writer)
-//	n, _   := oci.FetchRanges(ctx, t, r.Entry.Layer, ranges, w, oci.RangeOptions{}) // delta: only some byte ranges
+// Example shows the pieces in the order a node uses them: ParseReference
+// (a registry repository, or oci:DIR for a layout), Open (an
+// oras.GraphTarget), Resolve (an index to this host's manifest, from
+// manifests only), then, after the caller verified the manifest's digest
+// and checked its Metadata against the host, Download into a file (fetch)
+// or into the store's ingest, a Writer (pull); FetchRanges fetches only
+// some byte ranges of a layer (delta downloads).
 //
 // Invariants:
 //   - Every manifest and index read is size-limited (MaxManifestSize) and
@@ -40,9 +38,17 @@
 //     401/403), and says ErrRangeUnsupported when a Range is answered with
 //     the whole blob.
 //   - File names taken from annotations are single path components
-//     (SafeFileName): untrusted metadata never escapes the directory.
+//     (extension.ValidateFileName): untrusted metadata never escapes the directory.
 //   - Loopback registries use plain HTTP; 429 and 5xx answers are retried
 //     a bounded number of times with exponential back-off.
+//   - Errors are told apart by type, never by their text: ErrNotFound,
+//     ErrNoPlatform, ErrNotExtension (errors.Is), *SizeMismatchError, and
+//     *CopyError, which says which side of a Copy failed (Op, Origin), as
+//     oras-go's does. A registry blob is read with our own GET (Range from
+//     an offset), so a refusal is an errcode.ErrorResponse for Explain.
+//   - Functions take the narrowest view of a store they need
+//     (content.Fetcher, ManifestReader, AttachedLister, CopySource,
+//     CopyDestination, oras.Target); Target is all of them.
 //
 // It does not verify signatures (package verify does) and does not decide
 // compatibility with a host (package extension does, from Metadata).

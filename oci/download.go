@@ -10,9 +10,11 @@ import (
 	"sync"
 
 	"github.com/opencontainers/go-digest"
+	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry/remote"
 
 	"github.com/sysext/sysext/atomicfile"
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/fsimage"
 	"github.com/sysext/sysext/ingest"
 )
@@ -88,7 +90,7 @@ type Downloaded struct {
 // manifest annotations; only then it fsyncs and renames into place. On any
 // failure nothing is left at the target or next to it, and the temp files
 // of downloads killed earlier in that directory are removed.
-func Download(ctx context.Context, t Target, e *Entry, opts DownloadOptions) (*Downloaded, error) {
+func Download(ctx context.Context, t content.Fetcher, e *Entry, opts DownloadOptions) (*Downloaded, error) {
 	layer := e.Layer
 	if err := layer.Digest.Validate(); err != nil {
 		return nil, fmt.Errorf("layer digest %q: %w", layer.Digest, err)
@@ -101,7 +103,7 @@ func Download(ctx context.Context, t Target, e *Entry, opts DownloadOptions) (*D
 	}
 	target := opts.Path
 	if target == "" {
-		if err := SafeFileName(e.FileName); err != nil {
+		if err := extension.ValidateFileName(e.FileName); err != nil {
 			return nil, fmt.Errorf("layer %s: %w", e.Layer.Digest, err)
 		}
 		dir := opts.Dir
@@ -149,7 +151,7 @@ var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c
 // knows its ranges (an ingest) gets, after a stopped parallel download,
 // only the parts it lacks; and a large download may go on in parallel
 // ranges (parallel.go).
-func download(ctx context.Context, t Target, e *Entry, w Writer, opts DownloadOptions) (*Downloaded, error) {
+func download(ctx context.Context, t content.Fetcher, e *Entry, w Writer, opts DownloadOptions) (*Downloaded, error) {
 	layer := e.Layer
 	reused := w.Offset()
 	var resumes int

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
 
 	"github.com/sysext/sysext/ingest"
 )
@@ -107,7 +108,7 @@ func (rd *reader) watch(ctx context.Context, tun tuning) (int64, float64) {
 // A store that does not serve ranges gets one stream for what is missing.
 // Hashing waits for hashFrom to close: until then the bytes before the
 // ranges belong to the stream that handed over, which is still finishing.
-func fetchRest(ctx context.Context, t Target, layer ocispec.Descriptor, w rangeWriter, ranges []Range, rate float64, opts DownloadOptions, hashFrom <-chan struct{}) (int, error) {
+func fetchRest(ctx context.Context, t content.Fetcher, layer ocispec.Descriptor, w rangeWriter, ranges []Range, rate float64, opts DownloadOptions, hashFrom <-chan struct{}) (int, error) {
 	src, err := openRangeSource(t, layer)
 	if err == nil {
 		err = fetchParallel(ctx, src, layer, w, ranges, rate, opts, hashFrom)

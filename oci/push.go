@@ -3,6 +3,8 @@ package oci
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,10 +18,12 @@ import (
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/errdef"
 
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/fsimage"
+	"github.com/sysext/sysext/internal/mediatype"
 )
 
 // PushOptions tune Push. The zero value pushes a new index.
@@ -67,7 +71,7 @@ type PushResult struct {
 // them at ref.Tag. Every file must be the same extension; two files for
 // one architecture are an error. Blobs already present are not uploaded
 // again.
-func Push(ctx context.Context, t Target, ref Reference, files []string, opts PushOptions) (*PushResult, error) {
+func Push(ctx context.Context, t oras.Target, ref Reference, files []string, opts PushOptions) (*PushResult, error) {
 	if len(files) == 0 {
 		return nil, errors.New("push: no image files given")
 	}
@@ -167,9 +171,14 @@ func Push(ctx context.Context, t Target, ref Reference, files []string, opts Pus
 }
 
 func checkPushable(path string, info *fsimage.Info) error {
-	if info.Format == fsimage.GPT {
-		if info.Name == "" {
-			return fmt.Errorf("push %s: a GPT disk image whose extension-release cannot be read is not pushable: use a squashfs or EROFS image", path)
+	if d := info.DDI; d != nil {
+		if d.Hash() == nil {
+			return fmt.Errorf("push %s: a disk image without a dm-verity partition: nothing would protect it at rest; build it with 'sysext build --format ddi'", path)
+		}
+		if d.SignaturePartition() != nil {
+			if err := selfSigned(d); err != nil {
+				return fmt.Errorf("push %s: %w: refusing to publish it", path, err)
+			}
 		}
 	}
 	if info.Name == "" || info.Release == nil {
@@ -200,7 +209,7 @@ func createdTime(t time.Time) (string, error) {
 	return t.UTC().Format(time.RFC3339), nil
 }
 
-func pushOne(ctx context.Context, t Target, ref Reference, path string, info *fsimage.Info, created string, opts PushOptions) (*PushedManifest, error) {
+func pushOne(ctx context.Context, t oras.Target, ref Reference, path string, info *fsimage.Info, created string, opts PushOptions) (*PushedManifest, error) {
 	mt, err := LayerMediaType(string(info.Format))
 	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", path, err)
@@ -230,6 +239,9 @@ func pushOne(ctx context.Context, t Target, ref Reference, path string, info *fs
 		ann[k] = v
 	}
 	ann[AnnotationFormat] = string(info.Format)
+	for k, v := range VerityAnnotations(info.DDI) {
+		ann[k] = v
+	}
 	ann[AnnotationCreated] = created
 	if opts.Source != "" {
 		ann[AnnotationSource] = opts.Source
@@ -264,7 +276,7 @@ func descriptorFor(mediaType string, body []byte) ocispec.Descriptor {
 	return ocispec.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(body), Size: int64(len(body))}
 }
 
-func pushIfMissing(ctx context.Context, t Target, desc ocispec.Descriptor, body []byte) error {
+func pushIfMissing(ctx context.Context, t oras.Target, desc ocispec.Descriptor, body []byte) error {
 	if ok, err := t.Exists(ctx, desc); err == nil && ok {
 		return nil
 	}
@@ -276,7 +288,7 @@ func pushIfMissing(ctx context.Context, t Target, desc ocispec.Descriptor, body 
 }
 
 // uploadFile streams the file as blob desc unless the store has it.
-func uploadFile(ctx context.Context, t Target, path string, desc ocispec.Descriptor, progress func(string, int64, int64)) error {
+func uploadFile(ctx context.Context, t oras.Target, path string, desc ocispec.Descriptor, progress func(string, int64, int64)) error {
 	if ok, err := t.Exists(ctx, desc); err == nil && ok {
 		if progress != nil {
 			progress(path, desc.Size, desc.Size)
@@ -320,7 +332,7 @@ func (p *progressReader) Read(b []byte) (int, error) {
 // readAppendIndex returns what the tag of ref points at (a zero
 // descriptor when nothing does) and its entries: the index's manifests, or
 // the one manifest under the platform its annotations say.
-func readAppendIndex(ctx context.Context, t Target, ref Reference) (ocispec.Descriptor, []ocispec.Descriptor, error) {
+func readAppendIndex(ctx context.Context, t oras.Target, ref Reference) (ocispec.Descriptor, []ocispec.Descriptor, error) {
 	root, body, err := fetchRoot(ctx, t, ref)
 	if errors.Is(err, ErrNotFound) {
 		return ocispec.Descriptor{}, nil, nil
@@ -329,7 +341,7 @@ func readAppendIndex(ctx context.Context, t Target, ref Reference) (ocispec.Desc
 		return root, nil, fmt.Errorf("push --append: read the index at %s: %w", ref, err)
 	}
 	var entries []ocispec.Descriptor
-	if isIndex(root.MediaType) {
+	if mediatype.IsIndex(root.MediaType) {
 		var idx ocispec.Index
 		if err := json.Unmarshal(body, &idx); err != nil {
 			return root, nil, fmt.Errorf("push --append: index at %s: %w", ref, err)
@@ -346,4 +358,25 @@ func readAppendIndex(ctx context.Context, t Target, ref Reference) (ocispec.Desc
 		entries = []ocispec.Descriptor{m}
 	}
 	return root, entries, nil
+}
+
+// selfSigned checks that a disk image's signature partition signs its root
+// hash with the certificate it carries: what the publisher meant. Trust in
+// that certificate is the node's decision.
+func selfSigned(d *fsimage.DDI) error {
+	if d.SignatureErr != nil {
+		return d.SignatureErr
+	}
+	c := d.Signature.EmbeddedSigner()
+	if c == nil {
+		return errors.New("the signature partition carries no certificate, so the manifest cannot name the signer")
+	}
+	root, err := hex.DecodeString(d.RootHash)
+	if err != nil {
+		return err
+	}
+	if _, err := d.Signature.Check(root, []*x509.Certificate{c}); err != nil {
+		return err
+	}
+	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 )
@@ -98,7 +99,7 @@ type rangeSource interface {
 }
 
 // openRangeSource picks how t serves ranges of layer.
-func openRangeSource(t Target, layer ocispec.Descriptor) (rangeSource, error) {
+func openRangeSource(t content.Fetcher, layer ocispec.Descriptor) (rangeSource, error) {
 	switch t := t.(type) {
 	case *remote.Repository:
 		return newRegistrySource(t, layer), nil

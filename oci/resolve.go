@@ -14,6 +14,8 @@ import (
 	"oras.land/oras-go/v2/errdef"
 
 	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/internal/blob"
+	"github.com/sysext/sysext/internal/mediatype"
 )
 
 // Errors callers may test for with errors.Is.
@@ -114,12 +116,12 @@ type ResolveOptions struct {
 // and title validated; nothing of the image is downloaded. An index may
 // list at most MaxIndexEntries manifests; each digest is read once, and
 // at most a few candidates are read (see ResolveWith).
-func Resolve(ctx context.Context, t Target, ref Reference, arch extension.Arch) (*Resolved, error) {
+func Resolve(ctx context.Context, t ManifestReader, ref Reference, arch extension.Arch) (*Resolved, error) {
 	return ResolveWith(ctx, t, ref, arch, ResolveOptions{})
 }
 
 // ResolveWith is Resolve with options.
-func ResolveWith(ctx context.Context, t Target, ref Reference, arch extension.Arch, o ResolveOptions) (*Resolved, error) {
+func ResolveWith(ctx context.Context, t ManifestReader, ref Reference, arch extension.Arch, o ResolveOptions) (*Resolved, error) {
 	if arch == "" {
 		arch = extension.HostArch()
 	}
@@ -128,7 +130,7 @@ func ResolveWith(ctx context.Context, t Target, ref Reference, arch extension.Ar
 		return nil, err
 	}
 	r := &Resolved{Ref: ref, Root: root}
-	if !isIndex(root.MediaType) {
+	if !mediatype.IsIndex(root.MediaType) {
 		e, err := parseEntry(ref, root, body, nil)
 		if err != nil {
 			return nil, err
@@ -148,7 +150,7 @@ func ResolveWith(ctx context.Context, t Target, ref Reference, arch extension.Ar
 	var exact, anyArch []ocispec.Descriptor
 	seen := map[digest.Digest]bool{}
 	for _, d := range idx.Manifests {
-		if !isManifest(d.MediaType) || seen[d.Digest] {
+		if !mediatype.IsManifest(d.MediaType) || seen[d.Digest] {
 			continue // one read per digest, whatever the index repeats
 		}
 		switch {
@@ -200,13 +202,13 @@ func parseIndex(ref Reference, root ocispec.Descriptor, body []byte) (*ocispec.I
 
 // Describe reads every manifest ref points to (all platforms), without
 // downloading any image.
-func Describe(ctx context.Context, t Target, ref Reference) (*Artifact, error) {
+func Describe(ctx context.Context, t ManifestReader, ref Reference) (*Artifact, error) {
 	root, body, err := fetchRoot(ctx, t, ref)
 	if err != nil {
 		return nil, err
 	}
 	a := &Artifact{Ref: ref, Root: root}
-	if !isIndex(root.MediaType) {
+	if !mediatype.IsIndex(root.MediaType) {
 		e, err := parseEntry(ref, root, body, nil)
 		if err != nil {
 			return nil, err
@@ -223,7 +225,7 @@ func Describe(ctx context.Context, t Target, ref Reference) (*Artifact, error) {
 	var read int64
 	repeats := 0
 	for _, d := range idx.Manifests {
-		if !isManifest(d.MediaType) {
+		if !mediatype.IsManifest(d.MediaType) {
 			a.Skipped = append(a.Skipped, fmt.Sprintf("%s: %s is not an image manifest", d.Digest, d.MediaType))
 			continue
 		}
@@ -255,34 +257,45 @@ func Describe(ctx context.Context, t Target, ref Reference) (*Artifact, error) {
 }
 
 // fetchRoot resolves ref and reads the manifest or index it points to.
-func fetchRoot(ctx context.Context, t Target, ref Reference) (ocispec.Descriptor, []byte, error) {
+func fetchRoot(ctx context.Context, t ManifestReader, ref Reference) (ocispec.Descriptor, []byte, error) {
 	return fetchRootFrom(ctx, t, ref, ocispec.Descriptor{})
+}
+
+// ResolveRoot resolves ref in r to what it points to (an index or a
+// manifest). Its errors name ref once: a missing tag or digest says which
+// and matches ErrNotFound; a registry's refusal is worded by Explain.
+func ResolveRoot(ctx context.Context, r content.Resolver, ref Reference) (ocispec.Descriptor, error) {
+	desc, err := r.Resolve(ctx, ref.Reference())
+	if err == nil {
+		return desc, nil
+	}
+	if errors.Is(err, errdef.ErrNotFound) {
+		what := "tag " + ref.Tag
+		if ref.Digest != "" {
+			what = "manifest " + ref.Digest.String()
+		}
+		return desc, sentinel(ErrNotFound, "%s: %s not found in %s", ref, what, ref.Scope())
+	}
+	return desc, Explain(ref, fmt.Errorf("%s: resolve: %w", ref, err))
 }
 
 // fetchRootFrom is fetchRoot for a ref that resolved to known already
 // (when its digest is set): the tag is not asked again.
-func fetchRootFrom(ctx context.Context, t Target, ref Reference, known ocispec.Descriptor) (ocispec.Descriptor, []byte, error) {
+func fetchRootFrom(ctx context.Context, t ManifestReader, ref Reference, known ocispec.Descriptor) (ocispec.Descriptor, []byte, error) {
 	desc, err := known, error(nil)
 	if known.Digest == "" {
-		desc, err = t.Resolve(ctx, ref.Reference())
+		desc, err = ResolveRoot(ctx, t, ref)
 	}
 	if err != nil {
-		if errors.Is(err, errdef.ErrNotFound) {
-			what := "tag " + ref.Tag
-			if ref.Digest != "" {
-				what = "manifest " + ref.Digest.String()
-			}
-			return desc, nil, sentinel(ErrNotFound, "%s: %s not found in %s", ref, what, ref.Scope())
-		}
-		return desc, nil, Explain(ref, fmt.Errorf("%s: resolve: %w", ref, err))
+		return desc, nil, err
 	}
 	if ref.Digest != "" && desc.Digest != ref.Digest {
 		return desc, nil, fmt.Errorf("%s: the store answered %s for digest %s", ref, desc.Digest, ref.Digest)
 	}
-	if !isIndex(desc.MediaType) && !isManifest(desc.MediaType) {
+	if !mediatype.IsIndex(desc.MediaType) && !mediatype.IsManifest(desc.MediaType) {
 		return desc, nil, fmt.Errorf("%s: %s is neither an image index nor an image manifest: %w", ref, desc.MediaType, ErrNotExtension)
 	}
-	if isIndex(desc.MediaType) && desc.Size > MaxIndexSize {
+	if mediatype.IsIndex(desc.MediaType) && desc.Size > MaxIndexSize {
 		return desc, nil, fmt.Errorf("%s: index %s is %d bytes, more than the %d an extension artifact's index may have (at most %d manifests): %w", ref, desc.Digest, desc.Size, MaxIndexSize, MaxIndexEntries, ErrNotExtension)
 	}
 	body, err := FetchManifest(ctx, t, desc)
@@ -294,21 +307,21 @@ func fetchRootFrom(ctx context.Context, t Target, ref Reference, known ocispec.D
 
 // FetchManifest reads a manifest or index of at most MaxManifestSize bytes
 // and checks its size and digest against desc.
-func FetchManifest(ctx context.Context, t Target, desc ocispec.Descriptor) ([]byte, error) {
-	if desc.Size > MaxManifestSize {
-		return nil, fmt.Errorf("manifest %s is %d bytes, more than the %d allowed: %w", desc.Digest, desc.Size, MaxManifestSize, ErrNotExtension)
+func FetchManifest(ctx context.Context, t content.Fetcher, desc ocispec.Descriptor) ([]byte, error) {
+	b, err := blob.Read(ctx, t, desc, MaxManifestSize)
+	if tl := (*blob.TooLargeError)(nil); errors.As(err, &tl) {
+		if desc.Size < 0 {
+			return nil, fmt.Errorf("manifest %w", err)
+		}
+		return nil, fmt.Errorf("manifest %w: %w", err, ErrNotExtension)
 	}
-	if desc.Size < 0 {
-		return nil, fmt.Errorf("manifest %s has a negative size", desc.Digest)
-	}
-	b, err := content.FetchAll(ctx, t, desc)
 	if err != nil {
 		return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
 	}
 	return b, nil
 }
 
-func fetchEntry(ctx context.Context, t Target, ref Reference, d ocispec.Descriptor) (*Entry, error) {
+func fetchEntry(ctx context.Context, t ManifestReader, ref Reference, d ocispec.Descriptor) (*Entry, error) {
 	body, err := FetchManifest(ctx, t, d)
 	if err != nil {
 		return nil, Explain(ref, fmt.Errorf("%s: %w", ref, err))
@@ -334,7 +347,7 @@ func parseEntry(ref Reference, d ocispec.Descriptor, body []byte, p *ocispec.Pla
 	}
 	title, hasTitle := e.Layer.Annotations[AnnotationTitle]
 	if hasTitle {
-		if err := SafeFileName(title); err != nil {
+		if err := extension.ValidateFileName(title); err != nil {
 			return nil, fmt.Errorf("%s: manifest %s: layer title annotation: %v: refusing to write outside the target directory: %w", ref, d.Digest, err, ErrNotExtension)
 		}
 	}
@@ -358,9 +371,9 @@ func parseEntry(ref Reference, d ocispec.Descriptor, body []byte, p *ocispec.Pla
 	case hasTitle:
 		e.FileName = title
 	case e.Kind == KindSysext:
-		e.FileName = md.Name + ".raw"
+		e.FileName = md.Name + extension.ImageSuffix
 	default:
-		e.FileName = e.Layer.Digest.Encoded() + ".raw"
+		e.FileName = e.Layer.Digest.Encoded() + extension.ImageSuffix
 	}
 	return e, nil
 }
@@ -394,7 +407,7 @@ func availablePlatforms(idx *ocispec.Index) string {
 	var ps []string
 	seen := map[string]bool{}
 	for _, d := range idx.Manifests {
-		if !isManifest(d.MediaType) {
+		if !mediatype.IsManifest(d.MediaType) {
 			continue
 		}
 		s := PlatformString(d.Platform)
@@ -411,14 +424,6 @@ func availablePlatforms(idx *ocispec.Index) string {
 		return "no platforms"
 	}
 	return strings.Join(ps, ", ")
-}
-
-func isIndex(mt string) bool {
-	return mt == ocispec.MediaTypeImageIndex || mt == "application/vnd.docker.distribution.manifest.list.v2+json"
-}
-
-func isManifest(mt string) bool {
-	return mt == ocispec.MediaTypeImageManifest || mt == "application/vnd.docker.distribution.manifest.v2+json"
 }
 
 // sentinelError is a message that also matches a sentinel with errors.Is,

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
 )
 
 // The download pipeline: one goroutine reads the network into a few
@@ -49,7 +49,7 @@ func (c chunk) release(free chan<- []byte) {
 // download it stops a little further on, at a buffer's end, and calls
 // handover with that offset and the stream's rate (from another goroutine,
 // at most once) for parallel ranges to fetch the rest.
-func stream(ctx context.Context, t Target, layer ocispec.Descriptor, w Writer, start int64, opts DownloadOptions, handover func(end int64, rate float64)) (int, error) {
+func stream(ctx context.Context, t content.Fetcher, layer ocispec.Descriptor, w Writer, start int64, opts DownloadOptions, handover func(end int64, rate float64)) (int, error) {
 	maxResumes := opts.MaxResumes
 	if maxResumes == 0 {
 		maxResumes = 5
@@ -62,8 +62,9 @@ func stream(ctx context.Context, t Target, layer ocispec.Descriptor, w Writer, s
 		if errors.Is(err, ErrNotFound) {
 			return 0, fmt.Errorf("layer %s: blob not found in the store: %w", layer.Digest, err)
 		}
-		if isLengthMismatch(err) {
-			return 0, sizeMismatch(layer)
+		var sm *SizeMismatchError
+		if errors.As(err, &sm) {
+			return 0, err // names the layer
 		}
 		return 0, fmt.Errorf("layer %s: %w", layer.Digest, err)
 	}
@@ -236,11 +237,5 @@ func (rd *reader) run() error {
 }
 
 func sizeMismatch(layer ocispec.Descriptor) error {
-	return fmt.Errorf("layer %s: size mismatch: the store's answer is not the %d bytes the manifest declares", layer.Digest, layer.Size)
-}
-
-// isLengthMismatch recognises oras-go's error for a Content-Length that is
-// not the descriptor's size.
-func isLengthMismatch(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "mismatch Content-Length")
+	return &SizeMismatchError{Digest: layer.Digest, Size: layer.Size}
 }

@@ -1,7 +1,13 @@
 package recipe
 
 import (
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
+	"os"
 	"path"
 	"strings"
 
@@ -19,6 +25,30 @@ type ButaneOptions struct {
 	BinaryURL    string // where Ignition downloads the sysext binary; "" = it is already installed
 	BinaryHash   string // Ignition verification hash for it ("sha512-HEX" or "sha256-HEX")
 	ExtraPullArg []string
+}
+
+// validIgnitionHash reports whether s is an Ignition verification hash
+// (sha512-HEX or sha256-HEX of the right length).
+func validIgnitionHash(s string) bool {
+	alg, hexs, ok := strings.Cut(s, "-")
+	size := map[string]int{"sha512": sha512.Size, "sha256": sha256.Size}[alg]
+	b, err := hex.DecodeString(hexs)
+	return ok && size > 0 && err == nil && len(b) == size
+}
+
+// IgnitionHash is Ignition's verification hash of a file, sha512-HEX: what
+// ButaneOptions.BinaryHash takes for the binary served at BinaryURL.
+func IgnitionHash(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha512.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return "sha512-" + hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // butane* mirror the parts of the Butane config spec we write.
@@ -87,6 +117,52 @@ func ButaneNotes(o ButaneOptions) []string {
 	return nil
 }
 
+// installUnit pulls the extension once, at first boot: %[1]s is its
+// name, %[2]s the sysext command, %[3]s pull's arguments.
+const installUnit = `[Unit]
+Description=Install the %[1]s system extension
+Documentation=https://github.com/sysext/sysext
+Wants=network-online.target
+After=network-online.target
+# Once installed, updates come from sysext-update.timer.
+ConditionPathExists=!/var/lib/extensions/%[1]s.raw
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+Restart=on-failure
+RestartSec=10
+ExecStart=%[2]s %[3]s
+
+[Install]
+WantedBy=multi-user.target
+`
+
+// updateService and updateTimer are sysext's own update units, written by
+// the snippet when no OS package ships them (%s: the sysext command).
+const updateService = `[Unit]
+Description=Update system extensions from their registries
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=oneshot
+ExecStart=%s update --all
+`
+
+const updateTimer = `[Unit]
+Description=Check for system extension updates
+
+[Timer]
+OnBootSec=15min
+OnUnitActiveSec=6h
+RandomizedDelaySec=30min
+Persistent=true
+
+[Install]
+WantedBy=timers.target
+`
+
 // Butane renders the snippet. It is valid Butane (Flatcar spec 1.0.0,
 // Fedora CoreOS spec 1.5.0) that `butane` turns into Ignition.
 func Butane(o ButaneOptions) (string, error) {
@@ -99,6 +175,12 @@ func Butane(o ButaneOptions) (string, error) {
 		if err := extension.ValidateLineWord("butane: pull argument", a); err != nil {
 			return "", err
 		}
+	}
+	if o.BinaryHash != "" && o.BinaryURL == "" {
+		return "", errors.New("butane: --binary and --binary-hash describe the file at --binary-url: give --binary-url URL")
+	}
+	if o.BinaryHash != "" && !validIgnitionHash(o.BinaryHash) {
+		return "", fmt.Errorf("butane: --binary-hash %q: use sha512-HEX or sha256-HEX", o.BinaryHash)
 	}
 	name := o.Name
 	if name == "" {
@@ -115,7 +197,7 @@ func Butane(o ButaneOptions) (string, error) {
 	case "fcos":
 		cfg.Variant, cfg.Version, bin = "fcos", "1.5.0", "/usr/local/bin/sysext"
 	default:
-		return "", fmt.Errorf("butane: unknown variant %q: use flatcar or fcos", o.Variant)
+		return "", fmt.Errorf("butane: --variant %q: use flatcar or fcos", o.Variant)
 	}
 	if o.BinaryURL == "" {
 		bin = "sysext" // installed by the OS image; found on PATH
@@ -142,51 +224,15 @@ func Butane(o ButaneOptions) (string, error) {
 	if !strings.HasPrefix(bin, "/") {
 		exec = "/usr/bin/env " + bin
 	}
-	install := fmt.Sprintf(`[Unit]
-Description=Install the %[1]s system extension
-Documentation=https://github.com/sysext/sysext
-Wants=network-online.target
-After=network-online.target
-# Once installed, updates come from sysext-update.timer.
-ConditionPathExists=!/var/lib/extensions/%[1]s.raw
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-Restart=on-failure
-RestartSec=10
-ExecStart=%[2]s %[3]s
-
-[Install]
-WantedBy=multi-user.target
-`, name, exec, strings.Join(args, " "))
+	install := fmt.Sprintf(installUnit, name, exec, strings.Join(args, " "))
 	on := true
 	cfg.Systemd.Units = append(cfg.Systemd.Units, butaneUnit{Name: "sysext-install-" + name + ".service", Enabled: &on, Contents: install})
 	if o.BinaryURL != "" {
 		// Without an OS package nothing ships sysext's own units: write
 		// the update service and timer here.
 		cfg.Systemd.Units = append(cfg.Systemd.Units,
-			butaneUnit{Name: "sysext-update.service", Contents: fmt.Sprintf(`[Unit]
-Description=Update system extensions from their registries
-Wants=network-online.target
-After=network-online.target
-
-[Service]
-Type=oneshot
-ExecStart=%s update --all
-`, exec)},
-			butaneUnit{Name: "sysext-update.timer", Enabled: &on, Contents: `[Unit]
-Description=Check for system extension updates
-
-[Timer]
-OnBootSec=15min
-OnUnitActiveSec=6h
-RandomizedDelaySec=30min
-Persistent=true
-
-[Install]
-WantedBy=timers.target
-`})
+			butaneUnit{Name: "sysext-update.service", Contents: fmt.Sprintf(updateService, exec)},
+			butaneUnit{Name: "sysext-update.timer", Enabled: &on, Contents: updateTimer})
 	} else {
 		cfg.Systemd.Units = append(cfg.Systemd.Units, butaneUnit{Name: "sysext-update.timer", Enabled: &on})
 	}

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/internal/inroot"
 )
 
@@ -17,6 +18,14 @@ func OstreeBooted(root string) bool {
 	}
 	_, err := inroot.Stat(root, "/run/ostree-booted")
 	return err == nil
+}
+
+// DefaultPerDeployment says whether links and state belong in the
+// deployment's /etc when nobody said: on a running system booted by
+// ostree, or for a root that is a deployment checkout. Copy mode and an
+// explicit extensions directory never are (the caller's choice).
+func DefaultPerDeployment(root string) bool {
+	return (Options{Root: root}.RunningSystem() && OstreeBooted("/")) || IsDeploymentDir(root)
 }
 
 // IsDeploymentDir reports whether dir looks like an ostree deployment
@@ -75,7 +84,7 @@ func (s *Store) usedElsewhere() map[string]bool {
 			used[unknownUse] = true
 			continue
 		}
-		links, _ := filepath.Glob(filepath.Join(extDir, "*"+imageSuffix))
+		links, _ := filepath.Glob(filepath.Join(extDir, "*"+extension.ImageSuffix))
 		for _, l := range links {
 			if t, err := os.Readlink(l); err == nil {
 				used[filepath.Clean(t)] = true
@@ -128,8 +137,8 @@ func Scan(opts Options) ([]Seen, error) {
 		return nil, err
 	}
 	for _, e := range ents {
-		n, ok := strings.CutSuffix(e.Name(), imageSuffix)
-		if !ok || validName(n) != nil {
+		n, ok := strings.CutSuffix(e.Name(), extension.ImageSuffix)
+		if !ok || extension.ValidateName(n) != nil {
 			continue
 		}
 		sn := get(n)
@@ -141,7 +150,7 @@ func Scan(opts Options) ([]Seen, error) {
 	}
 	dirs, _ := os.ReadDir(s.path(opts.StoreDir))
 	for _, d := range dirs {
-		if !d.IsDir() || validName(d.Name()) != nil {
+		if !d.IsDir() || extension.ValidateName(d.Name()) != nil {
 			continue
 		}
 		files, _ := os.ReadDir(s.path(s.nameDir(d.Name())))
@@ -151,7 +160,7 @@ func Scan(opts Options) ([]Seen, error) {
 		}
 		var fts []ft
 		for _, f := range files {
-			if strings.HasSuffix(f.Name(), imageSuffix) && !strings.HasPrefix(f.Name(), ".") {
+			if strings.HasSuffix(f.Name(), extension.ImageSuffix) && !strings.HasPrefix(f.Name(), ".") {
 				if fi, err := f.Info(); err == nil {
 					fts = append(fts, ft{f.Name(), fi.ModTime().UnixNano()})
 				}

@@ -14,8 +14,10 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/internal/testenv"
 	"github.com/sysext/sysext/verify"
+	"github.com/sysext/sysext/verify/verifytest"
 )
 
 func image(n int, seed byte) []byte {
@@ -54,7 +56,7 @@ func storedFiles(s *Store, name string) []string {
 	ents, _ := os.ReadDir(s.path(s.nameDir(name)))
 	var out []string
 	for _, e := range ents {
-		if strings.HasSuffix(e.Name(), imageSuffix) {
+		if strings.HasSuffix(e.Name(), extension.ImageSuffix) {
 			out = append(out, e.Name())
 		}
 	}
@@ -264,7 +266,7 @@ func TestCrashDuringIngest(t *testing.T) {
 	}
 }
 
-func acceptUnsigned(d digest.Digest) verify.Verified { return verify.AcceptUnsigned(d) }
+func acceptUnsigned(d digest.Digest) verify.Verified { return verifytest.AcceptUnsigned(d) }
 
 func must(t *testing.T, err error) {
 	t.Helper()

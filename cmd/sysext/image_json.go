@@ -1,12 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
-	"strconv"
 	"strings"
-	"unicode"
 
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/fsimage"
@@ -32,6 +31,7 @@ type imageJSON struct {
 	Release       map[string]string `json:"release"`
 	Warnings      []string          `json:"warnings,omitempty"`
 	Compatible    *compatJSON       `json:"compatible,omitempty"`
+	DDI           *ddiJSON          `json:"ddi,omitempty"` // a disk image's partitions, verity and signature
 	// DigestCached: the digest was read from the file's cache attribute.
 	DigestCached bool `json:"digest_cached,omitempty"`
 	// Special lists what gives the image power beyond its files' content
@@ -88,7 +88,7 @@ func unixMode(m fs.FileMode) uint32 {
 func printSpecial(w io.Writer, j *specialJSON) error {
 	var lines [][2]string
 	for _, f := range j.Files {
-		p := printableName(f.Path)
+		p := extension.Escape(f.Path)
 		if f.Setuid {
 			lines = append(lines, [2]string{"setuid", fmt.Sprintf("%s (mode %s, uid %d)", p, f.Mode, f.UID)})
 		}
@@ -116,21 +116,27 @@ func printSpecial(w io.Writer, j *specialJSON) error {
 	return nil
 }
 
-// printableName shows a name from an image as is when every character is
-// printable, quoted and escaped otherwise (control and bidi characters).
-func printableName(s string) string {
-	if strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) < 0 {
-		return s
-	}
-	return strconv.QuoteToASCII(s)
-}
-
 // compatJSON says whether systemd-sysext would merge the image on a host.
 type compatJSON struct {
 	OSRelease string `json:"os_release"`
 	OK        bool   `json:"ok"`
 	Field     string `json:"field,omitempty"`
 	Reason    string `json:"reason,omitempty"`
+}
+
+// compatibility judges rel on the host described by hostRel (read from
+// hostFile): extension.Compatible's verdict, or its error when it is not a
+// verdict.
+func compatibility(hostFile string, hostRel, rel *extension.Release) (*compatJSON, error) {
+	cj := &compatJSON{OSRelease: hostFile, OK: true}
+	if err := extension.Compatible(rel, extension.Host{OSRelease: hostRel}); err != nil {
+		var ie *extension.IncompatibleError
+		if !errors.As(err, &ie) {
+			return nil, err
+		}
+		cj.OK, cj.Field, cj.Reason = false, ie.Field, ie.Reason
+	}
+	return cj, nil
 }
 
 func newImageJSON(path, format string, size int64, digest string, m extension.Metadata, rel *extension.Release, upholds []string) imageJSON {
@@ -191,6 +197,7 @@ func printImage(w io.Writer, j imageJSON) error {
 		}
 		lines = append(lines, [2]string{"merges", v})
 	}
+	lines = append(lines, j.DDI.lines()...)
 	for _, l := range lines {
 		if _, err := printf(w, "%-15s %s\n", l[0]+":", l[1]); err != nil {
 			return err

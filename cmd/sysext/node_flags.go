@@ -49,6 +49,7 @@ func (f *nodeFlags) addFlags(c *cobra.Command, refresh, trust bool) {
 		c.Flags().StringArrayVar(&f.KeyPaths, "key", nil, "require a signature by this cosign public key `FILE` (repeatable)")
 		c.Flags().StringVar(&f.PolicyPath, "policy", "", "trust policy `FILE` (default /etc/sysext/policy.json under --root)")
 		f.trustFlags.addKeylessFlags(c)
+		c.Flags().StringArrayVar(&f.VerityCertPaths, "verity-certificate", nil, "require a disk image whose dm-verity root hash this X.509 certificate `FILE` signed (repeatable; installed for systemd in /etc/verity.d)")
 		c.Flags().BoolVar(&f.AllowUnsigned, "insecure-allow-unsigned", false, "accept images without a valid signature (prints a warning)")
 		c.Flags().BoolVar(&f.PreflightStrict, "strict", false, "refuse when the preflight warns (/usr already stacked on overlays, an old systemd)")
 		c.Flags().BoolVar(&f.AllowDowngrade, "allow-downgrade", false, "accept a version older (in systemd's version order) than the active one; without it a tag that moved back is refused ('sysext rollback' goes back)")
@@ -67,6 +68,10 @@ func (f nodeFlags) trust() verify.TrustOptions {
 	}
 	if o.TrustedRootPath != "" {
 		o.TrustedRootPath = absPath(o.TrustedRootPath)
+	}
+	o.VerityCertPaths = make([]string, len(f.VerityCertPaths))
+	for i, c := range f.VerityCertPaths {
+		o.VerityCertPaths[i] = absPath(c)
 	}
 	o.Root = f.Root
 	return o
@@ -94,7 +99,7 @@ func (f nodeFlags) storeOptions(copyMode bool) (store.Options, error) {
 	}
 	per := f.PerDeployment
 	if !per && !copyMode && ext == "" {
-		per = (abs == "/" && store.OstreeBooted("/")) || store.IsDeploymentDir(abs)
+		per = store.DefaultPerDeployment(abs)
 	}
 	if copyMode && ext == "" {
 		return store.Options{}, usageError("--copy needs --extensions-dir (e.g. /usr/lib/extensions)")
@@ -143,10 +148,10 @@ func (f nodeFlags) finishResult(c *cobra.Command, r *node.Result, err error, for
 
 // finishResults prints rs as JSON ([] for none) with --json, else for people
 // unless -q, and gives the exit codes of update and sync: err's on err, 0
-// when some result counts as a change, else 3 (nothing to do). A failed
-// extension's line is printed here; err names only how many failed, so
-// each reason is printed once.
-func (f nodeFlags) finishResults(c *cobra.Command, rs []node.Result, err error, isChange func(node.Result) bool, nothing string) error {
+// when some result changes the node (node.Result.Changes), else 3 (nothing
+// to do). A failed extension's line is printed here; err names only how
+// many failed, so each reason is printed once.
+func (f nodeFlags) finishResults(c *cobra.Command, rs []node.Result, err error, nothing string) error {
 	if f.JSON {
 		if rs == nil {
 			rs = []node.Result{}
@@ -161,7 +166,7 @@ func (f nodeFlags) finishResults(c *cobra.Command, rs []node.Result, err error, 
 		return failedResults(rs, err, f.JSON || f.Quiet)
 	}
 	for _, r := range rs {
-		if isChange(r) {
+		if r.Changes() {
 			return nil
 		}
 	}
@@ -228,10 +233,10 @@ func printResult(w io.Writer, r node.Result) {
 		printf(w, "%s: %s (%s)\n", r.Name, r.Action, r.Source)
 		return
 	case "would-pull":
-		fmt.Fprintf(w, "%s %s: would-pull %s (%s; dry run, checked, nothing changed)\n", r.Name, r.Version, short(r.Digest), r.Source)
+		fmt.Fprintf(w, "%s %s: would-pull %s (%s; dry run, checked, nothing changed)\n", r.Name, r.Version, extension.ShortDigest(r.Digest), r.Source)
 		return
 	case "would-update":
-		printf(w, "%s %s: would update to %s (%s; dry run, checked, nothing changed)\n", r.Name, r.From, r.Version, short(r.Digest))
+		printf(w, "%s %s: would update to %s (%s; dry run, checked, nothing changed)\n", r.Name, r.From, r.Version, extension.ShortDigest(r.Digest))
 		return
 	case "removed":
 		printf(w, "%s: removed\n", r.Name)
@@ -242,13 +247,16 @@ func printResult(w io.Writer, r node.Result) {
 		line += " from " + r.From
 	}
 	if r.Digest != "" {
-		line += " (" + shortHex(r.Digest) + ")"
+		line += " (" + extension.ShortDigest(r.Digest) + ")"
 	}
 	switch {
 	case r.Unsigned:
 		line += ", UNSIGNED"
 	case r.Signer != "":
 		line += ", signed by " + shortSigner(r.Signer) // whole in --json and list --wide
+	}
+	if r.VeritySigner != "" {
+		line += "; verity root hash signed by " + r.VeritySigner
 	}
 	switch r.Activation {
 	case extension.ActivationUnproven:
@@ -260,11 +268,4 @@ func printResult(w io.Writer, r node.Result) {
 		line += "; " + string(r.Activation)
 	}
 	printLine(w, line)
-}
-
-func short(d string) string {
-	if len(d) > 19 {
-		return d[:19]
-	}
-	return d
 }

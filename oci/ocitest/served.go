@@ -6,9 +6,10 @@ import (
 	"sync/atomic"
 )
 
-// Served counts what the registry sent for blob GETs: bytes of body and
-// requests, and the Range headers asked for. Put its Fault first, so it
-// sees what the client is sent (after any other fault).
+// Served counts what the registry sent for blob GETs: bytes of body,
+// requests (and how many at once), and the Range headers asked for. Put
+// its Fault first, so it sees what the client is sent (after any other
+// fault).
 type Served struct {
 	bytes    atomic.Int64
 	requests atomic.Int64

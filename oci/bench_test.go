@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -170,12 +171,12 @@ func benchTransfer(b *testing.B, size int64) {
 	b.ReportMetric(rate(orasDisk.sum), "oras-pull-MB/s")
 	b.ReportMetric(rate(fetchShm.sum), "sysext-fetch-tmpfs-MB/s")
 	b.ReportMetric(rate(orasShm.sum), "oras-pull-tmpfs-MB/s")
-	// Each ratio twice: over all rounds, and of the best round of each
-	// side (-best): on a machine that others share, the least disturbed
-	// runs say more about the tools than the sums do.
+	// Each ratio twice: over all rounds, and of the median rounds
+	// (-median), which a machine that others share, with its load
+	// swinging within seconds, disturbs less than it does the sums.
 	ratio := func(name string, num, den series) {
 		b.ReportMetric(num.sum.Seconds()/den.sum.Seconds(), name)
-		b.ReportMetric(num.best.Seconds()/den.best.Seconds(), name+"-best")
+		b.ReportMetric(num.median().Seconds()/den.median().Seconds(), name+"-median")
 	}
 	ratio("fetch-ratio", orasDisk, fetchDisk)
 	ratio("fetch-ratio-tmpfs", orasShm, fetchShm)
@@ -194,14 +195,26 @@ func benchTransfer(b *testing.B, size int64) {
 	b.ReportMetric(rssPush, "push-peak-RSS-MiB")
 }
 
-// series is one side's times over the rounds: their sum and the best.
-type series struct{ sum, best time.Duration }
+// series is one side's times over the rounds: their sum and each.
+type series struct {
+	sum time.Duration
+	all []time.Duration
+}
 
 func (s *series) add(d time.Duration) {
 	s.sum += d
-	if s.best == 0 || d < s.best {
-		s.best = d
+	s.all = append(s.all, d)
+}
+
+// median is the middle round's time (the mean of the two middle ones).
+func (s *series) median() time.Duration {
+	d := slices.Clone(s.all)
+	slices.Sort(d)
+	n := len(d)
+	if n == 0 {
+		return 0
 	}
+	return (d[(n-1)/2] + d[n/2]) / 2
 }
 
 // floors are the times the parts of a durable fetch take alone, summed

@@ -93,10 +93,10 @@ test: test-deps
 	$(MAKE) fuzz
 
 # Every Fuzz* function of these packages (image readers, manifest, release,
-# policy and state parsers) fuzzes for FUZZTIME, after `go test` ran its
+# policy, state and chunk index parsers) fuzzes for FUZZTIME, after `go test` ran its
 # checked-in corpus (testdata/fuzz/); a new target is picked up by its name.
 # Each package's fuzzing binary is built once and run per target.
-FUZZ_PKGS := fsimage oci extension verify store
+FUZZ_PKGS := fsimage oci extension verify store delta
 FUZZTIME ?= 3s
 fuzz:
 	@set -eo pipefail; mkdir -p bin/fuzz; cache=$$($(GO) env GOCACHE)/fuzz; \

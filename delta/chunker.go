@@ -87,17 +87,17 @@ func (c Chunker) Cut(data []byte) int {
 	}
 	normal := min(c.Avg, n)
 	var fp uint64
-	i := c.Min
-	for ; i < normal; i++ {
-		fp = fp<<1 + gear[data[i]]
+	// Ranging over subslices lets the compiler drop the bounds checks.
+	for i, b := range data[c.Min:normal] {
+		fp = fp<<1 + gear[b]
 		if fp&c.maskS == 0 {
-			return i + 1
+			return c.Min + i + 1
 		}
 	}
-	for ; i < n; i++ {
-		fp = fp<<1 + gear[data[i]]
+	for i, b := range data[normal:n] {
+		fp = fp<<1 + gear[b]
 		if fp&c.maskL == 0 {
-			return i + 1
+			return normal + i + 1
 		}
 	}
 	return n

@@ -159,6 +159,10 @@ func TestIndexRoundTrip(t *testing.T) {
 		if fmt.Sprint(got.Chunks) != fmt.Sprint(ix.Chunks) || got.Size != ix.Size || got.Digest != ix.Digest || !got.Same(Default) {
 			t.Fatalf("%d bytes: round trip changed the index", n)
 		}
+		at, err := BuildAt(bytes.NewReader(data), int64(n), Default)
+		if err != nil || fmt.Sprint(at) != fmt.Sprint(ix) {
+			t.Fatalf("%d bytes: BuildAt gives another index (%v)", n, err)
+		}
 		if err := got.Check(int64(n), fmt.Sprintf("sha256:%x", sha256.Sum256(data))); err != nil {
 			t.Fatal(err)
 		}
@@ -320,6 +324,14 @@ func BenchmarkChunker(b *testing.B) {
 		b.SetBytes(int64(len(data)))
 		for b.Loop() {
 			if _, err := Build(bytes.NewReader(data), Default); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("index-at", func(b *testing.B) {
+		b.SetBytes(int64(len(data)))
+		for b.Loop() {
+			if _, err := BuildAt(bytes.NewReader(data), int64(len(data)), Default); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -83,6 +83,45 @@ func Build(r io.Reader, c Chunker) (*Index, error) {
 	return ix, nil
 }
 
+// BuildAt is Build for an image that can be read at offsets (a file): the
+// whole image's SHA-256 is computed by a second reader at the same time,
+// so that on two cores the index costs little more than the digest alone.
+func BuildAt(ra io.ReaderAt, size int64, c Chunker) (*Index, error) {
+	type result struct {
+		sum [sha256.Size]byte
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		h := sha256.New()
+		buf := make([]byte, splitBuffer)
+		_, err := io.CopyBuffer(h, io.NewSectionReader(ra, 0, size), buf)
+		var r result
+		h.Sum(r.sum[:0])
+		r.err = err
+		done <- r
+	}()
+	ix := &Index{Chunker: c}
+	h := sha256.New()
+	err := c.Split(io.NewSectionReader(ra, 0, size), func(off int64, b []byte) error {
+		ix.Chunks = append(ix.Chunks, Chunk{Off: off, Len: int64(len(b)), Sum: sum(h, b)})
+		ix.Size = off + int64(len(b))
+		return nil
+	})
+	whole := <-done
+	if err == nil {
+		err = whole.err
+	}
+	if err != nil {
+		return nil, err
+	}
+	if ix.Size != size {
+		return nil, fmt.Errorf("read %d of %d bytes", ix.Size, size)
+	}
+	ix.Digest = whole.sum
+	return ix, nil
+}
+
 // sum is h's SHA-256 of b (h is reused, so hashing allocates nothing).
 func sum(h hash.Hash, b []byte) (s [sha256.Size]byte) {
 	h.Reset()

@@ -30,16 +30,19 @@ func Manifests(r *http.Request) bool {
 // Any matches every request.
 func Any(*http.Request) bool { return true }
 
-// Faulty wraps h so that each fault sees every request first.
+// Faulty wraps h so that each fault sees every request first, in order:
+// a fault's next is the faults after it, then h (so a Served put first
+// counts what the later faults send).
 func Faulty(h http.Handler, faults ...Fault) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		for _, f := range faults {
-			if f(w, r, h) {
-				return
+	for i := len(faults) - 1; i >= 0; i-- {
+		f, next := faults[i], h
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !f(w, r, next) {
+				next.ServeHTTP(w, r)
 			}
-		}
-		h.ServeHTTP(w, r)
-	})
+		})
+	}
+	return h
 }
 
 // Counter counts how often a fault fired.

@@ -25,6 +25,15 @@ func IgnoreRange(times int, fired ...*Counter) Fault {
 	}
 }
 
+// CutBlobRanged is CutBlob for blob GETs with a Range header only: the
+// parts a delta download fetches, and the resumes of a cut download.
+func CutBlobRanged(after int64, times int, fired ...*Counter) Fault {
+	cut := CutBlob(after, times, fired...)
+	return func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+		return r.Header.Get("Range") != "" && cut(w, r, next)
+	}
+}
+
 // CorruptRange flips one byte in the middle of the body of blob GETs with
 // a Range header (times < 0: all), keeping the length: a registry or
 // cache that serves wrong bytes for a part of a blob.

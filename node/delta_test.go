@@ -123,16 +123,34 @@ func size(t testing.TB, p string) int64 {
 // An update where one file changed, one was added and one removed fetches
 // about what changed and takes the rest from the stored version; a
 // version-only update fetches almost nothing; an unrelated image is
-// downloaded whole, never much more. What the registry sends is counted.
+// downloaded whole, never much more. Against the real distribution
+// registry (what it sends is counted by a proxy in front of it) and an OCI
+// layout (what the node reports it read).
 func TestDeltaUpdate(t *testing.T) {
 	reg := newDeltaReg(t)
+	layout := oci.LayoutScheme + filepath.Join(t.TempDir(), "layout")
+	for _, src := range []struct {
+		name string
+		ref  string
+		// sent is what the store gave for the last update, or -1 when
+		// only the node's own count is known.
+		sent  func() int64
+		reset func()
+	}{
+		{"distribution", reg.Ref("ext/app:stable"), reg.served.Bytes, func() { reg.misbehave(nil) }},
+		{"layout", layout + ":stable", func() int64 { return -1 }, func() {}},
+	} {
+		t.Run(src.name, func(t *testing.T) { testDeltaUpdate(t, src.ref, src.sent, src.reset) })
+	}
+}
+
+func testDeltaUpdate(t *testing.T, ref string, served func() int64, reset func()) {
 	shared, changed, removed := blob(6<<20, 1), blob(1<<20, 2), blob(512<<10, 3)
 	newChanged, added := blob(1<<20, 4), blob(768<<10, 5)
 	v1 := extImage(t, "app", "1.0", map[string][]byte{"lib/app/shared": shared, "lib/app/changed": changed, "lib/app/removed": removed, "bin/app": []byte("#!/bin/sh\necho 1\n")})
 	v2 := extImage(t, "app", "2.0", map[string][]byte{"lib/app/shared": shared, "lib/app/changed": newChanged, "lib/app/added": added, "bin/app": []byte("#!/bin/sh\necho 2\n")})
 	v2b := extImage(t, "app", "2.0.1", map[string][]byte{"lib/app/shared": shared, "lib/app/changed": newChanged, "lib/app/added": added, "bin/app": []byte("#!/bin/sh\necho 2\n")})
 	v3 := extImage(t, "app", "3.0", map[string][]byte{"lib/app/other": blob(4<<20, 6)})
-	ref := reg.Ref("ext/app:stable")
 	push(t, ref, v1)
 	root := nodeRoot(t, debianRelease)
 	ctx := context.Background()
@@ -141,11 +159,17 @@ func TestDeltaUpdate(t *testing.T) {
 	if _, err := n.Pull(ctx, PullRequest{Ref: ref}); err != nil {
 		t.Fatal(err)
 	}
+	// A full download of each version on a node that holds nothing, to
+	// compare with.
+	fullRoot := nodeRoot(t, debianRelease)
+	o := testNode(fullRoot).opts
+	o.NoDelta = true
+	full := New(o)
 
 	type step struct {
 		name     string
 		file     string
-		min, max int64 // bytes the registry may send for the image
+		min, max int64 // bytes the store may send for the image
 	}
 	idx := func(p string) int64 {
 		_, b, err := oci.ChunkIndexFile(ctx, p)
@@ -160,7 +184,7 @@ func TestDeltaUpdate(t *testing.T) {
 	} {
 		t.Run(s.name, func(t *testing.T) {
 			push(t, ref, s.file)
-			reg.misbehave(nil)
+			reset()
 			log.Reset()
 			rs, err := n.Update(ctx, UpdateOptions{All: true})
 			if err != nil || len(rs) != 1 || rs[0].Action != "updated" {
@@ -168,16 +192,19 @@ func TestDeltaUpdate(t *testing.T) {
 			}
 			r := rs[0]
 			checkActive(t, root, "app", s.file)
-			sent := reg.served.Bytes()
-			t.Logf("image %d bytes: the registry sent %d (%.1f%%), reported downloaded %d, reused %d; %s",
+			sent := served()
+			if sent < 0 {
+				sent = r.Downloaded
+			}
+			t.Logf("image %d bytes: the store sent %d (%.1f%%), reported downloaded %d, reused %d; %s",
 				size(t, s.file), sent, 100*float64(sent)/float64(size(t, s.file)), r.Downloaded, r.Reused, strings.TrimSpace(log.String()))
 			if sent < s.min || sent > s.max {
-				t.Fatalf("the registry sent %d bytes, want %d to %d", sent, s.min, s.max)
+				t.Fatalf("the store sent %d bytes, want %d to %d", sent, s.min, s.max)
 			}
 			// What the result reports is what was sent, plus the referrer
 			// manifest (not a blob).
 			if r.Downloaded < sent || r.Downloaded > sent+4096 {
-				t.Fatalf("reported %d bytes downloaded, the registry sent %d blob bytes", r.Downloaded, sent)
+				t.Fatalf("reported %d bytes downloaded, the store sent %d blob bytes", r.Downloaded, sent)
 			}
 			if s.name != "unrelated" && r.Reused+sent < size(t, s.file) {
 				t.Fatalf("reused %d + sent %d < %d", r.Reused, sent, size(t, s.file))
@@ -185,6 +212,11 @@ func TestDeltaUpdate(t *testing.T) {
 			if s.name == "unrelated" && !strings.Contains(log.String(), "downloading the whole image") {
 				t.Fatalf("no line says the whole image is downloaded:\n%s", log.String())
 			}
+			// The same file, byte for byte, as a full download.
+			if _, err := full.Pull(ctx, PullRequest{Ref: ref}); err != nil {
+				t.Fatal(err)
+			}
+			sameActive(t, root, fullRoot, "app")
 		})
 	}
 	// The stored images keep their chunk indexes (made once, or kept from
@@ -198,6 +230,22 @@ func TestDeltaUpdate(t *testing.T) {
 	}
 	if len(files) < 3 {
 		t.Errorf("chunk indexes kept: %v", files)
+	}
+}
+
+// sameActive checks that NAME's active image is the same file, byte for
+// byte, on two nodes.
+func sameActive(t *testing.T, rootA, rootB, name string) {
+	t.Helper()
+	read := func(root string) []byte {
+		target, err := os.Readlink(filepath.Join(root, "var/lib/extensions", name+".raw"))
+		must(t, err)
+		b, err := os.ReadFile(filepath.Join(root, target))
+		must(t, err)
+		return b
+	}
+	if !bytes.Equal(read(rootA), read(rootB)) {
+		t.Fatalf("the delta's %s differs from the full download's", name)
 	}
 }
 
@@ -378,47 +426,64 @@ func TestDeltaDamagedStoredImage(t *testing.T) {
 	}
 }
 
-// Delta downloads from an OCI layout, and from a layout made by copy (the
-// chunk index travels with it).
-func TestDeltaFromLayout(t *testing.T) {
+// Delta downloads from an OCI layout and from the distribution registry,
+// and from copies made by `sysext copy` (oci.Copy): layout to layout,
+// distribution (the fallback tag) to olareg (the referrers API) and to a
+// layout. The chunk index travels with the copy.
+func TestDeltaFromCopies(t *testing.T) {
 	ctx := context.Background()
 	shared := blob(4<<20, 21)
 	v1 := extImage(t, "app", "1", map[string][]byte{"lib/shared": shared, "lib/own": blob(256<<10, 22)})
 	v2 := extImage(t, "app", "2", map[string][]byte{"lib/shared": shared, "lib/own": blob(256<<10, 23)})
 	dir := t.TempDir()
 	layout := oci.LayoutScheme + filepath.Join(dir, "layout")
-	push(t, layout+":1", v1)
-	push(t, layout+":2", v2)
-	copied := oci.LayoutScheme + filepath.Join(dir, "copied")
-	for _, tag := range []string{"1", "2"} {
-		src, err := oci.ParseReference(layout + ":" + tag)
-		must(t, err)
-		dst, err := oci.ParseReference(copied + ":" + tag)
-		must(t, err)
-		st, err := oci.Open(ctx, src, ocitest.TestOptions())
-		must(t, err)
-		o := ocitest.TestOptions()
-		o.CreateLayout = true
-		dt, err := oci.Open(ctx, dst, o)
-		must(t, err)
-		if _, err := oci.Copy(ctx, st, src, dt, dst, oci.CopyOptions{}); err != nil {
-			t.Fatal(err)
+	dist := ocitest.StartDistribution(t).Ref("ext/app")
+	for _, src := range []string{layout, dist} {
+		push(t, src+":1", v1)
+		push(t, src+":2", v2)
+	}
+	copyTo := func(from, to string) {
+		for _, tag := range []string{"1", "2"} {
+			src, err := oci.ParseReference(from + ":" + tag)
+			must(t, err)
+			dst, err := oci.ParseReference(to + ":" + tag)
+			must(t, err)
+			st, err := oci.Open(ctx, src, ocitest.TestOptions())
+			must(t, err)
+			o := ocitest.TestOptions()
+			o.CreateLayout = true
+			dt, err := oci.Open(ctx, dst, o)
+			must(t, err)
+			if _, err := oci.Copy(ctx, st, src, dt, dst, oci.CopyOptions{}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
-	for _, from := range []string{layout, copied} {
-		root := nodeRoot(t, debianRelease)
-		n := testNode(root)
-		if _, err := n.Pull(ctx, PullRequest{Ref: from + ":1"}); err != nil {
-			t.Fatal(err)
-		}
-		r, err := n.Pull(ctx, PullRequest{Ref: from + ":2"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		checkActive(t, root, "app", v2)
-		if r.Reused < int64(len(shared))-2*delta.MaxSize || r.Downloaded > size(t, v2)/2 {
-			t.Fatalf("%s: reused %d, downloaded %d of %d", from, r.Reused, r.Downloaded, size(t, v2))
-		}
+	copiedLayout := oci.LayoutScheme + filepath.Join(dir, "copied")
+	copyTo(layout, copiedLayout)
+	mirror := ocitest.NewOlareg(t).Ref("mirror/app")
+	copyTo(dist, mirror)
+	mirrorLayout := oci.LayoutScheme + filepath.Join(dir, "mirrored")
+	copyTo(dist, mirrorLayout)
+	for name, from := range map[string]string{
+		"layout": layout, "layout copied": copiedLayout, "distribution": dist,
+		"olareg mirror of distribution": mirror, "layout copied from distribution": mirrorLayout,
+	} {
+		t.Run(name, func(t *testing.T) {
+			root := nodeRoot(t, debianRelease)
+			n := testNode(root)
+			if _, err := n.Pull(ctx, PullRequest{Ref: from + ":1"}); err != nil {
+				t.Fatal(err)
+			}
+			r, err := n.Pull(ctx, PullRequest{Ref: from + ":2"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkActive(t, root, "app", v2)
+			if r.Reused < int64(len(shared))-2*delta.MaxSize || r.Downloaded > size(t, v2)/2 {
+				t.Fatalf("%s: reused %d, downloaded %d of %d", from, r.Reused, r.Downloaded, size(t, v2))
+			}
+		})
 	}
 }
 

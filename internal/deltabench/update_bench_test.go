@@ -59,7 +59,10 @@ var benchVariants = []benchVariant{
 // loopback, the update's peak RSS, and the machine's SHA-256 rate (the
 // floor of every byte a node checks). Targets (issue 15): ≤ 1.5× the
 // patch, ≤ 40% of the image, version only ≤ 2% of the image plus the
-// index, peak RSS ≤ 64 MiB.
+// index, over a link of 100 Mbit/s with 20 ms added each way
+// (ocitest.Shaped) the update's wall time ≤ 0.5× a full pull's, peak RSS
+// ≤ 64 MiB. The floors: SHA-256 on one core, and the link's rate for the
+// shaped times.
 //
 //	SYSEXT_DELTABENCH_DIR=/work/scratch/delta go test -run '^$' -bench DeltaUpdate -benchtime 1x ./internal/deltabench/
 func BenchmarkDeltaUpdate(b *testing.B) {
@@ -138,11 +141,18 @@ func benchUpdate(b *testing.B, sysext string, imgs map[string]string, patch, voP
 			b.Fatal(err)
 		}
 	}
-	// A node holding v1, copied for every run; then the tag moves to v2,
-	// and v1' (the same tree, another version) is published under another.
+	// The same registry seen through issue 15's shaped link: 100 Mbit/s,
+	// 20 ms added each way.
+	shaped := ocitest.Shaped(b, reg, ocitest.Link{Rate: shapedRate, Delay: 20 * time.Millisecond})
+	// A node holding v1, copied for every run (one pulled from each side
+	// of the link: update goes back where the image came from); then the
+	// tag moves to v2, and v1' (the same tree, another version) is
+	// published under another.
 	publish("stable", imgs["v1"])
 	template := nodeRoot(b)
 	run(b, sysext, "pull", reg.Ref("ext/devtools:stable"), "--root", template, "--insecure-allow-unsigned", "-q")
+	shapedTemplate := nodeRoot(b)
+	run(b, sysext, "pull", shaped.Ref("ext/devtools:stable"), "--root", shapedTemplate, "--insecure-allow-unsigned", "-q")
 	publish("stable", imgs["v2"])
 	publish("point", imgs["vo"])
 	_, ixBytes, err := oci.ChunkIndexFile(ctx, imgs["v2"])
@@ -151,7 +161,7 @@ func benchUpdate(b *testing.B, sysext string, imgs map[string]string, patch, voP
 	}
 	size := fileSize(b, imgs["v2"])
 
-	var upd, vol, full outcome
+	var upd, vol, full, supd, svol, sfull outcome
 	for b.Loop() {
 		b.StopTimer()
 		root := copyRoot(b, template)
@@ -164,7 +174,14 @@ func benchUpdate(b *testing.B, sysext string, imgs map[string]string, patch, voP
 		// A full pull of v2 on an empty node.
 		fresh := nodeRoot(b)
 		full = measure(b, &served, sysext, false, "pull", reg.Ref("ext/devtools:stable"), "--root", fresh, "--insecure-allow-unsigned", "--json")
-		for _, r := range []string{root, root2, fresh} {
+		// The same three over the shaped link.
+		sroot := copyRoot(b, shapedTemplate)
+		supd = measure(b, &served, sysext, true, "update", "devtools", "--root", sroot, "--json")
+		sroot2 := copyRoot(b, shapedTemplate)
+		svol = measure(b, &served, sysext, false, "pull", shaped.Ref("ext/devtools:point"), "--root", sroot2, "--insecure-allow-unsigned", "--json")
+		sfresh := nodeRoot(b)
+		sfull = measure(b, &served, sysext, false, "pull", shaped.Ref("ext/devtools:stable"), "--root", sfresh, "--insecure-allow-unsigned", "--json")
+		for _, r := range []string{root, root2, fresh, sroot, sroot2, sfresh} {
 			os.RemoveAll(r)
 		}
 		b.StartTimer()
@@ -183,16 +200,26 @@ func benchUpdate(b *testing.B, sysext string, imgs map[string]string, patch, voP
 	b.ReportMetric(upd.wall.Seconds(), "update-s")
 	b.ReportMetric(full.wall.Seconds(), "fullpull-s")
 	b.ReportMetric(mib(full.sent), "fullpull-MiB")
+	b.ReportMetric(supd.wall.Seconds(), "shaped-update-s")
+	b.ReportMetric(svol.wall.Seconds(), "shaped-versiononly-s")
+	b.ReportMetric(sfull.wall.Seconds(), "shaped-fullpull-s")
+	b.ReportMetric(supd.wall.Seconds()/sfull.wall.Seconds(), "shaped-update/fullpull")
+	b.ReportMetric(float64(size)/shapedRate, "shaped-floor-s")
 	b.ReportMetric(upd.rss/(1<<20), "update-maxrss-MiB")
 	b.ReportMetric(full.rss/(1<<20), "fullpull-maxrss-MiB")
 	b.ReportMetric(shaRate/1e6, "sha256-MB/s")
+	b.Logf("shaped link (100 Mbit/s, 20 ms each way): update %.2f s, version only %.2f s, full pull %.2f s (%.2f×; the image alone takes %.2f s at the link's rate)",
+		supd.wall.Seconds(), svol.wall.Seconds(), sfull.wall.Seconds(), supd.wall.Seconds()/sfull.wall.Seconds(), float64(size)/shapedRate)
 	b.Logf("update %.2f MiB of %.2f (%.1f%%), %.2f× the zstd patch (%.2f MiB), reported downloaded %d reused %d; version only %.3f MiB (%.2f%% + index %d B); update %.2f s, full pull %.2f s; peak RSS %.1f / %.1f MiB",
 		mib(upd.sent), mib(size), 100*float64(upd.sent)/float64(size), float64(upd.sent)/float64(patch), mib(patch), upd.res.Downloaded, upd.res.Reused,
 		mib(vol.sent), 100*float64(vol.sent-int64(len(ixBytes)))/float64(voSize), len(ixBytes), upd.wall.Seconds(), full.wall.Seconds(), upd.rss/(1<<20), full.rss/(1<<20))
-	if upd.res.Reused == 0 {
+	if upd.res.Reused == 0 || supd.res.Reused == 0 {
 		b.Errorf("the update reused nothing: the delta path was not taken")
 	}
 }
+
+// shapedRate is the shaped link's rate, bytes per second.
+const shapedRate = 100e6 / 8
 
 // outcome is one node command's measurement.
 type outcome struct {

@@ -5,7 +5,9 @@ SHELL := /bin/bash
 GO ?= go
 TOOLS_DIR ?= $(HOME)/.cache/sysext/tools
 export PATH := $(TOOLS_DIR):$(PATH)
-export GOFLAGS ?= -mod=mod
+# A build or test never rewrites go.mod or go.sum: what they need is
+# committed (go mod tidy is a change of its own).
+export GOFLAGS ?= -mod=readonly
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 PREFIX ?= /usr/local
@@ -17,7 +19,7 @@ SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 # Debian packages the tests use, by the command that shows each is there.
 APT_CMDS := mksquashfs:squashfs-tools unsquashfs:squashfs-tools mkfs.erofs:erofs-utils \
 	fsck.erofs:erofs-utils patchelf:patchelf bwrap:bubblewrap musl-gcc:musl-tools \
-	debootstrap:debootstrap /usr/bin/time:time getcap:libcap2-bin man:man-db
+	debootstrap:debootstrap /usr/bin/time:time getcap:libcap2-bin man:man-db veritysetup:cryptsetup-bin openssl:openssl
 
 # Test peers built from source with the Go toolchain (nothing downloads a binary).
 REGISTRY_VERSION := v3.1.2
@@ -74,29 +76,78 @@ $(TOOLS_DIR)/butane:
 	dir=$$(GOFLAGS= $(GO) mod download -json github.com/coreos/butane@$(BUTANE_VERSION) | sed -n 's/.*"Dir": "\(.*\)",/\1/p'); \
 	cd $$dir && GOFLAGS=-mod=mod $(GO) build -o $@ ./internal
 
-# systemd-sysupdate is not in Debian 12: take it (systemd 257) from a Debian 13
-# tree made with debootstrap, run with that tree's own loader and libraries.
-$(TOOLS_DIR)/systemd-sysupdate:
+# A Debian 13 tree (systemd 257) for what Debian 12 lacks or has too old:
+# systemd-sysupdate, and systemd-repart, systemd-sysext and systemd-dissect
+# 257 with the filesystem and verity tools repart runs (disk image tests).
+# The stamp names the package list: a tree made with fewer packages gets the
+# missing ones installed into it (no second debootstrap), and a second run
+# does nothing.
+empty :=
+space := $(empty) $(empty)
+comma := ,
+TRIXIE := $(TOOLS_DIR)/trixie-sysupdate
+TRIXIE_PKGS := systemd-container dbus systemd-repart erofs-utils squashfs-tools cryptsetup-bin
+TRIXIE_STAMP := $(TRIXIE)/.sysext-packages-$(shell echo $(TRIXIE_PKGS) | sha256sum | cut -c1-12)
+TRIXIE_LOADER = exec "$$R/usr/lib64/ld-linux-x86-64.so.2" --library-path "$$R/usr/lib/x86_64-linux-gnu:$$R/usr/lib/x86_64-linux-gnu/systemd"
+
+$(TRIXIE_STAMP):
 	mkdir -p $(TOOLS_DIR)
-	rm -rf $(TOOLS_DIR)/trixie-sysupdate
-	debootstrap --variant=minbase --include=systemd-container,dbus trixie $(TOOLS_DIR)/trixie-sysupdate >/dev/null
-	printf '#!/bin/sh\nR=%s\nexec "$$R/usr/lib64/ld-linux-x86-64.so.2" --library-path "$$R/usr/lib/x86_64-linux-gnu:$$R/usr/lib/x86_64-linux-gnu/systemd" "$$R/usr/lib/systemd/systemd-sysupdate" "$$@"\n' $(TOOLS_DIR)/trixie-sysupdate > $@.tmp
+	if [ ! -x $(TRIXIE)/usr/bin/systemd-sysext ]; then \
+	  rm -rf $(TRIXIE) && \
+	  debootstrap --variant=minbase --include=$(subst $(space),$(comma),$(TRIXIE_PKGS)) trixie $(TRIXIE) >/dev/null; \
+	else \
+	  missing=$$(for p in $(TRIXIE_PKGS); do chroot $(TRIXIE) dpkg -s $$p >/dev/null 2>&1 || echo $$p; done | tr "\n" " "); \
+	  if [ -n "$$missing" ]; then \
+	    cp /etc/resolv.conf $(TRIXIE)/etc/resolv.conf && \
+	    MISSING="$$missing" unshare -m sh -c 'mount -t proc proc $(TRIXIE)/proc && chroot $(TRIXIE) sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$MISSING"' >/dev/null; \
+	  fi; \
+	fi
+	touch $@
+
+$(TOOLS_DIR)/systemd-sysupdate: $(TRIXIE_STAMP)
+	printf '#!/bin/sh\nR=%s\n$(TRIXIE_LOADER) "$$R/usr/lib/systemd/systemd-sysupdate" "$$@"\n' $(TRIXIE) > $@.tmp
 	chmod +x $@.tmp && $@.tmp --version >/dev/null && mv $@.tmp $@
 
-tools: $(TOOLS_DIR)/registry $(TOOLS_DIR)/cosign $(TOOLS_DIR)/cosign3 $(TOOLS_DIR)/oras $(TOOLS_DIR)/crane $(TOOLS_DIR)/systemd-sysupdate $(TOOLS_DIR)/butane
+# Wrappers that run the tree's programs on this host: put the directory
+# first on PATH to build as a host with systemd-repart 257 does. Not on
+# PATH by default, so nothing else picks them up.
+TRIXIE_BIN_PROGRAMS := usr/bin/systemd-repart usr/bin/systemd-dissect usr/bin/mkfs.erofs usr/bin/mksquashfs usr/sbin/veritysetup
+$(TOOLS_DIR)/trixie-bin/.done: $(TRIXIE_STAMP)
+	mkdir -p $(TOOLS_DIR)/trixie-bin
+	for p in $(TRIXIE_BIN_PROGRAMS); do \
+	  printf '#!/bin/sh\nR=%s\n$(TRIXIE_LOADER) "$$R/%s" "$$@"\n' $(TRIXIE) $$p > $(TOOLS_DIR)/trixie-bin/$$(basename $$p) && \
+	  chmod +x $(TOOLS_DIR)/trixie-bin/$$(basename $$p) || exit 1; \
+	done
+	$(TOOLS_DIR)/trixie-bin/systemd-repart --version >/dev/null
+	touch $@
+
+tools: $(TOOLS_DIR)/registry $(TOOLS_DIR)/cosign $(TOOLS_DIR)/cosign3 $(TOOLS_DIR)/oras $(TOOLS_DIR)/crane $(TOOLS_DIR)/systemd-sysupdate $(TOOLS_DIR)/butane $(TOOLS_DIR)/trixie-bin/.done
 
 test-deps: apt-deps tools
 
+# The packages whose own code runs goroutines (oci's download pipeline, the
+# ingest flusher, the builder's parallel jobs, flix's pipes, fsimage's reader
+# guards, internal/tool's command plumbing) and those they call from them
+# are tested under the race detector; the rest without, since -race costs
+# most where there is least to find (node, cmd/sysext, verify: 3 to 7 times
+# slower, goroutines only in tests or the signal handler). What this costs
+# and saves: docs/testing.md.
+RACE_PKGS := atomicfile builder flix fsimage ingest internal oci
+MODULE := $(shell $(GO) list -m 2>/dev/null)
+RACE_RE := ^$(MODULE)/($(subst $(eval) ,|,$(strip $(RACE_PKGS))))(/|$$)
+
 test: test-deps
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 40m ./...
+	$(GO) test -count=1 -timeout 40m $$($(GO) list ./... | grep -vE '$(RACE_RE)')
+	$(GO) test -race -count=1 -timeout 40m $(RACE_PKGS:%=./%/...)
 	$(MAKE) fuzz
 
-# Every Fuzz* function of these packages (image readers, manifest, release,
-# policy, state and chunk index parsers) fuzzes for FUZZTIME, after `go test` ran its
-# checked-in corpus (testdata/fuzz/); a new target is picked up by its name.
+# Every Fuzz* function of these packages (image readers, manifest,
+# reference, release, policy, state, ingest record and chunk index parsers)
+# fuzzes for FUZZTIME, after `go test` ran its checked-in corpus
+# (testdata/fuzz/); a new target is picked up by its name.
 # Each package's fuzzing binary is built once and run per target.
-FUZZ_PKGS := fsimage oci extension verify store delta
+FUZZ_PKGS := fsimage oci extension verify store ingest delta
 FUZZTIME ?= 3s
 fuzz:
 	@set -eo pipefail; mkdir -p bin/fuzz; cache=$$($(GO) env GOCACHE)/fuzz; \

@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/anchore/go-lzo v0.1.0
 	github.com/cpuguy83/go-md2man/v2 v2.0.7
+	github.com/digitorus/pkcs7 v0.0.0-20230818184609-3a137a874352
 	github.com/erofs/go-erofs v0.3.1
 	github.com/klauspost/compress v1.18.6
 	github.com/olareg/olareg v0.2.2
@@ -32,7 +33,6 @@ require (
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/cyberphone/json-canonicalization v0.0.0-20241213102144-19d51d7fe467 // indirect
-	github.com/digitorus/pkcs7 v0.0.0-20230818184609-3a137a874352 // indirect
 	github.com/digitorus/timestamp v0.0.0-20231217203849-220c5c2851b7 // indirect
 	github.com/go-jose/go-jose/v4 v4.1.4 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect

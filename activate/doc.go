@@ -1,80 +1,60 @@
 // Package activate makes activating an extension safe: a preflight that
-// refuses what would break the host's merge before anything is touched, a
+// refuses what would break the host's merge before anything is touched
+// (including a disk image the kernel cannot set up dm-verity for), a
 // proof that systemd-sysext really merged the installed image after a
 // refresh, a driver that rolls back by itself when the proof fails, and
-// systemd-sysext's own view of what is merged (Sysext.Status), which node's
-// status sets next to sysext's state.
+// systemd-sysext's own view of what is merged.
 //
-// # Integration with node (its seams as of issue 5)
+// # Preflight
 //
-// Done by node/activate.go (Driver, Resume, ActivatePreflight) and
-// cmd/sysext/check.go (--preflight); the recipes below are what it follows.
+// Gather reads the facts of a system (its kernel's overlayfs and squashfs
+// or EROFS support, how deep /usr is already stacked, the systemd version
+// of the root from its libsystemd-shared-NNN.so, without running anything
+// from it); Preflight judges images against those facts and returns a
+// Report of refusals and warnings, each with the way out. Check is both in
+// one call. Preflight is pure, and every path Gather reads can be pointed
+// at a test file (System).
 //
-// Preflight (node.Preflighter, before any download):
+// # Proof
 //
-//	rep := activate.Check(ctx, activate.System{Root: p.Root}, []activate.Image{{
-//		Name: p.Name, Meta: p.Metadata,
-//		Format: fsimage.Format(<"squashfs"|"erofs"|"gpt" from the layer media type or format annotation>),
-//	}}, strict)
-//	for _, w := range rep.Warnings() { log "warning: " + w.String() }
-//	return rep.Err() // *PreflightError: each cause and the way out; nil to go on
+// An Expect says what the merged /usr must show for an extension: its
+// extension-release fields, or the exact bytes (ReleaseDigest, recorded at
+// install; ExpectImage reads both from a stored image), or that it is
+// absent. Prover.Prove compares that with systemd-sysext status (Sysext)
+// and the merged usr/lib/extension-release.d/extension-release.NAME, read
+// inside the root. A merge is judged by the merged tree and by systemd's
+// status, never by systemd-sysext's exit code alone.
 //
-// `sysext check --preflight [--strict] [IMAGE...]`: call runPreflight in
-// cmd/sysext/status.go as it is (it is also `sysext status --preflight`).
+// # Driver
 //
-// Post-activation check (node.Checker), one line:
+// Driver runs one activation through steps the caller supplies (switch the
+// link, revert it, refresh, prove, record the status): pending, activate,
+// refresh, refreshed, prove, proven; on a failed step failed, revert,
+// refresh, prove the previous version, rolled back. Each status is
+// recorded before the step that follows it, so Resume finishes what a
+// killed run left, from the recorded status. The status words are
+// extension.ActivationStatus, the type the store records. Outcome.Sentence
+// says what happened in one sentence; Outcome.Err is non-nil unless the new
+// version is active.
 //
-//	return activate.CheckImage(ctx, a.Name, a.Install.Version, a.Image)
+// # Signed disk images
 //
-// It reads the expected extension-release from the stored image (fsimage)
-// and proves that systemd-sysext status lists the extension and that the
-// merged /usr/lib/extension-release.d/extension-release.NAME has the same
-// fields (the same bytes when Expect.Release, a ReleaseDigest recorded at
-// install, is given).
+// verity.go hands a signed disk image to systemd (the certificate in
+// /etc/verity.d, the image policy root=signed+absent where the host's
+// systemd takes one) and says per disk image whether dm-verity enforces it.
 //
-// Refresh: RefreshWith(refresher) adapts the node's Refresher
-// (Refresh(ctx) error); when the refresher also has Output() string (as
-// SysextRefresher does) the reason carries systemd's own words even when it
-// exited 0, which 252 does after a failed overlay mount. RefreshCommand(v)
-// says which command is safe for systemd v; SystemdVersion(root) reads v
-// from a root without running anything from it.
+// # systemd
 //
-// The whole sequence (instead of node's own activate): after s.Install has
-// switched the link,
+// RefreshCommand says which command merges again safely on a systemd
+// version (systemd-sysext refresh from 257, a restart of
+// systemd-sysext.service before). RefreshWith adapts a refresher of the
+// node's shape to Driver.Refresh; an OutputRefresher (SysextRefresher, the
+// node's command refreshers) also returns what systemd printed when it
+// exited 0, which 252 does after a failed overlay mount, so a failed proof
+// gives systemd's own words (Cause picks them out of the progress lines).
 //
-//	d := &activate.Driver{
-//		New: newWant, Previous: prevWant, // ExpectImage(...); Expect{Name: name, Absent: true} when none
-//		Offline:  n.offline(),
-//		Activate: func(context.Context) error { return nil }, // s.Install switched it
-//		Revert:   idempotent: s.Rollback(name) only while the link still points at the new file,
-//		Refresh:  activate.RefreshWith(n.refresher()),
-//		Prove:    activate.Prover{}.Prove,
-//		Record: func(ctx context.Context, st extension.ActivationStatus, why string) error {
-//			return s.SetActivation(name, store.Activation{Status: st, Reason: why})
-//		},
-//	}
-//	o, err := d.Run(ctx)    // err: nothing changed; else record nothing more:
-//	print o.Sentence(); return o.Err() // non-nil (exit non-zero) unless proven or unproven
-//
-// After store.Open, for each entry whose Activation.Status is pending,
-// refreshed or failed (and unproven, on `sysext sync` of the running
-// system), build the same Driver and call d.Resume(ctx, status, reason): it
-// finishes the proof, or the rollback, that a killed run left.
-//
-// The status words are extension.ActivationStatus, the type the store
-// records, so there is one list.
-//
-// # Invariants
-//
-// The preflight is pure (Preflight over Facts); Gather is the only part
-// that reads the system, and every path it reads can be pointed at a test
-// file. A merge is judged by the merged tree and by systemd-sysext status,
-// never by systemd-sysext's exit code alone. The driver records each status
-// before the step that follows it, so a run killed at any point is finished
-// by the next. The package never calls systemctl and never writes node
-// state itself: Record is the node's.
-//
-// It does not guarantee that a proven extension's services work, only that
-// its files are what /usr shows; two images with identical extension-release
-// files cannot be told apart by the proof.
+// The package never calls systemctl itself and never writes node state:
+// Record is the caller's. It does not guarantee that a proven extension's
+// services work, only that its files are what /usr shows; two images with
+// identical extension-release files cannot be told apart by the proof.
 package activate

@@ -29,6 +29,8 @@ const (
 	CheckOverlay    = "overlayfs"
 	CheckStacking   = "stacking"
 	CheckSystemd    = "systemd"
+	// CheckVerity (verity.go): can this host enforce a disk image's
+	// dm-verity and signature.
 )
 
 // Finding is one reason an extension might not merge on this system.
@@ -69,6 +71,9 @@ type Facts struct {
 	Offline bool
 	// Unknown lists facts that could not be read, as "what: why".
 	Unknown []string
+	// Verity is the kernel's and systemd's support for enforcing signed
+	// disk images (verity.go).
+	Verity VerityFacts
 }
 
 // System says where Gather reads the facts; the zero value is the running
@@ -84,6 +89,11 @@ type System struct {
 	ModulesDir string
 	// SystemdVersion, when not 0, is used instead of looking in Root.
 	SystemdVersion int
+	// ProcMisc defaults to /proc/misc, SysModule to /sys/module, SysBlock
+	// to /sys/block (where device-mapper, dm-verity and its devices show).
+	ProcMisc  string
+	SysModule string
+	SysBlock  string
 }
 
 func (s System) offline() bool { return s.Root != "" && filepath.Clean(s.Root) != "/" }
@@ -128,6 +138,7 @@ func Gather(ctx context.Context, sys System) Facts {
 		}
 		f.SystemdVersion = v
 	}
+	f.Verity = GatherVerity(sys, mods, f.SystemdVersion)
 	return f
 }
 
@@ -200,12 +211,16 @@ type Image struct {
 	Name   string
 	Format fsimage.Format // "" when not known yet: no filesystem check
 	Meta   extension.Metadata
+	// Verity describes a disk image's verity (nil: none known).
+	Verity *ImageVerity
 }
 
 // Report is the preflight's verdict.
 type Report struct {
 	Strict   bool      `json:"strict"`
 	Findings []Finding `json:"findings"`
+	// Verity is what this host offers to enforce signed disk images.
+	Verity *VerityFacts `json:"verity,omitempty"`
 }
 
 // Refusals are the findings that stop the operation (warnings too under
@@ -263,9 +278,10 @@ func (e *PreflightError) Error() string {
 // Preflight judges whether the images can merge on the system the facts
 // describe. It is pure: every input is in its arguments.
 func Preflight(f Facts, images []Image, strict bool) *Report {
-	r := &Report{Strict: strict, Findings: []Finding{}}
+	vf := f.Verity
+	r := &Report{Strict: strict, Findings: []Finding{}, Verity: &vf}
 	add := func(check string, sev Severity, ext, cause, fix string) {
-		if f.Offline && sev == Refuse && (check == CheckFilesystem || check == CheckOverlay) {
+		if f.Offline && sev == Refuse && (check == CheckFilesystem || check == CheckOverlay || check == CheckVerity) {
 			// The kernel that boots the target root is not the running one.
 			sev = Warn
 			cause += " (on the running kernel; the target root boots its own)"
@@ -292,9 +308,10 @@ func Preflight(f Facts, images []Image, strict bool) *Report {
 			add(CheckFilesystem, Refuse, name, fmt.Sprintf("the kernel cannot mount %s (not in /proc/filesystems, no %s module under /lib/modules/$(uname -r))", img.Format, fs),
 				fmt.Sprintf("load it with 'modprobe %s', boot a kernel that has it, or rebuild the extension with 'sysext build --format %s'", fs, otherFormat(img.Format)))
 		}
-		if img.Format == fsimage.GPT {
+		if img.Format == fsimage.GPT && img.Verity == nil {
 			add(CheckFilesystem, Warn, name, "a GPT disk image: its partitions' filesystems are not checked", "the merge is still proven after the refresh")
 		}
+		verityFindings(f, img, name, add)
 		v := f.SystemdVersion
 		if v == 0 && img.Meta.ReloadManager {
 			needVersion = appendOnce(needVersion, fmt.Sprintf("%s's EXTENSION_RELOAD_MANAGER=1 (systemd %d)", name, SystemdReloadManager))

@@ -131,7 +131,7 @@ func (p Prover) Prove(ctx context.Context, want Expect) error {
 	}
 	if want.Release != "" {
 		if got := ReleaseDigest(data); got != want.Release {
-			return fail("the merged %s is another image's (%s, the installed image has %s)", path, short(got), short(want.Release))
+			return fail("the merged %s is another image's (%s, the installed image has %s)", path, extension.ShortDigest(string(got)), extension.ShortDigest(string(want.Release)))
 		}
 	} else if want.Fields != nil {
 		got, err := extension.ParseRelease(data)
@@ -157,23 +157,4 @@ func releaseDiff(got, want *extension.Release) string {
 		}
 	}
 	return "same fields"
-}
-
-func short(d digest.Digest) string {
-	s := d.String()
-	if len(s) > 19 {
-		return s[:19]
-	}
-	return s
-}
-
-// CheckImage proves on the running system that the stored image at path
-// is what systemd-sysext merged for name: the node's post-activation check
-// in one call (ExpectImage, then Prover.Prove).
-func CheckImage(ctx context.Context, name, version, path string) error {
-	want, err := ExpectImage(ctx, name, version, path)
-	if err != nil {
-		return err
-	}
-	return Prover{}.Prove(ctx, want)
 }

@@ -225,13 +225,13 @@ func (m Merged) Names() []string {
 // (systemd 252 has it), and the table when the JSON is refused or cannot be
 // read.
 func (s Sysext) Status(ctx context.Context) (Merged, error) {
-	stdout, stderr, err := s.run(ctx, "status", "--json=short", "--no-pager")
+	stdout, _, err := s.run(ctx, "status", "--json=short", "--no-pager")
 	if err == nil {
 		if m, jerr := ParseStatusJSON(stdout); jerr == nil {
 			return m, nil
 		}
 	}
-	stdout, stderr, err = s.run(ctx, "status", "--no-pager")
+	stdout, stderr, err := s.run(ctx, "status", "--no-pager")
 	if err != nil {
 		return nil, &SystemdError{Command: "systemd-sysext status", Output: strings.TrimSpace(string(stderr)), Err: err}
 	}
@@ -312,37 +312,45 @@ func ParseStatusText(data []byte) (Merged, error) {
 // readFileLimited reads a small file (release files, /proc files).
 var readFileLimited = smallfile.Read
 
-// SysextRefresher runs `systemd-sysext refresh` and keeps what systemd
-// printed. It has the node's Refresher method (Refresh(ctx) error), and
-// Output gives systemd's words to the driver through RefreshWith. Use it
-// where RefreshCommand says `systemd-sysext refresh` is safe, and in tests
-// inside a private mount namespace.
+// OutputRefresher is a refresher that also returns what systemd printed,
+// when it succeeded too: systemd 252 exits 0 after a failed overlay mount,
+// and its words are then the only cause a failed proof can give.
+type OutputRefresher interface {
+	RefreshOutput(ctx context.Context) (string, error)
+}
+
+// SysextRefresher runs `systemd-sysext refresh`. It has the node's
+// Refresher method (Refresh(ctx) error) and RefreshOutput. Use it where
+// RefreshCommand says `systemd-sysext refresh` is safe, and in tests inside
+// a private mount namespace.
 type SysextRefresher struct {
 	Sysext Sysext
-	output string
 }
 
 // Refresh runs systemd-sysext refresh.
-func (r *SysextRefresher) Refresh(ctx context.Context) error {
-	out, err := r.Sysext.Refresh(ctx)
-	r.output = out
+func (r SysextRefresher) Refresh(ctx context.Context) error {
+	_, err := r.Sysext.Refresh(ctx)
 	return err
 }
 
-// Output is what the last Refresh printed on stderr.
-func (r *SysextRefresher) Output() string { return r.output }
+// RefreshOutput runs systemd-sysext refresh and returns what it printed on
+// stderr.
+func (r SysextRefresher) RefreshOutput(ctx context.Context) (string, error) {
+	return r.Sysext.Refresh(ctx)
+}
 
 // RefreshWith adapts a refresher with the node's shape (Refresh(ctx) error)
-// to Driver.Refresh. When it also has an Output() string method, systemd's
-// words are kept for the reason; otherwise a *SystemdError's output is.
+// to Driver.Refresh. Systemd's words are kept for the reason: all it
+// printed when the refresher is an OutputRefresher, else a *SystemdError's
+// output.
 func RefreshWith(r interface {
 	Refresh(context.Context) error
 }) func(context.Context) (string, error) {
+	if o, ok := r.(OutputRefresher); ok {
+		return o.RefreshOutput
+	}
 	return func(ctx context.Context) (string, error) {
 		err := r.Refresh(ctx)
-		if o, ok := r.(interface{ Output() string }); ok {
-			return o.Output(), err
-		}
 		var se *SystemdError
 		if errors.As(err, &se) {
 			return se.Output, err

@@ -75,7 +75,7 @@ func TestSysextStatusFallsBackToText(t *testing.T) {
 
 func TestRefreshKeepsSystemdWords(t *testing.T) {
 	sx := Sysext{Exec: fakeExec(nil, map[string]string{"refresh": "Using extensions 'hello'.\nFailed to read metadata for image hello: Invalid argument\n"})}
-	r := &SysextRefresher{Sysext: sx}
+	r := SysextRefresher{Sysext: sx}
 	out, err := RefreshWith(r)(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "Failed to read metadata for image hello: Invalid argument") || strings.Contains(err.Error(), "Using extensions") {
 		t.Errorf("error %v", err)

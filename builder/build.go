@@ -47,6 +47,9 @@ const EROFSPcluster = 64 << 10
 // preparing a tree and calling Build. On any error or cancellation nothing
 // is left: no temp file, no staging directory, no output.
 func Build(ctx context.Context, opts Options) (*Result, error) {
+	if opts.Format == DDI {
+		return buildDDI(ctx, opts)
+	}
 	p, err := plan(opts)
 	if err != nil {
 		return nil, err
@@ -107,51 +110,9 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	}
 	defer out.Close() // removes the image unless committed
 
-	// After the tool, independent jobs run side by side so the image costs
-	// little more than the tool itself: read the metadata back (the image
-	// must say what we meant), remove the staged tree, and when asked hash
-	// the image and flush it to disk.
-	var (
-		wg                      sync.WaitGroup
-		info                    *fsimage.Info
-		digest                  string
-		infoErr, digErr, synErr error
-	)
-	timed := func(phase string, f func()) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			start := time.Now()
-			f()
-			if phaseHook != nil {
-				phaseHook(phase, time.Since(start))
-			}
-		}()
-	}
-	readBack := func() { info, infoErr = fsimage.OpenMetadata(ctx, out.TempName()) }
-	if p.kind == KindConfext {
-		readBack = func() { info, infoErr = readConfext(ctx, out.TempName(), meta.Name, p.format) }
-	}
-	timed("read-back", readBack)
-	if opts.Digest {
-		timed("digest", func() { digest, digErr = fsimage.Digest(ctx, out.TempName(), false) })
-	}
-	if p.sync {
-		timed("fsync", func() { synErr = out.Sync() })
-	}
-	if staged != "" {
-		timed("cleanup", func() { os.RemoveAll(staged) })
-	}
-	wg.Wait()
-	switch {
-	case ctx.Err() != nil:
-		return nil, fmt.Errorf("build %s: stopped, nothing was written: %w", p.target, ctx.Err())
-	case infoErr != nil:
-		return nil, fmt.Errorf("check the image %s wrote: %w", name, infoErr)
-	case digErr != nil:
-		return nil, digErr
-	case synErr != nil:
-		return nil, fmt.Errorf("fsync %s: %w", out.TempName(), synErr)
+	info, digest, err := p.readBack(ctx, out, name, staged, meta.Name, opts.Digest)
+	if err != nil {
+		return nil, err
 	}
 	if info.Name != meta.Name || !info.Release.Equal(rel) {
 		return nil, fmt.Errorf("check the image %s wrote: it carries extension-release.%s with different content", name, info.Name)
@@ -180,6 +141,56 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		Upholds:  info.Upholds,
 		Warnings: warnings,
 	}, nil
+}
+
+// readBack runs the jobs that follow the tool side by side, so the image
+// costs little more than the tool itself: read the metadata back from the
+// image (the caller checks it says what we meant), remove the staged tree,
+// and, when asked, hash the image and flush it to disk. name is the tool's.
+func (p *buildPlan) readBack(ctx context.Context, out *atomicfile.File, name, staged, extName string, wantDigest bool) (*fsimage.Info, string, error) {
+	var (
+		wg                      sync.WaitGroup
+		info                    *fsimage.Info
+		digest                  string
+		infoErr, digErr, synErr error
+	)
+	timed := func(phase string, f func()) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			f()
+			if phaseHook != nil {
+				phaseHook(phase, time.Since(start))
+			}
+		}()
+	}
+	read := func() { info, infoErr = fsimage.OpenMetadata(ctx, out.TempName()) }
+	if p.kind == KindConfext {
+		read = func() { info, infoErr = readConfext(ctx, out.TempName(), extName, p.format) }
+	}
+	timed("read-back", read)
+	if wantDigest {
+		timed("digest", func() { digest, digErr = fsimage.Digest(ctx, out.TempName(), false) })
+	}
+	if p.sync {
+		timed("fsync", func() { synErr = out.Sync() })
+	}
+	if staged != "" {
+		timed("cleanup", func() { os.RemoveAll(staged) })
+	}
+	wg.Wait()
+	switch {
+	case ctx.Err() != nil:
+		return nil, "", fmt.Errorf("build %s: stopped, nothing was written: %w", p.target, ctx.Err())
+	case infoErr != nil:
+		return nil, "", fmt.Errorf("check the image %s wrote: %w", name, infoErr)
+	case digErr != nil:
+		return nil, "", digErr
+	case synErr != nil:
+		return nil, "", fmt.Errorf("fsync %s: %w", out.TempName(), synErr)
+	}
+	return info, digest, nil
 }
 
 // runTool makes the tool's source and runs the tool to write image: for
@@ -384,7 +395,7 @@ func plan(opts Options) (*buildPlan, error) {
 		p.format = Squashfs
 	}
 	if p.format != Squashfs && p.format != EROFS {
-		return nil, invalid(fmt.Errorf("unknown format %q: use squashfs or erofs (--format)", p.format))
+		return nil, invalid(fmt.Errorf("unknown format %q: use squashfs, erofs or ddi (--format)", p.format))
 	}
 	if p.meta.ID == "" {
 		p.meta.ID = extension.AnyID
@@ -442,6 +453,16 @@ func CheckOptions(opts Options) error {
 	}
 	// plan checks the options before anything else; what it says after
 	// them (the output, the tool) is Build's business.
+	if opts.Format == DDI {
+		// A disk image's filesystem is checked as that filesystem.
+		if opts.Filesystem == "" {
+			opts.Filesystem = DefaultDDIFilesystem
+		}
+		if opts.Filesystem != EROFS && opts.Filesystem != Squashfs {
+			return invalid(fmt.Errorf("--fs %s: a DDI's root partition is erofs or squashfs", opts.Filesystem))
+		}
+		opts.Format = opts.Filesystem
+	}
 	if _, err := plan(opts); errors.Is(err, ErrInvalidOption) {
 		return err
 	}

@@ -376,7 +376,7 @@ func TestBuildRefusesBadInput(t *testing.T) {
 			o.Meta.ID = "Fedora Linux"
 			o.Meta.VersionID = "39"
 		}, "ID="},
-		{"bad format", func(t *testing.T, tree string, o *builder.Options) { o.Format = "ext4" }, "use squashfs or erofs"},
+		{"bad format", func(t *testing.T, tree string, o *builder.Options) { o.Format = "ext4" }, "use squashfs, erofs or ddi"},
 		{"bad compression", func(t *testing.T, tree string, o *builder.Options) { o.Compression = "brotli" }, "--compression brotli"},
 		{"erofs has no zstd", func(t *testing.T, tree string, o *builder.Options) {
 			o.Format = builder.EROFS

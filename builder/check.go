@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/internal/osrelease"
 )
 
 // ErrBadTree is wrapped by every error about the input tree's content.
@@ -99,14 +100,11 @@ func existingRelease(tree, name string) (*extension.Release, error) {
 		if !e.Type().IsRegular() {
 			return nil, treeError("%s must be a regular file", p)
 		}
-		data, err := readBounded(p, extension.MaxReleaseSize)
+		rel, err := osrelease.ReadFile(p)
 		if err != nil {
 			return nil, treeError("%v", err)
 		}
-		own, err = extension.ParseRelease(data)
-		if err != nil {
-			return nil, treeError("%s: %v", p, err)
-		}
+		own = rel
 	}
 	return own, nil
 }
@@ -138,27 +136,6 @@ func mergeRelease(path string, theirs, ours *extension.Release) (*extension.Rele
 		merged.Set(k, want)
 	}
 	return merged, nil
-}
-
-func readBounded(p string, limit int64) ([]byte, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if st.Size() > limit {
-		return nil, fmt.Errorf("%s is %d bytes, more than the %d allowed", p, st.Size(), limit)
-	}
-	b := make([]byte, st.Size())
-	n, err := f.ReadAt(b, 0)
-	if err != nil && n != len(b) {
-		return nil, err
-	}
-	return b[:n], nil
 }
 
 // unitTargets maps a unit type to the target whose drop-in upholds it.

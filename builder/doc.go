@@ -1,6 +1,7 @@
 // Package builder turns a directory tree into a systemd-sysext image
-// (squashfs or EROFS) with its extension-release metadata and Upholds=
-// drop-ins, reproducibly; with Options.Kind KindConfext, an etc/ tree into
+// (squashfs or EROFS, or a Discoverable Disk Image with a dm-verity
+// protected and optionally signed root partition: ddi.go) with its
+// extension-release metadata and Upholds= drop-ins, reproducibly; with Options.Kind KindConfext, an etc/ tree into
 // a systemd-confext image (metadata under etc/extension-release.d). The
 // tool reads a view of the input (mksquashfs pseudo files; for EROFS an
 // overlay in a private mount namespace, or a hard-linked staging tree),

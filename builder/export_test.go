@@ -7,3 +7,11 @@ func UseOverlay(on bool) (restore func()) {
 	noOverlay = !on
 	return func() { noOverlay = old }
 }
+
+// UseDDIBuilder forces how disk images are built (DDIByRepart,
+// DDIByVeritysetup; "" picks).
+func UseDDIBuilder(m string) (restore func()) {
+	old := ddiMethod
+	ddiMethod = m
+	return func() { ddiMethod = old }
+}

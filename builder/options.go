@@ -35,7 +35,7 @@ type Options struct {
 	Kind            Kind               // "" = KindSysext
 	Tree            string             // input directory with usr/ (and opt/); etc/ for a confext
 	Meta            extension.Metadata // Name, Version, Arch, ID, VersionID/SysextLevel, Scopes
-	Format          ImageFormat        // default Squashfs
+	Format          ImageFormat        // default Squashfs; DDI for a disk image
 	Compression     string             // tool-specific; "" = the format's default
 	Enable          []string           // units to uphold (must exist in the tree)
 	Output          string             // file or directory; "" = current directory
@@ -70,4 +70,13 @@ type Options struct {
 	// Progress, when set, receives the filesystem tool's own progress and
 	// summary output (for a terminal); otherwise the tool runs quietly.
 	Progress io.Writer
+
+	// Filesystem is a DDI's root partition filesystem: EROFS (default) or
+	// Squashfs. Compression applies to it.
+	Filesystem ImageFormat
+	// SignKey and Certificate, both or neither, make a DDI signed: the
+	// unencrypted PEM private key signs the root hash (PKCS#7), the PEM
+	// X.509 certificate of that key goes into the signature.
+	SignKey     string
+	Certificate string
 }

@@ -1,6 +1,9 @@
 package builder
 
-import "github.com/sysext/sysext/extension"
+import (
+	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/verity"
+)
 
 // Result describes a written image.
 type Result struct {
@@ -12,4 +15,11 @@ type Result struct {
 	Release  *extension.Release `json:"-"` // the extension-release file written
 	Upholds  []string           `json:"upholds,omitempty"`
 	Warnings []string           `json:"warnings,omitempty"`
+
+	// A DDI's root partition filesystem, root hash, signer and how it was
+	// built (DDIByRepart or DDIByVeritysetup).
+	Filesystem ImageFormat      `json:"filesystem,omitempty"`
+	RootHash   string           `json:"rootHash,omitempty"`
+	Signer     *verity.CertInfo `json:"signer,omitempty"`
+	DDIBuilder string           `json:"ddiBuilder,omitempty"`
 }

@@ -60,3 +60,18 @@ func printable(s string) bool {
 	}
 	return true
 }
+
+// ShortDigest is how a digest ("sha256:<hex>") is shown to people and in
+// the names derived from it: its first 12 hex digits, without the
+// algorithm, as a short id (list's columns, result lines, messages, the
+// store's name for a second file of one version). A value shorter than that
+// is returned as it is.
+func ShortDigest(d string) string {
+	if _, hex, ok := strings.Cut(d, ":"); ok {
+		d = hex
+	}
+	if len(d) > 12 {
+		return d[:12]
+	}
+	return d
+}

@@ -62,21 +62,39 @@ func validateComponent(what, s string) error {
 }
 
 func componentProblem(what, s string) string {
+	if len(s) > MaxNameLen {
+		return fmt.Sprintf("%s %.20q... is %d bytes long, at most %d are allowed", what, s, len(s), MaxNameLen)
+	}
+	if msg := fileNameProblem(what, s); msg != "" {
+		return msg
+	}
+	switch {
+	case strings.HasPrefix(s, "-"):
+		return fmt.Sprintf("%s %q starts with '-'", what, s)
+	case strings.HasSuffix(s, "~"):
+		return fmt.Sprintf("%s %q ends with '~': systemd ignores backup files", what, s)
+	case strings.ContainsFunc(s, unicode.IsSpace):
+		return fmt.Sprintf("%s %q contains whitespace", what, s)
+	}
+	return ""
+}
+
+// fileNameProblem is the rule every name we create a file by follows (an
+// extension name, an image file, a title from an artifact): one path
+// component of at most NAME_MAX bytes, not hidden, valid UTF-8, and every
+// character shown as itself. It says what is wrong, or "".
+func fileNameProblem(what, s string) string {
 	switch {
 	case s == "":
 		return fmt.Sprintf("%s is empty", what)
-	case len(s) > MaxNameLen:
-		return fmt.Sprintf("%s %.20q... is %d bytes long, at most %d are allowed", what, s, len(s), MaxNameLen)
+	case len(s) > 255:
+		return fmt.Sprintf("%s %.20q... is %d bytes long, at most 255 are allowed", what, s, len(s))
 	case !utf8.ValidString(s):
 		return fmt.Sprintf("%s %q is not valid UTF-8", what, s)
 	case s == "." || s == "..":
 		return fmt.Sprintf("%s %q is not a valid file name", what, s)
 	case strings.HasPrefix(s, "."):
 		return fmt.Sprintf("%s %q starts with '.': systemd ignores hidden images", what, s)
-	case strings.HasPrefix(s, "-"):
-		return fmt.Sprintf("%s %q starts with '-'", what, s)
-	case strings.HasSuffix(s, "~"):
-		return fmt.Sprintf("%s %q ends with '~': systemd ignores backup files", what, s)
 	}
 	for _, c := range s {
 		switch {
@@ -84,13 +102,41 @@ func componentProblem(what, s string) string {
 			return fmt.Sprintf("%s %q contains %q", what, s, c)
 		case unicode.IsControl(c):
 			return fmt.Sprintf("%s %q contains a control character", what, s)
-		case unicode.IsSpace(c):
-			return fmt.Sprintf("%s %q contains whitespace", what, s)
-		case !unicode.IsPrint(c):
+		case c != ' ' && !unicode.IsPrint(c):
 			return fmt.Sprintf("%s %q contains %U, a character that is not shown as itself", what, s, c)
 		}
 	}
 	return ""
+}
+
+// ValidateFileName checks a file name taken from untrusted metadata (the
+// title annotation of an artifact's layer) before a file is created by it:
+// the rules every file name of ours follows (one path component of at most
+// 255 bytes, not hidden, valid UTF-8, every character shown as itself) and
+// no "..". Unlike an extension name it may hold spaces.
+func ValidateFileName(name string) error {
+	if msg := fileNameProblem("file name", name); msg != "" {
+		return errors.New(msg)
+	}
+	if strings.Contains(name, "..") {
+		return fmt.Errorf("file name %q contains \"..\"", name)
+	}
+	return nil
+}
+
+// ImageSuffix ends the name of every image file systemd-sysext loads.
+const ImageSuffix = ".raw"
+
+// ValidateImageFile checks the name of an image file sysext stores or
+// links: an extension name (ValidateName) that ends in ".raw".
+func ValidateImageFile(file string) error {
+	if err := ValidateName(file); err != nil {
+		return err
+	}
+	if !strings.HasSuffix(file, ImageSuffix) {
+		return fmt.Errorf("image file name %q does not end in %s", file, ImageSuffix)
+	}
+	return nil
 }
 
 // ReleaseDir is where an extension image carries its metadata, relative to
@@ -105,7 +151,7 @@ func ReleasePath(name string) string {
 
 // FileName returns the canonical image file name NAME-VERSION-ARCH.raw.
 func FileName(name, version string, arch Arch) string {
-	return name + "-" + version + "-" + string(arch) + ".raw"
+	return name + "-" + version + "-" + string(arch) + ImageSuffix
 }
 
 // SysextDirs are the directories systemd-sysext merges images from, first

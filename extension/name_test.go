@@ -123,3 +123,63 @@ func TestNamesShowAsThemselves(t *testing.T) {
 		t.Errorf("EscapeLines = %q", got)
 	}
 }
+
+// Titles of artifact layers name the files fetch writes: one component,
+// not hidden, shown as themselves; spaces are allowed, "..", separators
+// and invisible characters are not.
+func TestValidateFileName(t *testing.T) {
+	for _, n := range []string{"hello.raw", "read me.txt", "x-1.0~rc1", "-dash", "Ünïcode.tar"} {
+		if err := ValidateFileName(n); err != nil {
+			t.Errorf("ValidateFileName(%q) = %v", n, err)
+		}
+	}
+	for n, want := range map[string]string{
+		"":                       "empty",
+		".":                      "not a valid file name",
+		".hidden":                "starts with '.'",
+		"a..b":                   `contains ".."`,
+		"a/b":                    `contains '/'`,
+		`a\b`:                    `contains '\\'`,
+		"nul\x00":                "control character",
+		"c1\u0085":               "control character",
+		"docker\u202E.raw":       "U+202E",
+		"\u200Bdocker.raw":       "U+200B",
+		"bad\xff.raw":            "not valid UTF-8",
+		strings.Repeat("n", 256): "at most 255",
+		"nbsp\u00a0x":            "U+00A0",
+	} {
+		if err := ValidateFileName(n); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ValidateFileName(%q) = %v, want an error containing %q", n, err, want)
+		}
+	}
+}
+
+// Store files and activation links: extension names that end in .raw.
+func TestValidateImageFile(t *testing.T) {
+	if err := ValidateImageFile("hello-1.0-x86-64.raw"); err != nil {
+		t.Fatal(err)
+	}
+	for n, want := range map[string]string{
+		"hello-1.0":     "does not end in .raw",
+		"hello 1.0.raw": "whitespace",
+		".hello.raw":    "starts with '.'",
+		"a/../x.raw":    "contains '/'",
+	} {
+		if err := ValidateImageFile(n); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ValidateImageFile(%q) = %v, want an error containing %q", n, err, want)
+		}
+	}
+}
+
+func TestShortDigest(t *testing.T) {
+	for in, want := range map[string]string{
+		"sha256:0123456789abcdef0123": "0123456789ab",
+		"0123456789abcdef":            "0123456789ab",
+		"sha256:abc":                  "abc",
+		"":                            "",
+	} {
+		if got := ShortDigest(in); got != want {
+			t.Errorf("ShortDigest(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -2,7 +2,6 @@ package extension
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 	"unicode/utf8"
 )
@@ -388,13 +387,3 @@ func quoteValue(v string) string {
 
 // String is Format as a string.
 func (r *Release) String() string { return string(r.Format()) }
-
-// sortedKeys is used where deterministic output matters more than file order.
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}

@@ -1,5 +1,7 @@
 package extension
 
+import "cmp"
+
 // CompareVersions orders two extension versions the way systemd does
 // (strverscmp_improved, the UAPI Version Format Specification): it returns
 // a negative number when a is older than b, zero when they are equivalent,
@@ -14,7 +16,7 @@ package extension
 // as bytes, a longer run being newer.
 func CompareVersions(a, b string) int {
 	if a == "" || b == "" {
-		return cmp(len(a), len(b))
+		return cmp.Compare(len(a), len(b))
 	}
 	i, j := 0, 0
 	at := func(s string, k int) byte {
@@ -32,18 +34,18 @@ func CompareVersions(a, b string) int {
 		}
 		ca, cb := at(a, i), at(b, j)
 		if ca == '~' || cb == '~' {
-			if r := cmp(b2i(ca != '~'), b2i(cb != '~')); r != 0 {
+			if r := cmp.Compare(b2i(ca != '~'), b2i(cb != '~')); r != 0 {
 				return r
 			}
 			i, j = i+1, j+1
 			ca, cb = at(a, i), at(b, j)
 		}
 		if ca == 0 || cb == 0 {
-			return cmp(int(ca), int(cb))
+			return cmp.Compare(int(ca), int(cb))
 		}
 		for _, sep := range []byte{'-', '^', '.'} {
 			if ca == sep || cb == sep {
-				if r := cmp(b2i(ca != sep), b2i(cb != sep)); r != 0 {
+				if r := cmp.Compare(b2i(ca != sep), b2i(cb != sep)); r != 0 {
 					return r
 				}
 				i, j = i+1, j+1
@@ -59,7 +61,7 @@ func CompareVersions(a, b string) int {
 				eb++
 			}
 			// A number is newer than no number (a letter or the end).
-			if r := cmp(b2i(ea > i), b2i(eb > j)); r != 0 {
+			if r := cmp.Compare(b2i(ea > i), b2i(eb > j)); r != 0 {
 				return r
 			}
 			for i < ea && a[i] == '0' {
@@ -68,10 +70,10 @@ func CompareVersions(a, b string) int {
 			for j < eb && b[j] == '0' {
 				j++
 			}
-			if r := cmp(ea-i, eb-j); r != 0 {
+			if r := cmp.Compare(ea-i, eb-j); r != 0 {
 				return r // more digits without leading zeros: a larger number
 			}
-			if r := cmpStrings(a[i:ea], b[j:eb]); r != 0 {
+			if r := cmp.Compare(a[i:ea], b[j:eb]); r != 0 {
 				return r
 			}
 		} else {
@@ -82,10 +84,10 @@ func CompareVersions(a, b string) int {
 				eb++
 			}
 			n := min(ea-i, eb-j)
-			if r := cmpStrings(a[i:i+n], b[j:j+n]); r != 0 {
+			if r := cmp.Compare(a[i:i+n], b[j:j+n]); r != 0 {
 				return r
 			}
-			if r := cmp(ea-i, eb-j); r != 0 {
+			if r := cmp.Compare(ea-i, eb-j); r != 0 {
 				return r
 			}
 		}
@@ -102,26 +104,6 @@ func isAlpha(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' 
 
 func b2i(b bool) int {
 	if b {
-		return 1
-	}
-	return 0
-}
-
-func cmp(a, b int) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-func cmpStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
 		return 1
 	}
 	return 0

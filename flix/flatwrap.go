@@ -121,15 +121,11 @@ func stageFlatwrap(ctx context.Context, tree string, opts Options) ([]string, er
 	if err != nil {
 		return nil, err
 	}
-	r, err := extract.OpenRoot(opts.Rootfs, false)
+	r, keep, err := openRootfs(opts)
 	if err != nil {
 		return nil, err
 	}
 	defer r.Close()
-	keep, err := resolveKeep(r, opts.KeepPrivileges)
-	if err != nil {
-		return nil, err
-	}
 	rootDir := FlatwrapPrefix + "/" + opts.Name
 	type wrap struct{ prog, dest string }
 	var wraps []wrap

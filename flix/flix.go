@@ -171,15 +171,11 @@ func stageFlix(ctx context.Context, tree string, opts Options) ([]string, error)
 	if _, err := exec.LookPath("patchelf"); err != nil {
 		return nil, errors.New("flix needs patchelf: install it (Debian and Fedora package patchelf)")
 	}
-	r, err := extract.OpenRoot(opts.Rootfs, false)
+	r, keep, err := openRootfs(opts)
 	if err != nil {
 		return nil, err
 	}
 	defer r.Close()
-	keep, err := resolveKeep(r, opts.KeepPrivileges)
-	if err != nil {
-		return nil, err
-	}
 	b := &bundler{
 		ctx: ctx, opts: &opts, r: r, arch: a, paths: searchPaths(r, a), tree: tree,
 		priv:   FlixPrefix + "/" + opts.Name,
@@ -209,6 +205,21 @@ func stageFlix(ctx context.Context, tree string, opts Options) ([]string, error)
 		return nil, err
 	}
 	return b.restorePrivileges()
+}
+
+// openRootfs opens opts.Rootfs (links never followed out of it) and
+// resolves opts.KeepPrivileges inside it (resolveKeep).
+func openRootfs(opts Options) (*extract.Root, []string, error) {
+	r, err := extract.OpenRoot(opts.Rootfs, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	keep, err := resolveKeep(r, opts.KeepPrivileges)
+	if err != nil {
+		r.Close()
+		return nil, nil, err
+	}
+	return r, keep, nil
 }
 
 // resolveKeep resolves the paths to keep privileges of inside the rootfs

@@ -1,7 +1,6 @@
 package flix
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -12,7 +11,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -27,56 +25,19 @@ import (
 )
 
 // ent is one tar entry of a test layer.
-type ent struct {
-	name string
-	typ  byte
-	body string
-	link string
-	mode int64
-	uid  int
-	pax  map[string]string
-}
+type ent = tartest.Entry
 
-func file(name, body string) ent { return ent{name: name, typ: tar.TypeReg, body: body, mode: 0o644} }
-func dir(name string) ent        { return ent{name: name, typ: tar.TypeDir, mode: 0o755} }
-func symlink(name, target string) ent {
-	return ent{name: name, typ: tar.TypeSymlink, link: target, mode: 0o777}
-}
-func hardlink(name, target string) ent {
-	return ent{name: name, typ: tar.TypeLink, link: target, mode: 0o644}
-}
+var (
+	file     = tartest.File
+	dir      = tartest.Dir
+	symlink  = tartest.Symlink
+	hardlink = tartest.Hardlink
+)
+
 func whiteout(dir, victim string) ent { return file(filepath.Join(dir, ".wh."+victim), "") }
 func opaque(dir string) ent           { return file(filepath.Join(dir, ".wh..wh..opq"), "") }
-func withMode(e ent, m int64) ent     { e.mode = m; return e }
-func withUID(e ent, uid int) ent      { e.uid = uid; return e }
-func withPAX(e ent, k, v string) ent  { e.pax = map[string]string{k: v}; return e }
-func tarOf(t testing.TB, es ...ent) []byte {
-	t.Helper()
-	var b bytes.Buffer
-	tw := tar.NewWriter(&b)
-	for _, e := range es {
-		h := &tar.Header{Name: e.name, Typeflag: e.typ, Linkname: e.link, Mode: e.mode, Uid: e.uid, Gid: e.uid,
-			ModTime: time.Unix(1700000000, 0), PAXRecords: e.pax, Format: tar.FormatPAX}
-		if e.typ == tar.TypeReg {
-			h.Size = int64(len(e.body))
-		}
-		if e.typ == tar.TypeChar {
-			h.Devmajor, h.Devminor = 1, 3
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
-		}
-		if e.typ == tar.TypeReg {
-			if _, err := tw.Write([]byte(e.body)); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
-}
+func withMode(e ent, m int64) ent     { e.Mode = m; return e }
+func withUID(e ent, uid int) ent      { e.UID = uid; return e }
 
 func gzipped(t testing.TB, b []byte) []byte {
 	var out bytes.Buffer
@@ -201,17 +162,17 @@ func sameTree(t testing.TB, got, want []string) {
 // multiLayer is an image whose layers use every compression and every
 // kind of entry and whiteout.
 func multiLayer(t testing.TB) []testLayer {
-	l1 := tarOf(t,
+	l1 := tartest.Tar(t,
 		dir("./"), dir("etc"), file("etc/os-release", "ID=test\n"), dir("usr"), dir("usr/bin"),
 		withMode(file("usr/bin/tool", "v1"), 0o4755), symlink("bin", "usr/bin"),
 		dir("var"), dir("var/cache"), file("var/cache/a", "a"), file("var/cache/b", "b"),
 		dir("opt"), file("opt/gone", "x"), dir("opt/dir"), file("opt/dir/inner", "i"),
 		file("usr/bin/orig", "o"), hardlink("usr/bin/alias", "usr/bin/orig"))
-	l2 := tarOf(t,
+	l2 := tartest.Tar(t,
 		opaque("var/cache"), file("var/cache/c", "c"),
 		whiteout("opt", "gone"), whiteout("opt", "dir"),
 		file("usr/bin/tool", "v2"), withMode(dir("usr/share"), 0o700), file("usr/share/doc", "d"))
-	l3 := tarOf(t,
+	l3 := tartest.Tar(t,
 		whiteout("usr/bin", "alias"), file("bin/via-link", "through the symlink"),
 		symlink("etc/abs", "/usr/share/doc"), file("etc/os-release", "ID=test\nVERSION_ID=3\n"))
 	return []testLayer{gzipLayer(t, l1), zstdLayer(t, l2), plainLayer(l3)}
@@ -264,12 +225,12 @@ func TestRootfsMultiLayer(t *testing.T) {
 
 func TestRootfsPlatform(t *testing.T) {
 	s := memory.New()
-	desc := pushImage(t, s, ocispec.Image{}, true, plainLayer(tarOf(t, file("a", "a"))))
+	desc := pushImage(t, s, ocispec.Image{}, true, plainLayer(tartest.Tar(t, file("a", "a"))))
 	_, err := Rootfs(context.Background(), s, desc, filepath.Join(t.TempDir(), "r"), RootfsOptions{Arch: "arm64"})
 	if err == nil || !strings.Contains(err.Error(), "no build for linux/arm64") || !strings.Contains(err.Error(), "linux/amd64") {
 		t.Fatalf("err = %v", err)
 	}
-	single := pushImage(t, s, ocispec.Image{}, false, plainLayer(tarOf(t, file("a", "a"))))
+	single := pushImage(t, s, ocispec.Image{}, false, plainLayer(tartest.Tar(t, file("a", "a"))))
 	_, err = Rootfs(context.Background(), s, single, filepath.Join(t.TempDir(), "r"), RootfsOptions{Arch: "arm64"})
 	if err == nil || !strings.Contains(err.Error(), "--platform") {
 		t.Fatalf("err = %v", err)
@@ -278,7 +239,7 @@ func TestRootfsPlatform(t *testing.T) {
 
 func TestRootfsTargetNotEmpty(t *testing.T) {
 	s := memory.New()
-	desc := pushImage(t, s, ocispec.Image{}, false, plainLayer(tarOf(t, file("a", "a"))))
+	desc := pushImage(t, s, ocispec.Image{}, false, plainLayer(tartest.Tar(t, file("a", "a"))))
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "x"), nil, 0o644)
 	_, err := Rootfs(context.Background(), s, desc, dir, RootfsOptions{})
@@ -354,9 +315,9 @@ func TestMaliciousLayers(t *testing.T) {
 			var layers []testLayer
 			for _, l := range c.layers {
 				for i := range l {
-					l[i].link = strings.ReplaceAll(l[i].link, "OUTSIDE", sandbox)
+					l[i].Link = strings.ReplaceAll(l[i].Link, "OUTSIDE", sandbox)
 				}
-				layers = append(layers, gzipLayer(t, tarOf(t, l...)))
+				layers = append(layers, gzipLayer(t, tartest.Tar(t, l...)))
 			}
 			desc := pushImage(t, s, ocispec.Image{}, false, layers...)
 			_, err := Rootfs(context.Background(), s, desc, dir, RootfsOptions{})
@@ -388,7 +349,7 @@ func TestMaliciousLayers(t *testing.T) {
 func TestRootfsDirModeIsOurs(t *testing.T) {
 	s := memory.New()
 	root := withUID(withMode(dir("./"), 0o7777), 1234)
-	desc := pushImage(t, s, ocispec.Image{}, false, gzipLayer(t, tarOf(t, root, file("f", "x"))))
+	desc := pushImage(t, s, ocispec.Image{}, false, gzipLayer(t, tartest.Tar(t, root, file("f", "x"))))
 	dir := filepath.Join(t.TempDir(), "rootfs")
 	if _, err := Rootfs(context.Background(), s, desc, dir, RootfsOptions{}); err != nil {
 		t.Fatal(err)

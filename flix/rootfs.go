@@ -22,15 +22,14 @@ import (
 
 	"github.com/sysext/sysext/atomicfile"
 	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/internal/blob"
 	"github.com/sysext/sysext/internal/extract"
+	"github.com/sysext/sysext/internal/mediatype"
 )
 
-// Docker's media types, which registries still serve for most images.
-const (
-	dockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
-	dockerManifest     = "application/vnd.docker.distribution.manifest.v2+json"
-	dockerConfig       = "application/vnd.docker.container.image.v1+json"
-)
+// dockerConfig is a Docker image's config media type, which registries
+// still serve for most images.
+const dockerConfig = "application/vnd.docker.container.image.v1+json"
 
 // MaxMetadataSize bounds manifests, indexes and configs read into memory.
 const MaxMetadataSize = 4 << 20
@@ -65,12 +64,12 @@ func ResolveImage(ctx context.Context, f content.Fetcher, desc ocispec.Descripto
 		return nil, fmt.Errorf("architecture %q has no OCI platform: name one with --platform", arch)
 	}
 	for depth := 0; ; depth++ {
-		switch desc.MediaType {
-		case ocispec.MediaTypeImageIndex, dockerManifestList:
+		switch {
+		case mediatype.IsIndex(desc.MediaType):
 			if depth > 2 {
 				return nil, errors.New("indexes nested too deeply")
 			}
-			body, err := fetchSmall(ctx, f, desc)
+			body, err := blob.Read(ctx, f, desc, MaxMetadataSize)
 			if err != nil {
 				return nil, fmt.Errorf("index %s: %w", desc.Digest, err)
 			}
@@ -83,7 +82,7 @@ func ResolveImage(ctx context.Context, f content.Fetcher, desc ocispec.Descripto
 				return nil, err
 			}
 			desc = d
-		case ocispec.MediaTypeImageManifest, dockerManifest:
+		case mediatype.IsManifest(desc.MediaType):
 			return readImage(ctx, f, desc, goarch)
 		default:
 			return nil, fmt.Errorf("%s is a %q, not a container image manifest or index", desc.Digest, desc.MediaType)
@@ -125,7 +124,7 @@ func pickPlatform(idx ocispec.Index, goarch, variant string) (ocispec.Descriptor
 }
 
 func readImage(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor, goarch string) (*Image, error) {
-	body, err := fetchSmall(ctx, f, desc)
+	body, err := blob.Read(ctx, f, desc, MaxMetadataSize)
 	if err != nil {
 		return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
 	}
@@ -143,7 +142,7 @@ func readImage(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor, 
 			return nil, fmt.Errorf("manifest %s: layer %s is a %q, not a tar layer", desc.Digest, l.Digest, l.MediaType)
 		}
 	}
-	img.ConfigBytes, err = fetchSmall(ctx, f, img.Manifest.Config)
+	img.ConfigBytes, err = blob.Read(ctx, f, img.Manifest.Config, MaxMetadataSize)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", img.Manifest.Config.Digest, err)
 	}
@@ -162,31 +161,6 @@ func readImage(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor, 
 func isLayerMediaType(mt string) bool {
 	return strings.HasPrefix(mt, "application/vnd.oci.image.layer.") ||
 		strings.HasPrefix(mt, "application/vnd.docker.image.rootfs.")
-}
-
-// fetchSmall reads a metadata blob whole, refusing large ones, and checks
-// its size and digest.
-func fetchSmall(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor) ([]byte, error) {
-	if desc.Size > MaxMetadataSize || desc.Size < 0 {
-		return nil, fmt.Errorf("%d bytes is more than the %d a manifest or config may have", desc.Size, MaxMetadataSize)
-	}
-	if err := desc.Digest.Validate(); err != nil {
-		return nil, err
-	}
-	rc, err := f.Fetch(ctx, desc)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	v := newVerifier(rc, desc)
-	b, err := io.ReadAll(v)
-	if err != nil {
-		return nil, err
-	}
-	if err := v.check(); err != nil {
-		return nil, err
-	}
-	return b, nil
 }
 
 // verifier hashes and counts a blob as it is read, so content is checked

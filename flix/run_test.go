@@ -11,6 +11,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/content/memory"
 
+	"github.com/sysext/sysext/internal/tartest"
 	"github.com/sysext/sysext/internal/testenv"
 )
 
@@ -32,9 +33,9 @@ func shellLayer(t *testing.T) testLayer {
 		if err != nil {
 			t.Fatal(err)
 		}
-		es = append(es, ent{name: name, typ: tar.TypeReg, body: string(b), mode: 0o755})
+		es = append(es, ent{Name: name, Type: tar.TypeReg, Body: string(b), Mode: 0o755})
 	}
-	return gzipLayer(t, tarOf(t, es...))
+	return gzipLayer(t, tartest.Tar(t, es...))
 }
 
 func TestRootfsRun(t *testing.T) {

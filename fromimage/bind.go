@@ -3,12 +3,12 @@ package fromimage
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path"
 
 	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/internal/osrelease"
 )
 
 // imageFields are the base's os-release fields that identify its exact OS
@@ -19,10 +19,10 @@ var imageFields = []string{extension.FieldImageID, extension.FieldImageVersion}
 // os-release (as Result.OSRelease has it), only those present. A value
 // os-release(5) does not allow is refused: it would end up in the image
 // and in manifest annotations.
-func BaseImageFields(osRelease map[string]string) (*extension.Release, error) {
+func BaseImageFields(osRelease *extension.Release) (*extension.Release, error) {
 	rel := &extension.Release{}
 	for _, k := range imageFields {
-		v := osRelease[k]
+		v := osRelease.Get(k)
 		if v == "" {
 			continue
 		}
@@ -42,7 +42,7 @@ func BaseImageFields(osRelease map[string]string) (*extension.Release, error) {
 // returns the fields recorded (empty when the base has none); nothing is
 // written then. The tree is a Prepare result, so every path is resolved
 // inside it (an image's symlink cannot send the write elsewhere).
-func BindToBaseImage(tree, name string, osRelease map[string]string) (*extension.Release, error) {
+func BindToBaseImage(tree, name string, osRelease *extension.Release) (*extension.Release, error) {
 	if err := extension.ValidateName(name); err != nil {
 		return nil, err
 	}
@@ -69,16 +69,10 @@ func BindToBaseImage(tree, name string, osRelease map[string]string) (*extension
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", p, err)
 		}
-		data, err := io.ReadAll(io.LimitReader(f, extension.MaxReleaseSize+1))
+		rel, err = osrelease.ReadOpen(f)
 		f.Close()
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p, err)
-		}
-		if len(data) > extension.MaxReleaseSize {
-			return nil, fmt.Errorf("the image's %s is more than %d bytes", p, extension.MaxReleaseSize)
-		}
-		if rel, err = extension.ParseRelease(data); err != nil {
-			return nil, fmt.Errorf("the image's %s: %w", p, err)
+			return nil, fmt.Errorf("the image's %w", err)
 		}
 	}
 	for _, k := range fields.Keys() {

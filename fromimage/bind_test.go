@@ -3,8 +3,10 @@ package fromimage_test
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -48,7 +50,7 @@ func TestBaseImageTravelsToManifest(t *testing.T) {
 	}
 	out := filepath.Join(testenv.TempDirNoLeak(t, ".#"), "newtool.raw")
 	built, err := builder.Build(ctx, builder.Options{Tree: tree, Output: out, Compression: "lz4",
-		Meta: extension.Metadata{Name: "newtool", Version: "1.0", Arch: "x86-64", ID: res.OSRelease["ID"], VersionID: res.OSRelease["VERSION_ID"]}})
+		Meta: extension.Metadata{Name: "newtool", Version: "1.0", Arch: "x86-64", ID: res.OSRelease.Get("ID"), VersionID: res.OSRelease.Get("VERSION_ID")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,12 +102,12 @@ func TestBaseImageTravelsToManifest(t *testing.T) {
 }
 
 func TestBindToBaseImageRefusals(t *testing.T) {
-	good := map[string]string{"ID": "fedora", "VERSION_ID": "42", "IMAGE_ID": "coreos", "IMAGE_VERSION": "42.1"}
+	good := release(map[string]string{"ID": "fedora", "VERSION_ID": "42", "IMAGE_ID": "coreos", "IMAGE_VERSION": "42.1"})
 	relPath := filepath.FromSlash(extension.ReleasePath("x"))
 
 	// No IMAGE_* in the base: nothing written.
 	tree := t.TempDir()
-	fields, err := fromimage.BindToBaseImage(tree, "x", map[string]string{"ID": "debian", "VERSION_ID": "12"})
+	fields, err := fromimage.BindToBaseImage(tree, "x", release(map[string]string{"ID": "debian", "VERSION_ID": "12"}))
 	if err != nil || len(fields.Keys()) != 0 {
 		t.Fatalf("%v %v", fields, err)
 	}
@@ -115,12 +117,12 @@ func TestBindToBaseImageRefusals(t *testing.T) {
 
 	for _, tc := range []struct {
 		name  string
-		osr   map[string]string
+		osr   *extension.Release
 		setup func(t *testing.T, tree string)
 		want  string
 	}{
-		{"bad IMAGE_ID", map[string]string{"IMAGE_ID": "core os"}, nil, `IMAGE_ID="core os"`},
-		{"bad IMAGE_VERSION", map[string]string{"IMAGE_VERSION": "1\n2"}, nil, "IMAGE_VERSION="},
+		{"bad IMAGE_ID", release(map[string]string{"IMAGE_ID": "core os"}), nil, `IMAGE_ID="core os"`},
+		{"bad IMAGE_VERSION", release(map[string]string{"IMAGE_VERSION": "1\n2"}), nil, "IMAGE_VERSION="},
 		{"image disagrees", good, func(t *testing.T, tree string) {
 			bindWrite(t, filepath.Join(tree, relPath), "IMAGE_ID=other\n")
 		}, "sets IMAGE_ID=other but its base has IMAGE_ID=coreos"},
@@ -168,5 +170,51 @@ func bindMust(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// release is an os-release holding m (Set in key order, for a stable file).
+func release(m map[string]string) *extension.Release {
+	r := &extension.Release{}
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		r.Set(k, m[k])
+	}
+	return r
+}
+
+// The base's os-release is read as systemd reads it (quotes, escapes,
+// continued lines) and bounded: a file of more than 64 KiB is refused, not
+// read into memory; one systemd cannot parse is an error naming it.
+func TestBaseOSReleaseSyntax(t *testing.T) {
+	ctx := context.Background()
+	reg := ocitest.NewOlareg(t)
+	huge := strings.Repeat("# padding\n", 7000) + "ID=fedora\nVERSION_ID=42\n"
+	for _, tc := range []struct {
+		name, osRelease, wantVersionID, wantErr string
+	}{
+		{"continued line", "ID=fedora\nVERSION_ID=4\\\n2\n", "42", ""},
+		{"escaped quote", "ID=fedora\nVERSION_ID=\"42\\\"\"\n", `42"`, ""},
+		{"huge", huge, "", "usr/lib/os-release is more than 65536 bytes"},
+		{"unterminated quote", "ID=fedora\nVERSION_ID=\"42\n", "", "usr/lib/os-release: line 2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			baseLayer := mkLayer(t, d("usr/"), d("usr/lib/"), f("usr/lib/os-release", tc.osRelease))
+			addLayer := mkLayer(t, d("usr/"), d("usr/bin/"), f("usr/bin/newtool", "new"))
+			img, _ := source(t, push(t, reg, "os/derived:"+strings.ReplaceAll(tc.name, " ", "-"), "amd64", baseLayer, addLayer))
+			base, _ := source(t, push(t, reg, "os/base:"+strings.ReplaceAll(tc.name, " ", "-"), "amd64", baseLayer))
+			res, err := fromimage.Prepare(ctx, t.TempDir(), fromimage.Options{Image: img, Base: base, Arch: "x86-64", BaseOSRelease: true})
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || strings.Contains(err.Error(), os.TempDir()) {
+					t.Fatalf("err %v, want %q (naming the file in the image)", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := res.OSRelease.Get(extension.FieldVersionID); got != tc.wantVersionID {
+				t.Fatalf("VERSION_ID %q, want %q", got, tc.wantVersionID)
+			}
+		})
 	}
 }

@@ -2,7 +2,6 @@ package fromimage
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -13,6 +12,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -24,6 +24,8 @@ import (
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/flix"
 	"github.com/sysext/sysext/internal/extract"
+	"github.com/sysext/sysext/internal/osrelease"
+	"github.com/sysext/sysext/internal/smallfile"
 )
 
 // Source is one container image: where to fetch it and what to call it in
@@ -76,13 +78,13 @@ const (
 // Result says what Prepare put in the tree and what it left out.
 type Result struct {
 	Mode         Mode
-	SharedLayers int               // layers the image shares with the base (ByLayers)
-	AddedLayers  int               // layers applied (ByLayers)
-	Kept         map[string]int    // files kept, per top-level directory (usr, opt)
-	Dropped      map[string]int    // files left out, per top-level directory or dropped path
-	Deletions    []string          // base paths the image deletes under usr/ or opt/ (and etc/ with a confext)
-	OtherDeletes []string          // base paths it deletes elsewhere (dropped anyway)
-	OSRelease    map[string]string // the base's os-release, when asked for
+	SharedLayers int                // layers the image shares with the base (ByLayers)
+	AddedLayers  int                // layers applied (ByLayers)
+	Kept         map[string]int     // files kept, per top-level directory (usr, opt)
+	Dropped      map[string]int     // files left out, per top-level directory or dropped path
+	Deletions    []string           // base paths the image deletes under usr/ or opt/ (and etc/ with a confext)
+	OtherDeletes []string           // base paths it deletes elsewhere (dropped anyway)
+	OSRelease    *extension.Release // the base's os-release, when asked for
 }
 
 // Summary is one line per dropped place, sorted, for people.
@@ -257,11 +259,18 @@ func (p *Plan) Prepare(ctx context.Context, tree, confextTree string) (*Result, 
 		if err := extractAll(ctx, opts.Image.Fetcher, img, imgDir, budget); err != nil {
 			return nil, fmt.Errorf("%s: %w", opts.Image.Name, err)
 		}
-		bo, _ := readOSRelease(baseDir)
-		ir, _ := readOSRelease(imgDir)
-		if bo["ID"] == "" || bo["ID"] != ir["ID"] || bo["VERSION_ID"] != ir["VERSION_ID"] {
+		bo, err := treeOSRelease(baseDir)
+		if err != nil {
+			return nil, fmt.Errorf("base %s: %w", opts.Base.Name, err)
+		}
+		ir, err := treeOSRelease(imgDir)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", opts.Image.Name, err)
+		}
+		id, vid := extension.FieldID, extension.FieldVersionID
+		if bo.Get(id) == "" || bo.Get(id) != ir.Get(id) || bo.Get(vid) != ir.Get(vid) {
 			return nil, fmt.Errorf("%s is not based on %s: they share no layers and their os-release differs (%s %s, base %s %s): name the image it was built FROM with --base",
-				opts.Image.Name, opts.Base.Name, ir["ID"], ir["VERSION_ID"], bo["ID"], bo["VERSION_ID"])
+				opts.Image.Name, opts.Base.Name, ir.Get(id), ir.Get(vid), bo.Get(id), bo.Get(vid))
 		}
 		res.OSRelease = bo
 		deleted, err := diffTrees(ctx, baseDir, imgDir, added)
@@ -566,49 +575,33 @@ func fileHash(p string) ([]byte, error) {
 	return h.Sum(nil), nil
 }
 
-// readOSRelease reads etc/os-release, else usr/lib/os-release, of a tree
-// (a symlinked etc/os-release is followed inside the tree by reading the
-// usr/lib one, where every distribution points it).
-func readOSRelease(dir string) (map[string]string, error) {
-	for _, p := range []string{"etc/os-release", "usr/lib/os-release"} {
-		fi, err := os.Lstat(filepath.Join(dir, p))
-		if err != nil || !fi.Mode().IsRegular() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(dir, p))
-		if err != nil {
-			return nil, err
-		}
-		return parseOSRelease(b), nil
+// treeOSRelease reads the os-release of an extracted tree (symlinks
+// resolved inside it); nil when it has none. An error names the file as the
+// image has it (etc/os-release), not where it was extracted.
+func treeOSRelease(dir string) (*extension.Release, error) {
+	rel, _, err := osrelease.Read(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
 	}
-	return nil, errors.New("no os-release (etc/os-release or usr/lib/os-release)")
-}
-
-func parseOSRelease(b []byte) map[string]string {
-	out := map[string]string{}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		l := strings.TrimSpace(sc.Text())
-		if l == "" || strings.HasPrefix(l, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(l, "=")
-		if !ok {
-			continue
-		}
-		v = strings.TrimSpace(v)
-		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
-			v = v[1 : len(v)-1]
-		}
-		out[strings.TrimSpace(k)] = v
+	inTree := func(p *string) { *p = strings.TrimPrefix(*p, filepath.Clean(dir)+"/") }
+	var pe *osrelease.ParseError
+	var tl *smallfile.TooLargeError
+	var fe *fs.PathError
+	switch {
+	case errors.As(err, &pe):
+		inTree(&pe.Path)
+	case errors.As(err, &tl):
+		inTree(&tl.Path)
+	case errors.As(err, &fe):
+		inTree(&fe.Path)
 	}
-	return out
+	return rel, err
 }
 
 // layerOSRelease finds the base's os-release by reading its layers from
 // the top down, stopping at the first that has one (each layer read is
 // read whole, so its digest is checked).
-func layerOSRelease(ctx context.Context, f content.Fetcher, base *flix.Image) (map[string]string, error) {
+func layerOSRelease(ctx context.Context, f content.Fetcher, base *flix.Image) (*extension.Release, error) {
 	for i := len(base.Manifest.Layers) - 1; i >= 0; i-- {
 		dir, err := os.MkdirTemp("", "sysext-osrelease-")
 		if err != nil {
@@ -628,14 +621,14 @@ func layerOSRelease(ctx context.Context, f content.Fetcher, base *flix.Image) (m
 
 // osReleaseInLayer applies only the os-release files of layer i (through
 // a filter on the tar stream) into dir and reads them.
-func osReleaseInLayer(ctx context.Context, f content.Fetcher, base *flix.Image, i int, dir string) (map[string]string, error) {
+func osReleaseInLayer(ctx context.Context, f content.Fetcher, base *flix.Image, i int, dir string) (*extension.Release, error) {
 	var diffIDs []digest.Digest
 	if len(base.Config.RootFS.DiffIDs) == len(base.Manifest.Layers) {
 		diffIDs = base.Config.RootFS.DiffIDs[i : i+1]
 	}
 	a, err := extract.NewApplier(dir, extract.Options{Filter: func(h *tar.Header) bool {
 		n := strings.TrimPrefix(path.Clean("/"+h.Name), "/")
-		return n == "etc" || n == "usr" || n == "usr/lib" || n == "etc/os-release" || n == "usr/lib/os-release"
+		return n == "etc" || n == "usr" || n == "usr/lib" || slices.Contains(osrelease.Paths, n)
 	}})
 	if err != nil {
 		return nil, err
@@ -644,9 +637,9 @@ func osReleaseInLayer(ctx context.Context, f content.Fetcher, base *flix.Image, 
 	if err := flix.ApplyLayers(ctx, f, base.Manifest.Layers[i:i+1], diffIDs, a); err != nil {
 		return nil, err
 	}
-	m, err := readOSRelease(dir)
+	rel, err := treeOSRelease(dir)
 	if err != nil {
-		return nil, nil
+		return nil, fmt.Errorf("layer %d: %w", i+1, err)
 	}
-	return m, nil
+	return rel, nil
 }

@@ -220,7 +220,7 @@ func TestByLayers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := hostOSRelease(t); "ID="+res.OSRelease["ID"]+"\nVERSION_ID="+res.OSRelease["VERSION_ID"]+"\n" != want {
+	if want := hostOSRelease(t); "ID="+res.OSRelease.Get("ID")+"\nVERSION_ID="+res.OSRelease.Get("VERSION_ID")+"\n" != want {
 		t.Fatalf("os-release %v, want %q", res.OSRelease, want)
 	}
 	if _, err := os.Stat(filepath.Join(tree2, "usr/lib/sysimage/rpm/rpmdb.sqlite")); err != nil {
@@ -322,16 +322,16 @@ func TestMergeBoundToBase(t *testing.T) {
 	}
 	out := filepath.Join(testenv.TempDirNoLeak(t, ".#"), "newtool.raw")
 	built, err := builder.Build(context.Background(), builder.Options{Tree: tree, Output: out, Compression: "lz4",
-		Meta: extension.Metadata{Name: "newtool", Version: "2.5.1", Arch: "x86-64", ID: res.OSRelease["ID"], VersionID: res.OSRelease["VERSION_ID"]}})
+		Meta: extension.Metadata{Name: "newtool", Version: "2.5.1", Arch: "x86-64", ID: res.OSRelease.Get("ID"), VersionID: res.OSRelease.Get("VERSION_ID")}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	got, err := testenv.MergeAndRun(t, []string{built.Path}, "newtool", "cat /usr/lib/extension-release.d/extension-release.newtool")
-	if err != nil || !strings.Contains(got, "newtool 2.5.1-fromimage\n") || !strings.Contains(got, "VERSION_ID="+res.OSRelease["VERSION_ID"]) {
+	if err != nil || !strings.Contains(got, "newtool 2.5.1-fromimage\n") || !strings.Contains(got, "VERSION_ID="+res.OSRelease.Get("VERSION_ID")) {
 		t.Fatalf("merge on the base's OS: %v\n%s", err, got)
 	}
 	other := filepath.Join(t.TempDir(), "os-release")
-	os.WriteFile(other, []byte("ID="+res.OSRelease["ID"]+"\nVERSION_ID=0.other\n"), 0o644)
+	os.WriteFile(other, []byte("ID="+res.OSRelease.Get("ID")+"\nVERSION_ID=0.other\n"), 0o644)
 	got, err = testenv.RunInNamespace(t, fmt.Sprintf(`mount --bind %s /etc/os-release
 cp %s /run/extensions/
 systemd-sysext merge || true

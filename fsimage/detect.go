@@ -12,8 +12,6 @@ import (
 var (
 	// ErrUnknownFormat: the file is neither squashfs, EROFS nor GPT.
 	ErrUnknownFormat = errors.New("is not a squashfs, EROFS or GPT image")
-	// ErrDiskImage: a GPT disk image, recognised but not read.
-	ErrDiskImage = errors.New("is a GPT disk image: sysext reads only squashfs and EROFS images, whose metadata it can check")
 	// ErrNoRelease: the image has no usr/lib/extension-release.d/extension-release.NAME.
 	ErrNoRelease = errors.New("has no usr/lib/extension-release.d/extension-release.NAME: it is not a system extension")
 	// ErrCorrupt: the image's metadata is malformed, or reading it would

@@ -1,11 +1,13 @@
 // Package fsimage reads extension images without mounting them and without
 // root: it recognises the format by its magic (squashfs, EROFS, GPT disk
-// image; one table, also used on a download's first bytes) and reads the
-// extension-release file (parsed, and its exact bytes in
-// Info.ReleaseBytes for byte-identical proofs) and unit drop-ins from
-// inside; ReadFile reads any one bounded file (a confext's metadata);
-// Options.SpecialFiles walks the whole tree for setuid/setgid files, file
-// capabilities and device nodes.
+// image; one table, also used on a download's first bytes; of a disk image
+// (DDI) it reads the partition table, picks the root or usr partition with
+// its verity and signature partitions, and reads the filesystem inside at
+// its offset, see gpt.go) and reads the extension-release file (parsed, and
+// its exact bytes in Info.ReleaseBytes for byte-identical proofs) and unit
+// drop-ins from inside; ReadFile reads any one bounded file (a confext's
+// metadata); Options.SpecialFiles walks the whole tree for setuid/setgid
+// files, file capabilities and device nodes.
 //
 // Invariants: an image is untrusted input. Every file read from it is
 // bounded (extension.MaxReleaseSize), paths are looked up inside the image

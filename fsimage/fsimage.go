@@ -11,7 +11,7 @@ type Format string
 const (
 	Squashfs Format = "squashfs"
 	EROFS    Format = "erofs"
-	GPT      Format = "gpt" // a disk image: recognised, not read
+	GPT      Format = "gpt" // a disk image (DDI): its root partition is read
 )
 
 // Info is what an image says about itself.
@@ -37,4 +37,7 @@ type Info struct {
 	// CapabilitiesUnread is set when SpecialFiles could not include file
 	// capabilities: the image's reader (unsquashfs) shows no xattrs.
 	CapabilitiesUnread bool
+	// DDI describes a GPT disk image's partitions, verity and signature;
+	// nil for a plain squashfs or EROFS image.
+	DDI *DDI
 }

@@ -270,8 +270,8 @@ func TestOpenRefuses(t *testing.T) {
 			}
 		})
 	}
-	if _, err := fsimage.Open(context.Background(), writeFile(t, gpt)); !errors.Is(err, fsimage.ErrDiskImage) {
-		t.Errorf("GPT error %v does not wrap ErrDiskImage", err)
+	if _, err := fsimage.Open(context.Background(), writeFile(t, gpt)); !errors.Is(err, fsimage.ErrBadGPT) {
+		t.Errorf("GPT error %v does not wrap ErrBadGPT", err)
 	}
 }
 

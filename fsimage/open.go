@@ -34,6 +34,10 @@ type Options struct {
 	// Never for a decision about trust (pull hashes what it downloads as it
 	// streams); Info.DigestCached says the digest came from the cache.
 	CacheDigest bool
+	// Verity checks a disk image's dm-verity hash tree, when it has one,
+	// against its data partition (one full read, see VerifyDDI) and fails
+	// when they, the partition UUIDs or the signed root hash disagree.
+	Verity bool
 	// SpecialFiles walks the whole tree for setuid/setgid files, file
 	// capabilities and device nodes (Info.SpecialFiles): all the image's
 	// metadata is read, bounded like every read.
@@ -55,8 +59,8 @@ func OpenMetadata(ctx context.Context, path string) (*Info, error) {
 // OpenWith reads an image as opts say. The image is read, never mounted
 // and never written (except the digest cache attribute when asked).
 // Errors name the file: "FILE is not a squashfs, EROFS or GPT image"
-// (ErrUnknownFormat), "FILE is a GPT disk image..." (ErrDiskImage),
-// "FILE has no .../extension-release.NAME" (ErrNoRelease).
+// (ErrUnknownFormat), "FILE is a GPT disk image: ..." (ErrBadGPT and the
+// like), "FILE has no .../extension-release.NAME" (ErrNoRelease).
 func OpenWith(ctx context.Context, path string, opts Options) (*Info, error) {
 	img, err := openImage(ctx, path)
 	if err != nil {
@@ -64,12 +68,17 @@ func OpenWith(ctx context.Context, path string, opts Options) (*Info, error) {
 	}
 	defer img.close()
 	f, t := img.f, img.tree
-	info := &Info{Path: path, Format: img.format, Size: img.size}
+	info := &Info{Path: path, Format: img.format, Size: img.size, DDI: img.ddi}
 	if err := readMetadata(ctx, t, info); err != nil {
 		if errors.Is(err, ErrNoRelease) {
 			return nil, fmt.Errorf("%s %w", path, err)
 		}
 		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if opts.Verity && info.DDI != nil && info.DDI.Hash() != nil {
+		if _, err := verifyDDI(ctx, f, info.DDI); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
 	}
 	if opts.SpecialFiles {
 		sf, capsRead, err := readSpecial(ctx, t)
@@ -336,6 +345,7 @@ type openedImage struct {
 	size   int64
 	format Format
 	tree   tree
+	ddi    *DDI // a disk image's partitions; nil for a plain filesystem
 }
 
 func (i *openedImage) close() {
@@ -343,9 +353,9 @@ func (i *openedImage) close() {
 	i.f.Close()
 }
 
-// openImage opens path, refuses what is not a squashfs or EROFS image (a
-// GPT disk image is recognised and refused), and opens its tree. Errors
-// name the file.
+// openImage opens path, refuses what is not a squashfs or EROFS image or a
+// GPT disk image with an extension's partitions, and opens its tree (for a
+// disk image, the root or usr partition's). Errors name the file.
 func openImage(ctx context.Context, path string) (*openedImage, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -369,8 +379,12 @@ func openImage(ctx context.Context, path string) (*openedImage, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	if format == GPT {
-		f.Close()
-		return nil, fmt.Errorf("%s %w", path, ErrDiskImage)
+		d, t, err := openDDI(ctx, f, f.Name(), st.Size())
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("%s is a GPT disk image: %w", path, err)
+		}
+		return &openedImage{f: f, size: st.Size(), format: format, tree: t, ddi: d}, nil
 	}
 	t, err := openTree(ctx, f, f.Name(), st.Size(), format)
 	if err != nil {

@@ -18,7 +18,11 @@ func ReadFile(ctx context.Context, path, name string, limit int64) ([]byte, erro
 	}
 	defer img.close()
 	t := img.tree
-	if u, ok := t.(*unsquashfsTree); ok {
+	inner := t
+	if p, ok := t.(*partTree); ok {
+		inner = p.tree // a disk image's partition
+	}
+	if u, ok := inner.(*unsquashfsTree); ok {
 		// Its listing holds only the extension's directories: add the
 		// one that holds name.
 		if err := u.list(ctx, pathpkg.Dir(name)); err != nil {

@@ -10,15 +10,14 @@ import (
 	"io/fs"
 	"math"
 	"math/bits"
-	"strconv"
 	"strings"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/anchore/go-lzo"
 	"github.com/klauspost/compress/zlib"
 	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
+	"github.com/sysext/sysext/extension"
 	"github.com/ulikunitz/xz"
 	"github.com/ulikunitz/xz/lzma"
 )
@@ -834,18 +833,22 @@ func splitPath(name string) []string {
 	return out
 }
 
-// shown is a name from an image as a message shows it: printable
-// characters as they are, anything else escaped (a newline cannot split the
-// message, a bidi override cannot hide a name), a long path cut in the
-// middle.
+// shown is a name from an image as a message shows it: escaped as every
+// printer escapes untrusted text (extension.Escape: a newline cannot split
+// the message, a bidi override cannot hide a name), a long path cut in the
+// middle (at character boundaries).
 func shown(name string) string {
 	if len(name) > 160 {
-		name = name[:80] + "..." + name[len(name)-60:]
+		head, tail := 80, len(name)-60
+		for i := 1; i < utf8.UTFMax && !utf8.RuneStart(name[head]); i++ {
+			head--
+		}
+		for i := 1; i < utf8.UTFMax && !utf8.RuneStart(name[tail]); i++ {
+			tail++
+		}
+		name = name[:head] + "..." + name[tail:]
 	}
-	if !utf8.ValidString(name) || strings.IndexFunc(name, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
-		return strconv.QuoteToASCII(name)
-	}
-	return name
+	return extension.Escape(name)
 }
 
 // Decompressors: each refuses to produce more than max bytes.
@@ -960,26 +963,24 @@ func xzDictSize(src []byte) (uint64, error) {
 			return 0, errors.New("bad xz block header")
 		}
 	}
-	for f := 0; f < filters; f++ {
-		id, ok1 := varint()
-		n, ok2 := varint()
-		if !ok1 || !ok2 || n > uint64(len(h)-p) {
-			return 0, errors.New("bad xz filter flags")
-		}
-		props := h[p : p+int(n)]
-		p += int(n)
-		if id != 0x21 {
-			return 0, fmt.Errorf("%w: xz filter %#x", errUnsupported, id)
-		}
-		if f != filters-1 || len(props) != 1 || props[0] > 40 {
-			return 0, errors.New("bad xz LZMA2 properties")
-		}
-		if props[0] == 40 {
-			return math.MaxUint32, nil
-		}
-		return uint64(2|props[0]&1) << (props[0]/2 + 11), nil
+	// Only LZMA2 alone: a filter before it (BCJ, delta) is unsupported,
+	// and LZMA2 must be the last (here, the only) one.
+	id, ok1 := varint()
+	n, ok2 := varint()
+	if !ok1 || !ok2 || n > uint64(len(h)-p) {
+		return 0, errors.New("bad xz filter flags")
 	}
-	return 0, errors.New("xz block without an LZMA2 filter")
+	props := h[p : p+int(n)]
+	if id != 0x21 {
+		return 0, fmt.Errorf("%w: xz filter %#x", errUnsupported, id)
+	}
+	if filters != 1 || len(props) != 1 || props[0] > 40 {
+		return 0, errors.New("bad xz LZMA2 properties")
+	}
+	if props[0] == 40 {
+		return math.MaxUint32, nil
+	}
+	return uint64(2|props[0]&1) << (props[0]/2 + 11), nil
 }
 
 func readMax(r io.Reader, max int) ([]byte, error) {

@@ -47,8 +47,6 @@ type tree interface {
 	// capsRead says whether fileMeta.capability is read at all.
 	walk(ctx context.Context, fn func(fileMeta) error) (capsRead bool, err error)
 	close() error
-	// reader names what read the image, for messages and docs.
-	reader() string
 }
 
 // openTree picks the reader for the format: a Go reader where one reads the
@@ -90,7 +88,7 @@ func openTree(ctx context.Context, src io.ReaderAt, image string, size int64, fo
 		if err != nil {
 			return nil, fmt.Errorf("read EROFS: %w", err)
 		}
-		t := &fsTree{fsys: fsys, name: "go-erofs", src: r}
+		t := &fsTree{fsys: fsys, src: r}
 		if image != "" {
 			t.fallback = &erofsExtract{image: image}
 		}
@@ -214,12 +212,9 @@ func (m erofsMetaReader) ReadAt(p []byte, off int64) (int, error) {
 // fsTree reads an EROFS image through go-erofs's fs.FS.
 type fsTree struct {
 	fsys     fs.FS
-	name     string
 	src      *boundedReader
 	fallback *erofsExtract // for files the Go reader cannot decompress
 }
-
-func (t *fsTree) reader() string { return t.name }
 
 func (t *fsTree) readDir(ctx context.Context, dir string) ([]entry, error) {
 	if err := ctx.Err(); err != nil {
@@ -359,8 +354,6 @@ func (t *fsTree) close() error {
 // squashTree reads a squashfs image with our own reader (squashfs.go).
 type squashTree struct{ s *squashReader }
 
-func (t *squashTree) reader() string { return "fsimage squashfs reader" }
-
 func (t *squashTree) readDir(ctx context.Context, dir string) ([]entry, error) {
 	in, err := t.s.lookup(ctx, dir)
 	if err == nil && !in.isDir() {
@@ -482,10 +475,17 @@ func (e *erofsExtract) close() error {
 // symlink out of the image).
 type unsquashfsTree struct {
 	image   string
+	offset  int64                  // where the filesystem starts in image (a disk image's partition)
 	entries map[string]fs.FileMode // "usr/lib/..." -> type bits
 }
 
-func (t *unsquashfsTree) reader() string { return "unsquashfs" }
+// args prefixes unsquashfs arguments with the filesystem's offset.
+func (t *unsquashfsTree) args(a ...string) []string {
+	if t.offset > 0 {
+		return append([]string{"-o", strconv.FormatInt(t.offset, 10)}, a...)
+	}
+	return a
+}
 
 // maxListing bounds unsquashfs's listing of the directories we look into.
 const maxListing = 16 << 20
@@ -494,10 +494,14 @@ const maxListing = 16 << 20
 var listedDirs = []string{"usr/lib/extension-release.d", "usr/lib/systemd/system"}
 
 func newUnsquashfsTree(ctx context.Context, image string) (*unsquashfsTree, error) {
+	return newUnsquashfsTreeAt(ctx, image, 0)
+}
+
+func newUnsquashfsTreeAt(ctx context.Context, image string, offset int64) (*unsquashfsTree, error) {
 	if _, err := lookTool("unsquashfs"); err != nil {
 		return nil, err
 	}
-	t := &unsquashfsTree{image: image, entries: map[string]fs.FileMode{}}
+	t := &unsquashfsTree{image: image, offset: offset, entries: map[string]fs.FileMode{}}
 	if err := t.list(ctx, listedDirs...); err != nil {
 		return nil, err
 	}
@@ -506,7 +510,7 @@ func newUnsquashfsTree(ctx context.Context, image string) (*unsquashfsTree, erro
 
 // list adds the entries of dirs (and of their subdirectories) to t.
 func (t *unsquashfsTree) list(ctx context.Context, dirs ...string) error {
-	args := append([]string{"-lls", "-d", "", t.image}, dirs...)
+	args := t.args(append([]string{"-lls", "-d", "", t.image}, dirs...)...)
 	// Bounded: the listing of an untrusted image's unit directory.
 	out, err := runToolLimit(ctx, maxListing, "unsquashfs", args...)
 	if err != nil {
@@ -576,7 +580,7 @@ func (t *unsquashfsTree) readFile(ctx context.Context, name string, limit int64)
 	if m, ok := t.entries[name]; !ok || m != 0 {
 		return nil, fmt.Errorf("read %s: not a regular file", name)
 	}
-	out, err := runToolLimit(ctx, limit, "unsquashfs", "-cat", t.image, name)
+	out, err := runToolLimit(ctx, limit, "unsquashfs", t.args("-cat", t.image, name)...)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", name, err)
 	}
@@ -591,7 +595,7 @@ const maxWalkListing = 256 << 20
 // walk lists the whole image with unsquashfs -lln: modes, owners and
 // devices, but no xattrs, so capabilities are not read.
 func (t *unsquashfsTree) walk(ctx context.Context, fn func(fileMeta) error) (bool, error) {
-	out, err := runToolLimit(ctx, maxWalkListing, "unsquashfs", "-lln", "-d", "", t.image)
+	out, err := runToolLimit(ctx, maxWalkListing, "unsquashfs", t.args("-lln", "-d", "", t.image)...)
 	if err != nil {
 		return false, err
 	}

@@ -168,30 +168,49 @@ func (n *Node) refresher() Refresher {
 // SystemdRefresher refreshes the running system with the command
 // activate.RefreshCommand picks for its systemd: `systemctl restart
 // systemd-sysext.service` before 257, `systemd-sysext refresh` from 257 on.
+// It is an activate.OutputRefresher: what the command printed reaches the
+// reason of a failed proof even when it exited 0.
 type SystemdRefresher struct{}
 
 // Refresh implements Refresher.
-func (SystemdRefresher) Refresh(ctx context.Context) error {
+func (r SystemdRefresher) Refresh(ctx context.Context) error {
+	_, err := r.RefreshOutput(ctx)
+	return err
+}
+
+// RefreshOutput runs the command and returns what it printed.
+func (SystemdRefresher) RefreshOutput(ctx context.Context) (string, error) {
 	v, _ := activate.SystemdVersion("/") // 0 (unknown) takes the safe, older form
 	argv := activate.RefreshCommand(v)
-	return CommandRefresher{Argv: argv}.Refresh(ctx)
+	if argv[0] == "systemd-sysext" {
+		argv = append(argv, activate.RefreshArgs("/", v)...) // the image policy, 254-258
+	}
+	return CommandRefresher{Argv: argv}.RefreshOutput(ctx)
 }
 
 // CommandRefresher runs a command (tests: `systemd-sysext refresh` inside
-// their private namespace). An empty command does nothing.
+// their private namespace). An empty command does nothing. It is an
+// activate.OutputRefresher.
 type CommandRefresher struct{ Argv []string }
 
 // Refresh implements Refresher.
 func (c CommandRefresher) Refresh(ctx context.Context) error {
+	_, err := c.RefreshOutput(ctx)
+	return err
+}
+
+// RefreshOutput runs the command and returns what it printed (stdout and
+// stderr, at most 500 bytes), when it succeeded too.
+func (c CommandRefresher) RefreshOutput(ctx context.Context) (string, error) {
 	if len(c.Argv) == 0 {
-		return nil
+		return "", nil
 	}
 	cmd := exec.CommandContext(ctx, c.Argv[0], c.Argv[1:]...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return &activate.SystemdError{Command: cmd.String(), Output: trim(out), Err: err}
+		return trim(out), &activate.SystemdError{Command: cmd.String(), Output: trim(out), Err: err}
 	}
-	return nil
+	return trim(out), nil
 }
 
 func trim(b []byte) string {
@@ -214,7 +233,7 @@ type ActivatePreflight struct {
 
 // Preflight implements Preflighter.
 func (p *ActivatePreflight) Preflight(ctx context.Context, plan Plan) error {
-	rep := activate.Check(ctx, activate.System{Root: plan.Root}, []activate.Image{{Name: plan.Name, Meta: plan.Metadata, Format: layerFormat(plan.Entry)}}, p.Strict)
+	rep := activate.Check(ctx, activate.System{Root: plan.Root}, []activate.Image{{Name: plan.Name, Meta: plan.Metadata, Format: layerFormat(plan.Entry), Verity: verityImage(plan.Entry)}}, p.Strict)
 	if p.Log != nil && !p.Strict {
 		for _, w := range rep.Warnings() {
 			line := w.String()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/internal/inroot"
+	"github.com/sysext/sysext/internal/smallfile"
 	"github.com/sysext/sysext/verify"
 )
 
@@ -83,7 +84,7 @@ func ReadDeclared(root string) ([]Declared, error) {
 	for _, b := range bases {
 		p := files[b]
 		data, err := inroot.ReadFile(root, p, maxDeclaredSize)
-		var tl *inroot.TooLargeError
+		var tl *smallfile.TooLargeError
 		if errors.As(err, &tl) {
 			return nil, fmt.Errorf("%s: more than the %d bytes allowed", p, maxDeclaredSize)
 		}

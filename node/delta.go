@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/sysext/sysext/delta"
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/store"
 )
@@ -70,7 +71,7 @@ func (n *Node) tryDelta(ctx context.Context, inst store.Installer, p *pullPlan, 
 	result.Downloaded += l.read
 	if l.err != nil {
 		if errors.Is(l.err, oci.ErrNoChunkIndex) {
-			n.logf("%s: no chunk index is published for %s: downloading the whole image", name, shortDigest(e.Descriptor.Digest))
+			n.logf("%s: no chunk index is published for %s: downloading the whole image", name, extension.ShortDigest(string(e.Descriptor.Digest)))
 		} else {
 			n.logf("%s: delta download not possible (%v): downloading the whole image", name, l.err)
 		}
@@ -90,7 +91,7 @@ func (n *Node) tryDelta(ctx context.Context, inst store.Installer, p *pullPlan, 
 			if pl.Reused == 0 {
 				return errNotWorth
 			}
-			n.logf("%s: delta download of %s (%s): %s to fetch in %d ranges, %s found in %d stored images%s", name, shortDigest(e.Layer.Digest), mib(e.Layer.Size), mib(pl.Fetched), len(pl.Ranges), mib(pl.Reused), len(srcs), resumedPart(pl.Held))
+			n.logf("%s: delta download of %s (%s): %s to fetch in %d ranges, %s found in %d stored images%s", name, extension.ShortDigest(string(e.Layer.Digest)), mib(e.Layer.Size), mib(pl.Fetched), len(pl.Ranges), mib(pl.Reused), len(srcs), resumedPart(pl.Held))
 			return nil
 		},
 	})

@@ -4,15 +4,18 @@
 // policy), store (the only writer of node state) and a Refresher.
 //
 // Order of a pull: resolve the tag → pick the platform → manifest
-// (size-limited) → verify against the policy → compatibility with the target
+// (size-limited) → verify against the policy (and, for a veritySigned
+// scope, the manifest's verity annotations) → compatibility with the target
 // root's os-release, from the annotations, before any download → preflight
 // hook → download into the store's ingest (hashed while streaming, resumed
 // on a cut connection and, in the next run, after a kill; image metadata
-// checked) → commit → install: refuse a foreign file, switch the link →
-// refresh (only on the running system) → post-activation check hook; a
-// failed refresh or check switches back to the previous version. With
-// --copy the same checks end in store.Copier instead: NAME.raw itself,
-// nothing activated.
+// checked; a disk image's hash tree against its data and its signature
+// against the policy's certificates, then the certificate and image policy
+// installed for systemd: verity.go) → commit → install: refuse a foreign
+// file, switch the link → refresh (only on the running system) →
+// post-activation check hook; a failed refresh or check switches back to
+// the previous version. With --copy the same checks end in store.Copier
+// instead: NAME.raw itself, nothing activated.
 //
 // Activation is driven by activate.Driver: record, refresh, prove; on
 // failure switch back, refresh, prove the previous state. Refresher,

@@ -5,14 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"time"
 
-	"github.com/opencontainers/go-digest"
-
 	"github.com/sysext/sysext/extension"
-	"github.com/sysext/sysext/internal/inroot"
+	"github.com/sysext/sysext/internal/osrelease"
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/store"
 	"github.com/sysext/sysext/verify"
@@ -193,30 +190,14 @@ func (n *Node) precheck(req PullRequest) error {
 var errNoVerifier = errors.New("no trust policy configured: give --key, --policy or --insecure-allow-unsigned")
 
 // OSRelease reads the target root's os-release (/etc/os-release, else
-// /usr/lib/os-release).
+// /usr/lib/os-release) and returns it with the path read.
 func OSRelease(root string) (*extension.Release, string, error) {
-	var firstErr error
-	for _, p := range []string{"etc/os-release", "usr/lib/os-release"} {
-		full := filepath.Join(root, p)
-		// /etc/os-release is usually a symlink: resolved inside the root.
-		b, err := inroot.ReadFile(root, p, extension.MaxReleaseSize)
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			firstErr = err
-			continue
-		}
-		r, err := extension.ParseRelease(b)
-		if err != nil {
-			return nil, full, fmt.Errorf("%s: %w", full, err)
-		}
-		return r, full, nil
+	r, p, err := osrelease.Read(root)
+	var nf *osrelease.NotFoundError
+	if errors.As(err, &nf) {
+		return nil, "", fmt.Errorf("%w: give the root of an OS tree", err)
 	}
-	if firstErr != nil {
-		return nil, "", firstErr
-	}
-	return nil, "", fmt.Errorf("no os-release in %s (looked at etc/os-release and usr/lib/os-release): give the root of an OS tree", root)
+	return r, p, err
 }
 
 func (n *Node) arch() extension.Arch {
@@ -266,13 +247,4 @@ func (n *Node) checkDowngrade(name string, cur *store.Entry, offered, ref string
 		return &DowngradeError{Name: name, Active: cur.Active.Version, Offered: offered, Ref: ref}
 	}
 	return nil
-}
-
-// shortDigest is for messages.
-func shortDigest(d digest.Digest) string {
-	e := d.Encoded()
-	if len(e) > 12 {
-		e = e[:12]
-	}
-	return e
 }

@@ -407,3 +407,22 @@ func TestReleaseDigestRecorded(t *testing.T) {
 		t.Fatalf("without a recorded digest the proof expects %+v, want the image's fields", d.New)
 	}
 }
+
+// systemd 252 exits 0 after a failed overlay mount: the production
+// refresher (a command) keeps what it printed, so the reason of the
+// rollback carries systemd's own words, not only the proof's.
+func TestCommandRefresherKeepsOutputOnSuccess(t *testing.T) {
+	ref, root := publishedHello(t, "1")
+	o := testNode(root).opts
+	o.Refresher = CommandRefresher{Argv: []string{"sh", "-c", "echo 'Using extensions hello.'; echo 'Failed to mount overlay (type overlay) on /usr: Invalid argument' >&2"}}
+	o.RefreshWithRoot = true
+	o.Checker = checkFunc(func(Activation) error { return errors.New("extension-release.hello is not merged") })
+	_, err := New(o).Pull(context.Background(), PullRequest{Ref: ref})
+	if err == nil {
+		t.Fatal("pull proved an extension the check refused")
+	}
+	e := entry(t, root, "hello")
+	if !strings.Contains(e.Activation.Reason, "not merged") || !strings.Contains(e.Activation.Reason, "systemd-sysext said: Failed to mount overlay (type overlay) on /usr: Invalid argument") || strings.Contains(e.Activation.Reason, "Using extensions") {
+		t.Fatalf("reason %q", e.Activation.Reason)
+	}
+}

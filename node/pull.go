@@ -1,9 +1,10 @@
 package node
 
 import (
+	"cmp"
 	"context"
+	"crypto/x509"
 	"fmt"
-	"path/filepath"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -37,7 +38,7 @@ type PullRequest struct {
 func (req PullRequest) trust() Trust {
 	tr := Trust{Policy: req.Policy, AllowUnsigned: req.AllowUnsigned}
 	if req.Declared != "" {
-		tr.From = orDefault(req.PolicyFrom, req.Declared)
+		tr.From = cmp.Or(req.PolicyFrom, req.Declared)
 	}
 	return tr
 }
@@ -63,6 +64,10 @@ type Result struct {
 	Downloaded int64  `json:"downloaded,omitempty"`
 	Reused     int64  `json:"reused,omitempty"`
 	Error      string `json:"error,omitempty"`
+	// A disk image's dm-verity root hash and the trusted certificate that
+	// signed it (node/verity.go).
+	VerityRootHash string `json:"verity_root_hash,omitempty"`
+	VeritySigner   string `json:"verity_signer,omitempty"`
 }
 
 // Pull resolves, verifies, checks, stores and activates one extension.
@@ -116,6 +121,9 @@ type pullPlan struct {
 	store      *store.Store
 	delta      *deltaLookup
 	deltaIndex *delta.Index
+	// Set by put: the trusted certificate that signed a disk image's root
+	// hash (nil when the policy names none), for protect.
+	verityCert *x509.Certificate
 }
 
 // pull is Pull's work on an open store. inst is where the image goes: s
@@ -175,8 +183,12 @@ func (n *Node) pull(ctx context.Context, s *store.Store, inst store.Installer, r
 	if err != nil {
 		return nil, err
 	}
+	if err := n.protect(ctx, s.Options().Root, s.Options().ExtensionsDir, unsignedOthers(s, name), name, p.verityCert); err != nil {
+		return nil, err
+	}
 	result.Version, result.File = in.Version, in.File
 	result.Signer, result.Unsigned = p.v.Signer(), p.v.Unsigned()
+	describeVerity(result, in.Verity)
 	meta := store.Meta{Source: req.Ref, Declared: req.Declared, Policy: req.Policy, AllowUnsigned: req.AllowUnsigned}
 	if installed && req.Declared == "" {
 		meta.Declared = cur.Declared
@@ -220,12 +232,16 @@ func (n *Node) pullCopy(ctx context.Context, c *store.Copier, req PullRequest) (
 	if err != nil {
 		return nil, err
 	}
+	if err := n.protect(ctx, n.opts.Store.Root, n.opts.Store.ExtensionsDir, nil, name, p.verityCert); err != nil {
+		return nil, err
+	}
 	meta := store.Meta{Source: req.Ref, Declared: req.Declared, Policy: req.Policy, AllowUnsigned: req.AllowUnsigned}
 	if err := c.Install(p.v, name, in, meta); err != nil {
 		return nil, err
 	}
 	result.Action, result.Changed, result.Version, result.File = "copied", true, in.Version, c.LinkPath(name)
 	result.Signer, result.Unsigned = p.v.Signer(), p.v.Unsigned()
+	describeVerity(result, in.Verity)
 	return result, nil
 }
 
@@ -296,6 +312,9 @@ func (n *Node) admit(ctx context.Context, p *pullPlan, req PullRequest) error {
 	if v.Unsigned() {
 		n.warnf("%s: accepting %s without a signature (--insecure-allow-unsigned)", name, p.ref)
 	}
+	if err := verityBefore(v, e); err != nil {
+		return fmt.Errorf("%s: %w", p.ref, err)
+	}
 	p.v = v
 	root := n.opts.Store.Root
 	if p.osr, p.osrPath, err = OSRelease(root); err != nil {
@@ -337,6 +356,9 @@ func (n *Node) put(ctx context.Context, inst store.Installer, p *pullPlan, resul
 	defer func() { ing.Close() }() // keeps a partial download for the next run
 	if stored, ok := ing.Stored(); ok {
 		in.File, in.ReleaseDigest = stored.File, stored.ReleaseDigest
+		if in.Verity, p.verityCert, err = storedVerity(ctx, p.v, ing.Name()); err != nil {
+			return in, fmt.Errorf("%s: %w: refusing it", p.ref, err)
+		}
 		if in.ReleaseDigest == "" {
 			// Stored by a sysext that did not record it: read it now from
 			// the write-once file (its layer digest was checked at commit).
@@ -354,9 +376,9 @@ func (n *Node) put(ctx context.Context, inst store.Installer, p *pullPlan, resul
 	}
 	if dl == nil {
 		if off := ing.Offset(); off > 0 {
-			n.logf("%s: resuming the download of %s at %d of %d bytes", name, shortDigest(e.Layer.Digest), off, e.Layer.Size)
+			n.logf("%s: resuming the download of %s at %d of %d bytes", name, extension.ShortDigest(string(e.Layer.Digest)), off, e.Layer.Size)
 		} else {
-			n.logf("%s: downloading %s (%d bytes)", name, shortDigest(e.Layer.Digest), e.Layer.Size)
+			n.logf("%s: downloading %s (%d bytes)", name, extension.ShortDigest(string(e.Layer.Digest)), e.Layer.Size)
 		}
 		if dl, err = oci.Download(ctx, p.t, e, oci.DownloadOptions{Into: ing, Progress: n.opts.Progress}); err != nil {
 			return in, fmt.Errorf("%s: download: %w", name, err)
@@ -368,6 +390,9 @@ func (n *Node) put(ctx context.Context, inst store.Installer, p *pullPlan, resul
 	n.hook("downloaded")
 	if err := n.checkImage(name, e, dl, p.osr, p.osrPath, p.ref.String()); err != nil {
 		return in, err
+	}
+	if in.Verity, p.verityCert, err = verityOf(p.v, dl.Info); err != nil {
+		return in, fmt.Errorf("%s: %w: refusing it, nothing was changed", p.ref, err)
 	}
 	if dl.Info != nil {
 		if in.Version == "" {
@@ -388,8 +413,8 @@ func (n *Node) put(ctx context.Context, inst store.Installer, p *pullPlan, resul
 		}
 	}
 	file := e.FileName
-	if e.Kind != oci.KindSysext || validStoreName(file) != nil {
-		file = extension.FileName(name, orDefault(in.Version, shortDigest(e.Layer.Digest)), extension.Arch(orDefault(in.Arch, string(extension.AnyArch))))
+	if e.Kind != oci.KindSysext || extension.ValidateImageFile(file) != nil {
+		file = extension.FileName(name, cmp.Or(in.Version, extension.ShortDigest(string(e.Layer.Digest))), extension.Arch(cmp.Or(in.Arch, string(extension.AnyArch))))
 	}
 	if in.File, err = ing.Commit(ctx, e.Layer.Size, e.Layer.Digest, file); err != nil {
 		return in, err
@@ -398,32 +423,12 @@ func (n *Node) put(ctx context.Context, inst store.Installer, p *pullPlan, resul
 	return in, nil
 }
 
-func orDefault(s, d string) string {
-	if s == "" {
-		return d
-	}
-	return s
-}
-
-func validStoreName(file string) error {
-	if err := extension.ValidateName(file); err != nil {
-		return err
-	}
-	if filepath.Ext(file) != ".raw" {
-		return fmt.Errorf("%s does not end in .raw", file)
-	}
-	return nil
-}
-
 // checkImage checks what the downloaded image says about itself: its name
 // (for artifacts without our annotations, oci checked ours) and, when the
 // manifest could not tell, its compatibility.
 func (n *Node) checkImage(name string, e *oci.Entry, dl *oci.Downloaded, osr *extension.Release, osrPath, ref string) error {
 	if dl.Info == nil {
-		if e.Kind == oci.KindSysext {
-			return nil // a GPT disk image: systemd reads it; the annotations were checked
-		}
-		return fmt.Errorf("%s: %s is a disk image without sysext annotations: its metadata cannot be checked before activation", name, ref)
+		return fmt.Errorf("%s: %s: the image's metadata could not be read: refusing to activate it", name, ref)
 	}
 	if dl.Info.Name != "" && dl.Info.Name != name {
 		return fmt.Errorf("%s: the image's metadata names extension %q (extension-release.%s), not %q: refusing to activate it as %s", ref, dl.Info.Name, dl.Info.Name, name, name)

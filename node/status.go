@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
 	"github.com/sysext/sysext/activate"
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/internal/inroot"
+	"github.com/sysext/sysext/internal/osrelease"
 	"github.com/sysext/sysext/store"
 )
 
@@ -43,6 +45,10 @@ type ExtensionStatus struct {
 	Differences []string `json:"differences,omitempty"`
 	// Notes are worth knowing but not a difference (a past rollback).
 	Notes []string `json:"notes,omitempty"`
+
+	// Verity is a disk image's dm-verity protection: who signed it and
+	// whether the kernel enforces it now (verity.go).
+	Verity *VerityStatus `json:"verity,omitempty"`
 }
 
 // StatusReport is `sysext status`.
@@ -73,6 +79,9 @@ type StatusOptions struct {
 	// /usr under Root; set it only for the running system.
 	AskSystemd bool
 	Sysext     activate.Sysext
+	// System is where the kernel's verity facts are read (the zero value:
+	// the running system; Root is taken from Store).
+	System activate.System
 }
 
 // ReadStatus reads the three views and flags every difference. It never
@@ -111,6 +120,7 @@ func ReadStatus(ctx context.Context, opts StatusOptions) (*StatusReport, error) 
 			if e.Pending != nil {
 				x.Interrupt = e.Pending.Op
 			}
+			x.Verity = verityStatusOf(e.Active.Verity)
 		}
 	}
 	if extDir == "" {
@@ -126,16 +136,15 @@ func ReadStatus(ctx context.Context, opts StatusOptions) (*StatusReport, error) 
 			for _, name := range m.Names() {
 				x := r.get(name)
 				x.Merged = true
-				if data, err := inroot.ReadFile(root, extension.ReleasePath(name), extension.MaxReleaseSize); err == nil {
-					if rel, err := extension.ParseRelease(data); err == nil {
-						if meta, err := extension.MetadataFromRelease(name, rel); err == nil {
-							x.MergedVersion = meta.Version
-						}
+				if rel, err := osrelease.ReadIn(root, extension.ReleasePath(name)); err == nil {
+					if meta, err := extension.MetadataFromRelease(name, rel); err == nil {
+						x.MergedVersion = meta.Version
 					}
 				}
 			}
 		}
 	}
+	r.verityEnforcement(opts.System)
 	for i := range r.Extensions {
 		x := &r.Extensions[i]
 		x.Differences, x.Notes = differences(x, r.Online && r.Merged != nil, r.Online, extDir)
@@ -162,7 +171,7 @@ func (r *StatusReport) get(name string) *ExtensionStatus {
 // holds NAME.raw or a NAME directory.
 func (r *StatusReport) scanDirs(root, extDir string) {
 	dirs := append([]string{}, store.SearchDirs...)
-	if !contains(dirs, filepath.Clean(extDir)) {
+	if !slices.Contains(dirs, filepath.Clean(extDir)) {
 		dirs = append(dirs, filepath.Clean(extDir))
 	}
 	for _, d := range dirs {
@@ -175,7 +184,7 @@ func (r *StatusReport) scanDirs(root, extDir string) {
 			if strings.HasPrefix(n, ".") {
 				continue
 			}
-			name := strings.TrimSuffix(n, ".raw")
+			name := strings.TrimSuffix(n, extension.ImageSuffix)
 			if name == n && !e.IsDir() && e.Type()&os.ModeSymlink == 0 {
 				continue
 			}
@@ -196,21 +205,12 @@ func (r *StatusReport) scanDirs(root, extDir string) {
 	}
 }
 
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
-}
-
 // differences compares the views of one extension. merged says whether
 // systemd-sysext's view is there; running, whether this is the running
 // system (where an unproven activation should have been proven).
 func differences(x *ExtensionStatus, merged, running bool, extDir string) (d, notes []string) {
 	online := merged
-	own := filepath.Join(filepath.Clean(extDir), x.Name+".raw")
+	own := filepath.Join(filepath.Clean(extDir), x.Name+extension.ImageSuffix)
 	if x.Installed {
 		switch x.Activation {
 		case extension.ActivationPending, extension.ActivationRefreshed:

@@ -70,45 +70,7 @@ func (n *Node) Sync(ctx context.Context, so SyncOptions) ([]Result, error) {
 	declared := map[string]bool{}
 	for _, d := range decl {
 		declared[d.Name] = true
-		cur, installed := s.Entry(d.Name)
-		// A source that is not a reference fails; a trust that does not
-		// load fails what would be pulled now (an installed extension is
-		// verified again when its source moves).
-		var se *sourceError
-		if err := bad[d.Name]; err != nil && (!installed || errors.As(err, &se)) {
-			fail(d.Name, err)
-			continue
-		}
-		src, err := ExpandSource(d.Source, osr, n.arch())
-		if err != nil {
-			fail(d.Name, err)
-			continue
-		}
-		if installed && !so.DryRun && (cur.Declared != d.File || cur.Policy != d.Policy || cur.AllowUnsigned != d.AllowUnsigned) {
-			// The declaration manages it from now on, with its trust.
-			if err := s.SetDeclared(d.Name, store.Meta{Declared: d.File, Policy: d.Policy, AllowUnsigned: d.AllowUnsigned}); err != nil {
-				fail(d.Name, err)
-				continue
-			}
-		}
-		switch {
-		case so.Offline && installed && cur.Source == src:
-			results = append(results, Result{Name: d.Name, Version: cur.Active.Version, Source: src, Action: "unchanged"})
-			continue
-		case so.Offline:
-			results = append(results, Result{Name: d.Name, Source: src, Action: "needs-download"})
-			continue
-		case installed && cur.Source == src:
-			r, err := n.updateOne(ctx, s, d.Name, so.DryRun, d.PolicyFrom())
-			if err != nil {
-				fail(d.Name, err)
-				continue
-			}
-			results = append(results, *r)
-			continue
-		}
-		// A dry run checks all a pull checks and stops before the download.
-		r, err := n.pull(ctx, s, s, PullRequest{Ref: src, Name: d.Name, Policy: d.Policy, AllowUnsigned: d.AllowUnsigned, Declared: d.File, PolicyFrom: d.PolicyFrom(), DryRun: so.DryRun}, nil)
+		r, err := n.syncOne(ctx, s, d, osr, bad[d.Name], so)
 		if err != nil {
 			fail(d.Name, err)
 			continue
@@ -132,6 +94,40 @@ func (n *Node) Sync(ctx context.Context, so SyncOptions) ([]Result, error) {
 		results = append(results, *r)
 	}
 	return results, errors.Join(errs...)
+}
+
+// syncOne brings one declared extension to its declaration: pulls it,
+// updates it from its source, or says what an offline run would need.
+// precheck is what precheckDeclared found wrong with the declaration.
+func (n *Node) syncOne(ctx context.Context, s *store.Store, d Declared, osr *extension.Release, precheck error, so SyncOptions) (*Result, error) {
+	cur, installed := s.Entry(d.Name)
+	// A source that is not a reference fails; a trust that does not
+	// load fails what would be pulled now (an installed extension is
+	// verified again when its source moves).
+	var se *sourceError
+	if precheck != nil && (!installed || errors.As(precheck, &se)) {
+		return nil, precheck
+	}
+	src, err := ExpandSource(d.Source, osr, n.arch())
+	if err != nil {
+		return nil, err
+	}
+	if installed && !so.DryRun && (cur.Declared != d.File || cur.Policy != d.Policy || cur.AllowUnsigned != d.AllowUnsigned) {
+		// The declaration manages it from now on, with its trust.
+		if err := s.SetDeclared(d.Name, store.Meta{Declared: d.File, Policy: d.Policy, AllowUnsigned: d.AllowUnsigned}); err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case so.Offline && installed && cur.Source == src:
+		return &Result{Name: d.Name, Version: cur.Active.Version, Source: src, Action: "unchanged"}, nil
+	case so.Offline:
+		return &Result{Name: d.Name, Source: src, Action: "needs-download"}, nil
+	case installed && cur.Source == src:
+		return n.updateOne(ctx, s, d.Name, so.DryRun, d.PolicyFrom())
+	}
+	// A dry run checks all a pull checks and stops before the download.
+	return n.pull(ctx, s, s, PullRequest{Ref: src, Name: d.Name, Policy: d.Policy, AllowUnsigned: d.AllowUnsigned, Declared: d.File, PolicyFrom: d.PolicyFrom(), DryRun: so.DryRun}, nil)
 }
 
 // sourceError is a declaration whose Source= is not a reference.

@@ -30,13 +30,14 @@ const (
 	qIssuerRegexp   = "issuer-regexp"
 	qTrustedRoot    = "trusted-root"
 	qIgnoreTlog     = "ignore-tlog"
+	qVerityCert     = "verity-certificate"
 )
 
 // PolicyString is what the state records for the trust options given to a
 // pull, so updates keep checking the same way. Paths should be absolute.
 func PolicyString(t verify.TrustOptions) string {
 	switch {
-	case len(t.KeyPaths) > 0 && !t.Keyless() && t.TrustedRootPath == "" && !t.IgnoreTlog && !strings.Contains(strings.Join(t.KeyPaths, ""), ","):
+	case len(t.KeyPaths) > 0 && !t.Keyless() && t.TrustedRootPath == "" && !t.IgnoreTlog && len(t.VerityCertPaths) == 0 && !strings.Contains(strings.Join(t.KeyPaths, ""), ","):
 		// The older form, kept for plain keys so states stay readable by
 		// earlier versions.
 		return "key:" + strings.Join(t.KeyPaths, ",")
@@ -53,6 +54,9 @@ func PolicyString(t verify.TrustOptions) string {
 		}
 		if t.IgnoreTlog {
 			q.Set(qIgnoreTlog, "1")
+		}
+		for _, c := range t.VerityCertPaths {
+			q.Add(qVerityCert, c)
 		}
 		return trustPrefix + q.Encode()
 	default:
@@ -79,6 +83,7 @@ func trustFromPolicy(o verify.TrustOptions, policy string) (verify.TrustOptions,
 			CertIssuerRegexp:   q.Get(qIssuerRegexp),
 			TrustedRootPath:    q.Get(qTrustedRoot),
 			IgnoreTlog:         q.Get(qIgnoreTlog) != "",
+			VerityCertPaths:    q[qVerityCert],
 		}, nil
 	}
 	if policy != "" {
@@ -116,7 +121,9 @@ func (p PolicyVerifier) trustOptions(tr Trust) (verify.TrustOptions, error) {
 		o.Origin = tr.From + ": Policy=" + tr.Policy
 	}
 	if tr.AllowUnsigned {
-		o = verify.TrustOptions{Root: o.Root, AllowUnsigned: true}
+		// The opt-out is for the manifest's signature; a disk image must
+		// still be signed by the certificates asked for.
+		o = verify.TrustOptions{Root: o.Root, AllowUnsigned: true, VerityCertPaths: o.VerityCertPaths, InRoot: o.InRoot, Origin: o.Origin}
 	}
 	return o, nil
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/sysext/sysext/delta"
 	"github.com/sysext/sysext/internal/ctxio"
+	"github.com/sysext/sysext/internal/mediatype"
 )
 
 // The chunk index travels as an OCI 1.1 referrer of each per-architecture
@@ -127,7 +128,7 @@ func FindChunkIndex(ctx context.Context, t Target, e *Entry) (*delta.Index, int6
 	err := t.Referrers(ctx, e.Descriptor, ArtifactTypeChunkIndex, func(rs []ocispec.Descriptor) error {
 		for _, r := range rs {
 			// Stores that cannot filter by type list everything.
-			if r.ArtifactType == ArtifactTypeChunkIndex && isManifest(r.MediaType) {
+			if r.ArtifactType == ArtifactTypeChunkIndex && mediatype.IsManifest(r.MediaType) {
 				refs = append(refs, r)
 			}
 		}

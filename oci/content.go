@@ -28,7 +28,38 @@ func checkImage(ctx context.Context, path string, format fsimage.Format, e *Entr
 	if err := MetadataAgrees(e.Metadata, info); err != nil {
 		return info, err
 	}
-	return info, imageAgrees(e.Manifest, info.Release)
+	if err := imageAgrees(e.Manifest, info.Release); err != nil {
+		return info, err
+	}
+	return info, verityAgrees(e.Manifest, info)
+}
+
+// verityAgrees checks the verity annotations against the image: the root
+// hash its (checked) tree has, and the certificate its signature names.
+func verityAgrees(m *ocispec.Manifest, info *fsimage.Info) error {
+	if m == nil {
+		return nil
+	}
+	root, cert, err := VerityFromAnnotations(m.Annotations)
+	if err != nil {
+		return err
+	}
+	d := info.DDI
+	switch {
+	case root == "":
+		return nil
+	case d == nil || d.RootHash == "":
+		return fmt.Errorf("the manifest names verity root hash %s but the image is no disk image with a verity partition", root)
+	case d.RootHash != root:
+		return fmt.Errorf("the image's dm-verity root hash is %s, not the %s the manifest names: refusing it", d.RootHash, root)
+	case cert == "":
+		return nil
+	case d.Signature == nil:
+		return fmt.Errorf("the manifest names verity certificate %s but the image has no readable signature partition", cert)
+	case SignerFingerprint(d) != cert:
+		return fmt.Errorf("the image's verity signature names certificate %s, not the %s the manifest names: refusing it", SignerFingerprint(d), cert)
+	}
+	return nil
 }
 
 // imageAgrees checks the image-id/image-version annotations (when the

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/sysext/sysext/internal/mediatype"
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/errdef"
 )
@@ -53,7 +54,7 @@ func Copy(ctx context.Context, src Target, srcRef Reference, dst Target, dstRef 
 	if root.Size > MaxManifestSize {
 		return nil, fmt.Errorf("copy: %s: manifest %s is %d bytes, more than the %d allowed", srcRef, root.Digest, root.Size, MaxManifestSize)
 	}
-	if isIndex(root.MediaType) && root.Size > MaxIndexSize {
+	if mediatype.IsIndex(root.MediaType) && root.Size > MaxIndexSize {
 		// As Resolve: an index that large lists thousands of manifests.
 		return nil, fmt.Errorf("copy: %s: index %s is %d bytes, more than the %d an extension artifact's index may have: %w", srcRef, root.Digest, root.Size, MaxIndexSize, ErrNotExtension)
 	}
@@ -95,7 +96,7 @@ func Copy(ctx context.Context, src Target, srcRef Reference, dst Target, dstRef 
 		return res, nil
 	}
 	nodes := []ocispec.Descriptor{root}
-	if isIndex(root.MediaType) {
+	if mediatype.IsIndex(root.MediaType) {
 		body, err := FetchManifest(ctx, src, root)
 		if err != nil {
 			return nil, fmt.Errorf("copy: %s: %w", srcRef, err)

@@ -3,14 +3,12 @@
 // format (docs/format.md), push, resolve, download, copy and auth. It is
 // the only importer of oras-go's registry client.
 //
-// The pieces, in the order a node uses them:
-//
-//	ref, _ := oci.ParseReference("ghcr.io/acme/ext/docker:24")  // or oci:DIR:tag
-//	t, _   := oci.Open(ctx, ref, oci.Options{})                  // registry or layout, an oras.GraphTarget
-//	r, _   := oci.Resolve(ctx, t, ref, "")                       // index → this host's manifest, from manifests only
-//	// verify r.Descriptor.Digest (signatures) and check r.Metadata against os-release here
-//	d, _   := oci.Download(ctx, t, &r.Entry, oci.DownloadOptions{Dir: dir})      // fetch: a file
-//	d, _   = oci.Download(ctx, t, &r.Entry, oci.DownloadOptions{Into: ingest})    // pull: the store's ingest (Writer)
+// Example shows the pieces in the order a node uses them: ParseReference
+// (a registry repository, or oci:DIR for a layout), Open (an
+// oras.GraphTarget), Resolve (an index to this host's manifest, from
+// manifests only), then, after the caller verified the manifest's digest
+// and checked its Metadata against the host, Download into a file (fetch)
+// or into the store's ingest, a Writer (pull).
 //
 // Invariants:
 //   - Every manifest and index read is size-limited (MaxManifestSize) and
@@ -28,7 +26,7 @@
 //     fetches only from the Writer's Offset on (one Range request) and
 //     leaves committing to the caller; oci never imports the store.
 //   - File names taken from annotations are single path components
-//     (SafeFileName): untrusted metadata never escapes the directory.
+//     (extension.ValidateFileName): untrusted metadata never escapes the directory.
 //   - Loopback registries use plain HTTP; 429 and 5xx answers are retried
 //     a bounded number of times with exponential back-off.
 //

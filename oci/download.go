@@ -11,6 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/sysext/sysext/atomicfile"
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/fsimage"
 	"github.com/sysext/sysext/ingest"
 )
@@ -96,7 +97,7 @@ func Download(ctx context.Context, t Target, e *Entry, opts DownloadOptions) (*D
 	}
 	target := opts.Path
 	if target == "" {
-		if err := SafeFileName(e.FileName); err != nil {
+		if err := extension.ValidateFileName(e.FileName); err != nil {
 			return nil, fmt.Errorf("layer %s: %w", e.Layer.Digest, err)
 		}
 		dir := opts.Dir

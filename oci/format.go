@@ -1,14 +1,15 @@
 package oci
 
 import (
+	"encoding/hex"
 	"fmt"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/fsimage"
+	"github.com/sysext/sysext/verity"
 )
 
 // The sysext artifact format (docs/format.md is the reference).
@@ -54,7 +55,61 @@ const (
 	// there the base OS image the extension was built on.
 	AnnotationImageID      = AnnotationPrefix + "image-id"      // IMAGE_ID
 	AnnotationImageVersion = AnnotationPrefix + "image-version" // IMAGE_VERSION
+	// AnnotationVerityRootHash and AnnotationVerityCertificate describe a
+	// disk image (format gpt): the dm-verity root hash of its root
+	// partition (lowercase hex) and the SHA-256 (lowercase hex) of the
+	// X.509 certificate whose key signed that root hash, absent for an
+	// unsigned image. The cosign signature over the manifest covers them,
+	// so one chain runs from the publisher's key to the kernel.
+	AnnotationVerityRootHash    = AnnotationPrefix + "verity-root-hash"
+	AnnotationVerityCertificate = AnnotationPrefix + "verity-certificate-sha256"
 )
+
+// VerityFromAnnotations returns the verity root hash and certificate
+// fingerprint a manifest names ("" when absent); malformed values are an
+// error (annotations are untrusted).
+func VerityFromAnnotations(a map[string]string) (rootHash, certSHA256 string, err error) {
+	rootHash, certSHA256 = a[AnnotationVerityRootHash], a[AnnotationVerityCertificate]
+	if rootHash != "" {
+		if b, err := hex.DecodeString(rootHash); err != nil || len(b) < 32 || len(b) > 64 || strings.ToLower(rootHash) != rootHash {
+			return "", "", fmt.Errorf("manifest annotation %s: %.80q is not a lowercase hex root hash", AnnotationVerityRootHash, rootHash)
+		}
+	}
+	if certSHA256 != "" && !verity.ValidFingerprint(certSHA256) {
+		return "", "", fmt.Errorf("manifest annotation %s: %.80q is not a lowercase hex SHA-256", AnnotationVerityCertificate, certSHA256)
+	}
+	if certSHA256 != "" && rootHash == "" {
+		return "", "", fmt.Errorf("manifest annotation %s without %s", AnnotationVerityCertificate, AnnotationVerityRootHash)
+	}
+	return rootHash, certSHA256, nil
+}
+
+// VerityAnnotations returns the annotations for a disk image.
+func VerityAnnotations(d *fsimage.DDI) map[string]string {
+	a := map[string]string{}
+	if d == nil || d.RootHash == "" {
+		return a
+	}
+	a[AnnotationVerityRootHash] = d.RootHash
+	if fp := SignerFingerprint(d); fp != "" {
+		a[AnnotationVerityCertificate] = fp
+	}
+	return a
+}
+
+// SignerFingerprint is the SHA-256 of the certificate a disk image says
+// signed it: the one its signature carries, else its
+// certificateFingerprint. "" for an unsigned image. Only what the image
+// says: whether that certificate is trusted is the node's policy's call.
+func SignerFingerprint(d *fsimage.DDI) string {
+	if d == nil || d.Signature == nil {
+		return ""
+	}
+	if c := d.Signature.EmbeddedSigner(); c != nil {
+		return verity.Fingerprint(c)
+	}
+	return d.Signature.CertificateFingerprint
+}
 
 // imageAnnotations maps the image identity fields to their keys.
 var imageAnnotations = [...]struct{ key, field string }{
@@ -218,35 +273,4 @@ func PlatformString(p *ocispec.Platform) string {
 		s += "/" + p.Variant
 	}
 	return s
-}
-
-// SafeFileName checks a file name taken from untrusted metadata (the title
-// annotation): one path component, not hidden, no '/', no "..".
-func SafeFileName(name string) error {
-	switch {
-	case name == "":
-		return fmt.Errorf("file name is empty")
-	case strings.ContainsAny(name, "/\\\x00"):
-		return fmt.Errorf("file name %q contains a path separator", name)
-	case name == "." || name == ".." || strings.Contains(name, ".."):
-		return fmt.Errorf("file name %q contains \"..\"", name)
-	case strings.HasPrefix(name, "."):
-		return fmt.Errorf("file name %q starts with '.'", name)
-	case len(name) > 255:
-		return fmt.Errorf("file name %.20q... is longer than 255 bytes", name)
-	}
-	if !utf8.ValidString(name) {
-		return fmt.Errorf("file name %q is not valid UTF-8", name)
-	}
-	for _, c := range name {
-		if c < 0x20 || c == 0x7f {
-			return fmt.Errorf("file name %q contains a control character", name)
-		}
-		// Shown to people (inspect, fetch): only characters shown as
-		// themselves, no U+202E or zero-width ones.
-		if c != ' ' && !unicode.IsPrint(c) {
-			return fmt.Errorf("file name %q contains %U, a character that is not shown as itself", name, c)
-		}
-	}
-	return nil
 }

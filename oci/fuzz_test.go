@@ -106,7 +106,7 @@ func FuzzResolve(f *testing.F) {
 			t.Fatal(err)
 		}
 		check := func(e *oci.Entry) {
-			if err := oci.SafeFileName(e.FileName); err != nil {
+			if err := extension.ValidateFileName(e.FileName); err != nil {
 				t.Fatalf("entry file name %q: %v", e.FileName, err)
 			}
 			if err := e.Layer.Digest.Validate(); err != nil || e.Layer.Size < 0 {
@@ -128,6 +128,35 @@ func FuzzResolve(f *testing.F) {
 			for i := range a.Entries {
 				check(&a.Entries[i])
 			}
+		}
+	})
+}
+
+// FuzzParseReference: references come from flags, declarations and
+// policies. One that parses formats back to itself (String's promise) and
+// names a tag or a digest; nothing panics.
+func FuzzParseReference(f *testing.F) {
+	for _, s := range []string{
+		"ghcr.io/acme/ext/docker:24", "localhost:5000/a/b@sha256:" + strings.Repeat("0", 64),
+		"oci:/srv/images:docker-24", "oci:rel/dir@sha256:" + strings.Repeat("a", 64), "[::1]:5000/x:y",
+		"docker.io/library/x:1", "a/b", "oci:", "ghcr.io/A/b:1", "ghcr.io/a/b:" + strings.Repeat("t", 200),
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		ref, err := oci.ParseReference(s)
+		if err != nil {
+			if !errors.Is(err, oci.ErrInvalidReference) {
+				t.Fatalf("%q: %v does not wrap ErrInvalidReference", s, err)
+			}
+			return
+		}
+		if ref.Tag == "" && ref.Digest == "" {
+			t.Fatalf("%q parsed to %+v: neither tag nor digest", s, ref)
+		}
+		again, err := oci.ParseReference(ref.String())
+		if err != nil || again != ref {
+			t.Fatalf("%q -> %+v -> %q -> %+v, %v", s, ref, ref.String(), again, err)
 		}
 	})
 }

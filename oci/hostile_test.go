@@ -39,8 +39,8 @@ func TestInvisibleCharactersRefused(t *testing.T) {
 		}
 	}
 	for _, title := range []string{"docker\u202E.raw", "\u200Bdocker.raw", "bad\xff.raw"} {
-		if err := oci.SafeFileName(title); err == nil {
-			t.Errorf("SafeFileName(%q) = nil", title)
+		if err := extension.ValidateFileName(title); err == nil {
+			t.Errorf("ValidateFileName(%q) = nil", title)
 		}
 	}
 }

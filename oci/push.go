@@ -3,6 +3,8 @@ package oci
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +22,7 @@ import (
 
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/fsimage"
+	"github.com/sysext/sysext/internal/mediatype"
 )
 
 // PushOptions tune Push. The zero value pushes a new index.
@@ -181,9 +184,14 @@ func Push(ctx context.Context, t Target, ref Reference, files []string, opts Pus
 }
 
 func checkPushable(path string, info *fsimage.Info) error {
-	if info.Format == fsimage.GPT {
-		if info.Name == "" {
-			return fmt.Errorf("push %s: a GPT disk image whose extension-release cannot be read is not pushable: use a squashfs or EROFS image", path)
+	if d := info.DDI; d != nil {
+		if d.Hash() == nil {
+			return fmt.Errorf("push %s: a disk image without a dm-verity partition: nothing would protect it at rest; build it with 'sysext build --format ddi'", path)
+		}
+		if d.SignaturePartition() != nil {
+			if err := selfSigned(d); err != nil {
+				return fmt.Errorf("push %s: %w: refusing to publish it", path, err)
+			}
 		}
 	}
 	if info.Name == "" || info.Release == nil {
@@ -244,6 +252,9 @@ func pushOne(ctx context.Context, t Target, ref Reference, path string, info *fs
 		ann[k] = v
 	}
 	ann[AnnotationFormat] = string(info.Format)
+	for k, v := range VerityAnnotations(info.DDI) {
+		ann[k] = v
+	}
 	ann[AnnotationCreated] = created
 	if opts.Source != "" {
 		ann[AnnotationSource] = opts.Source
@@ -343,7 +354,7 @@ func readAppendIndex(ctx context.Context, t Target, ref Reference) (ocispec.Desc
 		return root, nil, fmt.Errorf("push --append: read the index at %s: %w", ref, err)
 	}
 	var entries []ocispec.Descriptor
-	if isIndex(root.MediaType) {
+	if mediatype.IsIndex(root.MediaType) {
 		var idx ocispec.Index
 		if err := json.Unmarshal(body, &idx); err != nil {
 			return root, nil, fmt.Errorf("push --append: index at %s: %w", ref, err)
@@ -360,4 +371,25 @@ func readAppendIndex(ctx context.Context, t Target, ref Reference) (ocispec.Desc
 		entries = []ocispec.Descriptor{m}
 	}
 	return root, entries, nil
+}
+
+// selfSigned checks that a disk image's signature partition signs its root
+// hash with the certificate it carries: what the publisher meant. Trust in
+// that certificate is the node's decision.
+func selfSigned(d *fsimage.DDI) error {
+	if d.SignatureErr != nil {
+		return d.SignatureErr
+	}
+	c := d.Signature.EmbeddedSigner()
+	if c == nil {
+		return errors.New("the signature partition carries no certificate, so the manifest cannot name the signer")
+	}
+	root, err := hex.DecodeString(d.RootHash)
+	if err != nil {
+		return err
+	}
+	if _, err := d.Signature.Check(root, []*x509.Certificate{c}); err != nil {
+		return err
+	}
+	return nil
 }

@@ -10,10 +10,11 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
 
 	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/internal/blob"
+	"github.com/sysext/sysext/internal/mediatype"
 )
 
 // Errors callers may test for with errors.Is.
@@ -128,7 +129,7 @@ func ResolveWith(ctx context.Context, t Target, ref Reference, arch extension.Ar
 		return nil, err
 	}
 	r := &Resolved{Ref: ref, Root: root}
-	if !isIndex(root.MediaType) {
+	if !mediatype.IsIndex(root.MediaType) {
 		e, err := parseEntry(ref, root, body, nil)
 		if err != nil {
 			return nil, err
@@ -148,7 +149,7 @@ func ResolveWith(ctx context.Context, t Target, ref Reference, arch extension.Ar
 	var exact, anyArch []ocispec.Descriptor
 	seen := map[digest.Digest]bool{}
 	for _, d := range idx.Manifests {
-		if !isManifest(d.MediaType) || seen[d.Digest] {
+		if !mediatype.IsManifest(d.MediaType) || seen[d.Digest] {
 			continue // one read per digest, whatever the index repeats
 		}
 		switch {
@@ -206,7 +207,7 @@ func Describe(ctx context.Context, t Target, ref Reference) (*Artifact, error) {
 		return nil, err
 	}
 	a := &Artifact{Ref: ref, Root: root}
-	if !isIndex(root.MediaType) {
+	if !mediatype.IsIndex(root.MediaType) {
 		e, err := parseEntry(ref, root, body, nil)
 		if err != nil {
 			return nil, err
@@ -223,7 +224,7 @@ func Describe(ctx context.Context, t Target, ref Reference) (*Artifact, error) {
 	var read int64
 	repeats := 0
 	for _, d := range idx.Manifests {
-		if !isManifest(d.MediaType) {
+		if !mediatype.IsManifest(d.MediaType) {
 			a.Skipped = append(a.Skipped, fmt.Sprintf("%s: %s is not an image manifest", d.Digest, d.MediaType))
 			continue
 		}
@@ -279,10 +280,10 @@ func fetchRootFrom(ctx context.Context, t Target, ref Reference, known ocispec.D
 	if ref.Digest != "" && desc.Digest != ref.Digest {
 		return desc, nil, fmt.Errorf("%s: the store answered %s for digest %s", ref, desc.Digest, ref.Digest)
 	}
-	if !isIndex(desc.MediaType) && !isManifest(desc.MediaType) {
+	if !mediatype.IsIndex(desc.MediaType) && !mediatype.IsManifest(desc.MediaType) {
 		return desc, nil, fmt.Errorf("%s: %s is neither an image index nor an image manifest: %w", ref, desc.MediaType, ErrNotExtension)
 	}
-	if isIndex(desc.MediaType) && desc.Size > MaxIndexSize {
+	if mediatype.IsIndex(desc.MediaType) && desc.Size > MaxIndexSize {
 		return desc, nil, fmt.Errorf("%s: index %s is %d bytes, more than the %d an extension artifact's index may have (at most %d manifests): %w", ref, desc.Digest, desc.Size, MaxIndexSize, MaxIndexEntries, ErrNotExtension)
 	}
 	body, err := FetchManifest(ctx, t, desc)
@@ -295,13 +296,13 @@ func fetchRootFrom(ctx context.Context, t Target, ref Reference, known ocispec.D
 // FetchManifest reads a manifest or index of at most MaxManifestSize bytes
 // and checks its size and digest against desc.
 func FetchManifest(ctx context.Context, t Target, desc ocispec.Descriptor) ([]byte, error) {
-	if desc.Size > MaxManifestSize {
-		return nil, fmt.Errorf("manifest %s is %d bytes, more than the %d allowed: %w", desc.Digest, desc.Size, MaxManifestSize, ErrNotExtension)
+	b, err := blob.Read(ctx, t, desc, MaxManifestSize)
+	if tl := (*blob.TooLargeError)(nil); errors.As(err, &tl) {
+		if desc.Size < 0 {
+			return nil, fmt.Errorf("manifest %w", err)
+		}
+		return nil, fmt.Errorf("manifest %w: %w", err, ErrNotExtension)
 	}
-	if desc.Size < 0 {
-		return nil, fmt.Errorf("manifest %s has a negative size", desc.Digest)
-	}
-	b, err := content.FetchAll(ctx, t, desc)
 	if err != nil {
 		return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
 	}
@@ -334,7 +335,7 @@ func parseEntry(ref Reference, d ocispec.Descriptor, body []byte, p *ocispec.Pla
 	}
 	title, hasTitle := e.Layer.Annotations[AnnotationTitle]
 	if hasTitle {
-		if err := SafeFileName(title); err != nil {
+		if err := extension.ValidateFileName(title); err != nil {
 			return nil, fmt.Errorf("%s: manifest %s: layer title annotation: %v: refusing to write outside the target directory: %w", ref, d.Digest, err, ErrNotExtension)
 		}
 	}
@@ -358,9 +359,9 @@ func parseEntry(ref Reference, d ocispec.Descriptor, body []byte, p *ocispec.Pla
 	case hasTitle:
 		e.FileName = title
 	case e.Kind == KindSysext:
-		e.FileName = md.Name + ".raw"
+		e.FileName = md.Name + extension.ImageSuffix
 	default:
-		e.FileName = e.Layer.Digest.Encoded() + ".raw"
+		e.FileName = e.Layer.Digest.Encoded() + extension.ImageSuffix
 	}
 	return e, nil
 }
@@ -394,7 +395,7 @@ func availablePlatforms(idx *ocispec.Index) string {
 	var ps []string
 	seen := map[string]bool{}
 	for _, d := range idx.Manifests {
-		if !isManifest(d.MediaType) {
+		if !mediatype.IsManifest(d.MediaType) {
 			continue
 		}
 		s := PlatformString(d.Platform)
@@ -411,14 +412,6 @@ func availablePlatforms(idx *ocispec.Index) string {
 		return "no platforms"
 	}
 	return strings.Join(ps, ", ")
-}
-
-func isIndex(mt string) bool {
-	return mt == ocispec.MediaTypeImageIndex || mt == "application/vnd.docker.distribution.manifest.list.v2+json"
-}
-
-func isManifest(mt string) bool {
-	return mt == ocispec.MediaTypeImageManifest || mt == "application/vnd.docker.distribution.manifest.v2+json"
 }
 
 // sentinelError is a message that also matches a sentinel with errors.Is,

@@ -87,6 +87,52 @@ func ButaneNotes(o ButaneOptions) []string {
 	return nil
 }
 
+// installUnit pulls the extension once, at first boot: %[1]s is its
+// name, %[2]s the sysext command, %[3]s pull's arguments.
+const installUnit = `[Unit]
+Description=Install the %[1]s system extension
+Documentation=https://github.com/sysext/sysext
+Wants=network-online.target
+After=network-online.target
+# Once installed, updates come from sysext-update.timer.
+ConditionPathExists=!/var/lib/extensions/%[1]s.raw
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+Restart=on-failure
+RestartSec=10
+ExecStart=%[2]s %[3]s
+
+[Install]
+WantedBy=multi-user.target
+`
+
+// updateService and updateTimer are sysext's own update units, written by
+// the snippet when no OS package ships them (%s: the sysext command).
+const updateService = `[Unit]
+Description=Update system extensions from their registries
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=oneshot
+ExecStart=%s update --all
+`
+
+const updateTimer = `[Unit]
+Description=Check for system extension updates
+
+[Timer]
+OnBootSec=15min
+OnUnitActiveSec=6h
+RandomizedDelaySec=30min
+Persistent=true
+
+[Install]
+WantedBy=timers.target
+`
+
 // Butane renders the snippet. It is valid Butane (Flatcar spec 1.0.0,
 // Fedora CoreOS spec 1.5.0) that `butane` turns into Ignition.
 func Butane(o ButaneOptions) (string, error) {
@@ -142,51 +188,15 @@ func Butane(o ButaneOptions) (string, error) {
 	if !strings.HasPrefix(bin, "/") {
 		exec = "/usr/bin/env " + bin
 	}
-	install := fmt.Sprintf(`[Unit]
-Description=Install the %[1]s system extension
-Documentation=https://github.com/sysext/sysext
-Wants=network-online.target
-After=network-online.target
-# Once installed, updates come from sysext-update.timer.
-ConditionPathExists=!/var/lib/extensions/%[1]s.raw
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-Restart=on-failure
-RestartSec=10
-ExecStart=%[2]s %[3]s
-
-[Install]
-WantedBy=multi-user.target
-`, name, exec, strings.Join(args, " "))
+	install := fmt.Sprintf(installUnit, name, exec, strings.Join(args, " "))
 	on := true
 	cfg.Systemd.Units = append(cfg.Systemd.Units, butaneUnit{Name: "sysext-install-" + name + ".service", Enabled: &on, Contents: install})
 	if o.BinaryURL != "" {
 		// Without an OS package nothing ships sysext's own units: write
 		// the update service and timer here.
 		cfg.Systemd.Units = append(cfg.Systemd.Units,
-			butaneUnit{Name: "sysext-update.service", Contents: fmt.Sprintf(`[Unit]
-Description=Update system extensions from their registries
-Wants=network-online.target
-After=network-online.target
-
-[Service]
-Type=oneshot
-ExecStart=%s update --all
-`, exec)},
-			butaneUnit{Name: "sysext-update.timer", Enabled: &on, Contents: `[Unit]
-Description=Check for system extension updates
-
-[Timer]
-OnBootSec=15min
-OnUnitActiveSec=6h
-RandomizedDelaySec=30min
-Persistent=true
-
-[Install]
-WantedBy=timers.target
-`})
+			butaneUnit{Name: "sysext-update.service", Contents: fmt.Sprintf(updateService, exec)},
+			butaneUnit{Name: "sysext-update.timer", Enabled: &on, Contents: updateTimer})
 	} else {
 		cfg.Systemd.Units = append(cfg.Systemd.Units, butaneUnit{Name: "sysext-update.timer", Enabled: &on})
 	}

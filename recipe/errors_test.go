@@ -271,17 +271,7 @@ func TestBakeHardLinkCannotLeakHostFiles(t *testing.T) {
 		for _, rule := range []string{`{from: "pkg/leak", to: /usr/lib/hello/leak}`, `{from: "pkg/", to: /usr/lib/hello/}`} {
 			src := strings.Replace(goodRecipe, `  - {from: "hello-${version}/hello", to: /usr/bin/}`, `  - {from: "hello-${version}/hello", to: /usr/bin/}
   - `+rule, 1)
-			u := newUpstream(t)
-			u.add(helloURL, data)
-			cache := testenv.TempDirNoLeak(t, ".#")
-			out := testenv.TempDirNoLeak(t, ".#")
-			res, err := Bake(context.Background(), BakeOptions{
-				Recipe:   mustParse(t, src),
-				Resolve:  ResolveOptions{Version: "1.0", Arch: "x86-64", SHA256: map[string]string{"hello": sum(data)}},
-				Output:   out,
-				CacheDir: cache,
-				Mirror:   u.mirror(),
-			})
+			res, out, _, err := bakeArchive(t, src, data, 0)
 			if err == nil {
 				t.Errorf("%s, %s: baked %s from an archive that links a host file", target, rule, res.Image.Path)
 			} else if !strings.Contains(err.Error(), `hard link target "pkg/evil/shadow"`) || strings.Contains(err.Error(), "\n") {
@@ -310,18 +300,7 @@ func TestBakeMaxSize(t *testing.T) {
 	src := strings.Replace(goodRecipe, `  - {from: "hello-${version}/hello", to: /usr/bin/}`, `  - {from: "big", to: /usr/lib/hello/big}`, 1)
 	src = strings.Replace(src, "    checksum:\n      url: ${url}.sha256\n", "", 1)
 	src = strings.Replace(src, "    enable: true\n", "", 1)
-	u := newUpstream(t)
-	u.add(helloURL, data)
-	cache := testenv.TempDirNoLeak(t, ".#")
-	out := testenv.TempDirNoLeak(t, ".#")
-	_, err := Bake(context.Background(), BakeOptions{
-		Recipe:   mustParse(t, src),
-		Resolve:  ResolveOptions{Version: "1.0", Arch: "x86-64", SHA256: map[string]string{"hello": sum(data)}},
-		Output:   out,
-		CacheDir: cache,
-		Mirror:   u.mirror(),
-		MaxSize:  100 << 20,
-	})
+	_, out, cache, err := bakeArchive(t, src, data, 100<<20)
 	if err == nil || !strings.Contains(err.Error(), "larger than --max-size 100.0 MiB") || strings.Contains(err.Error(), "\n") {
 		t.Fatalf("err = %v", err)
 	}
@@ -331,6 +310,26 @@ func TestBakeMaxSize(t *testing.T) {
 	if ents, _ := os.ReadDir(out); len(ents) != 0 {
 		t.Errorf("left %v in the output directory", ents)
 	}
+}
+
+// bakeArchive bakes src, whose one download (hello's) an upstream serves as
+// data, pinned by its sum, into fresh output and cache directories (that
+// leave nothing behind); maxSize is BakeOptions.MaxSize.
+func bakeArchive(t *testing.T, src string, data []byte, maxSize int64) (res *BakeResult, out, cache string, err error) {
+	t.Helper()
+	u := newUpstream(t)
+	u.add(helloURL, data)
+	cache = testenv.TempDirNoLeak(t, ".#")
+	out = testenv.TempDirNoLeak(t, ".#")
+	res, err = Bake(context.Background(), BakeOptions{
+		Recipe:   mustParse(t, src),
+		Resolve:  ResolveOptions{Version: "1.0", Arch: "x86-64", SHA256: map[string]string{"hello": sum(data)}},
+		Output:   out,
+		CacheDir: cache,
+		Mirror:   u.mirror(),
+		MaxSize:  maxSize,
+	})
+	return res, out, cache, err
 }
 
 func TestBakeRefusesExistingOutputBeforeDownloading(t *testing.T) {

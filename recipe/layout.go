@@ -92,52 +92,8 @@ func (p *Plan) layout(ctx context.Context, t *tree, files map[string]string) err
 		if !ok {
 			return fmt.Errorf("download %s was not fetched", d.ID)
 		}
-		var names []string
-		walk, done, err := walker(ctx, t.root, file, d.Format)
-		if err != nil {
-			return fmt.Errorf("download %s (%s): %w", d.ID, path.Base(d.URL), err)
-		}
-		err = walk(func(e *entry) error {
-			if len(names) < 20 && e.typ != tar.TypeDir {
-				names = append(names, e.name)
-			}
-			for _, pl := range rs {
-				dst, ok := pl.dest(e.name)
-				if !ok {
-					continue
-				}
-				if e.typ == tar.TypeDir {
-					pl.matched++
-					continue
-				}
-				pl.matched++
-				switch e.typ {
-				case tar.TypeReg:
-					mode := e.mode
-					if pl.mode != 0 {
-						mode = fs.FileMode(pl.mode)
-					}
-					if mode == 0 {
-						mode = 0o644
-					}
-					if e.src != "" {
-						return t.placeFile(dst, pl.who, e.src, mode)
-					}
-					return t.writeFile(dst, pl.who, e.r, mode)
-				case tar.TypeSymlink:
-					return t.symlink(dst, pl.who, e.linkname)
-				}
-			}
-			return nil
-		})
-		done()
-		if err != nil {
-			return fmt.Errorf("download %s (%s): %w", d.ID, path.Base(d.URL), err)
-		}
-		for _, pl := range rs {
-			if pl.matched == 0 {
-				return fmt.Errorf("recipe %s: %s: nothing in download %s (%s) matches %q; it has %s", p.Recipe.Name, pl.who, d.ID, path.Base(d.URL), pl.from, strings.Join(names, ", "))
-			}
+		if err := p.placeDownload(ctx, t, d, file, rs); err != nil {
+			return err
 		}
 	}
 	for i, s := range p.Symlinks {
@@ -167,6 +123,60 @@ func (p *Plan) layout(ctx context.Context, t *tree, files map[string]string) err
 	for _, e := range p.Enabled() {
 		if !units[e] {
 			return fmt.Errorf("recipe %s: enables %s, which it does not ship", p.Recipe.Name, e)
+		}
+	}
+	return nil
+}
+
+// placeDownload walks one download and places each entry a file or config
+// rule matches; a rule that matches nothing is an error listing what the
+// download has.
+func (p *Plan) placeDownload(ctx context.Context, t *tree, d PlannedDownload, file string, rs []*placement) error {
+	var names []string
+	walk, done, err := walker(ctx, t.root, file, d.Format)
+	if err != nil {
+		return fmt.Errorf("download %s (%s): %w", d.ID, path.Base(d.URL), err)
+	}
+	err = walk(func(e *entry) error {
+		if len(names) < 20 && e.typ != tar.TypeDir {
+			names = append(names, e.name)
+		}
+		for _, pl := range rs {
+			dst, ok := pl.dest(e.name)
+			if !ok {
+				continue
+			}
+			if e.typ == tar.TypeDir {
+				pl.matched++
+				continue
+			}
+			pl.matched++
+			switch e.typ {
+			case tar.TypeReg:
+				mode := e.mode
+				if pl.mode != 0 {
+					mode = fs.FileMode(pl.mode)
+				}
+				if mode == 0 {
+					mode = 0o644
+				}
+				if e.src != "" {
+					return t.placeFile(dst, pl.who, e.src, mode)
+				}
+				return t.writeFile(dst, pl.who, e.r, mode)
+			case tar.TypeSymlink:
+				return t.symlink(dst, pl.who, e.linkname)
+			}
+		}
+		return nil
+	})
+	done()
+	if err != nil {
+		return fmt.Errorf("download %s (%s): %w", d.ID, path.Base(d.URL), err)
+	}
+	for _, pl := range rs {
+		if pl.matched == 0 {
+			return fmt.Errorf("recipe %s: %s: nothing in download %s (%s) matches %q; it has %s", p.Recipe.Name, pl.who, d.ID, path.Base(d.URL), pl.from, strings.Join(names, ", "))
 		}
 	}
 	return nil

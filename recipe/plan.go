@@ -80,67 +80,17 @@ func (r *Recipe) Resolve(o ResolveOptions) (*Plan, error) {
 		}
 		return nil, errorf(ErrArch, "recipe %s is not offered for %s: it offers %s (use --arch)", r.Name, arch, strings.Join(names, ", "))
 	}
-	if o.Version == "" {
-		return nil, errorf(ErrVersion, "recipe %s: no version given: use --version (e.g. %s)", r.Name, r.Version.Example)
+	if err := r.checkVersion(o.Version); err != nil {
+		return nil, err
 	}
-	if !r.versionRe().MatchString(o.Version) {
-		ex := ""
-		if r.Version.Example != "" {
-			ex = fmt.Sprintf(", e.g. %s", r.Version.Example)
-		}
-		return nil, errorf(ErrVersion, "recipe %s: version %q does not match the recipe's pattern '%s'%s", r.Name, o.Version, r.Version.Pattern, ex)
+	opts, err := r.chosenOptions(o.Options)
+	if err != nil {
+		return nil, err
 	}
-	if err := extension.ValidateVersion(o.Version); err != nil {
-		return nil, errorf(ErrVersion, "recipe %s: %v", r.Name, err)
+	if err := r.checkPins(o.SHA256); err != nil {
+		return nil, err
 	}
-	opts := map[string]string{}
-	for _, opt := range r.Options {
-		opts[opt.Name] = opt.Default
-	}
-	for _, k := range sortedKeys(o.Options) {
-		opt, ok := r.option(k)
-		if !ok {
-			if len(r.Options) == 0 {
-				return nil, errorf(ErrOption, "recipe %s: unknown option %q: the recipe has no options", r.Name, k)
-			}
-			names := make([]string, len(r.Options))
-			for i, x := range r.Options {
-				names[i] = x.Name
-			}
-			return nil, errorf(ErrOption, "recipe %s: unknown option %q: use one of %s", r.Name, k, strings.Join(names, ", "))
-		}
-		if err := opt.check(o.Options[k]); err != nil {
-			return nil, errorf(ErrOption, "recipe %s: %v", r.Name, err)
-		}
-		opts[k] = o.Options[k]
-	}
-	for id := range o.SHA256 {
-		found := false
-		for _, d := range r.Downloads {
-			found = found || d.ID == id
-		}
-		if !found {
-			return nil, errorf(ErrOption, "recipe %s: --sha256 %s=...: no download has that id", r.Name, id)
-		}
-		if !hexSum.MatchString(o.SHA256[id]) {
-			return nil, errorf(ErrOption, "recipe %s: --sha256 %s=%q is not a sha256 (64 lower-case hex digits)", r.Name, id, o.SHA256[id])
-		}
-	}
-
-	goarch, _ := arch.OCIPlatform()
-	env := map[string]string{
-		"version":      o.Version,
-		"bare_version": strings.TrimPrefix(o.Version, "v"),
-		"arch":         string(arch),
-		"goarch":       goarch,
-		"uname":        arch.Upstream(),
-	}
-	for k, v := range vars {
-		env[k] = v
-	}
-	for k, v := range opts {
-		env[k] = v
-	}
+	env := templateEnv(o.Version, arch, vars, opts)
 	holds := func(s string) bool {
 		if s == "" {
 			return true
@@ -156,75 +106,31 @@ func (r *Recipe) Resolve(o ResolveOptions) (*Plan, error) {
 			continue
 		}
 		active[d.ID] = true
-		u, err := expand(d.URL, env)
+		pd, err := r.planDownload(d, env, o.SHA256[d.ID], o.Version, arch)
 		if err != nil {
-			return nil, fmt.Errorf("recipe %s: download %s: %w", r.Name, d.ID, err)
-		}
-		pu, err := url.Parse(u)
-		if err != nil || pu.Host == "" || (pu.Scheme != "https" && pu.Scheme != "http") {
-			return nil, fmt.Errorf("recipe %s: download %s: %q is not a valid http(s) URL", r.Name, d.ID, u)
-		}
-		pd := PlannedDownload{ID: d.ID, URL: u, Format: FormatOf(d, u)}
-		pd.SHA256 = o.SHA256[d.ID]
-		if pd.SHA256 == "" {
-			pd.SHA256 = d.SHA256[o.Version][string(arch)]
-		}
-		if d.Checksum != nil {
-			cenv := map[string]string{"url": u, "file": path.Base(pu.Path)}
-			for k, v := range env {
-				cenv[k] = v
-			}
-			if pd.ChecksumURL, err = expand(d.Checksum.URL, cenv); err != nil {
-				return nil, fmt.Errorf("recipe %s: download %s: checksum: %w", r.Name, d.ID, err)
-			}
-			pd.ChecksumEntry = path.Base(pu.Path)
-			if d.Checksum.Entry != "" {
-				if pd.ChecksumEntry, err = expand(d.Checksum.Entry, cenv); err != nil {
-					return nil, fmt.Errorf("recipe %s: download %s: checksum: %w", r.Name, d.ID, err)
-				}
-			}
+			return nil, err
 		}
 		p.Downloads = append(p.Downloads, pd)
 	}
-	defaultID := ""
+	src := sources{r: r, env: env, active: active}
 	if len(r.Downloads) == 1 {
-		defaultID = r.Downloads[0].ID
+		src.only = r.Downloads[0].ID
 	}
 	for i, f := range r.Files {
-		if !holds(f.When) {
-			continue
+		if holds(f.When) {
+			if err := src.take(fmt.Sprintf("files[%d]", i), f.Content, &f.Download, &f.From); err != nil {
+				return nil, err
+			}
+			p.Files = append(p.Files, f)
 		}
-		if f.Content == "" {
-			if f.Download == "" {
-				f.Download = defaultID
-			}
-			if !active[f.Download] {
-				return nil, fmt.Errorf("recipe %s: files[%d] takes from download %s, which these options leave out", r.Name, i, f.Download)
-			}
-			var err error
-			if f.From, err = expand(f.From, env); err != nil {
-				return nil, fmt.Errorf("recipe %s: files[%d]: %w", r.Name, i, err)
-			}
-		}
-		p.Files = append(p.Files, f)
 	}
 	for i, c := range r.Configs {
-		if !holds(c.When) {
-			continue
+		if holds(c.When) {
+			if err := src.take(fmt.Sprintf("configs[%d]", i), c.Content, &c.Download, &c.From); err != nil {
+				return nil, err
+			}
+			p.Configs = append(p.Configs, c)
 		}
-		if c.Content == "" {
-			if c.Download == "" {
-				c.Download = defaultID
-			}
-			if !active[c.Download] {
-				return nil, fmt.Errorf("recipe %s: configs[%d] takes from download %s, which these options leave out", r.Name, i, c.Download)
-			}
-			var err error
-			if c.From, err = expand(c.From, env); err != nil {
-				return nil, fmt.Errorf("recipe %s: configs[%d]: %w", r.Name, i, err)
-			}
-		}
-		p.Configs = append(p.Configs, c)
 	}
 	for _, s := range r.Symlinks {
 		if holds(s.When) {
@@ -243,6 +149,152 @@ func (r *Recipe) Resolve(o ResolveOptions) (*Plan, error) {
 	}
 	p.Tmpfiles = append(p.Tmpfiles, r.Tmpfiles...)
 	return p, nil
+}
+
+// sources resolves where files and configs take their bytes from.
+type sources struct {
+	r      *Recipe
+	env    map[string]string
+	active map[string]bool // the downloads these options keep
+	only   string          // the id of the recipe's only download, the default
+}
+
+// take resolves one entry's source: its inline content, or a download
+// these options keep (the only one by default), at a path expanded from
+// the templates.
+func (s sources) take(what, content string, download, from *string) error {
+	if content != "" {
+		return nil
+	}
+	if *download == "" {
+		*download = s.only
+	}
+	if !s.active[*download] {
+		return fmt.Errorf("recipe %s: %s takes from download %s, which these options leave out", s.r.Name, what, *download)
+	}
+	var err error
+	if *from, err = expand(*from, s.env); err != nil {
+		return fmt.Errorf("recipe %s: %s: %w", s.r.Name, what, err)
+	}
+	return nil
+}
+
+// checkVersion checks the version asked for against the recipe's pattern
+// and systemd's version characters.
+func (r *Recipe) checkVersion(version string) error {
+	if version == "" {
+		return errorf(ErrVersion, "recipe %s: no version given: use --version (e.g. %s)", r.Name, r.Version.Example)
+	}
+	if !r.versionRe().MatchString(version) {
+		ex := ""
+		if r.Version.Example != "" {
+			ex = fmt.Sprintf(", e.g. %s", r.Version.Example)
+		}
+		return errorf(ErrVersion, "recipe %s: version %q does not match the recipe's pattern '%s'%s", r.Name, version, r.Version.Pattern, ex)
+	}
+	if err := extension.ValidateVersion(version); err != nil {
+		return errorf(ErrVersion, "recipe %s: %v", r.Name, err)
+	}
+	return nil
+}
+
+// chosenOptions is every option's value: the recipe's default unless the
+// caller chose one the option allows.
+func (r *Recipe) chosenOptions(chosen map[string]string) (map[string]string, error) {
+	opts := map[string]string{}
+	for _, opt := range r.Options {
+		opts[opt.Name] = opt.Default
+	}
+	for _, k := range sortedKeys(chosen) {
+		opt, ok := r.option(k)
+		if !ok {
+			if len(r.Options) == 0 {
+				return nil, errorf(ErrOption, "recipe %s: unknown option %q: the recipe has no options", r.Name, k)
+			}
+			names := make([]string, len(r.Options))
+			for i, x := range r.Options {
+				names[i] = x.Name
+			}
+			return nil, errorf(ErrOption, "recipe %s: unknown option %q: use one of %s", r.Name, k, strings.Join(names, ", "))
+		}
+		if err := opt.check(chosen[k]); err != nil {
+			return nil, errorf(ErrOption, "recipe %s: %v", r.Name, err)
+		}
+		opts[k] = chosen[k]
+	}
+	return opts, nil
+}
+
+// checkPins checks --sha256 ID=SUM: a download of that id, a sha256.
+func (r *Recipe) checkPins(pins map[string]string) error {
+	for id := range pins {
+		found := false
+		for _, d := range r.Downloads {
+			found = found || d.ID == id
+		}
+		if !found {
+			return errorf(ErrOption, "recipe %s: --sha256 %s=...: no download has that id", r.Name, id)
+		}
+		if !hexSum.MatchString(pins[id]) {
+			return errorf(ErrOption, "recipe %s: --sha256 %s=%q is not a sha256 (64 lower-case hex digits)", r.Name, id, pins[id])
+		}
+	}
+	return nil
+}
+
+// templateEnv is what the recipe's templates may name: version,
+// bare_version, arch, goarch, uname, the architecture's variables and the
+// options.
+func templateEnv(version string, arch extension.Arch, vars, opts map[string]string) map[string]string {
+	goarch, _ := arch.OCIPlatform()
+	env := map[string]string{
+		"version":      version,
+		"bare_version": strings.TrimPrefix(version, "v"),
+		"arch":         string(arch),
+		"goarch":       goarch,
+		"uname":        arch.Upstream(),
+	}
+	for k, v := range vars {
+		env[k] = v
+	}
+	for k, v := range opts {
+		env[k] = v
+	}
+	return env
+}
+
+// planDownload expands a download's URL and checksum source and picks its
+// pinned sha256 (the caller's, else the recipe's for this version and
+// architecture).
+func (r *Recipe) planDownload(d Download, env map[string]string, pin, version string, arch extension.Arch) (PlannedDownload, error) {
+	u, err := expand(d.URL, env)
+	if err != nil {
+		return PlannedDownload{}, fmt.Errorf("recipe %s: download %s: %w", r.Name, d.ID, err)
+	}
+	pu, err := url.Parse(u)
+	if err != nil || pu.Host == "" || (pu.Scheme != "https" && pu.Scheme != "http") {
+		return PlannedDownload{}, fmt.Errorf("recipe %s: download %s: %q is not a valid http(s) URL", r.Name, d.ID, u)
+	}
+	pd := PlannedDownload{ID: d.ID, URL: u, Format: FormatOf(d, u), SHA256: pin}
+	if pd.SHA256 == "" {
+		pd.SHA256 = d.SHA256[version][string(arch)]
+	}
+	if d.Checksum != nil {
+		cenv := map[string]string{"url": u, "file": path.Base(pu.Path)}
+		for k, v := range env {
+			cenv[k] = v
+		}
+		if pd.ChecksumURL, err = expand(d.Checksum.URL, cenv); err != nil {
+			return pd, fmt.Errorf("recipe %s: download %s: checksum: %w", r.Name, d.ID, err)
+		}
+		pd.ChecksumEntry = path.Base(pu.Path)
+		if d.Checksum.Entry != "" {
+			if pd.ChecksumEntry, err = expand(d.Checksum.Entry, cenv); err != nil {
+				return pd, fmt.Errorf("recipe %s: download %s: checksum: %w", r.Name, d.ID, err)
+			}
+		}
+	}
+	return pd, nil
 }
 
 // Enabled lists the units the plan enables (upheld by their targets).

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -308,7 +309,35 @@ func FormatOf(d Download, url string) string {
 	return "file"
 }
 
+// validate checks a recipe as it was read; an error names the field (its
+// line) and what to write.
 func (r *Recipe) validate() error {
+	if err := r.validateAbout(); err != nil {
+		return err
+	}
+	known, err := r.validateVariables()
+	if err != nil {
+		return err
+	}
+	ids, err := r.validateDownloads(known)
+	if err != nil {
+		return err
+	}
+	if err := r.validateFiles(known, ids); err != nil {
+		return err
+	}
+	if err := r.validateSymlinks(); err != nil {
+		return err
+	}
+	if err := r.validateSystemdLines(); err != nil {
+		return err
+	}
+	return r.validateConfigs(known, ids)
+}
+
+// validateAbout checks the recipe's name, description, upstream and
+// version pattern.
+func (r *Recipe) validateAbout() error {
 	if err := extension.ValidateName(r.Name); err != nil {
 		return r.errAt(err.Error(), "name")
 	}
@@ -327,8 +356,14 @@ func (r *Recipe) validate() error {
 	if r.Version.Example != "" && !r.versionRe().MatchString(r.Version.Example) {
 		return r.errAt(fmt.Sprintf("%q does not match the pattern '%s'", r.Version.Example, r.Version.Pattern), "version", "example")
 	}
+	return nil
+}
+
+// validateVariables checks the architectures' variables and the options,
+// and returns every name a template may use, with what defines it.
+func (r *Recipe) validateVariables() (map[string]string, error) {
 	if len(r.Arches) == 0 {
-		return r.errAt("no architectures: list the ones upstream publishes (x86-64:, arm64:)", "arches")
+		return nil, r.errAt("no architectures: list the ones upstream publishes (x86-64:, arm64:)", "arches")
 	}
 	known := map[string]string{}
 	for _, v := range builtinVars {
@@ -342,102 +377,117 @@ func (r *Recipe) validate() error {
 			if p, err := extension.ParseArch(a); err == nil {
 				msg += fmt.Sprintf(": write %s", p)
 			}
-			return r.errAt(msg, "arches", a)
+			return nil, r.errAt(msg, "arches", a)
 		}
 		keys := sortedKeys(vars)
 		if archKeys == nil {
 			archKeys = keys
 		} else if strings.Join(keys, ",") != strings.Join(archKeys, ",") {
-			return r.errAt(fmt.Sprintf("defines %v but another architecture defines %v: every architecture needs the same variables", keys, archKeys), "arches", a)
+			return nil, r.errAt(fmt.Sprintf("defines %v but another architecture defines %v: every architecture needs the same variables", keys, archKeys), "arches", a)
 		}
 		for _, k := range keys {
 			if !varName.MatchString(k) {
-				return r.errAt(fmt.Sprintf("variable name %q: use lower-case letters, digits, '_' and '-'", k), "arches", a)
+				return nil, r.errAt(fmt.Sprintf("variable name %q: use lower-case letters, digits, '_' and '-'", k), "arches", a)
 			}
 			if known[k] == "built in" {
-				return r.errAt(fmt.Sprintf("variable %q is built in and cannot be redefined", k), "arches", a)
+				return nil, r.errAt(fmt.Sprintf("variable %q is built in and cannot be redefined", k), "arches", a)
 			}
 			known[k] = "arch"
 		}
 	}
 	for i, o := range r.Options {
 		if !varName.MatchString(o.Name) {
-			return r.errAt(fmt.Sprintf("option name %q: use lower-case letters, digits, '_' and '-'", o.Name), "options", i, "name")
+			return nil, r.errAt(fmt.Sprintf("option name %q: use lower-case letters, digits, '_' and '-'", o.Name), "options", i, "name")
 		}
 		if _, dup := known[o.Name]; dup {
-			return r.errAt(fmt.Sprintf("option %q is already defined (%s)", o.Name, known[o.Name]), "options", i, "name")
+			return nil, r.errAt(fmt.Sprintf("option %q is already defined (%s)", o.Name, known[o.Name]), "options", i, "name")
 		}
 		known[o.Name] = "option"
 		if o.Pattern != "" {
 			if _, err := regexp.Compile(o.Pattern); err != nil {
-				return r.errAt(fmt.Sprintf("not a valid regexp: %v", err), "options", i, "pattern")
+				return nil, r.errAt(fmt.Sprintf("not a valid regexp: %v", err), "options", i, "pattern")
 			}
 		}
 		if o.Default != "" {
 			if err := o.check(o.Default); err != nil {
-				return r.errAt(err.Error(), "options", i, "default")
+				return nil, r.errAt(err.Error(), "options", i, "default")
 			}
 		}
 	}
+	return known, nil
+}
+
+// validateDownloads checks each download (id, URL template, format,
+// checksum source, pinned sums) and returns them by id.
+func (r *Recipe) validateDownloads(known map[string]string) (map[string]Download, error) {
 	if len(r.Downloads) == 0 {
-		return r.errAt("no downloads: a recipe fetches at least one upstream file", "downloads")
+		return nil, r.errAt("no downloads: a recipe fetches at least one upstream file", "downloads")
 	}
 	ids := map[string]Download{}
 	for i, d := range r.Downloads {
 		if !idName.MatchString(d.ID) {
-			return r.errAt(fmt.Sprintf("id %q: use lower-case letters, digits, '.', '_' and '-'", d.ID), "downloads", i, "id")
+			return nil, r.errAt(fmt.Sprintf("id %q: use lower-case letters, digits, '.', '_' and '-'", d.ID), "downloads", i, "id")
 		}
 		if _, dup := ids[d.ID]; dup {
-			return r.errAt(fmt.Sprintf("id %q is used twice", d.ID), "downloads", i, "id")
+			return nil, r.errAt(fmt.Sprintf("id %q is used twice", d.ID), "downloads", i, "id")
 		}
 		ids[d.ID] = d
 		if !strings.HasPrefix(d.URL, "https://") && !strings.HasPrefix(d.URL, "http://") {
-			return r.errAt(fmt.Sprintf("%q: downloads are http(s) URLs", d.URL), "downloads", i, "url")
+			return nil, r.errAt(fmt.Sprintf("%q: downloads are http(s) URLs", d.URL), "downloads", i, "url")
 		}
 		if err := checkVars(d.URL, known, nil); err != nil {
-			return r.errAt(err.Error(), "downloads", i, "url")
+			return nil, r.errAt(err.Error(), "downloads", i, "url")
 		}
-		if d.Format != "" && !contains(formats, d.Format) {
-			return r.errAt(fmt.Sprintf("unknown format %q: use one of %s", d.Format, strings.Join(formats, ", ")), "downloads", i, "format")
+		if d.Format != "" && !slices.Contains(formats, d.Format) {
+			return nil, r.errAt(fmt.Sprintf("unknown format %q: use one of %s", d.Format, strings.Join(formats, ", ")), "downloads", i, "format")
 		}
 		if d.Checksum != nil {
 			if d.Checksum.URL == "" {
-				return r.errAt("checksum file without url", "downloads", i, "checksum")
+				return nil, r.errAt("checksum file without url", "downloads", i, "checksum")
 			}
 			if err := checkVars(d.Checksum.URL, known, []string{"url", "file"}); err != nil {
-				return r.errAt(err.Error(), "downloads", i, "checksum", "url")
+				return nil, r.errAt(err.Error(), "downloads", i, "checksum", "url")
 			}
 			if err := checkVars(d.Checksum.Entry, known, []string{"file"}); err != nil {
-				return r.errAt(err.Error(), "downloads", i, "checksum", "entry")
+				return nil, r.errAt(err.Error(), "downloads", i, "checksum", "entry")
 			}
 		}
 		for v, arches := range d.SHA256 {
 			for a, sum := range arches {
 				if _, ok := r.Arches[a]; !ok {
-					return r.errAt(fmt.Sprintf("version %s: %q is not one of the recipe's architectures", v, a), "downloads", i, "sha256", v)
+					return nil, r.errAt(fmt.Sprintf("version %s: %q is not one of the recipe's architectures", v, a), "downloads", i, "sha256", v)
 				}
 				if !hexSum.MatchString(sum) {
-					return r.errAt(fmt.Sprintf("version %s, %s: %q is not a sha256 (64 lower-case hex digits)", v, a, sum), "downloads", i, "sha256", v)
+					return nil, r.errAt(fmt.Sprintf("version %s, %s: %q is not a sha256 (64 lower-case hex digits)", v, a, sum), "downloads", i, "sha256", v)
 				}
 			}
 		}
 		if err := r.checkWhen(d.When); err != nil {
-			return r.errAt(err.Error(), "downloads", i, "when")
+			return nil, r.errAt(err.Error(), "downloads", i, "when")
 		}
 	}
-	download := func(id string, keys ...any) (Download, error) {
-		if id == "" {
-			if len(r.Downloads) == 1 {
-				return r.Downloads[0], nil
-			}
-			return Download{}, r.errAt("several downloads: say which one (download: ID)", keys...)
+	return ids, nil
+}
+
+// downloadOf is the download a file or config takes from: the one named,
+// or the only one.
+func (r *Recipe) downloadOf(ids map[string]Download, id string, keys ...any) (Download, error) {
+	if id == "" {
+		if len(r.Downloads) == 1 {
+			return r.Downloads[0], nil
 		}
-		d, ok := ids[id]
-		if !ok {
-			return Download{}, r.errAt(fmt.Sprintf("no download has id %q", id), keys...)
-		}
-		return d, nil
+		return Download{}, r.errAt("several downloads: say which one (download: ID)", keys...)
 	}
+	d, ok := ids[id]
+	if !ok {
+		return Download{}, r.errAt(fmt.Sprintf("no download has id %q", id), keys...)
+	}
+	return d, nil
+}
+
+// validateFiles checks what goes under /usr: each file's destination,
+// mode, and source (inline, or a path in a download).
+func (r *Recipe) validateFiles(known map[string]string, ids map[string]Download) error {
 	for i, f := range r.Files {
 		if err := checkUsrPath(f.To, true); err != nil {
 			return r.errAt(err.Error(), "files", i, "to")
@@ -454,7 +504,7 @@ func (r *Recipe) validate() error {
 			}
 			continue
 		}
-		d, err := download(f.Download, "files", i)
+		d, err := r.downloadOf(ids, f.Download, "files", i)
 		if err != nil {
 			return err
 		}
@@ -465,6 +515,10 @@ func (r *Recipe) validate() error {
 			return r.errAt("a directory (from: ending in '/') goes into a directory: end to: with '/'", "files", i, "to")
 		}
 	}
+	return nil
+}
+
+func (r *Recipe) validateSymlinks() error {
 	for i, s := range r.Symlinks {
 		if err := checkUsrPath(s.Path, false); err != nil {
 			return r.errAt(err.Error(), "symlinks", i, "path")
@@ -476,8 +530,13 @@ func (r *Recipe) validate() error {
 			return r.errAt(err.Error(), "symlinks", i, "when")
 		}
 	}
-	// Fields that become lines of systemd files (unit file names, the
-	// tmpfiles.d lines) go through extension's one set of rules.
+	return nil
+}
+
+// validateSystemdLines checks units, drop-ins and tmpfiles.d lines: fields
+// that become lines of systemd files go through extension's one set of
+// rules.
+func (r *Recipe) validateSystemdLines() error {
 	for i, u := range r.Units {
 		if err := extension.ValidateUnitName(u.Name); err != nil {
 			return r.errAt(err.Error(), "units", i, "name")
@@ -511,6 +570,11 @@ func (r *Recipe) validate() error {
 			return r.errAt(fmt.Sprintf("%q is not a tmpfiles.d line (TYPE PATH [MODE USER GROUP AGE ARGUMENT])", l), "tmpfiles", i)
 		}
 	}
+	return nil
+}
+
+// validateConfigs checks the default configs shipped for /etc.
+func (r *Recipe) validateConfigs(known map[string]string, ids map[string]Download) error {
 	for i, c := range r.Configs {
 		// configs[].path becomes the PATH (and, under /usr/share, the
 		// ARGUMENT) of a tmpfiles.d C line.
@@ -533,7 +597,7 @@ func (r *Recipe) validate() error {
 			}
 			continue
 		}
-		d, err := download(c.Download, "configs", i)
+		d, err := r.downloadOf(ids, c.Download, "configs", i)
 		if err != nil {
 			return err
 		}
@@ -552,7 +616,7 @@ func (r *Recipe) versionRe() *regexp.Regexp {
 }
 
 func (o Option) check(v string) error {
-	if len(o.Values) > 0 && !contains(o.Values, v) && !(v == "" && o.Default == "") {
+	if len(o.Values) > 0 && !slices.Contains(o.Values, v) && !(v == "" && o.Default == "") {
 		return fmt.Errorf("option %s=%q: use one of %s", o.Name, v, strings.Join(o.Values, ", "))
 	}
 	if o.Pattern != "" && !regexp.MustCompile(`^(?:`+o.Pattern+`)$`).MatchString(v) {
@@ -601,7 +665,7 @@ func (r *Recipe) checkWhen(s string) error {
 	if !ok {
 		return fmt.Errorf("%q: no option %q is declared", s, w.option)
 	}
-	if len(o.Values) > 0 && w.value != "" && !contains(o.Values, w.value) {
+	if len(o.Values) > 0 && w.value != "" && !slices.Contains(o.Values, w.value) {
 		return fmt.Errorf("%q: %q is not one of option %s's values (%s)", s, w.value, o.Name, strings.Join(o.Values, ", "))
 	}
 	return nil
@@ -665,15 +729,6 @@ func checkFrom(from, format string, known map[string]string) error {
 		return fmt.Errorf("%q is not a valid glob: %v", from, err)
 	}
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -57,7 +57,7 @@ func Sysupdate(ctx context.Context, o SysupdateOptions) (*SysupdateResult, error
 		o.TargetDir = "/opt/extensions/" + o.Name
 	}
 	if o.Link == "" {
-		o.Link = "/etc/extensions/" + o.Name + ".raw"
+		o.Link = "/etc/extensions/" + o.Name + extension.ImageSuffix
 	}
 	if o.InstancesMax == 0 {
 		o.InstancesMax = 3

@@ -2,6 +2,7 @@ package recipe
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -41,7 +42,7 @@ func checkVars(s string, known map[string]string, extra []string) error {
 		return err
 	}
 	for _, n := range names {
-		if _, ok := known[n]; ok || contains(extra, n) {
+		if _, ok := known[n]; ok || slices.Contains(extra, n) {
 			continue
 		}
 		k := append(sortedKeys(known), extra...)

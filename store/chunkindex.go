@@ -13,6 +13,7 @@ import (
 
 	"github.com/sysext/sysext/atomicfile"
 	"github.com/sysext/sysext/delta"
+	"github.com/sysext/sysext/extension"
 )
 
 // Chunk indexes of stored images (delta downloads, docs/format.md): each
@@ -85,7 +86,7 @@ func (s *Store) chunkIndexPath(name, file string) string {
 // nil when there is none. What it holds is the caller's to check (the
 // index names the image digest it was made from).
 func (s *Store) ReadChunkIndex(name, file string) ([]byte, error) {
-	if err := validName(name); err != nil {
+	if err := extension.ValidateName(name); err != nil {
 		return nil, err
 	}
 	if err := validFile(file); err != nil || file == "" {
@@ -115,7 +116,7 @@ func (s *Store) WriteChunkIndex(name, file string, b []byte) error {
 	if s.opts.ReadOnly {
 		return errors.New("store: WriteChunkIndex needs a writable store")
 	}
-	if err := validName(name); err != nil {
+	if err := extension.ValidateName(name); err != nil {
 		return err
 	}
 	if err := validFile(file); err != nil || file == "" {
@@ -134,7 +135,7 @@ func (s *Store) WriteChunkIndex(name, file string, b []byte) error {
 // RemoveChunkIndex drops the kept chunk index of NAME's stored FILE (one
 // that did not match the image).
 func (s *Store) RemoveChunkIndex(name, file string) error {
-	if validName(name) != nil || validFile(file) != nil || file == "" {
+	if extension.ValidateName(name) != nil || validFile(file) != nil || file == "" {
 		return nil
 	}
 	if err := os.Remove(s.chunkIndexPath(name, file)); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -153,7 +154,7 @@ func (s *Store) removeStaleChunkIndexes(name string) error {
 	}
 	for _, e := range ents {
 		file, ok := strings.CutSuffix(strings.TrimPrefix(e.Name(), "."), chunkIndexSuffix)
-		if !ok || !strings.HasPrefix(e.Name(), ".") || !strings.HasSuffix(file, imageSuffix) {
+		if !ok || !strings.HasPrefix(e.Name(), ".") || !strings.HasSuffix(file, extension.ImageSuffix) {
 			continue
 		}
 		if _, err := os.Lstat(filepath.Join(dir, file)); errors.Is(err, os.ErrNotExist) {

@@ -11,6 +11,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/sysext/sysext/atomicfile"
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/ingest"
 	"github.com/sysext/sysext/verify"
 )
@@ -83,13 +84,13 @@ func (c *Copier) hook(point string) {
 
 // LinkPath returns NAME.raw in the extensions directory, under Root.
 func (c *Copier) LinkPath(name string) string {
-	return c.linkPath(filepath.Join(c.opts.ExtensionsDir, name+imageSuffix))
+	return c.linkPath(filepath.Join(c.opts.ExtensionsDir, name+extension.ImageSuffix))
 }
 
 // Ingest starts writing NAME's image into a temp directory in the
 // extensions directory.
 func (c *Copier) Ingest(ctx context.Context, name string, want ocispec.Descriptor) (*Ingest, error) {
-	if err := validName(name); err != nil {
+	if err := extension.ValidateName(name); err != nil {
 		return nil, err
 	}
 	dir, err := os.MkdirTemp(c.path(c.opts.ExtensionsDir), atomicfile.TempPrefix+"ingest-"+name+"-")
@@ -114,7 +115,7 @@ func (c *Copier) commitIngest(in *Ingest, _ string) (string, error) {
 		os.RemoveAll(old.dir)
 	}
 	c.committed[in.name] = in
-	return in.name + imageSuffix, nil
+	return in.name + extension.ImageSuffix, nil
 }
 
 // Install moves NAME's committed image to NAME.raw. v must be the

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/internal/inroot"
 )
 
@@ -75,7 +76,7 @@ func (s *Store) usedElsewhere() map[string]bool {
 			used[unknownUse] = true
 			continue
 		}
-		links, _ := filepath.Glob(filepath.Join(extDir, "*"+imageSuffix))
+		links, _ := filepath.Glob(filepath.Join(extDir, "*"+extension.ImageSuffix))
 		for _, l := range links {
 			if t, err := os.Readlink(l); err == nil {
 				used[filepath.Clean(t)] = true
@@ -128,8 +129,8 @@ func Scan(opts Options) ([]Seen, error) {
 		return nil, err
 	}
 	for _, e := range ents {
-		n, ok := strings.CutSuffix(e.Name(), imageSuffix)
-		if !ok || validName(n) != nil {
+		n, ok := strings.CutSuffix(e.Name(), extension.ImageSuffix)
+		if !ok || extension.ValidateName(n) != nil {
 			continue
 		}
 		sn := get(n)
@@ -141,7 +142,7 @@ func Scan(opts Options) ([]Seen, error) {
 	}
 	dirs, _ := os.ReadDir(s.path(opts.StoreDir))
 	for _, d := range dirs {
-		if !d.IsDir() || validName(d.Name()) != nil {
+		if !d.IsDir() || extension.ValidateName(d.Name()) != nil {
 			continue
 		}
 		files, _ := os.ReadDir(s.path(s.nameDir(d.Name())))
@@ -151,7 +152,7 @@ func Scan(opts Options) ([]Seen, error) {
 		}
 		var fts []ft
 		for _, f := range files {
-			if strings.HasSuffix(f.Name(), imageSuffix) && !strings.HasPrefix(f.Name(), ".") {
+			if strings.HasSuffix(f.Name(), extension.ImageSuffix) && !strings.HasPrefix(f.Name(), ".") {
 				if fi, err := f.Info(); err == nil {
 					fts = append(fts, ft{f.Name(), fi.ModTime().UnixNano()})
 				}

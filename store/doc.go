@@ -17,12 +17,12 @@
 // OS image (--copy: NAME.raw itself in the extensions directory, no state,
 // no lock or file in /var, ingests in temp directories that are not
 // resumed). `sysext pull`, from the decision to download to the link,
-// enters the store exactly these three times (node.TestPullEntersStoreThreeTimes):
-//
-//	ing := s.Ingest(ctx, name, layer)  // stored already? (Stored) else start or resume .ingest-HEX
-//	oci.Download(..., Into: ing)       // ing is an oci.Writer: WriteAt, HashAt, Offset, Sum, Name
-//	file := ing.Commit(ctx, size, digest, "NAME-VERSION-ARCH.raw") // verify, fsync, link(2) into NAME/
-//	s.Install(verified, name, Install{File: file, ...}, meta)     // foreign check, intent, link, record
+// enters the store exactly these three times
+// (node.TestPullEntersStoreThreeTimes; ExampleStore_Ingest shows them): Ingest
+// (is the image stored already, else start or resume .ingest-HEX), which
+// oci.Download writes into as an oci.Writer; Commit (verify size and digest,
+// fsync, link(2) into NAME/); Install (the foreign check, the intent, the
+// link, the record).
 //
 // An ingest is invisible until Commit: no record names it, gc and Scan see
 // no image in it, and systemd-sysext never sees the store directory. Commit

@@ -13,6 +13,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/sysext/sysext/atomicfile"
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/ingest"
 	"github.com/sysext/sysext/verify"
 )
@@ -178,7 +179,7 @@ func (s *Store) Ingest(ctx context.Context, name string, want ocispec.Descriptor
 	if s.opts.ReadOnly {
 		return nil, errors.New("store: Ingest needs a writable store")
 	}
-	if err := validName(name); err != nil {
+	if err := extension.ValidateName(name); err != nil {
 		return nil, err
 	}
 	if err := want.Digest.Validate(); err != nil {
@@ -221,7 +222,7 @@ func (s *Store) commitIngest(in *Ingest, file string) (string, error) {
 		return "", fmt.Errorf("store: %w", err)
 	}
 	layer := in.want.Digest
-	names := []string{file, strings.TrimSuffix(file, imageSuffix) + "." + shortDigest(layer) + imageSuffix}
+	names := []string{file, strings.TrimSuffix(file, extension.ImageSuffix) + "." + extension.ShortDigest(string(layer)) + extension.ImageSuffix}
 	for _, name := range names {
 		dst := s.ImagePath(in.name, name)
 		if _, err := os.Lstat(dst); err == nil {
@@ -282,7 +283,7 @@ func (s *Store) allIngestDirs() []string {
 	}
 	var out []string
 	for _, e := range ents {
-		if e.IsDir() && validName(e.Name()) == nil {
+		if e.IsDir() && extension.ValidateName(e.Name()) == nil {
 			out = append(out, s.ingestDirs(e.Name())...)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/internal/testenv"
 	"github.com/sysext/sysext/verify"
 )
@@ -54,7 +55,7 @@ func storedFiles(s *Store, name string) []string {
 	ents, _ := os.ReadDir(s.path(s.nameDir(name)))
 	var out []string
 	for _, e := range ents {
-		if strings.HasSuffix(e.Name(), imageSuffix) {
+		if strings.HasSuffix(e.Name(), extension.ImageSuffix) {
 			out = append(out, e.Name())
 		}
 	}

@@ -52,13 +52,13 @@ type Meta struct {
 // extDir/NAME.raw). path maps a path on the running system under Root,
 // linkPath the same but for the last component, which may be our link.
 func checkForeign(path, linkPath func(string) string, extDir, name string, copyMode bool, ours func(p string, fi os.FileInfo) bool) error {
-	if err := validName(name); err != nil {
+	if err := extension.ValidateName(name); err != nil {
 		return err
 	}
 	own := path(extDir)
 	for _, dir := range SearchDirs {
 		isOwn := path(dir) == own
-		for _, base := range []string{name + imageSuffix, name} {
+		for _, base := range []string{name + extension.ImageSuffix, name} {
 			p := linkPath(filepath.Join(dir, base))
 			fi, err := os.Lstat(p)
 			if errors.Is(err, os.ErrNotExist) {
@@ -67,14 +67,14 @@ func checkForeign(path, linkPath func(string) string, extDir, name string, copyM
 			if err != nil {
 				return fmt.Errorf("%s: %w", p, err)
 			}
-			if isOwn && base == name+imageSuffix && ours(p, fi) {
+			if isOwn && base == name+extension.ImageSuffix && ours(p, fi) {
 				continue
 			}
 			return &ForeignError{Name: name, Path: p, Copy: copyMode && isOwn}
 		}
 	}
 	// A custom extensions directory is not in SearchDirs.
-	p := linkPath(filepath.Join(extDir, name+imageSuffix))
+	p := linkPath(filepath.Join(extDir, name+extension.ImageSuffix))
 	if fi, err := os.Lstat(p); err == nil && !ours(p, fi) {
 		return &ForeignError{Name: name, Path: p, Copy: copyMode}
 	}
@@ -116,14 +116,6 @@ func fileHasDigest(p string, d digest.Digest) bool {
 		return false
 	}
 	return digest.NewDigest(digest.SHA256, h) == d
-}
-
-func shortDigest(d digest.Digest) string {
-	h := d.Encoded()
-	if len(h) > 12 {
-		h = h[:12]
-	}
-	return h
 }
 
 // Install activates a stored file as NAME: the state records it (with the
@@ -363,7 +355,7 @@ func (s *Store) GC(keep int) ([]string, error) {
 		return nil, fmt.Errorf("gc: %w", err)
 	}
 	for _, d := range dirs {
-		if !d.IsDir() || validName(d.Name()) != nil {
+		if !d.IsDir() || extension.ValidateName(d.Name()) != nil {
 			continue
 		}
 		files, err := os.ReadDir(filepath.Join(root, d.Name()))
@@ -371,7 +363,7 @@ func (s *Store) GC(keep int) ([]string, error) {
 			return removed, fmt.Errorf("gc: %w", err)
 		}
 		for _, f := range files {
-			if !f.Type().IsRegular() || !strings.HasSuffix(f.Name(), imageSuffix) || strings.HasPrefix(f.Name(), ".") || used[s.linkTarget(d.Name(), f.Name())] || used[unknownUse] {
+			if !f.Type().IsRegular() || !strings.HasSuffix(f.Name(), extension.ImageSuffix) || strings.HasPrefix(f.Name(), ".") || used[s.linkTarget(d.Name(), f.Name())] || used[unknownUse] {
 				continue
 			}
 			p := filepath.Join(root, d.Name(), f.Name())

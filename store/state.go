@@ -78,6 +78,20 @@ type Install struct {
 	Signer         string        `json:"signer,omitempty"`
 	Unsigned       bool          `json:"unsigned,omitempty"`
 	InstalledAt    time.Time     `json:"installed_at"`
+	// Verity describes a disk image's dm-verity protection (nil for a
+	// plain filesystem image).
+	Verity *Verity `json:"verity,omitempty"`
+}
+
+// Verity is what a node checked of a disk image at install: its root hash
+// and, when the trust policy named the certificate that signed it, who.
+type Verity struct {
+	RootHash string `json:"root_hash"`
+	// Signer and CertificateSHA256 name the trusted certificate whose
+	// signature over the root hash verified; empty when the policy named
+	// none (the image may still carry a signature nobody checked).
+	Signer            string `json:"signer,omitempty"`
+	CertificateSHA256 string `json:"certificate_sha256,omitempty"`
 }
 
 // Activation records what happened after the link was switched.
@@ -160,7 +174,7 @@ func (e *Entry) validate(key string) error {
 	if e.Name != key {
 		return fmt.Errorf("extension %q: entry names %q", key, e.Name)
 	}
-	if err := validName(e.Name); err != nil {
+	if err := extension.ValidateName(e.Name); err != nil {
 		return err
 	}
 	for _, in := range append([]Install{e.Active}, e.Previous...) {

@@ -17,18 +17,16 @@ import (
 
 // Default paths, as seen on the running system (inside Root).
 const (
-	DefaultStoreDir          = "/var/lib/sysext/store"
-	DefaultStateFile         = "/var/lib/sysext/state.json"
-	DefaultLockFile          = "/var/lib/sysext/lock"
-	DefaultExtensionsDir     = "/var/lib/extensions"
-	PerDeploymentDir         = "/etc/extensions"
-	PerDeploymentStateFile   = "/etc/sysext/state.json"
-	imageSuffix              = ".raw"
-	storeFileMode            = 0o444
-	copyFileMode             = 0o644
-	stateFileMode            = 0o644
-	dirMode                  = 0o755
-	maxStateFileBackupSuffix = ".corrupt"
+	DefaultStoreDir        = "/var/lib/sysext/store"
+	DefaultStateFile       = "/var/lib/sysext/state.json"
+	DefaultLockFile        = "/var/lib/sysext/lock"
+	DefaultExtensionsDir   = "/var/lib/extensions"
+	PerDeploymentDir       = "/etc/extensions"
+	PerDeploymentStateFile = "/etc/sysext/state.json"
+	storeFileMode          = 0o444
+	copyFileMode           = 0o644
+	stateFileMode          = 0o644
+	dirMode                = 0o755
 )
 
 // SearchDirs are systemd-sysext's extension directories, first name wins.
@@ -268,7 +266,7 @@ func (s *Store) ImagePath(name, file string) string {
 
 // LinkPath returns NAME's activation link (or copied file), under Root.
 func (s *Store) LinkPath(name string) string {
-	return s.linkPath(filepath.Join(s.opts.ExtensionsDir, name+imageSuffix))
+	return s.linkPath(filepath.Join(s.opts.ExtensionsDir, name+extension.ImageSuffix))
 }
 
 // linkTarget is what NAME's link points to for FILE: an absolute path on
@@ -298,7 +296,7 @@ func (s *Store) removeTemps() error {
 	dirs := []string{filepath.Dir(s.path(s.opts.StateFile)), s.path(s.opts.ExtensionsDir), s.path(s.opts.StoreDir)}
 	if ents, err := os.ReadDir(s.path(s.opts.StoreDir)); err == nil {
 		for _, e := range ents {
-			if e.IsDir() && validName(e.Name()) == nil {
+			if e.IsDir() && extension.ValidateName(e.Name()) == nil {
 				dirs = append(dirs, s.path(s.nameDir(e.Name())))
 			}
 		}
@@ -359,22 +357,14 @@ func (s *Store) recover() error {
 	return s.writeState(st)
 }
 
-func validName(name string) error {
-	if err := extension.ValidateName(name); err != nil {
-		return err
-	}
-	return nil
-}
-
+// validFile checks a file name the state records: "" (none) or an image
+// file name.
 func validFile(file string) error {
 	if file == "" {
 		return nil
 	}
-	if err := extension.ValidateName(file); err != nil {
+	if err := extension.ValidateImageFile(file); err != nil {
 		return fmt.Errorf("stored file name: %w", err)
-	}
-	if !strings.HasSuffix(file, imageSuffix) {
-		return fmt.Errorf("stored file name %q does not end in %s", file, imageSuffix)
 	}
 	return nil
 }

@@ -465,7 +465,7 @@ func FuzzReadState(f *testing.F) {
 			return
 		}
 		for name, e := range st.Extensions {
-			if validName(name) != nil {
+			if extension.ValidateName(name) != nil {
 				t.Fatalf("accepted name %q", name)
 			}
 			for _, in := range append([]Install{e.Active}, e.Previous...) {

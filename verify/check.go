@@ -195,31 +195,9 @@ func (e *NoValidSignatureError) Error() string {
 
 // checkCandidate verifies one signature against every key and identity of r.
 func (r *Requirement) checkCandidate(c candidate, d digest.Digest) (Signature, error) {
-	var entity sgverify.SignedEntity
-	// A fresh option per attempt: WithArtifact's reader is consumed.
-	var artifact func() sgverify.ArtifactPolicyOption
-	var ref string
-	switch c.format {
-	case FormatCosign:
-		e, err := newCosignEntity(c)
-		if err != nil {
-			return Signature{}, err
-		}
-		entity = e
-		artifact = func() sgverify.ArtifactPolicyOption { return sgverify.WithArtifact(bytes.NewReader(c.payload)) }
-	case FormatBundle:
-		var b bundle.Bundle
-		if err := b.UnmarshalJSON(c.bundle); err != nil {
-			return Signature{}, fmt.Errorf("not a valid Sigstore bundle: %w", err)
-		}
-		entity = &b
-		raw, err := hex.DecodeString(d.Encoded())
-		if err != nil || d.Algorithm() != digest.SHA256 {
-			return Signature{}, fmt.Errorf("manifest digest %s is not sha256", d)
-		}
-		artifact = func() sgverify.ArtifactPolicyOption { return sgverify.WithArtifactDigest("sha256", raw) }
-	default:
-		return Signature{}, fmt.Errorf("unknown signature format %q", c.format)
+	entity, artifact, err := entityOf(c, d)
+	if err != nil {
+		return Signature{}, err
 	}
 	var errs []string
 	try := func(tm root.TrustedMaterial, who string, opt sgverify.PolicyOption, keyed bool) (Signature, bool) {
@@ -276,22 +254,8 @@ func (r *Requirement) checkCandidate(c candidate, d digest.Digest) (Signature, e
 	}
 	if c.format == FormatCosign {
 		// The signature is good; now what it says must be about d.
-		p, err := parsePayload(c.payload, d)
-		if err != nil {
+		if err := r.readPayload(found, c.payload, d); err != nil {
 			return Signature{}, err
-		}
-		ref = p.Critical.Identity.DockerReference
-		if r.Repository != "" && ref != r.Repository {
-			return Signature{}, fmt.Errorf("signature names repository %q, policy requires %q", ref, r.Repository)
-		}
-		found.Reference = ref
-		found.Tag = p.signedTag()
-		at, ok, err := p.signedTime()
-		if err != nil && r.Freshness.MaxAge > 0 {
-			return Signature{}, err
-		}
-		if ok && err == nil {
-			found.SignedAt = at
 		}
 	}
 	if r.Freshness.enabled() {
@@ -300,6 +264,55 @@ func (r *Requirement) checkCandidate(c candidate, d digest.Digest) (Signature, e
 		}
 	}
 	return *found, nil
+}
+
+// entityOf is what sigstore-go verifies for a candidate: the signed entity
+// and, fresh for each attempt (WithArtifact's reader is consumed), the
+// artifact it must be about.
+func entityOf(c candidate, d digest.Digest) (sgverify.SignedEntity, func() sgverify.ArtifactPolicyOption, error) {
+	switch c.format {
+	case FormatCosign:
+		e, err := newCosignEntity(c)
+		if err != nil {
+			return nil, nil, err
+		}
+		return e, func() sgverify.ArtifactPolicyOption { return sgverify.WithArtifact(bytes.NewReader(c.payload)) }, nil
+	case FormatBundle:
+		var b bundle.Bundle
+		if err := b.UnmarshalJSON(c.bundle); err != nil {
+			return nil, nil, fmt.Errorf("not a valid Sigstore bundle: %w", err)
+		}
+		raw, err := hex.DecodeString(d.Encoded())
+		if err != nil || d.Algorithm() != digest.SHA256 {
+			return nil, nil, fmt.Errorf("manifest digest %s is not sha256", d)
+		}
+		return &b, func() sgverify.ArtifactPolicyOption { return sgverify.WithArtifactDigest("sha256", raw) }, nil
+	}
+	return nil, nil, fmt.Errorf("unknown signature format %q", c.format)
+}
+
+// readPayload checks what a verified cosign payload says: that it is about
+// d and names the repository the policy asks for; it records the
+// repository, the tag and the signing time it gives.
+func (r *Requirement) readPayload(s *Signature, payload []byte, d digest.Digest) error {
+	p, err := parsePayload(payload, d)
+	if err != nil {
+		return err
+	}
+	ref := p.Critical.Identity.DockerReference
+	if r.Repository != "" && ref != r.Repository {
+		return fmt.Errorf("signature names repository %q, policy requires %q", ref, r.Repository)
+	}
+	s.Reference = ref
+	s.Tag = p.signedTag()
+	at, ok, err := p.signedTime()
+	if err != nil && r.Freshness.MaxAge > 0 {
+		return err
+	}
+	if ok && err == nil {
+		s.SignedAt = at
+	}
+	return nil
 }
 
 // statementFreshness reads the "tag" and "timestamp" annotations of the

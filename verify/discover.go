@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/sysext/sysext/internal/blob"
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
@@ -74,7 +75,7 @@ func (dv *discovery) findSigTag(ctx context.Context, src Source, desc ocispec.De
 		dv.problem("tag %s: %w", tag, err)
 		return
 	}
-	b, err := fetchLimited(ctx, src, d, maxManifestSize)
+	b, err := blob.Read(ctx, src, d, maxManifestSize)
 	if err != nil {
 		dv.problem("tag %s: %w", tag, err)
 		return
@@ -98,7 +99,7 @@ func (dv *discovery) findSigTag(ctx context.Context, src Source, desc ocispec.De
 			dv.problem("%s: no %s annotation", where, AnnotationSignature)
 			continue
 		}
-		p, err := fetchLimited(ctx, src, l, maxPayloadSize)
+		p, err := blob.Read(ctx, src, l, maxPayloadSize)
 		if err != nil {
 			dv.problem("%s: payload: %w", where, err)
 			continue
@@ -157,7 +158,7 @@ func (dv *discovery) fallbackIndex(ctx context.Context, src Source, desc ocispec
 		dv.problem("tag %s: %w", tag, err)
 		return nil
 	}
-	b, err := fetchLimited(ctx, src, d, maxManifestSize)
+	b, err := blob.Read(ctx, src, d, maxManifestSize)
 	if err != nil {
 		dv.problem("tag %s: %w", tag, err)
 		return nil
@@ -172,7 +173,7 @@ func (dv *discovery) fallbackIndex(ctx context.Context, src Source, desc ocispec
 
 func (dv *discovery) readBundle(ctx context.Context, src Source, r ocispec.Descriptor) {
 	where := "referrer " + r.Digest.String()
-	b, err := fetchLimited(ctx, src, r, maxManifestSize)
+	b, err := blob.Read(ctx, src, r, maxManifestSize)
 	if err != nil {
 		dv.problem("%s: %w", where, err)
 		return
@@ -186,7 +187,7 @@ func (dv *discovery) readBundle(ctx context.Context, src Source, r ocispec.Descr
 		dv.problem("%s: want exactly one %s layer", where, MediaTypeBundleV03)
 		return
 	}
-	bb, err := fetchLimited(ctx, src, m.Layers[0], maxBundleSize)
+	bb, err := blob.Read(ctx, src, m.Layers[0], maxBundleSize)
 	if err != nil {
 		dv.problem("%s: bundle: %w", where, err)
 		return

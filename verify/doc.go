@@ -18,6 +18,10 @@
 // caller passes: no TUF, Rekor or Fulcio requests (keyless verification
 // takes a trusted root file).
 //
+// A "veritySigned" requirement (verity.go) carries on to the image: the
+// Verified value names the certificates whose signature over a disk
+// image's dm-verity root hash the node must find after the download.
+//
 // Freshness is opt-in: a valid signature on an old manifest is still
 // valid unless the policy's "freshness" asks the payload to name the tag
 // and a recent signing time (Freshness; Signer.WithFreshness writes them).

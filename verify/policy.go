@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 
+	"github.com/sysext/sysext/internal/blob"
 	"github.com/sysext/sysext/internal/inroot"
 )
 
@@ -33,6 +35,11 @@ const (
 	TypeSigstoreSigned         = "sigstoreSigned"
 	TypeInsecureAcceptAnything = "insecureAcceptAnything"
 	TypeReject                 = "reject"
+	// TypeVeritySigned is sysext's: the image must be a disk image whose
+	// dm-verity root hash is signed by one of the certificates named
+	// (certPath, certPaths, certData). It is checked after the download,
+	// on top of the scope's other requirements (see verity.go).
+	TypeVeritySigned = "veritySigned"
 )
 
 // Transports a policy's scopes are grouped by: "docker" for registry
@@ -58,6 +65,8 @@ type PolicyRequirement struct {
 	// MatchRepository asks that a cosign payload's docker-reference names
 	// the repository being verified (signedIdentity matchRepository).
 	MatchRepository bool
+	// VerityCertificates are a TypeVeritySigned entry's certificates.
+	VerityCertificates []*x509.Certificate
 }
 
 // policyFile is the JSON shape.
@@ -80,6 +89,11 @@ type requirementFile struct {
 	// CT logs, TSAs) for keyless signatures, and the tlog opt-out.
 	TrustedRootPath    string `json:"trustedRootPath,omitempty"`
 	InsecureIgnoreTlog bool   `json:"insecureIgnoreTlog,omitempty"`
+	// veritySigned's certificates: PEM files, or PEM data (base64 in the
+	// JSON, as keyData).
+	CertPath  string   `json:"certPath,omitempty"`
+	CertPaths []string `json:"certPaths,omitempty"`
+	CertData  []byte   `json:"certData,omitempty"`
 	// sysext's addition: refuse old signatures served again.
 	Freshness *freshnessFile `json:"freshness,omitempty"`
 }
@@ -201,10 +215,9 @@ func parsePolicy(b []byte, shown, name, rootDir string) (*Policy, error) {
 }
 
 type loader struct {
-	data       []byte
-	name, dir  string
-	root       string
-	searchFrom int64
+	data      []byte
+	name, dir string
+	root      string
 }
 
 func (l *loader) errAt(raw json.RawMessage, err error) error {
@@ -254,112 +267,19 @@ func (l *loader) requirement(rf requirementFile) (PolicyRequirement, error) {
 		}
 		return r, nil
 	case TypeSigstoreSigned:
+		if rf.CertPath != "" || rf.CertPaths != nil || rf.CertData != nil {
+			return r, errors.New(`certPath, certPaths and certData belong to a "veritySigned" requirement`)
+		}
+	case TypeVeritySigned:
+		return l.verityRequirement(rf)
 	case "":
 		return r, errors.New(`requirement has no "type"`)
 	default:
-		return r, fmt.Errorf("unknown requirement type %q (want %q, %q or %q)", rf.Type, TypeSigstoreSigned, TypeInsecureAcceptAnything, TypeReject)
+		return r, fmt.Errorf("unknown requirement type %q (want %q, %q, %q or %q)", rf.Type, TypeSigstoreSigned, TypeVeritySigned, TypeInsecureAcceptAnything, TypeReject)
 	}
-	req := &r.Sigstore
-	req.IgnoreTlog = rf.InsecureIgnoreTlog
-	var keyPEMs [][]byte
-	paths := rf.KeyPaths
-	if rf.KeyPath != "" {
-		paths = append([]string{rf.KeyPath}, paths...)
-	}
-	for _, p := range paths {
-		b, err := l.read(p, maxKeyFileSize)
-		if err != nil {
-			return r, fmt.Errorf("key: %w", err)
-		}
-		keyPEMs = append(keyPEMs, b)
-	}
-	if rf.KeyData != nil {
-		keyPEMs = append(keyPEMs, rf.KeyData)
-	}
-	keyPEMs = append(keyPEMs, rf.KeyDatas...)
-	for _, b := range keyPEMs {
-		k, err := LoadPublicKey(b)
-		if err != nil {
-			return r, err
-		}
-		req.Keys = append(req.Keys, k)
-	}
-	var materials root.TrustedMaterialCollection
-	if rf.TrustedRootPath != "" {
-		b, err := l.read(rf.TrustedRootPath, maxTrustedRootSize)
-		if err != nil {
-			return r, fmt.Errorf("trustedRootPath %s: %w", rf.TrustedRootPath, err)
-		}
-		tr, err := root.NewTrustedRootFromJSON(b)
-		if err != nil {
-			return r, fmt.Errorf("trustedRootPath %s: %w", rf.TrustedRootPath, err)
-		}
-		materials = append(materials, tr)
-	}
-	if f := rf.Fulcio; f != nil {
-		if len(req.Keys) > 0 {
-			return r, errors.New("give either keys or fulcio, not both")
-		}
-		if f.CAPath != "" || f.CAData != nil {
-			data := f.CAData
-			if f.CAPath != "" {
-				b, err := l.read(f.CAPath, maxKeyFileSize)
-				if err != nil {
-					return r, fmt.Errorf("fulcio caPath: %w", err)
-				}
-				data = b
-			}
-			ca, err := caMaterial(data)
-			if err != nil {
-				return r, fmt.Errorf("fulcio CA: %w", err)
-			}
-			materials = append(materials, ca)
-		}
-		id := Identity{Subject: f.SubjectEmail, SubjectRegexp: f.SubjectRegexp, Issuer: f.OIDCIssuer, IssuerRegexp: f.OIDCIssuerRegexp}
-		if f.Subject != "" {
-			id.Subject = f.Subject
-		}
-		if err := id.validate(); err != nil {
-			return r, fmt.Errorf("fulcio: %w", err)
-		}
-		req.Identities = append(req.Identities, id)
-	}
-	if rf.RekorPublicKeyPath != "" || rf.RekorPublicKeyData != nil {
-		data := rf.RekorPublicKeyData
-		if rf.RekorPublicKeyPath != "" {
-			b, err := l.read(rf.RekorPublicKeyPath, maxKeyFileSize)
-			if err != nil {
-				return r, fmt.Errorf("rekorPublicKeyPath: %w", err)
-			}
-			data = b
-		}
-		lm, err := logMaterial(data)
-		if err != nil {
-			return r, fmt.Errorf("rekor public key: %w", err)
-		}
-		materials = append(materials, lm)
-	}
-	if len(materials) > 0 {
-		req.TrustedMaterial = materials
-	}
-	if len(req.Keys) == 0 && len(req.Identities) == 0 {
-		return r, errors.New(`sigstoreSigned needs "keyPath", "keyPaths", "keyData" or "fulcio"`)
-	}
-	if len(req.Identities) > 0 && (req.TrustedMaterial == nil || len(req.TrustedMaterial.FulcioCertificateAuthorities()) == 0) {
-		return r, errors.New(`fulcio needs "caPath", "caData" or a "trustedRootPath" holding certificate authorities`)
-	}
-	if f := rf.Freshness; f != nil {
-		req.Freshness.RequireTag = f.RequireTag
-		if f.MaxAge != "" {
-			d, err := parseAge(f.MaxAge)
-			if err != nil {
-				return r, fmt.Errorf("freshness.maxAge: %w", err)
-			}
-			req.Freshness.MaxAge = d
-		}
-		if !req.Freshness.enabled() {
-			return r, errors.New(`freshness asks for nothing: set "requireTag": true and/or "maxAge" (e.g. "720h" or "30d")`)
-		}
+	var err error
+	if r.Sigstore, err = l.sigstoreRequirement(rf); err != nil {
+		return r, err
 	}
 	if si := rf.SignedIdentity; si != nil {
 		switch si.Type {
@@ -370,6 +290,143 @@ func (l *loader) requirement(rf requirementFile) (PolicyRequirement, error) {
 		}
 	}
 	return r, nil
+}
+
+// sigstoreRequirement reads what a sigstoreSigned entry asks for: keys, or
+// Fulcio identities; the trusted material that checks them; freshness.
+func (l *loader) sigstoreRequirement(rf requirementFile) (Requirement, error) {
+	req := Requirement{IgnoreTlog: rf.InsecureIgnoreTlog}
+	var err error
+	if req.Keys, err = l.publicKeys(rf); err != nil {
+		return req, err
+	}
+	var materials root.TrustedMaterialCollection
+	if rf.TrustedRootPath != "" {
+		b, err := l.read(rf.TrustedRootPath, maxTrustedRootSize)
+		if err != nil {
+			return req, fmt.Errorf("trustedRootPath %s: %w", rf.TrustedRootPath, err)
+		}
+		tr, err := root.NewTrustedRootFromJSON(b)
+		if err != nil {
+			return req, fmt.Errorf("trustedRootPath %s: %w", rf.TrustedRootPath, err)
+		}
+		materials = append(materials, tr)
+	}
+	if f := rf.Fulcio; f != nil {
+		if len(req.Keys) > 0 {
+			return req, errors.New("give either keys or fulcio, not both")
+		}
+		id, ca, err := l.fulcio(f)
+		if err != nil {
+			return req, err
+		}
+		if ca != nil {
+			materials = append(materials, ca)
+		}
+		req.Identities = append(req.Identities, id)
+	}
+	if data, err := l.pathOrData(rf.RekorPublicKeyPath, rf.RekorPublicKeyData); err != nil {
+		return req, fmt.Errorf("rekorPublicKeyPath: %w", err)
+	} else if data != nil {
+		lm, err := logMaterial(data)
+		if err != nil {
+			return req, fmt.Errorf("rekor public key: %w", err)
+		}
+		materials = append(materials, lm)
+	}
+	if len(materials) > 0 {
+		req.TrustedMaterial = materials
+	}
+	if len(req.Keys) == 0 && len(req.Identities) == 0 {
+		return req, errors.New(`sigstoreSigned needs "keyPath", "keyPaths", "keyData" or "fulcio"`)
+	}
+	if len(req.Identities) > 0 && (req.TrustedMaterial == nil || len(req.TrustedMaterial.FulcioCertificateAuthorities()) == 0) {
+		return req, errors.New(`fulcio needs "caPath", "caData" or a "trustedRootPath" holding certificate authorities`)
+	}
+	if f := rf.Freshness; f != nil {
+		if req.Freshness, err = freshness(f); err != nil {
+			return req, err
+		}
+	}
+	return req, nil
+}
+
+// publicKeys reads an entry's keys: keyPath, keyPaths (read from files),
+// keyData and keyDatas (inline PEM), in that order.
+func (l *loader) publicKeys(rf requirementFile) ([]crypto.PublicKey, error) {
+	var keyPEMs [][]byte
+	paths := rf.KeyPaths
+	if rf.KeyPath != "" {
+		paths = append([]string{rf.KeyPath}, paths...)
+	}
+	for _, p := range paths {
+		b, err := l.read(p, maxKeyFileSize)
+		if err != nil {
+			return nil, fmt.Errorf("key: %w", err)
+		}
+		keyPEMs = append(keyPEMs, b)
+	}
+	if rf.KeyData != nil {
+		keyPEMs = append(keyPEMs, rf.KeyData)
+	}
+	keyPEMs = append(keyPEMs, rf.KeyDatas...)
+	var keys []crypto.PublicKey
+	for _, b := range keyPEMs {
+		k, err := LoadPublicKey(b)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+// fulcio reads a fulcio entry: the identity certificates must name, and
+// the certificate authority (nil when the trusted root gives it).
+func (l *loader) fulcio(f *fulcioFile) (Identity, root.TrustedMaterial, error) {
+	var ca root.TrustedMaterial
+	data, err := l.pathOrData(f.CAPath, f.CAData)
+	if err != nil {
+		return Identity{}, nil, fmt.Errorf("fulcio caPath: %w", err)
+	}
+	if data != nil {
+		if ca, err = caMaterial(data); err != nil {
+			return Identity{}, nil, fmt.Errorf("fulcio CA: %w", err)
+		}
+	}
+	id := Identity{Subject: f.SubjectEmail, SubjectRegexp: f.SubjectRegexp, Issuer: f.OIDCIssuer, IssuerRegexp: f.OIDCIssuerRegexp}
+	if f.Subject != "" {
+		id.Subject = f.Subject
+	}
+	if err := id.validate(); err != nil {
+		return Identity{}, nil, fmt.Errorf("fulcio: %w", err)
+	}
+	return id, ca, nil
+}
+
+// freshness reads what a freshness entry asks of a signature's age and tag.
+func freshness(f *freshnessFile) (Freshness, error) {
+	fr := Freshness{RequireTag: f.RequireTag}
+	if f.MaxAge != "" {
+		d, err := parseAge(f.MaxAge)
+		if err != nil {
+			return fr, fmt.Errorf("freshness.maxAge: %w", err)
+		}
+		fr.MaxAge = d
+	}
+	if !fr.enabled() {
+		return fr, errors.New(`freshness asks for nothing: set "requireTag": true and/or "maxAge" (e.g. "720h" or "30d")`)
+	}
+	return fr, nil
+}
+
+// pathOrData is a file the policy gives by path (read, bounded by
+// maxKeyFileSize) or inline; nil when it gives neither.
+func (l *loader) pathOrData(p string, data []byte) ([]byte, error) {
+	if p == "" {
+		return data, nil
+	}
+	return l.read(p, maxKeyFileSize)
 }
 
 // read reads a file named in the policy: a relative path from the policy
@@ -568,12 +625,17 @@ func (p *Policy) Verify(ctx context.Context, src Source, ref string, desc ocispe
 	}
 	var signers []string
 	var sigs []Signature
+	var verityCerts []*x509.Certificate
 	allUnsigned := true
 	for _, r := range reqs {
 		switch r.Type {
 		case TypeReject:
 			return Verified{}, fmt.Errorf("%s: the trust policy rejects images from %s (scope %s)", ref, scope.Name, scopeName)
 		case TypeInsecureAcceptAnything:
+			continue
+		case TypeVeritySigned:
+			// Checked on the image after the download (CheckVerity).
+			verityCerts = append(verityCerts, r.VerityCertificates...)
 			continue
 		case TypeSigstoreSigned:
 			allUnsigned = false
@@ -594,11 +656,14 @@ func (p *Policy) Verify(ctx context.Context, src Source, ref string, desc ocispe
 			return Verified{}, fmt.Errorf("%s: unknown requirement type %q", ref, r.Type)
 		}
 	}
+	vr := verityRequirement{certs: verityCerts, scope: scopeName}
 	if allUnsigned {
-		return AcceptUnsigned(desc.Digest), nil
+		v := AcceptUnsigned(desc.Digest)
+		v.verity = vr
+		return v, nil
 	}
 	sort.Strings(signers)
-	return Verified{digest: desc.Digest, signer: strings.Join(signers, ", "), signatures: sigs}, nil
+	return Verified{digest: desc.Digest, signer: strings.Join(signers, ", "), signatures: sigs, verity: vr}, nil
 }
 
 func appendUnique(list []string, s string) []string {
@@ -655,7 +720,7 @@ func (p *Policy) VerifyEntry(ctx context.Context, src Source, ref string, idx, m
 	if err == nil || idx.Digest == "" || idx.Digest == m.Digest {
 		return v, err
 	}
-	b, ferr := fetchLimited(ctx, src, idx, maxManifestSize)
+	b, ferr := blob.Read(ctx, src, idx, maxManifestSize)
 	if ferr != nil {
 		return Verified{}, fmt.Errorf("%w (and its index %s could not be read: %v)", err, idx.Digest, ferr)
 	}
@@ -677,5 +742,5 @@ func (p *Policy) VerifyEntry(ctx context.Context, src Source, ref string, idx, m
 	if ierr != nil {
 		return Verified{}, fmt.Errorf("%w; nor does its index: %v", err, ierr)
 	}
-	return Verified{digest: m.Digest, signer: iv.signer, unsigned: iv.unsigned, signatures: iv.signatures}, nil
+	return Verified{digest: m.Digest, signer: iv.signer, unsigned: iv.unsigned, signatures: iv.signatures, verity: iv.verity}, nil
 }

@@ -11,6 +11,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/sysext/sysext/internal/blob"
+	"github.com/sysext/sysext/internal/mediatype"
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
@@ -31,8 +33,8 @@ type Signed struct {
 // the index last.
 func SignTree(ctx context.Context, dst oras.Target, desc ocispec.Descriptor, repo string, s *Signer) ([]Signed, error) {
 	var out []Signed
-	if desc.MediaType == ocispec.MediaTypeImageIndex {
-		b, err := fetchLimited(ctx, dst, desc, maxManifestSize)
+	if mediatype.IsIndex(desc.MediaType) {
+		b, err := blob.Read(ctx, dst, desc, maxManifestSize)
 		if err != nil {
 			return nil, fmt.Errorf("index %s: %w", desc.Digest, err)
 		}
@@ -41,7 +43,7 @@ func SignTree(ctx context.Context, dst oras.Target, desc ocispec.Descriptor, rep
 			return nil, fmt.Errorf("index %s: not an image index: %w", desc.Digest, err)
 		}
 		for _, m := range idx.Manifests {
-			if m.MediaType != ocispec.MediaTypeImageManifest {
+			if !mediatype.IsManifest(m.MediaType) {
 				continue
 			}
 			sd, err := Sign(ctx, dst, m, repo, s)
@@ -124,7 +126,7 @@ func existingSignatureLayers(ctx context.Context, src oras.ReadOnlyTarget, tag s
 	if err != nil {
 		return nil, fmt.Errorf("resolve %s: %w", tag, err)
 	}
-	b, err := fetchLimited(ctx, src, d, maxManifestSize)
+	b, err := blob.Read(ctx, src, d, maxManifestSize)
 	if err != nil {
 		return nil, fmt.Errorf("signature manifest %s: %w", tag, err)
 	}
@@ -164,13 +166,4 @@ func pushIfAbsent(ctx context.Context, dst content.Storage, d ocispec.Descriptor
 		return nil
 	}
 	return err
-}
-
-// fetchLimited reads the blob d after refusing sizes over limit; the bytes
-// are checked against d's size and digest as they are read.
-func fetchLimited(ctx context.Context, src content.Fetcher, d ocispec.Descriptor, limit int64) ([]byte, error) {
-	if d.Size < 0 || d.Size > limit {
-		return nil, fmt.Errorf("%s is %d bytes, over the %d byte limit", d.Digest, d.Size, limit)
-	}
-	return content.FetchAll(ctx, src, d)
 }

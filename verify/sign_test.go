@@ -12,6 +12,7 @@ import (
 
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/sysext/sysext/internal/mediatype"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/content/memory"
 )
@@ -136,6 +137,43 @@ func TestSignTree(t *testing.T) {
 		t.Fatalf("signed %+v", signed)
 	}
 	for _, d := range []ocispec.Descriptor{amd, arm, idx} {
+		if _, err := keyRequirement(s).Check(ctx, store, d); err != nil {
+			t.Fatalf("%s: %v", d.Digest, err)
+		}
+	}
+}
+
+// A Docker manifest list is an index too: its manifests are signed, as
+// an OCI index's are, so a node that picks its platform finds a signature.
+func TestSignTreeDockerList(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	var ms []ocispec.Descriptor
+	for _, arch := range []string{"amd64", "arm64"} {
+		b, err := json.Marshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: mediatype.DockerManifest,
+			Config: ocispec.DescriptorEmptyJSON, Layers: []ocispec.Descriptor{pushImage(t, store, arch)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := content.NewDescriptorFromBytes(mediatype.DockerManifest, b)
+		mustPush(t, store, d, b)
+		ms = append(ms, d)
+	}
+	b, err := json.Marshal(ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: mediatype.DockerManifestList, Manifests: ms})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list := content.NewDescriptorFromBytes(mediatype.DockerManifestList, b)
+	mustPush(t, store, list, b)
+	s := newTestSigner(t)
+	signed, err := SignTree(ctx, store, list, testRepo, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(signed) != 3 {
+		t.Fatalf("signed %d, want the list and its 2 manifests: %+v", len(signed), signed)
+	}
+	for _, d := range append(ms, list) {
 		if _, err := keyRequirement(s).Check(ctx, store, d); err != nil {
 			t.Fatalf("%s: %v", d.Digest, err)
 		}

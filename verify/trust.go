@@ -53,6 +53,10 @@ type TrustOptions struct {
 	IgnoreTlog    bool // --insecure-ignore-tlog
 	AllowUnsigned bool // --insecure-allow-unsigned
 
+	// VerityCertPaths (--verity-certificate) add a veritySigned
+	// requirement: the image must be a disk image whose root hash one of
+	// these certificates signed.
+	VerityCertPaths []string
 	// InRoot says KeyPaths, PolicyPath and TrustedRootPath were read from
 	// a file under Root (a declaration, the node's state), so they are
 	// paths inside Root and are resolved there (internal/inroot), never on
@@ -76,11 +80,22 @@ func (o TrustOptions) Keyless() bool {
 // keys or identities.
 func (o TrustOptions) Policy() (*Policy, error) {
 	explicit := len(o.KeyPaths) > 0 || o.Keyless()
+	var verityReq []PolicyRequirement
+	if len(o.VerityCertPaths) > 0 {
+		if o.PolicyPath != "" {
+			return nil, badTrustOption("--policy cannot be combined with --verity-certificate: put a veritySigned requirement in the policy file")
+		}
+		certs, err := o.verityCertificates()
+		if err != nil {
+			return nil, err
+		}
+		verityReq = []PolicyRequirement{{Type: TypeVeritySigned, VerityCertificates: certs}}
+	}
 	switch {
 	case o.AllowUnsigned && (explicit || o.PolicyPath != ""):
 		return nil, badTrustOption("--insecure-allow-unsigned cannot be combined with --key, --policy or keyless flags: it would ignore them")
 	case o.AllowUnsigned:
-		return &Policy{Default: []PolicyRequirement{{Type: TypeInsecureAcceptAnything}}}, nil
+		return &Policy{Default: append([]PolicyRequirement{{Type: TypeInsecureAcceptAnything}}, verityReq...)}, nil
 	case explicit && o.PolicyPath != "":
 		return nil, badTrustOption("--policy cannot be combined with --key or keyless flags: put the key in the policy file")
 	case explicit:
@@ -88,7 +103,9 @@ func (o TrustOptions) Policy() (*Policy, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &Policy{Default: []PolicyRequirement{{Type: TypeSigstoreSigned, Sigstore: req}}}, nil
+		return &Policy{Default: append([]PolicyRequirement{{Type: TypeSigstoreSigned, Sigstore: req}}, verityReq...)}, nil
+	case verityReq != nil:
+		return nil, badTrustOption("--verity-certificate checks the image; the manifest still needs a signature to trust: add --key or keyless flags (or --insecure-allow-unsigned)")
 	case o.PolicyPath != "" && o.InRoot:
 		p, err := LoadPolicy(o.PolicyPath, o.Root)
 		return p, o.wrap(err)

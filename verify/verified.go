@@ -16,6 +16,8 @@ type Verified struct {
 	unsigned bool   // the explicit --insecure-allow-unsigned / insecureAcceptAnything opt-out
 	// signatures are the valid signatures the decision rests on.
 	signatures []Signature
+	// verity is what the scope requires of the image itself (veritySigned).
+	verity verityRequirement
 }
 
 // Signatures lists the valid signatures the decision rests on (none when

@@ -36,6 +36,11 @@ type buildOptions struct {
 	// flatwrap).
 	KeepPrivileges []string
 	Quiet          bool
+
+	// Disk images (--format ddi), flags of build only.
+	FS          string
+	SignKey     string
+	Certificate string
 }
 
 // fromImageOptions are the flags that build from a container image instead
@@ -58,6 +63,9 @@ func (o *buildOptions) AddFlags(c *cobra.Command) {
 		"compression, ALG or ALG:LEVEL (squashfs: gzip, xz, lzo, lz4, zstd, none; erofs: lz4, lz4hc, none; default zstd / lz4hc)")
 	f.StringVar(&o.Scope, "scope", "", `SYSEXT_SCOPE: "system", "initrd", "portable" or several, space-separated (default: unset, meaning system portable)`)
 	f.StringArrayVar(&o.Enable, "enable", nil, "start this unit (under usr/lib/systemd/system/ in the tree) while the extension is merged, via an Upholds= drop-in; repeatable")
+	f.StringVar(&o.FS, "fs", "", "with --format ddi: the root partition's filesystem, erofs (default) or squashfs")
+	f.StringVar(&o.SignKey, "sign-key", "", "with --format ddi: sign the verity root hash with this PEM private key (as 'generate-key-pair --x509' makes)")
+	f.StringVar(&o.Certificate, "certificate", "", "with --format ddi and --sign-key: the key's X.509 certificate (PEM)")
 }
 
 // addImageFlags adds the flags of every command that writes an image (build,
@@ -69,7 +77,7 @@ func (o *buildOptions) addImageFlags(c *cobra.Command, archHelp, compressionHelp
 	f.StringVar(&o.OS, "os", extension.AnyID, "ID of the OS the extension is for, or _any")
 	f.StringVar(&o.SysextLevel, "sysext-level", "", "SYSEXT_LEVEL the host must have (with --os)")
 	f.StringVar(&o.VersionID, "version-id", "", "VERSION_ID the host must have (with --os, when it has no SYSEXT_LEVEL)")
-	f.StringVar(&o.Format, "format", string(builder.Squashfs), "image format: squashfs or erofs")
+	f.StringVar(&o.Format, "format", string(builder.Squashfs), "image format: squashfs, erofs, or ddi (a disk image with a dm-verity protected root partition)")
 	f.StringVar(&o.Compression, "compression", "", compressionHelp)
 	f.StringVarP(&o.Output, "output", "o", "", "output file, or directory for NAME-VERSION-ARCH.raw (default: the current directory)")
 	f.BoolVar(&o.Force, "force", false, "replace an existing output file")
@@ -110,6 +118,13 @@ extension is merged. TREE itself is never modified. The output,
 NAME-VERSION-ARCH.raw, is byte-for-byte reproducible: the same tree and
 SOURCE_DATE_EPOCH (default 0) give the same image.
 
+With --format ddi the image is a Discoverable Disk Image: a GPT disk with
+the root partition (the tree as --fs erofs or squashfs), its dm-verity hash
+partition and, with --sign-key and --certificate, the signature partition
+that systemd and the kernel check at every merge. systemd-repart builds it
+where this host's is 257 or newer; elsewhere veritysetup (cryptsetup-bin)
+makes the hash tree and sysext the partition table. See docs/building.md.
+
 Needs mksquashfs (squashfs-tools) or mkfs.erofs (erofs-utils).
 
 A bad tree, a tool failing or the output existing without --force is a
@@ -117,7 +132,9 @@ failure (1); a bad flag value is a usage error (2).`,
 		Example: `  sysext build ./root --name hello --version 1.0
   sysext build ./root --name docker --version 24.0.9 --arch arm64 --format erofs \
       --enable docker.socket --enable docker.service -o out/
-  sysext build ./root --name tool --version 2 --os flatcar --sysext-level 1.0`,
+  sysext build ./root --name tool --version 2 --os flatcar --sysext-level 1.0
+  sysext build ./root --name tool --version 2 --arch x86-64 --format ddi \
+      --sign-key verity.key --certificate verity.crt`,
 		Args: argsUsage(func(c *cobra.Command, args []string) error {
 			if img.Image != "" {
 				return cobra.NoArgs(c, args)
@@ -171,8 +188,17 @@ func (o buildOptions) builderOptions(tree string) (builder.Options, error) {
 		scopes = s
 	}
 	format := builder.ImageFormat(o.Format)
-	if format != builder.Squashfs && format != builder.EROFS {
-		return builder.Options{}, usageError("--format %s: use squashfs or erofs", o.Format)
+	if format != builder.Squashfs && format != builder.EROFS && format != builder.DDI {
+		return builder.Options{}, usageError("--format %s: use squashfs, erofs or ddi", o.Format)
+	}
+	if format != builder.DDI && (o.FS != "" || o.SignKey != "" || o.Certificate != "") {
+		return builder.Options{}, usageError("--fs, --sign-key and --certificate are for --format ddi")
+	}
+	if (o.SignKey == "") != (o.Certificate == "") {
+		return builder.Options{}, usageError("--sign-key and --certificate go together: the key signs the root hash, the certificate names it")
+	}
+	if o.FS != "" && o.FS != string(builder.EROFS) && o.FS != string(builder.Squashfs) {
+		return builder.Options{}, usageError("--fs %s: use erofs or squashfs", o.FS)
 	}
 	epoch := int64(0)
 	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
@@ -197,6 +223,7 @@ func (o buildOptions) builderOptions(tree string) (builder.Options, error) {
 		Tree: tree, Meta: meta, Format: format, Compression: o.Compression,
 		Enable: o.Enable, Output: o.Output, Force: o.Force, SourceDateEpoch: epoch, Digest: o.Digest,
 		KeepPrivileges: o.KeepPrivileges,
+		Filesystem:     builder.ImageFormat(o.FS), SignKey: o.SignKey, Certificate: o.Certificate,
 	}
 	// The builder's own checks (compression, a level without --os), before
 	// any tree is read or image downloaded.
@@ -241,6 +268,10 @@ func printBuilt(c *cobra.Command, o buildOptions, res *builder.Result) error {
 		fmt.Fprintf(c.ErrOrStderr(), "sysext: warning: %s\n", w)
 	}
 	j := newImageJSON(res.Path, string(res.Format), res.Size, res.Digest, res.Meta, res.Release, res.Upholds)
+	if res.Format == builder.DDI {
+		j.Format = "gpt"
+		j.DDI = builtDDIJSON(res)
+	}
 	if o.JSON {
 		j.Warnings = res.Warnings
 		return printJSON(c.OutOrStdout(), j)

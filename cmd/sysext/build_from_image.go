@@ -128,7 +128,7 @@ func runBuildFromImage(c *cobra.Command, opts buildOptions, img fromImageOptions
 		fmt.Fprintf(c.ErrOrStderr(), "sysext: warning: ignored deletions of base files: %s\n", strings.Join(res.Deletions, ", "))
 	}
 	if bind {
-		id, vid := res.OSRelease["ID"], res.OSRelease["VERSION_ID"]
+		id, vid := res.OSRelease.Get("ID"), res.OSRelease.Get("VERSION_ID")
 		if id == "" || vid == "" {
 			return fmt.Errorf("the base's os-release has no ID or VERSION_ID to bind the extension to: give --os and --version-id (or --os _any)")
 		}

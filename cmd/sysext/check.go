@@ -2,11 +2,10 @@ package main
 
 import (
 	"context"
-	"os"
 
 	"github.com/spf13/cobra"
 
-	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/internal/osrelease"
 	"github.com/sysext/sysext/node"
 )
 
@@ -64,13 +63,9 @@ Exits 0 when every extension has a compatible build, 1 when one is missing
 }
 
 func runCheck(ctx context.Context, c *cobra.Command, opts checkOptions) error {
-	b, err := os.ReadFile(opts.OSRelease)
+	osr, err := osrelease.ReadFile(opts.OSRelease)
 	if err != nil {
 		return usageError("--os-release: %v", err)
-	}
-	osr, err := extension.ParseRelease(b)
-	if err != nil {
-		return usageError("--os-release %s: %v", opts.OSRelease, err)
 	}
 	n, err := opts.node(c, false)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/oci"
 )
 
@@ -74,7 +75,7 @@ func runChunkIndex(ctx context.Context, c *cobra.Command, opts chunkIndexOptions
 		if r.Existed {
 			what = fmt.Sprintf("has a chunk index already (%d chunks)", r.Chunks)
 		}
-		fmt.Fprintf(out, "%s: %s %s\n", oci.PlatformString(r.Entry.Platform), shortHex(r.Entry.Descriptor.Digest.String()), what)
+		fmt.Fprintf(out, "%s: %s %s\n", oci.PlatformString(r.Entry.Platform), extension.ShortDigest(r.Entry.Descriptor.Digest.String()), what)
 	}
 	return nil
 }

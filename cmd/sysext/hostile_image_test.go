@@ -240,7 +240,7 @@ func TestInspectSpecialFiles(t *testing.T) {
 	}
 	for _, want := range []string{
 		"setuid:         /usr/bin/su (mode 4755, uid 0)\n",
-		`setgid:         "/usr/bin/ev\u202eil" (mode 2755, gid 5)` + "\n",
+		`setgid:         /usr/bin/ev\u202eil (mode 2755, gid 5)` + "\n",
 		"capabilities:   /usr/bin/ping cap_net_raw=ep\n",
 		"device node:    /usr/lib/null (char 1:3, mode 0644)\n",
 	} {

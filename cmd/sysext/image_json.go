@@ -4,9 +4,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"strconv"
 	"strings"
-	"unicode"
 
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/fsimage"
@@ -32,6 +30,7 @@ type imageJSON struct {
 	Release       map[string]string `json:"release"`
 	Warnings      []string          `json:"warnings,omitempty"`
 	Compatible    *compatJSON       `json:"compatible,omitempty"`
+	DDI           *ddiJSON          `json:"ddi,omitempty"` // a disk image's partitions, verity and signature
 	// DigestCached: the digest was read from the file's cache attribute.
 	DigestCached bool `json:"digest_cached,omitempty"`
 	// Special lists what gives the image power beyond its files' content
@@ -88,7 +87,7 @@ func unixMode(m fs.FileMode) uint32 {
 func printSpecial(w io.Writer, j *specialJSON) error {
 	var lines [][2]string
 	for _, f := range j.Files {
-		p := printableName(f.Path)
+		p := extension.Escape(f.Path)
 		if f.Setuid {
 			lines = append(lines, [2]string{"setuid", fmt.Sprintf("%s (mode %s, uid %d)", p, f.Mode, f.UID)})
 		}
@@ -114,15 +113,6 @@ func printSpecial(w io.Writer, j *specialJSON) error {
 		}
 	}
 	return nil
-}
-
-// printableName shows a name from an image as is when every character is
-// printable, quoted and escaped otherwise (control and bidi characters).
-func printableName(s string) string {
-	if strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) < 0 {
-		return s
-	}
-	return strconv.QuoteToASCII(s)
 }
 
 // compatJSON says whether systemd-sysext would merge the image on a host.
@@ -191,6 +181,7 @@ func printImage(w io.Writer, j imageJSON) error {
 		}
 		lines = append(lines, [2]string{"merges", v})
 	}
+	lines = append(lines, j.DDI.lines()...)
 	for _, l := range lines {
 		if _, err := printf(w, "%-15s %s\n", l[0]+":", l[1]); err != nil {
 			return err

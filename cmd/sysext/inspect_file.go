@@ -10,11 +10,8 @@ import (
 
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/fsimage"
-	"github.com/sysext/sysext/internal/smallfile"
+	"github.com/sysext/sysext/internal/osrelease"
 )
-
-// hostOSReleasePaths are where os-release(5) says to look, in order.
-var hostOSReleasePaths = []string{"/etc/os-release", "/usr/lib/os-release"}
 
 // runInspectFile prints an image file's metadata and whether it would
 // merge on the host (or the os-release given with --os-release).
@@ -30,6 +27,9 @@ func runInspectFile(c *cobra.Command, opts inspectOptions, path string) error {
 	j := newImageJSON(info.Path, string(info.Format), info.Size, info.Digest, info.Meta, info.Release, info.Upholds)
 	j.DigestCached = info.DigestCached
 	j.Special = newSpecialJSON(info.SpecialFiles, info.CapabilitiesUnread)
+	if info.DDI != nil {
+		j.DDI = inspectDDI(c.Context(), info.Path, info.DDI)
+	}
 	cj := &compatJSON{OSRelease: hostFile, OK: true}
 	if err := extension.Compatible(info.Release, extension.Host{OSRelease: hostRel}); err != nil {
 		var ie *extension.IncompatibleError
@@ -47,7 +47,7 @@ func runInspectFile(c *cobra.Command, opts inspectOptions, path string) error {
 	}
 	// systemd-sysext 252 only loads an image whose file name is the NAME of
 	// its extension-release file; NAME-VERSION-ARCH.raw is silently skipped.
-	if want := info.Name + ".raw"; filepath.Base(path) != want {
+	if want := info.Name + extension.ImageSuffix; filepath.Base(path) != want {
 		_, err = printf(c.OutOrStdout(), "%-15s systemd-sysext loads it as %s (a copy or a link of that name in /var/lib/extensions)\n", "note:", want)
 	}
 	return err
@@ -56,35 +56,22 @@ func runInspectFile(c *cobra.Command, opts inspectOptions, path string) error {
 // readOSRelease reads the os-release file to judge against: the given one,
 // or the host's.
 func readOSRelease(path string) (string, *extension.Release, error) {
-	candidates := hostOSReleasePaths
 	if path != "" {
-		candidates = []string{path}
-	}
-	for _, p := range candidates {
-		data, err := readSmallFile(p, extension.MaxReleaseSize)
-		if errors.Is(err, fs.ErrNotExist) && path == "" {
-			continue
+		rel, err := osrelease.ReadFile(path)
+		if errors.As(err, new(*osrelease.ParseError)) {
+			return "", nil, err
 		}
-		if err != nil && path != "" {
+		if err != nil {
 			return "", nil, usageError("--os-release: %v", err)
 		}
-		if err != nil {
-			return "", nil, fmt.Errorf("host os-release: %w", err)
-		}
-		rel, err := extension.ParseRelease(data)
-		if err != nil {
-			return "", nil, fmt.Errorf("%s: %w", p, err)
-		}
-		return p, rel, nil
+		return path, rel, nil
 	}
-	return "", nil, errors.New("this host has no /etc/os-release or /usr/lib/os-release: give one with --os-release FILE")
-}
-
-func readSmallFile(p string, limit int64) ([]byte, error) {
-	data, err := smallfile.Read(p, limit)
-	var tl *smallfile.TooLargeError
-	if errors.As(err, &tl) {
-		return nil, fmt.Errorf("%s is more than %d bytes", p, limit)
+	rel, p, err := osrelease.Read("/")
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil, errors.New("this host has no /etc/os-release or /usr/lib/os-release: give one with --os-release FILE")
 	}
-	return data, err
+	if err != nil {
+		return "", nil, fmt.Errorf("host os-release: %w", err)
+	}
+	return p, rel, nil
 }

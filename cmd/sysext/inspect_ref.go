@@ -209,6 +209,9 @@ func printRef(w io.Writer, j refJSON) error {
 				}
 			}
 			printf(w, "  %-13s %s\n", "scope:", strings.Join(e.Scope, " "))
+			for _, l := range verityRefLines(p.Annotations) {
+				printf(w, "  %-13s %s\n", l[0]+":", l[1])
+			}
 		}
 		printf(w, "  %-13s %s\n", "attached:", p.Attached)
 		c := p.Compatible

@@ -105,7 +105,7 @@ func runList(ctx context.Context, c *cobra.Command, opts listOptions) error {
 				}
 				digest := e.Active.ManifestDigest.String()
 				if !opts.Wide {
-					digest, signer = shortHex(digest), shortSigner(signer)
+					digest, signer = extension.ShortDigest(digest), shortSigner(signer)
 				}
 				rows = append(rows, []string{e.Name, e.Active.Version, orDash(string(act)), digest, orDash(signer), e.Source, orDash(strings.Join(prev, ","))})
 			}
@@ -184,20 +184,11 @@ func printTable(w io.Writer, rows [][]string, width int, shrink ...int) {
 	}
 }
 
-// shortHex is a digest's first 12 hex digits, without "sha256:".
-func shortHex(d string) string {
-	_, hex, ok := strings.Cut(d, ":")
-	if !ok || len(hex) < 12 {
-		return d
-	}
-	return hex[:12]
-}
-
 // shortSigner shortens a key signer ("key:sha256:<hex>") to its first 12
 // hex digits, as a key id; identities stay as they are.
 func shortSigner(s string) string {
 	if rest, ok := strings.CutPrefix(s, "key:"); ok {
-		return "key:" + shortHex(rest)
+		return "key:" + extension.ShortDigest(rest)
 	}
 	return s
 }

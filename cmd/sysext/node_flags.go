@@ -51,6 +51,7 @@ func (f *nodeFlags) addFlags(c *cobra.Command, refresh, trust bool) {
 		c.Flags().StringArrayVar(&f.KeyPaths, "key", nil, "require a signature by this cosign public key `FILE` (repeatable)")
 		c.Flags().StringVar(&f.PolicyPath, "policy", "", "trust policy `FILE` (default /etc/sysext/policy.json under --root)")
 		f.trustFlags.addKeylessFlags(c)
+		c.Flags().StringArrayVar(&f.VerityCertPaths, "verity-certificate", nil, "require a disk image whose dm-verity root hash this X.509 certificate `FILE` signed (repeatable; installed for systemd in /etc/verity.d)")
 		c.Flags().BoolVar(&f.AllowUnsigned, "insecure-allow-unsigned", false, "accept images without a valid signature (prints a warning)")
 		c.Flags().BoolVar(&f.PreflightStrict, "strict", false, "refuse when the preflight warns (/usr already stacked on overlays, an old systemd)")
 		c.Flags().BoolVar(&f.AllowDowngrade, "allow-downgrade", false, "accept a version older (in systemd's version order) than the active one; without it a tag that moved back is refused ('sysext rollback' goes back)")
@@ -70,6 +71,10 @@ func (f nodeFlags) trust() verify.TrustOptions {
 	}
 	if o.TrustedRootPath != "" {
 		o.TrustedRootPath = absPath(o.TrustedRootPath)
+	}
+	o.VerityCertPaths = make([]string, len(f.VerityCertPaths))
+	for i, c := range f.VerityCertPaths {
+		o.VerityCertPaths[i] = absPath(c)
 	}
 	o.Root = f.Root
 	return o
@@ -232,10 +237,10 @@ func printResult(w io.Writer, r node.Result) {
 		printf(w, "%s: %s (%s)\n", r.Name, r.Action, r.Source)
 		return
 	case "would-pull":
-		fmt.Fprintf(w, "%s %s: would-pull %s (%s; dry run, checked, nothing changed)\n", r.Name, r.Version, short(r.Digest), r.Source)
+		fmt.Fprintf(w, "%s %s: would-pull %s (%s; dry run, checked, nothing changed)\n", r.Name, r.Version, extension.ShortDigest(r.Digest), r.Source)
 		return
 	case "would-update":
-		printf(w, "%s %s: would update to %s (%s; dry run, checked, nothing changed)\n", r.Name, r.From, r.Version, short(r.Digest))
+		printf(w, "%s %s: would update to %s (%s; dry run, checked, nothing changed)\n", r.Name, r.From, r.Version, extension.ShortDigest(r.Digest))
 		return
 	case "removed":
 		printf(w, "%s: removed\n", r.Name)
@@ -246,7 +251,7 @@ func printResult(w io.Writer, r node.Result) {
 		line += " from " + r.From
 	}
 	if r.Digest != "" {
-		line += " (" + shortHex(r.Digest) + ")"
+		line += " (" + extension.ShortDigest(r.Digest) + ")"
 	}
 	if r.Reused > 0 {
 		line += fmt.Sprintf(", %s downloaded, %s reused", humanSize(r.Downloaded), humanSize(r.Reused))
@@ -256,6 +261,9 @@ func printResult(w io.Writer, r node.Result) {
 		line += ", UNSIGNED"
 	case r.Signer != "":
 		line += ", signed by " + shortSigner(r.Signer) // whole in --json and list --wide
+	}
+	if r.VeritySigner != "" {
+		line += "; verity root hash signed by " + r.VeritySigner
 	}
 	switch r.Activation {
 	case extension.ActivationUnproven:
@@ -267,11 +275,4 @@ func printResult(w io.Writer, r node.Result) {
 		line += "; " + string(r.Activation)
 	}
 	printLine(w, line)
-}
-
-func short(d string) string {
-	if len(d) > 19 {
-		return d[:19]
-	}
-	return d
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sysext/sysext/internal/mediatype"
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/verify"
 )
@@ -227,8 +228,7 @@ func printSigned(c *cobra.Command, out outputFlags, ref oci.Reference, signer *v
 }
 
 func kindOf(mediaType string) string {
-	switch mediaType {
-	case "application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json":
+	if mediatype.IsIndex(mediaType) {
 		return "index"
 	}
 	return "manifest"

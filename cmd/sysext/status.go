@@ -123,6 +123,7 @@ func printStatus(w io.Writer, rep *node.StatusReport, quiet bool) {
 		printf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Name, active, act, dash(e.Path), m)
 	}
 	tw.Flush()
+	printVerityStatus(w, rep)
 	if !quiet {
 		for _, e := range rep.Extensions {
 			for _, n := range e.Notes {
@@ -181,6 +182,9 @@ func runPreflight(ctx context.Context, w, errw io.Writer, f nodeFlags, strict bo
 			}
 			printf(w, "%s: %s\n", sev, x)
 		}
+		if !f.Quiet {
+			printVerityFacts(w, rep.Verity)
+		}
 		if refused == nil && !f.Quiet {
 			printf(w, "preflight passed for %d extension(s)\n", len(images))
 		}
@@ -199,14 +203,10 @@ func preflightImages(ctx context.Context, so store.Options, files []string) ([]a
 	add := func(path string) {
 		info, err := fsimage.OpenMetadata(ctx, path)
 		if err != nil {
-			if errors.Is(err, fsimage.ErrDiskImage) {
-				images = append(images, activate.Image{Name: filepath.Base(path), Format: fsimage.GPT})
-				return
-			}
 			warnings = append(warnings, err.Error())
 			return
 		}
-		images = append(images, activate.Image{Name: info.Name, Format: info.Format, Meta: info.Meta})
+		images = append(images, activate.Image{Name: info.Name, Format: info.Format, Meta: info.Meta, Verity: imageVerity(info)})
 	}
 	if len(files) > 0 {
 		for _, p := range files {

@@ -10,6 +10,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
 
+	"github.com/sysext/sysext/internal/mediatype"
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/verify"
 )
@@ -175,7 +176,7 @@ func verifyReference(ctx context.Context, p *verify.Policy, t oci.Target, ref oc
 		return r
 	}
 	rep := one(desc, ocispec.Descriptor{})
-	if desc.MediaType != ocispec.MediaTypeImageIndex {
+	if !mediatype.IsIndex(desc.MediaType) {
 		return &rep, nil
 	}
 	body, err := oci.FetchManifest(ctx, t, desc)

@@ -209,22 +209,8 @@ func (a *Applier) entry(hdr *tar.Header, body io.Reader) error {
 	}
 	rel := join(parent.path, base)
 
-	// Whatever is there is replaced, never written through: an existing
-	// file may be a hard link shared with another path, an existing
-	// symlink may point anywhere.
-	var st unix.Stat_t
-	if err := unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
-		isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
-		if !isDir || hdr.Typeflag != tar.TypeDir {
-			if err := removeAt(pfd, base, isDir); err != nil {
-				return fmt.Errorf("replace %s: %w", rel, err)
-			}
-			if isDir || st.Mode&unix.S_IFMT == unix.S_IFLNK {
-				a.root.removed(rel)
-			}
-		}
-	} else if err != unix.ENOENT {
-		return &os.PathError{Op: "lstat", Path: rel, Err: err}
+	if err := a.replace(pfd, base, rel, hdr.Typeflag == tar.TypeDir); err != nil {
+		return err
 	}
 
 	switch hdr.Typeflag {
@@ -269,30 +255,11 @@ func (a *Applier) entry(hdr *tar.Header, body io.Reader) error {
 		if a.opts.ContentOnly {
 			return nil // nothing an upstream archive ships
 		}
-		mode := unixMode(hdr)
-		switch hdr.Typeflag {
-		case tar.TypeChar:
-			mode |= unix.S_IFCHR
-		case tar.TypeBlock:
-			mode |= unix.S_IFBLK
-		default:
-			mode |= unix.S_IFIFO
-		}
 		if hdr.Typeflag != tar.TypeFifo && !IsRoot {
 			a.stats.SkippedDevices++
 			return nil
 		}
-		if err := unix.Mknodat(pfd, base, mode, int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor)))); err != nil {
-			return &os.PathError{Op: "mknod", Path: rel, Err: err}
-		}
-		if err := a.owner(pfd, base, hdr); err != nil {
-			return err
-		}
-		// A device or fifo is not a symlink, so following is safe.
-		if err := unix.Fchmodat(pfd, base, unixMode(hdr), 0); err != nil {
-			return err
-		}
-		if err := setTimes(pfd, base, hdr.ModTime); err != nil {
+		if err := a.mknod(pfd, base, rel, hdr); err != nil {
 			return err
 		}
 	default:
@@ -302,6 +269,60 @@ func (a *Applier) entry(hdr *tar.Header, body io.Reader) error {
 		return fmt.Errorf("unsupported tar entry type %q", hdr.Typeflag)
 	}
 	a.seen[rel] = true
+	return nil
+}
+
+// replace removes what is at base before an entry is created there:
+// whatever is there is replaced, never written through (an existing file
+// may be a hard link shared with another path, an existing symlink may
+// point anywhere). A directory stays for a directory entry.
+func (a *Applier) replace(pfd int, base, rel string, dirEntry bool) error {
+	var st unix.Stat_t
+	err := unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW)
+	if err == unix.ENOENT {
+		return nil
+	}
+	if err != nil {
+		return &os.PathError{Op: "lstat", Path: rel, Err: err}
+	}
+	isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
+	if isDir && dirEntry {
+		return nil
+	}
+	if err := removeAt(pfd, base, isDir); err != nil {
+		return fmt.Errorf("replace %s: %w", rel, err)
+	}
+	if isDir || st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		a.root.removed(rel)
+	}
+	return nil
+}
+
+// mknod creates a device node or a FIFO with the entry's owner, mode and
+// time.
+func (a *Applier) mknod(pfd int, base, rel string, hdr *tar.Header) error {
+	mode := unixMode(hdr)
+	switch hdr.Typeflag {
+	case tar.TypeChar:
+		mode |= unix.S_IFCHR
+	case tar.TypeBlock:
+		mode |= unix.S_IFBLK
+	default:
+		mode |= unix.S_IFIFO
+	}
+	if err := unix.Mknodat(pfd, base, mode, int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor)))); err != nil {
+		return &os.PathError{Op: "mknod", Path: rel, Err: err}
+	}
+	if err := a.owner(pfd, base, hdr); err != nil {
+		return err
+	}
+	// A device or fifo is not a symlink, so following is safe.
+	if err := unix.Fchmodat(pfd, base, unixMode(hdr), 0); err != nil {
+		return err
+	}
+	if err := setTimes(pfd, base, hdr.ModTime); err != nil {
+		return err
+	}
 	return nil
 }
 

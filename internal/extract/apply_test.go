@@ -19,52 +19,14 @@ import (
 )
 
 // ent is one tar entry of a test archive.
-type ent struct {
-	name string
-	typ  byte
-	body string
-	link string
-	mode int64
-	uid  int
-	pax  map[string]string
-}
+type ent = tartest.Entry
 
-func file(name, body string) ent { return ent{name: name, typ: tar.TypeReg, body: body, mode: 0o644} }
-func dirEnt(name string) ent     { return ent{name: name, typ: tar.TypeDir, mode: 0o755} }
-func symlink(name, target string) ent {
-	return ent{name: name, typ: tar.TypeSymlink, link: target, mode: 0o777}
-}
-func hardlink(name, target string) ent {
-	return ent{name: name, typ: tar.TypeLink, link: target, mode: 0o644}
-}
-
-func tarOf(t testing.TB, es ...ent) []byte {
-	t.Helper()
-	var b bytes.Buffer
-	tw := tar.NewWriter(&b)
-	for _, e := range es {
-		h := &tar.Header{Name: e.name, Typeflag: e.typ, Linkname: e.link, Mode: e.mode, Uid: e.uid, Gid: e.uid,
-			ModTime: time.Unix(1700000000, 0), PAXRecords: e.pax, Format: tar.FormatPAX}
-		if e.typ == tar.TypeReg {
-			h.Size = int64(len(e.body))
-		}
-		if e.typ == tar.TypeChar {
-			h.Devmajor, h.Devminor = 1, 3
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
-		}
-		if e.typ == tar.TypeReg {
-			if _, err := tw.Write([]byte(e.body)); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
-}
+var (
+	file     = tartest.File
+	dirEnt   = tartest.Dir
+	symlink  = tartest.Symlink
+	hardlink = tartest.Hardlink
+)
 
 func apply(t testing.TB, dir string, opts Options, layers ...[]byte) (*Applier, error) {
 	t.Helper()
@@ -114,7 +76,7 @@ func TestZerosBecomeHoles(t *testing.T) {
 	body := make([]byte, 3<<20)
 	copy(body[1<<20:], "data in the middle")
 	body[len(body)-1] = 'z'
-	if _, err := apply(t, dir, Options{}, tarOf(t, file("f", string(body)))); err != nil {
+	if _, err := apply(t, dir, Options{}, tartest.Tar(t, file("f", string(body)))); err != nil {
 		t.Fatal(err)
 	}
 	got, err := os.ReadFile(filepath.Join(dir, "f"))
@@ -136,7 +98,7 @@ func TestBudgetRefusesOversizeEntry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = apply(t, dir, Options{Budget: b}, tarOf(t, file("small", "x")), tartest.Sparse("big", 200<<20))
+	_, err = apply(t, dir, Options{Budget: b}, tartest.Tar(t, file("small", "x")), tartest.Sparse("big", 200<<20))
 	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "--max-size 100.0 MiB") || strings.Contains(err.Error(), "\n") {
 		t.Fatalf("err = %v", err)
 	}
@@ -187,7 +149,7 @@ func TestHardLinkThroughSymlinkLeavingRoot(t *testing.T) {
 		dir := filepath.Join(sandbox, "root")
 		os.RemoveAll(dir)
 		os.Mkdir(dir, 0o755)
-		_, err := apply(t, dir, Options{}, tarOf(t, dirEnt("pkg"), symlink("pkg/evil", target), hardlink("pkg/leak", "pkg/evil/shadow")))
+		_, err := apply(t, dir, Options{}, tartest.Tar(t, dirEnt("pkg"), symlink("pkg/evil", target), hardlink("pkg/leak", "pkg/evil/shadow")))
 		if err == nil {
 			t.Fatalf("target %s: the hard link through the symlink was accepted", target)
 		}
@@ -206,8 +168,8 @@ func TestHardLinkThroughSymlinkLeavingRoot(t *testing.T) {
 func TestRootEntryChangesNothing(t *testing.T) {
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
-	root := ent{name: "./", typ: tar.TypeDir, mode: 0o7777, uid: 1234}
-	if _, err := apply(t, dir, Options{}, tarOf(t, root, file("f", "x"))); err != nil {
+	root := ent{Name: "./", Type: tar.TypeDir, Mode: 0o7777, UID: 1234}
+	if _, err := apply(t, dir, Options{}, tartest.Tar(t, root, file("f", "x"))); err != nil {
 		t.Fatal(err)
 	}
 	fi, _ := os.Stat(dir)
@@ -220,8 +182,8 @@ func TestDevicesSkippedUnlessRoot(t *testing.T) {
 	defer func(v bool) { IsRoot = v }(IsRoot)
 	IsRoot = false
 	dir := t.TempDir()
-	dev := ent{name: "null", typ: tar.TypeChar, mode: 0o666}
-	a, err := apply(t, dir, Options{}, tarOf(t, dev, file("f", "x")))
+	dev := ent{Name: "null", Type: tar.TypeChar, Mode: 0o666}
+	a, err := apply(t, dir, Options{}, tartest.Tar(t, dev, file("f", "x")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,12 +201,12 @@ func TestOwnershipAndXattrsAsRoot(t *testing.T) {
 	}
 	dir := t.TempDir()
 	f := file("suid", "x")
-	f.mode, f.uid = 0o4750, 1234
+	f.Mode, f.UID = 0o4750, 1234
 	x := file("cap", "y")
-	x.pax = map[string]string{"SCHILY.xattr.user.test": "value"}
-	dev := ent{name: "null", typ: tar.TypeChar, mode: 0o666}
-	ovl := ent{name: "ovl", typ: tar.TypeDir, mode: 0o755, pax: map[string]string{"SCHILY.xattr.trusted.overlay.opaque": "y"}}
-	a, err := apply(t, dir, Options{}, tarOf(t, f, x, dev, ovl))
+	x.PAX = map[string]string{"SCHILY.xattr.user.test": "value"}
+	dev := ent{Name: "null", Type: tar.TypeChar, Mode: 0o666}
+	ovl := ent{Name: "ovl", Type: tar.TypeDir, Mode: 0o755, PAX: map[string]string{"SCHILY.xattr.trusted.overlay.opaque": "y"}}
+	a, err := apply(t, dir, Options{}, tartest.Tar(t, f, x, dev, ovl))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,13 +239,13 @@ func TestOwnershipAndXattrsAsRoot(t *testing.T) {
 func TestContentOnly(t *testing.T) {
 	dir := t.TempDir()
 	f := file("bin/tool", "x")
-	f.mode, f.uid = 0o4755, 1234
-	f.pax = map[string]string{"SCHILY.xattr.user.test": "value"}
+	f.Mode, f.UID = 0o4755, 1234
+	f.PAX = map[string]string{"SCHILY.xattr.user.test": "value"}
 	d := dirEnt("private")
-	d.mode = 0o700
+	d.Mode = 0o700
 	wh := file(".wh.keep", "not a whiteout")
-	dev := ent{name: "null", typ: tar.TypeChar, mode: 0o666}
-	if _, err := apply(t, dir, Options{ContentOnly: true}, tarOf(t, f, d, wh, dev)); err != nil {
+	dev := ent{Name: "null", Type: tar.TypeChar, Mode: 0o666}
+	if _, err := apply(t, dir, Options{ContentOnly: true}, tartest.Tar(t, f, d, wh, dev)); err != nil {
 		t.Fatal(err)
 	}
 	fi, err := os.Stat(filepath.Join(dir, "bin/tool"))
@@ -316,7 +278,7 @@ func deepLayer(t testing.TB, n, links int) []byte {
 	for i := 0; i < links; i++ {
 		es = append(es, symlink(fmt.Sprintf("%s/l%d", p, i), "../target"))
 	}
-	return tarOf(t, es...)
+	return tartest.Tar(t, es...)
 }
 
 // TestDeepLayerIsLinear: creating symlinks in a deep directory does not
@@ -345,14 +307,14 @@ func TestDeepLayerIsLinear(t *testing.T) {
 		es = append(es, dirEnt(fmt.Sprintf("%s/l%d", deep, i)), file(fmt.Sprintf("%s/l%d/f", deep, i), "x"))
 	}
 	before := a.root.steps
-	if err := a.Apply(context.Background(), bytes.NewReader(tarOf(t, es...))); err != nil {
+	if err := a.Apply(context.Background(), bytes.NewReader(tartest.Tar(t, es...))); err != nil {
 		t.Fatal(err)
 	}
 	es = es[:0]
 	for i := 0; i < links; i++ {
 		es = append(es, file(fmt.Sprintf("%s/.wh.l%d", deep, i), ""), file(fmt.Sprintf("%s/new%d", deep, i), "y"))
 	}
-	if err := a.Apply(context.Background(), bytes.NewReader(tarOf(t, es...))); err != nil {
+	if err := a.Apply(context.Background(), bytes.NewReader(tartest.Tar(t, es...))); err != nil {
 		t.Fatal(err)
 	}
 	if s := a.root.steps - before; s > 8*links {

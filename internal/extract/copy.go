@@ -50,17 +50,12 @@ type CopyResult struct {
 // inode in dst. Directory modes are applied last, deepest first, so that a
 // read-only directory of src does not stop its own copy.
 func CopyTree(ctx context.Context, src, dst string, opts CopyOptions) (CopyResult, error) {
-	var res CopyResult
 	type pending struct {
 		p    string
 		mode fs.FileMode
 	}
 	var dirs []pending
-	linkOK := opts.Link
-	// Source inode (and whether its copy drops privileges: a name kept by
-	// the policy does not share an inode with one that is not) -> its
-	// first copy.
-	copies := map[[3]uint64]string{}
+	c := &fileCopier{opts: opts, linkOK: opts.Link, copies: map[[3]uint64]string{}}
 	rootMode := opts.RootMode
 	if rootMode == 0 {
 		rootMode = 0o755
@@ -113,60 +108,79 @@ func CopyTree(ctx context.Context, src, dst string, opts CopyOptions) (CopyResul
 		case mode&(fs.ModeDevice|fs.ModeSocket) != 0 && opts.SkipSpecial:
 			return nil
 		}
-		drop := false
-		if mode.IsRegular() && opts.Privileges.drops(abs) {
-			caps, err := HasCapabilities(p)
-			if err != nil {
-				return err
-			}
-			drop = caps || PrivilegedMode(mode)
-		}
-		if drop {
-			res.Dropped = append(res.Dropped, abs)
-		} else if linkOK {
-			lerr := os.Link(p, target)
-			if lerr == nil {
-				return nil
-			}
-			if !linkImpossible(lerr) {
-				return lerr
-			}
-			// Another filesystem: every later link fails the same way.
-			linkOK = !errors.Is(lerr, syscall.EXDEV)
-		}
-		// A file with several names is copied once; its other names link
-		// to that copy, so the copy keeps the hard link.
-		var key [3]uint64
-		if st, ok := info.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 && !mode.IsDir() {
-			key = [3]uint64{uint64(st.Dev), st.Ino, 0}
-			if drop {
-				key[2] = 1
-			}
-			if first, ok := copies[key]; ok {
-				return os.Link(first, target)
-			}
-		}
-		if opts.Link && !drop {
-			res.Copied++
-		}
-		if err := copyEntry(p, target, info, drop); err != nil {
-			return err
-		}
-		if key != ([3]uint64{}) {
-			copies[key] = target
-		}
-		return nil
+		return c.file(p, target, abs, info)
 	})
 	if err != nil {
-		return res, fmt.Errorf("copy %s: %w", src, err)
+		return c.res, fmt.Errorf("copy %s: %w", src, err)
 	}
 	sort.SliceStable(dirs, func(i, j int) bool { return len(dirs[i].p) > len(dirs[j].p) })
 	for _, d := range dirs {
 		if err := os.Chmod(d.p, d.mode&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
-			return res, err
+			return c.res, err
 		}
 	}
-	return res, nil
+	return c.res, nil
+}
+
+// fileCopier copies the entries of a tree that are neither directories nor
+// symlinks, keeping their hard links.
+type fileCopier struct {
+	opts   CopyOptions
+	res    CopyResult
+	linkOK bool // opts.Link, until a link fails because src is on another filesystem
+	// Source inode (and whether its copy drops privileges: a name kept by
+	// the policy does not share an inode with one that is not) -> its
+	// first copy.
+	copies map[[3]uint64]string
+}
+
+// file links or copies p (abs in the image) to target; a privileged file
+// the policy does not keep is copied without its privileges.
+func (c *fileCopier) file(p, target, abs string, info fs.FileInfo) error {
+	mode := info.Mode()
+	drop := false
+	if mode.IsRegular() && c.opts.Privileges.drops(abs) {
+		caps, err := HasCapabilities(p)
+		if err != nil {
+			return err
+		}
+		drop = caps || PrivilegedMode(mode)
+	}
+	if drop {
+		c.res.Dropped = append(c.res.Dropped, abs)
+	} else if c.linkOK {
+		lerr := os.Link(p, target)
+		if lerr == nil {
+			return nil
+		}
+		if !linkImpossible(lerr) {
+			return lerr
+		}
+		// Another filesystem: every later link fails the same way.
+		c.linkOK = !errors.Is(lerr, syscall.EXDEV)
+	}
+	// A file with several names is copied once; its other names link
+	// to that copy, so the copy keeps the hard link.
+	var key [3]uint64
+	if st, ok := info.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 && !mode.IsDir() {
+		key = [3]uint64{uint64(st.Dev), st.Ino, 0}
+		if drop {
+			key[2] = 1
+		}
+		if first, ok := c.copies[key]; ok {
+			return os.Link(first, target)
+		}
+	}
+	if c.opts.Link && !drop {
+		c.res.Copied++
+	}
+	if err := copyEntry(p, target, info, drop); err != nil {
+		return err
+	}
+	if key != ([3]uint64{}) {
+		c.copies[key] = target
+	}
+	return nil
 }
 
 func linkImpossible(err error) bool {

@@ -2,8 +2,6 @@ package inroot
 
 import (
 	"errors"
-	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -12,6 +10,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sysext/sysext/internal/smallfile"
 )
 
 // maxSymlinks is the kernel's limit on symlinks followed in one lookup
@@ -196,32 +196,15 @@ func openat2(root, p string) (*os.File, error) {
 	return nil, &fs.PathError{Op: "open", Path: name, Err: unix.EAGAIN}
 }
 
-// TooLargeError says a file has more than Limit bytes.
-type TooLargeError struct {
-	Path  string
-	Limit int64
-}
-
-func (e *TooLargeError) Error() string {
-	return fmt.Sprintf("%s: larger than %d bytes", e.Path, e.Limit)
-}
-
 // ReadFile reads p inside root when it has at most limit bytes; else a
-// *TooLargeError. Errors name the host path.
+// *smallfile.TooLargeError. Errors name the host path.
 func ReadFile(root, p string, limit int64) ([]byte, error) {
 	f, err := Open(root, p)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, &fs.PathError{Op: "read", Path: f.Name(), Err: err}
-	}
-	if int64(len(b)) > limit {
-		return nil, &TooLargeError{Path: f.Name(), Limit: limit}
-	}
-	return b, nil
+	return smallfile.ReadOpen(f, limit)
 }
 
 // ReadDir lists the directory p inside root.

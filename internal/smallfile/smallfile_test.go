@@ -18,7 +18,7 @@ func TestRead(t *testing.T) {
 	}
 	_, err := Read(p, 4)
 	var tl *TooLargeError
-	if !errors.As(err, &tl) || tl.Path != p || tl.Limit != 4 || err.Error() != p+": larger than 4 bytes" {
+	if !errors.As(err, &tl) || tl.Path != p || tl.Limit != 4 || err.Error() != p+" is more than 4 bytes" {
 		t.Fatalf("over the limit: %v", err)
 	}
 	if _, err := Read(filepath.Join(t.TempDir(), "missing"), 4); !errors.Is(err, fs.ErrNotExist) {

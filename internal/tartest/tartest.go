@@ -1,11 +1,14 @@
-// Package tartest crafts tar archives that archive/tar will not write, for
-// tests of extraction.
+// Package tartest makes tar archives for tests of extraction: Tar writes
+// the entries tests list (File, Dir, Symlink, Hardlink, any Entry), and
+// Sparse crafts one that archive/tar will not write.
 package tartest
 
 import (
 	"archive/tar"
 	"bytes"
 	"fmt"
+	"testing"
+	"time"
 )
 
 // Sparse is a tar holding one PAX 1.0 sparse file, as GNU tar --sparse
@@ -64,4 +67,63 @@ func paxRecord(k, v string) string {
 			return fmt.Sprint(n) + s
 		}
 	}
+}
+
+// Entry is one entry of a test archive that archive/tar writes.
+type Entry struct {
+	Name string
+	Type byte
+	Body string // a regular file's content
+	Link string // a symlink's or hard link's target
+	Mode int64
+	UID  int // the gid too
+	PAX  map[string]string
+}
+
+// File is a regular file, mode 0644.
+func File(name, body string) Entry {
+	return Entry{Name: name, Type: tar.TypeReg, Body: body, Mode: 0o644}
+}
+
+// Dir is a directory, mode 0755.
+func Dir(name string) Entry { return Entry{Name: name, Type: tar.TypeDir, Mode: 0o755} }
+
+// Symlink is a symbolic link to target.
+func Symlink(name, target string) Entry {
+	return Entry{Name: name, Type: tar.TypeSymlink, Link: target, Mode: 0o777}
+}
+
+// Hardlink is a hard link to target, an earlier entry's name.
+func Hardlink(name, target string) Entry {
+	return Entry{Name: name, Type: tar.TypeLink, Link: target, Mode: 0o644}
+}
+
+// Tar writes es as a PAX archive, every entry dated 1700000000 (a
+// character device is 1:3, /dev/null's).
+func Tar(t testing.TB, es ...Entry) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	for _, e := range es {
+		h := &tar.Header{Name: e.Name, Typeflag: e.Type, Linkname: e.Link, Mode: e.Mode, Uid: e.UID, Gid: e.UID,
+			ModTime: time.Unix(1700000000, 0), PAXRecords: e.PAX, Format: tar.FormatPAX}
+		if e.Type == tar.TypeReg {
+			h.Size = int64(len(e.Body))
+		}
+		if e.Type == tar.TypeChar {
+			h.Devmajor, h.Devminor = 1, 3
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if e.Type == tar.TypeReg {
+			if _, err := tw.Write([]byte(e.Body)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
 }

@@ -18,6 +18,9 @@ var Packages = map[string]string{
 	"mkfs.erofs": "erofs-utils",
 	"fsck.erofs": "erofs-utils",
 	"dump.erofs": "erofs-utils",
+	// For disk images (DDIs).
+	"veritysetup":    "cryptsetup-bin",
+	"systemd-repart": "systemd-repart",
 }
 
 // ErrMissing is wrapped by Look's error.

@@ -157,17 +157,6 @@ func CorruptBlob(times int, fired ...*Counter) Fault {
 	}, fired...)
 }
 
-// TruncateBlob serves matching blob GETs with their last byte missing and
-// an honest Content-Length for the shorter body: a size mismatch.
-func TruncateBlob(times int, fired ...*Counter) Fault {
-	return RewriteBody(Blobs, times, func(b []byte) []byte {
-		if len(b) > 0 {
-			return b[:len(b)-1]
-		}
-		return b
-	}, fired...)
-}
-
 // RewriteBody buffers the registry's answer to matching requests and
 // serves edit(body) instead, with a Content-Length for the new body.
 func RewriteBody(match Match, times int, edit func([]byte) []byte, fired ...*Counter) Fault {

@@ -6,14 +6,13 @@ import (
 	"sync/atomic"
 )
 
-// Served counts what the registry sent for blob GETs: bytes of body and
-// requests, and the Range headers asked for. Put its Fault first, so it
+// Served counts what the registry sent for blob GETs: bytes of body, and
+// the Range headers asked for. Put its Fault first, so it
 // sees what the client is sent (after any other fault).
 type Served struct {
-	bytes    atomic.Int64
-	requests atomic.Int64
-	mu       sync.Mutex
-	ranges   []string
+	bytes  atomic.Int64
+	mu     sync.Mutex
+	ranges []string
 }
 
 // Fault counts and lets the request through.
@@ -22,7 +21,6 @@ func (s *Served) Fault() Fault {
 		if !Blobs(r) {
 			return false
 		}
-		s.requests.Add(1)
 		if rg := r.Header.Get("Range"); rg != "" {
 			s.mu.Lock()
 			s.ranges = append(s.ranges, rg)
@@ -36,9 +34,6 @@ func (s *Served) Fault() Fault {
 // Bytes is how many bytes of blob bodies were sent.
 func (s *Served) Bytes() int64 { return s.bytes.Load() }
 
-// Requests is how many blob GETs were answered.
-func (s *Served) Requests() int64 { return s.requests.Load() }
-
 // Ranges lists the Range headers of the blob GETs, in order.
 func (s *Served) Ranges() []string {
 	s.mu.Lock()
@@ -49,7 +44,6 @@ func (s *Served) Ranges() []string {
 // Reset starts counting again.
 func (s *Served) Reset() {
 	s.bytes.Store(0)
-	s.requests.Store(0)
 	s.mu.Lock()
 	s.ranges = nil
 	s.mu.Unlock()

@@ -25,13 +25,14 @@ func fsimageOpen(ctx context.Context, path string) (*fsimage.Info, error) {
 // openPushable reads a file to push: its metadata, and a fresh digest
 // (never a cached one: what we push must be what we hashed). With
 // chunkIndex the digest comes from the same read that makes the file's
-// chunk index, returned encoded.
+// chunk index, returned encoded. Either way a disk image's hash tree is
+// checked against its data.
 func openPushable(ctx context.Context, path string, chunkIndex bool) (*fsimage.Info, []byte, error) {
 	if !chunkIndex {
 		info, err := fsimageOpen(ctx, path)
 		return info, nil, err
 	}
-	info, err := fsimage.OpenWith(ctx, path, fsimage.Options{})
+	info, err := fsimage.OpenWith(ctx, path, fsimage.Options{Verity: true})
 	if err != nil {
 		return nil, nil, err
 	}

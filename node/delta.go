@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 
 	"github.com/sysext/sysext/delta"
 	"github.com/sysext/sysext/extension"
@@ -19,18 +20,38 @@ import (
 // digest as for any download. Whatever goes wrong on that path, the pull
 // says so in one line and downloads the whole image.
 
-// deltaLookup is the chunk index lookup a pull starts before it verifies.
+// deltaLookup is the chunk index lookup a pull starts before it verifies,
+// and the stored images it would take chunks from, cut with the format's
+// chunker at the same time (the cutting, up to a few hundred ms for an
+// image that has no kept index, overlaps the round trips).
 type deltaLookup struct {
 	done chan struct{}
 	ix   *delta.Index
 	read int64 // bytes of index (and referrer manifest) fetched
 	err  error
+
+	srcDone chan struct{}
+	srcs    *sourceSet
+	once    sync.Once
+}
+
+// release waits for the stored images to be cut and closes them; a pull
+// calls it once it is done with the download, whatever happened.
+func (l *deltaLookup) release() {
+	if l == nil {
+		return
+	}
+	l.once.Do(func() {
+		<-l.srcDone
+		l.srcs.close()
+	})
 }
 
 // startDelta starts looking for the chunk index of p's image when a delta
 // download could help: delta downloads are on, the store holds some image,
 // and not this one under this name (then nothing is downloaded at all).
-// The lookup's round trips overlap the signature checks.
+// The lookup's round trips overlap the signature checks, and so does
+// cutting the stored images.
 func (n *Node) startDelta(ctx context.Context, s *store.Store, p *pullPlan) {
 	if n.opts.NoDelta || s == nil {
 		return
@@ -44,11 +65,15 @@ func (n *Node) startDelta(ctx context.Context, s *store.Store, p *pullPlan) {
 			return
 		}
 	}
-	l := &deltaLookup{done: make(chan struct{})}
+	l := &deltaLookup{done: make(chan struct{}), srcDone: make(chan struct{})}
 	p.delta, p.store = l, s
 	go func() {
 		defer close(l.done)
 		l.ix, l.read, l.err = oci.FindChunkIndex(ctx, p.t, &p.res.Entry)
+	}()
+	go func() {
+		defer close(l.srcDone)
+		l.srcs = n.deltaSources(ctx, s, imgs, p.name, &p.res.Entry, delta.Default)
 	}()
 }
 
@@ -77,8 +102,20 @@ func (n *Node) tryDelta(ctx context.Context, inst store.Installer, p *pullPlan, 
 		}
 		return nil, ing, nil
 	}
-	srcs, imgs, closeAll := n.deltaSources(ctx, p.store, name, e, l.ix.Chunker)
-	defer closeAll()
+	select {
+	case <-l.srcDone:
+	case <-ctx.Done():
+		return nil, ing, ctx.Err()
+	}
+	set := l.srcs
+	if !l.ix.Same(set.chunker) {
+		// An index cut another way (a later format): cut the stored
+		// images that way too.
+		set = n.deltaSources(ctx, p.store, p.store.StoredImages(name), name, e, l.ix.Chunker)
+		defer set.close()
+	}
+	set.report(n)
+	srcs, imgs := set.srcs, set.imgs
 	if len(srcs) == 0 {
 		return nil, ing, nil
 	}
@@ -131,20 +168,46 @@ func resumedPart(held int64) string {
 	return fmt.Sprintf(", %s from the interrupted download", mib(held))
 }
 
-// deltaSources opens the stored images (NAME's first) with their chunk
-// indexes: the kept one when it is for that image and chunker, else one
-// made now (and kept). An image that cannot be read, or whose bytes do
-// not match its recorded digest, is left out with a warning.
-func (n *Node) deltaSources(ctx context.Context, s *store.Store, name string, e *oci.Entry, c delta.Chunker) ([]oci.DeltaSource, []store.StoredImage, func()) {
-	var srcs []oci.DeltaSource
-	var imgs []store.StoredImage
-	var files []*os.File
-	closeAll := func() {
-		for _, f := range files {
-			f.Close()
-		}
+// sourceSet is the stored images a delta download takes chunks from,
+// open, with their chunk indexes, and what was found on the way (said
+// later, by the pull's goroutine).
+type sourceSet struct {
+	chunker    delta.Chunker
+	srcs       []oci.DeltaSource
+	imgs       []store.StoredImage
+	files      []*os.File
+	warns, log []string
+}
+
+func (ss *sourceSet) close() {
+	if ss == nil {
+		return
 	}
-	for _, im := range s.StoredImages(name) {
+	for _, f := range ss.files {
+		f.Close()
+	}
+	ss.files = nil
+}
+
+// report says what was found while the images were cut, once.
+func (ss *sourceSet) report(n *Node) {
+	for _, w := range ss.warns {
+		n.warnf("%s", w)
+	}
+	for _, l := range ss.log {
+		n.logf("%s", l)
+	}
+	ss.warns, ss.log = nil, nil
+}
+
+// deltaSources opens the stored images imgs (NAME's first) with their
+// chunk indexes: the kept one when it is for that image and chunker, else
+// one made now (and kept). An image that cannot be read, or whose bytes
+// do not match its recorded digest, is left out with a warning. It runs
+// beside the pull's goroutine: it only collects what it has to say.
+func (n *Node) deltaSources(ctx context.Context, s *store.Store, imgs []store.StoredImage, name string, e *oci.Entry, c delta.Chunker) *sourceSet {
+	ss := &sourceSet{chunker: c}
+	for _, im := range imgs {
 		if ctx.Err() != nil {
 			break
 		}
@@ -153,26 +216,26 @@ func (n *Node) deltaSources(ctx context.Context, s *store.Store, name string, e 
 		}
 		f, err := os.Open(im.Path)
 		if err != nil {
-			n.warnf("%s: %s cannot be read for a delta download: %v", im.Name, im.File, err)
+			ss.warns = append(ss.warns, fmt.Sprintf("%s: %s cannot be read for a delta download: %v", im.Name, im.File, err))
 			continue
 		}
-		ix, err := n.storedIndex(ctx, s, im, f, c)
+		ix, err := storedIndex(ctx, s, im, f, c, ss)
 		if err != nil {
 			f.Close()
-			n.warnf("%s: %s: %v", im.Name, im.File, err)
+			ss.warns = append(ss.warns, fmt.Sprintf("%s: %s: %v", im.Name, im.File, err))
 			continue
 		}
-		files = append(files, f)
-		srcs = append(srcs, oci.DeltaSource{Name: im.Path, File: f, Index: ix})
-		imgs = append(imgs, im)
+		ss.files = append(ss.files, f)
+		ss.srcs = append(ss.srcs, oci.DeltaSource{Name: im.Path, File: f, Index: ix})
+		ss.imgs = append(ss.imgs, im)
 	}
-	return srcs, imgs, closeAll
+	return ss
 }
 
 // storedIndex returns the chunk index of a stored image: the kept one, or
 // one made now from the file (whose digest must be the recorded one) and
 // kept for next time.
-func (n *Node) storedIndex(ctx context.Context, s *store.Store, im store.StoredImage, f *os.File, c delta.Chunker) (*delta.Index, error) {
+func storedIndex(ctx context.Context, s *store.Store, im store.StoredImage, f *os.File, c delta.Chunker, ss *sourceSet) (*delta.Index, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, err
@@ -191,7 +254,7 @@ func (n *Node) storedIndex(ctx context.Context, s *store.Store, im store.StoredI
 	}
 	if b, err := ix.MarshalBinary(); err == nil {
 		if err := s.WriteChunkIndex(im.Name, im.File, b); err != nil {
-			n.logf("%s: %v", im.Name, err)
+			ss.log = append(ss.log, fmt.Sprintf("%s: %v", im.Name, err))
 		}
 	}
 	return ix, nil

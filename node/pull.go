@@ -164,6 +164,8 @@ func (n *Node) pull(ctx context.Context, s *store.Store, inst store.Installer, r
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		n.startDelta(ctx, s, p)
+		// The stored images stay open until the download is done.
+		defer func() { cancel(); p.delta.release() }()
 	}
 	if err := n.admit(ctx, p, req); err != nil {
 		return nil, err

@@ -5,11 +5,13 @@ package sysext_test
 // chunk index rules) imports only the standard library,
 // nothing imports the command, builder does no network I/O (not even
 // transitively), only oci/ imports the registry client and only verify/
-// imports sigstore.
+// imports sigstore, test helpers are for tests, and only a verify.Policy
+// makes a verify.Verified.
 
 import (
 	"bytes"
 	"encoding/json"
+	"go/ast"
 	"go/parser"
 	"go/token"
 	"io"
@@ -17,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -90,9 +93,113 @@ func TestDependencyRules(t *testing.T) {
 				if strings.HasPrefix(imp, "github.com/sigstore/") && !under(dir, "verify") {
 					t.Errorf("%s imports %s: only verify/ imports sigstore", dir, imp)
 				}
+				// verifytest mints an unsigned verify.Verified, ocitest
+				// starts registries: in a binary they would be a way
+				// around the trust policy, or dead weight.
+				if strings.HasPrefix(imp, module+"/") && isTestHelper(imp) && !isTestHelper(module+"/"+dir) {
+					t.Errorf("%s imports %s: test helpers are imported only by tests and other test helpers", dir, imp)
+				}
 			}
 		}
 	}
+}
+
+// isTestHelper reports whether the package at path exists for tests:
+// its last element ends in "test" (ocitest, verifytest, tartest,
+// sigstoretest) or is testenv.
+func isTestHelper(path string) bool {
+	last := path[strings.LastIndex(path, "/")+1:]
+	return strings.HasSuffix(last, "test") || last == "testenv"
+}
+
+// mintsVerified are the only functions of verify that return a Verified:
+// the policy's decisions. An exported constructor (as AcceptUnsigned was)
+// would let any package install an image nobody verified.
+var mintsVerified = map[string]bool{"Policy.Verify": true, "Policy.VerifyEntry": true}
+
+// TestOnlyPolicyMintsVerified: in verify's own code, every exported
+// function or method that returns a Verified is one of mintsVerified, and
+// no other package makes one but the zero value (its fields are
+// unexported, so the compiler sees to that).
+func TestOnlyPolicyMintsVerified(t *testing.T) {
+	fset := token.NewFileSet()
+	paths, err := filepath.Glob("verify/*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := map[string]bool{}
+	for _, p := range paths {
+		if strings.HasSuffix(p, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, p, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, decl := range f.Decls {
+			fn, ok := decl.(*ast.FuncDecl)
+			name, exported := exportedName(fn, ok)
+			if !exported || !returns(fn, "Verified") {
+				continue
+			}
+			found[name] = true
+			if !mintsVerified[name] {
+				t.Errorf("%s: verify.%s returns a Verified: only %v may make one (verifytest.AcceptUnsigned serves tests)", fset.Position(fn.Pos()), name, keys(mintsVerified))
+			}
+		}
+	}
+	for name := range mintsVerified {
+		if !found[name] {
+			t.Errorf("verify.%s returning a Verified was not found: the check reads the wrong code", name)
+		}
+	}
+}
+
+// exportedName is fn's name, "Type.Method" for a method, and whether other
+// packages can call it.
+func exportedName(fn *ast.FuncDecl, ok bool) (string, bool) {
+	if !ok || !fn.Name.IsExported() {
+		return "", false
+	}
+	if fn.Recv == nil || len(fn.Recv.List) != 1 {
+		return fn.Name.Name, true
+	}
+	recv := fn.Recv.List[0].Type
+	if star, ok := recv.(*ast.StarExpr); ok {
+		recv = star.X
+	}
+	id, ok := recv.(*ast.Ident)
+	if !ok || !id.IsExported() {
+		return "", false
+	}
+	return id.Name + "." + fn.Name.Name, true
+}
+
+// returns reports whether one of fn's results is the named type (or a
+// pointer to it).
+func returns(fn *ast.FuncDecl, typeName string) bool {
+	if fn.Type.Results == nil {
+		return false
+	}
+	for _, r := range fn.Type.Results.List {
+		typ := r.Type
+		if star, ok := typ.(*ast.StarExpr); ok {
+			typ = star.X
+		}
+		if id, ok := typ.(*ast.Ident); ok && id.Name == typeName {
+			return true
+		}
+	}
+	return false
+}
+
+func keys(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // goListDeps returns the transitive imports of pkg, as the go command sees

@@ -105,7 +105,7 @@ func releaseDigestOf(ctx context.Context, path string) digest.Digest {
 }
 
 func (n *Node) onRunningSystem(s *store.Store) bool {
-	return s.Options().Root == "/" || s.Options().Root == ""
+	return s.Options().RunningSystem()
 }
 
 // resume finishes activations a killed or failed run left (pending,

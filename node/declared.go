@@ -13,7 +13,7 @@ import (
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/internal/inroot"
 	"github.com/sysext/sysext/internal/smallfile"
-	"github.com/sysext/sysext/verify"
+	"github.com/sysext/sysext/store"
 )
 
 // Directories of declared extensions, as seen on the running system. A
@@ -28,12 +28,13 @@ var DeclaredDirs = []string{"/etc/sysext/extensions.d", "/usr/lib/sysext/extensi
 //	Policy=/etc/sysext/policy.d/acme.json
 //	InsecureAllowUnsigned=no
 type Declared struct {
-	File          string // path on the running system
-	Name          string // default: the file name without .conf
-	Source        string // as written, with {VARIABLES}
-	SourceLine    int    // the line of Source=, for errors
-	Policy        string // a policy file or key:PATH[,PATH], paths inside the root
-	PolicyLine    int    // the line of Policy=, for errors
+	File          string      // path on the running system
+	Name          string      // default: the file name without .conf
+	Source        string      // as written, with {VARIABLES}
+	SourceLine    int         // the line of Source=, for errors
+	Policy        string      // as written: a policy file or key:PATH[,PATH], paths inside the root
+	Trust         store.Trust // what Policy says (store.ParseTrust)
+	PolicyLine    int         // the line of Policy=, for errors
 	AllowUnsigned bool
 }
 
@@ -143,10 +144,11 @@ func ParseDeclared(path string, data []byte) (Declared, error) {
 		case "Source":
 			d.Source, d.SourceLine = v, line
 		case "Policy":
-			if err := checkDeclaredPolicy(v); err != nil {
+			t, err := parseDeclaredPolicy(v)
+			if err != nil {
 				return d, fmt.Errorf("%s:%d: Policy=%s: %w", path, line, v, err)
 			}
-			d.Policy, d.PolicyLine = v, line
+			d.Policy, d.Trust, d.PolicyLine = v, t, line
 		case "InsecureAllowUnsigned":
 			b, err := parseBool(v)
 			if err != nil {
@@ -166,23 +168,23 @@ func ParseDeclared(path string, data []byte) (Declared, error) {
 	return d, nil
 }
 
-// checkDeclaredPolicy checks a declaration's Policy= value: its paths are
+// parseDeclaredPolicy reads a declaration's Policy= value: its paths are
 // absolute paths on the node (they are resolved inside --root).
-func checkDeclaredPolicy(v string) error {
-	o, err := trustFromPolicy(verify.TrustOptions{}, v)
+func parseDeclaredPolicy(v string) (store.Trust, error) {
+	t, err := store.ParseTrust(v)
 	if err != nil {
-		return err
+		return t, err
 	}
-	paths := append([]string{o.PolicyPath, o.TrustedRootPath}, o.KeyPaths...)
-	if strings.HasPrefix(v, "key:") && len(o.KeyPaths) == 1 && o.KeyPaths[0] == "" {
-		return errors.New("key: names no key file: write key:/etc/sysext/KEY.pub")
+	paths := append([]string{t.PolicyPath, t.TrustedRootPath}, t.KeyPaths...)
+	if strings.HasPrefix(v, "key:") && len(t.KeyPaths) == 1 && t.KeyPaths[0] == "" {
+		return t, errors.New("key: names no key file: write key:/etc/sysext/KEY.pub")
 	}
 	for _, p := range paths {
 		if p != "" && !filepath.IsAbs(p) {
-			return fmt.Errorf("%q is relative: give the absolute path as seen on the node (it is read inside --root)", p)
+			return t, fmt.Errorf("%q is relative: give the absolute path as seen on the node (it is read inside --root)", p)
 		}
 	}
-	return nil
+	return t, nil
 }
 
 func parseBool(s string) (bool, error) {

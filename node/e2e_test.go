@@ -13,6 +13,7 @@ import (
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/internal/testenv"
 	"github.com/sysext/sysext/oci/ocitest"
+	"github.com/sysext/sysext/store"
 	"github.com/sysext/sysext/verify"
 )
 
@@ -80,12 +81,12 @@ func TestEndToEnd(t *testing.T) {
 	ctx := context.Background()
 
 	// Unsigned and wrong signer are refused; nothing is installed.
-	if _, err := n.Pull(ctx, PullRequest{Ref: reg.Ref("sysext/e2ehello:unsigned"), Policy: "key:" + pub}); err == nil {
+	if _, err := n.Pull(ctx, PullRequest{Ref: reg.Ref("sysext/e2ehello:unsigned"), Trust: store.Trust{KeyPaths: []string{pub}}}); err == nil {
 		t.Fatal("pulled an unsigned image with a key policy")
 	} else {
 		t.Logf("unsigned: %v", err)
 	}
-	if _, err := mk(otherKey).Pull(ctx, PullRequest{Ref: ref, Policy: "key:" + otherKey}); err == nil {
+	if _, err := mk(otherKey).Pull(ctx, PullRequest{Ref: ref, Trust: store.Trust{KeyPaths: []string{otherKey}}}); err == nil {
 		t.Fatal("pulled an image signed by another key")
 	} else {
 		t.Logf("wrong signer: %v", err)
@@ -94,7 +95,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal("a refused pull left a link")
 	}
 
-	r, err := n.Pull(ctx, PullRequest{Ref: ref, Policy: "key:" + pub})
+	r, err := n.Pull(ctx, PullRequest{Ref: ref, Trust: store.Trust{KeyPaths: []string{pub}}})
 	if err != nil {
 		t.Fatal(err)
 	}

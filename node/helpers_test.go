@@ -16,6 +16,7 @@ import (
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/oci/ocitest"
 	"github.com/sysext/sysext/verify"
+	"github.com/sysext/sysext/verify/verifytest"
 )
 
 // makeImage builds a squashfs extension NAME VERSION with a program
@@ -89,7 +90,7 @@ const debianRelease = "ID=debian\nVERSION_ID=12\n"
 type unsigned struct{}
 
 func (unsigned) Verify(_ context.Context, _ oci.Target, _ oci.Reference, r *oci.Resolved, _ Trust) (verify.Verified, error) {
-	return verify.AcceptUnsigned(r.Descriptor.Digest), nil
+	return verifytest.AcceptUnsigned(r.Descriptor.Digest), nil
 }
 
 // recRefresher records refreshes; it fails once with fail when set.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 	"time"
 
 	"github.com/sysext/sysext/extension"
@@ -145,7 +144,7 @@ func (n *Node) offline() bool {
 	if n.opts.NoRefresh {
 		return true
 	}
-	return filepath.Clean(n.opts.Store.Root) != "/" && !n.opts.RefreshWithRoot
+	return !n.opts.Store.RunningSystem() && !n.opts.RefreshWithRoot
 }
 
 func (n *Node) open(ctx context.Context) (*store.Store, error) {

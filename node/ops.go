@@ -90,7 +90,7 @@ func (n *Node) updateOne(ctx context.Context, s *store.Store, name string, dryRu
 	}
 	// A dry run checks the new build as a pull would (signature,
 	// compatibility, preflight) and stops before the download.
-	pr, err := n.pull(ctx, s, s, PullRequest{Ref: e.Source, Name: name, Policy: e.Policy, AllowUnsigned: e.AllowUnsigned, Declared: e.Declared, PolicyFrom: policyFrom, DryRun: dryRun}, &resolvedRef{t: t, ref: ref, root: desc})
+	pr, err := n.pull(ctx, s, s, PullRequest{Ref: e.Source, Name: name, Trust: e.Trust, AllowUnsigned: e.AllowUnsigned, Declared: e.Declared, PolicyFrom: policyFrom, DryRun: dryRun}, &resolvedRef{t: t, ref: ref, root: desc})
 	if pr == nil {
 		return r, err
 	}

@@ -18,13 +18,13 @@ import (
 
 // PullRequest says what to pull.
 type PullRequest struct {
-	Ref           string // host/repo:tag, @sha256:..., oci:PATH[:tag]
-	Name          string // expected extension name ("" = from the manifest)
-	Policy        string // trust policy file for this extension ("" = default)
-	AllowUnsigned bool   // --insecure-allow-unsigned
-	Declared      string // the extensions.d file that declared it (sync)
+	Ref           string      // host/repo:tag, @sha256:..., oci:PATH[:tag]
+	Name          string      // expected extension name ("" = from the manifest)
+	Trust         store.Trust // the extension's own trust, recorded for updates (zero: the command line's)
+	AllowUnsigned bool        // --insecure-allow-unsigned
+	Declared      string      // the extensions.d file that declared it (sync)
 	// PolicyFrom is "FILE:LINE" of the declaration's Policy= (sync); with
-	// Declared set, Policy's paths are inside the root.
+	// Declared set, Trust's paths are inside the root.
 	PolicyFrom string
 	// DryRun checks everything a pull checks (resolve, the name, the
 	// signature, compatibility, the preflight, a foreign file in the way)
@@ -36,7 +36,7 @@ type PullRequest struct {
 // trust is what req's signatures are checked with: a declared policy is
 // read inside the root, and its errors name the declaration.
 func (req PullRequest) trust() Trust {
-	tr := Trust{Policy: req.Policy, AllowUnsigned: req.AllowUnsigned}
+	tr := Trust{Recorded: req.Trust, AllowUnsigned: req.AllowUnsigned}
 	if req.Declared != "" {
 		tr.From = cmp.Or(req.PolicyFrom, req.Declared)
 	}
@@ -68,6 +68,17 @@ type Result struct {
 	// signed it (node/verity.go).
 	VerityRootHash string `json:"verity_root_hash,omitempty"`
 	VeritySigner   string `json:"verity_signer,omitempty"`
+}
+
+// Changes reports whether r changed the node, or would have without
+// --dry-run: what makes update and sync succeed rather than find nothing
+// to do.
+func (r Result) Changes() bool {
+	switch r.Action {
+	case "would-pull", "would-update", "would-remove":
+		return true
+	}
+	return r.Changed
 }
 
 // Pull resolves, verifies, checks, stores and activates one extension.
@@ -191,7 +202,7 @@ func (n *Node) pull(ctx context.Context, s *store.Store, inst store.Installer, r
 	result.Version, result.File = in.Version, in.File
 	result.Signer, result.Unsigned = p.v.Signer(), p.v.Unsigned()
 	describeVerity(result, in.Verity)
-	meta := store.Meta{Source: req.Ref, Declared: req.Declared, Policy: req.Policy, AllowUnsigned: req.AllowUnsigned}
+	meta := store.Meta{Source: req.Ref, Declared: req.Declared, Trust: req.Trust, AllowUnsigned: req.AllowUnsigned}
 	if installed && req.Declared == "" {
 		meta.Declared = cur.Declared
 	}
@@ -237,7 +248,7 @@ func (n *Node) pullCopy(ctx context.Context, c *store.Copier, req PullRequest) (
 	if err := n.protect(ctx, n.opts.Store.Root, n.opts.Store.ExtensionsDir, nil, name, p.verityCert); err != nil {
 		return nil, err
 	}
-	meta := store.Meta{Source: req.Ref, Declared: req.Declared, Policy: req.Policy, AllowUnsigned: req.AllowUnsigned}
+	meta := store.Meta{Source: req.Ref, Declared: req.Declared, Trust: req.Trust, AllowUnsigned: req.AllowUnsigned}
 	if err := c.Install(p.v, name, in, meta); err != nil {
 		return nil, err
 	}

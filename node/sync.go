@@ -112,9 +112,9 @@ func (n *Node) syncOne(ctx context.Context, s *store.Store, d Declared, osr *ext
 	if err != nil {
 		return nil, err
 	}
-	if installed && !so.DryRun && (cur.Declared != d.File || cur.Policy != d.Policy || cur.AllowUnsigned != d.AllowUnsigned) {
+	if installed && !so.DryRun && (cur.Declared != d.File || !cur.Trust.Equal(d.Trust) || cur.AllowUnsigned != d.AllowUnsigned) {
 		// The declaration manages it from now on, with its trust.
-		if err := s.SetDeclared(d.Name, store.Meta{Declared: d.File, Policy: d.Policy, AllowUnsigned: d.AllowUnsigned}); err != nil {
+		if err := s.SetDeclared(d.Name, store.Meta{Declared: d.File, Trust: d.Trust, AllowUnsigned: d.AllowUnsigned}); err != nil {
 			return nil, err
 		}
 	}
@@ -127,7 +127,7 @@ func (n *Node) syncOne(ctx context.Context, s *store.Store, d Declared, osr *ext
 		return n.updateOne(ctx, s, d.Name, so.DryRun, d.PolicyFrom())
 	}
 	// A dry run checks all a pull checks and stops before the download.
-	return n.pull(ctx, s, s, PullRequest{Ref: src, Name: d.Name, Policy: d.Policy, AllowUnsigned: d.AllowUnsigned, Declared: d.File, PolicyFrom: d.PolicyFrom(), DryRun: so.DryRun}, nil)
+	return n.pull(ctx, s, s, PullRequest{Ref: src, Name: d.Name, Trust: d.Trust, AllowUnsigned: d.AllowUnsigned, Declared: d.File, PolicyFrom: d.PolicyFrom(), DryRun: so.DryRun}, nil)
 }
 
 // sourceError is a declaration whose Source= is not a reference.
@@ -151,7 +151,7 @@ func (n *Node) precheckDeclared(decl []Declared, osr *extension.Release) map[str
 			bad[d.Name] = &sourceError{fmt.Errorf("%s: Source=%s: %w", d.SourceFrom(), d.Source, err)}
 			continue
 		}
-		if err := n.precheck(PullRequest{Ref: src, Name: d.Name, Policy: d.Policy, AllowUnsigned: d.AllowUnsigned, Declared: d.File, PolicyFrom: d.PolicyFrom()}); err != nil {
+		if err := n.precheck(PullRequest{Ref: src, Name: d.Name, Trust: d.Trust, AllowUnsigned: d.AllowUnsigned, Declared: d.File, PolicyFrom: d.PolicyFrom()}); err != nil {
 			bad[d.Name] = err
 		}
 	}

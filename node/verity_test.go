@@ -120,6 +120,23 @@ func annotationsOf(t testing.TB, file string) map[string]string {
 }
 
 // flipAt writes a copy of file with one byte changed at off.
+// flipBase64At changes the base64 character at off to the one whose 6-bit
+// value differs in its lowest bit.
+func flipBase64At(t testing.TB, file string, off int64) string {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	must(t, err)
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+	i := strings.IndexByte(alphabet, data[off])
+	if i < 0 {
+		t.Fatalf("byte %d is %q, not base64", off, data[off])
+	}
+	data[off] = alphabet[i^1]
+	out := filepath.Join(t.TempDir(), filepath.Base(file))
+	must(t, os.WriteFile(out, data, 0o644))
+	return out
+}
+
 func flipAt(t testing.TB, file string, off int64) string {
 	t.Helper()
 	data, err := os.ReadFile(file)
@@ -174,8 +191,9 @@ func TestPullSignedDDI(t *testing.T) {
 	// Block 0 of the hash partition is the superblock, 1 the top level,
 	// 2 the first block of level 0.
 	pushRaw(t, ref("tree"), flipAt(t, good, d.Hash().Offset+2*4096+64), ann, signer)
-	// A changed character of the base64 signature value: still JSON.
-	sigBad := flipAt(t, good, sigValue)
+	// A changed character of the base64 signature value: still JSON and
+	// still base64 (one bit of the decoded signature differs).
+	sigBad := flipBase64At(t, good, sigValue)
 	pushRaw(t, ref("signature"), sigBad, ann, signer)
 	other := map[string]string{}
 	for k, v := range ann {
@@ -210,7 +228,7 @@ func TestPullSignedDDI(t *testing.T) {
 		{"claim", "not the " + ann[oci.AnnotationVerityCertificate]},
 		{"plain", "names no verity root hash"},
 	} {
-		_, err := n.Pull(ctx, PullRequest{Ref: ref(tc.tag), Policy: PolicyString(trust)})
+		_, err := n.Pull(ctx, PullRequest{Ref: ref(tc.tag), Trust: store.TrustOf(trust)})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want %q", tc.tag, err, tc.want)
 			continue
@@ -224,7 +242,7 @@ func TestPullSignedDDI(t *testing.T) {
 		t.Fatal("a refused pull set the image policy")
 	}
 
-	r, err := n.Pull(ctx, PullRequest{Ref: ref("good"), Policy: PolicyString(trust)})
+	r, err := n.Pull(ctx, PullRequest{Ref: ref("good"), Trust: store.TrustOf(trust)})
 	if err != nil {
 		t.Fatal(err)
 	}

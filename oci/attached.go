@@ -19,7 +19,7 @@ type Attached struct {
 
 // ListAttached lists the referrers and cosign tags of desc in t. It reads
 // only small manifests and tag lookups, never an image.
-func ListAttached(ctx context.Context, t Target, desc ocispec.Descriptor) (*Attached, error) {
+func ListAttached(ctx context.Context, t AttachedLister, desc ocispec.Descriptor) (*Attached, error) {
 	a := &Attached{Tags: map[string]ocispec.Descriptor{}}
 	err := t.Referrers(ctx, desc, "", func(rs []ocispec.Descriptor) error {
 		a.Referrers = append(a.Referrers, rs...)

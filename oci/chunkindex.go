@@ -13,6 +13,7 @@ import (
 
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
 
@@ -81,7 +82,7 @@ func (c ctxReaderAt) ReadAt(p []byte, off int64) (int, error) {
 // per-architecture manifest) in t and returns the referrer's descriptor.
 // created is its org.opencontainers.image.created (the image's, so that
 // pushing the same files again gives the same digests).
-func PushChunkIndex(ctx context.Context, t Target, subject ocispec.Descriptor, index []byte, created string) (ocispec.Descriptor, error) {
+func PushChunkIndex(ctx context.Context, t oras.Target, subject ocispec.Descriptor, index []byte, created string) (ocispec.Descriptor, error) {
 	blob := descriptorFor(MediaTypeChunkIndex, index)
 	if err := pushIfMissing(ctx, t, blob, index); err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("chunk index of %s: %w", subject.Digest, err)

@@ -42,24 +42,30 @@ var cosignSuffixes = []string{".sig", ".att", ".sbom"}
 // recursively, so signatures on attestations come too) and cosign's
 // sha256-<hex>.sig/.att/.sbom tags. Any two stores work: registry to
 // registry, registry to layout and back. Blobs the destination has are not
-// copied again.
-func Copy(ctx context.Context, src Target, srcRef Reference, dst Target, dstRef Reference, opts CopyOptions) (*CopyResult, error) {
+// copied again. Every error is a *CopyError that says which side failed.
+func Copy(ctx context.Context, src CopySource, srcRef Reference, dst CopyDestination, dstRef Reference, opts CopyOptions) (*CopyResult, error) {
+	fromSrc := func(op string, err error) error {
+		return &CopyError{Op: op, Origin: CopyOriginSource, Ref: srcRef, Err: err}
+	}
+	toDst := func(op string, err error) error {
+		return &CopyError{Op: op, Origin: CopyOriginDestination, Ref: dstRef, Err: err}
+	}
 	root, err := src.Resolve(ctx, srcRef.Reference())
 	if err != nil {
 		if errors.Is(err, errdef.ErrNotFound) {
-			return nil, sentinel(ErrNotFound, "copy: %s: not found in %s", srcRef, srcRef.Scope())
+			return nil, fromSrc("resolve", sentinel(ErrNotFound, "copy: %s: not found in %s", srcRef, srcRef.Scope()))
 		}
-		return nil, Explain(srcRef, fmt.Errorf("copy: %w", err))
+		return nil, fromSrc("resolve", Explain(srcRef, fmt.Errorf("copy: %w", err)))
 	}
 	if root.Size > MaxManifestSize {
-		return nil, fmt.Errorf("copy: %s: manifest %s is %d bytes, more than the %d allowed", srcRef, root.Digest, root.Size, MaxManifestSize)
+		return nil, fromSrc("resolve", fmt.Errorf("copy: %s: manifest %s is %d bytes, more than the %d allowed", srcRef, root.Digest, root.Size, MaxManifestSize))
 	}
 	if mediatype.IsIndex(root.MediaType) && root.Size > MaxIndexSize {
 		// As Resolve: an index that large lists thousands of manifests.
-		return nil, fmt.Errorf("copy: %s: index %s is %d bytes, more than the %d an extension artifact's index may have: %w", srcRef, root.Digest, root.Size, MaxIndexSize, ErrNotExtension)
+		return nil, fromSrc("resolve", fmt.Errorf("copy: %s: index %s is %d bytes, more than the %d an extension artifact's index may have: %w", srcRef, root.Digest, root.Size, MaxIndexSize, ErrNotExtension))
 	}
 	if dstRef.Digest != "" && dstRef.Digest != root.Digest {
-		return nil, fmt.Errorf("copy: %s is %s, not the digest %s the destination names", srcRef, root.Digest, dstRef.Digest)
+		return nil, toDst("check", fmt.Errorf("copy: %s is %s, not the digest %s the destination names", srcRef, root.Digest, dstRef.Digest))
 	}
 	co := oras.DefaultCopyGraphOptions
 	co.Concurrency = opts.Concurrency
@@ -77,9 +83,13 @@ func Copy(ctx context.Context, src Target, srcRef Reference, dst Target, dstRef 
 		if err := oras.CopyGraph(ctx, src, dst, d, co); err != nil {
 			var ce *oras.CopyError
 			if errors.As(err, &ce) && ce.Origin == oras.CopyErrorOriginDestination {
-				return Explain(dstRef, fmt.Errorf("copy to %s: %w", dstRef, err))
+				return toDst(ce.Op, Explain(dstRef, fmt.Errorf("copy to %s: %w", dstRef, err)))
 			}
-			return Explain(srcRef, fmt.Errorf("copy from %s: %w", srcRef, err))
+			op := "copy"
+			if ce != nil {
+				op = ce.Op
+			}
+			return fromSrc(op, Explain(srcRef, fmt.Errorf("copy from %s: %w", srcRef, err)))
 		}
 		return nil
 	}
@@ -88,7 +98,7 @@ func Copy(ctx context.Context, src Target, srcRef Reference, dst Target, dstRef 
 	}
 	if dstRef.Tag != "" {
 		if err := dst.Tag(ctx, root, dstRef.Tag); err != nil {
-			return nil, Explain(dstRef, fmt.Errorf("copy: tag %s: %w", dstRef, err))
+			return nil, toDst("tag", Explain(dstRef, fmt.Errorf("copy: tag %s: %w", dstRef, err)))
 		}
 	}
 	res := &CopyResult{Root: root}
@@ -99,11 +109,11 @@ func Copy(ctx context.Context, src Target, srcRef Reference, dst Target, dstRef 
 	if mediatype.IsIndex(root.MediaType) {
 		body, err := FetchManifest(ctx, src, root)
 		if err != nil {
-			return nil, fmt.Errorf("copy: %s: %w", srcRef, err)
+			return nil, fromSrc("referrers", fmt.Errorf("copy: %s: %w", srcRef, err))
 		}
 		var idx ocispec.Index
 		if err := json.Unmarshal(body, &idx); err != nil {
-			return nil, fmt.Errorf("copy: %s: index: %w", srcRef, err)
+			return nil, fromSrc("referrers", fmt.Errorf("copy: %s: index: %w", srcRef, err))
 		}
 		nodes = append(nodes, idx.Manifests...)
 	}
@@ -119,7 +129,7 @@ func Copy(ctx context.Context, src Target, srcRef Reference, dst Target, dstRef 
 			return nil
 		})
 		if err != nil && !errors.Is(err, errdef.ErrNotFound) && !errors.Is(err, errdef.ErrUnsupported) {
-			return Explain(srcRef, fmt.Errorf("copy: list referrers of %s: %w", d.Digest, err))
+			return fromSrc("referrers", Explain(srcRef, fmt.Errorf("copy: list referrers of %s: %w", d.Digest, err)))
 		}
 		for _, r := range refs {
 			if seen[r.Digest.String()] {
@@ -141,13 +151,13 @@ func Copy(ctx context.Context, src Target, srcRef Reference, dst Target, dstRef 
 				continue
 			}
 			if err != nil {
-				return Explain(srcRef, fmt.Errorf("copy: resolve %s: %w", tag, err))
+				return fromSrc("referrers", Explain(srcRef, fmt.Errorf("copy: resolve %s: %w", tag, err)))
 			}
 			if err := copyGraph(t); err != nil {
 				return err
 			}
 			if err := dst.Tag(ctx, t, tag); err != nil {
-				return Explain(dstRef, fmt.Errorf("copy: tag %s: %w", tag, err))
+				return toDst("tag", Explain(dstRef, fmt.Errorf("copy: tag %s: %w", tag, err)))
 			}
 			res.Tags = append(res.Tags, tag)
 		}

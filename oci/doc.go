@@ -29,6 +29,14 @@
 //     (extension.ValidateFileName): untrusted metadata never escapes the directory.
 //   - Loopback registries use plain HTTP; 429 and 5xx answers are retried
 //     a bounded number of times with exponential back-off.
+//   - Errors are told apart by type, never by their text: ErrNotFound,
+//     ErrNoPlatform, ErrNotExtension (errors.Is), *SizeMismatchError, and
+//     *CopyError, which says which side of a Copy failed (Op, Origin), as
+//     oras-go's does. A registry blob is read with our own GET (Range from
+//     an offset), so a refusal is an errcode.ErrorResponse for Explain.
+//   - Functions take the narrowest view of a store they need
+//     (content.Fetcher, ManifestReader, AttachedLister, CopySource,
+//     CopyDestination, oras.Target); Target is all of them.
 //
 // It does not verify signatures (package verify does) and does not decide
 // compatibility with a host (package extension does, from Metadata).

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
+	"oras.land/oras-go/v2/content"
 
 	"github.com/sysext/sysext/atomicfile"
 	"github.com/sysext/sysext/extension"
@@ -84,7 +85,7 @@ type Downloaded struct {
 // manifest annotations; only then it fsyncs and renames into place. On any
 // failure nothing is left at the target or next to it, and the temp files
 // of downloads killed earlier in that directory are removed.
-func Download(ctx context.Context, t Target, e *Entry, opts DownloadOptions) (*Downloaded, error) {
+func Download(ctx context.Context, t content.Fetcher, e *Entry, opts DownloadOptions) (*Downloaded, error) {
 	layer := e.Layer
 	if err := layer.Digest.Validate(); err != nil {
 		return nil, fmt.Errorf("layer digest %q: %w", layer.Digest, err)
@@ -139,7 +140,7 @@ func Download(ctx context.Context, t Target, e *Entry, opts DownloadOptions) (*D
 }
 
 // download streams the layer into w and checks what w holds.
-func download(ctx context.Context, t Target, e *Entry, w Writer, opts DownloadOptions) (*Downloaded, error) {
+func download(ctx context.Context, t content.Fetcher, e *Entry, w Writer, opts DownloadOptions) (*Downloaded, error) {
 	layer := e.Layer
 	reused := w.Offset()
 	resumes, err := stream(ctx, t, layer, w, reused, opts)

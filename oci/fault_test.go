@@ -13,6 +13,7 @@ import (
 
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/errcode"
 
 	"github.com/sysext/sysext/internal/testenv"
 	"github.com/sysext/sysext/oci"
@@ -150,13 +151,35 @@ func TestDownloadRefusesSizeMismatch(t *testing.T) {
 			*on = true
 			dir := testenv.TempDirNoLeak(t, ".#")
 			_, err := oci.Download(context.Background(), p.tg, &p.r.Entry, oci.DownloadOptions{Dir: dir})
-			if err == nil || !strings.Contains(err.Error(), "size mismatch") {
+			var sm *oci.SizeMismatchError
+			if !errors.As(err, &sm) || sm.Digest != p.r.Entry.Layer.Digest || sm.Size != p.r.Entry.Layer.Size {
+				t.Fatalf("got %v, want a *SizeMismatchError for the layer", err)
+			}
+			if !strings.Contains(err.Error(), "size mismatch") {
 				t.Fatalf("got %v", err)
 			}
 			t.Log(err)
 			emptyDir(t, dir)
 		})
 	}
+}
+
+// A registry refusing the blob answers with its status and errors, as
+// oras-go reports them, so Explain can word it.
+func TestDownloadRefusedBlobIsAnErrorResponse(t *testing.T) {
+	reg, on := faultyReg(t, ocitest.FailStatus(http.StatusForbidden, -1, ocitest.Blobs))
+	p := pushImage(t, reg, 4<<10)
+	*on = true
+	dir := testenv.TempDirNoLeak(t, ".#")
+	_, err := oci.Download(context.Background(), p.tg, &p.r.Entry, oci.DownloadOptions{Dir: dir})
+	var er *errcode.ErrorResponse
+	if !errors.As(err, &er) || er.StatusCode != http.StatusForbidden || len(er.Errors) != 1 || er.Errors[0].Message != "injected 403" {
+		t.Fatalf("got %v, want the registry's 403 as an errcode.ErrorResponse", err)
+	}
+	if got := oci.Explain(p.ref, err); !strings.Contains(got.Error(), "access denied") {
+		t.Fatalf("Explain: %v", got)
+	}
+	emptyDir(t, dir)
 }
 
 func TestRetriesThenSucceeds(t *testing.T) {

@@ -134,6 +134,21 @@ func ImageAnnotations(rel *extension.Release) map[string]string {
 	return a
 }
 
+// Release is the extension-release the manifest announces (KindSysext):
+// its metadata's fields and the base OS image `build --from-image`
+// recorded (IMAGE_ID/IMAGE_VERSION, valid values only). Nothing of the
+// image is read.
+func (e *Entry) Release() *extension.Release {
+	rel := e.Metadata.Release()
+	if e.Manifest != nil {
+		image := ImageFromAnnotations(e.Manifest.Annotations)
+		for _, k := range image.Keys() {
+			rel.Set(k, image.Get(k))
+		}
+	}
+	return rel
+}
+
 // ImageFromAnnotations returns the IMAGE_ID and IMAGE_VERSION fields a
 // manifest's annotations carry, only valid ones (annotations are
 // untrusted).

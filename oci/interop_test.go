@@ -162,16 +162,7 @@ func TestCopyWithReferrers(t *testing.T) {
 			testenv.RequireTool(t, "registry")
 			return ocitest.StartDistribution(t).Open(t, "mirror/hello:1.0")
 		},
-		func() (oci.Target, oci.Reference) {
-			ref := ocitest.NewLayout(t, "1.0")
-			o := ocitest.TestOptions()
-			o.CreateLayout = true
-			tg, err := oci.Open(ctx, ref, o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return tg, ref
-		},
+		func() (oci.Target, oci.Reference) { return ocitest.OpenLayout(t, "1.0") },
 		func() (oci.Target, oci.Reference) { return ocitest.NewOlareg(t).Open(t, "again/hello:1.0") },
 	}
 	from, fromRef := stg, sref

@@ -18,6 +18,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/errdef"
 
 	"github.com/sysext/sysext/extension"
@@ -77,7 +78,7 @@ type PushResult struct {
 // them at ref.Tag. Every file must be the same extension; two files for
 // one architecture are an error. Blobs already present are not uploaded
 // again.
-func Push(ctx context.Context, t Target, ref Reference, files []string, opts PushOptions) (*PushResult, error) {
+func Push(ctx context.Context, t oras.Target, ref Reference, files []string, opts PushOptions) (*PushResult, error) {
 	if len(files) == 0 {
 		return nil, errors.New("push: no image files given")
 	}
@@ -222,7 +223,7 @@ func createdTime(t time.Time) (string, error) {
 	return t.UTC().Format(time.RFC3339), nil
 }
 
-func pushOne(ctx context.Context, t Target, ref Reference, path string, info *fsimage.Info, created string, opts PushOptions) (*PushedManifest, error) {
+func pushOne(ctx context.Context, t oras.Target, ref Reference, path string, info *fsimage.Info, created string, opts PushOptions) (*PushedManifest, error) {
 	mt, err := LayerMediaType(string(info.Format))
 	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", path, err)
@@ -289,7 +290,7 @@ func descriptorFor(mediaType string, body []byte) ocispec.Descriptor {
 	return ocispec.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(body), Size: int64(len(body))}
 }
 
-func pushIfMissing(ctx context.Context, t Target, desc ocispec.Descriptor, body []byte) error {
+func pushIfMissing(ctx context.Context, t oras.Target, desc ocispec.Descriptor, body []byte) error {
 	if ok, err := t.Exists(ctx, desc); err == nil && ok {
 		return nil
 	}
@@ -301,7 +302,7 @@ func pushIfMissing(ctx context.Context, t Target, desc ocispec.Descriptor, body 
 }
 
 // uploadFile streams the file as blob desc unless the store has it.
-func uploadFile(ctx context.Context, t Target, path string, desc ocispec.Descriptor, progress func(string, int64, int64)) error {
+func uploadFile(ctx context.Context, t oras.Target, path string, desc ocispec.Descriptor, progress func(string, int64, int64)) error {
 	if ok, err := t.Exists(ctx, desc); err == nil && ok {
 		if progress != nil {
 			progress(path, desc.Size, desc.Size)
@@ -345,7 +346,7 @@ func (p *progressReader) Read(b []byte) (int, error) {
 // readAppendIndex returns what the tag of ref points at (a zero
 // descriptor when nothing does) and its entries: the index's manifests, or
 // the one manifest under the platform its annotations say.
-func readAppendIndex(ctx context.Context, t Target, ref Reference) (ocispec.Descriptor, []ocispec.Descriptor, error) {
+func readAppendIndex(ctx context.Context, t oras.Target, ref Reference) (ocispec.Descriptor, []ocispec.Descriptor, error) {
 	root, body, err := fetchRoot(ctx, t, ref)
 	if errors.Is(err, ErrNotFound) {
 		return ocispec.Descriptor{}, nil, nil

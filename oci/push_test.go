@@ -77,13 +77,7 @@ func TestPushAppendAndLayout(t *testing.T) {
 	amd := ocitest.Squashfs(t, ocitest.Meta("hello", "1.0", "x86-64"), []byte("amd"))
 	arm := ocitest.Squashfs(t, ocitest.Meta("hello", "1.0", "arm64"), []byte("arm"))
 	arm2 := ocitest.Squashfs(t, ocitest.Meta("hello", "1.0", "arm64"), []byte("arm, rebuilt"))
-	ref := ocitest.NewLayout(t, "1.0")
-	o := ocitest.TestOptions()
-	o.CreateLayout = true
-	tg, err := oci.Open(ctx, ref, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tg, ref := ocitest.OpenLayout(t, "1.0")
 	if _, err := oci.Push(ctx, tg, ref, []string{amd}, oci.PushOptions{}); err != nil {
 		t.Fatal(err)
 	}

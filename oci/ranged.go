@@ -2,26 +2,31 @@ package oci
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/errcode"
 )
 
-// fetchFrom opens desc's content at off. From a registry that is one GET
-// with a Range header: oras-go's Fetch always asks for the whole blob
-// first, and whatever the registry pushes into that answer before a seek
-// drops it (MiBs on a fast link) is sent again for nothing. The reader
-// seeks (a new Range request) like oras-go's, for resuming after a cut.
-// Other targets, and off 0, go through Fetch.
-func fetchFrom(ctx context.Context, t Target, desc ocispec.Descriptor, off int64) (io.ReadCloser, error) {
-	repo, ok := t.(*remote.Repository)
-	if !ok || off == 0 || off >= desc.Size {
-		rc, err := t.Fetch(ctx, desc)
+// fetchFrom opens desc's content at off. From a registry that is our own
+// GET (with a Range header past 0), so that a length that is not the
+// descriptor's is a SizeMismatchError rather than oras-go's untyped error,
+// and because oras-go's Fetch always asks for the whole blob first:
+// whatever the registry pushes into that answer before a seek drops it
+// (MiBs on a fast link) is sent again for nothing. The reader seeks (a new
+// Range request) like oras-go's, for resuming after a cut. Other stores go
+// through Fetch.
+func fetchFrom(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor, off int64) (io.ReadCloser, error) {
+	repo, ok := f.(*remote.Repository)
+	if !ok || off >= desc.Size {
+		rc, err := f.Fetch(ctx, desc)
 		if err != nil {
 			return nil, err
 		}
@@ -76,7 +81,9 @@ func (r *rangeReader) Read(p []byte) (int, error) {
 func (r *rangeReader) Close() error { return r.body.Close() }
 
 // Seek (io.SeekStart only) drops the current answer and, below the end,
-// requests the blob from off on.
+// requests the blob from off on (the whole blob, without a Range header, at
+// 0). A refusal is an errcode.ErrorResponse, as oras-go's, so Explain words
+// it.
 func (r *rangeReader) Seek(off int64, whence int) (int64, error) {
 	if whence != io.SeekStart || off < 0 {
 		return r.off, errors.New("seek: only to an offset from the start")
@@ -98,7 +105,9 @@ func (r *rangeReader) Seek(off int64, whence int) (int64, error) {
 	if err != nil {
 		return r.off, err
 	}
-	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, r.desc.Size-1))
+	if off > 0 {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, r.desc.Size-1))
+	}
 	client := r.repo.Client
 	if client == nil {
 		client = auth.DefaultClient
@@ -128,8 +137,19 @@ func (r *rangeReader) Seek(off int64, whence int) (int64, error) {
 		resp.Body.Close()
 		return r.off, fmt.Errorf("%s: %w", r.desc.Digest, ErrNotFound)
 	default:
-		resp.Body.Close()
-		return r.off, fmt.Errorf("GET %s from %d: %s", url, off, resp.Status)
+		defer resp.Body.Close()
+		return r.off, errorResponse(resp)
 	}
 	return off, nil
+}
+
+// errorResponse is a registry's refusal as oras-go reports it (the status
+// and the errors in the body), so errors.As finds an
+// errcode.ErrorResponse.
+func errorResponse(resp *http.Response) error {
+	var body struct {
+		Errors errcode.Errors `json:"errors"`
+	}
+	_ = json.NewDecoder(io.LimitReader(resp.Body, 8<<10)).Decode(&body)
+	return &errcode.ErrorResponse{Method: resp.Request.Method, URL: resp.Request.URL, StatusCode: resp.StatusCode, Errors: body.Errors}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
 
 	"github.com/sysext/sysext/extension"
@@ -115,12 +116,12 @@ type ResolveOptions struct {
 // and title validated; nothing of the image is downloaded. An index may
 // list at most MaxIndexEntries manifests; each digest is read once, and
 // at most a few candidates are read (see ResolveWith).
-func Resolve(ctx context.Context, t Target, ref Reference, arch extension.Arch) (*Resolved, error) {
+func Resolve(ctx context.Context, t ManifestReader, ref Reference, arch extension.Arch) (*Resolved, error) {
 	return ResolveWith(ctx, t, ref, arch, ResolveOptions{})
 }
 
 // ResolveWith is Resolve with options.
-func ResolveWith(ctx context.Context, t Target, ref Reference, arch extension.Arch, o ResolveOptions) (*Resolved, error) {
+func ResolveWith(ctx context.Context, t ManifestReader, ref Reference, arch extension.Arch, o ResolveOptions) (*Resolved, error) {
 	if arch == "" {
 		arch = extension.HostArch()
 	}
@@ -201,7 +202,7 @@ func parseIndex(ref Reference, root ocispec.Descriptor, body []byte) (*ocispec.I
 
 // Describe reads every manifest ref points to (all platforms), without
 // downloading any image.
-func Describe(ctx context.Context, t Target, ref Reference) (*Artifact, error) {
+func Describe(ctx context.Context, t ManifestReader, ref Reference) (*Artifact, error) {
 	root, body, err := fetchRoot(ctx, t, ref)
 	if err != nil {
 		return nil, err
@@ -256,26 +257,37 @@ func Describe(ctx context.Context, t Target, ref Reference) (*Artifact, error) {
 }
 
 // fetchRoot resolves ref and reads the manifest or index it points to.
-func fetchRoot(ctx context.Context, t Target, ref Reference) (ocispec.Descriptor, []byte, error) {
+func fetchRoot(ctx context.Context, t ManifestReader, ref Reference) (ocispec.Descriptor, []byte, error) {
 	return fetchRootFrom(ctx, t, ref, ocispec.Descriptor{})
+}
+
+// ResolveRoot resolves ref in r to what it points to (an index or a
+// manifest). Its errors name ref once: a missing tag or digest says which
+// and matches ErrNotFound; a registry's refusal is worded by Explain.
+func ResolveRoot(ctx context.Context, r content.Resolver, ref Reference) (ocispec.Descriptor, error) {
+	desc, err := r.Resolve(ctx, ref.Reference())
+	if err == nil {
+		return desc, nil
+	}
+	if errors.Is(err, errdef.ErrNotFound) {
+		what := "tag " + ref.Tag
+		if ref.Digest != "" {
+			what = "manifest " + ref.Digest.String()
+		}
+		return desc, sentinel(ErrNotFound, "%s: %s not found in %s", ref, what, ref.Scope())
+	}
+	return desc, Explain(ref, fmt.Errorf("%s: resolve: %w", ref, err))
 }
 
 // fetchRootFrom is fetchRoot for a ref that resolved to known already
 // (when its digest is set): the tag is not asked again.
-func fetchRootFrom(ctx context.Context, t Target, ref Reference, known ocispec.Descriptor) (ocispec.Descriptor, []byte, error) {
+func fetchRootFrom(ctx context.Context, t ManifestReader, ref Reference, known ocispec.Descriptor) (ocispec.Descriptor, []byte, error) {
 	desc, err := known, error(nil)
 	if known.Digest == "" {
-		desc, err = t.Resolve(ctx, ref.Reference())
+		desc, err = ResolveRoot(ctx, t, ref)
 	}
 	if err != nil {
-		if errors.Is(err, errdef.ErrNotFound) {
-			what := "tag " + ref.Tag
-			if ref.Digest != "" {
-				what = "manifest " + ref.Digest.String()
-			}
-			return desc, nil, sentinel(ErrNotFound, "%s: %s not found in %s", ref, what, ref.Scope())
-		}
-		return desc, nil, Explain(ref, fmt.Errorf("%s: resolve: %w", ref, err))
+		return desc, nil, err
 	}
 	if ref.Digest != "" && desc.Digest != ref.Digest {
 		return desc, nil, fmt.Errorf("%s: the store answered %s for digest %s", ref, desc.Digest, ref.Digest)
@@ -295,7 +307,7 @@ func fetchRootFrom(ctx context.Context, t Target, ref Reference, known ocispec.D
 
 // FetchManifest reads a manifest or index of at most MaxManifestSize bytes
 // and checks its size and digest against desc.
-func FetchManifest(ctx context.Context, t Target, desc ocispec.Descriptor) ([]byte, error) {
+func FetchManifest(ctx context.Context, t content.Fetcher, desc ocispec.Descriptor) ([]byte, error) {
 	b, err := blob.Read(ctx, t, desc, MaxManifestSize)
 	if tl := (*blob.TooLargeError)(nil); errors.As(err, &tl) {
 		if desc.Size < 0 {
@@ -309,7 +321,7 @@ func FetchManifest(ctx context.Context, t Target, desc ocispec.Descriptor) ([]by
 	return b, nil
 }
 
-func fetchEntry(ctx context.Context, t Target, ref Reference, d ocispec.Descriptor) (*Entry, error) {
+func fetchEntry(ctx context.Context, t ManifestReader, ref Reference, d ocispec.Descriptor) (*Entry, error) {
 	body, err := FetchManifest(ctx, t, d)
 	if err != nil {
 		return nil, Explain(ref, fmt.Errorf("%s: %w", ref, err))

@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync/atomic"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
 )
 
 // The download pipeline: one goroutine reads the network into a few
@@ -44,7 +44,7 @@ func (c chunk) release(free chan<- []byte) {
 // stream copies the blob from start on into w, the writer writing and the
 // hasher hashing each buffer, and returns how often a cut transfer was
 // resumed. The bytes before start are w's already.
-func stream(ctx context.Context, t Target, layer ocispec.Descriptor, w Writer, start int64, opts DownloadOptions) (int, error) {
+func stream(ctx context.Context, t content.Fetcher, layer ocispec.Descriptor, w Writer, start int64, opts DownloadOptions) (int, error) {
 	maxResumes := opts.MaxResumes
 	if maxResumes == 0 {
 		maxResumes = 5
@@ -57,8 +57,9 @@ func stream(ctx context.Context, t Target, layer ocispec.Descriptor, w Writer, s
 		if errors.Is(err, ErrNotFound) {
 			return 0, fmt.Errorf("layer %s: blob not found in the store: %w", layer.Digest, err)
 		}
-		if isLengthMismatch(err) {
-			return 0, sizeMismatch(layer)
+		var sm *SizeMismatchError
+		if errors.As(err, &sm) {
+			return 0, err // names the layer
 		}
 		return 0, fmt.Errorf("layer %s: %w", layer.Digest, err)
 	}
@@ -188,11 +189,5 @@ func readChunks(ctx context.Context, rc io.ReadCloser, layer ocispec.Descriptor,
 }
 
 func sizeMismatch(layer ocispec.Descriptor) error {
-	return fmt.Errorf("layer %s: size mismatch: the store's answer is not the %d bytes the manifest declares", layer.Digest, layer.Size)
-}
-
-// isLengthMismatch recognises oras-go's error for a Content-Length that is
-// not the descriptor's size.
-func isLengthMismatch(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "mismatch Content-Length")
+	return &SizeMismatchError{Digest: layer.Digest, Size: layer.Size}
 }

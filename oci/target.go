@@ -42,6 +42,35 @@ type Target interface {
 	registry.TagLister
 }
 
+// Narrower views of a Target, for functions that need only part of it (as
+// oras-go's own take content.Fetcher or content.ReadOnlyStorage): a caller
+// can pass any store, or a wrapper, that does that much.
+type (
+	// ManifestReader resolves a tag or digest and fetches what it names:
+	// what Resolve and Describe read.
+	ManifestReader interface {
+		content.Resolver
+		content.Fetcher
+	}
+	// AttachedLister finds what hangs off a manifest: referrers and
+	// cosign's tags.
+	AttachedLister interface {
+		content.Resolver
+		registry.ReferrerLister
+	}
+	// CopySource is what Copy reads: content, tags and referrers.
+	CopySource interface {
+		content.ReadOnlyStorage
+		content.Resolver
+		registry.ReferrerLister
+	}
+	// CopyDestination is what Copy writes: content and tags.
+	CopyDestination interface {
+		content.Storage
+		content.Tagger
+	}
+)
+
 // Options configure access to a store. The zero value is ready to use.
 type Options struct {
 	// PlainHTTP talks HTTP instead of HTTPS. Loopback registries

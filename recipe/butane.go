@@ -1,7 +1,13 @@
 package recipe
 
 import (
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
+	"os"
 	"path"
 	"strings"
 
@@ -19,6 +25,30 @@ type ButaneOptions struct {
 	BinaryURL    string // where Ignition downloads the sysext binary; "" = it is already installed
 	BinaryHash   string // Ignition verification hash for it ("sha512-HEX" or "sha256-HEX")
 	ExtraPullArg []string
+}
+
+// validIgnitionHash reports whether s is an Ignition verification hash
+// (sha512-HEX or sha256-HEX of the right length).
+func validIgnitionHash(s string) bool {
+	alg, hexs, ok := strings.Cut(s, "-")
+	size := map[string]int{"sha512": sha512.Size, "sha256": sha256.Size}[alg]
+	b, err := hex.DecodeString(hexs)
+	return ok && size > 0 && err == nil && len(b) == size
+}
+
+// IgnitionHash is Ignition's verification hash of a file, sha512-HEX: what
+// ButaneOptions.BinaryHash takes for the binary served at BinaryURL.
+func IgnitionHash(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha512.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return "sha512-" + hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // butane* mirror the parts of the Butane config spec we write.
@@ -146,6 +176,12 @@ func Butane(o ButaneOptions) (string, error) {
 			return "", err
 		}
 	}
+	if o.BinaryHash != "" && o.BinaryURL == "" {
+		return "", errors.New("butane: --binary and --binary-hash describe the file at --binary-url: give --binary-url URL")
+	}
+	if o.BinaryHash != "" && !validIgnitionHash(o.BinaryHash) {
+		return "", fmt.Errorf("butane: --binary-hash %q: use sha512-HEX or sha256-HEX", o.BinaryHash)
+	}
 	name := o.Name
 	if name == "" {
 		name = NameFromRef(o.Ref)
@@ -161,7 +197,7 @@ func Butane(o ButaneOptions) (string, error) {
 	case "fcos":
 		cfg.Variant, cfg.Version, bin = "fcos", "1.5.0", "/usr/local/bin/sysext"
 	default:
-		return "", fmt.Errorf("butane: unknown variant %q: use flatcar or fcos", o.Variant)
+		return "", fmt.Errorf("butane: --variant %q: use flatcar or fcos", o.Variant)
 	}
 	if o.BinaryURL == "" {
 		bin = "sysext" // installed by the OS image; found on PATH

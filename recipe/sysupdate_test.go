@@ -123,7 +123,8 @@ func TestButane(t *testing.T) {
 		t.Errorf("update timer not enabled: %+v", timer)
 	}
 
-	out, err = Butane(ButaneOptions{Ref: "registry.local:5000/docker@sha256:" + strings.Repeat("a", 64), Variant: "fcos", BinaryURL: "https://example.org/sysext", BinaryHash: "sha512-00"})
+	hash := "sha512-" + strings.Repeat("0", 128)
+	out, err = Butane(ButaneOptions{Ref: "registry.local:5000/docker@sha256:" + strings.Repeat("a", 64), Variant: "fcos", BinaryURL: "https://example.org/sysext", BinaryHash: hash})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +132,7 @@ func TestButane(t *testing.T) {
 	if err := yaml.Unmarshal([]byte(out), &cfg); err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Variant != "fcos" || cfg.Storage.Files[0].Path != "/usr/local/bin/sysext" || cfg.Storage.Files[0].Contents.Verification.Hash != "sha512-00" {
+	if cfg.Variant != "fcos" || cfg.Storage.Files[0].Path != "/usr/local/bin/sysext" || cfg.Storage.Files[0].Contents.Verification.Hash != hash {
 		t.Errorf("fcos binary: %+v", cfg.Storage.Files)
 	}
 	if !strings.Contains(out, "ExecStart=/usr/local/bin/sysext update --all") || !strings.Contains(out, "sysext-install-docker.service") {
@@ -169,5 +170,44 @@ func TestButaneStrict(t *testing.T) {
 		if !strings.Contains(string(ign), `"ignition":{"version":"3.`) || !strings.Contains(string(ign), "sysext-install-") {
 			t.Errorf("unexpected Ignition for %s: %s", o.Ref, ign)
 		}
+	}
+}
+
+// The binary's verification hash is Ignition's (sha512-HEX or sha256-HEX of
+// the right length) and describes the file at BinaryURL.
+func TestButaneBinaryHash(t *testing.T) {
+	ok := ButaneOptions{Ref: "ghcr.io/acme/ext/nebula:1", BinaryURL: "https://example.org/sysext"}
+	for _, h := range []string{"sha256-" + strings.Repeat("a", 64), "sha512-" + strings.Repeat("B", 128)} {
+		o := ok
+		o.BinaryHash = h
+		if _, err := Butane(o); err != nil {
+			t.Errorf("%s: %v", h, err)
+		}
+	}
+	for h, want := range map[string]string{
+		"sha512-00":                         "--binary-hash",
+		"md5-" + strings.Repeat("a", 32):    "--binary-hash",
+		"sha256" + strings.Repeat("a", 64):  "--binary-hash",
+		"sha256-" + strings.Repeat("g", 64): "--binary-hash",
+	} {
+		o := ok
+		o.BinaryHash = h
+		if _, err := Butane(o); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v", h, err)
+		}
+	}
+	o := ok
+	o.BinaryURL, o.BinaryHash = "", "sha256-"+strings.Repeat("a", 64)
+	if _, err := Butane(o); err == nil || !strings.Contains(err.Error(), "give --binary-url") {
+		t.Errorf("a hash without a URL: %v", err)
+	}
+	f := filepath.Join(t.TempDir(), "sysext")
+	if err := os.WriteFile(f, []byte("abc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// sha512("abc"), FIPS 180-2's example.
+	const abc = "sha512-ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f"
+	if got, err := IgnitionHash(f); err != nil || got != abc {
+		t.Errorf("IgnitionHash = %s, %v", got, err)
 	}
 }

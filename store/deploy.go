@@ -20,6 +20,14 @@ func OstreeBooted(root string) bool {
 	return err == nil
 }
 
+// DefaultPerDeployment says whether links and state belong in the
+// deployment's /etc when nobody said: on a running system booted by
+// ostree, or for a root that is a deployment checkout. Copy mode and an
+// explicit extensions directory never are (the caller's choice).
+func DefaultPerDeployment(root string) bool {
+	return (Options{Root: root}.RunningSystem() && OstreeBooted("/")) || IsDeploymentDir(root)
+}
+
 // IsDeploymentDir reports whether dir looks like an ostree deployment
 // checkout (.../ostree/deploy/OS/deploy/CHECKSUM.N).
 func IsDeploymentDir(dir string) bool {

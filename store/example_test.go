@@ -10,7 +10,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/sysext/sysext/store"
-	"github.com/sysext/sysext/verify"
+	"github.com/sysext/sysext/verify/verifytest"
 )
 
 // An image gets into a node's store in three calls: Ingest (start, or
@@ -53,7 +53,7 @@ func ExampleStore_Ingest() {
 	// The manifest's verification (verify.Policy.Verify in a pull).
 	manifest := digest.FromString("the manifest that lists the layer")
 	in := store.Install{Version: "1.0", Arch: "x86-64", File: file, Size: layer.Size, ManifestDigest: manifest, LayerDigest: layer.Digest}
-	if err := s.Install(verify.AcceptUnsigned(manifest), "hello", in, store.Meta{Source: "ghcr.io/acme/hello:1"}); err != nil {
+	if err := s.Install(verifytest.AcceptUnsigned(manifest), "hello", in, store.Meta{Source: "ghcr.io/acme/hello:1"}); err != nil {
 		fmt.Println(err)
 		return
 	}

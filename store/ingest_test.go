@@ -17,6 +17,7 @@ import (
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/internal/testenv"
 	"github.com/sysext/sysext/verify"
+	"github.com/sysext/sysext/verify/verifytest"
 )
 
 func image(n int, seed byte) []byte {
@@ -265,7 +266,7 @@ func TestCrashDuringIngest(t *testing.T) {
 	}
 }
 
-func acceptUnsigned(d digest.Digest) verify.Verified { return verify.AcceptUnsigned(d) }
+func acceptUnsigned(d digest.Digest) verify.Verified { return verifytest.AcceptUnsigned(d) }
 
 func must(t *testing.T, err error) {
 	t.Helper()

@@ -42,7 +42,7 @@ func (e *NotInstalledError) Error() string {
 type Meta struct {
 	Source        string
 	Declared      string
-	Policy        string
+	Trust         Trust
 	AllowUnsigned bool
 }
 
@@ -154,7 +154,7 @@ func (s *Store) Install(v verify.Verified, name string, in Install, meta Meta) e
 	} else {
 		next = &Entry{Name: name}
 	}
-	next.Source, next.Declared, next.Policy, next.AllowUnsigned = meta.Source, meta.Declared, meta.Policy, meta.AllowUnsigned
+	next.Source, next.Declared, next.Trust, next.AllowUnsigned = meta.Source, meta.Declared, meta.Trust, meta.AllowUnsigned
 	next.Active = in
 	next.Activation = Activation{Status: extension.ActivationPending, At: in.InstalledAt}
 	next.Pending = nil
@@ -437,6 +437,6 @@ func (s *Store) SetDeclared(name string, m Meta) error {
 	}
 	st := s.state.clone()
 	e := st.Extensions[name]
-	e.Declared, e.Policy, e.AllowUnsigned = m.Declared, m.Policy, m.AllowUnsigned
+	e.Declared, e.Trust, e.AllowUnsigned = m.Declared, m.Trust, m.AllowUnsigned
 	return s.writeState(st)
 }

@@ -44,8 +44,10 @@ type Entry struct {
 	// Declared names the extensions.d file that declared it ("" when pulled
 	// by hand); sync removes only declared or pulled entries of ours.
 	Declared string `json:"declared,omitempty"`
-	// Policy is the trust policy file given for this extension ("" = default).
-	Policy string `json:"policy,omitempty"`
+	// Trust is what its updates check signatures with (zero: the updating
+	// command's). States written before it have a string "policy" instead,
+	// read into it (Entry.UnmarshalJSON).
+	Trust Trust `json:"trust,omitzero"`
 	// AllowUnsigned records --insecure-allow-unsigned so updates keep it.
 	AllowUnsigned bool       `json:"allow_unsigned,omitempty"`
 	Active        Install    `json:"active"`

@@ -66,6 +66,13 @@ type Options struct {
 	Hook func(point string)
 }
 
+// RunningSystem reports whether o is the running system's store (Root ""
+// or "/"), where systemd-sysext can be asked and refreshed, rather than an
+// OS tree under --root.
+func (o Options) RunningSystem() bool {
+	return o.Root == "" || filepath.Clean(o.Root) == "/"
+}
+
 func (o Options) withDefaults() Options {
 	if o.Root == "" {
 		o.Root = "/"

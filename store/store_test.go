@@ -16,6 +16,7 @@ import (
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/internal/testenv"
 	"github.com/sysext/sysext/verify"
+	"github.com/sysext/sysext/verify/verifytest"
 )
 
 func open(t *testing.T, o Options) *Store {
@@ -58,7 +59,7 @@ func put(t *testing.T, s *Store, name, version, content string) Install {
 	file := commitBytes(t, s, name, fmt.Sprintf("%s-%s-x86-64.raw", name, version), content)
 	manifest := digest.FromString("manifest " + content)
 	in := Install{Version: version, Arch: "x86-64", File: file, LayerDigest: layer, ManifestDigest: manifest, Size: int64(len(content))}
-	if err := s.Install(verify.AcceptUnsigned(manifest), name, in, Meta{Source: "example.com/" + name + ":latest"}); err != nil {
+	if err := s.Install(verifytest.AcceptUnsigned(manifest), name, in, Meta{Source: "example.com/" + name + ":latest"}); err != nil {
 		t.Fatal(err)
 	}
 	return in
@@ -145,7 +146,7 @@ func TestInstallRequiresVerifiedDigest(t *testing.T) {
 	if err := s.Install(verify.Verified{}, "x", in, Meta{}); err == nil {
 		t.Fatal("installed with a zero Verified")
 	}
-	if err := s.Install(verify.AcceptUnsigned(digest.FromString("other")), "x", in, Meta{}); err == nil {
+	if err := s.Install(verifytest.AcceptUnsigned(digest.FromString("other")), "x", in, Meta{}); err == nil {
 		t.Fatal("installed with the verification of another digest")
 	}
 	if _, err := os.Lstat(s.LinkPath("x")); err == nil {
@@ -163,7 +164,7 @@ func TestForeignExtensionUntouched(t *testing.T) {
 	for _, name := range []string{"mine", "other"} {
 		file := commitBytes(t, s, name, name+"-1-x86-64.raw", "ours")
 		m := digest.FromString("m")
-		err := s.Install(verify.AcceptUnsigned(m), name, Install{File: file, ManifestDigest: m}, Meta{})
+		err := s.Install(verifytest.AcceptUnsigned(m), name, Install{File: file, ManifestDigest: m}, Meta{})
 		var fe *ForeignError
 		if !errors.As(err, &fe) || !strings.Contains(err.Error(), "was not installed by sysext") {
 			t.Fatalf("%s: %v", name, err)
@@ -379,7 +380,7 @@ func TestCopyMode(t *testing.T) {
 	defer c.Close()
 	m := digest.FromString("m")
 	file := commitBytes(t, c, "x", "x-1-x86-64.raw", "img")
-	if err := c.Install(verify.AcceptUnsigned(m), "x", Install{File: file, ManifestDigest: m, LayerDigest: digest.FromString("img")}, Meta{}); err != nil {
+	if err := c.Install(verifytest.AcceptUnsigned(m), "x", Install{File: file, ManifestDigest: m, LayerDigest: digest.FromString("img")}, Meta{}); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(filepath.Join(root, "usr/lib/extensions/x.raw"))
@@ -391,12 +392,12 @@ func TestCopyMode(t *testing.T) {
 	}
 	// The same content again: nothing changes.
 	commitBytes(t, c, "x", "x-1-x86-64.raw", "img")
-	if err := c.Install(verify.AcceptUnsigned(m), "x", Install{ManifestDigest: m, LayerDigest: digest.FromString("img")}, Meta{}); err != nil {
+	if err := c.Install(verifytest.AcceptUnsigned(m), "x", Install{ManifestDigest: m, LayerDigest: digest.FromString("img")}, Meta{}); err != nil {
 		t.Fatal(err)
 	}
 	// Another content over it: refused, the file stays.
 	commitBytes(t, c, "x", "x-1-x86-64.raw", "new")
-	err = c.Install(verify.AcceptUnsigned(m), "x", Install{ManifestDigest: m, LayerDigest: digest.FromString("new")}, Meta{})
+	err = c.Install(verifytest.AcceptUnsigned(m), "x", Install{ManifestDigest: m, LayerDigest: digest.FromString("new")}, Meta{})
 	var fe *ForeignError
 	if !errors.As(err, &fe) || !strings.Contains(err.Error(), "replaces only an identical file") {
 		t.Fatal(err)
@@ -405,7 +406,7 @@ func TestCopyMode(t *testing.T) {
 		t.Fatal("copied file replaced")
 	}
 	// An install without a committed image is refused.
-	if err := c.Install(verify.AcceptUnsigned(m), "x", Install{ManifestDigest: m, LayerDigest: digest.FromString("img")}, Meta{}); err == nil {
+	if err := c.Install(verifytest.AcceptUnsigned(m), "x", Install{ManifestDigest: m, LayerDigest: digest.FromString("img")}, Meta{}); err == nil {
 		t.Fatal("install without a commit")
 	}
 }
@@ -420,8 +421,13 @@ func TestPerDeploymentSharesStore(t *testing.T) {
 	for _, d := range []string{depA, depB, shared, filepath.Join(depA, "var"), filepath.Join(depB, "var")} {
 		os.MkdirAll(d, 0o755)
 	}
-	if !IsDeploymentDir(depA) {
+	if !IsDeploymentDir(depA) || !DefaultPerDeployment(depA+"/") || DefaultPerDeployment(sysroot) {
 		t.Fatal("deployment dir not recognised")
+	}
+	for root, want := range map[string]bool{"": true, "/": true, "//": true, "/.": true, sysroot: false, depA: false} {
+		if got := (Options{Root: root}).RunningSystem(); got != want {
+			t.Errorf("Options{Root: %q}.RunningSystem() = %v", root, got)
+		}
 	}
 	a := open(t, Options{Root: depA, PerDeployment: true})
 	put(t, a, "x", "1", "one")
@@ -492,7 +498,7 @@ func TestReleaseDigestKept(t *testing.T) {
 		file := commitBytes(t, s, "x", "x-"+v.version+"-x86-64.raw", v.version)
 		m := digest.FromString("manifest " + v.version)
 		in := Install{Version: v.version, File: file, LayerDigest: digest.FromString(v.version), ManifestDigest: m, ReleaseDigest: v.rel}
-		if err := s.Install(verify.AcceptUnsigned(m), "x", in, Meta{Source: "example.com/x:latest"}); err != nil {
+		if err := s.Install(verifytest.AcceptUnsigned(m), "x", in, Meta{Source: "example.com/x:latest"}); err != nil {
 			t.Fatal(err)
 		}
 	}

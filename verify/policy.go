@@ -22,7 +22,6 @@ import (
 	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 
-	"github.com/sysext/sysext/internal/blob"
 	"github.com/sysext/sysext/internal/inroot"
 )
 
@@ -658,7 +657,7 @@ func (p *Policy) Verify(ctx context.Context, src Source, ref string, desc ocispe
 	}
 	vr := verityRequirement{certs: verityCerts, scope: scopeName}
 	if allUnsigned {
-		v := AcceptUnsigned(desc.Digest)
+		v := acceptUnsigned(desc.Digest)
 		v.verity = vr
 		return v, nil
 	}
@@ -720,16 +719,12 @@ func (p *Policy) VerifyEntry(ctx context.Context, src Source, ref string, idx, m
 	if err == nil || idx.Digest == "" || idx.Digest == m.Digest {
 		return v, err
 	}
-	b, ferr := blob.Read(ctx, src, idx, maxManifestSize)
+	entries, ferr := indexManifests(ctx, src, idx)
 	if ferr != nil {
-		return Verified{}, fmt.Errorf("%w (and its index %s could not be read: %v)", err, idx.Digest, ferr)
-	}
-	var index ocispec.Index
-	if jerr := json.Unmarshal(b, &index); jerr != nil {
-		return Verified{}, fmt.Errorf("%w (and %s is not an image index: %v)", err, idx.Digest, jerr)
+		return Verified{}, fmt.Errorf("%w (and its %v)", err, ferr)
 	}
 	listed := false
-	for _, d := range index.Manifests {
+	for _, d := range entries {
 		if d.Digest == m.Digest {
 			listed = true
 			break

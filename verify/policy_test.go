@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"oras.land/oras-go/v2/content/memory"
 )
@@ -293,5 +294,51 @@ func TestRelativePathsOnTheHost(t *testing.T) {
 	}
 	if _, err := (TrustOptions{KeyPaths: []string{"cosign.pub"}}).Policy(); err != nil {
 		t.Fatalf("--key relative, no root: %v", err)
+	}
+}
+
+// TestVerifyTree: an index is verified by its own signature, or when every
+// image manifest it lists is signed; one unsigned manifest leaves it
+// unverified and says which.
+func TestVerifyTree(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	amd, arm := pushImage(t, store, "amd"), pushImage(t, store, "arm")
+	s := newTestSigner(t)
+	p := &Policy{Default: []PolicyRequirement{{Type: TypeSigstoreSigned, Sigstore: *keyRequirement(s)}}}
+
+	// Signed index: it and what it lists are verified.
+	idx := pushIndex(t, store, amd, arm)
+	if _, err := Sign(ctx, store, idx, testRepo, s); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := p.VerifyTree(ctx, store, testRepo+":1", idx)
+	if err != nil || !rep.Verified || len(rep.Signatures) != 1 || len(rep.Manifests) != 2 || !rep.Manifests[0].Verified || !rep.Manifests[1].Verified {
+		t.Fatalf("signed index: %+v %v", rep, err)
+	}
+
+	// Unsigned index over signed manifests: verified through them.
+	amd2, arm2 := pushImage(t, store, "amd2"), pushImage(t, store, "arm2")
+	for _, d := range []ocispec.Descriptor{amd2, arm2} {
+		if _, err := Sign(ctx, store, d, testRepo, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err = p.VerifyTree(ctx, store, testRepo+":2", pushIndex(t, store, amd2, arm2))
+	if err != nil || !rep.Verified || rep.Err != nil || len(rep.Signatures) != 0 {
+		t.Fatalf("index of signed manifests: %+v %v", rep, err)
+	}
+
+	// One manifest unsigned: not verified, and that manifest says why.
+	other := pushImage(t, store, "other")
+	rep, err = p.VerifyTree(ctx, store, testRepo+":3", pushIndex(t, store, amd2, other))
+	if err != nil || rep.Verified || rep.Err == nil || !rep.Manifests[0].Verified || rep.Manifests[1].Verified || rep.Manifests[1].Err == nil {
+		t.Fatalf("index with an unsigned manifest: %+v %v", rep, err)
+	}
+
+	// A single manifest is its own tree.
+	rep, err = p.VerifyTree(ctx, store, testRepo+":4", amd2)
+	if err != nil || !rep.Verified || rep.Manifests != nil {
+		t.Fatalf("single manifest: %+v %v", rep, err)
 	}
 }

@@ -34,15 +34,11 @@ type Signed struct {
 func SignTree(ctx context.Context, dst oras.Target, desc ocispec.Descriptor, repo string, s *Signer) ([]Signed, error) {
 	var out []Signed
 	if mediatype.IsIndex(desc.MediaType) {
-		b, err := blob.Read(ctx, dst, desc, maxManifestSize)
+		listed, err := indexManifests(ctx, dst, desc)
 		if err != nil {
-			return nil, fmt.Errorf("index %s: %w", desc.Digest, err)
+			return nil, err
 		}
-		var idx ocispec.Index
-		if err := json.Unmarshal(b, &idx); err != nil {
-			return nil, fmt.Errorf("index %s: not an image index: %w", desc.Digest, err)
-		}
-		for _, m := range idx.Manifests {
+		for _, m := range listed {
 			if !mediatype.IsManifest(m.MediaType) {
 				continue
 			}

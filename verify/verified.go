@@ -8,8 +8,12 @@ import (
 
 // Verified records that one manifest digest passed the trust policy, and by
 // whose signature. Its fields are unexported so only this package can make
-// one: the store requires it to install an image, so an unverified install
-// cannot be written by mistake.
+// one, and only a Policy's Verify and VerifyEntry do (depcheck_test.go
+// keeps it so): the store requires it to install an image, so an
+// unverified install cannot be written by mistake. An unsigned one comes
+// only from a policy that accepts anything (the --insecure-allow-unsigned
+// opt-out, insecureAcceptAnything); tests get one from
+// verifytest.AcceptUnsigned, which goes that way too.
 type Verified struct {
 	digest   digest.Digest
 	signer   string // key fingerprint or certificate identity; "" when unsigned
@@ -44,8 +48,8 @@ func (v Verified) Check(d digest.Digest) error {
 	return nil
 }
 
-// AcceptUnsigned is the explicit opt-out: it records that d is accepted
+// acceptUnsigned is the explicit opt-out: it records that d is accepted
 // without a signature because the user or the policy said so.
-func AcceptUnsigned(d digest.Digest) Verified {
+func acceptUnsigned(d digest.Digest) Verified {
 	return Verified{digest: d, unsigned: true}
 }

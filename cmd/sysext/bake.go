@@ -12,6 +12,7 @@ import (
 	"github.com/sysext/sysext/builder"
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/oci"
+	"github.com/sysext/sysext/publish"
 	"github.com/sysext/sysext/recipe"
 	"github.com/sysext/sysext/verify"
 )
@@ -87,8 +88,10 @@ drop-ins, tmpfiles.d lines and default configs, and built exactly as
 'sysext build' does, into NAME-VERSION-ARCH.raw. On any error no image is
 written.
 
---push REF publishes the image in the same step (and --sign --key FILE
-signs it), as 'sysext push' and 'sysext sign' would.
+--push REF publishes the image in the same step, as 'sysext push' does:
+--sign --key FILE signs what was pushed (architectures kept by --append keep
+their signatures), and --append refuses to replace a signed index without
+the same key unless --allow-unsigned.
 
 A download failing or not matching its checksum, a bad recipe file, or a
 failed build or push is a failure (1); an unknown recipe or option, an
@@ -190,12 +193,8 @@ func runBake(ctx context.Context, c *cobra.Command, opts bakeOptions, name strin
 		Mirror:      opts.Mirror,
 		MaxSize:     int64(opts.MaxSize),
 	}
-	if epoch := os.Getenv("SOURCE_DATE_EPOCH"); epoch != "" {
-		var n int64
-		if _, err := fmt.Sscan(epoch, &n); err != nil {
-			return usageError("$SOURCE_DATE_EPOCH=%q is not a number of seconds", epoch)
-		}
-		bo.SourceDateEpoch = n
+	if bo.SourceDateEpoch, _, err = sourceDateEpoch(); err != nil {
+		return err
 	}
 	if f, ok := c.ErrOrStderr().(*os.File); ok && term.IsTerminal(int(f.Fd())) && !opts.Quiet && !opts.JSON {
 		bo.Progress = f
@@ -246,8 +245,8 @@ func runBake(ctx context.Context, c *cobra.Command, opts bakeOptions, name strin
 	return nil
 }
 
-// bakePush publishes the baked image (and signs it with signer, when not
-// nil) with the same library calls as 'sysext push' and 'sysext sign'.
+// bakePush publishes the baked image (and signs what it pushed with
+// signer, when not nil) as 'sysext push' does.
 func bakePush(ctx context.Context, opts bakeOptions, ref oci.Reference, signer *verify.Signer, file string) (string, error) {
 	cleanup := layoutCleanup(ref.String())
 	ref, t, err := openReference(ctx, ref.String(), opts.registryFlags, true)
@@ -255,19 +254,15 @@ func bakePush(ctx context.Context, opts bakeOptions, ref oci.Reference, signer *
 		cleanup()
 		return "", err
 	}
-	res, err := oci.Push(ctx, t, ref, []string{file}, oci.PushOptions{
-		Append:    opts.Append,
-		Replacing: replacingSigned(t, ref, signer, opts.Key, opts.AllowUnsig),
+	res, err := publish.Push(ctx, t, ref, []string{file}, publish.Options{
+		Push:          oci.PushOptions{Append: opts.Append},
+		Signer:        signer,
+		KeyPath:       opts.Key,
+		AllowUnsigned: opts.AllowUnsig,
 	})
-	if err != nil {
+	if res == nil {
 		cleanup()
 		return "", err
 	}
-	pushed := ref.WithTag(ref.Tag).String() + "@" + res.Index.Digest.String()
-	if signer != nil {
-		if _, err := signReference(ctx, t, ref, signer); err != nil {
-			return pushed, fmt.Errorf("pushed %s, but signing failed: %w", pushed, err)
-		}
-	}
-	return pushed, nil
+	return ref.WithTag(ref.Tag).String() + "@" + res.Index.Digest.String(), err
 }

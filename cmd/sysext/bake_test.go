@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -14,9 +15,52 @@ import (
 	"strings"
 	"testing"
 
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
 	"github.com/sysext/sysext/internal/testenv"
+	"github.com/sysext/sysext/oci"
+	"github.com/sysext/sysext/oci/ocitest"
 	"github.com/sysext/sysext/verify"
 )
+
+// signatureCount is how many signatures the cosign .sig tag of the
+// platform's manifest at layout:tag holds.
+func signatureCount(t *testing.T, layout, tag, platform string) int {
+	t.Helper()
+	ctx := context.Background()
+	ref, err := oci.ParseReference("oci:" + layout + ":" + tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg, err := oci.Open(ctx, ref, oci.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := oci.Describe(ctx, tg, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range a.Entries {
+		if oci.PlatformString(e.Platform) != platform {
+			continue
+		}
+		sig, err := tg.Resolve(ctx, verify.SignatureTag(e.Descriptor.Digest))
+		if err != nil {
+			return 0
+		}
+		b, err := oci.FetchManifest(ctx, tg, sig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m ocispec.Manifest
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		return len(m.Layers)
+	}
+	t.Fatalf("%s:%s has no %s manifest", layout, tag, platform)
+	return 0
+}
 
 const cliRecipe = `name: greet
 description: a test recipe for the command line
@@ -97,6 +141,22 @@ func TestBakeCommand(t *testing.T) {
 		}
 	}
 
+	// $SOURCE_DATE_EPOCH is read by one rule for build and bake (bake took
+	// "12abc" for 12).
+	t.Run("SOURCE_DATE_EPOCH", func(t *testing.T) {
+		for _, v := range []string{"12abc", "-1", "1.5"} {
+			t.Setenv("SOURCE_DATE_EPOCH", v)
+			for _, args := range [][]string{
+				{"bake", recipeFile, "--version", "2.0", "--mirror", srv.URL, "--cache", cache, "-o", out + "/"},
+				{"build", dir, "--name", "greet", "--version", "2.0", "-o", out + "/"},
+			} {
+				if _, errs, code := runCLI(t, args...); code != exitUsage || !strings.Contains(errs, "SOURCE_DATE_EPOCH") {
+					t.Errorf("%s with SOURCE_DATE_EPOCH=%s: exit %d, %s", args[0], v, code, errs)
+				}
+			}
+		}
+	})
+
 	// A download that does not match: exit 1, nothing written.
 	files["/example.org/greet/v2.0/greet-x86_64.tar.gz"] = greetTarball(t, "#!/bin/sh\necho tampered\n")
 	_, errs, code := runCLI(t, "bake", recipeFile, "--version", "2.0", "--mirror", srv.URL, "--cache", cache, "-o", out+"/")
@@ -117,10 +177,35 @@ func TestBakeCommand(t *testing.T) {
 	os.WriteFile(key, priv, 0o600)
 	t.Setenv("COSIGN_PASSWORD", "")
 	layout := filepath.Join(dir, "layout")
-	stdout, errs, code := runCLI(t, "bake", recipeFile, "--version", "2.0", "--mirror", srv.URL, "--cache", cache, "-o", out+"/", "--json",
-		"--push", "oci:"+layout+":2.0", "--sign", "--key", key)
+	// An arm64 build signed already, by another key: --append keeps it and
+	// its signature as they are (the bake signs what it pushed, as push
+	// --sign does, and checks what it replaces the same way).
+	otherPriv, _, err := verify.GenerateKeyPair(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherKey := filepath.Join(dir, "other.key")
+	os.WriteFile(otherKey, otherPriv, 0o600)
+	arm := ocitest.Squashfs(t, ocitest.Meta("greet", "2.0", "arm64"), []byte("arm"))
+	if _, errs, code := runCLI(t, "push", "-q", arm, "oci:"+layout+":2.0", "--sign", "--key", otherKey); code != 0 {
+		t.Fatalf("push arm64: %s", errs)
+	}
+	for _, extra := range [][]string{nil, {"--sign", "--key", key}} {
+		args := append([]string{"bake", recipeFile, "--version", "2.0", "--mirror", srv.URL, "--cache", cache, "-o", out + "/", "--force",
+			"--push", "oci:" + layout + ":2.0", "--append"}, extra...)
+		if _, errs, code := runCLI(t, args...); code != exitFailure || !strings.Contains(errs, "is signed") {
+			t.Fatalf("bake --push --append %v onto an index signed by another key: exit %d: %s", extra, code, errs)
+		}
+	}
+	stdout, errs, code := runCLI(t, "bake", recipeFile, "--version", "2.0", "--mirror", srv.URL, "--cache", cache, "-o", out+"/", "--json", "--force",
+		"--push", "oci:"+layout+":2.0", "--append", "--allow-unsigned", "--sign", "--key", key)
 	if code != 0 {
 		t.Fatalf("bake: exit %d: %s", code, errs)
+	}
+	for arch, want := range map[string]int{"linux/arm64": 1, "linux/amd64": 1} {
+		if got := signatureCount(t, layout, "2.0", arch); got != want {
+			t.Errorf("%s has %d signatures after the bake, want %d", arch, got, want)
+		}
 	}
 	var res struct {
 		Path    string   `json:"path"`

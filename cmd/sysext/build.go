@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"strconv"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -44,7 +43,7 @@ type buildOptions struct {
 }
 
 // fromImageOptions are the flags that build from a container image instead
-// of a directory; build_from_image.go implements them.
+// of a directory; build_from_image.go passes them to fromimage.Build.
 type fromImageOptions struct {
 	Image           string   // --from-image REF
 	Base            string   // --base REF: drop what this image already has
@@ -200,13 +199,9 @@ func (o buildOptions) builderOptions(tree string) (builder.Options, error) {
 	if o.FS != "" && o.FS != string(builder.EROFS) && o.FS != string(builder.Squashfs) {
 		return builder.Options{}, usageError("--fs %s: use erofs or squashfs", o.FS)
 	}
-	epoch := int64(0)
-	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
-		e, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || e < 0 {
-			return builder.Options{}, usageError("SOURCE_DATE_EPOCH=%q: use a number of seconds since 1970", s)
-		}
-		epoch = e
+	epoch, _, err := sourceDateEpoch()
+	if err != nil {
+		return builder.Options{}, err
 	}
 	meta := extension.Metadata{
 		Name: o.Name, Version: o.Version, Arch: arch, ID: o.OS,
@@ -240,7 +235,11 @@ func runBuild(c *cobra.Command, o buildOptions, tree string) error {
 		return err
 	}
 	progressTo(c, o, &bo)
-	return printBuildResult(c, o, bo)
+	res, err := builder.Build(c.Context(), bo)
+	if err != nil {
+		return err
+	}
+	return printBuilt(c, o, res)
 }
 
 // progressTo shows the tools' progress only on a terminal; scripts get
@@ -249,16 +248,6 @@ func progressTo(c *cobra.Command, o buildOptions, bo *builder.Options) {
 	if !o.JSON && !o.Quiet && term.IsTerminal(int(os.Stderr.Fd())) {
 		bo.Progress = c.ErrOrStderr()
 	}
-}
-
-// printBuildResult runs the build with bo and prints the result; the
-// --from-image path calls it with the tree it prepared.
-func printBuildResult(c *cobra.Command, o buildOptions, bo builder.Options) error {
-	res, err := builder.Build(c.Context(), bo)
-	if err != nil {
-		return err
-	}
-	return printBuilt(c, o, res)
 }
 
 // printBuilt prints a built image's warnings and description (as JSON with

@@ -2,13 +2,8 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/sha512"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -71,20 +66,14 @@ func runButane(_ context.Context, c *cobra.Command, opts butaneOptions, ref stri
 		return err
 	}
 	bo := recipe.ButaneOptions{Ref: ref, Name: opts.Name, Variant: opts.Variant, BinaryURL: opts.BinaryURL, BinaryHash: opts.BinaryHash}
-	if opts.Variant != "flatcar" && opts.Variant != "fcos" {
-		return usageError("--variant %q: use flatcar or fcos", opts.Variant)
-	}
-	if (opts.Binary != "" || opts.BinaryHash != "") && opts.BinaryURL == "" {
-		return usageError("--binary and --binary-hash describe the file at --binary-url: give --binary-url URL")
+	if opts.Binary != "" && opts.BinaryURL == "" {
+		return usageError("--binary describes the file at --binary-url: give --binary-url URL")
 	}
 	if opts.Binary != "" && opts.BinaryHash != "" {
 		return usageError("give --binary FILE or --binary-hash, not both")
 	}
-	if opts.BinaryHash != "" && !validIgnitionHash(opts.BinaryHash) {
-		return usageError("--binary-hash %q: use sha512-HEX or sha256-HEX", opts.BinaryHash)
-	}
 	if opts.Binary != "" {
-		h, err := sha512File(opts.Binary)
+		h, err := recipe.IgnitionHash(opts.Binary)
 		if err != nil {
 			return fmt.Errorf("--binary: %w", err)
 		}
@@ -109,27 +98,4 @@ func runButane(_ context.Context, c *cobra.Command, opts butaneOptions, ref stri
 	}
 	_, err = fmt.Fprint(c.OutOrStdout(), s)
 	return err
-}
-
-// validIgnitionHash reports whether s is an Ignition verification hash
-// (sha512-HEX or sha256-HEX of the right length).
-func validIgnitionHash(s string) bool {
-	alg, hexs, ok := strings.Cut(s, "-")
-	size := map[string]int{"sha512": sha512.Size, "sha256": sha256.Size}[alg]
-	b, err := hex.DecodeString(hexs)
-	return ok && size > 0 && err == nil && len(b) == size
-}
-
-// sha512File is Ignition's sha512-HEX of a file.
-func sha512File(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha512.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
-	}
-	return "sha512-" + hex.EncodeToString(h.Sum(nil)), nil
 }

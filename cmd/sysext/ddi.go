@@ -161,14 +161,6 @@ func verityRefLines(ann map[string]string) [][2]string {
 	return [][2]string{{"root hash", root}, {"verity signer", "certificate SHA-256 " + cert}}
 }
 
-// imageVerity is what the preflight needs of a disk image file.
-func imageVerity(info *fsimage.Info) *activate.ImageVerity {
-	if info.DDI == nil || info.DDI.RootHash == "" {
-		return nil
-	}
-	return &activate.ImageVerity{RootHash: info.DDI.RootHash, Signed: info.DDI.SignaturePartition() != nil}
-}
-
 // printVerityFacts is the preflight's line on signed disk images.
 func printVerityFacts(w io.Writer, f *activate.VerityFacts) {
 	if f == nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/node"
 	"github.com/sysext/sysext/oci"
 )
 
@@ -76,14 +77,18 @@ func runFetch(ctx context.Context, c *cobra.Command, opts fetchOptions, args []s
 	if err != nil {
 		return err
 	}
+	// The node's check before a download: the trust policy accepts the
+	// chosen manifest before any image byte is fetched.
+	v := node.PolicyVerifier{Trust: opts.TrustOptions}
+	if err := v.CheckTrust(node.Trust{}); err != nil {
+		return err
+	}
+	opts.trustFlags.warnUnsigned(c)
 	r, err := oci.Resolve(ctx, t, ref, arch)
 	if err != nil {
 		return err
 	}
-
-	// ---- Verification step (signatures): decide whether r.Descriptor may
-	// be downloaded, before any image byte is fetched. ----
-	if err := fetchVerify(ctx, c, opts, t, r); err != nil {
+	if _, err := v.Verify(ctx, t, ref, r, node.Trust{}); err != nil {
 		return err
 	}
 
@@ -117,12 +122,5 @@ func runFetch(ctx context.Context, c *cobra.Command, opts fetchOptions, args []s
 		return err
 	}
 	_, err = printf(out, "fetched %s (%s, %s) to %s\n", ref, oci.PlatformString(r.Platform), r.Descriptor.Digest, d.Path)
-	return err
-}
-
-// fetchVerify is where fetch checks signatures: the trust policy must
-// accept the chosen manifest (see verifyResolved in verify.go).
-func fetchVerify(ctx context.Context, c *cobra.Command, opts fetchOptions, t oci.Target, r *oci.Resolved) error {
-	_, err := verifyResolved(ctx, c, opts.trustFlags, "", t, r)
 	return err
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -121,6 +122,21 @@ type compatJSON struct {
 	OK        bool   `json:"ok"`
 	Field     string `json:"field,omitempty"`
 	Reason    string `json:"reason,omitempty"`
+}
+
+// compatibility judges rel on the host described by hostRel (read from
+// hostFile): extension.Compatible's verdict, or its error when it is not a
+// verdict.
+func compatibility(hostFile string, hostRel, rel *extension.Release) (*compatJSON, error) {
+	cj := &compatJSON{OSRelease: hostFile, OK: true}
+	if err := extension.Compatible(rel, extension.Host{OSRelease: hostRel}); err != nil {
+		var ie *extension.IncompatibleError
+		if !errors.As(err, &ie) {
+			return nil, err
+		}
+		cj.OK, cj.Field, cj.Reason = false, ie.Field, ie.Reason
+	}
+	return cj, nil
 }
 
 func newImageJSON(path, format string, size int64, digest string, m extension.Metadata, rel *extension.Release, upholds []string) imageJSON {

@@ -30,15 +30,9 @@ func runInspectFile(c *cobra.Command, opts inspectOptions, path string) error {
 	if info.DDI != nil {
 		j.DDI = inspectDDI(c.Context(), info.Path, info.DDI)
 	}
-	cj := &compatJSON{OSRelease: hostFile, OK: true}
-	if err := extension.Compatible(info.Release, extension.Host{OSRelease: hostRel}); err != nil {
-		var ie *extension.IncompatibleError
-		if !errors.As(err, &ie) {
-			return err
-		}
-		cj.OK, cj.Field, cj.Reason = false, ie.Field, ie.Reason
+	if j.Compatible, err = compatibility(hostFile, hostRel, info.Release); err != nil {
+		return err
 	}
-	j.Compatible = cj
 	if opts.JSON {
 		return printJSON(c.OutOrStdout(), j)
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -131,28 +130,16 @@ func runInspectRef(c *cobra.Command, opts inspectOptions, arg string) error {
 		if a.Index == nil && e.Kind == oci.KindSysext {
 			p.Platform = oci.PlatformString(oci.Platform(e.Metadata.Arch))
 		}
-		cj := &compatJSON{OSRelease: hostFile}
 		if e.Kind == oci.KindSysext {
-			rel := e.Metadata.Release()
-			// The base OS image `build --from-image` recorded (valid values only).
-			image := oci.ImageFromAnnotations(e.Manifest.Annotations)
-			for _, k := range image.Keys() {
-				rel.Set(k, image.Get(k))
-			}
+			rel := e.Release()
 			ij := newImageJSON("", e.Manifest.Annotations[oci.AnnotationFormat], e.Layer.Size, e.Layer.Digest.String(), e.Metadata, rel, nil)
 			p.Extension = &ij
-			cj.OK = true
-			if err := extension.Compatible(rel, extension.Host{OSRelease: hostRel}); err != nil {
-				var ie *extension.IncompatibleError
-				if !errors.As(err, &ie) {
-					return err
-				}
-				cj.OK, cj.Field, cj.Reason = false, ie.Field, ie.Reason
+			if p.Compatible, err = compatibility(hostFile, hostRel, rel); err != nil {
+				return err
 			}
 		} else {
-			cj.Reason = "unknown before download: the manifest carries no extension-release fields"
+			p.Compatible = &compatJSON{OSRelease: hostFile, Reason: "unknown before download: the manifest carries no extension-release fields"}
 		}
-		p.Compatible = cj
 		if a.Index != nil {
 			att, err := oci.ListAttached(ctx, t, e.Descriptor)
 			if err != nil {

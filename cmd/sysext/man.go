@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -49,11 +48,9 @@ func newManCommand() *cobra.Command {
 // are reproducible.
 func writeManPages(dir string) ([]string, error) {
 	date := time.Now()
-	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			return nil, usageError("SOURCE_DATE_EPOCH=%q: use a number of seconds since 1970", s)
-		}
+	if n, ok, err := sourceDateEpoch(); err != nil {
+		return nil, err
+	} else if ok {
 		date = time.Unix(n, 0).UTC()
 	}
 	man1, man5 := filepath.Join(dir, "man1"), filepath.Join(dir, "man5")

@@ -102,7 +102,7 @@ func (f nodeFlags) storeOptions(copyMode bool) (store.Options, error) {
 	}
 	per := f.PerDeployment
 	if !per && !copyMode && ext == "" {
-		per = (abs == "/" && store.OstreeBooted("/")) || store.IsDeploymentDir(abs)
+		per = store.DefaultPerDeployment(abs)
 	}
 	if copyMode && ext == "" {
 		return store.Options{}, usageError("--copy needs --extensions-dir (e.g. /usr/lib/extensions)")
@@ -152,10 +152,10 @@ func (f nodeFlags) finishResult(c *cobra.Command, r *node.Result, err error, for
 
 // finishResults prints rs as JSON ([] for none) with --json, else for people
 // unless -q, and gives the exit codes of update and sync: err's on err, 0
-// when some result counts as a change, else 3 (nothing to do). A failed
-// extension's line is printed here; err names only how many failed, so
-// each reason is printed once.
-func (f nodeFlags) finishResults(c *cobra.Command, rs []node.Result, err error, isChange func(node.Result) bool, nothing string) error {
+// when some result changes the node (node.Result.Changes), else 3 (nothing
+// to do). A failed extension's line is printed here; err names only how
+// many failed, so each reason is printed once.
+func (f nodeFlags) finishResults(c *cobra.Command, rs []node.Result, err error, nothing string) error {
 	if f.JSON {
 		if rs == nil {
 			rs = []node.Result{}
@@ -170,7 +170,7 @@ func (f nodeFlags) finishResults(c *cobra.Command, rs []node.Result, err error, 
 		return failedResults(rs, err, f.JSON || f.Quiet)
 	}
 	for _, r := range rs {
-		if isChange(r) {
+		if r.Changes() {
 			return nil
 		}
 	}

@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/spf13/cobra"
 
-	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/node"
-	"github.com/sysext/sysext/oci"
+	"github.com/sysext/sysext/store"
 )
 
 func init() { register(newPullCommand) }
@@ -49,19 +47,10 @@ Baking into an OS image: --root DIR --extensions-dir /usr/lib/extensions
 }
 
 func runPull(ctx context.Context, c *cobra.Command, opts pullOptions, args []string) error {
-	// Input errors before the store is opened.
-	if _, err := oci.ParseReference(args[0]); err != nil {
-		return err
-	}
-	if opts.Name != "" {
-		if err := extension.ValidateName(opts.Name); err != nil {
-			return fmt.Errorf("--name: %w", err)
-		}
-	}
 	n, err := opts.node(c, opts.Copy)
 	if err != nil {
 		return err
 	}
-	r, err := n.Pull(ctx, node.PullRequest{Ref: args[0], Name: opts.Name, Policy: node.PolicyString(opts.trust()), AllowUnsigned: opts.AllowUnsigned})
+	r, err := n.Pull(ctx, node.PullRequest{Ref: args[0], Name: opts.Name, Trust: store.TrustOf(opts.trust()), AllowUnsigned: opts.AllowUnsigned})
 	return opts.finishResult(c, r, err, !opts.Quiet || err == nil)
 }

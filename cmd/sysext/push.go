@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sysext/sysext/oci"
+	"github.com/sysext/sysext/publish"
 )
 
 func init() { register(newPushCommand) }
@@ -87,27 +88,21 @@ func runPush(ctx context.Context, c *cobra.Command, opts pushOptions, args []str
 		return err
 	}
 	p := newProgress(c, opts.outputFlags)
-	res, err := oci.Push(ctx, t, ref, files, oci.PushOptions{
-		Append:       opts.Append,
-		Annotations:  ann,
-		Source:       opts.Source,
-		Progress:     p.update,
-		Replacing:    replacingSigned(t, ref, signer, opts.Key, opts.AllowUnsigned),
-		NoChunkIndex: opts.NoChunkIndex,
+	res, err := publish.Push(ctx, t, ref, files, publish.Options{
+		Push:          oci.PushOptions{Append: opts.Append, Annotations: ann, Source: opts.Source, Progress: p.update, NoChunkIndex: opts.NoChunkIndex},
+		Signer:        signer,
+		KeyPath:       opts.Key,
+		AllowUnsigned: opts.AllowUnsigned,
 	})
-	if err != nil {
+	if res == nil {
 		cleanup()
+	}
+	if err != nil {
 		return err
 	}
 	var signed []string
-	if signer != nil {
-		sd, err := signPushed(ctx, t, res, signer, opts.Key)
-		if err != nil {
-			return err
-		}
-		for _, s := range sd {
-			signed = append(signed, s.Digest.String())
-		}
+	for _, s := range res.Signed {
+		signed = append(signed, s.Digest.String())
 	}
 	out := c.OutOrStdout()
 	if opts.JSON {

@@ -79,9 +79,9 @@ func runRootfs(c *cobra.Command, o rootfsOptions, refStr, dir string) error {
 	if err != nil {
 		return err
 	}
-	desc, err := t.Resolve(ctx, ref.Reference())
+	desc, err := oci.ResolveRoot(ctx, t, ref)
 	if err != nil {
-		return oci.Explain(ref, fmt.Errorf("%s: resolve: %w", ref, err))
+		return err
 	}
 	res, err := flix.Rootfs(ctx, t, desc, dir, flix.RootfsOptions{
 		Arch: arch, Run: o.Run, Stdout: c.OutOrStdout(), Stderr: c.ErrOrStderr(), MaxSize: int64(o.MaxSize),

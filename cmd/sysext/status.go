@@ -2,18 +2,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
 	"github.com/sysext/sysext/activate"
-	"github.com/sysext/sysext/fsimage"
 	"github.com/sysext/sysext/node"
-	"github.com/sysext/sysext/store"
 )
 
 func init() { register(newStatusCommand) }
@@ -72,7 +68,7 @@ func runStatus(ctx context.Context, w io.Writer, opts statusOptions) error {
 	if err != nil {
 		return err
 	}
-	rep, err := node.ReadStatus(ctx, node.StatusOptions{Store: so, AskSystemd: filepath.Clean(so.Root) == "/"})
+	rep, err := node.ReadStatus(ctx, node.StatusOptions{Store: so, AskSystemd: so.RunningSystem()})
 	if err != nil {
 		return err
 	}
@@ -161,18 +157,18 @@ func runPreflight(ctx context.Context, w, errw io.Writer, f nodeFlags, strict bo
 	if err != nil {
 		return err
 	}
-	images, warnings := preflightImages(ctx, so, files)
-	if len(files) > 0 && len(warnings) > 0 {
-		return errors.New(warnings[0])
+	res, err := node.CheckPreflight(ctx, so, files, strict)
+	if err != nil {
+		return err
 	}
-	rep := activate.Check(ctx, activate.System{Root: so.Root}, images, strict)
+	rep := res.Report
 	refused := rep.Err()
 	if f.JSON {
 		if err := printJSON(w, rep); err != nil {
 			return err
 		}
 	} else {
-		for _, s := range warnings {
+		for _, s := range res.Warnings {
 			printf(errw, "warning: %s\n", s)
 		}
 		for _, x := range rep.Findings {
@@ -186,45 +182,11 @@ func runPreflight(ctx context.Context, w, errw io.Writer, f nodeFlags, strict bo
 			printVerityFacts(w, rep.Verity)
 		}
 		if refused == nil && !f.Quiet {
-			printf(w, "preflight passed for %d extension(s)\n", len(images))
+			printf(w, "preflight passed for %d extension(s)\n", res.Checked)
 		}
 	}
 	if refused != nil {
 		return refused
 	}
 	return nil
-}
-
-// preflightImages reads the format and metadata of the given files, or of
-// every installed extension's active image.
-func preflightImages(ctx context.Context, so store.Options, files []string) ([]activate.Image, []string) {
-	var images []activate.Image
-	var warnings []string
-	add := func(path string) {
-		info, err := fsimage.OpenMetadata(ctx, path)
-		if err != nil {
-			warnings = append(warnings, err.Error())
-			return
-		}
-		images = append(images, activate.Image{Name: info.Name, Format: info.Format, Meta: info.Meta, Verity: imageVerity(info)})
-	}
-	if len(files) > 0 {
-		for _, p := range files {
-			add(p)
-		}
-		return images, warnings
-	}
-	so.ReadOnly = true
-	s, err := store.Open(ctx, so)
-	if err != nil {
-		return nil, []string{fmt.Sprintf("installed extensions not checked: %v", err)}
-	}
-	defer s.Close()
-	st := s.State()
-	for _, name := range st.Names() {
-		if e := st.Extensions[name]; e.Active.File != "" {
-			add(s.ImagePath(name, e.Active.File))
-		}
-	}
-	return images, warnings
 }

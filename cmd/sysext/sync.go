@@ -62,7 +62,5 @@ func runSync(ctx context.Context, c *cobra.Command, opts syncOptions, names []st
 		return err
 	}
 	rs, err := n.Sync(ctx, node.SyncOptions{Offline: opts.Offline, DryRun: opts.DryRun, Names: names})
-	return opts.finishResults(c, rs, err, func(r node.Result) bool {
-		return r.Changed || r.Action == "would-update" || r.Action == "would-pull" || r.Action == "would-remove"
-	}, "no extension is declared (in /etc/sysext/extensions.d or /usr/lib/sysext/extensions.d) or installed")
+	return opts.finishResults(c, rs, err, "no extension is declared (in /etc/sysext/extensions.d or /usr/lib/sysext/extensions.d) or installed")
 }

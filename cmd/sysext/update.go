@@ -61,7 +61,5 @@ func runUpdate(ctx context.Context, c *cobra.Command, opts updateOptions, args [
 		return err
 	}
 	rs, err := n.Update(ctx, node.UpdateOptions{Names: args, All: opts.All, DryRun: opts.DryRun})
-	return opts.finishResults(c, rs, err, func(r node.Result) bool {
-		return r.Changed || r.Action == "would-update"
-	}, "no extension is installed")
+	return opts.finishResults(c, rs, err, "no extension is installed")
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strconv"
 
 	"github.com/spf13/cobra"
 
@@ -56,4 +58,20 @@ func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// sourceDateEpoch reads $SOURCE_DATE_EPOCH (reproducible-builds.org): the
+// time build, bake and the man pages write, in seconds since 1970; ok is
+// false when it is not set. A value that is not such a number is a usage
+// error.
+func sourceDateEpoch() (secs int64, ok bool, err error) {
+	s := os.Getenv("SOURCE_DATE_EPOCH")
+	if s == "" {
+		return 0, false, nil
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, false, usageError("SOURCE_DATE_EPOCH=%q: use a number of seconds since 1970", s)
+	}
+	return n, true, nil
 }

@@ -2,15 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
 
-	"github.com/sysext/sysext/internal/mediatype"
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/verify"
 )
@@ -57,10 +54,15 @@ func (f trustFlags) policy(c *cobra.Command, root string) (*verify.Policy, error
 	if err != nil {
 		return nil, err
 	}
-	if o.AllowUnsigned {
+	f.warnUnsigned(c)
+	return p, nil
+}
+
+// warnUnsigned says what --insecure-allow-unsigned gives up, when given.
+func (f trustFlags) warnUnsigned(c *cobra.Command) {
+	if f.AllowUnsigned {
 		printLine(c.ErrOrStderr(), "sysext: WARNING: --insecure-allow-unsigned: signatures are not checked; anyone who can write to the registry can run code on this machine")
 	}
-	return p, nil
 }
 
 // verifyOptions are the flags of `sysext verify`.
@@ -151,55 +153,37 @@ func runVerify(ctx context.Context, c *cobra.Command, opts verifyOptions, args [
 	return nil
 }
 
-// verifyReference checks ref's manifest and, for an index, each image
-// manifest it lists.
+// verifyReference resolves ref and reports verify's VerifyTree for it.
 func verifyReference(ctx context.Context, p *verify.Policy, t oci.Target, ref oci.Reference) (*verifyReport, error) {
-	desc, err := resolveRef(ctx, t, ref)
+	desc, err := oci.ResolveRoot(ctx, t, ref)
 	if err != nil {
 		return nil, err
 	}
-	one := func(d, via ocispec.Descriptor) verifyReport {
-		r := verifyReport{Reference: ref.WithDigest(d.Digest).String(), Digest: d.Digest.String(), MediaType: d.MediaType, Signatures: []verify.Signature{}}
-		if d.Platform != nil {
-			r.Platform = oci.PlatformString(d.Platform)
-		}
-		v, err := p.VerifyEntry(ctx, t, ref.String(), via, d)
-		if err != nil {
-			r.Error = err.Error()
-			return r
-		}
-		r.Verified = true
-		r.Signatures = append(r.Signatures, v.Signatures()...)
-		if v.Unsigned() {
-			r.Error = "accepted without a signature by the policy"
-		}
-		return r
-	}
-	rep := one(desc, ocispec.Descriptor{})
-	if !mediatype.IsIndex(desc.MediaType) {
-		return &rep, nil
-	}
-	body, err := oci.FetchManifest(ctx, t, desc)
+	tree, err := p.VerifyTree(ctx, t, ref.String(), desc)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", ref, err)
 	}
-	var idx ocispec.Index
-	if err := json.Unmarshal(body, &idx); err != nil {
-		return nil, fmt.Errorf("%s: index: %w", ref, err)
-	}
-	all := len(idx.Manifests) > 0
-	for _, m := range idx.Manifests {
-		if m.MediaType != ocispec.MediaTypeImageManifest {
-			continue
-		}
-		r := one(m, desc) // a signature on the index covers what it lists
-		all = all && r.Verified
-		rep.Manifests = append(rep.Manifests, r)
-	}
-	if !rep.Verified && all {
-		rep.Verified, rep.Error = true, ""
+	rep := newVerifyReport(ref, tree.TreeEntry)
+	for _, m := range tree.Manifests {
+		rep.Manifests = append(rep.Manifests, newVerifyReport(ref, m))
 	}
 	return &rep, nil
+}
+
+func newVerifyReport(ref oci.Reference, e verify.TreeEntry) verifyReport {
+	d := e.Descriptor
+	r := verifyReport{Reference: ref.WithDigest(d.Digest).String(), Digest: d.Digest.String(), MediaType: d.MediaType, Verified: e.Verified, Signatures: []verify.Signature{}}
+	if d.Platform != nil {
+		r.Platform = oci.PlatformString(d.Platform)
+	}
+	r.Signatures = append(r.Signatures, e.Signatures...)
+	switch {
+	case e.Err != nil:
+		r.Error = e.Err.Error()
+	case e.Unsigned:
+		r.Error = "accepted without a signature by the policy"
+	}
+	return r
 }
 
 func printVerifyReport(w io.Writer, rep *verifyReport) {
@@ -230,24 +214,4 @@ func printVerifyReport(w io.Writer, rep *verifyReport) {
 	if rep.Verified {
 		printf(w, "%s: verified\n", rep.Reference)
 	}
-}
-
-// verifyResolved is the check before a download: the trust policy must
-// accept the manifest r resolved to (signed itself, or through the signed
-// index that lists it), before any image byte is fetched. The result names
-// that manifest's digest.
-func verifyResolved(ctx context.Context, c *cobra.Command, f trustFlags, root string, t oci.Target, r *oci.Resolved) (verify.Verified, error) {
-	p, err := f.policy(c, root)
-	if err != nil {
-		return verify.Verified{}, err
-	}
-	var idx ocispec.Descriptor
-	if r.Index != nil {
-		idx = r.Root
-	}
-	v, err := p.VerifyEntry(ctx, t, r.Ref.String(), idx, r.Descriptor)
-	if err != nil {
-		return verify.Verified{}, err
-	}
-	return v, v.Check(r.Descriptor.Digest)
 }

@@ -243,13 +243,23 @@ func (r *Root) dirNode(rel string, created func(*node)) (*dirRes, error) {
 }
 
 // withPath names the directory in a resolution error that does not
-// already name it.
+// already name it (an *os.PathError or *notDirError for rel itself).
 func withPath(rel string, err error) error {
-	if strings.Contains(err.Error(), rel) {
+	var pe *os.PathError
+	var nd *notDirError
+	switch {
+	case errors.As(err, &pe) && pe.Path == rel, errors.As(err, &nd) && nd.path == rel:
 		return err
 	}
 	return fmt.Errorf("%s: %w", rel, err)
 }
+
+// notDirError says a path that must be a directory (or lead through one)
+// is something else.
+type notDirError struct{ path string }
+
+func (e *notDirError) Error() string { return e.path + " is not a directory" }
+func (e *notDirError) Unwrap() error { return unix.ENOTDIR }
 
 // walk resolves the components todo starting in directory cur. It returns
 // the directory reached and, when the last component is not a directory
@@ -311,7 +321,7 @@ func (r *Root) walk(cur *node, links int, todo []string, mustDir, followLast boo
 		}
 		if typ != unix.S_IFDIR {
 			if !last || mustDir {
-				return nil, "", 0, nil, fmt.Errorf("%s is not a directory", join(cur.path, c))
+				return nil, "", 0, nil, &notDirError{join(cur.path, c)}
 			}
 			return cur, c, links, deps, nil
 		}

@@ -194,3 +194,17 @@ func NewLayout(t testing.TB, tag string) oci.Reference {
 	}
 	return ref
 }
+
+// OpenLayout opens a fresh layout (NewLayout) for writing, as push and
+// copy destinations open one.
+func OpenLayout(t testing.TB, tag string) (oci.Target, oci.Reference) {
+	t.Helper()
+	ref := NewLayout(t, tag)
+	o := TestOptions()
+	o.CreateLayout = true
+	tg, err := oci.Open(context.Background(), ref, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tg, ref
+}

@@ -1,7 +1,9 @@
 // Package verifytest gives other packages' tests keyless signatures without
 // the network: a virtual Sigstore (sigstore-go's testing/ca: its own Fulcio
 // CA, Rekor log and timestamp authority) that writes a trusted_root.json and
-// attaches Sigstore bundles to manifests as cosign v3 does.
+// attaches Sigstore bundles to manifests as cosign v3 does; and
+// AcceptUnsigned, the verify.Verified a store test installs with. Only
+// tests import it (depcheck_test.go).
 package verifytest
 
 import (
@@ -12,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/sigstore/sigstore-go/pkg/testing/ca"
@@ -85,4 +88,20 @@ func (s *Sigstore) Attach(t testing.TB, dst oras.Target, desc ocispec.Descriptor
 
 func isExists(err error) bool {
 	return err != nil && errors.Is(err, errdef.ErrAlreadyExists)
+}
+
+// AcceptUnsigned is a verify.Verified for d without a signature, made the
+// way a node's --insecure-allow-unsigned makes one: a policy that accepts
+// anything verifies d (nothing is fetched). It panics only if that opt-out
+// stopped working.
+func AcceptUnsigned(d digest.Digest) verify.Verified {
+	p, err := verify.TrustOptions{AllowUnsigned: true}.Policy()
+	if err != nil {
+		panic(err)
+	}
+	v, err := p.Verify(context.Background(), nil, "example.invalid/test", ocispec.Descriptor{Digest: d})
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -94,7 +95,9 @@ func TestFetchRanges(t *testing.T) {
 		total += r.Len
 	}
 	checkRanges(t, data, w.buf, rs)
-	if n != total || progress != total || served.Bytes() != total || len(served.Ranges()) != len(rs) {
+	// (Served counts a write once it returned, which may be after the
+	// client read it: a bound, not an equality.)
+	if n != total || progress != total || served.Bytes() > total || len(served.Ranges()) != len(rs) {
 		t.Fatalf("fetched %d, progress %d, served %d bytes in %d requests; want %d in %d", n, progress, served.Bytes(), len(served.Ranges()), total, len(rs))
 	}
 	for _, h := range served.Ranges() {
@@ -210,8 +213,12 @@ func TestFetchRangesFaults(t *testing.T) {
 				return
 			}
 			checkRanges(t, data, w.buf, rs)
-			if tc.name == "cut twice" && (len(served.Ranges()) != 4 || served.Bytes() != 1<<20+512<<10) {
-				t.Fatalf("ranges %q, %d bytes served", served.Ranges(), served.Bytes())
+			// Each cut range is asked for again from where it stopped. (The
+			// bytes served are counted once the server's write returns,
+			// which may be after the client has read them: only a bound.)
+			want := []string{"bytes=0-1048575", "bytes=102400-1048575", "bytes=204800-1048575", "bytes=1052672-1576959"}
+			if tc.name == "cut twice" && (!slices.Equal(served.Ranges(), want) || served.Bytes() > 1<<20+512<<10) {
+				t.Fatalf("ranges %q, %d bytes served; want ranges %q", served.Ranges(), served.Bytes(), want)
 			}
 		})
 	}

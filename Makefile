@@ -164,7 +164,7 @@ fuzz:
 
 # internal/deltabench's first run builds its workload (Go programs from the
 # module proxy, five image variants, zstd -19 patches) into
-# $$XDG_CACHE_HOME/sysext/deltabench (or SYSEXT_DELTABENCH_DIR): over an hour
+# $XDG_CACHE_HOME/sysext/deltabench (or SYSEXT_DELTABENCH_DIR): over an hour
 # on two cores; later runs take minutes.
 bench: test-deps
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 150m ./...

@@ -9,6 +9,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/sysext/sysext/activate"
+	"github.com/sysext/sysext/delta"
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/store"
@@ -56,7 +57,13 @@ type Result struct {
 	Action     string                     `json:"action"` // pulled, updated, unchanged, would-update, rolled-back, removed, failed, ...
 	Activation extension.ActivationStatus `json:"activation,omitempty"`
 	Resumes    int                        `json:"resumes,omitempty"`
-	Error      string                     `json:"error,omitempty"`
+	// Downloaded is how many bytes the pull fetched for the image (its
+	// chunk index included), Reused how many of its bytes it did not:
+	// found in stored images (a delta download) or held by an
+	// interrupted download it resumed.
+	Downloaded int64  `json:"downloaded,omitempty"`
+	Reused     int64  `json:"reused,omitempty"`
+	Error      string `json:"error,omitempty"`
 	// A disk image's dm-verity root hash and the trusted certificate that
 	// signed it (node/verity.go).
 	VerityRootHash string `json:"verity_root_hash,omitempty"`
@@ -119,6 +126,12 @@ type pullPlan struct {
 	v       verify.Verified
 	osr     *extension.Release
 	osrPath string
+	// Delta downloads (delta.go): the store the chunks come from, the
+	// chunk index lookup started before admit, and the index a delta
+	// download succeeded with (kept next to the image).
+	store      *store.Store
+	delta      *deltaLookup
+	deltaIndex *delta.Index
 	// Set by put: the trusted certificate that signed a disk image's root
 	// hash (nil when the policy names none), for protect.
 	verityCert *x509.Certificate
@@ -156,6 +169,14 @@ func (n *Node) pull(ctx context.Context, s *store.Store, inst store.Installer, r
 		if err := n.checkDowngrade(name, cur, e.Metadata.Version, p.ref.String()); err != nil {
 			return nil, err
 		}
+	}
+	if !req.DryRun {
+		// The chunk index is looked for while the signatures are checked.
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		n.startDelta(ctx, s, p)
+		// The stored images stay open until the download is done.
+		defer func() { cancel(); p.delta.release() }()
 	}
 	if err := n.admit(ctx, p, req); err != nil {
 		return nil, err
@@ -345,7 +366,7 @@ func (n *Node) put(ctx context.Context, inst store.Installer, p *pullPlan, resul
 	if err != nil {
 		return in, err
 	}
-	defer ing.Close() // keeps a partial download for the next run
+	defer func() { ing.Close() }() // keeps a partial download for the next run
 	if stored, ok := ing.Stored(); ok {
 		in.File, in.ReleaseDigest = stored.File, stored.ReleaseDigest
 		if in.Verity, p.verityCert, err = storedVerity(ctx, p.v, ing.Name()); err != nil {
@@ -360,14 +381,23 @@ func (n *Node) put(ctx context.Context, inst store.Installer, p *pullPlan, resul
 		return in, nil
 	}
 	n.hook("download")
-	if off := ing.Offset(); off > 0 {
-		n.logf("%s: resuming the download of %s at %d of %d bytes", name, extension.ShortDigest(string(e.Layer.Digest)), off, e.Layer.Size)
-	} else {
-		n.logf("%s: downloading %s (%d bytes)", name, extension.ShortDigest(string(e.Layer.Digest)), e.Layer.Size)
+	var dl *oci.Downloaded
+	if p.delta != nil {
+		if dl, ing, err = n.tryDelta(ctx, inst, p, ing, result); err != nil {
+			return in, fmt.Errorf("%s: download: %w", name, err)
+		}
 	}
-	dl, err := oci.Download(ctx, p.t, e, oci.DownloadOptions{Into: ing, Progress: n.opts.Progress})
-	if err != nil {
-		return in, fmt.Errorf("%s: download: %w", name, err)
+	if dl == nil {
+		if off := ing.Offset(); off > 0 {
+			n.logf("%s: resuming the download of %s at %d of %d bytes", name, extension.ShortDigest(string(e.Layer.Digest)), off, e.Layer.Size)
+		} else {
+			n.logf("%s: downloading %s (%d bytes)", name, extension.ShortDigest(string(e.Layer.Digest)), e.Layer.Size)
+		}
+		if dl, err = oci.Download(ctx, p.t, e, oci.DownloadOptions{Into: ing, Progress: n.opts.Progress}); err != nil {
+			return in, fmt.Errorf("%s: download: %w", name, err)
+		}
+		result.Downloaded += dl.Fetched
+		result.Reused += dl.Reused
 	}
 	result.Resumes = dl.Resumes
 	n.hook("downloaded")
@@ -402,6 +432,7 @@ func (n *Node) put(ctx context.Context, inst store.Installer, p *pullPlan, resul
 	if in.File, err = ing.Commit(ctx, e.Layer.Size, e.Layer.Digest, file); err != nil {
 		return in, err
 	}
+	n.keepIndex(p, in.File)
 	return in, nil
 }
 

@@ -75,9 +75,13 @@ type Downloaded struct {
 	Size    int64
 	Digest  digest.Digest // the layer digest, checked over the bytes written
 	Resumes int           // how often a cut transfer was resumed
-	// Reused is how many bytes Into held already (a resumed ingest): they
-	// were not fetched.
+	// Reused is how many bytes of the image were not fetched: Into held
+	// them already (a resumed ingest) or, for DownloadDelta, they came
+	// from images the node holds.
 	Reused int64
+	// Fetched is how many bytes of the image came from the store (for
+	// DownloadDelta: the ranges, the bytes between merged chunks included).
+	Fetched int64
 	// Info is what the image says about itself (format, extension-release).
 	Info *fsimage.Info
 }
@@ -224,6 +228,19 @@ func download(ctx context.Context, t content.Fetcher, e *Entry, w Writer, opts D
 	if err != nil {
 		return nil, err
 	}
+	res, err := checkWritten(ctx, e, w)
+	if err != nil {
+		return nil, err
+	}
+	res.Resumes, res.Reused, res.Fetched = resumes, reused, layer.Size-reused
+	return res, nil
+}
+
+// checkWritten checks what w holds once every byte is written: the digest
+// of the whole, the content's magic against the media type, and what the
+// image says about itself against the manifest.
+func checkWritten(ctx context.Context, e *Entry, w Writer) (*Downloaded, error) {
+	layer := e.Layer
 	got, err := w.Sum(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", layer.Digest, err)
@@ -248,7 +265,7 @@ func download(ctx context.Context, t content.Fetcher, e *Entry, w Writer, opts D
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", layer.Digest, err)
 	}
-	res := &Downloaded{Path: w.Name(), Size: layer.Size, Digest: got, Resumes: resumes, Reused: reused}
+	res := &Downloaded{Path: w.Name(), Size: layer.Size, Digest: got}
 	if info != nil {
 		info.Path = w.Name()
 		info.Digest = layer.Digest.String()

@@ -121,7 +121,7 @@ func TestDownloadParallelFaults(t *testing.T) {
 // A server that ignores Range: the parallel ranges give way to one
 // stream, and the download still succeeds.
 func TestDownloadParallelServerIgnoresRange(t *testing.T) {
-	reg, on := faultyReg(t, ocitest.IgnoreRange())
+	reg, on := faultyReg(t, ocitest.IgnoreRange(-1))
 	p := pushImage(t, reg, 24<<20)
 	*on = true
 	downloadParallel(t, p)

@@ -135,7 +135,7 @@ func TestFetchRangesLayout(t *testing.T) {
 // A server that answers a Range with the whole blob: ErrRangeUnsupported
 // at the first answer, and the rest is not asked for.
 func TestFetchRangesServerIgnoresRange(t *testing.T) {
-	reg, on := faultyReg(t, ocitest.IgnoreRange())
+	reg, on := faultyReg(t, ocitest.IgnoreRange(-1))
 	p := pushImage(t, reg, 4<<20)
 	*on = true
 	out := &memAt{b: make([]byte, p.r.Entry.Layer.Size)}

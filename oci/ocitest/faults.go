@@ -30,16 +30,19 @@ func Manifests(r *http.Request) bool {
 // Any matches every request.
 func Any(*http.Request) bool { return true }
 
-// Faulty wraps h so that each fault sees every request first.
+// Faulty wraps h so that each fault sees every request first, in order:
+// a fault's next is the faults after it, then h (so a Served put first
+// counts what the later faults send).
 func Faulty(h http.Handler, faults ...Fault) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		for _, f := range faults {
-			if f(w, r, h) {
-				return
+	for i := len(faults) - 1; i >= 0; i-- {
+		f, next := faults[i], h
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !f(w, r, next) {
+				next.ServeHTTP(w, r)
 			}
-		}
-		h.ServeHTTP(w, r)
-	})
+		})
+	}
+	return h
 }
 
 // Counter counts how often a fault fired.
@@ -205,19 +208,6 @@ func first(c []*Counter) *Counter {
 		return c[0]
 	}
 	return nil
-}
-
-// IgnoreRange serves blob GETs whole, with 200, whatever Range they ask
-// for: a server (or proxy) without Range support.
-func IgnoreRange() Fault {
-	return func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
-		if !Blobs(r) || r.Header.Get("Range") == "" {
-			return false
-		}
-		r.Header.Del("Range")
-		next.ServeHTTP(w, r)
-		return true
-	}
 }
 
 // CorruptRanged flips the first byte of the body of the first times

@@ -144,11 +144,11 @@ test: test-deps
 	$(MAKE) fuzz
 
 # Every Fuzz* function of these packages (image readers, manifest,
-# reference, release, policy, state and ingest record parsers) fuzzes for
-# FUZZTIME, after `go test` ran its checked-in corpus (testdata/fuzz/); a
-# new target is picked up by its name.
+# reference, release, policy, state, ingest record and chunk index parsers)
+# fuzzes for FUZZTIME, after `go test` ran its checked-in corpus
+# (testdata/fuzz/); a new target is picked up by its name.
 # Each package's fuzzing binary is built once and run per target.
-FUZZ_PKGS := fsimage oci extension verify store ingest
+FUZZ_PKGS := fsimage oci extension verify store ingest delta
 FUZZTIME ?= 3s
 fuzz:
 	@set -eo pipefail; mkdir -p bin/fuzz; cache=$$($(GO) env GOCACHE)/fuzz; \
@@ -163,8 +163,16 @@ fuzz:
 	  done; \
 	done
 
+# make bench BENCH=Transfer BENCH_PKGS=./oci/ BENCHTIME=3x: one benchmark,
+# more rounds. internal/deltabench's first run builds its workload (Go
+# programs from the module proxy, five image variants, zstd -19 patches)
+# into $XDG_CACHE_HOME/sysext/deltabench (or SYSEXT_DELTABENCH_DIR): over an
+# hour on two cores; later runs take minutes.
+BENCH ?= .
+BENCHTIME ?= 1x
+BENCH_PKGS ?= ./...
 bench: test-deps
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./...
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -timeout 150m $(BENCH_PKGS)
 
 node-demo: apt-deps build
 	./scripts/node-demo.sh

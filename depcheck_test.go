@@ -1,7 +1,8 @@
 package sysext_test
 
 // The dependency rules of the team's standards (style.md), checked on
-// every test run: the domain core imports only the standard library,
+// every test run: the domain core (extension, and delta's chunking and
+// chunk index rules) imports only the standard library,
 // nothing imports the command, builder does no network I/O (not even
 // transitively), only oci/ imports the registry client and only verify/
 // imports sigstore, test helpers are for tests, and only a verify.Policy
@@ -78,7 +79,7 @@ func TestDependencyRules(t *testing.T) {
 				}
 				// (An external test package, extension_test, imports the
 				// package it tests; that is no dependency.)
-				if under(dir, "extension") && !isStd(imp) && imp != module+"/"+dir {
+				if (under(dir, "extension") || under(dir, "delta")) && !isStd(imp) && imp != module+"/"+dir {
 					t.Errorf("%s imports %s: the domain core imports only the standard library", dir, imp)
 				}
 				if tests {
@@ -236,9 +237,11 @@ func TestTransitiveDependencies(t *testing.T) {
 	if _, err := os.Stat("go.mod"); err != nil {
 		t.Skip("not run from the module root")
 	}
-	for _, dep := range goListDeps(t, "./extension") {
-		if !isStd(dep) && dep != module+"/extension" {
-			t.Errorf("extension depends on %s: the domain core uses only the standard library", dep)
+	for _, pkg := range []string{"extension", "delta"} {
+		for _, dep := range goListDeps(t, "./"+pkg) {
+			if !isStd(dep) && dep != module+"/"+pkg {
+				t.Errorf("%s depends on %s: the domain core uses only the standard library", pkg, dep)
+			}
 		}
 	}
 	// activate drives systemd-sysext; the node's state is node's business,

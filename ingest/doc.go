@@ -28,7 +28,7 @@
 // and a "sync" line only after fdatasync returned, so synced writes are on
 // the disk. Unsynced writes are in the page cache when only the process
 // died, which the same boot_id proves; after a reboot only synced writes
-// count (at most syncChunk, 16 MiB, is fetched again). Open then makes what
+// count (at most one flush interval, 16-256 MiB, is fetched again). Open then makes what
 // it trusts durable and rewrites the record compactly (atomicfile), so a
 // record never claims more than the disk holds.
 //

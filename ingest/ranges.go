@@ -5,13 +5,13 @@ import "sort"
 // Range is the bytes [Off, End) of a blob.
 type Range struct{ Off, End int64 }
 
-// ranges is a set of byte ranges, sorted, disjoint and not touching
+// Ranges is a set of byte ranges, sorted, disjoint and not touching
 // (adjacent ranges are merged).
-type ranges []Range
+type Ranges []Range
 
-// add inserts [off, end). Bytes written in order only ever extend the last
+// Add inserts [off, end). Bytes written in order only ever extend the last
 // range, so the common case costs nothing.
-func (rs *ranges) add(off, end int64) {
+func (rs *Ranges) Add(off, end int64) {
 	if off >= end {
 		return
 	}
@@ -27,20 +27,20 @@ func (rs *ranges) add(off, end int64) {
 	if i < j {
 		off, end = min(off, s[i].Off), max(end, s[j-1].End)
 	}
-	out := append(append(append(make(ranges, 0, len(s)-(j-i)+1), s[:i]...), Range{off, end}), s[j:]...)
+	out := append(append(append(make(Ranges, 0, len(s)-(j-i)+1), s[:i]...), Range{off, end}), s[j:]...)
 	*rs = out
 }
 
-// prefix is where the bytes written from 0 on stop.
-func (rs ranges) prefix() int64 {
+// Prefix is where the bytes written from 0 on stop.
+func (rs Ranges) Prefix() int64 {
 	if len(rs) == 0 || rs[0].Off != 0 {
 		return 0
 	}
 	return rs[0].End
 }
 
-// missing returns what [0, size) lacks.
-func (rs ranges) missing(size int64) []Range {
+// Missing returns what [0, size) lacks.
+func (rs Ranges) Missing(size int64) []Range {
 	var out []Range
 	at := int64(0)
 	for _, r := range rs {
@@ -58,11 +58,20 @@ func (rs ranges) missing(size int64) []Range {
 	return out
 }
 
-// total is how many bytes the set holds.
-func (rs ranges) total() int64 {
+// Total is how many bytes the set holds.
+func (rs Ranges) Total() int64 {
 	var n int64
 	for _, r := range rs {
 		n += r.End - r.Off
 	}
 	return n
+}
+
+// Covers reports whether [off, end) is in the set.
+func (rs Ranges) Covers(off, end int64) bool {
+	if off >= end {
+		return true
+	}
+	i := sort.Search(len(rs), func(i int) bool { return rs[i].End > off })
+	return i < len(rs) && rs[i].Off <= off && rs[i].End >= end
 }

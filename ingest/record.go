@@ -82,7 +82,7 @@ func decodeLine(s []byte) (line, bool) {
 
 // progress is what a record says about its blob.
 type progress struct {
-	written ranges // trusted as written
+	written Ranges // trusted as written
 	hashed  int64  // the hash state covers [0, hashed)
 	state   []byte // nil: start hashing at 0
 }
@@ -138,10 +138,10 @@ func readRecord(path string, size int64, want digest.Digest, boot string) (p pro
 		ws = ws[:synced]
 	}
 	for _, r := range ws {
-		p.written.add(r.Off, r.End)
+		p.written.Add(r.Off, r.End)
 	}
 	// The newest hash state over bytes that are all trusted.
-	prefix := p.written.prefix()
+	prefix := p.written.Prefix()
 	for i := len(hs) - 1; i >= 0; i-- {
 		if hs[i].n <= prefix && hs[i].n >= 0 {
 			p.hashed, p.state = hs[i].n, hs[i].state

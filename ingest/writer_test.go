@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -57,11 +59,11 @@ func mustSum(t *testing.T, w *Writer, b []byte) {
 }
 
 func TestRanges(t *testing.T) {
-	var rs ranges
+	var rs Ranges
 	for _, r := range [][2]int64{{10, 20}, {30, 40}, {0, 5}, {5, 10}, {20, 25}, {35, 50}, {60, 70}} {
-		rs.add(r[0], r[1])
+		rs.Add(r[0], r[1])
 	}
-	want := ranges{{0, 25}, {30, 50}, {60, 70}}
+	want := Ranges{{0, 25}, {30, 50}, {60, 70}}
 	if len(rs) != len(want) {
 		t.Fatalf("%v, want %v", rs, want)
 	}
@@ -70,15 +72,15 @@ func TestRanges(t *testing.T) {
 			t.Fatalf("%v, want %v", rs, want)
 		}
 	}
-	if rs.prefix() != 25 || rs.total() != 55 {
-		t.Fatalf("prefix %d total %d", rs.prefix(), rs.total())
+	if rs.Prefix() != 25 || rs.Total() != 55 {
+		t.Fatalf("prefix %d total %d", rs.Prefix(), rs.Total())
 	}
-	miss := rs.missing(80)
+	miss := rs.Missing(80)
 	if len(miss) != 3 || miss[0] != (Range{25, 30}) || miss[2] != (Range{70, 80}) {
 		t.Fatalf("missing %v", miss)
 	}
-	rs.add(0, 80)
-	if len(rs) != 1 || rs.missing(80) != nil {
+	rs.Add(0, 80)
+	if len(rs) != 1 || rs.Missing(80) != nil {
 		t.Fatalf("%v", rs)
 	}
 }
@@ -241,4 +243,53 @@ func TestNewWithoutRecord(t *testing.T) {
 	if ents, _ := os.ReadDir(filepath.Dir(f.Name())); len(ents) != 1 {
 		t.Fatalf("New left %d files", len(ents))
 	}
+}
+
+// Writes from several goroutines at once, out of order (parallel ranges),
+// are all recorded: a stopped writer resumes with exactly the pieces not
+// written; HashTo hashes written bytes from the file as the prefix reaches
+// them and refuses to pass a gap.
+func TestParallelWritesResume(t *testing.T) {
+	const piece = 1 << 20
+	b := blob(40 * piece)
+	dir := filepath.Join(t.TempDir(), "ingest")
+	w := mustOpen(t, dir, b)
+	skip := map[int]bool{3: true, 17: true, 18: true, 39: true}
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 39 - g; i >= 0; i -= 8 { // back to front, interleaved
+				if !skip[i] {
+					if _, err := w.WriteAt(b[i*piece:(i+1)*piece], int64(i*piece)); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := w.HashTo(context.Background(), 3*piece); err != nil || w.Hashed() != 3*piece {
+		t.Fatalf("HashTo the first gap: %v, hashed %d", err, w.Hashed())
+	}
+	if err := w.HashTo(context.Background(), 5*piece); !errors.Is(err, ErrIncomplete) {
+		t.Fatalf("HashTo across a gap: %v", err)
+	}
+	w.Close()
+	w = mustOpen(t, dir, b)
+	defer w.Close()
+	want := []Range{{3 * piece, 4 * piece}, {17 * piece, 19 * piece}, {39 * piece, 40 * piece}}
+	if got := w.Missing(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("missing %v, want %v", got, want)
+	}
+	if w.Hashed() != 3*piece {
+		t.Fatalf("resumed with %d hashed, want the %d hashed before", w.Hashed(), 3*piece)
+	}
+	for _, r := range want {
+		if _, err := w.WriteAt(b[r.Off:r.End], r.Off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustSum(t, w, b)
 }

@@ -87,8 +87,12 @@ type Options struct {
 	Log io.Writer
 	// Warn receives warnings, such as an unsigned image accepted (nil = Log).
 	Warn io.Writer
-	// Progress is told about download progress.
+	// Progress is told about download progress (of a delta download: the
+	// bytes fetched of those to fetch).
 	Progress oci.ProgressFunc
+	// NoDelta always downloads whole images: no chunk index is looked for
+	// and no stored image read (--no-delta).
+	NoDelta bool
 	// Hook is called at named steps (tests kill the process there).
 	Hook func(point string)
 	// Now is the clock (tests); nil = time.Now.

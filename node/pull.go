@@ -9,6 +9,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/sysext/sysext/activate"
+	"github.com/sysext/sysext/delta"
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/store"
@@ -56,7 +57,13 @@ type Result struct {
 	Action     string                     `json:"action"` // pulled, updated, unchanged, would-update, rolled-back, removed, failed, ...
 	Activation extension.ActivationStatus `json:"activation,omitempty"`
 	Resumes    int                        `json:"resumes,omitempty"`
-	Error      string                     `json:"error,omitempty"`
+	// Downloaded is how many bytes the pull fetched for the image (its
+	// chunk index included), Reused how many of its bytes it did not:
+	// found in stored images (a delta download) or held by an
+	// interrupted download it resumed.
+	Downloaded int64  `json:"downloaded,omitempty"`
+	Reused     int64  `json:"reused,omitempty"`
+	Error      string `json:"error,omitempty"`
 	// Sources says, when the registry configuration names mirrors, which
 	// source answered each read (tag, manifests, layer, signatures) and
 	// which failed first.
@@ -124,6 +131,12 @@ type pullPlan struct {
 	v       verify.Verified
 	osr     *extension.Release
 	osrPath string
+	// Delta downloads (delta.go): the store the chunks come from, the
+	// chunk index lookup started before admit, and the index a delta
+	// download succeeded with (kept next to the image).
+	store      *store.Store
+	delta      *deltaLookup
+	deltaIndex *delta.Index
 	// Set by put: the trusted certificate that signed a disk image's root
 	// hash (nil when the policy names none), for protect.
 	verityCert *x509.Certificate
@@ -166,6 +179,14 @@ func (n *Node) pull(ctx context.Context, s *store.Store, inst store.Installer, r
 		if err := n.checkDowngrade(name, cur, e.Metadata.Version, p.ref.String()); err != nil {
 			return nil, err
 		}
+	}
+	if !req.DryRun {
+		// The chunk index is looked for while the signatures are checked.
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		n.startDelta(ctx, s, p)
+		// The stored images stay open until the download is done.
+		defer func() { cancel(); p.delta.release() }()
 	}
 	if retry, err := n.admit(ctx, p, req); retry {
 		// A mirror's answer for the tag did not verify: from the next source.
@@ -381,24 +402,34 @@ func (n *Node) put(ctx context.Context, inst store.Installer, p *pullPlan, resul
 		return in, nil
 	}
 	n.hook("download")
-	if off := ing.Offset(); off > 0 {
-		n.logf("%s: resuming the download of %s at %d of %d bytes", name, extension.ShortDigest(string(e.Layer.Digest)), off, e.Layer.Size)
-	} else {
-		n.logf("%s: downloading %s (%d bytes)", name, extension.ShortDigest(string(e.Layer.Digest)), e.Layer.Size)
+	var dl *oci.Downloaded
+	if p.delta != nil {
+		if dl, ing, err = n.tryDelta(ctx, inst, p, ing, result); err != nil {
+			return in, fmt.Errorf("%s: download: %w", name, err)
+		}
 	}
-	dl, err := oci.Download(ctx, p.t, e, oci.DownloadOptions{Into: ing, Progress: n.opts.Progress})
-	for attempt := 1; err != nil && attempt < oci.MaxMirrorRestarts && oci.RetryElsewhere(p.t, err); attempt++ {
-		// A mirror served bytes that do not match: they are dropped (oci
-		// said so in one line), and the image comes again from the other
-		// sources.
-		ing.Close()
-		if ing, err = inst.Ingest(ctx, name, e.Layer); err != nil {
-			return in, err
+	if dl == nil {
+		if off := ing.Offset(); off > 0 {
+			n.logf("%s: resuming the download of %s at %d of %d bytes", name, extension.ShortDigest(string(e.Layer.Digest)), off, e.Layer.Size)
+		} else {
+			n.logf("%s: downloading %s (%d bytes)", name, extension.ShortDigest(string(e.Layer.Digest)), e.Layer.Size)
 		}
 		dl, err = oci.Download(ctx, p.t, e, oci.DownloadOptions{Into: ing, Progress: n.opts.Progress})
-	}
-	if err != nil {
-		return in, fmt.Errorf("%s: download: %w", name, err)
+		for attempt := 1; err != nil && attempt < oci.MaxMirrorRestarts && oci.RetryElsewhere(p.t, err); attempt++ {
+			// A mirror served bytes that do not match: they are dropped
+			// (oci said so in one line), and the image comes again from
+			// the other sources.
+			ing.Close()
+			if ing, err = inst.Ingest(ctx, name, e.Layer); err != nil {
+				return in, err
+			}
+			dl, err = oci.Download(ctx, p.t, e, oci.DownloadOptions{Into: ing, Progress: n.opts.Progress})
+		}
+		if err != nil {
+			return in, fmt.Errorf("%s: download: %w", name, err)
+		}
+		result.Downloaded += dl.Fetched
+		result.Reused += dl.Reused
 	}
 	result.Resumes = dl.Resumes
 	n.hook("downloaded")
@@ -433,6 +464,7 @@ func (n *Node) put(ctx context.Context, inst store.Installer, p *pullPlan, resul
 	if in.File, err = ing.Commit(ctx, e.Layer.Size, e.Layer.Digest, file); err != nil {
 		return in, err
 	}
+	n.keepIndex(p, in.File)
 	return in, nil
 }
 

@@ -196,3 +196,61 @@ func TestUpdateResolvesTagOnce(t *testing.T) {
 		t.Fatalf("update asked for the tag %d times, want 1", byTag.Load())
 	}
 }
+
+// TestPullResumesAfterKillParallel: the same for a pull that went on in
+// parallel ranges (a link that caps each connection, so the single stream
+// hands over): SIGKILLed at 50%, the rerun is sent only what the killed
+// pull had not written (parts after the cut and holes before it), and
+// leaves no ingest behind.
+func TestPullResumesAfterKillParallel(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a large image, a child process and a shaped link")
+	}
+	var served ocitest.Served
+	reg := ocitest.NewOlareg(t, served.Fault())
+	img := makeImage(t, meta("crash", "1"), 96<<20)
+	push(t, reg.Ref("ext/crash:1"), img)
+	// 10 MB/s a connection: the stream is the limit, with 8 s left
+	// after the settling time.
+	shaped := ocitest.Shaped(t, reg, ocitest.Link{PerConn: 10e6})
+	ref := shaped.Ref("ext/crash:1")
+	fi, err := os.Stat(img)
+	must(t, err)
+	size := fi.Size()
+	root := nodeRoot(t, debianRelease)
+	cutFile := filepath.Join(t.TempDir(), "cut")
+
+	served.Reset()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestResumeChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), envResumeRoot+"="+root, envResumeRef+"="+ref, envResumeCut+"="+cutFile)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("the child was not killed: %v\n%s", err, out)
+	}
+	if served.MaxInFlight() < 2 {
+		t.Fatalf("the killed pull never had two blob requests at once (ranges %q): it did not go parallel", served.Ranges())
+	}
+	b, err := os.ReadFile(cutFile)
+	must(t, err)
+	done, err := strconv.ParseInt(string(b), 10, 64)
+	must(t, err)
+	checkNode(t, root, "killed at 50%", []string{""})
+
+	served.Reset()
+	r, err := testNode(root).Pull(context.Background(), PullRequest{Ref: ref})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := checkNode(t, root, "rerun", []string{"1"}); v != "1" || r.Action != "pulled" {
+		t.Fatalf("after the rerun %q is active (%+v)", v, r)
+	}
+	again := served.Bytes()
+	t.Logf("image %d bytes; killed with %d written; the rerun was sent %d in %d requests", size, done, again, len(served.Ranges()))
+	if again <= 0 || again > size-done {
+		t.Fatalf("the rerun was sent %d bytes; the killed pull had written %d of %d", again, done, size)
+	}
+	for _, d := range ingestDirs(t, root) {
+		t.Fatalf("ingest %s left after the rerun", d)
+	}
+}

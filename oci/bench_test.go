@@ -1,12 +1,16 @@
 package oci_test
 
 import (
+	"crypto/sha256"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -18,20 +22,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Side by side on one loopback distribution registry: `sysext fetch` vs
-// `oras pull` (throughput including our digest check and fsync), `sysext
-// push` vs `oras push`, and the peak RSS of each sysext child process.
-// Run with: make bench, or
+// Side by side on one loopback distribution registry, in one run: `sysext
+// fetch` vs `oras pull` onto the disk (ours with its digest check and
+// fsync) and into tmpfs (/dev/shm: no disk under either side, as on a
+// node that fetches into /run/extensions), `sysext push` vs `oras push`,
+// the peak RSS of each sysext child process, and the floors of a durable
+// fetch here (the disk, SHA-256, the network). Run with: make bench, or
 //
-//	go test -run '^$' -bench 'Transfer|FetchTmpfs' -benchtime 2x ./oci/
+//	go test -run '^$' -bench Transfer -benchtime 3x ./oci/
 func BenchmarkTransfer256MiB(b *testing.B) { benchTransfer(b, 256<<20) }
 func BenchmarkTransfer1GiB(b *testing.B)   { benchTransfer(b, 1<<30) }
-
-// The same fetches and pulls into tmpfs (/dev/shm): no disk under either
-// side, so this compares the download pipelines themselves, as on a node
-// that fetches into /run/extensions.
-func BenchmarkFetchTmpfs256MiB(b *testing.B) { benchFetchTmpfs(b, 256<<20) }
-func BenchmarkFetchTmpfs1GiB(b *testing.B)   { benchFetchTmpfs(b, 1<<30) }
 
 // bigImage writes a squashfs image of about size bytes of incompressible
 // data (stored uncompressed, so the image is as big as the payload).
@@ -100,10 +100,11 @@ func benchSetup(b *testing.B, size int64) (oras, sysext string, reg *ocitest.Reg
 
 func benchTransfer(b *testing.B, size int64) {
 	oras, sysext, reg, img, fi := benchSetup(b, size)
+	shm := tmpfsDir(b, size)
 	mb := float64(fi.Size()) / 1e6
 	dir := filepath.Dir(img)
 	base := filepath.Base(img)
-	var pushUs, pushOras, fetchUs, fetchOras, syncOras time.Duration
+	var pushUs, pushOras series
 	var rssPush, rssFetch float64
 	b.ResetTimer()
 	// Pushes first: fresh repositories, so every byte is uploaded; who
@@ -113,12 +114,12 @@ func benchTransfer(b *testing.B, size int64) {
 		runtime.GC()
 		ours := func() {
 			d, rss := timed(b, dir, sysext, "push", "-q", img, reg.Ref(fmt.Sprintf("bench/ours%d:1", i)))
-			pushUs += d
+			pushUs.add(d)
 			rssPush = max(rssPush, rss)
 		}
 		theirs := func() {
 			d, _ := timed(b, dir, oras, "push", "--plain-http", "--no-tty", reg.Ref(fmt.Sprintf("bench/oras%d:1", i)), base+":"+oci.MediaTypeSquashfs)
-			pushOras += d
+			pushOras.add(d)
 		}
 		if i%2 == 0 {
 			ours()
@@ -128,40 +129,162 @@ func benchTransfer(b *testing.B, size int64) {
 			ours()
 		}
 	}
-	// Fetch each artifact both ways (who goes first alternates), then
-	// measure the disk's floor for any fetch that fsyncs: the same bytes
-	// written durably with nothing else going on. This disk's speed drifts
-	// by 2x within minutes, so the floor is taken next to every pair.
-	var floor time.Duration
+	// Then, side by side in each round (who goes first rotates): fetch
+	// and oras pull onto the disk and into tmpfs, and the floors any
+	// fetch has here: the disk (plain writes and one fsync; and our
+	// writer alone, without network and hash), SHA-256, and the network
+	// (the blob from the registry into nothing). This disk's speed drifts
+	// by 2x within minutes, so the floors are taken in every round.
+	var floor floors
+	var fetchDisk, fetchShm, orasDisk, orasShm series
+	var syncOras time.Duration
 	floorDir := b.TempDir()
+	tg, res := resolveBench(b, reg, "bench/ours0:1")
 	warmUp(b, sysext, oras, reg.Ref("bench/ours0:1"), base, "")
 	for i := 0; i < b.N; i++ {
-		d, dOras, rss, dSync := fetchPair(b, i, sysext, oras, reg.Ref(fmt.Sprintf("bench/ours%d:1", i)), base, "")
-		fetchUs += d
-		fetchOras += dOras
-		syncOras += dSync
-		rssFetch = max(rssFetch, rss)
-		floor += diskFloor(b, filepath.Join(floorDir, fmt.Sprint("floor", i)), fi.Size())
+		ref := reg.Ref(fmt.Sprintf("bench/ours%d:1", i))
+		steps := []func(){
+			func() {
+				d, dOras, rss, dSync := fetchPair(b, i, sysext, oras, ref, base, "")
+				fetchDisk.add(d)
+				orasDisk.add(dOras)
+				syncOras += dSync
+				rssFetch = max(rssFetch, rss)
+			},
+			func() {
+				d, dOras, rss, _ := fetchPair(b, i, sysext, oras, ref, base, shm)
+				fetchShm.add(d)
+				orasShm.add(dOras)
+				rssFetch = max(rssFetch, rss)
+			},
+			func() { floor.add(b, floorDir, i, fi.Size(), reg, tg, res) },
+		}
+		for j := range steps {
+			steps[(i+j)%len(steps)]()
+		}
 	}
 	b.StopTimer()
 	n := float64(b.N)
-	b.ReportMetric(mb*n/floor.Seconds(), "disk-write+fsync-MB/s")
-	b.ReportMetric(mb*n/fetchUs.Seconds(), "sysext-fetch-MB/s")
-	b.ReportMetric(mb*n/fetchOras.Seconds(), "oras-pull-MB/s")
-	b.ReportMetric(fetchOras.Seconds()/fetchUs.Seconds(), "fetch-ratio")
+	rate := func(d time.Duration) float64 { return mb * n / d.Seconds() }
+	floor.report(b, mb*n)
+	b.ReportMetric(rate(fetchDisk.sum), "sysext-fetch-MB/s")
+	b.ReportMetric(rate(orasDisk.sum), "oras-pull-MB/s")
+	b.ReportMetric(rate(fetchShm.sum), "sysext-fetch-tmpfs-MB/s")
+	b.ReportMetric(rate(orasShm.sum), "oras-pull-tmpfs-MB/s")
+	// Each ratio twice: over all rounds, and of the median rounds
+	// (-median), which a machine that others share, with its load
+	// swinging within seconds, disturbs less than it does the sums.
+	ratio := func(name string, num, den series) {
+		b.ReportMetric(num.sum.Seconds()/den.sum.Seconds(), name)
+		b.ReportMetric(num.median().Seconds()/den.median().Seconds(), name+"-median")
+	}
+	ratio("fetch-ratio", orasDisk, fetchDisk)
+	ratio("fetch-ratio-tmpfs", orasShm, fetchShm)
+	// What the disk costs our fetch, durably: its time into tmpfs over
+	// its time onto the disk.
+	ratio("fetch-disk-of-tmpfs", fetchShm, fetchDisk)
 	// oras pull followed by an fsync of what it wrote: the same durable
-	// result as our fetch. The best ratio any durable fetch could reach
-	// against plain oras pull here: oras's time over the disk floor's. And
-	// how close our fetch comes to that floor.
-	b.ReportMetric(mb*n/(fetchOras+syncOras).Seconds(), "oras-pull+fsync-MB/s")
-	b.ReportMetric((fetchOras+syncOras).Seconds()/fetchUs.Seconds(), "fetch-ratio-durable")
-	b.ReportMetric(fetchOras.Seconds()/floor.Seconds(), "fetch-ratio-ceiling")
-	b.ReportMetric(floor.Seconds()/fetchUs.Seconds(), "fetch-of-floor")
-	b.ReportMetric(mb*n/pushUs.Seconds(), "sysext-push-MB/s")
-	b.ReportMetric(mb*n/pushOras.Seconds(), "oras-push-MB/s")
-	b.ReportMetric(pushOras.Seconds()/pushUs.Seconds(), "push-ratio")
+	// result as our fetch.
+	b.ReportMetric((orasDisk.sum+syncOras).Seconds()/fetchDisk.sum.Seconds(), "fetch-ratio-durable")
+	// How close the fetch comes to the slowest of its floors.
+	b.ReportMetric(floor.lowest().Seconds()/fetchDisk.sum.Seconds(), "fetch-of-floor")
+	b.ReportMetric(rate(pushUs.sum), "sysext-push-MB/s")
+	b.ReportMetric(rate(pushOras.sum), "oras-push-MB/s")
+	ratio("push-ratio", pushOras, pushUs)
 	b.ReportMetric(rssFetch, "fetch-peak-RSS-MiB")
 	b.ReportMetric(rssPush, "push-peak-RSS-MiB")
+}
+
+// series is one side's times over the rounds: their sum and each.
+type series struct {
+	sum time.Duration
+	all []time.Duration
+}
+
+func (s *series) add(d time.Duration) {
+	s.sum += d
+	s.all = append(s.all, d)
+}
+
+// median is the middle round's time (the mean of the two middle ones).
+func (s *series) median() time.Duration {
+	d := slices.Clone(s.all)
+	slices.Sort(d)
+	n := len(d)
+	if n == 0 {
+		return 0
+	}
+	return (d[(n-1)/2] + d[n/2]) / 2
+}
+
+// floors are the times the parts of a durable fetch take alone, summed
+// over the rounds.
+type floors struct {
+	disk, writer, hash, network time.Duration
+}
+
+// add measures each floor once for an image of size bytes.
+func (f *floors) add(b *testing.B, dir string, i int, size int64, reg *ocitest.Registry, tg oci.Target, res *oci.Resolved) {
+	b.Helper()
+	f.disk += diskFloor(b, filepath.Join(dir, fmt.Sprint("plain", i)), size, false)
+	f.writer += diskFloor(b, filepath.Join(dir, fmt.Sprint("writer", i)), size, true)
+	f.hash += hashFloor(size)
+	f.network += networkFloor(b, reg, res)
+}
+
+// lowest is the slowest floor's time: no durable fetch can be faster.
+func (f *floors) lowest() time.Duration { return max(f.disk, f.hash, f.network) }
+
+func (f *floors) report(b *testing.B, mb float64) {
+	b.ReportMetric(mb/f.disk.Seconds(), "disk-write+fsync-MB/s")
+	b.ReportMetric(mb/f.writer.Seconds(), "disk-ingest-writer-MB/s")
+	b.ReportMetric(mb/f.hash.Seconds(), "sha256-MB/s")
+	b.ReportMetric(mb/f.network.Seconds(), "network-MB/s")
+}
+
+// tmpfsDir is /dev/shm when it is a tmpfs with room for two images of
+// size bytes; the benchmark is skipped otherwise.
+func tmpfsDir(b *testing.B, size int64) string {
+	b.Helper()
+	var st unix.Statfs_t
+	if err := unix.Statfs("/dev/shm", &st); err != nil || st.Type != unix.TMPFS_MAGIC {
+		b.Skip("/dev/shm is not a tmpfs here: this benchmark needs one for its outputs")
+	}
+	if st.Bavail*uint64(st.Bsize) < uint64(3*size) {
+		b.Skipf("/dev/shm has less than %d MiB free: this benchmark needs room for two outputs", 3*size>>20)
+	}
+	return "/dev/shm"
+}
+
+// hashFloor is how long SHA-256 of size bytes takes here.
+func hashFloor(size int64) time.Duration {
+	buf := make([]byte, 1<<20)
+	rand.NewChaCha8([32]byte{4}).Read(buf)
+	h := sha256.New()
+	start := time.Now()
+	for n := int64(0); n < size; n += int64(len(buf)) {
+		h.Write(buf)
+	}
+	h.Sum(nil)
+	return time.Since(start)
+}
+
+// networkFloor is how long the registry takes to send the blob over
+// loopback into nothing (one GET, as oras and our stream do).
+func networkFloor(b *testing.B, reg *ocitest.Registry, res *oci.Resolved) time.Duration {
+	b.Helper()
+	url := fmt.Sprintf("%s/v2/bench/ours0/blobs/%s", reg.URL, res.Entry.Layer.Digest)
+	start := time.Now()
+	resp, err := http.Get(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	buf := make([]byte, 1<<20)
+	if n, err := io.CopyBuffer(io.Discard, resp.Body, buf); err != nil || n != res.Entry.Layer.Size {
+		b.Fatalf("GET %s: %d bytes, %v", url, n, err)
+	}
+	return time.Since(start)
 }
 
 // fetchPair fetches ref with sysext and pulls it with oras, each into a
@@ -218,50 +341,37 @@ func warmUp(b *testing.B, sysext, oras, ref, file, parent string) {
 	fetchPair(b, 0, sysext, oras, ref, file, parent)
 }
 
-func benchFetchTmpfs(b *testing.B, size int64) {
-	var st unix.Statfs_t
-	if err := unix.Statfs("/dev/shm", &st); err != nil || st.Type != unix.TMPFS_MAGIC {
-		b.Skip("/dev/shm is not a tmpfs here: this benchmark needs one for its outputs")
-	}
-	if st.Bavail*uint64(st.Bsize) < uint64(3*size) {
-		b.Skipf("/dev/shm has less than %d MiB free: this benchmark needs room for two outputs", 3*size>>20)
-	}
-	oras, sysext, reg, img, fi := benchSetup(b, size)
-	mb := float64(fi.Size()) / 1e6
-	ref := reg.Ref("bench/tmpfs:1")
-	if out, err := exec.Command(sysext, "push", "-q", img, ref).CombinedOutput(); err != nil {
-		b.Fatalf("push: %v %s", err, out)
-	}
-	var us, them time.Duration
-	var rss float64
-	warmUp(b, sysext, oras, ref, filepath.Base(img), "/dev/shm")
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		d, dOras, r, _ := fetchPair(b, i, sysext, oras, ref, filepath.Base(img), "/dev/shm")
-		us += d
-		them += dOras
-		rss = max(rss, r)
-	}
-	b.StopTimer()
-	n := float64(b.N)
-	b.ReportMetric(mb*n/us.Seconds(), "sysext-fetch-MB/s")
-	b.ReportMetric(mb*n/them.Seconds(), "oras-pull-MB/s")
-	b.ReportMetric(them.Seconds()/us.Seconds(), "fetch-ratio")
-	b.ReportMetric(rss, "fetch-peak-RSS-MiB")
-}
-
-// diskFloor writes size bytes of random data durably at path, the way
-// Download writes a layer (oci.DurableWrite), and returns how long it took.
-func diskFloor(b *testing.B, path string, size int64) time.Duration {
+// diskFloor writes size bytes of random data durably at path and returns
+// how long it took: with plain writes and one fsync at the end (the disk's
+// own floor), or with our writer as Download uses it (oci.DurableWrite:
+// reserved, written back and flushed as it goes), without the network and
+// the hash.
+func diskFloor(b *testing.B, path string, size int64, ours bool) time.Duration {
 	b.Helper()
 	buf := make([]byte, 1<<20)
 	rand.NewChaCha8([32]byte{2}).Read(buf) // not zeros: a virtual disk may shortcut those
 	syscall.Sync()
 	start := time.Now()
-	if err := oci.DurableWrite(path, buf, size); err != nil {
+	if ours {
+		if err := oci.DurableWrite(path, buf, size); err != nil {
+			b.Fatal(err)
+		}
+		// The file stays (its directory goes at the end): deleting it
+		// here would have the disk discard it while the next fetches run.
+		return time.Since(start)
+	}
+	f, err := os.Create(path)
+	if err != nil {
 		b.Fatal(err)
 	}
-	// The file stays (its directory goes at the end): deleting it here
-	// would have the disk discard it while the next fetches run.
+	defer f.Close()
+	for n := int64(0); n < size; n += int64(len(buf)) {
+		if _, err := f.Write(buf[:min(int64(len(buf)), size-n)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		b.Fatal(err)
+	}
 	return time.Since(start)
 }

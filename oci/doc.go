@@ -8,7 +8,8 @@
 // oras.GraphTarget), Resolve (an index to this host's manifest, from
 // manifests only), then, after the caller verified the manifest's digest
 // and checked its Metadata against the host, Download into a file (fetch)
-// or into the store's ingest, a Writer (pull).
+// or into the store's ingest, a Writer (pull); FetchRanges fetches only
+// some byte ranges of a layer (delta downloads).
 //
 // Invariants:
 //   - Every manifest and index read is size-limited (MaxManifestSize) and
@@ -23,8 +24,19 @@
 //     and (for our format) that the image's extension-release agrees with
 //     the annotations, and only then fsyncs and renames into place; on any
 //     failure nothing is left at or next to the target. Into a Writer it
-//     fetches only from the Writer's Offset on (one Range request) and
-//     leaves committing to the caller; oci never imports the store.
+//     fetches only what the Writer lacks (from its Offset on, or the
+//     missing parts a stopped parallel download left) and leaves
+//     committing to the caller; oci never imports the store.
+//   - A large download from a registry whose single connection is what
+//     limits it (not the disk, not the hash) goes on in parallel Range
+//     requests, ramping 2, 4, 8 connections while each step pays
+//     (parallel.go); bytes are still hashed once, in order.
+//   - FetchRanges sends single-range GETs only (object stores refuse
+//     several ranges in one), at most Concurrency at once, resumes a cut
+//     within its range, follows a blob redirect once and sends later ranges
+//     straight to its target without credentials (back to the registry on
+//     401/403), and says ErrRangeUnsupported when a Range is answered with
+//     the whole blob.
 //   - File names taken from annotations are single path components
 //     (extension.ValidateFileName): untrusted metadata never escapes the directory.
 //   - Loopback registries use plain HTTP. Retrying lives in one place,

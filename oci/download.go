@@ -7,9 +7,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/registry/remote"
 
 	"github.com/sysext/sysext/atomicfile"
 	"github.com/sysext/sysext/extension"
@@ -57,6 +59,13 @@ type DownloadOptions struct {
 	MaxResumes int
 	// Progress, when set, is called as bytes arrive.
 	Progress ProgressFunc
+	// Concurrency bounds the parallel Range requests a large download
+	// from a registry may use when one connection is slower than the link
+	// (default 8; 1: always one connection).
+	Concurrency int
+
+	// progress is the parallel ranges' share of Progress: bytes added.
+	progress func(n int64)
 }
 
 // Downloaded describes the image file Download committed (or, with Into,
@@ -66,9 +75,13 @@ type Downloaded struct {
 	Size    int64
 	Digest  digest.Digest // the layer digest, checked over the bytes written
 	Resumes int           // how often a cut transfer was resumed
-	// Reused is how many bytes Into held already (a resumed ingest): they
-	// were not fetched.
+	// Reused is how many bytes of the image were not fetched: Into held
+	// them already (a resumed ingest) or, for DownloadDelta, they came
+	// from images the node holds.
 	Reused int64
+	// Fetched is how many bytes of the image came from the store (for
+	// DownloadDelta: the ranges, the bytes between merged chunks included).
+	Fetched int64
 	// Info is what the image says about itself (format, extension-release).
 	Info *fsimage.Info
 }
@@ -152,29 +165,116 @@ func downloadFile(ctx context.Context, t content.Fetcher, e *Entry, target strin
 	return res, nil
 }
 
-// download streams the layer into w and checks what w holds.
+// closed is a channel that is closed: nothing to wait for.
+var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// download streams the layer into w and checks what w holds. A Writer that
+// knows its ranges (an ingest) gets, after a stopped parallel download,
+// only the parts it lacks; and a large download may go on in parallel
+// ranges (parallel.go).
 func download(ctx context.Context, t content.Fetcher, e *Entry, w Writer, opts DownloadOptions) (*Downloaded, error) {
 	layer := e.Layer
 	reused := w.Offset()
 	var resumes int
-	var used []*source
 	var err error
+	// Through mirrors, each source is streamed in turn (mirror.go).
 	mt, mirrored := t.(*mirrorTarget)
-	if mirrored {
+	var used []*source
+	rw, ranged := w.(rangeWriter)
+	var missing []ingest.Range
+	if ranged {
+		missing = rw.Missing()
+	}
+	_, registry := t.(*remote.Repository)
+	// One count of the bytes done for Progress, whichever goroutine adds
+	// them: the stream reports where it is, the parallel ranges what they
+	// added.
+	if report := opts.Progress; report != nil {
+		var mu sync.Mutex
+		done, streamAt := reused, reused
+		opts.progress = func(n int64) {
+			mu.Lock()
+			done += n
+			report(done, layer.Size)
+			mu.Unlock()
+		}
+		opts.Progress = func(at, _ int64) {
+			mu.Lock()
+			done += at - streamAt
+			streamAt = at
+			report(done, layer.Size)
+			mu.Unlock()
+		}
+	}
+	switch {
+	case mirrored:
 		resumes, used, err = mt.stream(ctx, layer, w, opts)
-	} else {
-		resumes, err = stream(ctx, t, layer, w, reused, opts)
+	case len(missing) > 1 || len(missing) == 1 && missing[0].End != layer.Size:
+		// A parallel download stopped: what arrived out of order stays.
+		rs := make([]Range, len(missing))
+		reused = layer.Size
+		for i, m := range missing {
+			rs[i] = Range{m.Off, m.End - m.Off}
+			reused -= rs[i].Len
+		}
+		resumes, err = fetchRest(ctx, t, layer, rw, rs, 0, opts, closed)
+	case ranged && registry && opts.Concurrency != 1 && layer.Size-reused >= parallelTuning.minRest:
+		// The stream may hand the rest over to parallel ranges, which
+		// start at once; they hash from when the stream is done.
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		streamDone := make(chan struct{})
+		var rest chan error
+		var restResumes int
+		resumes, err = stream(ctx, t, layer, w, reused, opts, func(end int64, rate float64) {
+			rest = make(chan error, 1)
+			go func() {
+				var err error
+				restResumes, err = fetchRest(ctx, t, layer, rw, []Range{{end, layer.Size - end}}, rate, opts, streamDone)
+				rest <- err
+			}()
+		})
+		close(streamDone)
+		if err != nil {
+			cancel()
+		}
+		if rest != nil {
+			if rerr := <-rest; err == nil {
+				err = rerr
+			}
+			resumes += restResumes
+		}
+	default:
+		resumes, err = stream(ctx, t, layer, w, reused, opts, nil)
 	}
 	if err != nil {
 		return nil, err
 	}
+	var wrong func(digest.Digest) error
+	if mirrored {
+		wrong = func(got digest.Digest) error { return mt.wrongLayer(layer, got, used) }
+	}
+	res, err := checkWritten(ctx, e, w, wrong)
+	if err != nil {
+		return nil, err
+	}
+	res.Resumes, res.Reused, res.Fetched = resumes, reused, layer.Size-reused
+	return res, nil
+}
+
+// checkWritten checks what w holds once every byte is written: the digest
+// of the whole, the content's magic against the media type, and what the
+// image says about itself against the manifest. wrong, when set, makes
+// the error for bytes that do not match the digest (a mirror's).
+func checkWritten(ctx context.Context, e *Entry, w Writer, wrong func(got digest.Digest) error) (*Downloaded, error) {
+	layer := e.Layer
 	got, err := w.Sum(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", layer.Digest, err)
 	}
 	if got != layer.Digest {
-		if mirrored {
-			return nil, mt.wrongLayer(layer, got, used)
+		if wrong != nil {
+			return nil, wrong(got)
 		}
 		return nil, sentinel(ErrDigestMismatch, "layer %s: the bytes received do not match the digest (got %s): the store is corrupt or was tampered with", layer.Digest, got)
 	}
@@ -195,7 +295,7 @@ func download(ctx context.Context, t content.Fetcher, e *Entry, w Writer, opts D
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", layer.Digest, err)
 	}
-	res := &Downloaded{Path: w.Name(), Size: layer.Size, Digest: got, Resumes: resumes, Reused: reused}
+	res := &Downloaded{Path: w.Name(), Size: layer.Size, Digest: got}
 	if info != nil {
 		info.Path = w.Name()
 		info.Digest = layer.Digest.String()

@@ -2,6 +2,8 @@ package oci
 
 import (
 	"os"
+	"testing"
+	"time"
 
 	"github.com/sysext/sysext/ingest"
 )
@@ -34,3 +36,14 @@ func DurableWrite(path string, src []byte, size int64) error {
 }
 
 var _ Writer = (*ingest.Writer)(nil)
+
+// ForceParallelFor is ForceParallel with an undo, for benchmarks.
+func ForceParallelFor(t testing.TB) func() {
+	old := parallelTuning
+	parallelTuning = tuning{force: true, minRest: 1, window: time.Millisecond, ramp: time.Hour, gain: 1.25, minLevel: defaultConcurrency}
+	return func() { parallelTuning = old }
+}
+
+// ForceParallel makes downloads from a registry hand over to parallel
+// ranges at once, with every connection, until the test ends.
+func ForceParallel(t testing.TB) { t.Cleanup(ForceParallelFor(t)) }

@@ -493,7 +493,7 @@ func (m *mirrorTarget) stream(ctx context.Context, layer ocispec.Descriptor, w W
 	var lastErr error
 	for i, s := range srcs {
 		before := w.Offset()
-		resumes, err := stream(ctx, s.repo, layer, w, before, opts)
+		resumes, err := stream(ctx, s.repo, layer, w, before, opts, nil)
 		total += resumes
 		if err == nil || w.Offset() > before {
 			used = append(used, s)

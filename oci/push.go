@@ -47,6 +47,10 @@ type PushOptions struct {
 	// lists, before anything is uploaded; an error stops the push. The
 	// caller checks there what replacing it would lose (its signatures).
 	Replacing func(ctx context.Context, old ocispec.Descriptor, entries []ocispec.Descriptor) error
+	// NoChunkIndex leaves out the chunk index that Push attaches to each
+	// manifest by default (docs/format.md "Chunk index"): nodes then
+	// always download the whole image.
+	NoChunkIndex bool
 }
 
 // PushedManifest is one architecture's manifest Push wrote.
@@ -55,6 +59,9 @@ type PushedManifest struct {
 	Descriptor ocispec.Descriptor // with Platform set (nil for _any)
 	Layer      ocispec.Descriptor
 	Metadata   extension.Metadata
+	// ChunkIndex is the chunk index referrer attached to the manifest
+	// (zero with NoChunkIndex).
+	ChunkIndex ocispec.Descriptor
 }
 
 // PushResult is what Push wrote.
@@ -89,9 +96,11 @@ func Push(ctx context.Context, t oras.Target, ref Reference, files []string, opt
 	}
 	// Read and check every file before uploading anything.
 	infos := make([]*fsimage.Info, len(files))
+	indexes := make([][]byte, len(files))
 	seen := map[string]string{}
 	for i, f := range files {
-		info, err := fsimageOpen(ctx, f)
+		info, index, err := openPushable(ctx, f, !opts.NoChunkIndex)
+		indexes[i] = index
 		if err != nil {
 			return nil, fmt.Errorf("push %s: %w", f, err)
 		}
@@ -129,6 +138,11 @@ func Push(ctx context.Context, t oras.Target, ref Reference, files []string, opt
 		pm, err := pushOne(ctx, t, ref, files[i], info, created, opts)
 		if err != nil {
 			return nil, Explain(ref, err)
+		}
+		if indexes[i] != nil {
+			if pm.ChunkIndex, err = PushChunkIndex(ctx, t, pm.Descriptor, indexes[i], created); err != nil {
+				return nil, Explain(ref, fmt.Errorf("push %s: %w", files[i], err))
+			}
 		}
 		res.Manifests = append(res.Manifests, *pm)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync/atomic"
+	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/content"
@@ -43,8 +44,12 @@ func (c chunk) release(free chan<- []byte) {
 
 // stream copies the blob from start on into w, the writer writing and the
 // hasher hashing each buffer, and returns how often a cut transfer was
-// resumed. The bytes before start are w's already.
-func stream(ctx context.Context, t content.Fetcher, layer ocispec.Descriptor, w Writer, start int64, opts DownloadOptions) (int, error) {
+// resumed. The bytes before start are w's already. When handover is set,
+// it watches the stream, and where one connection is what limits the
+// download it stops a little further on, at a buffer's end, and calls
+// handover with that offset and the stream's rate (from another goroutine,
+// at most once) for parallel ranges to fetch the rest.
+func stream(ctx context.Context, t content.Fetcher, layer ocispec.Descriptor, w Writer, start int64, opts DownloadOptions, handover func(end int64, rate float64)) (int, error) {
 	maxResumes := opts.MaxResumes
 	if maxResumes == 0 {
 		maxResumes = 5
@@ -78,13 +83,25 @@ func stream(ctx context.Context, t content.Fetcher, layer ocispec.Descriptor, w 
 	// is the slowest stage, and it never waits for a write.
 	toHash := make(chan chunk, streamBuffers)
 	toWrite := make(chan chunk, streamBuffers)
-	resumes := 0
+	rd := &reader{ctx: ctx, rc: rc, layer: layer, off: start, maxResumes: maxResumes, policy: RetryPolicyOf(t), free: free, toHash: toHash, toWrite: toWrite}
+	rd.stopAt.Store(layer.Size)
 	readErr := make(chan error, 1)
 	go func() {
 		defer close(toHash)
 		defer close(toWrite)
-		readErr <- readChunks(ctx, rc, layer, start, maxResumes, RetryPolicyOf(t), &resumes, free, toHash, toWrite)
+		readErr <- rd.run()
 	}()
+	watched := make(chan struct{})
+	if handover != nil {
+		go func() {
+			defer close(watched)
+			if end, rate := rd.watch(ctx, parallelTuning); end > 0 {
+				handover(end, rate)
+			}
+		}()
+	} else {
+		close(watched)
+	}
 
 	hashed := make(chan struct{})
 	go func() {
@@ -109,80 +126,112 @@ func stream(ctx context.Context, t content.Fetcher, layer ocispec.Descriptor, w 
 	}
 	<-hashed
 	rerr := <-readErr
+	cancel()
+	<-watched
 	if werr != nil {
-		return resumes, &writeError{name: w.Name(), err: werr}
+		return rd.resumes, &writeError{name: w.Name(), err: werr}
 	}
-	return resumes, rerr
+	return rd.resumes, rerr
 }
 
-// readChunks fills buffers from rc in order from off on, each full
-// (streamBufSize) except the last, and hands each to both stages. It resumes at the
-// current offset with Seek (an HTTP Range request) after a cut, at most
-// maxResumes times, each after the policy's back-off (the first one
-// almost at once). It checks that the blob is exactly layer.Size bytes
-// long.
-func readChunks(ctx context.Context, rc io.ReadCloser, layer ocispec.Descriptor, off int64, maxResumes int, policy *RetryPolicy, resumes *int, free <-chan []byte, toHash, toWrite chan<- chunk) error {
-	resume := func(cause error) error {
-		sk, ok := rc.(io.Seeker)
-		for {
-			if !ok || *resumes >= maxResumes || maxResumes < 0 {
-				if errors.Is(cause, io.EOF) || errors.Is(cause, io.ErrUnexpectedEOF) {
-					return fmt.Errorf("layer %s: the transfer was cut at %d of %d bytes, still short after %d resumes", layer.Digest, off, layer.Size, *resumes)
-				}
-				return fmt.Errorf("layer %s: the transfer failed at %d of %d bytes after %d resumes: %w", layer.Digest, off, layer.Size, *resumes, cause)
+// reader fills buffers from rc in order from off on, each full
+// (streamBufSize) except the last, and hands each to both stages. It
+// resumes at the current offset with Seek (an HTTP Range request) after a
+// cut, at most maxResumes times, each after the policy's back-off (the
+// first one almost at once). It checks that the blob is exactly
+// layer.Size bytes long, unless it is told to stop earlier (stopAt).
+type reader struct {
+	ctx             context.Context
+	rc              io.ReadCloser
+	layer           ocispec.Descriptor
+	off             int64
+	maxResumes      int
+	policy          *RetryPolicy // the wait before each resume
+	resumes         int
+	free            <-chan []byte
+	toHash, toWrite chan<- chunk
+
+	stopAt  atomic.Int64 // where to stop; lowered by watch
+	pos     atomic.Int64 // where the buffer being filled starts
+	waiting atomic.Int64 // nanoseconds spent waiting for a free buffer
+}
+
+func (rd *reader) resume(cause error) error {
+	sk, ok := rd.rc.(io.Seeker)
+	layer := rd.layer
+	for {
+		if !ok || rd.resumes >= rd.maxResumes || rd.maxResumes < 0 {
+			if errors.Is(cause, io.EOF) || errors.Is(cause, io.ErrUnexpectedEOF) {
+				return fmt.Errorf("layer %s: the transfer was cut at %d of %d bytes, still short after %d resumes", layer.Digest, rd.off, layer.Size, rd.resumes)
 			}
-			if err := policy.Wait(ctx, policy.Backoff(*resumes)); err != nil {
-				return err
-			}
-			*resumes++
-			// Seeking to where the reader already is does nothing, so go
-			// to the end first (which drops the dead connection) and back:
-			// the second seek sends "Range: bytes=off-".
-			_, _ = sk.Seek(layer.Size, io.SeekStart)
-			_, err := sk.Seek(off, io.SeekStart)
-			if err == nil {
-				return nil
-			}
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			cause = err
+			return fmt.Errorf("layer %s: the transfer failed at %d of %d bytes after %d resumes: %w", layer.Digest, rd.off, layer.Size, rd.resumes, cause)
 		}
+		if err := rd.policy.Wait(rd.ctx, rd.policy.Backoff(rd.resumes)); err != nil {
+			return err
+		}
+		rd.resumes++
+		// Seeking to where the reader already is does nothing, so go
+		// to the end first (which drops the dead connection) and back:
+		// the second seek sends "Range: bytes=off-".
+		_, _ = sk.Seek(layer.Size, io.SeekStart)
+		_, err := sk.Seek(rd.off, io.SeekStart)
+		if err == nil {
+			return nil
+		}
+		if rd.ctx.Err() != nil {
+			return rd.ctx.Err()
+		}
+		cause = err
 	}
-	for off < layer.Size {
+}
+
+func (rd *reader) run() error {
+	ctx, layer := rd.ctx, rd.layer
+	rd.pos.Store(rd.off)
+	for rd.off < rd.stopAt.Load() {
 		var buf []byte
 		select {
-		case buf = <-free:
-		case <-ctx.Done():
-			return ctx.Err()
+		case buf = <-rd.free:
+		default:
+			t0 := time.Now()
+			select {
+			case buf = <-rd.free:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			rd.waiting.Add(int64(time.Since(t0)))
 		}
-		want := int(min(int64(streamBufSize), layer.Size-off))
+		want := int(min(int64(streamBufSize), rd.stopAt.Load()-rd.off))
 		n := 0
 		for n < want {
-			m, err := rc.Read(buf[n:want])
+			m, err := rd.rc.Read(buf[n:want])
 			n += m
-			off += int64(m)
+			rd.off += int64(m)
 			if err == nil || (err == io.EOF && n == want) {
 				continue
 			}
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if err := resume(err); err != nil {
+			if err := rd.resume(err); err != nil {
 				return err
 			}
 		}
-		c := chunk{buf: buf, n: n, off: off - int64(n), refs: new(atomic.Int32)}
+		c := chunk{buf: buf, n: n, off: rd.off - int64(n), refs: new(atomic.Int32)}
 		c.refs.Store(2)
+		rd.pos.Store(rd.off)
 		// Both stages always take the chunk (their channels hold every
 		// buffer), so a buffer is never lost on cancellation.
-		toHash <- c
-		toWrite <- c
+		rd.toHash <- c
+		rd.toWrite <- c
+	}
+	if rd.off < layer.Size {
+		return nil // handed over: the rest comes in parallel ranges
 	}
 	// The blob must end here: one more byte is a size mismatch.
 	var one [1]byte
 	for {
-		m, err := rc.Read(one[:])
+		m, err := rd.rc.Read(one[:])
 		if m > 0 {
 			return sizeMismatch(layer)
 		}
@@ -190,6 +239,10 @@ func readChunks(ctx context.Context, rc io.ReadCloser, layer ocispec.Descriptor,
 			return nil // EOF, or a cut after the last byte: we have it all
 		}
 	}
+}
+
+func sizeMismatch(layer ocispec.Descriptor) error {
+	return &SizeMismatchError{Digest: layer.Digest, Size: layer.Size}
 }
 
 // writeError is a failed write of the local copy: not the source's fault,
@@ -201,7 +254,3 @@ type writeError struct {
 
 func (e *writeError) Error() string { return fmt.Sprintf("write %s: %v", e.name, e.err) }
 func (e *writeError) Unwrap() error { return e.err }
-
-func sizeMismatch(layer ocispec.Descriptor) error {
-	return &SizeMismatchError{Digest: layer.Digest, Size: layer.Size}
-}

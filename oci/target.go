@@ -152,12 +152,13 @@ func openLayout(ctx context.Context, ref Reference, opts Options) (Target, error
 	if err != nil {
 		return nil, fmt.Errorf("%s: open OCI layout: %w", ref, err)
 	}
-	return &layoutTarget{Store: s}, nil
+	return &layoutTarget{Store: s, root: ref.Layout}, nil
 }
 
 // layoutTarget adds referrer listing to oras-go's OCI layout store.
 type layoutTarget struct {
 	*oci.Store
+	root string // the layout directory (FetchRanges reads its blob files)
 }
 
 // Referrers lists the manifests in the layout whose subject is desc,

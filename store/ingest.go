@@ -94,6 +94,23 @@ func (in *Ingest) Missing() []ingest.Range {
 	return in.w.Missing()
 }
 
+// Hashed is where the in-order hash stands.
+func (in *Ingest) Hashed() int64 {
+	if in.w == nil {
+		return in.want.Size
+	}
+	return in.w.Hashed()
+}
+
+// HashTo hashes from the file the bytes written out of order, up to end,
+// once the bytes before them are hashed (see ingest.Writer.HashTo).
+func (in *Ingest) HashTo(ctx context.Context, end int64) error {
+	if in.w == nil {
+		return nil
+	}
+	return in.w.HashTo(ctx, end)
+}
+
 // Sum ends the writing and returns the digest of the whole image.
 func (in *Ingest) Sum(ctx context.Context) (digest.Digest, error) {
 	if in.w == nil {

@@ -296,6 +296,9 @@ func (s *Store) removeFiles(name string, e *Entry) error {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
+	if err := s.removeStaleChunkIndexes(name); err != nil {
+		return err
+	}
 	// Only an empty directory goes; temp files went at Open.
 	if err := os.Remove(s.path(s.nameDir(name))); err == nil {
 		_ = atomicfile.SyncDir(s.path(s.opts.StoreDir))
@@ -359,10 +362,8 @@ func (s *Store) GC(keep int) ([]string, error) {
 		if err != nil {
 			return removed, fmt.Errorf("gc: %w", err)
 		}
-		left := 0
 		for _, f := range files {
 			if !f.Type().IsRegular() || !strings.HasSuffix(f.Name(), extension.ImageSuffix) || strings.HasPrefix(f.Name(), ".") || used[s.linkTarget(d.Name(), f.Name())] || used[unknownUse] {
-				left++
 				continue
 			}
 			p := filepath.Join(root, d.Name(), f.Name())
@@ -372,9 +373,11 @@ func (s *Store) GC(keep int) ([]string, error) {
 			s.hook("gc-deleted")
 			removed = append(removed, p)
 		}
-		if left == 0 {
-			_ = os.Remove(filepath.Join(root, d.Name()))
+		if err := s.removeStaleChunkIndexes(d.Name()); err != nil {
+			return removed, fmt.Errorf("gc: %w", err)
 		}
+		// Only an empty directory goes (a chunk index went with its image).
+		_ = os.Remove(filepath.Join(root, d.Name()))
 	}
 	if len(removed) > 0 {
 		_ = atomicfile.SyncDir(root)

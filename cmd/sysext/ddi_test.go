@@ -78,6 +78,14 @@ func TestDDICommands(t *testing.T) {
 	if !strings.Contains(out, "hash tree:      DOES NOT MATCH") {
 		t.Errorf("inspect of a tampered image:\n%s", out)
 	}
+	// Push refuses it, with the chunk index (the default, which reads the
+	// data for the index) and without.
+	for _, extra := range [][]string{nil, {"--no-chunk-index"}} {
+		args := append([]string{"push", bad, "oci:" + filepath.Join(t.TempDir(), "layout") + ":bad", "-q"}, extra...)
+		if _, errs, code := runCLI(t, args...); code == exitOK || !strings.Contains(errs, "root hash") {
+			t.Errorf("push %v of a tampered image: exit %d, %s", extra, code, errs)
+		}
+	}
 
 	for _, tc := range []struct {
 		args []string

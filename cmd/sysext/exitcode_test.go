@@ -66,6 +66,10 @@ var badInputs = map[string]struct {
 		flag: []string{"completion", "zsh", "--no-descriptions=perhaps"}, flagWant: "--no-descriptions",
 		ref: []string{"completion", "zsh", "extra"}, refWant: "extra",
 	},
+	"chunk-index": {
+		flag: []string{"chunk-index", "localhost:5000/x:1", "--insecure=perhaps"}, flagWant: "--insecure",
+		ref: []string{"chunk-index", "http://localhost:5000/x:1"}, refWant: "drop the scheme",
+	},
 	"copy": {
 		flag: []string{"copy", "ghcr.io/a/b:1", "oci:{{ROOT}}/out:1", "--skip-referrers=perhaps"}, flagWant: "--skip-referrers",
 		ref: []string{"copy", "http://localhost:5000/x:1", "oci:{{ROOT}}/out:1"}, refWant: "drop the scheme",

@@ -33,6 +33,8 @@ type nodeFlags struct {
 	// AllowDowngrade (pull, update, sync) accepts a version older than the
 	// active one.
 	AllowDowngrade bool
+	// NoDelta (pull, update, sync) downloads whole images.
+	NoDelta bool
 }
 
 func (f *nodeFlags) addFlags(c *cobra.Command, refresh, trust bool) {
@@ -53,6 +55,7 @@ func (f *nodeFlags) addFlags(c *cobra.Command, refresh, trust bool) {
 		c.Flags().BoolVar(&f.AllowUnsigned, "insecure-allow-unsigned", false, "accept images without a valid signature (prints a warning)")
 		c.Flags().BoolVar(&f.PreflightStrict, "strict", false, "refuse when the preflight warns (/usr already stacked on overlays, an old systemd)")
 		c.Flags().BoolVar(&f.AllowDowngrade, "allow-downgrade", false, "accept a version older (in systemd's version order) than the active one; without it a tag that moved back is refused ('sysext rollback' goes back)")
+		c.Flags().BoolVar(&f.NoDelta, "no-delta", false, "download whole images: no delta download from the images the store holds (docs/format.md, \"Chunk index\")")
 	}
 }
 
@@ -123,6 +126,7 @@ func (f nodeFlags) node(c *cobra.Command, copyMode bool) (*node.Node, error) {
 		Verifier:       node.PolicyVerifier{Trust: f.trust()},
 		NoRefresh:      f.NoRefresh,
 		AllowDowngrade: f.AllowDowngrade,
+		NoDelta:        f.NoDelta,
 		// Before anything is downloaded: can this system merge the image?
 		Preflighter: &node.ActivatePreflight{Strict: f.PreflightStrict, Log: log},
 		Log:         log,
@@ -248,6 +252,9 @@ func printResult(w io.Writer, r node.Result) {
 	}
 	if r.Digest != "" {
 		line += " (" + extension.ShortDigest(r.Digest) + ")"
+	}
+	if r.Reused > 0 {
+		line += fmt.Sprintf(", %s downloaded, %s reused", humanSize(r.Downloaded), humanSize(r.Reused))
 	}
 	switch {
 	case r.Unsigned:

@@ -25,8 +25,10 @@ func newPullCommand() *cobra.Command {
 		Long: `Resolve REF (host/repo:tag, ...@sha256:..., oci:DIR[:tag]), pick the build
 for this architecture, verify its signature against the trust policy, check
 from the manifest alone that it merges on this OS (the os-release of --root),
-download it into the store (/var/lib/sysext/store/NAME/), check the image's
-own metadata, switch the activation link /var/lib/extensions/NAME.raw, and
+download it into the store (/var/lib/sysext/store/NAME/) (when the store
+holds images, only the parts of the new one it cannot find in them: a delta
+download, off with --no-delta; any failure of it downloads the whole image),
+check the image's own metadata, switch the activation link /var/lib/extensions/NAME.raw, and
 refresh systemd-sysext (not with --root or --no-refresh). Pulling what is
 already active changes nothing. An extension of that name that sysext did not
 install is never touched.

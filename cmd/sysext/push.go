@@ -17,10 +17,11 @@ func init() { register(newPushCommand) }
 type pushOptions struct {
 	registryFlags
 	outputFlags
-	Append      bool
-	Annotations []string
-	Source      string
-	pushSigning // --sign --key (sign.go)
+	Append       bool
+	Annotations  []string
+	Source       string
+	NoChunkIndex bool
+	pushSigning  // --sign --key (sign.go)
 }
 
 func newPushCommand() *cobra.Command {
@@ -38,6 +39,10 @@ already at the tag that these files do not replace, so per-architecture CI
 jobs can publish to one tag; when the index there is signed, --append
 refuses unless the new one is signed with the same key (--sign --key) or
 --allow-unsigned says to replace it anyway. Prints the pushed index digest.
+Each manifest gets a chunk index attached (an OCI 1.1 referrer), from
+which nodes holding an older version download only what changed; the tag,
+index, manifests and layers are what they would be without it, so every
+other consumer pulls the same image (--no-chunk-index leaves it out).
 The format is described in docs/format.md. With --sign --key cosign.key
 each pushed manifest and the index are signed as cosign signs
 (docs/signatures.md); the key is opened before anything is uploaded.`,
@@ -51,6 +56,7 @@ each pushed manifest and the index are signed as cosign signs
 	c.Flags().BoolVar(&opts.Append, "append", false, "add or replace these architectures in the index already at REF")
 	c.Flags().StringArrayVar(&opts.Annotations, "annotation", nil, "add `key=value` to every manifest and the index (repeatable)")
 	c.Flags().StringVar(&opts.Source, "source", "", "set org.opencontainers.image.source to `URL`")
+	c.Flags().BoolVar(&opts.NoChunkIndex, "no-chunk-index", false, "attach no chunk index: nodes then always download whole images")
 	opts.pushSigning.addFlags(c)
 	return c
 }
@@ -83,7 +89,7 @@ func runPush(ctx context.Context, c *cobra.Command, opts pushOptions, args []str
 	}
 	p := newProgress(c, opts.outputFlags)
 	res, err := publish.Push(ctx, t, ref, files, publish.Options{
-		Push:          oci.PushOptions{Append: opts.Append, Annotations: ann, Source: opts.Source, Progress: p.update},
+		Push:          oci.PushOptions{Append: opts.Append, Annotations: ann, Source: opts.Source, Progress: p.update, NoChunkIndex: opts.NoChunkIndex},
 		Signer:        signer,
 		KeyPath:       opts.Key,
 		AllowUnsigned: opts.AllowUnsigned,
@@ -106,6 +112,9 @@ func runPush(ctx context.Context, c *cobra.Command, opts pushOptions, args []str
 			Digest   string `json:"digest"`
 			Layer    string `json:"layer"`
 			Size     int64  `json:"size"`
+			// ChunkIndex is the chunk index referrer attached ("" with
+			// --no-chunk-index).
+			ChunkIndex string `json:"chunk_index,omitempty"`
 		}
 		j := struct {
 			Reference string         `json:"reference"`
@@ -115,7 +124,7 @@ func runPush(ctx context.Context, c *cobra.Command, opts pushOptions, args []str
 			Signed    []string       `json:"signed,omitempty"`
 		}{Reference: ref.String(), Digest: res.Index.Digest.String(), Manifests: []manifestJSON{}, Kept: []string{}, Signed: signed}
 		for _, m := range res.Manifests {
-			j.Manifests = append(j.Manifests, manifestJSON{m.File, oci.PlatformString(m.Descriptor.Platform), m.Descriptor.Digest.String(), m.Layer.Digest.String(), m.Layer.Size})
+			j.Manifests = append(j.Manifests, manifestJSON{m.File, oci.PlatformString(m.Descriptor.Platform), m.Descriptor.Digest.String(), m.Layer.Digest.String(), m.Layer.Size, string(m.ChunkIndex.Digest)})
 		}
 		for _, k := range res.Kept {
 			j.Kept = append(j.Kept, oci.PlatformString(k.Platform))

@@ -2,101 +2,34 @@ package deltabench
 
 import (
 	"crypto/sha256"
-	"encoding/binary"
-	"fmt"
-	"math/bits"
 	"runtime"
 	"sync"
+
+	"github.com/sysext/sysext/delta"
 )
 
 // Chunk is one piece of an image: where it is and what it holds.
-type Chunk struct {
-	Off int64
-	Len int64
-	Sum [sha256.Size]byte
-}
+type Chunk = delta.Chunk
 
-// CDC is a FastCDC content-defined chunker (Xia et al., 2016): a gear
-// rolling hash, cut points skipped below Min, a stricter mask before Avg
-// and a looser one after it (normalized chunking, level 2), a forced cut
-// at Max. The gear table and the masks are part of the format: a node and
-// a publisher must cut the same bytes at the same places.
-type CDC struct {
-	Min, Avg, Max int
-	maskS, maskL  uint64
-}
+// CDC is the product's content-defined chunker (package delta) at another
+// average size, for measuring how the chunk size matters.
+type CDC struct{ delta.Chunker }
 
 // NewCDC returns the chunker for an average chunk size avg (a power of
-// two), with Min = avg/4 and Max = 4*avg as casync and desync use.
+// two), with min avg/4 and max 4·avg as the product's (delta.Default is
+// NewCDC(64 KiB)).
 func NewCDC(avg int) (CDC, error) {
-	if avg < 256 || avg&(avg-1) != 0 {
-		return CDC{}, fmt.Errorf("average chunk size %d: use a power of two of at least 256", avg)
-	}
-	b := bits.TrailingZeros(uint(avg))
-	// The gear hash shifts left, so its high bits depend on the last 64
-	// bytes and its low bits on only the last few: the masks take high bits.
-	return CDC{
-		Min: avg / 4, Avg: avg, Max: avg * 4,
-		maskS: ^uint64(0) << (64 - (b + 2)),
-		maskL: ^uint64(0) << (64 - (b - 2)),
-	}, nil
-}
-
-// gear is the hash's byte table: SHA-256 of "sysext-gear" and the byte
-// value, first 8 bytes, so that anyone can rebuild it.
-var gear = func() (t [256]uint64) {
-	for i := range t {
-		s := sha256.Sum256([]byte{'s', 'y', 's', 'e', 'x', 't', '-', 'g', 'e', 'a', 'r', byte(i)})
-		t[i] = binary.LittleEndian.Uint64(s[:8])
-	}
-	return t
-}()
-
-// Cut returns the length of the first chunk of data (all of it when data
-// is shorter than the cut could need).
-func (c CDC) Cut(data []byte) int {
-	n := len(data)
-	if n <= c.Min {
-		return n
-	}
-	if n > c.Max {
-		n = c.Max
-	}
-	normal := c.Avg
-	if normal > n {
-		normal = n
-	}
-	var fp uint64
-	i := c.Min
-	for ; i < normal; i++ {
-		fp = fp<<1 + gear[data[i]]
-		if fp&c.maskS == 0 {
-			return i + 1
-		}
-	}
-	for ; i < n; i++ {
-		fp = fp<<1 + gear[data[i]]
-		if fp&c.maskL == 0 {
-			return i + 1
-		}
-	}
-	return n
+	c, err := delta.NewChunker(avg/4, avg, avg*4)
+	return CDC{c}, err
 }
 
 // Boundaries returns the chunk lengths of data, in order.
-func (c CDC) Boundaries(data []byte) []int64 {
-	var out []int64
-	for off := 0; off < len(data); {
-		n := c.Cut(data[off:])
-		out = append(out, int64(n))
-		off += n
-	}
-	return out
-}
+func (c CDC) Boundaries(data []byte) []int64 { return c.Lengths(data) }
 
-// Chunks cuts data with c and hashes each chunk.
+// Chunks cuts data with c and hashes each chunk (on every core: the
+// measurement cuts dozens of images).
 func (c CDC) Chunks(data []byte) []Chunk {
-	return hashChunks(data, c.Boundaries(data))
+	return hashChunks(data, c.Lengths(data))
 }
 
 // FixedChunks cuts data into size-byte blocks at multiples of size (the

@@ -5,15 +5,16 @@
 // unchanged units, built as versions of one extension in squashfs and
 // EROFS.
 //
-// It holds the workload builder (Workload, BuildTree), a content-defined
-// chunker (FastCDC with a gear hash), fixed-block and rsync-style matching,
+// It holds the workload builder (Workload, BuildTree), the product's
+// content-defined chunker (package delta) at other average sizes,
+// fixed-block and rsync-style matching,
 // the arithmetic that turns missing chunks into coalesced HTTP Range
 // requests, and a link model that turns bytes and round trips into an
 // update's wall time. The heavy measurement (programs built, images made,
 // zstd run) is Measure, run by `go run ./internal/deltabench/deltameasure
 // -work DIR`; the package's tests are fast.
 //
-// Nothing here is used by the product yet: the delta implementation is
-// meant to reuse the workload builder for its benchmark and the chunker's
-// parameters chosen from these numbers.
+// The product's delta downloads (package delta, node) chose their chunker
+// parameters from these numbers; their benchmark reuses the workload
+// builder.
 package deltabench

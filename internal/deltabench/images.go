@@ -107,7 +107,8 @@ func toolArgs(v Variant, r Release, dir, out string) (string, []string) {
 			if level != "" {
 				z += "," + level
 			}
-			args = append(args, z)
+			// A -C in Extra comes later and wins.
+			args = append(args, z, "-C"+strconv.Itoa(builder.EROFSPcluster))
 		}
 		args = append(append(args, "--quiet"), v.Extra...)
 		return "mkfs.erofs", append(args, out, dir)

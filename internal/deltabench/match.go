@@ -80,7 +80,7 @@ func RollingMissing(newData []byte, size int, olds ...[]byte) []Range {
 			continue
 		}
 		seen[b.Sum] = struct{}{}
-		out = append(out, Range{b.Off, b.Len})
+		out = append(out, Range{Off: b.Off, Len: b.Len})
 	}
 	return out
 }

@@ -7,10 +7,12 @@ import (
 	"slices"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/sysext/sysext/delta"
 )
 
 // Range is a byte range of the new image that a node must download.
-type Range struct{ Off, Len int64 }
+type Range = delta.Range
 
 // Set is the chunk digests a node holds locally.
 type Set map[[sha256.Size]byte]struct{}
@@ -36,7 +38,7 @@ func Missing(newChunks []Chunk, have Set) []Range {
 			continue
 		}
 		seen[c.Sum] = struct{}{}
-		out = append(out, Range{c.Off, c.Len})
+		out = append(out, Range{Off: c.Off, Len: c.Len})
 	}
 	return out
 }

@@ -25,13 +25,13 @@ var Variants = []Variant{
 	{Label: "squashfs zstd -b 1M", Format: builder.Squashfs, Extra: []string{"-b", "1M"}},
 	{Label: "squashfs zstd -b 32K", Format: builder.Squashfs, Extra: []string{"-b", "32K"}},
 	{Label: "squashfs zstd -b 32K -no-fragments", Format: builder.Squashfs, Extra: []string{"-b", "32K", "-no-fragments"}},
-	{Label: "erofs lz4hc (default)", Format: builder.EROFS},
-	{Label: "erofs lz4hc -C4096 (direct)", Format: builder.EROFS, Extra: []string{"-C4096"}, SameAs: "erofs lz4hc (default)"},
+	{Label: "erofs lz4hc -C65536 (default)", Format: builder.EROFS},
+	{Label: "erofs lz4hc -C65536 (direct)", Format: builder.EROFS, Extra: []string{"-C65536"}, SameAs: "erofs lz4hc -C65536 (default)"},
+	{Label: "erofs lz4hc -C4096 (the default before)", Format: builder.EROFS, Extra: []string{"-C4096"}},
 	{Label: "erofs lz4hc:12", Format: builder.EROFS, Compression: "lz4hc:12"},
 	{Label: "erofs lz4", Format: builder.EROFS, Compression: "lz4"},
 	{Label: "erofs none", Format: builder.EROFS, Compression: "none"},
 	{Label: "erofs none --chunksize=4096", Format: builder.EROFS, Compression: "none", Extra: []string{"--chunksize=4096"}},
-	{Label: "erofs lz4hc -C65536", Format: builder.EROFS, Extra: []string{"-C65536"}},
 	{Label: "erofs lz4hc -Eztailpacking", Format: builder.EROFS, Extra: []string{"-Eztailpacking"}},
 }
 

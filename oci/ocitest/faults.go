@@ -30,16 +30,19 @@ func Manifests(r *http.Request) bool {
 // Any matches every request.
 func Any(*http.Request) bool { return true }
 
-// Faulty wraps h so that each fault sees every request first.
+// Faulty wraps h so that each fault sees every request first, in order:
+// a fault's next is the faults after it, then h (so a Served put first
+// counts what the later faults send).
 func Faulty(h http.Handler, faults ...Fault) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		for _, f := range faults {
-			if f(w, r, h) {
-				return
+	for i := len(faults) - 1; i >= 0; i-- {
+		f, next := faults[i], h
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !f(w, r, next) {
+				next.ServeHTTP(w, r)
 			}
-		}
-		h.ServeHTTP(w, r)
-	})
+		})
+	}
+	return h
 }
 
 // Counter counts how often a fault fired.
@@ -230,3 +233,32 @@ func first(c []*Counter) *Counter {
 
 // Inc counts one (for faults written in tests).
 func (c *Counter) Inc() { c.n.Add(1) }
+
+// CorruptRanged flips the first byte of the body of the first times
+// ranged blob GETs (times < 0: all), keeping the length: a wrong digest
+// that only parallel or resumed downloads see.
+func CorruptRanged(times int, fired ...*Counter) Fault {
+	o := &once{left: times, fired: first(fired)}
+	return func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+		if !Blobs(r) || r.Header.Get("Range") == "" || !o.take() {
+			return false
+		}
+		next.ServeHTTP(&flipWriter{ResponseWriter: w}, r)
+		return true
+	}
+}
+
+type flipWriter struct {
+	http.ResponseWriter
+	done bool
+}
+
+func (f *flipWriter) Write(p []byte) (int, error) {
+	if !f.done && len(p) > 0 {
+		q := append([]byte(nil), p...)
+		q[0] ^= 0xff
+		f.done = true
+		return f.ResponseWriter.Write(q)
+	}
+	return f.ResponseWriter.Write(p)
+}

@@ -6,12 +6,15 @@ import (
 	"sync/atomic"
 )
 
-// Served counts what the registry sent for blob GETs: bytes of body and
-// requests, and the Range headers asked for. Put its Fault first, so it
-// sees what the client is sent (after any other fault).
+// Served counts what the registry sent for blob GETs: bytes of body,
+// requests (and how many at once), and the Range headers asked for. Put
+// its Fault first, so it sees what the client is sent (after any other
+// fault).
 type Served struct {
 	bytes    atomic.Int64
 	requests atomic.Int64
+	inFlight atomic.Int64
+	maxIn    atomic.Int64
 	mu       sync.Mutex
 	ranges   []string
 }
@@ -23,6 +26,10 @@ func (s *Served) Fault() Fault {
 			return false
 		}
 		s.requests.Add(1)
+		n := s.inFlight.Add(1)
+		defer s.inFlight.Add(-1)
+		for m := s.maxIn.Load(); n > m && !s.maxIn.CompareAndSwap(m, n); m = s.maxIn.Load() {
+		}
 		if rg := r.Header.Get("Range"); rg != "" {
 			s.mu.Lock()
 			s.ranges = append(s.ranges, rg)
@@ -39,6 +46,9 @@ func (s *Served) Bytes() int64 { return s.bytes.Load() }
 // Requests is how many blob GETs were answered.
 func (s *Served) Requests() int64 { return s.requests.Load() }
 
+// MaxInFlight is the most blob GETs answered at once.
+func (s *Served) MaxInFlight() int64 { return s.maxIn.Load() }
+
 // Ranges lists the Range headers of the blob GETs, in order.
 func (s *Served) Ranges() []string {
 	s.mu.Lock()
@@ -50,6 +60,7 @@ func (s *Served) Ranges() []string {
 func (s *Served) Reset() {
 	s.bytes.Store(0)
 	s.requests.Store(0)
+	s.maxIn.Store(0)
 	s.mu.Lock()
 	s.ranges = nil
 	s.mu.Unlock()

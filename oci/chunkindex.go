@@ -1,0 +1,283 @@
+package oci
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"time"
+
+	specs "github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/errdef"
+
+	"github.com/sysext/sysext/delta"
+	"github.com/sysext/sysext/internal/ctxio"
+	"github.com/sysext/sysext/internal/mediatype"
+)
+
+// The chunk index travels as an OCI 1.1 referrer of each per-architecture
+// manifest (docs/format.md "Chunk index"): a manifest of this
+// artifactType, the empty config, one layer of this media type (the
+// index, package delta's format) and the image manifest as its subject.
+// Registries without the referrers API list it under the sha256-<hex>
+// fallback tag, as they list signatures. The tag, index, manifests and
+// layer stay what they are, so every other consumer pulls the same image.
+const (
+	ArtifactTypeChunkIndex = "application/vnd.sysext.chunk-index.v1"
+	MediaTypeChunkIndex    = "application/vnd.sysext.chunk-index.v1"
+)
+
+// ErrNoChunkIndex says no usable chunk index is attached to a manifest.
+var ErrNoChunkIndex = errors.New("no chunk index is published for this image")
+
+// maxChunkIndexCandidates bounds the chunk index referrers a node reads
+// for one manifest (a re-published index adds one).
+const maxChunkIndexCandidates = 4
+
+// ChunkIndexFile cuts the image file at path into chunks and returns its
+// chunk index, and encoded: the file is chunked and hashed (each chunk and
+// the whole, so ix.Digest is the file's digest) in one pass of reading.
+func ChunkIndexFile(ctx context.Context, path string) (*delta.Index, []byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	ix, err := delta.BuildAt(ctxReaderAt{ctx, f}, fi.Size(), delta.Default)
+	if err != nil {
+		return nil, nil, fmt.Errorf("chunk index of %s: %w", path, err)
+	}
+	b, err := ix.MarshalBinary()
+	if err != nil {
+		return nil, nil, fmt.Errorf("chunk index of %s: %w", path, err)
+	}
+	return ix, b, nil
+}
+
+// ctxReaderAt fails reads once ctx is done.
+type ctxReaderAt struct {
+	ctx context.Context
+	ra  io.ReaderAt
+}
+
+func (c ctxReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.ra.ReadAt(p, off)
+}
+
+// PushChunkIndex attaches the encoded chunk index to subject (a
+// per-architecture manifest) in t and returns the referrer's descriptor.
+// created is its org.opencontainers.image.created (the image's, so that
+// pushing the same files again gives the same digests).
+func PushChunkIndex(ctx context.Context, t oras.Target, subject ocispec.Descriptor, index []byte, created string) (ocispec.Descriptor, error) {
+	blob := descriptorFor(MediaTypeChunkIndex, index)
+	if err := pushIfMissing(ctx, t, blob, index); err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("chunk index of %s: %w", subject.Digest, err)
+	}
+	if err := pushIfMissing(ctx, t, ocispec.DescriptorEmptyJSON, ocispec.DescriptorEmptyJSON.Data); err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("chunk index of %s: empty config: %w", subject.Digest, err)
+	}
+	cfg := ocispec.DescriptorEmptyJSON
+	cfg.Data = nil
+	sub := ocispec.Descriptor{MediaType: subject.MediaType, Digest: subject.Digest, Size: subject.Size}
+	m := ocispec.Manifest{
+		Versioned:    specs.Versioned{SchemaVersion: 2},
+		MediaType:    ocispec.MediaTypeImageManifest,
+		ArtifactType: ArtifactTypeChunkIndex,
+		Config:       cfg,
+		Layers:       []ocispec.Descriptor{blob},
+		Subject:      &sub,
+		Annotations:  map[string]string{AnnotationCreated: created},
+	}
+	body, err := json.Marshal(m)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	desc := descriptorFor(ocispec.MediaTypeImageManifest, body)
+	// Pushed even when present: a registry without the referrers API lists
+	// it in the subject's fallback tag only on a push.
+	if err := t.Push(ctx, desc, bytes.NewReader(body)); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
+		return ocispec.Descriptor{}, fmt.Errorf("chunk index of %s: manifest: %w", subject.Digest, err)
+	}
+	desc.ArtifactType = ArtifactTypeChunkIndex
+	desc.Annotations = m.Annotations
+	return desc, nil
+}
+
+// FindChunkIndex finds the chunk index attached to e's manifest in t and
+// checks it before it is believed: the referrer manifest names the
+// manifest as its subject and has one index layer of at most
+// delta.MaxIndexSize bytes, the blob matches its digest, parses (package
+// delta's checks) and is for e's layer (size and digest). It returns the
+// index and how many bytes were read for it. ErrNoChunkIndex when none is
+// attached.
+func FindChunkIndex(ctx context.Context, t Target, e *Entry) (*delta.Index, int64, error) {
+	var refs []ocispec.Descriptor
+	err := t.Referrers(ctx, e.Descriptor, ArtifactTypeChunkIndex, func(rs []ocispec.Descriptor) error {
+		for _, r := range rs {
+			// Stores that cannot filter by type list everything.
+			if r.ArtifactType == ArtifactTypeChunkIndex && mediatype.IsManifest(r.MediaType) {
+				refs = append(refs, r)
+			}
+		}
+		if len(refs) > 16*maxChunkIndexCandidates {
+			return errors.New("too many referrers")
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errdef.ErrNotFound) && !errors.Is(err, errdef.ErrUnsupported) {
+		return nil, 0, fmt.Errorf("chunk index of %s: list referrers: %w", e.Descriptor.Digest, err)
+	}
+	if len(refs) == 0 {
+		return nil, 0, fmt.Errorf("%s: %w", e.Descriptor.Digest, ErrNoChunkIndex)
+	}
+	// The newest first: a publisher who re-publishes wants that one used.
+	sort.SliceStable(refs, func(i, j int) bool {
+		return refs[i].Annotations[AnnotationCreated] > refs[j].Annotations[AnnotationCreated]
+	})
+	var read int64
+	var errs []error
+	for i, r := range refs {
+		if i == maxChunkIndexCandidates {
+			break
+		}
+		ix, n, err := readChunkIndex(ctx, t, e, r)
+		read += n
+		if err == nil {
+			return ix, read, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, read, fmt.Errorf("chunk index of %s: %w", e.Descriptor.Digest, errors.Join(errs...))
+}
+
+// readChunkIndex reads and checks one chunk index referrer.
+func readChunkIndex(ctx context.Context, t Target, e *Entry, r ocispec.Descriptor) (*delta.Index, int64, error) {
+	body, err := FetchManifest(ctx, t, r)
+	if err != nil {
+		return nil, 0, err
+	}
+	read := int64(len(body))
+	var m ocispec.Manifest
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, read, fmt.Errorf("referrer %s: %w: %v", r.Digest, delta.ErrInvalid, err)
+	}
+	switch {
+	case m.ArtifactType != ArtifactTypeChunkIndex:
+		return nil, read, fmt.Errorf("referrer %s: artifactType %q: %w", r.Digest, m.ArtifactType, delta.ErrInvalid)
+	case m.Subject == nil || m.Subject.Digest != e.Descriptor.Digest:
+		return nil, read, fmt.Errorf("referrer %s: its subject is not %s: %w", r.Digest, e.Descriptor.Digest, delta.ErrInvalid)
+	case len(m.Layers) != 1 || m.Layers[0].MediaType != MediaTypeChunkIndex:
+		return nil, read, fmt.Errorf("referrer %s: want one layer of %s: %w", r.Digest, MediaTypeChunkIndex, delta.ErrInvalid)
+	case m.Layers[0].Size > delta.MaxIndexSize || m.Layers[0].Size < 0:
+		return nil, read, fmt.Errorf("referrer %s: the index has %d bytes, more than %d: %w", r.Digest, m.Layers[0].Size, delta.MaxIndexSize, delta.ErrInvalid)
+	}
+	if err := m.Layers[0].Digest.Validate(); err != nil {
+		return nil, read, fmt.Errorf("referrer %s: %w: %v", r.Digest, delta.ErrInvalid, err)
+	}
+	b, err := content.FetchAll(ctx, t, m.Layers[0]) // size and digest checked
+	read += int64(len(b))
+	if err != nil {
+		return nil, read, fmt.Errorf("referrer %s: index blob: %w", r.Digest, err)
+	}
+	ix, err := delta.Parse(b)
+	if err != nil {
+		return nil, read, fmt.Errorf("referrer %s: %w", r.Digest, err)
+	}
+	if err := ix.Check(e.Layer.Size, e.Layer.Digest.String()); err != nil {
+		return nil, read, fmt.Errorf("referrer %s: %w", r.Digest, err)
+	}
+	return ix, read, nil
+}
+
+// AttachedChunkIndex says what AttachChunkIndexes did for one manifest.
+type AttachedChunkIndex struct {
+	Entry Entry
+	// Referrer is the chunk index attached now, or found already.
+	Referrer ocispec.Descriptor
+	Chunks   int
+	// Existed: a valid chunk index was attached already; nothing pushed.
+	Existed bool
+}
+
+// AttachChunkIndexes gives every manifest ref points to (every
+// architecture) the chunk index push would have attached, for artifacts
+// pushed without one (before sysext published them, or by another tool):
+// each layer is read from t once, streaming, cut and hashed, and checked
+// against its digest before its index is pushed. The tag, index,
+// manifests and their signatures stay as they are. A manifest with a valid
+// chunk index already is left alone.
+func AttachChunkIndexes(ctx context.Context, t Target, ref Reference) ([]AttachedChunkIndex, error) {
+	a, err := Describe(ctx, t, ref)
+	if err != nil {
+		return nil, err
+	}
+	var out []AttachedChunkIndex
+	for _, e := range a.Entries {
+		r := AttachedChunkIndex{Entry: e}
+		if ix, _, err := FindChunkIndex(ctx, t, &e); err == nil {
+			r.Existed, r.Chunks = true, len(ix.Chunks)
+			out = append(out, r)
+			continue
+		}
+		b, n, err := chunkIndexOfLayer(ctx, t, e.Layer)
+		if err != nil {
+			return out, Explain(ref, fmt.Errorf("%s: %w", ref, err))
+		}
+		// The image's own time, so that attaching twice gives one referrer.
+		created := e.Manifest.Annotations[AnnotationCreated]
+		if created == "" {
+			if created, err = createdTime(time.Time{}); err != nil {
+				return out, err
+			}
+		}
+		if r.Referrer, err = PushChunkIndex(ctx, t, e.Descriptor, b, created); err != nil {
+			return out, Explain(ref, fmt.Errorf("%s: %w", ref, err))
+		}
+		r.Chunks = n
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// chunkIndexOfLayer streams layer from t through the chunker and returns
+// its encoded index and chunk count, refusing bytes that are not the
+// layer's.
+func chunkIndexOfLayer(ctx context.Context, t Target, layer ocispec.Descriptor) ([]byte, int, error) {
+	if err := layer.Digest.Validate(); err != nil {
+		return nil, 0, fmt.Errorf("layer digest %q: %w", layer.Digest, err)
+	}
+	rc, err := t.Fetch(ctx, layer)
+	if err != nil {
+		return nil, 0, fmt.Errorf("layer %s: %w", layer.Digest, err)
+	}
+	defer rc.Close()
+	ix, err := delta.Build(ctxio.Reader(ctx, io.LimitReader(rc, layer.Size+1)), delta.Default)
+	if err != nil {
+		return nil, 0, fmt.Errorf("layer %s: %w", layer.Digest, err)
+	}
+	if ix.Size != layer.Size {
+		return nil, 0, sizeMismatch(layer)
+	}
+	if got := ix.DigestString(); got != layer.Digest.String() {
+		return nil, 0, fmt.Errorf("layer %s: the bytes received do not match the digest (got %s)", layer.Digest, got)
+	}
+	b, err := ix.MarshalBinary()
+	if err != nil {
+		return nil, 0, fmt.Errorf("layer %s: %w", layer.Digest, err)
+	}
+	return b, len(ix.Chunks), nil
+}

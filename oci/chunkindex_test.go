@@ -1,0 +1,296 @@
+package oci_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2"
+
+	"github.com/sysext/sysext/delta"
+	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/internal/testenv"
+	"github.com/sysext/sysext/oci"
+	"github.com/sysext/sysext/oci/ocitest"
+)
+
+// epoch is the created time of the tests' pushes: the same files give
+// the same digests.
+var epoch = time.Unix(1700000000, 0)
+
+// stores are the three kinds of store a chunk index travels through: a
+// registry with the referrers API (olareg), one without (distribution:
+// the sha256-<hex> fallback tag), and an OCI layout.
+func stores(t *testing.T) map[string]func(repo string) (oci.Target, oci.Reference) {
+	return map[string]func(string) (oci.Target, oci.Reference){
+		"olareg": func(repo string) (oci.Target, oci.Reference) { return ocitest.NewOlareg(t).Open(t, repo) },
+		"distribution": func(repo string) (oci.Target, oci.Reference) {
+			return ocitest.StartDistribution(t).Open(t, repo)
+		},
+		"layout": func(repo string) (oci.Target, oci.Reference) {
+			_, tag, _ := strings.Cut(repo, ":")
+			ref := ocitest.NewLayout(t, tag)
+			o := ocitest.TestOptions()
+			o.CreateLayout = true
+			tg, err := oci.Open(context.Background(), ref, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return tg, ref
+		},
+	}
+}
+
+// Push attaches a chunk index to each manifest and changes nothing else:
+// the same files pushed without it give the same index and manifests, so
+// the tag serves every other consumer as before. The index found again is
+// the file's.
+func TestPushAttachesChunkIndex(t *testing.T) {
+	ctx := context.Background()
+	amd := ocitest.Squashfs(t, ocitest.Meta("hello", "1.0", "x86-64"), bytes.Repeat([]byte("amd "), 100000))
+	arm := ocitest.Squashfs(t, ocitest.Meta("hello", "1.0", "arm64"), []byte("arm"))
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			tg, ref := open("ext/hello:1.0")
+			plainT, plainRef := open("ext/plain:1.0")
+			res, err := oci.Push(ctx, tg, ref, []string{amd, arm}, oci.PushOptions{Created: epoch})
+			if err != nil {
+				t.Fatal(err)
+			}
+			plain, err := oci.Push(ctx, plainT, plainRef, []string{amd, arm}, oci.PushOptions{NoChunkIndex: true, Created: epoch})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Index.Digest != plain.Index.Digest {
+				t.Fatalf("the index changed with a chunk index: %s, without %s", res.Index.Digest, plain.Index.Digest)
+			}
+			for i, m := range res.Manifests {
+				if m.Descriptor.Digest != plain.Manifests[i].Descriptor.Digest || plain.Manifests[i].ChunkIndex.Digest != "" {
+					t.Fatalf("%s: manifest %s with a chunk index, %s without", m.File, m.Descriptor.Digest, plain.Manifests[i].Descriptor.Digest)
+				}
+				r, err := oci.Resolve(ctx, tg, ref, m.Metadata.Arch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ix, n, err := oci.FindChunkIndex(ctx, tg, &r.Entry)
+				if err != nil {
+					t.Fatalf("%s: %v", m.File, err)
+				}
+				want, wantBytes, err := oci.ChunkIndexFile(ctx, m.File)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ix.DigestString() != m.Layer.Digest.String() || len(ix.Chunks) != len(want.Chunks) || n < int64(len(wantBytes)) {
+					t.Fatalf("%s: found an index of %d chunks for %s (read %d bytes), want %d chunks", m.File, len(ix.Chunks), ix.DigestString(), n, len(want.Chunks))
+				}
+				if _, _, err := oci.FindChunkIndex(ctx, plainT, &oci.Entry{Descriptor: plain.Manifests[i].Descriptor, Layer: m.Layer}); !errors.Is(err, oci.ErrNoChunkIndex) {
+					t.Fatalf("without a chunk index: %v", err)
+				}
+			}
+			// Pushing again attaches no second index.
+			if _, err := oci.Push(ctx, tg, ref, []string{amd, arm}, oci.PushOptions{Created: epoch}); err != nil {
+				t.Fatal(err)
+			}
+			if rs := referrers(t, tg, res.Manifests[0].Descriptor); len(rs) != 1 || rs[0].ArtifactType != oci.ArtifactTypeChunkIndex {
+				t.Fatalf("referrers after a second push: %v", rs)
+			}
+		})
+	}
+}
+
+// AttachChunkIndexes gives an artifact pushed without chunk indexes the
+// same indexes push would have attached, leaves the tag alone, and adds
+// nothing on a second run.
+func TestAttachChunkIndexes(t *testing.T) {
+	ctx := context.Background()
+	amd := ocitest.Squashfs(t, ocitest.Meta("hello", "1.0", "x86-64"), bytes.Repeat([]byte("amd "), 100000))
+	arm := ocitest.Squashfs(t, ocitest.Meta("hello", "1.0", "arm64"), []byte("arm"))
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			tg, ref := open("ext/hello:1.0")
+			withT, withRef := open("ext/with:1.0")
+			res, err := oci.Push(ctx, tg, ref, []string{amd, arm}, oci.PushOptions{NoChunkIndex: true, Created: epoch})
+			if err != nil {
+				t.Fatal(err)
+			}
+			with, err := oci.Push(ctx, withT, withRef, []string{amd, arm}, oci.PushOptions{Created: epoch})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := oci.AttachChunkIndexes(ctx, tg, ref)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 2 {
+				t.Fatalf("attached %d", len(got))
+			}
+			for i, a := range got {
+				if a.Existed || a.Referrer.Digest != with.Manifests[i].ChunkIndex.Digest {
+					t.Fatalf("%s: attached %s, push attaches %s", oci.PlatformString(a.Entry.Platform), a.Referrer.Digest, with.Manifests[i].ChunkIndex.Digest)
+				}
+			}
+			if d, err := tg.Resolve(ctx, "1.0"); err != nil || d.Digest != res.Index.Digest {
+				t.Fatalf("the tag moved: %s %v", d.Digest, err)
+			}
+			again, err := oci.AttachChunkIndexes(ctx, tg, ref)
+			if err != nil || len(again) != 2 || !again[0].Existed || !again[1].Existed {
+				t.Fatalf("second run: %+v %v", again, err)
+			}
+		})
+	}
+}
+
+// Other consumers see the tag as before: oras pulls the same file, crane
+// reads the same index; oras discover lists the chunk index as a plain
+// OCI referrer (on distribution, through the fallback tag).
+func TestChunkIndexInterop(t *testing.T) {
+	testenv.RequireTool(t, "oras")
+	testenv.RequireTool(t, "crane")
+	ctx := context.Background()
+	reg := ocitest.StartDistribution(t)
+	amd := ocitest.Squashfs(t, ocitest.Meta("hello", "1.0", "x86-64"), bytes.Repeat([]byte("amd "), 100000))
+	tg, ref := reg.Open(t, "ext/hello:1.0")
+	res, err := oci.Push(ctx, tg, ref, []string{amd}, oci.PushOptions{Created: epoch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	runTool(t, out, "oras", "pull", "--plain-http", "--platform", "linux/amd64", ref.String(), "-o", out)
+	sameFile(t, amd, filepath.Join(out, "hello-1.0-x86-64.raw"))
+	ents, _ := os.ReadDir(out)
+	if len(ents) != 1 {
+		t.Fatalf("oras pull wrote %d files", len(ents))
+	}
+	idx := runTool(t, out, "crane", "manifest", "--insecure", ref.String())
+	if digest.FromString(strings.TrimSpace(idx)) != res.Index.Digest && digest.FromString(idx) != res.Index.Digest {
+		t.Fatalf("crane reads another index:\n%s", idx)
+	}
+	// crane gets the layer: the image, byte for byte.
+	blob, err := exec.Command(testenv.RequireTool(t, "crane"), "blob", "--insecure", reg.Ref("ext/hello@"+res.Manifests[0].Layer.Digest.String())).Output()
+	if err != nil {
+		t.Fatalf("crane blob: %v", err)
+	}
+	if want, _ := os.ReadFile(amd); !bytes.Equal(blob, want) {
+		t.Fatalf("crane blob: %d bytes, not the image", len(blob))
+	}
+	disc := runTool(t, out, "oras", "discover", "--plain-http", "--format", "json", reg.Ref("ext/hello@"+res.Manifests[0].Descriptor.Digest.String()))
+	var d struct {
+		Manifests []ocispec.Descriptor `json:"manifests"`
+		Referrers []ocispec.Descriptor `json:"referrers"`
+	}
+	if err := json.Unmarshal([]byte(disc), &d); err != nil {
+		t.Fatalf("oras discover: %v\n%s", err, disc)
+	}
+	found := append(d.Manifests, d.Referrers...)
+	if len(found) != 1 || found[0].ArtifactType != oci.ArtifactTypeChunkIndex || found[0].Digest != res.Manifests[0].ChunkIndex.Digest {
+		t.Fatalf("oras discover: %s", disc)
+	}
+}
+
+// FindChunkIndex believes a referrer only when it is what push attaches,
+// for this manifest and this layer; each crafted one is refused with
+// delta.ErrInvalid, and the node then downloads the whole image.
+func TestFindChunkIndexRefuses(t *testing.T) {
+	ctx := context.Background()
+	img := ocitest.Squashfs(t, ocitest.Meta("hello", "1.0", "x86-64"), bytes.Repeat([]byte("hello "), 50000))
+	other := ocitest.Squashfs(t, ocitest.Meta("hello", "1.1", "x86-64"), []byte("other"))
+	_, good, err := oci.ChunkIndexFile(ctx, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, otherIdx, err := oci.ChunkIndexFile(ctx, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]func(t *testing.T, tg oci.Target, subject ocispec.Descriptor){
+		"another image's index": func(t *testing.T, tg oci.Target, subject ocispec.Descriptor) {
+			attach(t, tg, subject, oci.MediaTypeChunkIndex, otherIdx, nil)
+		},
+		"a garbled index": func(t *testing.T, tg oci.Target, subject ocispec.Descriptor) {
+			b := bytes.Clone(good)
+			b[65] ^= 1 // the first chunk's length: 256 bytes more or less
+			attach(t, tg, subject, oci.MediaTypeChunkIndex, b, nil)
+		},
+		"another layer type": func(t *testing.T, tg oci.Target, subject ocispec.Descriptor) {
+			attach(t, tg, subject, "application/octet-stream", good, nil)
+		},
+		"too large": func(t *testing.T, tg oci.Target, subject ocispec.Descriptor) {
+			attach(t, tg, subject, oci.MediaTypeChunkIndex, good, func(m *ocispec.Manifest) { m.Layers[0].Size = delta.MaxIndexSize + 1 })
+		},
+		"two layers": func(t *testing.T, tg oci.Target, subject ocispec.Descriptor) {
+			attach(t, tg, subject, oci.MediaTypeChunkIndex, good, func(m *ocispec.Manifest) { m.Layers = append(m.Layers, m.Layers[0]) })
+		},
+	}
+	for name, craft := range cases {
+		t.Run(name, func(t *testing.T) {
+			tg, ref := ocitest.NewOlareg(t).Open(t, "ext/hello:1.0")
+			res, err := oci.Push(ctx, tg, ref, []string{img}, oci.PushOptions{NoChunkIndex: true, Created: epoch})
+			if err != nil {
+				t.Fatal(err)
+			}
+			craft(t, tg, res.Manifests[0].Descriptor)
+			r, err := oci.Resolve(ctx, tg, ref, "x86-64")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := oci.FindChunkIndex(ctx, tg, &r.Entry); !errors.Is(err, delta.ErrInvalid) {
+				t.Fatalf("FindChunkIndex: %v", err)
+			}
+		})
+	}
+
+	// A registry that serves other bytes for the index blob: refused by
+	// its digest.
+	t.Run("corrupted in transit", func(t *testing.T) {
+		reg := ocitest.NewOlareg(t, ocitest.RewriteBody(func(r *http.Request) bool {
+			return ocitest.Blobs(r) && strings.HasSuffix(r.URL.Path, digest.FromBytes(good).String())
+		}, -1, func(b []byte) []byte { b[len(b)-1] ^= 1; return b }))
+		tg, ref := reg.Open(t, "ext/hello:1.0")
+		if _, err := oci.Push(ctx, tg, ref, []string{img}, oci.PushOptions{Created: epoch}); err != nil {
+			t.Fatal(err)
+		}
+		r, err := oci.Resolve(ctx, tg, ref, extension.Arch("x86-64"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := oci.FindChunkIndex(ctx, tg, &r.Entry); err == nil || errors.Is(err, oci.ErrNoChunkIndex) {
+			t.Fatalf("a corrupted index blob: %v", err)
+		}
+	})
+}
+
+// attach pushes a chunk index referrer of subject with the given layer
+// media type and bytes, edit changing its manifest first.
+func attach(t *testing.T, tg oci.Target, subject ocispec.Descriptor, mediaType string, b []byte, edit func(*ocispec.Manifest)) {
+	t.Helper()
+	ctx := context.Background()
+	ld, err := oras.PushBytes(ctx, tg, mediaType, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := oras.PushBytes(ctx, tg, ocispec.MediaTypeEmptyJSON, []byte("{}")); err != nil && !strings.Contains(err.Error(), "exists") {
+		t.Fatal(err)
+	}
+	cfg := ocispec.DescriptorEmptyJSON
+	cfg.Data = nil
+	sub := ocispec.Descriptor{MediaType: subject.MediaType, Digest: subject.Digest, Size: subject.Size}
+	m := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, ArtifactType: oci.ArtifactTypeChunkIndex, Config: cfg, Layers: []ocispec.Descriptor{ld}, Subject: &sub}
+	m.SchemaVersion = 2
+	if edit != nil {
+		edit(&m)
+	}
+	body, _ := json.Marshal(m)
+	if _, err := oras.PushBytes(ctx, tg, ocispec.MediaTypeImageManifest, body); err != nil {
+		t.Fatal(err)
+	}
+}

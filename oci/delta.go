@@ -194,7 +194,7 @@ func (a *assembler) run(ctx context.Context) error {
 	fetched := make(chan error, 1)
 	go func() {
 		var done int64
-		ro := RangeOptions{Concurrency: a.o.Concurrency}
+		ro := RangeOptions{Concurrency: a.o.Concurrency, InOrder: true}
 		if a.o.Progress != nil {
 			ro.Progress = func(n int64) {
 				done += n

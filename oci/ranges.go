@@ -44,6 +44,10 @@ type RangeOptions struct {
 	// RetryWait is the first back-off after a cut, doubled each time
 	// (default 250ms, capped at 10s).
 	RetryWait time.Duration
+	// InOrder fetches each range with one request (resumed where a cut
+	// stopped it), never split across connections: w sees a range's bytes
+	// in order, as a delta download's chunk checks need.
+	InOrder bool
 }
 
 // The engine's own sizes: a buffer per read (small: up to two per
@@ -330,6 +334,7 @@ type rangeEngine struct {
 	limit  int     // workers allowed to fetch
 	active int     // workers fetching
 	part   int64   // the part size while several fetch (0: maxPartSize)
+	whole  bool    // never split a range (RangeOptions.InOrder)
 	err    error   // the first failure
 
 	received atomic.Int64 // bytes written
@@ -348,7 +353,7 @@ func newRangeEngine(src rangeSource, layer ocispec.Descriptor, w io.WriterAt, op
 	if wait <= 0 {
 		wait = 250 * time.Millisecond
 	}
-	e := &rangeEngine{src: src, layer: layer, w: w, conc: conc, retries: retries, wait: wait, progress: opts.Progress}
+	e := &rangeEngine{src: src, layer: layer, w: w, conc: conc, retries: retries, wait: wait, progress: opts.Progress, whole: opts.InOrder}
 	e.cond = sync.NewCond(&e.mu)
 	return e
 }
@@ -377,7 +382,7 @@ func (e *rangeEngine) claim(ctx context.Context) (Range, bool) {
 		e.cond.Wait()
 	}
 	r := e.queue[0]
-	if e.limit > 1 {
+	if e.limit > 1 && !e.whole {
 		part := e.part
 		if part <= 0 {
 			part = maxPartSize

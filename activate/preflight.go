@@ -118,7 +118,7 @@ func Gather(ctx context.Context, sys System) Facts {
 			mods = filepath.Join("/lib/modules", rel)
 		}
 	}
-	f.Modules = loadableModules(mods)
+	f.Modules = kernelModules(mods, "squashfs", "erofs", "overlay") // module names are the filesystems'
 	path = sys.MountInfo
 	if path == "" {
 		path = "/proc/self/mountinfo"
@@ -149,41 +149,6 @@ func parseFilesystems(data []byte) map[string]bool {
 		f := strings.Fields(sc.Text())
 		if len(f) > 0 {
 			out[f[len(f)-1]] = true // "nodev\toverlay" or "\tsquashfs"
-		}
-	}
-	return out
-}
-
-// moduleNames maps the filesystem name to its module's file name.
-var moduleNames = map[string]string{"squashfs": "squashfs", "erofs": "erofs", "overlay": "overlay"}
-
-// loadableModules finds filesystem modules in modules.dep (loadable) and
-// modules.builtin (built in) of a kernel's module directory.
-func loadableModules(dir string) map[string]bool {
-	out := map[string]bool{}
-	if dir == "" {
-		return out
-	}
-	for _, list := range []string{"modules.dep", "modules.builtin"} {
-		data, err := readFileLimited(filepath.Join(dir, list), 64<<20)
-		if err != nil {
-			continue
-		}
-		sc := bufio.NewScanner(bytes.NewReader(data))
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			if i := strings.IndexByte(line, ':'); i >= 0 {
-				line = line[:i]
-			}
-			base := filepath.Base(strings.TrimSpace(line))
-			for fs, mod := range moduleNames {
-				for _, ext := range []string{".ko", ".ko.xz", ".ko.zst", ".ko.gz"} {
-					if base == mod+ext {
-						out[fs] = true
-					}
-				}
-			}
 		}
 	}
 	return out

@@ -71,12 +71,7 @@ func (m *mirrorTarget) checkTag(ctx context.Context, tag string, known digest.Di
 	for i, s := range srcs {
 		c, err := checkRepository(ctx, s.repo, tag, known)
 		if err == nil {
-			m.st.mu.Lock()
-			if m.st.tagSource == nil {
-				m.st.tagSource = map[string]*source{}
-			}
-			m.st.tagSource[tag] = s
-			m.st.mu.Unlock()
+			m.rememberTag(tag, s)
 			m.served(what, s)
 			return c, nil
 		}

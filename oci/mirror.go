@@ -383,12 +383,7 @@ func (m *mirrorTarget) Resolve(ctx context.Context, reference string) (ocispec.D
 		}
 		if err == nil {
 			if derr != nil {
-				m.st.mu.Lock()
-				if m.st.tagSource == nil {
-					m.st.tagSource = map[string]*source{}
-				}
-				m.st.tagSource[reference] = s
-				m.st.mu.Unlock()
+				m.rememberTag(reference, s)
 			}
 			m.served(what, s)
 			return desc, nil
@@ -585,6 +580,17 @@ func Origin(t Target) (Target, bool) {
 		return t, false
 	}
 	return m.view(m.label, []*source{m.origin()}), true
+}
+
+// rememberTag records s as the source that said what tag points to, for
+// RejectTagSource.
+func (m *mirrorTarget) rememberTag(tag string, s *source) {
+	m.st.mu.Lock()
+	defer m.st.mu.Unlock()
+	if m.st.tagSource == nil {
+		m.st.tagSource = map[string]*source{}
+	}
+	m.st.tagSource[tag] = s
 }
 
 // RejectTagSource stops asking the mirror that said what tag points to

@@ -11,11 +11,14 @@ import (
 	"sort"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry"
+	"oras.land/oras-go/v2/registry/remote"
 
 	"github.com/sysext/sysext/delta"
 	"github.com/sysext/sysext/internal/ctxio"
@@ -125,20 +128,9 @@ func PushChunkIndex(ctx context.Context, t oras.Target, subject ocispec.Descript
 // index and how many bytes were read for it. ErrNoChunkIndex when none is
 // attached.
 func FindChunkIndex(ctx context.Context, t Target, e *Entry) (*delta.Index, int64, error) {
-	var refs []ocispec.Descriptor
-	err := t.Referrers(ctx, e.Descriptor, ArtifactTypeChunkIndex, func(rs []ocispec.Descriptor) error {
-		for _, r := range rs {
-			// Stores that cannot filter by type list everything.
-			if r.ArtifactType == ArtifactTypeChunkIndex && mediatype.IsManifest(r.MediaType) {
-				refs = append(refs, r)
-			}
-		}
-		if len(refs) > 16*maxChunkIndexCandidates {
-			return errors.New("too many referrers")
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, errdef.ErrNotFound) && !errors.Is(err, errdef.ErrUnsupported) {
+	refs, stop, err := chunkIndexReferrers(ctx, t, e.Descriptor)
+	defer stop()
+	if err != nil {
 		return nil, 0, fmt.Errorf("chunk index of %s: list referrers: %w", e.Descriptor.Digest, err)
 	}
 	if len(refs) == 0 {
@@ -162,6 +154,114 @@ func FindChunkIndex(ctx context.Context, t Target, e *Entry) (*delta.Index, int6
 		errs = append(errs, err)
 	}
 	return nil, read, fmt.Errorf("chunk index of %s: %w", e.Descriptor.Digest, errors.Join(errs...))
+}
+
+// chunkIndexReferrers lists the chunk index referrers of subject in t. A
+// registry is asked two ways at once (docs/format.md "Chunk index"): the
+// referrers API, which falls back to the sha256-<hex> tag where the
+// registry has no such API (oras-go's Referrers: a 404, then the tag), and
+// that tag directly, so a registry without the API costs one round trip,
+// not two. The first answer that lists one wins; the tag's errors only
+// mean it lost (the API's path asks that tag too). The loser may still be
+// running: stop cancels it and waits for it, and is always to be called
+// (the caller reads the referrers meanwhile, which the loser's last
+// request overlaps).
+func chunkIndexReferrers(ctx context.Context, t Target, subject ocispec.Descriptor) (refs []ocispec.Descriptor, stop func(), err error) {
+	repo, ok := t.(*remote.Repository)
+	if !ok {
+		refs, err = listChunkIndexReferrers(ctx, t, subject)
+		return refs, func() {}, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	type answer struct {
+		refs []ocispec.Descriptor
+		err  error
+		api  bool
+	}
+	answers := make(chan answer, 2)
+	go func() {
+		refs, err := listChunkIndexReferrers(ctx, repo, subject)
+		answers <- answer{refs, err, true}
+	}()
+	go func() {
+		refs, err := chunkIndexReferrersByTag(ctx, repo, subject)
+		answers <- answer{refs, err, false}
+	}()
+	pending := 2
+	stop = func() {
+		cancel()
+		for ; pending > 0; pending-- {
+			<-answers
+		}
+	}
+	var api answer
+	for pending > 0 {
+		a := <-answers
+		pending--
+		if len(a.refs) > 0 && a.err == nil {
+			return a.refs, stop, nil
+		}
+		if a.api {
+			api = a
+		}
+	}
+	return api.refs, stop, api.err
+}
+
+// listChunkIndexReferrers lists subject's chunk index referrers with t's
+// Referrers (the API or, where it has none, the fallback tag).
+func listChunkIndexReferrers(ctx context.Context, t registry.ReferrerLister, subject ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+	var refs []ocispec.Descriptor
+	err := t.Referrers(ctx, subject, ArtifactTypeChunkIndex, func(rs []ocispec.Descriptor) error {
+		refs = appendChunkIndexRefs(refs, rs)
+		if len(refs) > 16*maxChunkIndexCandidates {
+			return errors.New("too many referrers")
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errdef.ErrNotFound) && !errors.Is(err, errdef.ErrUnsupported) {
+		return nil, err
+	}
+	return refs, nil
+}
+
+// chunkIndexReferrersByTag reads subject's referrers from the fallback tag
+// (sha256-<hex>, an index of them) alone.
+func chunkIndexReferrersByTag(ctx context.Context, repo *remote.Repository, subject ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+	desc, rc, err := repo.FetchReference(ctx, CosignTag(subject, ""))
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	if !mediatype.IsIndex(desc.MediaType) || desc.Size > MaxManifestSize {
+		return nil, fmt.Errorf("referrers tag of %s: %s of %d bytes is not an index", subject.Digest, desc.MediaType, desc.Size)
+	}
+	b, err := io.ReadAll(io.LimitReader(rc, MaxManifestSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) != desc.Size || digest.FromBytes(b) != desc.Digest {
+		return nil, fmt.Errorf("referrers tag of %s: the bytes received do not match %s", subject.Digest, desc.Digest)
+	}
+	var idx ocispec.Index
+	if err := json.Unmarshal(b, &idx); err != nil {
+		return nil, fmt.Errorf("referrers tag of %s: %w", subject.Digest, err)
+	}
+	if len(idx.Manifests) > MaxIndexEntries*16*maxChunkIndexCandidates {
+		return nil, errors.New("too many referrers")
+	}
+	return appendChunkIndexRefs(nil, idx.Manifests), nil
+}
+
+// appendChunkIndexRefs appends the chunk index manifests of rs to refs:
+// stores that cannot filter by type list everything.
+func appendChunkIndexRefs(refs, rs []ocispec.Descriptor) []ocispec.Descriptor {
+	for _, r := range rs {
+		if r.ArtifactType == ArtifactTypeChunkIndex && mediatype.IsManifest(r.MediaType) {
+			refs = append(refs, r)
+		}
+	}
+	return refs
 }
 
 // readChunkIndex reads and checks one chunk index referrer.

@@ -2,6 +2,7 @@ package oci
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -36,6 +37,13 @@ const (
 	ArtifactTypeChunkIndex = "application/vnd.sysext.chunk-index.v1"
 	MediaTypeChunkIndex    = "application/vnd.sysext.chunk-index.v1"
 )
+
+// AnnotationChunkIndexBlob names, on a chunk index manifest, its index
+// blob's digest and size ("sha256:<hex> <size>"). Listed with the
+// referrer (the referrers API and the fallback tag carry a manifest's
+// annotations), it lets a node fetch the blob while it fetches the
+// manifest; the blob is believed only once the manifest names the same.
+const AnnotationChunkIndexBlob = "org.sysext.chunk-index.blob"
 
 // ErrNoChunkIndex says no usable chunk index is attached to a manifest.
 var ErrNoChunkIndex = errors.New("no chunk index is published for this image")
@@ -103,7 +111,7 @@ func PushChunkIndex(ctx context.Context, t oras.Target, subject ocispec.Descript
 		Config:       cfg,
 		Layers:       []ocispec.Descriptor{blob},
 		Subject:      &sub,
-		Annotations:  map[string]string{AnnotationCreated: created},
+		Annotations:  map[string]string{AnnotationCreated: created, AnnotationChunkIndexBlob: fmt.Sprintf("%s %d", blob.Digest, blob.Size)},
 	}
 	body, err := json.Marshal(m)
 	if err != nil {
@@ -157,35 +165,41 @@ func FindChunkIndex(ctx context.Context, t Target, e *Entry) (*delta.Index, int6
 }
 
 // chunkIndexReferrers lists the chunk index referrers of subject in t. A
-// registry is asked two ways at once (docs/format.md "Chunk index"): the
-// referrers API, which falls back to the sha256-<hex> tag where the
-// registry has no such API (oras-go's Referrers: a 404, then the tag), and
-// that tag directly, so a registry without the API costs one round trip,
-// not two. The first answer that lists one wins; the tag's errors only
-// mean it lost (the API's path asks that tag too). The loser may still be
+// registry is asked both ways at once (docs/format.md "Chunk index"): the
+// referrers API alone, and the sha256-<hex> fallback tag, so a registry
+// without the API costs one round trip, not two (oras-go's Referrers asks
+// the API, then the tag), and each request has a connection of its own
+// for the reads that follow. The first answer that lists one wins; a
+// failure counts only when the other found none. The loser may still be
 // running: stop cancels it and waits for it, and is always to be called
-// (the caller reads the referrers meanwhile, which the loser's last
-// request overlaps).
+// (the caller reads the referrers meanwhile).
 func chunkIndexReferrers(ctx context.Context, t Target, subject ocispec.Descriptor) (refs []ocispec.Descriptor, stop func(), err error) {
 	repo, ok := t.(*remote.Repository)
 	if !ok {
 		refs, err = listChunkIndexReferrers(ctx, t, subject)
 		return refs, func() {}, err
 	}
+	// The API only: no fallback of its own.
+	api := &remote.Repository{Client: repo.Client, Reference: repo.Reference, PlainHTTP: repo.PlainHTTP, MaxMetadataBytes: repo.MaxMetadataBytes, ReferrerListPageSize: repo.ReferrerListPageSize}
+	if err := api.SetReferrersCapability(true); err != nil {
+		return nil, func() {}, err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	type answer struct {
 		refs []ocispec.Descriptor
 		err  error
-		api  bool
 	}
 	answers := make(chan answer, 2)
 	go func() {
-		refs, err := listChunkIndexReferrers(ctx, repo, subject)
-		answers <- answer{refs, err, true}
+		refs, err := listChunkIndexReferrers(ctx, api, subject)
+		answers <- answer{refs, err}
 	}()
 	go func() {
 		refs, err := chunkIndexReferrersByTag(ctx, repo, subject)
-		answers <- answer{refs, err, false}
+		if errors.Is(err, errdef.ErrNotFound) {
+			err = nil
+		}
+		answers <- answer{refs, err}
 	}()
 	pending := 2
 	stop = func() {
@@ -194,18 +208,15 @@ func chunkIndexReferrers(ctx context.Context, t Target, subject ocispec.Descript
 			<-answers
 		}
 	}
-	var api answer
 	for pending > 0 {
 		a := <-answers
 		pending--
 		if len(a.refs) > 0 && a.err == nil {
 			return a.refs, stop, nil
 		}
-		if a.api {
-			api = a
-		}
+		err = cmp.Or(err, a.err)
 	}
-	return api.refs, stop, api.err
+	return nil, stop, err
 }
 
 // listChunkIndexReferrers lists subject's chunk index referrers with t's
@@ -264,8 +275,30 @@ func appendChunkIndexRefs(refs, rs []ocispec.Descriptor) []ocispec.Descriptor {
 	return refs
 }
 
-// readChunkIndex reads and checks one chunk index referrer.
+// readChunkIndex reads and checks one chunk index referrer: the index blob
+// is the one its manifest names, whatever the listing said.
 func readChunkIndex(ctx context.Context, t Target, e *Entry, r ocispec.Descriptor) (*delta.Index, int64, error) {
+	// The blob the listing names is fetched beside the manifest.
+	ctx, cancel := context.WithCancel(ctx)
+	early := make(chan fetchedBlob, 1)
+	var got *fetchedBlob
+	wait := func() fetchedBlob {
+		if got == nil {
+			fb := <-early
+			got = &fb
+		}
+		return *got
+	}
+	defer func() { cancel(); wait() }()
+	named, ok := listedBlob(r)
+	if ok {
+		go func() {
+			b, err := content.FetchAll(ctx, t, named)
+			early <- fetchedBlob{b, err}
+		}()
+	} else {
+		early <- fetchedBlob{err: errors.New("not listed")}
+	}
 	body, err := FetchManifest(ctx, t, r)
 	if err != nil {
 		return nil, 0, err
@@ -288,8 +321,13 @@ func readChunkIndex(ctx context.Context, t Target, e *Entry, r ocispec.Descripto
 	if err := m.Layers[0].Digest.Validate(); err != nil {
 		return nil, read, fmt.Errorf("referrer %s: %w: %v", r.Digest, delta.ErrInvalid, err)
 	}
-	b, err := content.FetchAll(ctx, t, m.Layers[0]) // size and digest checked
-	read += int64(len(b))
+	fb := wait()
+	read += int64(len(fb.b))
+	b, err := fb.b, fb.err
+	if !ok || err != nil || named.Digest != m.Layers[0].Digest || named.Size != m.Layers[0].Size {
+		b, err = content.FetchAll(ctx, t, m.Layers[0]) // size and digest checked
+		read += int64(len(b))
+	}
 	if err != nil {
 		return nil, read, fmt.Errorf("referrer %s: index blob: %w", r.Digest, err)
 	}
@@ -301,6 +339,27 @@ func readChunkIndex(ctx context.Context, t Target, e *Entry, r ocispec.Descripto
 		return nil, read, fmt.Errorf("referrer %s: %w", r.Digest, err)
 	}
 	return ix, read, nil
+}
+
+type fetchedBlob struct {
+	b   []byte
+	err error
+}
+
+// listedBlob is the index blob a listed referrer r names in its
+// annotations (AnnotationChunkIndexBlob), when it names one that may be
+// read.
+func listedBlob(r ocispec.Descriptor) (ocispec.Descriptor, bool) {
+	var d string
+	var n int64
+	if _, err := fmt.Sscanf(r.Annotations[AnnotationChunkIndexBlob], "%s %d", &d, &n); err != nil {
+		return ocispec.Descriptor{}, false
+	}
+	desc := ocispec.Descriptor{MediaType: MediaTypeChunkIndex, Digest: digest.Digest(d), Size: n}
+	if desc.Digest.Validate() != nil || desc.Digest.Algorithm() != digest.SHA256 || n < 0 || n > delta.MaxIndexSize {
+		return ocispec.Descriptor{}, false
+	}
+	return desc, true
 }
 
 // AttachedChunkIndex says what AttachChunkIndexes did for one manifest.

@@ -390,7 +390,7 @@ func noLookupLeft(t *testing.T) {
 	t.Helper()
 	buf := make([]byte, 1<<20)
 	stacks := string(buf[:runtime.Stack(buf, true)])
-	for _, fn := range []string{"oci.listChunkIndexReferrers", "oci.chunkIndexReferrersByTag"} {
+	for _, fn := range []string{"oci.listChunkIndexReferrers", "oci.chunkIndexReferrersByTag", "oci.readChunkIndex"} {
 		if strings.Contains(stacks, fn) {
 			t.Fatalf("a goroutine is still in %s after FindChunkIndex returned:\n%s", fn, stacks)
 		}

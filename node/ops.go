@@ -70,9 +70,11 @@ func (n *Node) updateOne(ctx context.Context, s *store.Store, name string, dryRu
 	if err != nil {
 		return r, err
 	}
-	desc, err := t.Resolve(ctx, ref.Reference())
+	// The tag's index is read with the check (one request): a new build
+	// goes on from it.
+	desc, body, err := oci.FetchRoot(ctx, t, ref)
 	if err != nil {
-		return r, oci.Explain(ref, fmt.Errorf("%s: %s: %w", name, ref, err))
+		return r, fmt.Errorf("%s: %w", name, err)
 	}
 	if desc.Digest == e.Active.ResolvedDigest {
 		return r, nil
@@ -90,7 +92,7 @@ func (n *Node) updateOne(ctx context.Context, s *store.Store, name string, dryRu
 	}
 	// A dry run checks the new build as a pull would (signature,
 	// compatibility, preflight) and stops before the download.
-	pr, err := n.pull(ctx, s, s, PullRequest{Ref: e.Source, Name: name, Trust: e.Trust, AllowUnsigned: e.AllowUnsigned, Declared: e.Declared, PolicyFrom: policyFrom, DryRun: dryRun}, &resolvedRef{t: t, ref: ref, root: desc})
+	pr, err := n.pull(ctx, s, s, PullRequest{Ref: e.Source, Name: name, Trust: e.Trust, AllowUnsigned: e.AllowUnsigned, Declared: e.Declared, PolicyFrom: policyFrom, DryRun: dryRun}, &resolvedRef{t: t, ref: ref, root: desc, body: body})
 	if pr == nil {
 		return r, err
 	}

@@ -111,6 +111,7 @@ type resolvedRef struct {
 	t    oci.Target
 	ref  oci.Reference
 	root ocispec.Descriptor
+	body []byte // root's bytes, checked (oci.FetchRoot)
 }
 
 // pullPlan is what a pull has decided before it stores anything.
@@ -263,8 +264,9 @@ func (n *Node) pullCopy(ctx context.Context, c *store.Copier, req PullRequest) (
 func (n *Node) plan(ctx context.Context, req PullRequest, pre *resolvedRef) (*pullPlan, error) {
 	p := &pullPlan{}
 	var root ocispec.Descriptor
+	var rootBody []byte
 	if pre != nil {
-		p.t, p.ref, root = pre.t, pre.ref, pre.root
+		p.t, p.ref, root, rootBody = pre.t, pre.ref, pre.root, pre.body
 	} else {
 		r, err := oci.ParseReference(req.Ref)
 		if err != nil {
@@ -290,7 +292,7 @@ func (n *Node) plan(ctx context.Context, req PullRequest, pre *resolvedRef) (*pu
 		_, err := n.opts.Verifier.Verify(ctx, p.t, p.ref, &oci.Resolved{Ref: p.ref, Root: idx, Entry: oci.Entry{Descriptor: idx}}, req.trust())
 		return err
 	}
-	res, err := oci.ResolveWith(ctx, p.t, p.ref, n.arch(), oci.ResolveOptions{Root: root, VerifyIndex: verifyIndex})
+	res, err := oci.ResolveWith(ctx, p.t, p.ref, n.arch(), oci.ResolveOptions{Root: root, RootBody: rootBody, VerifyIndex: verifyIndex})
 	if err != nil {
 		return nil, err
 	}

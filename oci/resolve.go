@@ -12,6 +12,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry"
 
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/internal/blob"
@@ -106,6 +107,9 @@ type ResolveOptions struct {
 	// (update compares the tag's digest first): the tag is not asked
 	// again, so both see the same artifact even if the tag moves between.
 	Root ocispec.Descriptor
+	// RootBody, with Root, is Root's bytes as FetchRoot read and checked
+	// them: not read again.
+	RootBody []byte
 }
 
 // Resolve resolves ref in t and picks the manifest for arch (systemd
@@ -125,7 +129,7 @@ func ResolveWith(ctx context.Context, t ManifestReader, ref Reference, arch exte
 	if arch == "" {
 		arch = extension.HostArch()
 	}
-	root, body, err := fetchRootFrom(ctx, t, ref, o.Root)
+	root, body, err := fetchRootFrom(ctx, t, ref, o.Root, o.RootBody)
 	if err != nil {
 		return nil, err
 	}
@@ -258,7 +262,7 @@ func Describe(ctx context.Context, t ManifestReader, ref Reference) (*Artifact, 
 
 // fetchRoot resolves ref and reads the manifest or index it points to.
 func fetchRoot(ctx context.Context, t ManifestReader, ref Reference) (ocispec.Descriptor, []byte, error) {
-	return fetchRootFrom(ctx, t, ref, ocispec.Descriptor{})
+	return fetchRootFrom(ctx, t, ref, ocispec.Descriptor{}, nil)
 }
 
 // ResolveRoot resolves ref in r to what it points to (an index or a
@@ -269,19 +273,39 @@ func ResolveRoot(ctx context.Context, r content.Resolver, ref Reference) (ocispe
 	if err == nil {
 		return desc, nil
 	}
+	return desc, rootError(ref, err)
+}
+
+// rootError words the failure to resolve ref (ResolveRoot).
+func rootError(ref Reference, err error) error {
 	if errors.Is(err, errdef.ErrNotFound) {
 		what := "tag " + ref.Tag
 		if ref.Digest != "" {
 			what = "manifest " + ref.Digest.String()
 		}
-		return desc, sentinel(ErrNotFound, "%s: %s not found in %s", ref, what, ref.Scope())
+		return sentinel(ErrNotFound, "%s: %s not found in %s", ref, what, ref.Scope())
 	}
-	return desc, Explain(ref, fmt.Errorf("%s: resolve: %w", ref, err))
+	return Explain(ref, fmt.Errorf("%s: resolve: %w", ref, err))
+}
+
+// FetchRoot resolves ref and reads the index or manifest it points to,
+// checked against its size and digest, with the limits Resolve applies.
+// A registry is asked once (a GET of the tag), not twice (HEAD, then GET):
+// update compares the digest and hands both on (ResolveOptions.Root,
+// RootBody).
+func FetchRoot(ctx context.Context, t ManifestReader, ref Reference) (ocispec.Descriptor, []byte, error) {
+	return fetchRoot(ctx, t, ref)
 }
 
 // fetchRootFrom is fetchRoot for a ref that resolved to known already
-// (when its digest is set): the tag is not asked again.
-func fetchRootFrom(ctx context.Context, t ManifestReader, ref Reference, known ocispec.Descriptor) (ocispec.Descriptor, []byte, error) {
+// (when its digest is set; body, when set, is its bytes, checked): the
+// tag is not asked again.
+func fetchRootFrom(ctx context.Context, t ManifestReader, ref Reference, known ocispec.Descriptor, body []byte) (ocispec.Descriptor, []byte, error) {
+	if known.Digest == "" {
+		if rf, ok := t.(registry.ReferenceFetcher); ok {
+			return fetchRootByReference(ctx, rf, ref)
+		}
+	}
 	desc, err := known, error(nil)
 	if known.Digest == "" {
 		desc, err = ResolveRoot(ctx, t, ref)
@@ -289,20 +313,54 @@ func fetchRootFrom(ctx context.Context, t ManifestReader, ref Reference, known o
 	if err != nil {
 		return desc, nil, err
 	}
-	if ref.Digest != "" && desc.Digest != ref.Digest {
-		return desc, nil, fmt.Errorf("%s: the store answered %s for digest %s", ref, desc.Digest, ref.Digest)
+	if err := checkRoot(ref, desc); err != nil {
+		return desc, nil, err
 	}
-	if !mediatype.IsIndex(desc.MediaType) && !mediatype.IsManifest(desc.MediaType) {
-		return desc, nil, fmt.Errorf("%s: %s is neither an image index nor an image manifest: %w", ref, desc.MediaType, ErrNotExtension)
+	if body != nil {
+		return desc, body, nil
 	}
-	if mediatype.IsIndex(desc.MediaType) && desc.Size > MaxIndexSize {
-		return desc, nil, fmt.Errorf("%s: index %s is %d bytes, more than the %d an extension artifact's index may have (at most %d manifests): %w", ref, desc.Digest, desc.Size, MaxIndexSize, MaxIndexEntries, ErrNotExtension)
-	}
-	body, err := FetchManifest(ctx, t, desc)
+	body, err = FetchManifest(ctx, t, desc)
 	if err != nil {
 		return desc, nil, Explain(ref, fmt.Errorf("%s: %w", ref, err))
 	}
 	return desc, body, nil
+}
+
+// fetchRootByReference is fetchRootFrom in one request: the descriptor is
+// the registry's answer's, and the bytes are checked against it as they
+// are read.
+func fetchRootByReference(ctx context.Context, rf registry.ReferenceFetcher, ref Reference) (ocispec.Descriptor, []byte, error) {
+	desc, rc, err := rf.FetchReference(ctx, ref.Reference())
+	if err != nil {
+		return desc, nil, rootError(ref, err)
+	}
+	defer rc.Close()
+	if err := checkRoot(ref, desc); err != nil {
+		return desc, nil, err
+	}
+	if desc.Size < 0 || desc.Size > MaxManifestSize {
+		return desc, nil, fmt.Errorf("%s: manifest %w: %w", ref, &blob.TooLargeError{Desc: desc, Limit: MaxManifestSize}, ErrNotExtension)
+	}
+	body, err := content.ReadAll(rc, desc) // size and digest checked
+	if err != nil {
+		return desc, nil, Explain(ref, fmt.Errorf("%s: manifest %s: %w", ref, desc.Digest, err))
+	}
+	return desc, body, nil
+}
+
+// checkRoot refuses a root that is not for an extension artifact, before
+// its bytes are read.
+func checkRoot(ref Reference, desc ocispec.Descriptor) error {
+	if ref.Digest != "" && desc.Digest != ref.Digest {
+		return fmt.Errorf("%s: the store answered %s for digest %s", ref, desc.Digest, ref.Digest)
+	}
+	if !mediatype.IsIndex(desc.MediaType) && !mediatype.IsManifest(desc.MediaType) {
+		return fmt.Errorf("%s: %s is neither an image index nor an image manifest: %w", ref, desc.MediaType, ErrNotExtension)
+	}
+	if mediatype.IsIndex(desc.MediaType) && desc.Size > MaxIndexSize {
+		return fmt.Errorf("%s: index %s is %d bytes, more than the %d an extension artifact's index may have (at most %d manifests): %w", ref, desc.Digest, desc.Size, MaxIndexSize, MaxIndexEntries, ErrNotExtension)
+	}
+	return nil
 }
 
 // FetchManifest reads a manifest or index of at most MaxManifestSize bytes

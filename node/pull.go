@@ -143,6 +143,15 @@ type pullPlan struct {
 // to the link switch it enters the store three times: inst.Ingest,
 // Ingest.Commit, inst.Install (see store/doc.go).
 func (n *Node) pull(ctx context.Context, s *store.Store, inst store.Installer, req PullRequest, pre *resolvedRef) (*Result, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var cut *sourceCut
+	if pre != nil && !req.DryRun {
+		// update: the tag moved, a download follows; the stored images
+		// are cut while the new build is resolved.
+		cut = n.startCutEarly(ctx, s, req.Name)
+	}
+	defer func() { cancel(); cut.release() }()
 	p, err := n.plan(ctx, req, pre)
 	if err != nil {
 		return nil, err
@@ -173,9 +182,7 @@ func (n *Node) pull(ctx context.Context, s *store.Store, inst store.Installer, r
 	}
 	if !req.DryRun {
 		// The chunk index is looked for while the signatures are checked.
-		ctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		n.startDelta(ctx, s, p)
+		n.startDelta(ctx, s, p, cut)
 		// The stored images stay open until the download is done.
 		defer func() { cancel(); p.delta.release() }()
 	}

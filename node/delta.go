@@ -29,30 +29,68 @@ type deltaLookup struct {
 	ix   *delta.Index
 	read int64 // bytes of index (and referrer manifest) fetched
 	err  error
-
-	srcDone chan struct{}
-	srcs    *sourceSet
-	once    sync.Once
+	cut  *sourceCut
 }
 
 // release waits for the stored images to be cut and closes them; a pull
 // calls it once it is done with the download, whatever happened.
 func (l *deltaLookup) release() {
-	if l == nil {
+	if l != nil {
+		l.cut.release()
+	}
+}
+
+// sourceCut is the stored images of one extension being cut into chunks
+// in the background.
+type sourceCut struct {
+	name string
+	done chan struct{}
+	set  *sourceSet
+	once sync.Once
+}
+
+func (c *sourceCut) release() {
+	if c == nil {
 		return
 	}
-	l.once.Do(func() {
-		<-l.srcDone
-		l.srcs.close()
+	c.once.Do(func() {
+		<-c.done
+		c.set.close()
 	})
+}
+
+// startCut starts cutting imgs, NAME's first, for a delta download of
+// NAME (skipping e's image when e is known).
+func (n *Node) startCut(ctx context.Context, s *store.Store, imgs []store.StoredImage, name string, e *oci.Entry) *sourceCut {
+	c := &sourceCut{name: name, done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		c.set = n.deltaSources(ctx, s, imgs, name, e, delta.Default)
+	}()
+	return c
+}
+
+// startCutEarly starts cutting NAME's stored images before the new image
+// is resolved, when a pull of it is sure to download (update: the tag
+// moved): the cutting then overlaps every round trip. nil when no delta
+// download is possible.
+func (n *Node) startCutEarly(ctx context.Context, s *store.Store, name string) *sourceCut {
+	if n.opts.NoDelta || s == nil || name == "" {
+		return nil
+	}
+	imgs := s.StoredImages(name)
+	if len(imgs) == 0 {
+		return nil
+	}
+	return n.startCut(ctx, s, imgs, name, nil)
 }
 
 // startDelta starts looking for the chunk index of p's image when a delta
 // download could help: delta downloads are on, the store holds some image,
 // and not this one under this name (then nothing is downloaded at all).
 // The lookup's round trips overlap the signature checks, and so does
-// cutting the stored images.
-func (n *Node) startDelta(ctx context.Context, s *store.Store, p *pullPlan) {
+// cutting the stored images (started already when cut is set).
+func (n *Node) startDelta(ctx context.Context, s *store.Store, p *pullPlan, cut *sourceCut) {
 	if n.opts.NoDelta || s == nil {
 		return
 	}
@@ -65,16 +103,15 @@ func (n *Node) startDelta(ctx context.Context, s *store.Store, p *pullPlan) {
 			return
 		}
 	}
-	l := &deltaLookup{done: make(chan struct{}), srcDone: make(chan struct{})}
+	l := &deltaLookup{done: make(chan struct{}), cut: cut}
 	p.delta, p.store = l, s
 	go func() {
 		defer close(l.done)
 		l.ix, l.read, l.err = oci.FindChunkIndex(ctx, p.t, &p.res.Entry)
 	}()
-	go func() {
-		defer close(l.srcDone)
-		l.srcs = n.deltaSources(ctx, s, imgs, p.name, &p.res.Entry, delta.Default)
-	}()
+	if cut == nil || cut.name != p.name {
+		l.cut = n.startCut(ctx, s, imgs, p.name, &p.res.Entry)
+	}
 }
 
 // errNotWorth stops a delta download whose plan takes nothing from the
@@ -103,11 +140,11 @@ func (n *Node) tryDelta(ctx context.Context, inst store.Installer, p *pullPlan, 
 		return nil, ing, nil
 	}
 	select {
-	case <-l.srcDone:
+	case <-l.cut.done:
 	case <-ctx.Done():
 		return nil, ing, ctx.Err()
 	}
-	set := l.srcs
+	set := l.cut.set
 	if !l.ix.Same(set.chunker) {
 		// An index cut another way (a later format): cut the stored
 		// images that way too.
@@ -203,7 +240,8 @@ func (ss *sourceSet) report(n *Node) {
 // deltaSources opens the stored images imgs (NAME's first) with their
 // chunk indexes: the kept one when it is for that image and chunker, else
 // one made now (and kept). An image that cannot be read, or whose bytes
-// do not match its recorded digest, is left out with a warning. It runs
+// do not match its recorded digest, is left out with a warning; so is
+// e's own image under NAME, when e is known. It runs
 // beside the pull's goroutine: it only collects what it has to say.
 func (n *Node) deltaSources(ctx context.Context, s *store.Store, imgs []store.StoredImage, name string, e *oci.Entry, c delta.Chunker) *sourceSet {
 	ss := &sourceSet{chunker: c}
@@ -211,7 +249,7 @@ func (n *Node) deltaSources(ctx context.Context, s *store.Store, imgs []store.St
 		if ctx.Err() != nil {
 			break
 		}
-		if im.LayerDigest == e.Layer.Digest && im.Name == name {
+		if e != nil && im.LayerDigest == e.Layer.Digest && im.Name == name {
 			continue
 		}
 		f, err := os.Open(im.Path)

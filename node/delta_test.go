@@ -316,6 +316,12 @@ func TestDeltaFaults(t *testing.T) {
 		{"cuts", ocitest.CutBlobRanged(100<<10, 3), ""},
 		{"429", ocitest.FailStatus(http.StatusTooManyRequests, 2, ocitest.Blobs), ""},
 		{"503", ocitest.FailStatus(http.StatusServiceUnavailable, 2, ocitest.Blobs), ""},
+		// The referrers API and the fallback tag are asked at once: the
+		// tag alone finds the index, and both failing is one line.
+		{"a referrers API that fails", ocitest.FailStatus(http.StatusInternalServerError, -1, referrersAPI), ""},
+		{"a referrers query that fails", ocitest.FailStatus(http.StatusInternalServerError, -1, func(r *http.Request) bool {
+			return referrersAPI(r) || referrersTag(r)
+		}), "list referrers"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newDeltaFixture(t, 2<<20)
@@ -347,6 +353,14 @@ func TestDeltaFaults(t *testing.T) {
 			t.Logf("sent %d bytes of %d; %s", f.reg.served.Bytes(), f.v2Layer, strings.TrimSpace(log.String()))
 		})
 	}
+}
+
+// referrersAPI matches the OCI 1.1 referrers API's requests.
+func referrersAPI(r *http.Request) bool { return strings.Contains(r.URL.Path, "/referrers/") }
+
+// referrersTag matches the requests for a fallback tag (sha256-<hex>).
+func referrersTag(r *http.Request) bool {
+	return strings.Contains(r.URL.Path, "/manifests/sha256-")
 }
 
 // A registry serving wrong bytes for the whole image: the delta refuses

@@ -74,7 +74,7 @@ func (n *Node) updateOne(ctx context.Context, s *store.Store, name string, dryRu
 	chk, err := oci.CheckTag(ctx, t, ref, e.Active.ResolvedDigest)
 	r.Sources = oci.SourceEvents(t)
 	if err != nil {
-		return r, oci.Explain(ref, fmt.Errorf("%s: %s: %w", name, ref, err))
+		return r, fmt.Errorf("%s: %w", name, err)
 	}
 	if !chk.Changed {
 		return r, nil

@@ -147,6 +147,15 @@ type pullPlan struct {
 // to the link switch it enters the store three times: inst.Ingest,
 // Ingest.Commit, inst.Install (see store/doc.go).
 func (n *Node) pull(ctx context.Context, s *store.Store, inst store.Installer, req PullRequest, pre *resolvedRef) (result *Result, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var cut *sourceCut
+	if pre != nil && !req.DryRun {
+		// update: the tag moved, a download follows; the stored images
+		// are cut while the new build is resolved.
+		cut = n.startCutEarly(ctx, s, req.Name)
+	}
+	defer func() { cancel(); cut.release() }()
 	p, err := n.plan(ctx, req, pre)
 	if err != nil {
 		return nil, err
@@ -182,9 +191,7 @@ func (n *Node) pull(ctx context.Context, s *store.Store, inst store.Installer, r
 	}
 	if !req.DryRun {
 		// The chunk index is looked for while the signatures are checked.
-		ctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		n.startDelta(ctx, s, p)
+		n.startDelta(ctx, s, p, cut)
 		// The stored images stay open until the download is done.
 		defer func() { cancel(); p.delta.release() }()
 	}
@@ -279,8 +286,9 @@ func (n *Node) pullCopy(ctx context.Context, c *store.Copier, req PullRequest, p
 func (n *Node) plan(ctx context.Context, req PullRequest, pre *resolvedRef) (*pullPlan, error) {
 	p := &pullPlan{}
 	var root ocispec.Descriptor
+	var rootBody []byte
 	if pre != nil {
-		p.t, p.ref, root = pre.t, pre.ref, pre.root
+		p.t, p.ref, root, rootBody = pre.t, pre.ref, pre.root, pre.body
 	} else {
 		r, err := oci.ParseReference(req.Ref)
 		if err != nil {
@@ -306,11 +314,7 @@ func (n *Node) plan(ctx context.Context, req PullRequest, pre *resolvedRef) (*pu
 		_, err := n.opts.Verifier.Verify(ctx, p.t, p.ref, &oci.Resolved{Ref: p.ref, Root: idx, Entry: oci.Entry{Descriptor: idx}}, req.trust())
 		return err
 	}
-	var body []byte
-	if pre != nil {
-		body = pre.body
-	}
-	res, err := oci.ResolveWith(ctx, p.t, p.ref, n.arch(), oci.ResolveOptions{Root: root, RootBody: body, VerifyIndex: verifyIndex})
+	res, err := oci.ResolveWith(ctx, p.t, p.ref, n.arch(), oci.ResolveOptions{Root: root, RootBody: rootBody, VerifyIndex: verifyIndex})
 	if err != nil {
 		return nil, err
 	}

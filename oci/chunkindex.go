@@ -2,6 +2,7 @@ package oci
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,11 +12,14 @@ import (
 	"sort"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry"
+	"oras.land/oras-go/v2/registry/remote"
 
 	"github.com/sysext/sysext/delta"
 	"github.com/sysext/sysext/internal/ctxio"
@@ -33,6 +37,13 @@ const (
 	ArtifactTypeChunkIndex = "application/vnd.sysext.chunk-index.v1"
 	MediaTypeChunkIndex    = "application/vnd.sysext.chunk-index.v1"
 )
+
+// AnnotationChunkIndexBlob names, on a chunk index manifest, its index
+// blob's digest and size ("sha256:<hex> <size>"). Listed with the
+// referrer (the referrers API and the fallback tag carry a manifest's
+// annotations), it lets a node fetch the blob while it fetches the
+// manifest; the blob is believed only once the manifest names the same.
+const AnnotationChunkIndexBlob = "org.sysext.chunk-index.blob"
 
 // ErrNoChunkIndex says no usable chunk index is attached to a manifest.
 var ErrNoChunkIndex = errors.New("no chunk index is published for this image")
@@ -100,7 +111,7 @@ func PushChunkIndex(ctx context.Context, t oras.Target, subject ocispec.Descript
 		Config:       cfg,
 		Layers:       []ocispec.Descriptor{blob},
 		Subject:      &sub,
-		Annotations:  map[string]string{AnnotationCreated: created},
+		Annotations:  map[string]string{AnnotationCreated: created, AnnotationChunkIndexBlob: fmt.Sprintf("%s %d", blob.Digest, blob.Size)},
 	}
 	body, err := json.Marshal(m)
 	if err != nil {
@@ -125,20 +136,9 @@ func PushChunkIndex(ctx context.Context, t oras.Target, subject ocispec.Descript
 // index and how many bytes were read for it. ErrNoChunkIndex when none is
 // attached.
 func FindChunkIndex(ctx context.Context, t Target, e *Entry) (*delta.Index, int64, error) {
-	var refs []ocispec.Descriptor
-	err := t.Referrers(ctx, e.Descriptor, ArtifactTypeChunkIndex, func(rs []ocispec.Descriptor) error {
-		for _, r := range rs {
-			// Stores that cannot filter by type list everything.
-			if r.ArtifactType == ArtifactTypeChunkIndex && mediatype.IsManifest(r.MediaType) {
-				refs = append(refs, r)
-			}
-		}
-		if len(refs) > 16*maxChunkIndexCandidates {
-			return errors.New("too many referrers")
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, errdef.ErrNotFound) && !errors.Is(err, errdef.ErrUnsupported) {
+	refs, stop, err := chunkIndexReferrers(ctx, t, e.Descriptor)
+	defer stop()
+	if err != nil {
 		return nil, 0, fmt.Errorf("chunk index of %s: list referrers: %w", e.Descriptor.Digest, err)
 	}
 	if len(refs) == 0 {
@@ -164,8 +164,141 @@ func FindChunkIndex(ctx context.Context, t Target, e *Entry) (*delta.Index, int6
 	return nil, read, fmt.Errorf("chunk index of %s: %w", e.Descriptor.Digest, errors.Join(errs...))
 }
 
-// readChunkIndex reads and checks one chunk index referrer.
+// chunkIndexReferrers lists the chunk index referrers of subject in t. A
+// registry is asked both ways at once (docs/format.md "Chunk index"): the
+// referrers API alone, and the sha256-<hex> fallback tag, so a registry
+// without the API costs one round trip, not two (oras-go's Referrers asks
+// the API, then the tag), and each request has a connection of its own
+// for the reads that follow. The first answer that lists one wins; a
+// failure counts only when the other found none. The loser may still be
+// running: stop cancels it and waits for it, and is always to be called
+// (the caller reads the referrers meanwhile).
+func chunkIndexReferrers(ctx context.Context, t Target, subject ocispec.Descriptor) (refs []ocispec.Descriptor, stop func(), err error) {
+	repo, ok := t.(*remote.Repository)
+	if !ok {
+		refs, err = listChunkIndexReferrers(ctx, t, subject)
+		return refs, func() {}, err
+	}
+	// The API only: no fallback of its own.
+	api := &remote.Repository{Client: repo.Client, Reference: repo.Reference, PlainHTTP: repo.PlainHTTP, MaxMetadataBytes: repo.MaxMetadataBytes, ReferrerListPageSize: repo.ReferrerListPageSize}
+	if err := api.SetReferrersCapability(true); err != nil {
+		return nil, func() {}, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	type answer struct {
+		refs []ocispec.Descriptor
+		err  error
+	}
+	answers := make(chan answer, 2)
+	go func() {
+		refs, err := listChunkIndexReferrers(ctx, api, subject)
+		answers <- answer{refs, err}
+	}()
+	go func() {
+		refs, err := chunkIndexReferrersByTag(ctx, repo, subject)
+		if errors.Is(err, errdef.ErrNotFound) {
+			err = nil
+		}
+		answers <- answer{refs, err}
+	}()
+	pending := 2
+	stop = func() {
+		cancel()
+		for ; pending > 0; pending-- {
+			<-answers
+		}
+	}
+	for pending > 0 {
+		a := <-answers
+		pending--
+		if len(a.refs) > 0 && a.err == nil {
+			return a.refs, stop, nil
+		}
+		err = cmp.Or(err, a.err)
+	}
+	return nil, stop, err
+}
+
+// listChunkIndexReferrers lists subject's chunk index referrers with t's
+// Referrers (the API or, where it has none, the fallback tag).
+func listChunkIndexReferrers(ctx context.Context, t registry.ReferrerLister, subject ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+	var refs []ocispec.Descriptor
+	err := t.Referrers(ctx, subject, ArtifactTypeChunkIndex, func(rs []ocispec.Descriptor) error {
+		refs = appendChunkIndexRefs(refs, rs)
+		if len(refs) > 16*maxChunkIndexCandidates {
+			return errors.New("too many referrers")
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errdef.ErrNotFound) && !errors.Is(err, errdef.ErrUnsupported) {
+		return nil, err
+	}
+	return refs, nil
+}
+
+// chunkIndexReferrersByTag reads subject's referrers from the fallback tag
+// (sha256-<hex>, an index of them) alone.
+func chunkIndexReferrersByTag(ctx context.Context, repo *remote.Repository, subject ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+	desc, rc, err := repo.FetchReference(ctx, CosignTag(subject, ""))
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	if !mediatype.IsIndex(desc.MediaType) || desc.Size > MaxManifestSize {
+		return nil, fmt.Errorf("referrers tag of %s: %s of %d bytes is not an index", subject.Digest, desc.MediaType, desc.Size)
+	}
+	b, err := io.ReadAll(io.LimitReader(rc, MaxManifestSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) != desc.Size || digest.FromBytes(b) != desc.Digest {
+		return nil, fmt.Errorf("referrers tag of %s: the bytes received do not match %s", subject.Digest, desc.Digest)
+	}
+	var idx ocispec.Index
+	if err := json.Unmarshal(b, &idx); err != nil {
+		return nil, fmt.Errorf("referrers tag of %s: %w", subject.Digest, err)
+	}
+	if len(idx.Manifests) > MaxIndexEntries*16*maxChunkIndexCandidates {
+		return nil, errors.New("too many referrers")
+	}
+	return appendChunkIndexRefs(nil, idx.Manifests), nil
+}
+
+// appendChunkIndexRefs appends the chunk index manifests of rs to refs:
+// stores that cannot filter by type list everything.
+func appendChunkIndexRefs(refs, rs []ocispec.Descriptor) []ocispec.Descriptor {
+	for _, r := range rs {
+		if r.ArtifactType == ArtifactTypeChunkIndex && mediatype.IsManifest(r.MediaType) {
+			refs = append(refs, r)
+		}
+	}
+	return refs
+}
+
+// readChunkIndex reads and checks one chunk index referrer: the index blob
+// is the one its manifest names, whatever the listing said.
 func readChunkIndex(ctx context.Context, t Target, e *Entry, r ocispec.Descriptor) (*delta.Index, int64, error) {
+	// The blob the listing names is fetched beside the manifest.
+	ctx, cancel := context.WithCancel(ctx)
+	early := make(chan fetchedBlob, 1)
+	var got *fetchedBlob
+	wait := func() fetchedBlob {
+		if got == nil {
+			fb := <-early
+			got = &fb
+		}
+		return *got
+	}
+	defer func() { cancel(); wait() }()
+	named, ok := listedBlob(r)
+	if ok {
+		go func() {
+			b, err := content.FetchAll(ctx, t, named)
+			early <- fetchedBlob{b, err}
+		}()
+	} else {
+		early <- fetchedBlob{err: errors.New("not listed")}
+	}
 	body, err := FetchManifest(ctx, t, r)
 	if err != nil {
 		return nil, 0, err
@@ -188,8 +321,13 @@ func readChunkIndex(ctx context.Context, t Target, e *Entry, r ocispec.Descripto
 	if err := m.Layers[0].Digest.Validate(); err != nil {
 		return nil, read, fmt.Errorf("referrer %s: %w: %v", r.Digest, delta.ErrInvalid, err)
 	}
-	b, err := content.FetchAll(ctx, t, m.Layers[0]) // size and digest checked
-	read += int64(len(b))
+	fb := wait()
+	read += int64(len(fb.b))
+	b, err := fb.b, fb.err
+	if !ok || err != nil || named.Digest != m.Layers[0].Digest || named.Size != m.Layers[0].Size {
+		b, err = content.FetchAll(ctx, t, m.Layers[0]) // size and digest checked
+		read += int64(len(b))
+	}
 	if err != nil {
 		return nil, read, fmt.Errorf("referrer %s: index blob: %w", r.Digest, err)
 	}
@@ -201,6 +339,27 @@ func readChunkIndex(ctx context.Context, t Target, e *Entry, r ocispec.Descripto
 		return nil, read, fmt.Errorf("referrer %s: %w", r.Digest, err)
 	}
 	return ix, read, nil
+}
+
+type fetchedBlob struct {
+	b   []byte
+	err error
+}
+
+// listedBlob is the index blob a listed referrer r names in its
+// annotations (AnnotationChunkIndexBlob), when it names one that may be
+// read.
+func listedBlob(r ocispec.Descriptor) (ocispec.Descriptor, bool) {
+	var d string
+	var n int64
+	if _, err := fmt.Sscanf(r.Annotations[AnnotationChunkIndexBlob], "%s %d", &d, &n); err != nil {
+		return ocispec.Descriptor{}, false
+	}
+	desc := ocispec.Descriptor{MediaType: MediaTypeChunkIndex, Digest: digest.Digest(d), Size: n}
+	if desc.Digest.Validate() != nil || desc.Digest.Algorithm() != digest.SHA256 || n < 0 || n > delta.MaxIndexSize {
+		return ocispec.Descriptor{}, false
+	}
+	return desc, true
 }
 
 // AttachedChunkIndex says what AttachChunkIndexes did for one manifest.

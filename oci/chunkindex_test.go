@@ -9,7 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -292,5 +294,105 @@ func attach(t *testing.T, tg oci.Target, subject ocispec.Descriptor, mediaType s
 	body, _ := json.Marshal(m)
 	if _, err := oras.PushBytes(ctx, tg, ocispec.MediaTypeImageManifest, body); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The referrers API and the fallback tag are asked at once, and neither
+// request outlives FindChunkIndex: on a registry without the API whose
+// referrers endpoint hangs, the tag finds the index and the hung request
+// is cancelled; when the caller gives up while both hang, both end.
+func TestFindChunkIndexAsksBothWays(t *testing.T) {
+	ctx := context.Background()
+	img := ocitest.Squashfs(t, ocitest.Meta("hello", "1.0", "x86-64"), bytes.Repeat([]byte("hello "), 50000))
+	// hang holds the requests match picks until the client cancels them,
+	// and says when each arrives and ends.
+	// (once on is set: the push asks the referrers API too).
+	var on atomic.Bool
+	hang := func(match ocitest.Match, arrived, ended chan<- string) ocitest.Fault {
+		return func(w http.ResponseWriter, r *http.Request, _ http.Handler) bool {
+			if !on.Load() || !match(r) {
+				return false
+			}
+			arrived <- r.URL.Path
+			<-r.Context().Done()
+			ended <- r.URL.Path
+			return true
+		}
+	}
+	api := func(r *http.Request) bool { return strings.Contains(r.URL.Path, "/referrers/") }
+	tag := func(r *http.Request) bool { return strings.Contains(r.URL.Path, "/manifests/sha256-") }
+	setup := func(t *testing.T, faults ...ocitest.Fault) (oci.Target, *oci.Resolved) {
+		reg := ocitest.Proxy(t, ocitest.StartDistribution(t), faults...)
+		tg, ref := reg.Open(t, "ext/hello:1.0")
+		if _, err := oci.Push(ctx, tg, ref, []string{img}, oci.PushOptions{Created: epoch}); err != nil {
+			t.Fatal(err)
+		}
+		r, err := oci.Resolve(ctx, tg, ref, "x86-64")
+		if err != nil {
+			t.Fatal(err)
+		}
+		on.Store(true)
+		t.Cleanup(func() { on.Store(false) })
+		// A node's own target: it knows nothing of the registry yet (the
+		// push learned it has no referrers API).
+		tg, _ = reg.Open(t, "ext/hello:1.0")
+		return tg, r
+	}
+	// ended waits for n hung requests to be cancelled by the client.
+	ended := func(t *testing.T, ch <-chan string, n int) {
+		for range n {
+			select {
+			case <-ch:
+			case <-time.After(30 * time.Second):
+				t.Fatal("a hung request was never cancelled: its goroutine outlived FindChunkIndex")
+			}
+		}
+	}
+
+	t.Run("the tag answers, the API hangs", func(t *testing.T) {
+		arrived, end := make(chan string, 4), make(chan string, 4)
+		tg, r := setup(t, hang(api, arrived, end))
+		ix, _, err := oci.FindChunkIndex(ctx, tg, &r.Entry)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ix.DigestString() != r.Entry.Layer.Digest.String() {
+			t.Fatalf("index for %s, want %s", ix.DigestString(), r.Entry.Layer.Digest)
+		}
+		noLookupLeft(t)
+		if len(arrived) != 1 {
+			t.Fatalf("%d referrers API requests, want 1", len(arrived))
+		}
+		ended(t, end, 1)
+	})
+
+	t.Run("the caller gives up", func(t *testing.T) {
+		arrived, end := make(chan string, 4), make(chan string, 4)
+		tg, r := setup(t, hang(func(r *http.Request) bool { return api(r) || tag(r) }, arrived, end))
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			<-arrived
+			<-arrived
+			cancel()
+		}()
+		_, _, err := oci.FindChunkIndex(cctx, tg, &r.Entry)
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("FindChunkIndex: %v, want the cancel", err)
+		}
+		noLookupLeft(t)
+		ended(t, end, 2)
+	})
+}
+
+// noLookupLeft fails when a goroutine is still inside a referrers lookup.
+func noLookupLeft(t *testing.T) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	stacks := string(buf[:runtime.Stack(buf, true)])
+	for _, fn := range []string{"oci.listChunkIndexReferrers", "oci.chunkIndexReferrersByTag", "oci.readChunkIndex"} {
+		if strings.Contains(stacks, fn) {
+			t.Fatalf("a goroutine is still in %s after FindChunkIndex returned:\n%s", fn, stacks)
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry"
 
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/internal/blob"
@@ -106,8 +107,9 @@ type ResolveOptions struct {
 	// (update compares the tag's digest first): the tag is not asked
 	// again, so both see the same artifact even if the tag moves between.
 	Root ocispec.Descriptor
-	// RootBody is Root's bytes when the caller has them (CheckTag's
-	// answer): checked against Root's digest and used instead of asking.
+	// RootBody, with Root, is Root's bytes when the caller has them
+	// (FetchRoot's or CheckTag's answer): checked against Root's digest
+	// and used instead of asking.
 	RootBody []byte
 }
 
@@ -272,19 +274,30 @@ func ResolveRoot(ctx context.Context, r content.Resolver, ref Reference) (ocispe
 	if err == nil {
 		return desc, nil
 	}
+	return desc, rootError(ref, err)
+}
+
+// rootError words the failure to resolve ref (ResolveRoot).
+func rootError(ref Reference, err error) error {
 	if errors.Is(err, errdef.ErrNotFound) {
 		what := "tag " + ref.Tag
 		if ref.Digest != "" {
 			what = "manifest " + ref.Digest.String()
 		}
-		return desc, sentinel(ErrNotFound, "%s: %s not found in %s", ref, what, ref.Scope())
+		return sentinel(ErrNotFound, "%s: %s not found in %s", ref, what, ref.Scope())
 	}
-	return desc, Explain(ref, fmt.Errorf("%s: resolve: %w", ref, err))
+	return Explain(ref, fmt.Errorf("%s: resolve: %w", ref, err))
 }
 
 // fetchRootFrom is fetchRoot for a ref that resolved to known already
-// (when its digest is set): the tag is not asked again.
-func fetchRootFrom(ctx context.Context, t ManifestReader, ref Reference, known ocispec.Descriptor, knownBody []byte) (ocispec.Descriptor, []byte, error) {
+// (when its digest is set; body, when set, is its bytes, checked): the
+// tag is not asked again.
+func fetchRootFrom(ctx context.Context, t ManifestReader, ref Reference, known ocispec.Descriptor, body []byte) (ocispec.Descriptor, []byte, error) {
+	if known.Digest == "" {
+		if rf, ok := t.(registry.ReferenceFetcher); ok {
+			return fetchRootByReference(ctx, rf, ref)
+		}
+	}
 	desc, err := known, error(nil)
 	if known.Digest == "" {
 		desc, err = ResolveRoot(ctx, t, ref)
@@ -292,23 +305,54 @@ func fetchRootFrom(ctx context.Context, t ManifestReader, ref Reference, known o
 	if err != nil {
 		return desc, nil, err
 	}
-	if ref.Digest != "" && desc.Digest != ref.Digest {
-		return desc, nil, fmt.Errorf("%s: the store answered %s for digest %s", ref, desc.Digest, ref.Digest)
+	if err := checkRoot(ref, desc); err != nil {
+		return desc, nil, err
 	}
-	if !mediatype.IsIndex(desc.MediaType) && !mediatype.IsManifest(desc.MediaType) {
-		return desc, nil, fmt.Errorf("%s: %s is neither an image index nor an image manifest: %w", ref, desc.MediaType, ErrNotExtension)
+	if body != nil && int64(len(body)) == desc.Size && desc.Digest.Validate() == nil && desc.Digest.Algorithm().FromBytes(body) == desc.Digest {
+		return desc, body, nil
 	}
-	if mediatype.IsIndex(desc.MediaType) && desc.Size > MaxIndexSize {
-		return desc, nil, fmt.Errorf("%s: index %s is %d bytes, more than the %d an extension artifact's index may have (at most %d manifests): %w", ref, desc.Digest, desc.Size, MaxIndexSize, MaxIndexEntries, ErrNotExtension)
-	}
-	if knownBody != nil && int64(len(knownBody)) == desc.Size && desc.Digest.Validate() == nil && desc.Digest.Algorithm().FromBytes(knownBody) == desc.Digest {
-		return desc, knownBody, nil
-	}
-	body, err := FetchManifest(ctx, t, desc)
+	body, err = FetchManifest(ctx, t, desc)
 	if err != nil {
 		return desc, nil, Explain(ref, fmt.Errorf("%s: %w", ref, err))
 	}
 	return desc, body, nil
+}
+
+// fetchRootByReference is fetchRootFrom in one request: the descriptor is
+// the registry's answer's, and the bytes are checked against it as they
+// are read.
+func fetchRootByReference(ctx context.Context, rf registry.ReferenceFetcher, ref Reference) (ocispec.Descriptor, []byte, error) {
+	desc, rc, err := rf.FetchReference(ctx, ref.Reference())
+	if err != nil {
+		return desc, nil, rootError(ref, err)
+	}
+	defer rc.Close()
+	if err := checkRoot(ref, desc); err != nil {
+		return desc, nil, err
+	}
+	if desc.Size < 0 || desc.Size > MaxManifestSize {
+		return desc, nil, fmt.Errorf("%s: manifest %w: %w", ref, &blob.TooLargeError{Desc: desc, Limit: MaxManifestSize}, ErrNotExtension)
+	}
+	body, err := content.ReadAll(rc, desc) // size and digest checked
+	if err != nil {
+		return desc, nil, Explain(ref, fmt.Errorf("%s: manifest %s: %w", ref, desc.Digest, err))
+	}
+	return desc, body, nil
+}
+
+// checkRoot refuses a root that is not for an extension artifact, before
+// its bytes are read.
+func checkRoot(ref Reference, desc ocispec.Descriptor) error {
+	if ref.Digest != "" && desc.Digest != ref.Digest {
+		return fmt.Errorf("%s: the store answered %s for digest %s", ref, desc.Digest, ref.Digest)
+	}
+	if !mediatype.IsIndex(desc.MediaType) && !mediatype.IsManifest(desc.MediaType) {
+		return fmt.Errorf("%s: %s is neither an image index nor an image manifest: %w", ref, desc.MediaType, ErrNotExtension)
+	}
+	if mediatype.IsIndex(desc.MediaType) && desc.Size > MaxIndexSize {
+		return fmt.Errorf("%s: index %s is %d bytes, more than the %d an extension artifact's index may have (at most %d manifests): %w", ref, desc.Digest, desc.Size, MaxIndexSize, MaxIndexEntries, ErrNotExtension)
+	}
+	return nil
 }
 
 // FetchManifest reads a manifest or index of at most MaxManifestSize bytes

@@ -17,6 +17,8 @@ type Served struct {
 	maxIn    atomic.Int64
 	mu       sync.Mutex
 	ranges   []string
+	active   int        // handlers running, guarded by mu
+	idle     *sync.Cond // signalled when active drops to 0
 }
 
 // Fault counts and lets the request through.
@@ -28,6 +30,10 @@ func (s *Served) Fault() Fault {
 		s.requests.Add(1)
 		n := s.inFlight.Add(1)
 		defer s.inFlight.Add(-1)
+		s.mu.Lock()
+		s.active++
+		s.mu.Unlock()
+		defer s.done()
 		for m := s.maxIn.Load(); n > m && !s.maxIn.CompareAndSwap(m, n); m = s.maxIn.Load() {
 		}
 		if rg := r.Header.Get("Range"); rg != "" {
@@ -54,6 +60,30 @@ func (s *Served) Ranges() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]string(nil), s.ranges...)
+}
+
+func (s *Served) done() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.active--
+	if s.active == 0 && s.idle != nil {
+		s.idle.Broadcast()
+	}
+}
+
+// Settle waits until no blob GET is being answered: a handler counts the
+// bytes it wrote after the client may already have read them, and the
+// handler of a killed client's request may still be writing. Call it
+// before reading the counts or resetting them.
+func (s *Served) Settle() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.idle == nil {
+		s.idle = sync.NewCond(&s.mu)
+	}
+	for s.active > 0 {
+		s.idle.Wait()
+	}
 }
 
 // Reset starts counting again.

@@ -129,6 +129,7 @@ func stream(ctx context.Context, t content.Fetcher, layer ocispec.Descriptor, w 
 		wmu     sync.Mutex
 		werr    error
 		written = start
+		done    = map[int64]int64{} // written out of order: offset to end
 		wg      sync.WaitGroup
 	)
 	for range writers {
@@ -146,10 +147,17 @@ func stream(ctx context.Context, t content.Fetcher, layer ocispec.Descriptor, w 
 						werr = err
 						cancel() // stop the reader; drain what it sent
 					} else if err == nil && opts.Progress != nil {
-						// How far the stream is, counted in bytes written
-						// (the writes may finish out of order).
-						written += int64(c.n)
-						opts.Progress(written, layer.Size)
+						// How far the stream is: up to where every byte is
+						// written (the writes may finish out of order).
+						done[c.off] = c.off + int64(c.n)
+						at := written
+						for end, ok := done[written]; ok; end, ok = done[written] {
+							delete(done, written)
+							written = end
+						}
+						if written > at {
+							opts.Progress(written, layer.Size)
+						}
 					}
 					wmu.Unlock()
 				}

@@ -149,14 +149,14 @@ func stream(ctx context.Context, t content.Fetcher, layer ocispec.Descriptor, w 
 					} else if err == nil && opts.Progress != nil {
 						// How far the stream is: up to where every byte is
 						// written (the writes may finish out of order).
-						// Once per chunk, as before, even when it does not
-						// move.
+						// Once per chunk, as before, as each joins the
+						// prefix.
 						done[c.off] = c.off + int64(c.n)
 						for end, ok := done[written]; ok; end, ok = done[written] {
 							delete(done, written)
 							written = end
+							opts.Progress(written, layer.Size)
 						}
-						opts.Progress(written, layer.Size)
 					}
 					wmu.Unlock()
 				}

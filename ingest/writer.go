@@ -11,8 +11,10 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
@@ -76,6 +78,8 @@ type Writer struct {
 	hashed int64
 
 	fl       *flusher
+	direct   atomic.Int64 // an O_DIRECT descriptor of f for aligned writes; -1 without
+	directFD int          // the one opened, for Close; -1 without
 	finished bool
 	sum      digest.Digest
 }
@@ -91,9 +95,95 @@ func New(f *os.File, size int64, want digest.Digest) (*Writer, error) {
 	if err := reserve(f, size); err != nil {
 		return nil, fmt.Errorf("reserve %d bytes: %w", size, err)
 	}
-	w := &Writer{f: f, size: size, want: want, h: sha256.New()}
+	w := &Writer{f: f, size: size, want: want, h: sha256.New(), directFD: -1}
+	w.openDirect()
 	w.startFlusher()
 	return w, nil
+}
+
+// directAlign is what the buffer address, offset and length of a write
+// through the O_DIRECT descriptor must be multiples of (the page size
+// covers any logical block size up to 4 KiB; a disk that wants more fails
+// the write with EINVAL, and the writer falls back to the page cache).
+const directAlign = 4096
+
+// directWriters is how many writes a caller should keep in flight when the
+// writer writes with O_DIRECT (see WriteConcurrency).
+const directWriters = 4
+
+// useDirect is whether writers try O_DIRECT; tests turn it off.
+var useDirect = true
+
+// openDirect opens a second descriptor of the data file with O_DIRECT, so
+// that aligned writes go straight to the disk: the page cache is bypassed,
+// the disk works while the network reads, and the fdatasyncs have little
+// left to do. Measured in oci's loopback benchmark (256 MiB, 8 rounds,
+// median): a durable fetch onto the disk 1.44x as fast as through the page
+// cache with four writes in flight, 1.12x with one. Where the filesystem
+// refuses O_DIRECT (ext4 with data=journal) or where the page cache is the
+// storage (tmpfs, which takes O_DIRECT since Linux 6.6 but gains nothing
+// from it) the page cache does it all, as before.
+func (w *Writer) openDirect() {
+	w.direct.Store(-1)
+	if !useDirect {
+		return
+	}
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(int(w.f.Fd()), &st); err != nil || st.Type == unix.TMPFS_MAGIC || st.Type == unix.RAMFS_MAGIC {
+		return
+	}
+	fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", w.f.Fd()), unix.O_WRONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	w.direct.Store(int64(fd))
+	w.directFD = fd
+}
+
+// WriteConcurrency is how many WriteAt calls the caller should keep in
+// flight for the disk to be busy: several when writes go straight to the
+// disk (each waits for it), one through the page cache (where more only
+// contend: 0.65x measured with four).
+func (w *Writer) WriteConcurrency() int {
+	if w.direct.Load() >= 0 {
+		return directWriters
+	}
+	return 1
+}
+
+// aligned reports whether p at off can be written with O_DIRECT.
+func aligned(p []byte, off int64) bool {
+	return len(p) > 0 && len(p)%directAlign == 0 && off%directAlign == 0 &&
+		uintptr(unsafe.Pointer(&p[0]))%directAlign == 0
+}
+
+// pwrite writes p at off, straight to the disk when it can: an unaligned
+// write (the blob's tail, a resumed start) goes through the page cache,
+// and a filesystem that refuses a direct write (EINVAL: it wants another
+// alignment, or no O_DIRECT after all) has every later write go there too.
+func (w *Writer) pwrite(p []byte, off int64) (int, error) {
+	fd := int(w.direct.Load())
+	if fd < 0 || !aligned(p, off) {
+		return w.f.WriteAt(p, off)
+	}
+	n := 0
+	for n < len(p) {
+		m, err := unix.Pwrite(fd, p[n:], off+int64(n))
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EINVAL:
+			w.direct.CompareAndSwap(int64(fd), -1) // closed by Close
+			k, err := w.f.WriteAt(p[n:], off+int64(n))
+			return n + k, err
+		case err != nil:
+			return n, &os.PathError{Op: "write", Path: w.f.Name(), Err: err}
+		case m == 0:
+			return n, io.ErrShortWrite
+		}
+		n += m
+	}
+	return n, nil
 }
 
 // Open starts writing a blob of size bytes with digest want into dir (made
@@ -116,7 +206,7 @@ func Open(ctx context.Context, dir string, size int64, want digest.Digest) (*Wri
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
 	boot := bootID()
-	w := &Writer{size: size, want: want, dir: dir, ownFile: true, h: sha256.New()}
+	w := &Writer{size: size, want: want, dir: dir, ownFile: true, h: sha256.New(), directFD: -1}
 	p, ok, err := readRecord(filepath.Join(dir, logName), size, want, boot)
 	if err != nil {
 		return nil, fmt.Errorf("ingest %s: %w", dir, err)
@@ -143,6 +233,7 @@ func Open(ctx context.Context, dir string, size int64, want digest.Digest) (*Wri
 		w.Close()
 		return nil, err
 	}
+	w.openDirect()
 	w.startFlusher()
 	return w, nil
 }
@@ -320,7 +411,7 @@ func (w *Writer) WriteAt(p []byte, off int64) (int, error) {
 	if off < 0 || off > w.size-int64(len(p)) {
 		return 0, fmt.Errorf("%s: %d bytes at %d do not fit the blob's %d", w.f.Name(), len(p), off, w.size)
 	}
-	n, err := w.f.WriteAt(p, off)
+	n, err := w.pwrite(p, off)
 	end := off + int64(n)
 	w.mu.Lock()
 	if n > 0 {
@@ -423,6 +514,11 @@ func (w *Writer) Close() error {
 	if w.fl != nil {
 		w.fl.stop()
 	}
+	w.direct.Store(-1)
+	if w.directFD >= 0 {
+		unix.Close(w.directFD)
+		w.directFD = -1
+	}
 	w.mu.Lock()
 	if w.log != nil {
 		w.log.Close()
@@ -484,9 +580,8 @@ var flushPolicy = syncPolicy{first: syncChunk, target: syncTarget, max: maxSyncC
 // and then, recording after each that the writes before it are durable.
 // Writes may come from several goroutines at once and at any offsets (the
 // parallel ranges of a download): the flusher counts bytes and writes back
-// the span they lie in. (O_DIRECT, even with four writes in flight, was
-// measured slower on a shared disk: 256 MiB in 0.8-1.1 s against 0.5-0.7 s
-// for this.)
+// the span they lie in. Writes through the O_DIRECT descriptor need no
+// writeback; the fdatasync still makes them (and the extents) durable.
 type flusher struct {
 	mu      sync.Mutex
 	pending int64 // bytes written since the last writeback request

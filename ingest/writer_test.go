@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
 )
 
 func blob(n int) []byte {
@@ -292,4 +293,60 @@ func TestParallelWritesResume(t *testing.T) {
 		}
 	}
 	mustSum(t, w, b)
+}
+
+// On a filesystem with O_DIRECT the writer asks for several writes in
+// flight and writes aligned pieces straight to the disk; pieces that are
+// not aligned (an odd offset, an odd buffer address, the blob's tail) go
+// through the page cache, and the file holds every byte either way. On
+// tmpfs, which has no O_DIRECT, it writes through the page cache alone.
+func TestDirectAndBufferedWrites(t *testing.T) {
+	const piece = 1 << 20
+	b := blob(9*piece + 4096 + 77)
+	// An unaligned copy of piece 2 (its address is off by one).
+	odd := make([]byte, piece+1)[1:]
+	copy(odd, b[2*piece:3*piece])
+	dirs := map[string]int{t.TempDir(): directWriters}
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() && onTmpfs("/dev/shm") {
+		d, err := os.MkdirTemp("/dev/shm", "ingest-test-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(d) })
+		dirs[d] = 1
+	}
+	for dir, want := range dirs {
+		if onTmpfs(dir) && want != 1 {
+			t.Logf("%s is a tmpfs: only the page cache path is tested", dir)
+			want = 1
+		}
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			w := mustOpen(t, filepath.Join(dir, "ingest"), b)
+			defer w.Close()
+			if got := w.WriteConcurrency(); got != want {
+				t.Fatalf("WriteConcurrency %d on %s, want %d", got, dir, want)
+			}
+			var wg sync.WaitGroup
+			write := func(p []byte, off int) {
+				defer wg.Done()
+				if _, err := w.WriteAt(p, int64(off)); err != nil {
+					t.Error(err)
+				}
+			}
+			wg.Add(6)
+			go write(b[:piece], 0)
+			go write(b[piece:piece+100], piece)       // odd length
+			go write(b[piece+100:2*piece], piece+100) // odd offset
+			go write(odd, 2*piece)                    // odd address
+			go write(b[3*piece:9*piece], 3*piece)
+			go write(b[9*piece:], 9*piece) // the tail
+			wg.Wait()
+			mustSum(t, w, b)
+		})
+	}
+}
+
+func onTmpfs(dir string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(dir, &st) == nil && st.Type == unix.TMPFS_MAGIC
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -70,9 +71,18 @@ func bigImage(b *testing.B, size int64) string {
 // for other files' pending data.
 func timed(b *testing.B, dir string, name string, args ...string) (time.Duration, float64) {
 	b.Helper()
+	return timedEnv(b, nil, dir, name, args...)
+}
+
+// timedEnv is timed with env added to the command's environment.
+func timedEnv(b *testing.B, env []string, dir string, name string, args ...string) (time.Duration, float64) {
+	b.Helper()
 	syscall.Sync()
 	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	peak := testenv.PeakRSSCommand(b, cmd)
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
@@ -136,7 +146,8 @@ func benchTransfer(b *testing.B, size int64) {
 	// (the blob from the registry into nothing). This disk's speed drifts
 	// by 2x within minutes, so the floors are taken in every round.
 	var floor floors
-	var fetchDisk, fetchShm, orasDisk, orasShm series
+	var fetchDisk, fetchShm, orasDisk, orasShm, fetchVar series
+	variant := os.Getenv("BENCH_VARIANT")
 	var syncOras time.Duration
 	floorDir := b.TempDir()
 	tg, res := resolveBench(b, reg, "bench/ours0:1")
@@ -158,6 +169,16 @@ func benchTransfer(b *testing.B, size int64) {
 				rssFetch = max(rssFetch, rss)
 			},
 			func() { floor.add(b, floorDir, i, fi.Size(), reg, tg, res) },
+		}
+		if variant != "" {
+			// An experiment: our fetch onto the disk with variant in its
+			// environment, as a step of its own.
+			steps = append(steps, func() {
+				out := b.TempDir()
+				d, _ := timedEnv(b, strings.Fields(variant), out, sysext, "fetch", "-q", "--insecure-allow-unsigned", ref, "-o", out)
+				fetchVar.add(d)
+				os.RemoveAll(out)
+			})
 		}
 		for j := range steps {
 			steps[(i+j)%len(steps)]()
@@ -183,6 +204,12 @@ func benchTransfer(b *testing.B, size int64) {
 	// What the disk costs our fetch, durably: its time into tmpfs over
 	// its time onto the disk.
 	ratio("fetch-disk-of-tmpfs", fetchShm, fetchDisk)
+	if variant != "" {
+		b.ReportMetric(rate(fetchVar.sum), "variant-fetch-MB/s")
+		ratio("variant-of-fetch", fetchDisk, fetchVar)
+		ratio("variant-disk-of-tmpfs", fetchShm, fetchVar)
+		ratio("variant-ratio", orasDisk, fetchVar)
+	}
 	// oras pull followed by an fsync of what it wrote: the same durable
 	// result as our fetch.
 	b.ReportMetric((orasDisk.sum+syncOras).Seconds()/fetchDisk.sum.Seconds(), "fetch-ratio-durable")

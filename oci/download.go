@@ -165,6 +165,18 @@ func downloadFile(ctx context.Context, t content.Fetcher, e *Entry, target strin
 	return res, nil
 }
 
+// streamHoles reports whether the ranges missing are what a stream that
+// was stopped leaves: the rest of the blob and, before it, the holes of the
+// few writes it had in flight (they finish out of order). The stream then
+// goes on from the first hole and writes those few MiB again, rather than
+// fetching them as parallel ranges.
+func streamHoles(missing []ingest.Range, size int64) bool {
+	if len(missing) < 2 || missing[len(missing)-1].End != size {
+		return false
+	}
+	return missing[len(missing)-1].Off-missing[0].Off <= streamBuffers*streamBufSize
+}
+
 // closed is a channel that is closed: nothing to wait for.
 var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
@@ -209,7 +221,7 @@ func download(ctx context.Context, t content.Fetcher, e *Entry, w Writer, opts D
 	switch {
 	case mirrored:
 		resumes, used, err = mt.stream(ctx, layer, w, opts)
-	case len(missing) > 1 || len(missing) == 1 && missing[0].End != layer.Size:
+	case !streamHoles(missing, layer.Size) && (len(missing) > 1 || len(missing) == 1 && missing[0].End != layer.Size):
 		// A parallel download stopped: what arrived out of order stays.
 		rs := make([]Range, len(missing))
 		reused = layer.Size

@@ -47,3 +47,6 @@ func ForceParallelFor(t testing.TB) func() {
 // ForceParallel makes downloads from a registry hand over to parallel
 // ranges at once, with every connection, until the test ends.
 func ForceParallel(t testing.TB) { t.Cleanup(ForceParallelFor(t)) }
+
+// StreamHoles is streamHoles, for tests.
+var StreamHoles = streamHoles

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,6 +28,12 @@ const (
 // headSize is how much of the start of the image the magic check reads
 // (GPT's header sits at 512 or 4096).
 const headSize = 8192
+
+// concurrentWriter is a Writer that wants several WriteAt calls in flight
+// (ingest.Writer writing with O_DIRECT).
+type concurrentWriter interface {
+	WriteConcurrency() int
+}
 
 type chunk struct {
 	buf  []byte // cap streamBufSize
@@ -112,18 +119,52 @@ func stream(ctx context.Context, t content.Fetcher, layer ocispec.Descriptor, w 
 		}
 	}()
 
-	var werr error
-	for c := range toWrite {
-		if werr == nil {
-			_, werr = w.WriteAt(c.buf[:c.n], c.off)
-			if werr != nil {
-				cancel() // stop the reader; drain what it sent
-			} else if opts.Progress != nil {
-				opts.Progress(c.off+int64(c.n), layer.Size)
-			}
-		}
-		c.release(free)
+	// Writes that go straight to the disk each wait for it: several in
+	// flight keep it busy (the Writer says how many).
+	writers := 1
+	if cw, ok := w.(concurrentWriter); ok {
+		writers = max(1, min(cw.WriteConcurrency(), streamBuffers/2))
 	}
+	var (
+		wmu     sync.Mutex
+		werr    error
+		written = start
+		done    = map[int64]int64{} // written out of order: offset to end
+		wg      sync.WaitGroup
+	)
+	for range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for c := range toWrite {
+				wmu.Lock()
+				failed := werr != nil
+				wmu.Unlock()
+				if !failed {
+					_, err := w.WriteAt(c.buf[:c.n], c.off)
+					wmu.Lock()
+					if err != nil && werr == nil {
+						werr = err
+						cancel() // stop the reader; drain what it sent
+					} else if err == nil && opts.Progress != nil {
+						// How far the stream is: up to where every byte is
+						// written (the writes may finish out of order).
+						// Once per chunk, as before, as each joins the
+						// prefix.
+						done[c.off] = c.off + int64(c.n)
+						for end, ok := done[written]; ok; end, ok = done[written] {
+							delete(done, written)
+							written = end
+							opts.Progress(written, layer.Size)
+						}
+					}
+					wmu.Unlock()
+				}
+				c.release(free)
+			}
+		}()
+	}
+	wg.Wait()
 	<-hashed
 	rerr := <-readErr
 	cancel()

@@ -74,6 +74,14 @@ func (in *Ingest) Stored() (Install, bool) {
 // WriteAt writes the image's bytes at off.
 func (in *Ingest) WriteAt(p []byte, off int64) (int, error) { return in.w.WriteAt(p, off) }
 
+// WriteConcurrency is how many WriteAt calls to keep in flight.
+func (in *Ingest) WriteConcurrency() int {
+	if in.w == nil {
+		return 1
+	}
+	return in.w.WriteConcurrency()
+}
+
 // HashAt hashes the bytes at off (the bytes WriteAt gets, in order).
 func (in *Ingest) HashAt(p []byte, off int64) { in.w.HashAt(p, off) }
 

@@ -270,6 +270,7 @@ func TestDeltaFromAnotherExtension(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkActive(t, root, "app", app)
+	reg.served.Settle()
 	if sent := reg.served.Bytes(); sent > size(t, app)/2 || r.Reused < int64(len(shared))-2*delta.MaxSize {
 		t.Fatalf("first install next to a shared file: sent %d of %d, reused %d", sent, size(t, app), r.Reused)
 	}
@@ -398,6 +399,7 @@ func TestNoDelta(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkActive(t, f.root, "app", f.v2)
+	f.reg.served.Settle()
 	if f.reg.served.Bytes() != f.v2Layer || r.Reused != 0 || r.Downloaded != f.v2Layer || referrers != 0 {
 		t.Fatalf("--no-delta: sent %d of %d, reused %d, downloaded %d, %d referrer requests", f.reg.served.Bytes(), f.v2Layer, r.Reused, r.Downloaded, referrers)
 	}
@@ -543,6 +545,7 @@ func TestDeltaResumesAfterKill(t *testing.T) {
 	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 		t.Fatalf("the child was not killed: %v\n%s", err, out)
 	}
+	f.reg.served.Settle()
 	first := f.reg.served.Bytes()
 	checkApp(t, f.root, "delta killed half-way", "1")
 	if len(ingestDirs(t, f.root)) != 1 {
@@ -556,6 +559,7 @@ func TestDeltaResumesAfterKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkActive(t, f.root, "app", f.v2)
+	f.reg.served.Settle()
 	again := f.reg.served.Bytes()
 	t.Logf("image %d bytes, changed file %d: the killed run was sent %d, the rerun %d; %s", f.v2Layer, f.changedN, first, again, strings.TrimSpace(log.String()))
 	if !strings.Contains(log.String(), "from the interrupted download") {

@@ -58,6 +58,7 @@ func TestDownloadParallel(t *testing.T) {
 	}
 	// The single stream was cut short at the handover: at most what
 	// was in flight then is sent twice.
+	served.Settle()
 	if extra := served.Bytes() - p.r.Entry.Layer.Size; extra < 0 || extra > 8<<20 {
 		t.Fatalf("served %d bytes for %d", served.Bytes(), p.r.Entry.Layer.Size)
 	}
@@ -169,6 +170,7 @@ func TestDownloadParallelResumesMissingParts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	served.Settle()
 	if served.Bytes() != missing || d.Reused != layer.Size-missing {
 		t.Fatalf("served %d bytes, reused %d; want %d and %d", served.Bytes(), d.Reused, missing, layer.Size-missing)
 	}

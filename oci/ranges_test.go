@@ -77,6 +77,7 @@ func TestFetchRanges(t *testing.T) {
 	for _, r := range rs {
 		total += r.Len
 	}
+	served.Settle()
 	if n != total || progress.Load() != total || served.Bytes() != total {
 		t.Fatalf("fetched %d, progress %d, served %d; want %d", n, progress.Load(), served.Bytes(), total)
 	}

@@ -60,6 +60,7 @@ func TestDownloadIntoResumesAtOffset(t *testing.T) {
 	if len(rs) != 1 || rs[0] != fmt.Sprintf("bytes=%d-%d", half, size-1) {
 		t.Fatalf("range requests %q, want one from %d", rs, half)
 	}
+	served.Settle()
 	if served.Bytes() != size-half {
 		t.Fatalf("served %d bytes for the %d missing", served.Bytes(), size-half)
 	}

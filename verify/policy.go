@@ -353,20 +353,9 @@ func (l *loader) sigstoreRequirement(rf requirementFile) (Requirement, error) {
 // publicKeys reads an entry's keys: keyPath, keyPaths (read from files),
 // keyData and keyDatas (inline PEM), in that order.
 func (l *loader) publicKeys(rf requirementFile) ([]crypto.PublicKey, error) {
-	var keyPEMs [][]byte
-	paths := rf.KeyPaths
-	if rf.KeyPath != "" {
-		paths = append([]string{rf.KeyPath}, paths...)
-	}
-	for _, p := range paths {
-		b, err := l.read(p, maxKeyFileSize)
-		if err != nil {
-			return nil, fmt.Errorf("key: %w", err)
-		}
-		keyPEMs = append(keyPEMs, b)
-	}
-	if rf.KeyData != nil {
-		keyPEMs = append(keyPEMs, rf.KeyData)
+	keyPEMs, err := l.pems("key", rf.KeyPath, rf.KeyPaths, rf.KeyData)
+	if err != nil {
+		return nil, err
 	}
 	keyPEMs = append(keyPEMs, rf.KeyDatas...)
 	var keys []crypto.PublicKey
@@ -378,6 +367,28 @@ func (l *loader) publicKeys(rf requirementFile) ([]crypto.PublicKey, error) {
 		keys = append(keys, k)
 	}
 	return keys, nil
+}
+
+// pems reads the PEM files an entry names (one, then many, read as
+// l.read does) followed by its inline data when given. what names the
+// field in errors.
+func (l *loader) pems(what, one string, many []string, data []byte) ([][]byte, error) {
+	paths := many
+	if one != "" {
+		paths = append([]string{one}, paths...)
+	}
+	var out [][]byte
+	for _, p := range paths {
+		b, err := l.read(p, maxKeyFileSize)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		out = append(out, b)
+	}
+	if data != nil {
+		out = append(out, data)
+	}
+	return out, nil
 }
 
 // fulcio reads a fulcio entry: the identity certificates must name, and

@@ -96,20 +96,9 @@ func (l *loader) verityRequirement(rf requirementFile) (PolicyRequirement, error
 	if rf.KeyPath != "" || rf.KeyPaths != nil || rf.KeyData != nil || rf.KeyDatas != nil || rf.Fulcio != nil || rf.SignedIdentity != nil || rf.TrustedRootPath != "" {
 		return r, errors.New(`"veritySigned" takes certPath, certPaths or certData (PEM X.509 certificates), not cosign keys`)
 	}
-	paths := rf.CertPaths
-	if rf.CertPath != "" {
-		paths = append([]string{rf.CertPath}, paths...)
-	}
-	var pems [][]byte
-	for _, p := range paths {
-		b, err := l.read(p, maxKeyFileSize)
-		if err != nil {
-			return r, fmt.Errorf("certPath: %w", err)
-		}
-		pems = append(pems, b)
-	}
-	if rf.CertData != nil {
-		pems = append(pems, rf.CertData)
+	pems, err := l.pems("certPath", rf.CertPath, rf.CertPaths, rf.CertData)
+	if err != nil {
+		return r, err
 	}
 	if len(pems) == 0 {
 		return r, errors.New(`"veritySigned" needs "certPath", "certPaths" or "certData"`)

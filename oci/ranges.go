@@ -441,10 +441,12 @@ func (e *rangeEngine) run(ctx context.Context) (int64, error) {
 					return
 				}
 				err := e.fetch(ctx, r)
+				// The failure is recorded before the others are stopped,
+				// so theirs (context canceled) never takes its place.
+				e.done(err)
 				if err != nil {
 					cancel() // stop the others' requests
 				}
-				e.done(err)
 			}
 		}()
 	}

@@ -247,6 +247,7 @@ func TestPullResumesAfterKillParallel(t *testing.T) {
 	must(t, err)
 	checkNode(t, root, "killed at 50%", []string{""})
 
+	served.Settle() // the killed child's requests may still be answered
 	served.Reset()
 	r, err := testNode(root).Pull(context.Background(), PullRequest{Ref: ref})
 	if err != nil {
@@ -258,7 +259,11 @@ func TestPullResumesAfterKillParallel(t *testing.T) {
 	served.Settle()
 	again := served.Bytes()
 	t.Logf("image %d bytes; killed with %d written; the rerun was sent %d in %d requests", size, done, again, len(served.Ranges()))
-	if again <= 0 || again > size-done {
+	// A write that had not reached the ingest's record when the kill
+	// landed is fetched again: at most one buffer per connection (256 KiB,
+	// at most 4), well under what fetching the missing parts whole would
+	// cost (3.4 MB more in this test).
+	if again <= 0 || again > size-done+1<<20 {
 		t.Fatalf("the rerun was sent %d bytes; the killed pull had written %d of %d", again, done, size)
 	}
 	for _, d := range ingestDirs(t, root) {

@@ -68,20 +68,9 @@ func TestPullResumesAfterKill(t *testing.T) {
 	must(t, err)
 	size := fi.Size()
 	root := nodeRoot(t, debianRelease)
-	cutFile := filepath.Join(t.TempDir(), "cut")
 
 	served.Reset()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestResumeChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), envResumeRoot+"="+root, envResumeRef+"="+ref, envResumeCut+"="+cutFile)
-	out, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		t.Fatalf("the child was not killed: %v\n%s", err, out)
-	}
-	b, err := os.ReadFile(cutFile)
-	must(t, err)
-	cut, err := strconv.ParseInt(string(b), 10, 64)
-	must(t, err)
+	cut := killedPull(t, root, ref)
 	served.Settle() // the killed child's request may still be answered
 	first := served.Bytes()
 	checkNode(t, root, "killed at 50%", []string{""})
@@ -228,23 +217,12 @@ func TestPullResumesAfterKillParallel(t *testing.T) {
 	must(t, err)
 	size := fi.Size()
 	root := nodeRoot(t, debianRelease)
-	cutFile := filepath.Join(t.TempDir(), "cut")
 
 	served.Reset()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestResumeChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), envResumeRoot+"="+root, envResumeRef+"="+ref, envResumeCut+"="+cutFile)
-	out, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		t.Fatalf("the child was not killed: %v\n%s", err, out)
-	}
+	done := killedPull(t, root, ref)
 	if served.MaxInFlight() < 2 {
 		t.Fatalf("the killed pull never had two blob requests at once (ranges %q): it did not go parallel", served.Ranges())
 	}
-	b, err := os.ReadFile(cutFile)
-	must(t, err)
-	done, err := strconv.ParseInt(string(b), 10, 64)
-	must(t, err)
 	checkNode(t, root, "killed at 50%", []string{""})
 
 	served.Settle() // the killed child's requests may still be answered
@@ -269,4 +247,23 @@ func TestPullResumesAfterKillParallel(t *testing.T) {
 	for _, d := range ingestDirs(t, root) {
 		t.Fatalf("ingest %s left after the rerun", d)
 	}
+}
+
+// killedPull runs TestResumeChild, which pulls ref into root and is
+// SIGKILLed halfway, and returns how many bytes it had written then.
+func killedPull(t *testing.T, root, ref string) int64 {
+	t.Helper()
+	cutFile := filepath.Join(t.TempDir(), "cut")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestResumeChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), envResumeRoot+"="+root, envResumeRef+"="+ref, envResumeCut+"="+cutFile)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("the child was not killed: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(cutFile)
+	must(t, err)
+	cut, err := strconv.ParseInt(string(b), 10, 64)
+	must(t, err)
+	return cut
 }

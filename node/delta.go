@@ -165,6 +165,9 @@ func (n *Node) tryDelta(ctx context.Context, inst store.Installer, p *pullPlan, 
 			if pl.Reused == 0 {
 				return errNotWorth
 			}
+			if n.opts.Reused != nil {
+				n.opts.Reused(pl.Reused)
+			}
 			n.logf("%s: delta download of %s (%s): %s to fetch in %d ranges, %s found in %d stored images%s", name, extension.ShortDigest(string(e.Layer.Digest)), mib(e.Layer.Size), mib(pl.Fetched), len(pl.Ranges), mib(pl.Reused), len(srcs), resumedPart(pl.Held))
 			return nil
 		},

@@ -90,6 +90,9 @@ type Options struct {
 	// Progress is told about download progress (of a delta download: the
 	// bytes fetched of those to fetch).
 	Progress oci.ProgressFunc
+	// Reused is told, before a delta download's progress, how many bytes
+	// of the image were found in stored images; nil = not told.
+	Reused func(reused int64)
 	// NoDelta always downloads whole images: no chunk index is looked for
 	// and no stored image read (--no-delta).
 	NoDelta bool

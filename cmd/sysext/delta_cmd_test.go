@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -75,6 +76,10 @@ func TestDeltaCommands(t *testing.T) {
 	}
 	if !strings.Contains(errs, "delta download of") {
 		t.Fatalf("no line says what the delta fetches: %s", errs)
+	}
+	// The progress lines count the fetched bytes and say what was reused.
+	if !regexp.MustCompile(`download \(\+[0-9.]+ MiB reused\): 100%`).MatchString(errs) {
+		t.Fatalf("the progress does not say what was reused: %s", errs)
 	}
 	if _, errs, code := runCLI(t, "rollback", "cmddelta", "--root", root); code != 0 {
 		t.Fatalf("rollback: %s", errs)

@@ -132,6 +132,7 @@ func (f nodeFlags) node(c *cobra.Command, copyMode bool) (*node.Node, error) {
 		Log:         log,
 		Warn:        escapeWriter{c.ErrOrStderr()}, // warnings are printed even with -q and --json
 		Progress:    p.fileFunc("download"),
+		Reused:      p.reusedFunc("download"),
 	}), nil
 }
 

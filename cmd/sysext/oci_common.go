@@ -85,6 +85,11 @@ type progress struct {
 	off   bool
 	bars  map[string]*progressbar.ProgressBar
 	lines map[string]int // last quarter printed per name
+	// reused is what a delta download found in stored images, per name:
+	// its progress counts only the bytes fetched, so the line says both.
+	reused  map[string]int64
+	pending map[string]int64 // reused, told before the transfer it belongs to starts
+	totals  map[string]int64 // the total each name's bar or lines were made for
 }
 
 func newProgress(c *cobra.Command, out outputFlags) *progress {
@@ -93,7 +98,7 @@ func newProgress(c *cobra.Command, out outputFlags) *progress {
 	if f, ok := w.(*os.File); ok {
 		tty = term.IsTerminal(int(f.Fd()))
 	}
-	return &progress{w: w, tty: tty, off: out.Quiet || out.JSON, bars: map[string]*progressbar.ProgressBar{}, lines: map[string]int{}}
+	return &progress{w: w, tty: tty, off: out.Quiet || out.JSON, bars: map[string]*progressbar.ProgressBar{}, lines: map[string]int{}, reused: map[string]int64{}, pending: map[string]int64{}, totals: map[string]int64{}}
 }
 
 // update reports done of total bytes for name.
@@ -104,6 +109,21 @@ func (p *progress) update(name string, done, total int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	label := filepath.Base(name)
+	if t, ok := p.totals[name]; !ok || t != total {
+		// A new transfer under this name (the next extension, or a delta
+		// that fell back to the whole image): a new bar, new lines.
+		if b, ok := p.bars[name]; ok {
+			_ = b.Finish()
+		}
+		delete(p.bars, name)
+		delete(p.lines, name)
+		p.reused[name] = p.pending[name]
+		delete(p.pending, name)
+	}
+	p.totals[name] = total
+	if r := p.reused[name]; r > 0 {
+		label += fmt.Sprintf(" (+%s reused)", humanSize(r))
+	}
 	if p.tty {
 		b, ok := p.bars[name]
 		if !ok {
@@ -134,6 +154,19 @@ func (p *progress) update(name string, done, total int64) {
 	if q > last {
 		fmt.Fprintf(p.w, "%s: %d%%\n", label, q*25)
 		p.lines[name] = q
+	}
+}
+
+// reusedFunc is told how much of name's image a delta download found in
+// stored images, before its progress starts.
+func (p *progress) reusedFunc(name string) func(int64) {
+	if p == nil || p.off {
+		return nil
+	}
+	return func(reused int64) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.pending[name] = reused
 	}
 }
 

@@ -9,17 +9,9 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/sysext/sysext/fsimage"
 	"github.com/sysext/sysext/internal/tool"
 )
-
-// erofsToolMinimum is the first erofs-utils release whose mkfs.erofs has
-// each compressor beyond lz4 and lz4hc (Debian 12 ships 1.5, Debian 13
-// 1.8).
-var erofsToolMinimum = map[string]string{
-	"lzma":    "1.6",
-	"deflate": "1.7",
-	"zstd":    "1.8",
-}
 
 // erofsProbed remembers, per mkfs.erofs path and compressor, what the
 // probe found: a build, a bake or a test runs it once.
@@ -29,7 +21,7 @@ var erofsProbed sync.Map // path + "\x00" + alg -> error (nil: has it)
 // ("Cannot find a valid compressor lzma"), rather than its last one.
 var erofsSays = regexp.MustCompile(`(?m)^(?:<E> erofs:)?\s*(.*[Cc]ompressor.*)$`)
 
-var erofsVersion = regexp.MustCompile(`mkfs\.erofs (?:\(erofs-utils\) )?v?([0-9][0-9A-Za-z.+~-]*)`)
+var erofsVersion = regexp.MustCompile(`mkfs\.erofs (?:\(erofs-utils\) )?v?([0-9]+(?:\.[0-9]+)*)`)
 
 // checkEROFSCompressor refuses, before any work, a compressor the
 // mkfs.erofs at path was built without: erofs-utils before 1.6 has no
@@ -37,8 +29,8 @@ var erofsVersion = regexp.MustCompile(`mkfs\.erofs (?:\(erofs-utils\) )?v?([0-9]
 // the tool itself, by writing an empty image with the compressor, since
 // the versions print their compressors in different places.
 func checkEROFSCompressor(ctx context.Context, path, alg string) error {
-	if _, extra := erofsToolMinimum[alg]; !extra {
-		return nil // lz4, lz4hc and none: every erofs-utils has them
+	if alg == "lz4" || alg == "lz4hc" || alg == "none" {
+		return nil // every erofs-utils has them
 	}
 	key := path + "\x00" + alg
 	if v, ok := erofsProbed.Load(key); ok {
@@ -76,7 +68,7 @@ func checkEROFSCompressor(ctx context.Context, path, alg string) error {
 			said = m[1]
 		}
 		probeErr = fmt.Errorf("--compression %s: %s (%s) cannot write %s EROFS images (it says: %s): install erofs-utils >= %s, or use --compression %s",
-			alg, name, path, alg, strings.TrimSpace(said), erofsToolMinimum[alg], DefaultEROFSCompression)
+			alg, name, path, alg, strings.TrimSpace(said), fsimage.ErofsTools(alg), DefaultEROFSCompression)
 	}
 	erofsProbed.Store(key, probeErr)
 	return probeErr

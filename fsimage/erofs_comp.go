@@ -14,15 +14,27 @@ const (
 
 // ErofsAlgorithms are EROFS's compressors by their on-disk number, with
 // the Linux release that first mounts them and the kernel option they
-// need: a node's kernel must have every compressor of an image it merges.
-// lz4hc writes lz4.
+// need (a node's kernel must have every compressor of an image it
+// merges), and the first erofs-utils release whose tools write and read
+// them (Debian 12 ships 1.5, Debian 13 1.8). lz4hc writes lz4.
 var ErofsAlgorithms = []struct {
-	Name, Linux, Config string
+	Name, Linux, Config, Tools string
 }{
-	{"lz4", "5.4", "CONFIG_EROFS_FS_ZIP"},
-	{"lzma", "5.16", "CONFIG_EROFS_FS_ZIP_LZMA"},
-	{"deflate", "6.6", "CONFIG_EROFS_FS_ZIP_DEFLATE"},
-	{"zstd", "6.10", "CONFIG_EROFS_FS_ZIP_ZSTD"},
+	{"lz4", "5.4", "CONFIG_EROFS_FS_ZIP", "1.0"},
+	{"lzma", "5.16", "CONFIG_EROFS_FS_ZIP_LZMA", "1.6"},
+	{"deflate", "6.6", "CONFIG_EROFS_FS_ZIP_DEFLATE", "1.7"},
+	{"zstd", "6.10", "CONFIG_EROFS_FS_ZIP_ZSTD", "1.8"},
+}
+
+// ErofsTools is the first erofs-utils release that has alg ("" when
+// unknown).
+func ErofsTools(alg string) string {
+	for _, a := range ErofsAlgorithms {
+		if a.Name == alg {
+			return a.Tools
+		}
+	}
+	return ""
 }
 
 // ErofsNeeds says what a kernel needs to mount EROFS data compressed

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sysext/sysext/activate"
 	"github.com/sysext/sysext/builder"
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/fsimage"
@@ -88,4 +89,45 @@ func TestEROFSCompressorsEndToEnd(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A node whose kernel configuration lacks an EROFS image's compressor
+// is told before the download, from the manifest's annotation that push
+// wrote. A test node's root is not "/", so the running kernel's finding
+// is a warning (activate's TestPreflightEROFSCompressor has the refusal
+// of the running system); --strict refuses it before any byte of the
+// image is sent, and nothing is installed.
+func TestEROFSCompressorPreflight(t *testing.T) {
+	t.Setenv("PATH", testenv.TrixieBin(t)+string(os.PathListSeparator)+os.Getenv("PATH"))
+	reg := newDeltaReg(t)
+	tree := t.TempDir()
+	must(t, os.MkdirAll(filepath.Join(tree, "usr/bin"), 0o755))
+	must(t, os.WriteFile(filepath.Join(tree, "usr/bin/z-hello"), bytes.Repeat([]byte("#!/bin/sh\necho z\n"), 2000), 0o755))
+	res, err := builder.Build(context.Background(), builder.Options{Tree: tree, Meta: meta("z", "1.0"), Format: builder.EROFS, Compression: "zstd", Output: t.TempDir() + "/"})
+	must(t, err)
+	ref := reg.Ref("sysext/z:stable")
+	push(t, ref, res.Path)
+	cfg := filepath.Join(t.TempDir(), "config")
+	must(t, os.WriteFile(cfg, []byte("CONFIG_EROFS_FS=y\nCONFIG_EROFS_FS_ZIP=y\nCONFIG_EROFS_FS_ZIP_LZMA=y\n"), 0o644))
+	const cause = "the kernel cannot read zstd EROFS images: CONFIG_EROFS_FS_ZIP_ZSTD is not set in "
+	root := nodeRoot(t, debianRelease)
+	o := testNode(root).opts
+	o.Preflighter = &ActivatePreflight{Strict: true, System: activate.System{KernelConfig: cfg}}
+	reg.served.Reset()
+	_, err = New(o).Pull(context.Background(), PullRequest{Ref: ref})
+	if err == nil || !strings.Contains(err.Error(), cause+cfg) || !strings.Contains(err.Error(), "--compression lz4hc") {
+		t.Fatalf("pull --strict = %v", err)
+	}
+	if sent := reg.served.Bytes(); sent != 0 {
+		t.Fatalf("the registry sent %d blob bytes before the refusal", sent)
+	}
+	if _, err := os.Lstat(filepath.Join(root, "var/lib/extensions/z.raw")); err == nil {
+		t.Fatal("a refused pull left a link")
+	}
+	var log bytes.Buffer
+	o.Preflighter = &ActivatePreflight{Log: &log, System: activate.System{KernelConfig: cfg}}
+	if _, err := New(o).Pull(context.Background(), PullRequest{Ref: ref}); err != nil || !strings.Contains(log.String(), "warning: z: "+cause) {
+		t.Fatalf("pull = %v, log:\n%s", err, log.String())
+	}
+	checkActive(t, root, "z", res.Path)
 }

@@ -186,7 +186,7 @@ type Image struct {
 	// Compression lists an EROFS image's compressors (the manifest's
 	// annotation, or the image's superblock); nil when unknown.
 	Compression []string
-	Meta   extension.Metadata
+	Meta        extension.Metadata
 	// Verity describes a disk image's verity (nil: none known).
 	Verity *ImageVerity
 }

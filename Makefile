@@ -111,18 +111,22 @@ $(TOOLS_DIR)/systemd-sysupdate: $(TRIXIE_STAMP)
 
 # Wrappers that run the tree's programs on this host: put the directory
 # first on PATH to build as a host with systemd-repart 257 does. Not on
-# PATH by default, so nothing else picks them up.
-TRIXIE_BIN_PROGRAMS := usr/bin/systemd-repart usr/bin/systemd-dissect usr/bin/mkfs.erofs usr/bin/mksquashfs usr/sbin/veritysetup
-$(TOOLS_DIR)/trixie-bin/.done: $(TRIXIE_STAMP)
+# PATH by default, so nothing else picks them up. erofs-utils 1.8's three
+# tools write and read lzma, deflate and zstd EROFS images (Debian 12's
+# 1.5 has lz4 only). The stamp names the list, so a new program is added.
+TRIXIE_BIN_PROGRAMS := usr/bin/systemd-repart usr/bin/systemd-dissect usr/bin/mkfs.erofs usr/bin/dump.erofs usr/bin/fsck.erofs usr/bin/mksquashfs usr/sbin/veritysetup
+TRIXIE_BIN_STAMP := $(TOOLS_DIR)/trixie-bin/.done-$(shell echo $(TRIXIE_BIN_PROGRAMS) | sha256sum | cut -c1-12)
+$(TRIXIE_BIN_STAMP): $(TRIXIE_STAMP)
 	mkdir -p $(TOOLS_DIR)/trixie-bin
 	for p in $(TRIXIE_BIN_PROGRAMS); do \
 	  printf '#!/bin/sh\nR=%s\n$(TRIXIE_LOADER) "$$R/%s" "$$@"\n' $(TRIXIE) $$p > $(TOOLS_DIR)/trixie-bin/$$(basename $$p) && \
 	  chmod +x $(TOOLS_DIR)/trixie-bin/$$(basename $$p) || exit 1; \
 	done
 	$(TOOLS_DIR)/trixie-bin/systemd-repart --version >/dev/null
+	$(TOOLS_DIR)/trixie-bin/mkfs.erofs -V | grep -q zstd
 	touch $@
 
-tools: $(TOOLS_DIR)/registry $(TOOLS_DIR)/cosign $(TOOLS_DIR)/cosign3 $(TOOLS_DIR)/oras $(TOOLS_DIR)/crane $(TOOLS_DIR)/systemd-sysupdate $(TOOLS_DIR)/butane $(TOOLS_DIR)/trixie-bin/.done
+tools: $(TOOLS_DIR)/registry $(TOOLS_DIR)/cosign $(TOOLS_DIR)/cosign3 $(TOOLS_DIR)/oras $(TOOLS_DIR)/crane $(TOOLS_DIR)/systemd-sysupdate $(TOOLS_DIR)/butane $(TRIXIE_BIN_STAMP)
 
 test-deps: apt-deps tools
 

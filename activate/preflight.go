@@ -74,6 +74,9 @@ type Facts struct {
 	// Verity is the kernel's and systemd's support for enforcing signed
 	// disk images (verity.go).
 	Verity VerityFacts
+	// Kernel is the running kernel's release and configuration, for the
+	// EROFS compressors (erofscomp.go).
+	Kernel KernelFacts
 }
 
 // System says where Gather reads the facts; the zero value is the running
@@ -94,6 +97,10 @@ type System struct {
 	ProcMisc  string
 	SysModule string
 	SysBlock  string
+	// KernelRelease replaces uname -r; KernelConfig is the kernel's
+	// configuration (default /proc/config.gz, else /boot/config-RELEASE).
+	KernelRelease string
+	KernelConfig  string
 }
 
 func (s System) offline() bool { return s.Root != "" && filepath.Clean(s.Root) != "/" }
@@ -139,6 +146,7 @@ func Gather(ctx context.Context, sys System) Facts {
 		f.SystemdVersion = v
 	}
 	f.Verity = GatherVerity(sys, mods, f.SystemdVersion)
+	f.Kernel = gatherKernel(sys)
 	return f
 }
 
@@ -175,7 +183,10 @@ func kernelRelease() (string, error) {
 type Image struct {
 	Name   string
 	Format fsimage.Format // "" when not known yet: no filesystem check
-	Meta   extension.Metadata
+	// Compression lists an EROFS image's compressors (the manifest's
+	// annotation, or the image's superblock); nil when unknown.
+	Compression []string
+	Meta        extension.Metadata
 	// Verity describes a disk image's verity (nil: none known).
 	Verity *ImageVerity
 }
@@ -273,6 +284,7 @@ func Preflight(f Facts, images []Image, strict bool) *Report {
 			add(CheckFilesystem, Refuse, name, fmt.Sprintf("the kernel cannot mount %s (not in /proc/filesystems, no %s module under /lib/modules/$(uname -r))", img.Format, fs),
 				fmt.Sprintf("load it with 'modprobe %s', boot a kernel that has it, or rebuild the extension with 'sysext build --format %s'", fs, otherFormat(img.Format)))
 		}
+		erofsCompressorFindings(f.Kernel, img, name, add)
 		if img.Format == fsimage.GPT && img.Verity == nil {
 			add(CheckFilesystem, Warn, name, "a GPT disk image: its partitions' filesystems are not checked", "the merge is still proven after the refresh")
 		}

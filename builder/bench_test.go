@@ -109,7 +109,7 @@ func BenchmarkBuild300MiB(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				for r := 0; r < rounds; r++ {
 					out := b.TempDir()
-					p, err := plan(Options{Tree: tree, Meta: opts.Meta, Format: tc.format, Compression: tc.comp, Output: out})
+					p, err := plan(context.Background(), Options{Tree: tree, Meta: opts.Meta, Format: tc.format, Compression: tc.comp, Output: out})
 					if err != nil {
 						b.Fatal(err)
 					}

@@ -25,8 +25,10 @@ import (
 )
 
 // Default compression per format: zstd squashfs is what distributions
-// ship and every current kernel reads; erofs-utils 1.5 offers lz4 and
-// lz4hc, and lz4hc is what the Flatcar bakery uses.
+// ship and every current kernel reads. lz4hc EROFS is what the Flatcar
+// bakery uses and every EROFS kernel reads; lzma, deflate and zstd EROFS
+// images are smaller and update with smaller deltas, but need Linux 5.16,
+// 6.6 and 6.10 (docs/building.md), so a publisher chooses them.
 const (
 	DefaultSquashfsCompression = "zstd"
 	DefaultEROFSCompression    = "lz4hc"
@@ -50,7 +52,7 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	if opts.Format == DDI {
 		return buildDDI(ctx, opts)
 	}
-	p, err := plan(opts)
+	p, err := plan(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -140,6 +142,8 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		Release:  rel,
 		Upholds:  info.Upholds,
 		Warnings: warnings,
+
+		Compression: info.Compression,
 	}, nil
 }
 
@@ -370,7 +374,7 @@ type buildPlan struct {
 
 // plan validates everything that does not need the tree, so a bad flag
 // fails before any work.
-func plan(opts Options) (*buildPlan, error) {
+func plan(ctx context.Context, opts Options) (*buildPlan, error) {
 	p := &buildPlan{kind: opts.Kind, meta: opts.Meta, format: opts.Format, epoch: opts.SourceDateEpoch, sync: opts.Sync, stageDir: opts.StageDir}
 	switch p.kind {
 	case "":
@@ -437,8 +441,14 @@ func plan(opts Options) (*buildPlan, error) {
 	if p.format == EROFS {
 		toolName = "mkfs.erofs"
 	}
-	if _, err := tool.Look(toolName); err != nil {
+	path, err := tool.Look(toolName)
+	if err != nil {
 		return nil, err
+	}
+	if p.format == EROFS {
+		if err := checkEROFSCompressor(ctx, path, p.compression); err != nil {
+			return nil, invalid(err)
+		}
 	}
 	return p, nil
 }
@@ -463,7 +473,7 @@ func CheckOptions(opts Options) error {
 		}
 		opts.Format = opts.Filesystem
 	}
-	if _, err := plan(opts); errors.Is(err, ErrInvalidOption) {
+	if _, err := plan(context.Background(), opts); errors.Is(err, ErrInvalidOption) {
 		return err
 	}
 	return nil
@@ -484,7 +494,16 @@ func invalid(err error) error { return &optionError{err} }
 
 var compressions = map[ImageFormat][]string{
 	Squashfs: {"gzip", "xz", "lzo", "lz4", "zstd", "none"},
-	EROFS:    {"lz4", "lz4hc", "none"},
+	EROFS:    {"lz4", "lz4hc", "lzma", "deflate", "zstd", "none"},
+}
+
+// erofsLevels are the levels mkfs.erofs takes per compressor (lz4 takes
+// none); lzma's 100-109 are its "extreme" presets.
+var erofsLevels = map[string]func(int) bool{
+	"lz4hc":   func(n int) bool { return n <= 12 },
+	"lzma":    func(n int) bool { return n <= 9 || n >= 100 && n <= 109 },
+	"deflate": func(n int) bool { return n <= 9 },
+	"zstd":    func(n int) bool { return n <= 22 },
 }
 
 // Compressions lists the algorithms --compression takes for a format
@@ -510,7 +529,13 @@ func (p *buildPlan) parseCompression(s string) error {
 		return fmt.Errorf("--compression %s: %s images take %s, optionally with :LEVEL", s, p.format, strings.Join(compressions[p.format], ", "))
 	}
 	if hasLevel {
-		if n, err := strconv.Atoi(level); err != nil || n < 0 || n > 22 || alg == "none" || alg == "lz4" && p.format == EROFS {
+		n, err := strconv.Atoi(level)
+		inRange := err == nil && n >= 0 && n <= 22 && alg != "none"
+		if p.format == EROFS {
+			ok := erofsLevels[alg]
+			inRange = err == nil && n >= 0 && ok != nil && ok(n)
+		}
+		if !inRange {
 			return fmt.Errorf("--compression %s: the level must be a number the algorithm accepts", s)
 		}
 	}

@@ -378,10 +378,22 @@ func TestBuildRefusesBadInput(t *testing.T) {
 		}, "ID="},
 		{"bad format", func(t *testing.T, tree string, o *builder.Options) { o.Format = "ext4" }, "use squashfs, erofs or ddi"},
 		{"bad compression", func(t *testing.T, tree string, o *builder.Options) { o.Compression = "brotli" }, "--compression brotli"},
-		{"erofs has no zstd", func(t *testing.T, tree string, o *builder.Options) {
+		{"erofs has no brotli", func(t *testing.T, tree string, o *builder.Options) {
 			o.Format = builder.EROFS
-			o.Compression = "zstd"
-		}, "erofs images take lz4, lz4hc, none"},
+			o.Compression = "brotli"
+		}, "erofs images take lz4, lz4hc, lzma, deflate, zstd, none"},
+		{"erofs lzma level", func(t *testing.T, tree string, o *builder.Options) {
+			o.Format = builder.EROFS
+			o.Compression = "lzma:10"
+		}, "--compression lzma:10: the level must be"},
+		{"erofs lz4hc level", func(t *testing.T, tree string, o *builder.Options) {
+			o.Format = builder.EROFS
+			o.Compression = "lz4hc:13"
+		}, "--compression lz4hc:13: the level must be"},
+		{"erofs deflate level", func(t *testing.T, tree string, o *builder.Options) {
+			o.Format = builder.EROFS
+			o.Compression = "deflate:10"
+		}, "--compression deflate:10: the level must be"},
 		{"bad level", func(t *testing.T, tree string, o *builder.Options) { o.Compression = "zstd:x" }, "level"},
 		{"output inside the tree", func(t *testing.T, tree string, o *builder.Options) {
 			o.Output = filepath.Join(tree, "usr") + "/"

@@ -88,7 +88,7 @@ type ddiPlan struct {
 // buildDDI builds a DDI: see DDI. The filesystem is built as Build builds
 // any image (the same checks, the same bytes), then put in a partition.
 func buildDDI(ctx context.Context, opts Options) (*Result, error) {
-	d, err := planDDI(opts)
+	d, err := planDDI(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -149,7 +149,7 @@ func buildDDI(ctx context.Context, opts Options) (*Result, error) {
 	return res, nil
 }
 
-func planDDI(opts Options) (*ddiPlan, error) {
+func planDDI(ctx context.Context, opts Options) (*ddiPlan, error) {
 	fs := opts.Filesystem
 	if fs == "" {
 		fs = DefaultDDIFilesystem
@@ -165,7 +165,7 @@ func planDDI(opts Options) (*ddiPlan, error) {
 	}
 	inner := opts
 	inner.Format = fs
-	p, err := plan(inner)
+	p, err := plan(ctx, inner)
 	if err != nil {
 		return nil, err
 	}

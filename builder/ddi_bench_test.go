@@ -66,7 +66,7 @@ func BenchmarkBuildDDI300MiB(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				for r := 0; r < tc.rounds; r++ {
 					out := b.TempDir()
-					p, err := plan(Options{Tree: tree, Meta: meta, Format: tc.fs, Compression: tc.comp, Output: out})
+					p, err := plan(context.Background(), Options{Tree: tree, Meta: meta, Format: tc.fs, Compression: tc.comp, Output: out})
 					if err != nil {
 						b.Fatal(err)
 					}

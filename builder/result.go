@@ -15,6 +15,9 @@ type Result struct {
 	Release  *extension.Release `json:"-"` // the extension-release file written
 	Upholds  []string           `json:"upholds,omitempty"`
 	Warnings []string           `json:"warnings,omitempty"`
+	// Compression is, for EROFS, the compressors the image's superblock
+	// names (nil: uncompressed); see fsimage.ErofsNeeds for the kernel.
+	Compression []string `json:"compression,omitempty"`
 
 	// A DDI's root partition filesystem, root hash, signer and how it was
 	// built (DDIByRepart or DDIByVeritysetup).

@@ -37,6 +37,11 @@ type Info struct {
 	// CapabilitiesUnread is set when SpecialFiles could not include file
 	// capabilities: the image's reader (unsquashfs) shows no xattrs.
 	CapabilitiesUnread bool
+	// Compression lists, for an EROFS image, the compressors its
+	// superblock names ("lz4", "lzma", "deflate", "zstd"; nil when
+	// uncompressed): a node's kernel must have each to mount it
+	// (ErofsAlgorithms).
+	Compression []string
 	// DDI describes a GPT disk image's partitions, verity and signature;
 	// nil for a plain squashfs or EROFS image.
 	DDI *DDI

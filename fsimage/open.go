@@ -69,6 +69,11 @@ func OpenWith(ctx context.Context, path string, opts Options) (*Info, error) {
 	defer img.close()
 	f, t := img.f, img.tree
 	info := &Info{Path: path, Format: img.format, Size: img.size, DDI: img.ddi}
+	if img.format == EROFS {
+		if info.Compression, err = ErofsCompressors(f); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+	}
 	if err := readMetadata(ctx, t, info); err != nil {
 		if errors.Is(err, ErrNoRelease) {
 			return nil, fmt.Errorf("%s %w", path, err)

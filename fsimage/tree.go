@@ -1,6 +1,7 @@
 package fsimage
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -435,7 +436,7 @@ func (e *erofsExtract) readFile(ctx context.Context, name string, limit int64) (
 		e.dir = dir
 		out := dir + "/root"
 		if _, err := runTool(ctx, "fsck.erofs", "--extract="+out, "--no-preserve", e.image); err != nil {
-			return nil, fmt.Errorf("read %s: %w", name, err)
+			return nil, fmt.Errorf("read %s: %w%s", name, err, e.toolsHint())
 		}
 		// os.Root keeps symlinks in the extracted tree from reaching
 		// outside it.
@@ -458,6 +459,28 @@ func (e *erofsExtract) readFile(ctx context.Context, name string, limit int64) (
 		return nil, fmt.Errorf("read %s: not a regular file of at most %d bytes", name, limit)
 	}
 	return io.ReadAll(io.LimitReader(f, limit))
+}
+
+// toolsHint says which erofs-utils an image compressed with more than lz4
+// needs, for an fsck.erofs that failed on it (Debian 12's 1.5 reads lz4
+// only).
+func (e *erofsExtract) toolsHint() string {
+	f, err := os.Open(e.image)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	algs, _ := ErofsCompressors(f)
+	var need []string
+	for _, a := range algs {
+		if a != "lz4" {
+			need = append(need, a+" needs erofs-utils >= "+cmp.Or(ErofsTools(a), "?"))
+		}
+	}
+	if len(need) == 0 {
+		return ""
+	}
+	return " (the image is compressed with " + strings.Join(algs, ", ") + ": " + strings.Join(need, ", ") + ")"
 }
 
 func (e *erofsExtract) close() error {

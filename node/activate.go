@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"strings"
 
 	"github.com/opencontainers/go-digest"
 
@@ -226,6 +227,9 @@ func trim(b []byte) string {
 type ActivatePreflight struct {
 	Strict bool
 	Log    io.Writer
+	// System points the checks at test files (its Root is the plan's);
+	// the zero value is the running system.
+	System activate.System
 	// printed keeps each warning to one line per run: a sync of several
 	// extensions checks the same system for each.
 	printed map[string]bool
@@ -233,7 +237,9 @@ type ActivatePreflight struct {
 
 // Preflight implements Preflighter.
 func (p *ActivatePreflight) Preflight(ctx context.Context, plan Plan) error {
-	rep := activate.Check(ctx, activate.System{Root: plan.Root}, []activate.Image{{Name: plan.Name, Meta: plan.Metadata, Format: layerFormat(plan.Entry), Verity: verityImage(plan.Entry)}}, p.Strict)
+	sys := p.System
+	sys.Root = plan.Root
+	rep := activate.Check(ctx, sys, []activate.Image{{Name: plan.Name, Meta: plan.Metadata, Format: layerFormat(plan.Entry), Compression: layerCompression(plan.Entry), Verity: verityImage(plan.Entry)}}, p.Strict)
 	if p.Log != nil && !p.Strict {
 		for _, w := range rep.Warnings() {
 			line := w.String()
@@ -248,6 +254,20 @@ func (p *ActivatePreflight) Preflight(ctx context.Context, plan Plan) error {
 		}
 	}
 	return rep.Err()
+}
+
+// layerCompression is the EROFS compressors the manifest announces (nil
+// when it does not say): a few short words at most, since the manifest is
+// untrusted.
+func layerCompression(e *oci.Entry) []string {
+	if e == nil || layerFormat(e) != fsimage.EROFS {
+		return nil
+	}
+	algs := strings.Fields(e.Manifest.Annotations[oci.AnnotationCompression])
+	if len(algs) > 4 {
+		algs = algs[:4]
+	}
+	return algs
 }
 
 // layerFormat is the filesystem the manifest announces ("" when unknown).

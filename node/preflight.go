@@ -42,7 +42,7 @@ func preflightImages(ctx context.Context, so store.Options, files []string) ([]a
 			warnings = append(warnings, err.Error())
 			return
 		}
-		images = append(images, activate.Image{Name: info.Name, Format: info.Format, Meta: info.Meta, Verity: imageVerity(info)})
+		images = append(images, activate.Image{Name: info.Name, Format: info.Format, Compression: info.Compression, Meta: info.Meta, Verity: imageVerity(info)})
 	}
 	if len(files) > 0 {
 		for _, p := range files {

@@ -50,6 +50,11 @@ const (
 	AnnotationScope         = AnnotationPrefix + "scope"          // SYSEXT_SCOPE, space separated
 	AnnotationReloadManager = AnnotationPrefix + "reload-manager" // "1" when EXTENSION_RELOAD_MANAGER=1
 	AnnotationFormat        = AnnotationPrefix + "format"         // squashfs, erofs or gpt
+	// AnnotationCompression names an EROFS image's compressors, space
+	// separated (lz4, lzma, deflate, zstd; none when uncompressed): the
+	// node's kernel must read each, so the preflight checks it before
+	// the download. Absent for squashfs and disk images.
+	AnnotationCompression = AnnotationPrefix + "compression"
 	// AnnotationImageID and AnnotationImageVersion carry IMAGE_ID and
 	// IMAGE_VERSION of the extension-release: `build --from-image` records
 	// there the base OS image the extension was built on.

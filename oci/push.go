@@ -2,6 +2,7 @@ package oci
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/x509"
 	"encoding/hex"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -253,6 +255,9 @@ func pushOne(ctx context.Context, t oras.Target, ref Reference, path string, inf
 		ann[k] = v
 	}
 	ann[AnnotationFormat] = string(info.Format)
+	if info.Format == fsimage.EROFS {
+		ann[AnnotationCompression] = cmp.Or(strings.Join(info.Compression, " "), "none")
+	}
 	for k, v := range VerityAnnotations(info.DDI) {
 		ann[k] = v
 	}

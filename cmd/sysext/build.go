@@ -59,7 +59,7 @@ func (o *buildOptions) AddFlags(c *cobra.Command) {
 	f.StringVar(&o.Name, "name", "", "extension name (the NAME in extension-release.NAME); required")
 	o.addImageFlags(c,
 		"architecture in systemd's naming (x86-64, arm64, ...), an OCI or uname name, or _any (default: the host's)",
-		"compression, ALG or ALG:LEVEL (squashfs: gzip, xz, lzo, lz4, zstd, none; erofs: lz4, lz4hc, none; default zstd / lz4hc)")
+		"compression, ALG or ALG:LEVEL (squashfs: gzip, xz, lzo, lz4, zstd, none; erofs: lz4, lz4hc, lzma, deflate, zstd, none; default zstd / lz4hc; lzma/deflate/zstd EROFS need Linux 5.16/6.6/6.10 on the nodes)")
 	f.StringVar(&o.Scope, "scope", "", `SYSEXT_SCOPE: "system", "initrd", "portable" or several, space-separated (default: unset, meaning system portable)`)
 	f.StringArrayVar(&o.Enable, "enable", nil, "start this unit (under usr/lib/systemd/system/ in the tree) while the extension is merged, via an Upholds= drop-in; repeatable")
 	f.StringVar(&o.FS, "fs", "", "with --format ddi: the root partition's filesystem, erofs (default) or squashfs")
@@ -257,6 +257,9 @@ func printBuilt(c *cobra.Command, o buildOptions, res *builder.Result) error {
 		fmt.Fprintf(c.ErrOrStderr(), "sysext: warning: %s\n", w)
 	}
 	j := newImageJSON(res.Path, string(res.Format), res.Size, res.Digest, res.Meta, res.Release, res.Upholds)
+	if res.Format == builder.EROFS {
+		j.Compression = erofsCompression(res.Compression)
+	}
 	if res.Format == builder.DDI {
 		j.Format = "gpt"
 		j.DDI = builtDDIJSON(res)

@@ -225,3 +225,46 @@ func TestBuildEROFSUnprivileged(t *testing.T) {
 		t.Fatalf("output dir holds %v (%v)", ents, err)
 	}
 }
+
+// An EROFS image's compressor, and the kernel a node needs for it, is
+// shown by build and inspect; a squashfs image's is not (every kernel
+// with squashfs reads what mksquashfs writes by default).
+func TestEROFSCompressionShown(t *testing.T) {
+	t.Setenv("PATH", testenv.TrixieBin(t)+string(os.PathListSeparator)+os.Getenv("PATH"))
+	for _, c := range []struct{ format, compression, want string }{
+		{"erofs", "zstd:15", "compression:    zstd (nodes need Linux >= 6.10 with CONFIG_EROFS_FS_ZIP_ZSTD)"},
+		{"erofs", "lzma", "compression:    lzma (nodes need Linux >= 5.16 with CONFIG_EROFS_FS_ZIP_LZMA)"},
+		{"erofs", "deflate", "compression:    deflate (nodes need Linux >= 6.6 with CONFIG_EROFS_FS_ZIP_DEFLATE)"},
+		{"erofs", "", "compression:    lz4 (nodes need Linux >= 5.4 with CONFIG_EROFS_FS_ZIP)"},
+		{"erofs", "none", "compression:    none"},
+		{"squashfs", "", ""},
+	} {
+		t.Run(c.format+" "+c.compression, func(t *testing.T) {
+			out := t.TempDir()
+			args := []string{"build", exampleTree(t), "--name", "sysext-hello", "--version", "1.0", "--format", c.format, "-o", out + "/"}
+			if c.compression != "" {
+				args = append(args, "--compression", c.compression)
+			}
+			stdout, stderr, code := runCLI(t, args...)
+			if code != exitOK || (c.want != "" && !strings.Contains(stdout, c.want+"\n")) {
+				t.Fatalf("build exit %d, printed:\n%s%s\nwant %q", code, stdout, stderr, c.want)
+			}
+			img := filepath.Join(out, "sysext-hello-1.0-"+hostArch()+".raw")
+			stdout, stderr, code = runCLI(t, "inspect", img)
+			if code != exitOK || (c.want != "" && !strings.Contains(stdout, c.want+"\n")) || (c.want == "" && strings.Contains(stdout, "compression:")) {
+				t.Fatalf("inspect exit %d, printed:\n%s%s\nwant %q", code, stdout, stderr, c.want)
+			}
+			stdout, _, _ = runCLI(t, "inspect", img, "--json")
+			var got imageJSON
+			if err := json.Unmarshal([]byte(stdout), &got); err != nil {
+				t.Fatal(err)
+			}
+			alg, _, _ := strings.Cut(c.compression, ":")
+			switch {
+			case c.format == "squashfs" && got.Compression != nil,
+				c.format == "erofs" && alg != "" && strings.Join(got.Compression, ",") != alg:
+				t.Fatalf("inspect --json compression = %v", got.Compression)
+			}
+		})
+	}
+}

@@ -15,10 +15,13 @@ import (
 // imageJSON is the machine-readable description of one image, shared by
 // `build --json` and `inspect --json`.
 type imageJSON struct {
-	Path          string            `json:"path"`
-	Name          string            `json:"name"`
-	Version       string            `json:"version"`
-	Format        string            `json:"format"`
+	Path    string `json:"path"`
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	Format  string `json:"format"`
+	// Compression: an EROFS image's compressors ("none" when
+	// uncompressed), which the nodes' kernels must have.
+	Compression   []string          `json:"compression,omitempty"`
 	Architecture  string            `json:"architecture,omitempty"`
 	ID            string            `json:"id"`
 	VersionID     string            `json:"version_id,omitempty"`
@@ -174,6 +177,11 @@ func printImage(w io.Writer, j imageJSON) error {
 		{"name", j.Name},
 		{"version", dash(j.Version)},
 		{"format", j.Format},
+	}
+	if len(j.Compression) > 0 {
+		lines = append(lines, [2]string{"compression", compressionLine(j.Compression)})
+	}
+	lines = append(lines, [][2]string{
 		{"architecture", dash(j.Architecture)},
 		{"ID", j.ID},
 		{"SYSEXT_LEVEL", dash(j.SysextLevel)},
@@ -182,7 +190,7 @@ func printImage(w io.Writer, j imageJSON) error {
 		{"upholds", dash(strings.Join(j.Upholds, " "))},
 		{"reload manager", yes[j.ReloadManager]},
 		{"size", fmt.Sprintf("%d bytes (%s)", j.Size, humanSize(j.Size))},
-	}
+	}...)
 	if j.Digest != "" {
 		d := j.Digest
 		if j.DigestCached {
@@ -210,3 +218,25 @@ func printImage(w io.Writer, j imageJSON) error {
 }
 
 func humanSize(n int64) string { return extract.SizeString(n) }
+
+// erofsCompression is what the JSON and the line say of an EROFS image's
+// compressors.
+func erofsCompression(algs []string) []string {
+	if len(algs) == 0 {
+		return []string{"none"}
+	}
+	return algs
+}
+
+// compressionLine names each compressor with what a node's kernel needs to
+// mount it: the publisher's choice is the nodes' minimum.
+func compressionLine(algs []string) string {
+	parts := make([]string, len(algs))
+	for i, a := range algs {
+		parts[i] = a
+		if a != "none" {
+			parts[i] += " (nodes need " + fsimage.ErofsNeeds(a) + ")"
+		}
+	}
+	return strings.Join(parts, ", ")
+}

@@ -26,6 +26,9 @@ func runInspectFile(c *cobra.Command, opts inspectOptions, path string) error {
 	}
 	j := newImageJSON(info.Path, string(info.Format), info.Size, info.Digest, info.Meta, info.Release, info.Upholds)
 	j.DigestCached = info.DigestCached
+	if info.Format == fsimage.EROFS {
+		j.Compression = erofsCompression(info.Compression)
+	}
 	j.Special = newSpecialJSON(info.SpecialFiles, info.CapabilitiesUnread)
 	if info.DDI != nil {
 		j.DDI = inspectDDI(c.Context(), info.Path, info.DDI)

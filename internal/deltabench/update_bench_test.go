@@ -48,9 +48,13 @@ var benchVariants = []benchVariant{
 	{Variant: Variant{Label: "squashfs zstd (default)", Format: builder.Squashfs}},
 	{Variant: Variant{Label: "erofs lz4hc -C65536 (default)", Format: builder.EROFS}},
 	{Variant: Variant{Label: "erofs lz4hc -C4096 (the default before)", Format: builder.EROFS, Extra: []string{"-C4096"}}},
-	{Variant: Variant{Label: "erofs zstd:15 -C65536 (erofs-utils 1.8, Debian 13)", Format: builder.EROFS, Compression: "zstd:15", Extra: []string{"-C65536"}}, Trixie: true},
-	// lzma: read by Linux >= 5.16 (zstd needs 6.10).
-	{Variant: Variant{Label: "erofs lzma -C65536 (erofs-utils 1.8, Debian 13)", Format: builder.EROFS, Compression: "lzma", Extra: []string{"-C65536"}}, Trixie: true},
+	// Built by the builder (sysext build --format erofs --compression
+	// ALG) with erofs-utils 1.8 from Debian 13: lzma is read by Linux >=
+	// 5.16, deflate by 6.6, zstd by 6.10.
+	{Variant: Variant{Label: "erofs lzma (builder, erofs-utils 1.8)", Format: builder.EROFS, Compression: "lzma"}, Trixie: true},
+	{Variant: Variant{Label: "erofs zstd (builder, erofs-utils 1.8)", Format: builder.EROFS, Compression: "zstd"}, Trixie: true},
+	{Variant: Variant{Label: "erofs zstd:15 (builder, erofs-utils 1.8)", Format: builder.EROFS, Compression: "zstd:15"}, Trixie: true},
+	{Variant: Variant{Label: "erofs deflate (builder, erofs-utils 1.8)", Format: builder.EROFS, Compression: "deflate"}, Trixie: true},
 }
 
 // BenchmarkDeltaUpdate is issue 15's workload (Workload: helm and shfmt

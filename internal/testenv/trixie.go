@@ -38,7 +38,8 @@ func TrixieTree(t testing.TB, need ...string) string {
 }
 
 // TrixieBin returns the directory of wrappers that run the Debian 13 tree's
-// systemd-repart, systemd-dissect, mkfs.erofs, mksquashfs and veritysetup on
+// systemd-repart, systemd-dissect, erofs-utils 1.8 (mkfs.erofs, dump.erofs,
+// fsck.erofs: lzma, deflate and zstd EROFS), mksquashfs and veritysetup on
 // this host with the tree's own loader and libraries ($SYSEXT_TRIXIE_BIN
 // overrides). Put it first on PATH to build as a host with systemd 257 does.
 func TrixieBin(t testing.TB) string {
@@ -47,7 +48,7 @@ func TrixieBin(t testing.TB) string {
 	if dir == "" {
 		dir = filepath.Join(ToolsDir(), "trixie-bin")
 	}
-	for _, n := range []string{"systemd-repart", "mkfs.erofs", "mksquashfs", "veritysetup"} {
+	for _, n := range []string{"systemd-repart", "mkfs.erofs", "dump.erofs", "fsck.erofs", "mksquashfs", "veritysetup"} {
 		if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
 			skipOrFail(t, "no "+n+" wrapper in "+dir+" (make test-deps makes them)")
 		}

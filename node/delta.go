@@ -183,7 +183,9 @@ func (n *Node) tryDelta(ctx context.Context, inst store.Installer, p *pullPlan, 
 		Sources:  srcs,
 		Progress: n.opts.Progress,
 		Planned: func(pl *delta.Plan) error {
-			if pl.Reused == 0 {
+			if pl.Reused == 0 && pl.Held == 0 {
+				// (Chunks an interrupted delta download wrote count: the
+				// local ones are written first.)
 				return errNotWorth
 			}
 			n.logf("%s: delta download of %s (%s): %s to fetch in %d ranges, %s found in %d stored images%s", name, extension.ShortDigest(string(e.Layer.Digest)), mib(e.Layer.Size), mib(pl.Fetched), len(pl.Ranges), mib(pl.Reused), len(srcs), resumedPart(pl.Held))

@@ -85,21 +85,32 @@ func (n *Node) startCutEarly(ctx context.Context, s *store.Store, name string) *
 	return n.startCut(ctx, s, imgs, name, nil)
 }
 
+// deltaPossible reports whether a pull into s could be a delta download:
+// delta downloads are on and the store holds some image (of NAME first,
+// or of any extension).
+func (n *Node) deltaPossible(s *store.Store, name string) bool {
+	return !n.opts.NoDelta && s != nil && len(s.StoredImages(name)) > 0
+}
+
 // startDelta starts looking for the chunk index of p's image when a delta
 // download could help: delta downloads are on, the store holds some image,
 // and not this one under this name (then nothing is downloaded at all).
 // The lookup's round trips overlap the signature checks, and so does
 // cutting the stored images (started already when cut is set).
 func (n *Node) startDelta(ctx context.Context, s *store.Store, p *pullPlan, cut *sourceCut) {
+	early := p.early
 	if n.opts.NoDelta || s == nil {
+		early.Stop()
 		return
 	}
 	imgs := s.StoredImages(p.name)
 	if len(imgs) == 0 {
+		early.Stop()
 		return
 	}
 	for _, im := range imgs {
 		if im.Name == p.name && im.LayerDigest == p.res.Layer.Digest {
+			early.Stop()
 			return
 		}
 	}
@@ -107,7 +118,17 @@ func (n *Node) startDelta(ctx context.Context, s *store.Store, p *pullPlan, cut 
 	p.delta, p.store = l, s
 	go func() {
 		defer close(l.done)
-		l.ix, l.read, l.err = oci.FindChunkIndex(ctx, p.t, &p.res.Entry)
+		if early != nil {
+			// Started from the index's entry: used only when the manifest
+			// resolved is the one it named.
+			l.ix, l.read, l.err = early.Result(ctx, &p.res.Entry)
+			if !errors.Is(l.err, oci.ErrOtherManifest) {
+				return
+			}
+		}
+		var read int64
+		l.ix, read, l.err = oci.FindChunkIndex(ctx, p.t, &p.res.Entry)
+		l.read += read
 	}()
 	if cut == nil || cut.name != p.name {
 		l.cut = n.startCut(ctx, s, imgs, p.name, &p.res.Entry)
@@ -162,7 +183,9 @@ func (n *Node) tryDelta(ctx context.Context, inst store.Installer, p *pullPlan, 
 		Sources:  srcs,
 		Progress: n.opts.Progress,
 		Planned: func(pl *delta.Plan) error {
-			if pl.Reused == 0 {
+			if pl.Reused == 0 && pl.Held == 0 {
+				// (Chunks an interrupted delta download wrote count: the
+				// local ones are written first.)
 				return errNotWorth
 			}
 			if n.opts.Reused != nil {

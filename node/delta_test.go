@@ -9,10 +9,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/sysext/sysext/builder"
 	"github.com/sysext/sysext/delta"
@@ -21,6 +26,8 @@ import (
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/oci/ocitest"
 	"github.com/sysext/sysext/store"
+	"github.com/sysext/sysext/verify"
+	"github.com/sysext/sysext/verify/verifytest"
 )
 
 // The delta download tests build extensions whose files are chosen
@@ -596,4 +603,146 @@ func checkApp(t *testing.T, root, what, version string) {
 		}
 		return nil
 	})
+}
+
+// otherFirst is a node holding app 1 whose tag now points to an index
+// listing, without platforms, another architecture's build of app 2 first
+// and the host's second: what the node looks for early, from the index's
+// first entry, is for a manifest it does not resolve (only the manifest
+// tells the architecture).
+type otherFirst struct {
+	reg         *deltaReg
+	ref, root   string
+	v2          string
+	other, ours ocispec.Descriptor
+}
+
+func newOtherFirst(t *testing.T) *otherFirst {
+	reg := newDeltaReg(t)
+	ctx := context.Background()
+	shared := blob(4<<20, 21)
+	v1 := extImage(t, "app", "1", map[string][]byte{"lib/shared": shared, "lib/changed": blob(1<<20, 22)})
+	v2 := extImage(t, "app", "2", map[string][]byte{"lib/shared": shared, "lib/changed": blob(1<<20, 23)})
+	// The same tree built for another architecture: its own chunk index.
+	other := filepath.Join(t.TempDir(), extension.FileName("app", "2", ocitest.OtherArch()))
+	tree := filepath.Join(t.TempDir(), "tree")
+	must(t, os.MkdirAll(filepath.Join(tree, "usr/lib"), 0o755))
+	must(t, os.WriteFile(filepath.Join(tree, "usr/lib/shared"), shared, 0o644))
+	m := meta("app", "2")
+	m.Arch = ocitest.OtherArch()
+	_, err := builder.Build(ctx, builder.Options{Tree: tree, Meta: m, Output: other, SourceDateEpoch: 1700000000})
+	must(t, err)
+	f := &otherFirst{reg: reg, ref: reg.Ref("ext/app:stable"), root: nodeRoot(t, debianRelease), v2: v2}
+	push(t, f.ref, v1)
+	if _, err := testNode(f.root).Pull(ctx, PullRequest{Ref: f.ref}); err != nil {
+		t.Fatal(err)
+	}
+	entry := func(tag, file string, arch extension.Arch) ocispec.Descriptor {
+		push(t, reg.Ref("ext/app:"+tag), file)
+		tg, r := reg.Open(t, "ext/app:"+tag)
+		res, err := oci.Resolve(ctx, tg, r, arch)
+		must(t, err)
+		d := res.Descriptor
+		d.Platform = nil
+		return d
+	}
+	f.other, f.ours = entry("other", other, ocitest.OtherArch()), entry("v2", v2, extension.HostArch())
+	tg, _ := reg.Open(t, "ext/app:stable")
+	ocitest.Index(t, tg, "stable", []ocispec.Descriptor{f.other, f.ours})
+	return f
+}
+
+// noEarlyLeft fails when a goroutine is still inside a lookup or check
+// the pull started early.
+func noEarlyLeft(t *testing.T) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	stacks := string(buf[:runtime.Stack(buf, true)])
+	for _, fn := range []string{"oci.listChunkIndexReferrers", "oci.chunkIndexReferrersByTag", "oci.readChunkIndex", "oci.findChunkIndex", "node.(*Node).startVerify"} {
+		if strings.Contains(stacks, fn) {
+			t.Fatalf("a goroutine is still in %s after the update:\n%s", fn, stacks)
+		}
+	}
+}
+
+// The chunk index is looked for from the index's first entry while its
+// manifest is read. When the manifest resolved is another, that lookup is
+// stopped, even hung, and nothing it found is used: the update looks again
+// for the manifest resolved and still takes the delta path.
+func TestDeltaEarlyLookupOtherManifest(t *testing.T) {
+	f := newOtherFirst(t)
+	// The other build's chunk index lookups hang until cancelled.
+	arrived, ended := make(chan string, 8), make(chan string, 8)
+	f.reg.misbehave(func(w http.ResponseWriter, r *http.Request, _ http.Handler) bool {
+		if !strings.Contains(r.URL.Path, f.other.Digest.Encoded()) || !(referrersAPI(r) || referrersTag(r)) {
+			return false
+		}
+		arrived <- r.URL.Path
+		<-r.Context().Done()
+		ended <- r.URL.Path
+		return true
+	})
+	var log bytes.Buffer
+	rs, err := logNode(f.root, &log).Update(context.Background(), UpdateOptions{All: true})
+	if err != nil || len(rs) != 1 || rs[0].Action != "updated" {
+		t.Fatalf("update: %+v %v\n%s", rs, err, log.String())
+	}
+	checkActive(t, f.root, "app", f.v2)
+	if rs[0].Reused == 0 || strings.Contains(log.String(), "whole image") {
+		t.Fatalf("the delta path was not taken: %+v\n%s", rs[0], log.String())
+	}
+	if len(arrived) == 0 {
+		t.Fatal("no chunk index lookup was started for the index's first entry: the test shows nothing")
+	}
+	for range len(arrived) {
+		select {
+		case <-ended:
+		case <-time.After(30 * time.Second):
+			t.Fatal("a hung lookup for the other manifest was never cancelled")
+		}
+	}
+	noEarlyLeft(t)
+}
+
+// verifyOnly accepts the manifest ours only; a check of any other waits
+// until it is cancelled (a registry that hangs) and is recorded.
+type verifyOnly struct {
+	ours      digest.Digest
+	mu        sync.Mutex
+	cancelled []digest.Digest
+}
+
+func (v *verifyOnly) Verify(ctx context.Context, _ oci.Target, _ oci.Reference, r *oci.Resolved, _ Trust) (verify.Verified, error) {
+	if r.Descriptor.Digest == v.ours {
+		return verifytest.AcceptUnsigned(r.Descriptor.Digest), nil
+	}
+	<-ctx.Done()
+	v.mu.Lock()
+	v.cancelled = append(v.cancelled, r.Descriptor.Digest)
+	v.mu.Unlock()
+	return verify.Verified{}, errors.New("not signed")
+}
+
+// The signatures are checked from the index's first entry while its
+// manifest is read. When the manifest resolved is another, that check is
+// stopped (here it hangs) and its answer is not used: the manifest
+// resolved is checked itself.
+func TestEarlyVerifyOtherManifest(t *testing.T) {
+	f := newOtherFirst(t)
+	v := &verifyOnly{ours: f.ours.Digest}
+	o := testNode(f.root).opts
+	o.Verifier = v
+	var log bytes.Buffer
+	o.Log = &log
+	rs, err := New(o).Update(context.Background(), UpdateOptions{All: true})
+	if err != nil || len(rs) != 1 || rs[0].Action != "updated" {
+		t.Fatalf("update: %+v %v\n%s", rs, err, log.String())
+	}
+	checkActive(t, f.root, "app", f.v2)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if len(v.cancelled) != 1 || v.cancelled[0] != f.other.Digest {
+		t.Fatalf("checks cancelled: %v, want the one started for %s", v.cancelled, f.other.Digest)
+	}
+	noEarlyLeft(t)
 }

@@ -18,7 +18,10 @@ import (
 type Verifier interface {
 	// Verify checks the signatures on r's manifest (or on the index r
 	// resolved through, which lists it) found in t and returns the
-	// verification the store requires, for the manifest's digest.
+	// verification the store requires, for the manifest's digest. It
+	// may be called before the manifest is read, with r's Entry holding
+	// only the index's descriptor of it: only r.Root, r.Index and
+	// r.Descriptor are to be used (a signature is on the digest).
 	// tr is the extension's own trust (its recorded or declared policy,
 	// the --insecure-allow-unsigned opt-out).
 	Verify(ctx context.Context, t oci.Target, ref oci.Reference, r *oci.Resolved, tr Trust) (verify.Verified, error)

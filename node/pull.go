@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/sysext/sysext/activate"
@@ -137,6 +138,11 @@ type pullPlan struct {
 	store      *store.Store
 	delta      *deltaLookup
 	deltaIndex *delta.Index
+	// early is the chunk index lookup plan started from the index's
+	// entry (nil when none): startDelta uses it for that manifest only;
+	// earlyVerify is the signature check started so (admit).
+	early       *oci.ChunkIndexLookup
+	earlyVerify *earlyVerify
 	// Set by put: the trusted certificate that signed a disk image's root
 	// hash (nil when the policy names none), for protect.
 	verityCert *x509.Certificate
@@ -156,10 +162,14 @@ func (n *Node) pull(ctx context.Context, s *store.Store, inst store.Installer, r
 		cut = n.startCutEarly(ctx, s, req.Name)
 	}
 	defer func() { cancel(); cut.release() }()
-	p, err := n.plan(ctx, req, pre)
+	// The signatures, and the chunk index when a delta download could
+	// follow, are looked for from the index's entry as its manifest is
+	// read.
+	p, err := n.plan(ctx, req, pre, earlyStarts{chunkIndex: !req.DryRun && n.deltaPossible(s, req.Name), active: s.ActiveManifest})
 	if err != nil {
 		return nil, err
 	}
+	defer p.stopEarly()
 	e, name := &p.res.Entry, p.name
 	result = &Result{Name: name, Version: e.Metadata.Version, Digest: e.Descriptor.Digest.String(), Source: req.Ref}
 	defer func() {
@@ -197,6 +207,7 @@ func (n *Node) pull(ctx context.Context, s *store.Store, inst store.Installer, r
 	}
 	if retry, err := n.admit(ctx, p, req); retry {
 		// A mirror's answer for the tag did not verify: from the next source.
+		p.stopEarly()
 		return n.pull(ctx, s, inst, req, &resolvedRef{t: p.t, ref: p.ref})
 	} else if err != nil {
 		return nil, err
@@ -252,13 +263,15 @@ func (n *Node) pull(ctx context.Context, s *store.Store, inst store.Installer, r
 // pullCopy is Pull in copy mode: the same checks, then the image file
 // itself in the extensions directory; nothing is activated.
 func (n *Node) pullCopy(ctx context.Context, c *store.Copier, req PullRequest, pre *resolvedRef) (*Result, error) {
-	p, err := n.plan(ctx, req, pre)
+	p, err := n.plan(ctx, req, pre, earlyStarts{})
 	if err != nil {
 		return nil, err
 	}
+	defer p.stopEarly()
 	e, name := &p.res.Entry, p.name
 	result := &Result{Name: name, Version: e.Metadata.Version, Digest: e.Descriptor.Digest.String(), Source: req.Ref}
 	if retry, err := n.admit(ctx, p, req); retry {
+		p.stopEarly()
 		return n.pullCopy(ctx, c, req, &resolvedRef{t: p.t, ref: p.ref})
 	} else if err != nil {
 		return nil, err
@@ -281,10 +294,29 @@ func (n *Node) pullCopy(ctx context.Context, c *store.Copier, req PullRequest, p
 	return result, nil
 }
 
+// earlyStarts says what plan starts from the digest an index names for
+// the manifest, while it reads the manifest.
+type earlyStarts struct {
+	// chunkIndex: the chunk index lookup (a delta download may follow).
+	chunkIndex bool
+	// active, when set, reports whether a manifest is an installed
+	// extension's active one: then nothing is started (the pull is most
+	// likely a no-op, and its lookups would be wasted requests).
+	active func(digest.Digest) bool
+}
+
 // plan resolves the reference (from the root update resolved, when pre is
-// set) and decides the extension's name.
-func (n *Node) plan(ctx context.Context, req PullRequest, pre *resolvedRef) (*pullPlan, error) {
+// set) and decides the extension's name. While it reads the manifest an
+// index names, it starts checking its signatures and, as early says,
+// looking for its chunk index (p.earlyVerify, p.early; stopped when plan
+// fails).
+func (n *Node) plan(ctx context.Context, req PullRequest, pre *resolvedRef, early earlyStarts) (_ *pullPlan, err error) {
 	p := &pullPlan{}
+	defer func() {
+		if err != nil {
+			p.stopEarly()
+		}
+	}()
 	var root ocispec.Descriptor
 	var rootBody []byte
 	if pre != nil {
@@ -314,7 +346,20 @@ func (n *Node) plan(ctx context.Context, req PullRequest, pre *resolvedRef) (*pu
 		_, err := n.opts.Verifier.Verify(ctx, p.t, p.ref, &oci.Resolved{Ref: p.ref, Root: idx, Entry: oci.Entry{Descriptor: idx}}, req.trust())
 		return err
 	}
-	res, err := oci.ResolveWith(ctx, p.t, p.ref, n.arch(), oci.ResolveOptions{Root: root, RootBody: rootBody, VerifyIndex: verifyIndex})
+	ro := oci.ResolveOptions{Root: root, RootBody: rootBody, VerifyIndex: verifyIndex}
+	ro.Reading = func(r *oci.Resolved) {
+		// The signatures and the chunk index are looked for by the digest
+		// the index names while the manifest is read; admit and startDelta
+		// use what they find only for the manifest resolved.
+		if early.active != nil && early.active(r.Descriptor.Digest) {
+			return
+		}
+		p.earlyVerify = n.startVerify(ctx, p, r, req.trust())
+		if early.chunkIndex {
+			p.early = oci.StartChunkIndex(ctx, p.t, r.Descriptor)
+		}
+	}
+	res, err := oci.ResolveWith(ctx, p.t, p.ref, n.arch(), ro)
 	if err != nil {
 		return nil, err
 	}

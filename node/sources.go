@@ -5,6 +5,8 @@ import (
 	"errors"
 	"sync"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/verify"
@@ -53,7 +55,10 @@ func (n *Node) openRef(ctx context.Context, ref oci.Reference) (oci.Target, erro
 // source (retry is then set). A mirror can make a pull fail, never make
 // it succeed with something else.
 func (n *Node) verifyPlan(ctx context.Context, p *pullPlan, tr Trust) (v verify.Verified, retry bool, err error) {
-	v, err = n.opts.Verifier.Verify(ctx, p.t, p.ref, p.res, tr)
+	v, err = p.earlyVerify.result(ctx, p.res.Descriptor.Digest)
+	if errors.Is(err, errNotStartedFor) {
+		v, err = n.opts.Verifier.Verify(ctx, p.t, p.ref, p.res, tr)
+	}
 	var nv *verify.NoValidSignatureError
 	if err == nil || !errors.As(err, &nv) {
 		return v, false, err
@@ -71,4 +76,72 @@ func (n *Node) verifyPlan(ctx context.Context, p *pullPlan, tr Trust) (v verify.
 		}
 	}
 	return v, false, err
+}
+
+// earlyVerify is a signature check started from the digest an index names
+// for the manifest, while the manifest is read (plan): only the digest is
+// signed, so the check needs nothing else; its answer counts only for the
+// manifest resolved from that digest.
+type earlyVerify struct {
+	digest digest.Digest
+	cancel context.CancelFunc
+	done   chan struct{}
+	v      verify.Verified
+	err    error
+}
+
+// errNotStartedFor says an early check was for another manifest, or none
+// was started.
+var errNotStartedFor = errors.New("no signature check was started for this manifest")
+
+// startVerify starts checking the signatures of r's manifest, of which
+// only the descriptor is known (nil without a verifier).
+func (n *Node) startVerify(ctx context.Context, p *pullPlan, r *oci.Resolved, tr Trust) *earlyVerify {
+	if n.opts.Verifier == nil {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	ev := &earlyVerify{digest: r.Descriptor.Digest, cancel: cancel, done: make(chan struct{})}
+	t, ref := p.t, p.ref
+	go func() {
+		defer close(ev.done)
+		ev.v, ev.err = n.opts.Verifier.Verify(ctx, t, ref, r, tr)
+	}()
+	return ev
+}
+
+// result waits for the check when it was started for the manifest d,
+// else stops it and returns errNotStartedFor.
+func (ev *earlyVerify) result(ctx context.Context, d digest.Digest) (verify.Verified, error) {
+	if ev == nil || ev.digest != d {
+		ev.stop()
+		return verify.Verified{}, errNotStartedFor
+	}
+	select {
+	case <-ev.done:
+	case <-ctx.Done():
+		ev.stop()
+		return verify.Verified{}, ctx.Err()
+	}
+	if ev.err == nil {
+		if err := ev.v.Check(d); err != nil {
+			return verify.Verified{}, err
+		}
+	}
+	return ev.v, ev.err
+}
+
+// stop cancels the check and waits for it to end; safe on nil and twice.
+func (ev *earlyVerify) stop() {
+	if ev == nil {
+		return
+	}
+	ev.cancel()
+	<-ev.done
+}
+
+// stopEarly stops what plan started early.
+func (p *pullPlan) stopEarly() {
+	p.early.Stop()
+	p.earlyVerify.stop()
 }

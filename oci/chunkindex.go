@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -136,13 +137,20 @@ func PushChunkIndex(ctx context.Context, t oras.Target, subject ocispec.Descript
 // index and how many bytes were read for it. ErrNoChunkIndex when none is
 // attached.
 func FindChunkIndex(ctx context.Context, t Target, e *Entry) (*delta.Index, int64, error) {
-	refs, stop, err := chunkIndexReferrers(ctx, t, e.Descriptor)
+	return findChunkIndex(ctx, t, e.Descriptor, func(context.Context) (*Entry, error) { return e, nil })
+}
+
+// findChunkIndex is FindChunkIndex for the manifest subject names, whose
+// entry (its layer: what the index must be for) entry waits for: the
+// referrers are listed and the first candidate read before it is needed.
+func findChunkIndex(ctx context.Context, t Target, subject ocispec.Descriptor, entry func(context.Context) (*Entry, error)) (*delta.Index, int64, error) {
+	refs, stop, err := chunkIndexReferrers(ctx, t, subject)
 	defer stop()
 	if err != nil {
-		return nil, 0, fmt.Errorf("chunk index of %s: list referrers: %w", e.Descriptor.Digest, err)
+		return nil, 0, fmt.Errorf("chunk index of %s: list referrers: %w", subject.Digest, err)
 	}
 	if len(refs) == 0 {
-		return nil, 0, fmt.Errorf("%s: %w", e.Descriptor.Digest, ErrNoChunkIndex)
+		return nil, 0, fmt.Errorf("%s: %w", subject.Digest, ErrNoChunkIndex)
 	}
 	// The newest first: a publisher who re-publishes wants that one used.
 	sort.SliceStable(refs, func(i, j int) bool {
@@ -154,14 +162,98 @@ func FindChunkIndex(ctx context.Context, t Target, e *Entry) (*delta.Index, int6
 		if i == maxChunkIndexCandidates {
 			break
 		}
-		ix, n, err := readChunkIndex(ctx, t, e, r)
+		ix, n, err := readChunkIndex(ctx, t, subject.Digest, entry, r)
 		read += n
 		if err == nil {
 			return ix, read, nil
 		}
+		if ctx.Err() != nil || errors.Is(err, ErrOtherManifest) {
+			return nil, read, err
+		}
 		errs = append(errs, err)
 	}
-	return nil, read, fmt.Errorf("chunk index of %s: %w", e.Descriptor.Digest, errors.Join(errs...))
+	return nil, read, fmt.Errorf("chunk index of %s: %w", subject.Digest, errors.Join(errs...))
+}
+
+// ErrOtherManifest says a chunk index lookup started early
+// (StartChunkIndex) was for another manifest than the one resolved: what
+// it found is not used.
+var ErrOtherManifest = errors.New("the lookup was started for another manifest")
+
+// ChunkIndexLookup is a chunk index lookup started from a manifest's
+// digest alone (StartChunkIndex), while the manifest itself is read: its
+// round trips then overlap the manifest's. Nothing it finds is believed
+// before Result is given the entry resolved and verified from that digest,
+// and the index is then checked as FindChunkIndex checks it.
+type ChunkIndexLookup struct {
+	subject ocispec.Descriptor
+	cancel  context.CancelFunc
+	entry   chan *Entry // takes the entry once
+	given   sync.Once
+	done    chan struct{}
+	ix      *delta.Index
+	read    int64
+	err     error
+}
+
+// StartChunkIndex starts looking for the chunk index attached to the
+// manifest desc names (an image index's entry, before the manifest is
+// read). The caller must call Result or Stop.
+func StartChunkIndex(ctx context.Context, t Target, desc ocispec.Descriptor) *ChunkIndexLookup {
+	ctx, cancel := context.WithCancel(ctx)
+	l := &ChunkIndexLookup{subject: desc, cancel: cancel, entry: make(chan *Entry, 1), done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		l.ix, l.read, l.err = findChunkIndex(ctx, t, desc, func(ctx context.Context) (*Entry, error) {
+			select {
+			case e := <-l.entry:
+				if e == nil || e.Descriptor.Digest != desc.Digest {
+					return nil, ErrOtherManifest
+				}
+				return e, nil
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		})
+	}()
+	return l
+}
+
+// Result waits for the lookup and returns what FindChunkIndex(ctx, t, e)
+// would: e must be the entry read and verified from the lookup's digest;
+// for any other the lookup is stopped and its findings are not used (an
+// error). The bytes read count either way.
+func (l *ChunkIndexLookup) Result(ctx context.Context, e *Entry) (*delta.Index, int64, error) {
+	if e.Descriptor.Digest != l.subject.Digest {
+		l.Stop()
+		return nil, l.read, fmt.Errorf("chunk index of %s: %w (%s)", e.Descriptor.Digest, ErrOtherManifest, l.subject.Digest)
+	}
+	l.give(e)
+	select {
+	case <-l.done:
+	case <-ctx.Done():
+		l.Stop()
+		return nil, l.read, ctx.Err()
+	}
+	if l.err != nil {
+		return nil, l.read, l.err
+	}
+	return l.ix, l.read, nil
+}
+
+// Stop cancels the lookup and waits for it to end; safe to call more than
+// once, and after Result.
+func (l *ChunkIndexLookup) Stop() {
+	if l == nil {
+		return
+	}
+	l.cancel()
+	l.give(nil)
+	<-l.done
+}
+
+func (l *ChunkIndexLookup) give(e *Entry) {
+	l.given.Do(func() { l.entry <- e })
 }
 
 // chunkIndexReferrers lists the chunk index referrers of subject in t. A
@@ -277,7 +369,7 @@ func appendChunkIndexRefs(refs, rs []ocispec.Descriptor) []ocispec.Descriptor {
 
 // readChunkIndex reads and checks one chunk index referrer: the index blob
 // is the one its manifest names, whatever the listing said.
-func readChunkIndex(ctx context.Context, t Target, e *Entry, r ocispec.Descriptor) (*delta.Index, int64, error) {
+func readChunkIndex(ctx context.Context, t Target, subject digest.Digest, entry func(context.Context) (*Entry, error), r ocispec.Descriptor) (*delta.Index, int64, error) {
 	// The blob the listing names is fetched beside the manifest.
 	ctx, cancel := context.WithCancel(ctx)
 	early := make(chan fetchedBlob, 1)
@@ -311,8 +403,8 @@ func readChunkIndex(ctx context.Context, t Target, e *Entry, r ocispec.Descripto
 	switch {
 	case m.ArtifactType != ArtifactTypeChunkIndex:
 		return nil, read, fmt.Errorf("referrer %s: artifactType %q: %w", r.Digest, m.ArtifactType, delta.ErrInvalid)
-	case m.Subject == nil || m.Subject.Digest != e.Descriptor.Digest:
-		return nil, read, fmt.Errorf("referrer %s: its subject is not %s: %w", r.Digest, e.Descriptor.Digest, delta.ErrInvalid)
+	case m.Subject == nil || m.Subject.Digest != subject:
+		return nil, read, fmt.Errorf("referrer %s: its subject is not %s: %w", r.Digest, subject, delta.ErrInvalid)
 	case len(m.Layers) != 1 || m.Layers[0].MediaType != MediaTypeChunkIndex:
 		return nil, read, fmt.Errorf("referrer %s: want one layer of %s: %w", r.Digest, MediaTypeChunkIndex, delta.ErrInvalid)
 	case m.Layers[0].Size > delta.MaxIndexSize || m.Layers[0].Size < 0:
@@ -334,6 +426,12 @@ func readChunkIndex(ctx context.Context, t Target, e *Entry, r ocispec.Descripto
 	ix, err := delta.Parse(b)
 	if err != nil {
 		return nil, read, fmt.Errorf("referrer %s: %w", r.Digest, err)
+	}
+	// The layer it must be for is known once the manifest is read and
+	// verified (an early lookup waits here for it).
+	e, err := entry(ctx)
+	if err != nil {
+		return nil, read, err
 	}
 	if err := ix.Check(e.Layer.Size, e.Layer.Digest.String()); err != nil {
 		return nil, read, fmt.Errorf("referrer %s: %w", r.Digest, err)

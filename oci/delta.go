@@ -117,15 +117,16 @@ func DownloadDelta(ctx context.Context, t Target, e *Entry, o DeltaOptions) (*Do
 
 // assembler writes one image from its plan.
 type assembler struct {
-	t    Target
-	e    *Entry
-	o    DeltaOptions
-	ix   *delta.Index
-	w    Writer
-	plan *delta.Plan
-	wmu  sync.Mutex // Into's WriteAt takes one call at a time
-	sink *chunkSink
-	data *os.File // Into's file, read back for the digest and for copies
+	t     Target
+	e     *Entry
+	o     DeltaOptions
+	ix    *delta.Index
+	w     Writer
+	plan  *delta.Plan
+	wmu   sync.Mutex // Into's WriteAt takes one call at a time
+	sink  *chunkSink
+	local *localProgress
+	data  *os.File // Into's file, read back for the digest and for copies
 }
 
 // lookup finds a chunk in the sources whose chunker is the new image's;
@@ -174,9 +175,11 @@ func (a *assembler) have() func(off, n int64) bool {
 	}
 }
 
-// run fetches the plan's ranges in the background while it walks the
-// chunks in order: local chunks are read, checked and written; every
-// byte is handed to the whole file's hash in order.
+// run fetches the plan's ranges and writes the chunks found in the stored
+// images (copyLocal), both in the background, while it walks the chunks in
+// order and hands every byte to the whole file's hash. The local chunks
+// do not wait for the fetched ones before them: by the time the last
+// range arrives they are written, and the walk only has the hashing left.
 func (a *assembler) run(ctx context.Context) error {
 	data, err := os.Open(a.w.Name())
 	if err != nil {
@@ -185,6 +188,7 @@ func (a *assembler) run(ctx context.Context) error {
 	defer data.Close()
 	a.data = data
 	a.sink = newChunkSink(a.ix, a.plan, a.write)
+	a.local = newLocalProgress()
 	ranges := make([]Range, len(a.plan.Ranges))
 	for i, r := range a.plan.Ranges {
 		ranges[i] = Range{Off: r.Off, Len: r.Len}
@@ -208,13 +212,23 @@ func (a *assembler) run(ctx context.Context) error {
 		a.sink.finish(err)
 		fetched <- err
 	}()
+	copied := make(chan error, 1)
+	go func() {
+		err := a.copyLocal(fctx)
+		a.local.finish(len(a.ix.Chunks), err)
+		copied <- err
+	}()
 	werr := a.walk(ctx)
 	if werr != nil {
 		cancel()
 	}
+	cerr := <-copied
 	ferr := <-fetched
 	if werr != nil {
 		return werr
+	}
+	if cerr != nil {
+		return cerr
 	}
 	if ferr != nil {
 		return fmt.Errorf("layer %s: %w", a.e.Layer.Digest, ferr)
@@ -230,14 +244,60 @@ func (a *assembler) write(p []byte, off int64) error {
 	return err
 }
 
-// walk goes through the chunks in order. Runs of local chunks (Take,
-// Copy) are read into a buffer, checked, written and hashed; runs of
-// chunks that are fetched or held are waited for and read back for the
-// hash.
-func (a *assembler) walk(ctx context.Context) error {
-	hashed := a.w.Offset() // the bytes before it are hashed (a resumed ingest)
+// copyLocal writes the chunks taken from the stored images, in order:
+// runs of them are read into a buffer, each checked against its digest,
+// and written; a.local says how far it got.
+func (a *assembler) copyLocal(ctx context.Context) error {
 	buf := make([]byte, 0, deltaBatch+a.ix.Chunker.Max)
 	var bufOff int64 // where buf's bytes go
+	h := sha256.New()
+	flush := func(next int) error {
+		if len(buf) > 0 {
+			if err := a.write(buf, bufOff); err != nil {
+				return fmt.Errorf("write %s: %w", a.w.Name(), err)
+			}
+			buf = buf[:0]
+		}
+		a.local.advance(next)
+		return nil
+	}
+	for i, c := range a.ix.Chunks {
+		st := a.plan.Steps[i]
+		if st.Action != delta.Take {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if len(buf) > 0 && (bufOff+int64(len(buf)) != c.Off || len(buf) >= deltaBatch) {
+			if err := flush(i); err != nil {
+				return err
+			}
+		}
+		if len(buf) == 0 {
+			bufOff = c.Off
+		}
+		p := buf[len(buf) : len(buf)+int(c.Len)]
+		src := a.o.Sources[st.Src]
+		if _, err := src.File.ReadAt(p, st.SrcOff); err != nil {
+			return fmt.Errorf("read %s at %d: %w", src.Name, st.SrcOff, err)
+		}
+		if chunkSum(h, p) != c.Sum {
+			return &LocalChunkError{Source: st.Src, Name: src.Name, Off: st.SrcOff}
+		}
+		buf = buf[:len(buf)+int(c.Len)]
+	}
+	return flush(len(a.ix.Chunks))
+}
+
+// walk goes through the chunks in order and hands them to the whole
+// file's hash, read back from the file in batches once they are written:
+// fetched ones as they arrive (the sink), local ones as copyLocal writes
+// them. Copies of earlier chunks of the image are read from it, checked
+// and written here, once what they copy is written.
+func (a *assembler) walk(ctx context.Context) error {
+	hashed := a.w.Offset() // the bytes before it are hashed (a resumed ingest)
+	buf := make([]byte, deltaBatch+a.ix.Chunker.Max)
 	h := sha256.New()
 	// hash hands the bytes p at off to the whole file's hash, from where
 	// it stands.
@@ -247,21 +307,13 @@ func (a *assembler) walk(ctx context.Context) error {
 			hashed = off + int64(len(p))
 		}
 	}
-	flushLocal := func() error {
-		if len(buf) == 0 {
-			return nil
-		}
-		if err := a.write(buf, bufOff); err != nil {
-			return fmt.Errorf("write %s: %w", a.w.Name(), err)
-		}
-		hash(buf, bufOff)
-		buf = buf[:0]
-		return nil
-	}
-	// readBack hashes [off, end) of the new file, after waiting for the
-	// fetched chunks in it.
+	// readBack hashes chunks first to last of the new file, once they are
+	// written.
 	readBack := func(first, last int) error {
 		if err := a.sink.wait(ctx, first, last); err != nil {
+			return err
+		}
+		if err := a.local.wait(ctx, last+1); err != nil {
 			return err
 		}
 		off := a.ix.Chunks[first].Off
@@ -276,19 +328,15 @@ func (a *assembler) walk(ctx context.Context) error {
 			hash(p, off)
 			off += n
 		}
-		buf = buf[:0]
 		return nil
 	}
-	span := -1 // the first chunk of a run of fetched or held chunks
+	span := -1 // the first chunk of a run not hashed yet
 	for i, c := range a.ix.Chunks {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		st := a.plan.Steps[i]
-		if st.Action == delta.Fetch || st.Action == delta.Have {
-			if err := flushLocal(); err != nil {
-				return err
-			}
+		if st.Action != delta.Copy {
 			if span < 0 {
 				span = i
 			}
@@ -300,44 +348,88 @@ func (a *assembler) walk(ctx context.Context) error {
 			}
 			continue
 		}
+		// What it copies, earlier in the file, is written once the run
+		// before it is.
 		if span >= 0 {
 			if err := readBack(span, i-1); err != nil {
 				return err
 			}
 			span = -1
 		}
-		if len(buf) > 0 && (bufOff+int64(len(buf)) != c.Off || len(buf) >= deltaBatch) {
-			if err := flushLocal(); err != nil {
-				return err
-			}
-		}
-		if len(buf) == 0 {
-			bufOff = c.Off
-		}
-		p := buf[len(buf) : len(buf)+int(c.Len)]
-		var src io.ReaderAt = a.data
-		name := a.w.Name()
-		if st.Action == delta.Take {
-			src, name = a.o.Sources[st.Src].File, a.o.Sources[st.Src].Name
-		}
-		if _, err := src.ReadAt(p, st.SrcOff); err != nil {
-			return fmt.Errorf("read %s at %d: %w", name, st.SrcOff, err)
+		p := buf[:c.Len]
+		if _, err := a.data.ReadAt(p, st.SrcOff); err != nil {
+			return fmt.Errorf("read %s at %d: %w", a.w.Name(), st.SrcOff, err)
 		}
 		if chunkSum(h, p) != c.Sum {
-			if st.Action == delta.Take {
-				return &LocalChunkError{Source: st.Src, Name: name, Off: st.SrcOff}
-			}
-			return fmt.Errorf("%s: the chunk at %d (a copy of the one at %d): %w", name, c.Off, st.SrcOff, ErrChunkMismatch)
+			return fmt.Errorf("%s: the chunk at %d (a copy of the one at %d): %w", a.w.Name(), c.Off, st.SrcOff, ErrChunkMismatch)
 		}
-		buf = buf[:len(buf)+int(c.Len)]
-	}
-	if err := flushLocal(); err != nil {
-		return err
+		if err := a.write(p, c.Off); err != nil {
+			return fmt.Errorf("write %s: %w", a.w.Name(), err)
+		}
+		hash(p, c.Off)
 	}
 	if span >= 0 {
 		return readBack(span, len(a.ix.Chunks)-1)
 	}
 	return nil
+}
+
+// localProgress says how far copyLocal got: every local chunk before done
+// is written; err is why it stopped.
+type localProgress struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+	done int
+	end  bool
+	err  error
+}
+
+func newLocalProgress() *localProgress {
+	l := &localProgress{}
+	l.cond = sync.NewCond(&l.mu)
+	return l
+}
+
+func (l *localProgress) advance(done int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.done = max(l.done, done)
+	l.cond.Broadcast()
+}
+
+func (l *localProgress) finish(n int, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err == nil {
+		l.done = max(l.done, n)
+	}
+	l.end, l.err = true, err
+	l.cond.Broadcast()
+}
+
+// wait returns once every local chunk before n is written, or with the
+// error that stopped copyLocal.
+func (l *localProgress) wait(ctx context.Context, n int) error {
+	stop := context.AfterFunc(ctx, func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.cond.Broadcast()
+	})
+	defer stop()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for l.done < n && !l.end && ctx.Err() == nil {
+		l.cond.Wait()
+	}
+	switch {
+	case l.done >= n:
+		return nil
+	case l.err != nil:
+		return l.err
+	case ctx.Err() != nil:
+		return ctx.Err()
+	}
+	return fmt.Errorf("the chunk before %d was not copied", n)
 }
 
 func chunkSum(h hash.Hash, p []byte) (s [sha256.Size]byte) {

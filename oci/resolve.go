@@ -111,6 +111,13 @@ type ResolveOptions struct {
 	// (FetchRoot's or CheckTag's answer): checked against Root's digest
 	// and used instead of asking.
 	RootBody []byte
+	// Reading, when set, is told the resolution so far as the read of the
+	// first manifest an index lists for arch starts (not for a single
+	// manifest): Ref, Root, Index, and of the Entry only the index's
+	// descriptor and platform. Lookups by the manifest's digest can start
+	// beside the read. It is the index's word only: the manifest resolved
+	// may be another.
+	Reading func(r *Resolved)
 }
 
 // Resolve resolves ref in t and picks the manifest for arch (systemd
@@ -152,6 +159,38 @@ func ResolveWith(ctx context.Context, t ManifestReader, ref Reference, arch exte
 	}
 	r.Index = idx
 	want := Platform(arch)
+	limit, verified := maxUnverifiedCandidates, false
+	for i, d := range candidates(idx, want) {
+		if i == limit && !verified && o.VerifyIndex != nil {
+			// Reading more: only for an index the trust policy accepts.
+			if err := o.VerifyIndex(ctx, root); err != nil {
+				return nil, fmt.Errorf("%s: index %s lists more than %d manifests that could be for %s, and its own signature does not verify (%v): refusing to read more of them: %w", ref, root.Digest, limit, arch, err, ErrNotExtension)
+			}
+			limit, verified = MaxCandidates, true
+		}
+		if i == limit {
+			return nil, fmt.Errorf("%s: index %s lists more than %d manifests that could be for %s (an extension artifact has one per architecture): %w", ref, root.Digest, limit, arch, ErrNotExtension)
+		}
+		if i == 0 && o.Reading != nil {
+			o.Reading(&Resolved{Ref: ref, Root: root, Index: idx, Entry: Entry{Platform: d.Platform, Descriptor: d}})
+		}
+		e, err := fetchEntry(ctx, t, ref, d)
+		if err != nil {
+			return nil, err
+		}
+		if d.Platform == nil && !archAllows(e, arch) {
+			continue
+		}
+		r.Entry = *e
+		return r, nil
+	}
+	return nil, sentinel(ErrNoPlatform, "%s: no build for %s (%s); available: %s", ref, arch, PlatformString(want), availablePlatforms(idx))
+}
+
+// candidates lists the manifests of idx that may be for platform want, in
+// the order Resolve reads them: those whose platform matches, then those
+// without one; each digest once.
+func candidates(idx *ocispec.Index, want *ocispec.Platform) []ocispec.Descriptor {
 	var exact, anyArch []ocispec.Descriptor
 	seen := map[digest.Digest]bool{}
 	for _, d := range idx.Manifests {
@@ -167,29 +206,7 @@ func ResolveWith(ctx context.Context, t ManifestReader, ref Reference, arch exte
 			exact = append(exact, d)
 		}
 	}
-	limit, verified := maxUnverifiedCandidates, false
-	for i, d := range append(exact, anyArch...) {
-		if i == limit && !verified && o.VerifyIndex != nil {
-			// Reading more: only for an index the trust policy accepts.
-			if err := o.VerifyIndex(ctx, root); err != nil {
-				return nil, fmt.Errorf("%s: index %s lists more than %d manifests that could be for %s, and its own signature does not verify (%v): refusing to read more of them: %w", ref, root.Digest, limit, arch, err, ErrNotExtension)
-			}
-			limit, verified = MaxCandidates, true
-		}
-		if i == limit {
-			return nil, fmt.Errorf("%s: index %s lists more than %d manifests that could be for %s (an extension artifact has one per architecture): %w", ref, root.Digest, limit, arch, ErrNotExtension)
-		}
-		e, err := fetchEntry(ctx, t, ref, d)
-		if err != nil {
-			return nil, err
-		}
-		if d.Platform == nil && !archAllows(e, arch) {
-			continue
-		}
-		r.Entry = *e
-		return r, nil
-	}
-	return nil, sentinel(ErrNoPlatform, "%s: no build for %s (%s); available: %s", ref, arch, PlatformString(want), availablePlatforms(idx))
+	return append(exact, anyArch...)
 }
 
 // parseIndex reads an index and refuses one that lists more than

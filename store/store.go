@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/sysext/sysext/atomicfile"
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/internal/inroot"
@@ -201,6 +203,17 @@ func (s *Store) Entry(name string) (*Entry, bool) {
 		return nil, false
 	}
 	return e.clone(), true
+}
+
+// ActiveManifest reports whether manifest d is some installed
+// extension's active one.
+func (s *Store) ActiveManifest(d digest.Digest) bool {
+	for _, e := range s.state.Extensions {
+		if e.Active.ManifestDigest == d {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Store) hook(point string) {

@@ -7,12 +7,14 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -72,6 +74,9 @@ var benchVariants = []benchVariant{
 // shaped times.
 //
 //	SYSEXT_DELTABENCH_DIR=/work/scratch/delta go test -run '^$' -bench DeltaUpdate -benchtime 1x ./internal/deltabench/
+//
+// With SYSEXT_DELTABENCH_TRACE=FILE it also writes every command's
+// requests to FILE (EnvBenchTrace).
 func BenchmarkDeltaUpdate(b *testing.B) {
 	for _, t := range []string{"registry", "zstd", "mksquashfs", "unsquashfs", "mkfs.erofs", "go"} {
 		testenv.RequireTool(b, t)
@@ -134,7 +139,7 @@ func BenchmarkDeltaUpdate(b *testing.B) {
 func benchUpdate(b *testing.B, sysext string, imgs map[string]string, patch, voPatch int64, shaRate float64) {
 	ctx := context.Background()
 	var served ocitest.Served
-	reg := ocitest.Proxy(b, ocitest.StartDistribution(b), served.Fault())
+	reg := ocitest.Proxy(b, ocitest.StartDistribution(b), served.Fault(), traceRequests())
 	publish := func(tag, img string) {
 		ref, err := oci.ParseReference(reg.Ref("ext/devtools:" + tag))
 		if err != nil {
@@ -216,6 +221,7 @@ func benchUpdate(b *testing.B, sysext string, imgs map[string]string, patch, voP
 		}
 		b.StartTimer()
 	}
+	traceStart(b, nil) // the last command's trace
 	voSize := fileSize(b, imgs["vo"])
 	mib := func(n int64) float64 { return float64(n) / (1 << 20) }
 	b.ReportMetric(mib(size), "image-MiB")
@@ -279,6 +285,7 @@ func measure(b *testing.B, served *ocitest.Served, sysext string, list bool, arg
 	b.Helper()
 	var o outcome
 	served.Reset()
+	traceStart(b, args)
 	cmd := exec.Command(sysext, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -292,6 +299,7 @@ func measure(b *testing.B, served *ocitest.Served, sysext string, list bool, arg
 		b.Fatalf("sysext %s: %v\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
 	}
 	o.rss = float64(peak())
+	traceOutput(fmt.Sprintf("wall %.1f ms\n%s", o.wall.Seconds()*1e3, stderr.String()))
 	o.sent = served.Bytes()
 	out := stdout.Bytes()
 	if list {
@@ -456,4 +464,78 @@ func sha256Rate() float64 {
 	}
 	runtime.KeepAlive(buf)
 	return float64(len(buf)) / best.Seconds()
+}
+
+// EnvBenchTrace, when set, names a file the benchmark appends to, for every
+// measured command, its wall time, what it printed on stderr, and the
+// requests the registry answered: when each arrived and when its answer
+// was written (to the link, not yet across it), in ms after the command
+// started. Over the shaped link a request arrives 20 ms after it is sent,
+// 40 ms more on a new connection.
+const EnvBenchTrace = "SYSEXT_DELTABENCH_TRACE"
+
+var trace struct {
+	sync.Mutex
+	start time.Time
+	log   []string
+}
+
+func traceStart(b *testing.B, args []string) {
+	if os.Getenv(EnvBenchTrace) == "" {
+		return
+	}
+	trace.Lock()
+	defer trace.Unlock()
+	if len(trace.log) > 1 {
+		f, err := os.OpenFile(os.Getenv(EnvBenchTrace), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			b.Fatal(err)
+		}
+		fmt.Fprintf(f, "%s\n\n", strings.Join(trace.log, "\n"))
+		f.Close()
+	}
+	trace.start, trace.log = time.Now(), []string{"sysext " + strings.Join(args, " ")}
+}
+
+// traceOutput adds what the command printed on stderr to the trace.
+func traceOutput(s string) {
+	trace.Lock()
+	defer trace.Unlock()
+	if !trace.start.IsZero() {
+		trace.log = append(trace.log, s)
+	}
+}
+
+// traceRequests records each request in the trace; put it after Served's
+// fault, so that this one sees what the client is sent.
+func traceRequests() ocitest.Fault {
+	return func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+		if os.Getenv(EnvBenchTrace) == "" {
+			return false
+		}
+		trace.Lock()
+		at, tracing := time.Since(trace.start), !trace.start.IsZero()
+		trace.Unlock()
+		if !tracing {
+			return false
+		}
+		rw := &statusWriter{ResponseWriter: w, code: 200}
+		next.ServeHTTP(rw, r)
+		trace.Lock()
+		trace.log = append(trace.log, fmt.Sprintf("%7.1f %7.1f ms %s %s %s %d %s", at.Seconds()*1e3, time.Since(trace.start).Seconds()*1e3, r.Method, r.URL.Path, r.URL.RawQuery, rw.code, r.Header.Get("Range")))
+		trace.Unlock()
+		return true
+	}
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(c int) { s.code = c; s.ResponseWriter.WriteHeader(c) }
+func (s *statusWriter) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
 }

@@ -314,11 +314,19 @@ func uploadFile(ctx context.Context, t oras.Target, path string, desc ocispec.De
 		return err
 	}
 	defer f.Close()
-	var r io.Reader = f
+	stop := func() {}
 	if progress != nil {
-		r = &progressReader{r: f, name: path, total: desc.Size, fn: progress}
+		stop = watchOffset(f, path, desc.Size, progress)
 	}
-	err = t.Push(ctx, desc, r)
+	// The file itself is the body, so that net/http sends it with
+	// sendfile(2): the kernel copies the page cache into the socket, and
+	// this process does not read and write every byte (Progress is read
+	// from the file's offset, which sendfile moves).
+	err = t.Push(ctx, desc, f)
+	stop()
+	if progress != nil && (err == nil || errors.Is(err, errdef.ErrAlreadyExists)) {
+		progress(path, desc.Size, desc.Size)
+	}
 	if errors.Is(err, errdef.ErrAlreadyExists) {
 		return nil
 	}
@@ -328,20 +336,43 @@ func uploadFile(ctx context.Context, t oras.Target, path string, desc ocispec.De
 	return nil
 }
 
-type progressReader struct {
-	r     io.Reader
-	name  string
-	done  int64
-	total int64
-	fn    func(string, int64, int64)
+// watchOffset tells progress, every progressEvery until the returned stop
+// is called, how far f's offset has come (the upload reads f from the
+// start).
+func watchOffset(f *os.File, path string, total int64, progress func(string, int64, int64)) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(progressEvery)
+		defer tick.Stop()
+		last := int64(-1)
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			// A closed file (the transport closes the body it sent)
+			// ends the watch.
+			off, err := f.Seek(0, io.SeekCurrent)
+			if err != nil {
+				return
+			}
+			if off != last {
+				progress(path, off, total)
+				last = off
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
 }
 
-func (p *progressReader) Read(b []byte) (int, error) {
-	n, err := p.r.Read(b)
-	p.done += int64(n)
-	p.fn(p.name, p.done, p.total)
-	return n, err
-}
+// progressEvery is how often an upload's progress is looked at.
+const progressEvery = 100 * time.Millisecond
 
 // readAppendIndex returns what the tag of ref points at (a zero
 // descriptor when nothing does) and its entries: the index's manifests, or

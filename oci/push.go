@@ -3,6 +3,7 @@ package oci
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
@@ -21,6 +22,7 @@ import (
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/errdef"
 
+	"github.com/sysext/sysext/delta"
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/fsimage"
 	"github.com/sysext/sysext/internal/mediatype"
@@ -96,11 +98,9 @@ func Push(ctx context.Context, t oras.Target, ref Reference, files []string, opt
 	}
 	// Read and check every file before uploading anything.
 	infos := make([]*fsimage.Info, len(files))
-	indexes := make([][]byte, len(files))
 	seen := map[string]string{}
 	for i, f := range files {
-		info, index, err := openPushable(ctx, f, !opts.NoChunkIndex)
-		indexes[i] = index
+		info, err := openPushable(ctx, f, opts.NoChunkIndex)
 		if err != nil {
 			return nil, fmt.Errorf("push %s: %w", f, err)
 		}
@@ -135,14 +135,9 @@ func Push(ctx context.Context, t oras.Target, ref Reference, files []string, opt
 		}
 	}
 	for i, info := range infos {
-		pm, err := pushOne(ctx, t, ref, files[i], info, created, opts)
+		pm, err := pushFile(ctx, t, ref, files[i], info, created, opts)
 		if err != nil {
-			return nil, Explain(ref, err)
-		}
-		if indexes[i] != nil {
-			if pm.ChunkIndex, err = PushChunkIndex(ctx, t, pm.Descriptor, indexes[i], created); err != nil {
-				return nil, Explain(ref, fmt.Errorf("push %s: %w", files[i], err))
-			}
+			return nil, err
 		}
 		res.Manifests = append(res.Manifests, *pm)
 	}
@@ -221,6 +216,109 @@ func createdTime(t time.Time) (string, error) {
 		}
 	}
 	return t.UTC().Format(time.RFC3339), nil
+}
+
+// pushFile uploads one file and its manifest and, unless NoChunkIndex,
+// attaches its chunk index. The file is hashed as the chunk index is made
+// (delta.BuildAtNotify: the digest on one core, the chunks on the other),
+// and the upload starts as soon as the digest is known, while the chunks
+// are still being cut: the upload mostly waits for the registry, so the
+// chunk index costs the push little more than the digest alone.
+func pushFile(ctx context.Context, t oras.Target, ref Reference, path string, info *fsimage.Info, created string, opts PushOptions) (*PushedManifest, error) {
+	if opts.NoChunkIndex {
+		pm, err := pushOne(ctx, t, ref, path, info, created, opts)
+		if err != nil {
+			return nil, Explain(ref, err)
+		}
+		return pm, nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ci := startChunkIndex(ctx, path, info.Size)
+	// On failure the reads stop (cancel) and end before the file is left.
+	defer ci.wait()
+	defer cancel()
+	dg, err := ci.digest()
+	if err != nil {
+		return nil, fmt.Errorf("push %s: %w", path, err)
+	}
+	info.Digest = dg
+	pm, err := pushOne(ctx, t, ref, path, info, created, opts)
+	if err != nil {
+		return nil, Explain(ref, err)
+	}
+	index, err := ci.wait()
+	if err != nil {
+		return nil, fmt.Errorf("push %s: %w", path, err)
+	}
+	if pm.ChunkIndex, err = PushChunkIndex(ctx, t, pm.Descriptor, index, created); err != nil {
+		return nil, Explain(ref, fmt.Errorf("push %s: %w", path, err))
+	}
+	return pm, nil
+}
+
+// chunkIndexing is a file's chunk index being made; its digest is known
+// first.
+type chunkIndexing struct {
+	path  string
+	sum   chan [sha256.Size]byte // the whole file's SHA-256, once known
+	done  chan struct{}
+	index []byte
+	err   error
+}
+
+// startChunkIndex starts making the chunk index of the file at path,
+// which must be size bytes long (what its metadata was read from).
+func startChunkIndex(ctx context.Context, path string, size int64) *chunkIndexing {
+	ci := &chunkIndexing{path: path, sum: make(chan [sha256.Size]byte, 1), done: make(chan struct{})}
+	go func() {
+		defer close(ci.done)
+		f, err := os.Open(path)
+		if err != nil {
+			ci.err = err
+			return
+		}
+		defer f.Close()
+		if fi, err := f.Stat(); err != nil {
+			ci.err = err
+			return
+		} else if fi.Size() != size {
+			ci.err = fmt.Errorf("%s changed while it was read (%d, then %d bytes)", path, size, fi.Size())
+			return
+		}
+		ix, err := delta.BuildAtNotify(ctxReaderAt{ctx, f}, size, delta.Default, func(s [sha256.Size]byte) { ci.sum <- s })
+		if err == nil {
+			ci.index, err = ix.MarshalBinary()
+		}
+		if err != nil {
+			ci.err = fmt.Errorf("chunk index of %s: %w", path, err)
+		}
+	}()
+	return ci
+}
+
+// digest waits for the file's digest (or the failure to read it).
+func (ci *chunkIndexing) digest() (string, error) {
+	select {
+	case s := <-ci.sum:
+		return "sha256:" + hex.EncodeToString(s[:]), nil
+	case <-ci.done:
+		select {
+		case s := <-ci.sum: // known just before the chunks failed
+			return "sha256:" + hex.EncodeToString(s[:]), nil
+		default:
+		}
+		if ci.err == nil {
+			return "", fmt.Errorf("chunk index of %s: no digest", ci.path)
+		}
+		return "", ci.err
+	}
+}
+
+// wait waits until the chunk index is made and returns it encoded.
+func (ci *chunkIndexing) wait() ([]byte, error) {
+	<-ci.done
+	return ci.index, ci.err
 }
 
 func pushOne(ctx context.Context, t oras.Target, ref Reference, path string, info *fsimage.Info, created string, opts PushOptions) (*PushedManifest, error) {

@@ -21,6 +21,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry"
 
 	"github.com/sysext/sysext/delta"
 	"github.com/sysext/sysext/extension"
@@ -169,11 +170,8 @@ func Push(ctx context.Context, t oras.Target, ref Reference, files []string, opt
 	}
 	desc := descriptorFor(ocispec.MediaTypeImageIndex, body)
 	desc.ArtifactType = ArtifactType
-	if err := pushIfMissing(ctx, t, desc, body); err != nil {
-		return nil, Explain(ref, fmt.Errorf("push %s: index: %w", ref, err))
-	}
-	if err := t.Tag(ctx, desc, ref.Tag); err != nil {
-		return nil, Explain(ref, fmt.Errorf("push %s: tag: %w", ref, err))
+	if err := pushTagged(ctx, t, desc, body, ref.Tag); err != nil {
+		return nil, Explain(ref, fmt.Errorf("push %s: %w", ref, err))
 	}
 	res.Index = desc
 	return res, nil
@@ -243,14 +241,37 @@ func pushFile(ctx context.Context, t oras.Target, ref Reference, path string, in
 		return nil, fmt.Errorf("push %s: %w", path, err)
 	}
 	info.Digest = dg
+	// The chunk index blob goes up as soon as it is made, while the layer
+	// still uploads; PushChunkIndex then finds it there.
+	// A chunk index that cannot be made stops the upload.
+	blob := make(chan error, 1)
+	var chunkErr error // set before blob is sent to
+	go func() {
+		index, err := ci.wait()
+		if err != nil {
+			if ctx.Err() == nil {
+				chunkErr = err
+				cancel()
+			}
+			blob <- err
+			return
+		}
+		blob <- pushIfMissing(ctx, t, descriptorFor(MediaTypeChunkIndex, index), index)
+	}()
 	pm, err := pushOne(ctx, t, ref, path, info, created, opts)
 	if err != nil {
+		cancel()
+	}
+	berr := <-blob
+	switch {
+	case chunkErr != nil:
+		return nil, fmt.Errorf("push %s: %w", path, chunkErr)
+	case err != nil:
 		return nil, Explain(ref, err)
+	case berr != nil:
+		return nil, Explain(ref, fmt.Errorf("push %s: chunk index: %w", path, berr))
 	}
-	index, err := ci.wait()
-	if err != nil {
-		return nil, fmt.Errorf("push %s: %w", path, err)
-	}
+	index, _ := ci.wait()
 	if pm.ChunkIndex, err = PushChunkIndex(ctx, t, pm.Descriptor, index, created); err != nil {
 		return nil, Explain(ref, fmt.Errorf("push %s: %w", path, err))
 	}
@@ -340,11 +361,19 @@ func pushOne(ctx context.Context, t oras.Target, ref Reference, path string, inf
 		Size:        info.Size,
 		Annotations: map[string]string{AnnotationTitle: title},
 	}
-	if err := uploadFile(ctx, t, path, layer, opts.Progress); err != nil {
+	// The empty config goes up beside the layer, not after it: its
+	// round trips then cost nothing.
+	config := make(chan error, 1)
+	go func() {
+		config <- pushIfMissing(ctx, t, ocispec.DescriptorEmptyJSON, ocispec.DescriptorEmptyJSON.Data)
+	}()
+	err = uploadFile(ctx, t, path, layer, opts.Progress)
+	cerr := <-config
+	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", path, err)
 	}
-	if err := pushIfMissing(ctx, t, ocispec.DescriptorEmptyJSON, ocispec.DescriptorEmptyJSON.Data); err != nil {
-		return nil, fmt.Errorf("push %s: empty config: %w", path, err)
+	if cerr != nil {
+		return nil, fmt.Errorf("push %s: empty config: %w", path, cerr)
 	}
 	ann := Annotations(info.Meta)
 	for k, v := range ImageAnnotations(info.Release) {
@@ -382,6 +411,26 @@ func pushOne(ctx context.Context, t oras.Target, ref Reference, path string, inf
 	desc.ArtifactType = ArtifactType
 	desc.Platform = Platform(info.Meta.Arch)
 	return &PushedManifest{File: path, Descriptor: desc, Layer: layer, Metadata: info.Meta}, nil
+}
+
+// pushTagged stores the manifest body under desc and points tag at it:
+// in one PUT by tag where the store takes that (a registry), else pushed
+// (unless present) and then tagged, which on a registry costs a HEAD, the
+// PUT, a GET and a second PUT.
+func pushTagged(ctx context.Context, t oras.Target, desc ocispec.Descriptor, body []byte, tag string) error {
+	if rp, ok := t.(registry.ReferencePusher); ok {
+		if err := rp.PushReference(ctx, desc, bytes.NewReader(body), tag); err != nil {
+			return fmt.Errorf("index: %w", err)
+		}
+		return nil
+	}
+	if err := pushIfMissing(ctx, t, desc, body); err != nil {
+		return fmt.Errorf("index: %w", err)
+	}
+	if err := t.Tag(ctx, desc, tag); err != nil {
+		return fmt.Errorf("tag: %w", err)
+	}
+	return nil
 }
 
 func descriptorFor(mediaType string, body []byte) ocispec.Descriptor {

@@ -242,7 +242,8 @@ func pushFile(ctx context.Context, t oras.Target, ref Reference, path string, in
 	}
 	info.Digest = dg
 	// The chunk index blob goes up as soon as it is made, while the layer
-	// still uploads; PushChunkIndex then finds it there.
+	// still uploads; with it and the config there (pushOne), only its
+	// manifest is left.
 	// A chunk index that cannot be made stops the upload.
 	blob := make(chan error, 1)
 	var chunkErr error // set before blob is sent to
@@ -272,7 +273,7 @@ func pushFile(ctx context.Context, t oras.Target, ref Reference, path string, in
 		return nil, Explain(ref, fmt.Errorf("push %s: chunk index: %w", path, berr))
 	}
 	index, _ := ci.wait()
-	if pm.ChunkIndex, err = PushChunkIndex(ctx, t, pm.Descriptor, index, created); err != nil {
+	if pm.ChunkIndex, err = pushChunkIndexManifest(ctx, t, pm.Descriptor, descriptorFor(MediaTypeChunkIndex, index), created); err != nil {
 		return nil, Explain(ref, fmt.Errorf("push %s: %w", path, err))
 	}
 	return pm, nil

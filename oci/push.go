@@ -243,8 +243,8 @@ func pushFile(ctx context.Context, t oras.Target, ref Reference, path string, in
 	info.Digest = dg
 	// The chunk index blob goes up as soon as it is made, while the layer
 	// still uploads; with it and the config there (pushOne), only its
-	// manifest is left.
-	// A chunk index that cannot be made stops the upload.
+	// manifest is left. A chunk index that cannot be made stops the
+	// upload.
 	blob := make(chan error, 1)
 	var chunkErr error // set before blob is sent to
 	go func() {

@@ -545,21 +545,9 @@ func checkDigest(d digest.Digest, emptyOK bool) error {
 }
 
 // reserve allocates size bytes for f up front, so a full disk fails now,
-// not at 90%; a filesystem without fallocate is left to fail on write. On
-// tmpfs (a node fetching into /run) fallocate zeroes every page before the
-// download writes it: about 100 ms for 256 MiB here, a sixth of the whole
-// fetch. There the free space is checked instead, which fails a full
-// tmpfs now as well, and the pages are filled once, by the writes.
+// not at 90%; a filesystem without fallocate is left to fail on write.
 func reserve(f *os.File, size int64) error {
 	if size <= 0 {
-		return nil
-	}
-	var st unix.Statfs_t
-	if err := unix.Fstatfs(int(f.Fd()), &st); err == nil && (st.Type == unix.TMPFS_MAGIC || st.Type == unix.RAMFS_MAGIC) {
-		// ramfs reports no limit (Blocks 0): nothing to check.
-		if free := st.Bavail * uint64(st.Bsize); st.Blocks != 0 && free < uint64(size) {
-			return fmt.Errorf("%d bytes free, %w", free, unix.ENOSPC)
-		}
 		return nil
 	}
 	if err := unix.Fallocate(int(f.Fd()), 0, 0, size); err != nil && !errors.Is(err, unix.EOPNOTSUPP) {

@@ -14,8 +14,6 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
-
-	"github.com/sysext/sysext/internal/testenv"
 )
 
 func blob(n int) []byte {
@@ -351,68 +349,4 @@ func TestDirectAndBufferedWrites(t *testing.T) {
 func onTmpfs(dir string) bool {
 	var st unix.Statfs_t
 	return unix.Statfs(dir, &st) == nil && st.Type == unix.TMPFS_MAGIC
-}
-
-// tmpfsDir is a fresh directory on /dev/shm, which must be a tmpfs (in CI
-// the test fails otherwise).
-func tmpfsDir(t *testing.T) string {
-	t.Helper()
-	var st unix.Statfs_t
-	if err := unix.Statfs("/dev/shm", &st); err != nil || st.Type != unix.TMPFS_MAGIC {
-		if testenv.InCI() {
-			t.Fatalf("/dev/shm is not a tmpfs (%v): this test writes into one", err)
-		}
-		t.Skip("/dev/shm is not a tmpfs here: this test writes into one")
-	}
-	dir, err := os.MkdirTemp("/dev/shm", "sysext-ingest-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
-
-// On tmpfs the space is checked, not allocated: fallocate would zero every
-// page that the download then writes again.
-func TestReserveOnTmpfsAllocatesNothing(t *testing.T) {
-	f, err := os.Create(filepath.Join(tmpfsDir(t), "data"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := blob(64 << 20)
-	w, err := New(f, int64(len(b)), digest.FromBytes(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		t.Fatal(err)
-	}
-	if st.Blocks != 0 {
-		t.Fatalf("%d KiB allocated before anything was written, want none", st.Blocks/2)
-	}
-	feed(t, w, b, 0, len(b), 1<<20)
-	mustSum(t, w, b)
-}
-
-// A tmpfs without room for the blob fails at once with ENOSPC, as a full
-// disk does.
-func TestReserveOnFullTmpfs(t *testing.T) {
-	dir := tmpfsDir(t)
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Create(filepath.Join(dir, "data"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	size := int64(st.Blocks*uint64(st.Bsize)) + 1<<30
-	_, err = New(f, size, digest.FromBytes(nil))
-	if !errors.Is(err, unix.ENOSPC) {
-		t.Fatalf("New(%d bytes) on a tmpfs of %d: %v, want ENOSPC", size, st.Blocks*uint64(st.Bsize), err)
-	}
 }

@@ -343,3 +343,33 @@ func BenchmarkChunker(b *testing.B) {
 		}
 	})
 }
+
+// BuildAtNotify tells the whole image's digest once, before it returns,
+// the same as the index's; a short or failing read tells none.
+func TestBuildAtNotify(t *testing.T) {
+	data := randomBytes(3<<20, 9)
+	var sums [][sha256.Size]byte
+	ix, err := BuildAtNotify(bytes.NewReader(data), int64(len(data)), Default, func(s [sha256.Size]byte) { sums = append(sums, s) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sums) != 1 || sums[0] != sha256.Sum256(data) || ix.Digest != sums[0] {
+		t.Fatalf("digests told %x, index %x, want one: %x", sums, ix.Digest, sha256.Sum256(data))
+	}
+	for _, tc := range []struct {
+		name string
+		ra   io.ReaderAt
+	}{
+		{"short", bytes.NewReader(data[:len(data)-1])},
+		{"failing", failingReaderAt{}},
+	} {
+		told := false
+		if _, err := BuildAtNotify(tc.ra, int64(len(data)), Default, func([sha256.Size]byte) { told = true }); err == nil || told {
+			t.Errorf("%s: err %v, digest told: %v; want an error and no digest", tc.name, err, told)
+		}
+	}
+}
+
+type failingReaderAt struct{}
+
+func (failingReaderAt) ReadAt([]byte, int64) (int, error) { return 0, errors.New("disk error") }

@@ -87,6 +87,14 @@ func Build(r io.Reader, c Chunker) (*Index, error) {
 // whole image's SHA-256 is computed by a second reader at the same time,
 // so that on two cores the index costs little more than the digest alone.
 func BuildAt(ra io.ReaderAt, size int64, c Chunker) (*Index, error) {
+	return BuildAtNotify(ra, size, c, nil)
+}
+
+// BuildAtNotify is BuildAt that calls digest with the whole image's
+// SHA-256 as soon as that is known, from another goroutine, while the
+// chunks may still be cut and hashed: a publisher uploads the image from
+// then on. digest is not called when reading the image fails.
+func BuildAtNotify(ra io.ReaderAt, size int64, c Chunker, digest func([sha256.Size]byte)) (*Index, error) {
 	type result struct {
 		sum [sha256.Size]byte
 		err error
@@ -95,10 +103,16 @@ func BuildAt(ra io.ReaderAt, size int64, c Chunker) (*Index, error) {
 	go func() {
 		h := sha256.New()
 		buf := make([]byte, splitBuffer)
-		_, err := io.CopyBuffer(h, io.NewSectionReader(ra, 0, size), buf)
+		n, err := io.CopyBuffer(h, io.NewSectionReader(ra, 0, size), buf)
+		if err == nil && n != size {
+			err = fmt.Errorf("read %d of %d bytes", n, size)
+		}
 		var r result
 		h.Sum(r.sum[:0])
 		r.err = err
+		if err == nil && digest != nil {
+			digest(r.sum)
+		}
 		done <- r
 	}()
 	ix := &Index{Chunker: c}

@@ -102,6 +102,12 @@ func PushChunkIndex(ctx context.Context, t oras.Target, subject ocispec.Descript
 	if err := pushIfMissing(ctx, t, ocispec.DescriptorEmptyJSON, ocispec.DescriptorEmptyJSON.Data); err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("chunk index of %s: empty config: %w", subject.Digest, err)
 	}
+	return pushChunkIndexManifest(ctx, t, subject, blob, created)
+}
+
+// pushChunkIndexManifest is PushChunkIndex once the index blob and the
+// empty config are in t.
+func pushChunkIndexManifest(ctx context.Context, t oras.Target, subject, blob ocispec.Descriptor, created string) (ocispec.Descriptor, error) {
 	cfg := ocispec.DescriptorEmptyJSON
 	cfg.Data = nil
 	sub := ocispec.Descriptor{MediaType: subject.MediaType, Digest: subject.Digest, Size: subject.Size}

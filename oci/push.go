@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
@@ -22,7 +23,9 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry"
 
+	"github.com/sysext/sysext/delta"
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/fsimage"
 	"github.com/sysext/sysext/internal/mediatype"
@@ -98,11 +101,9 @@ func Push(ctx context.Context, t oras.Target, ref Reference, files []string, opt
 	}
 	// Read and check every file before uploading anything.
 	infos := make([]*fsimage.Info, len(files))
-	indexes := make([][]byte, len(files))
 	seen := map[string]string{}
 	for i, f := range files {
-		info, index, err := openPushable(ctx, f, !opts.NoChunkIndex)
-		indexes[i] = index
+		info, err := openPushable(ctx, f, opts.NoChunkIndex)
 		if err != nil {
 			return nil, fmt.Errorf("push %s: %w", f, err)
 		}
@@ -137,14 +138,9 @@ func Push(ctx context.Context, t oras.Target, ref Reference, files []string, opt
 		}
 	}
 	for i, info := range infos {
-		pm, err := pushOne(ctx, t, ref, files[i], info, created, opts)
+		pm, err := pushFile(ctx, t, ref, files[i], info, created, opts)
 		if err != nil {
-			return nil, Explain(ref, err)
-		}
-		if indexes[i] != nil {
-			if pm.ChunkIndex, err = PushChunkIndex(ctx, t, pm.Descriptor, indexes[i], created); err != nil {
-				return nil, Explain(ref, fmt.Errorf("push %s: %w", files[i], err))
-			}
+			return nil, err
 		}
 		res.Manifests = append(res.Manifests, *pm)
 	}
@@ -176,11 +172,8 @@ func Push(ctx context.Context, t oras.Target, ref Reference, files []string, opt
 	}
 	desc := descriptorFor(ocispec.MediaTypeImageIndex, body)
 	desc.ArtifactType = ArtifactType
-	if err := pushIfMissing(ctx, t, desc, body); err != nil {
-		return nil, Explain(ref, fmt.Errorf("push %s: index: %w", ref, err))
-	}
-	if err := t.Tag(ctx, desc, ref.Tag); err != nil {
-		return nil, Explain(ref, fmt.Errorf("push %s: tag: %w", ref, err))
+	if err := pushTagged(ctx, t, desc, body, ref.Tag); err != nil {
+		return nil, Explain(ref, fmt.Errorf("push %s: %w", ref, err))
 	}
 	res.Index = desc
 	return res, nil
@@ -225,6 +218,133 @@ func createdTime(t time.Time) (string, error) {
 	return t.UTC().Format(time.RFC3339), nil
 }
 
+// pushFile uploads one file and its manifest and, unless NoChunkIndex,
+// attaches its chunk index. The file is hashed as the chunk index is made
+// (delta.BuildAtNotify: the digest on one core, the chunks on the other),
+// and the upload starts as soon as the digest is known, while the chunks
+// are still being cut: the upload mostly waits for the registry, so the
+// chunk index costs the push little more than the digest alone.
+func pushFile(ctx context.Context, t oras.Target, ref Reference, path string, info *fsimage.Info, created string, opts PushOptions) (*PushedManifest, error) {
+	if opts.NoChunkIndex {
+		pm, err := pushOne(ctx, t, ref, path, info, created, opts)
+		if err != nil {
+			return nil, Explain(ref, err)
+		}
+		return pm, nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ci := startChunkIndex(ctx, path, info.Size)
+	// On failure the reads stop (cancel) and end before the file is left.
+	defer ci.wait()
+	defer cancel()
+	dg, err := ci.digest()
+	if err != nil {
+		return nil, fmt.Errorf("push %s: %w", path, err)
+	}
+	info.Digest = dg
+	// The chunk index blob goes up as soon as it is made, while the layer
+	// still uploads; with it and the config there (pushOne), only its
+	// manifest is left. A chunk index that cannot be made stops the
+	// upload.
+	blob := make(chan error, 1)
+	var chunkErr error // set before blob is sent to
+	go func() {
+		index, err := ci.wait()
+		if err != nil {
+			if ctx.Err() == nil {
+				chunkErr = err
+				cancel()
+			}
+			blob <- err
+			return
+		}
+		blob <- pushIfMissing(ctx, t, descriptorFor(MediaTypeChunkIndex, index), index)
+	}()
+	pm, err := pushOne(ctx, t, ref, path, info, created, opts)
+	if err != nil {
+		cancel()
+	}
+	berr := <-blob
+	switch {
+	case chunkErr != nil:
+		return nil, fmt.Errorf("push %s: %w", path, chunkErr)
+	case err != nil:
+		return nil, Explain(ref, err)
+	case berr != nil:
+		return nil, Explain(ref, fmt.Errorf("push %s: chunk index: %w", path, berr))
+	}
+	index, _ := ci.wait()
+	if pm.ChunkIndex, err = pushChunkIndexManifest(ctx, t, pm.Descriptor, descriptorFor(MediaTypeChunkIndex, index), created); err != nil {
+		return nil, Explain(ref, fmt.Errorf("push %s: %w", path, err))
+	}
+	return pm, nil
+}
+
+// chunkIndexing is a file's chunk index being made; its digest is known
+// first.
+type chunkIndexing struct {
+	path  string
+	sum   chan [sha256.Size]byte // the whole file's SHA-256, once known
+	done  chan struct{}
+	index []byte
+	err   error
+}
+
+// startChunkIndex starts making the chunk index of the file at path,
+// which must be size bytes long (what its metadata was read from).
+func startChunkIndex(ctx context.Context, path string, size int64) *chunkIndexing {
+	ci := &chunkIndexing{path: path, sum: make(chan [sha256.Size]byte, 1), done: make(chan struct{})}
+	go func() {
+		defer close(ci.done)
+		f, err := os.Open(path)
+		if err != nil {
+			ci.err = err
+			return
+		}
+		defer f.Close()
+		if fi, err := f.Stat(); err != nil {
+			ci.err = err
+			return
+		} else if fi.Size() != size {
+			ci.err = fmt.Errorf("%s changed while it was read (%d, then %d bytes)", path, size, fi.Size())
+			return
+		}
+		ix, err := delta.BuildAtNotify(ctxReaderAt{ctx, f}, size, delta.Default, func(s [sha256.Size]byte) { ci.sum <- s })
+		if err == nil {
+			ci.index, err = ix.MarshalBinary()
+		}
+		if err != nil {
+			ci.err = fmt.Errorf("chunk index of %s: %w", path, err)
+		}
+	}()
+	return ci
+}
+
+// digest waits for the file's digest (or the failure to read it).
+func (ci *chunkIndexing) digest() (string, error) {
+	select {
+	case s := <-ci.sum:
+		return "sha256:" + hex.EncodeToString(s[:]), nil
+	case <-ci.done:
+		select {
+		case s := <-ci.sum: // known just before the chunks failed
+			return "sha256:" + hex.EncodeToString(s[:]), nil
+		default:
+		}
+		if ci.err == nil {
+			return "", fmt.Errorf("chunk index of %s: no digest", ci.path)
+		}
+		return "", ci.err
+	}
+}
+
+// wait waits until the chunk index is made and returns it encoded.
+func (ci *chunkIndexing) wait() ([]byte, error) {
+	<-ci.done
+	return ci.index, ci.err
+}
+
 func pushOne(ctx context.Context, t oras.Target, ref Reference, path string, info *fsimage.Info, created string, opts PushOptions) (*PushedManifest, error) {
 	mt, err := LayerMediaType(string(info.Format))
 	if err != nil {
@@ -244,11 +364,19 @@ func pushOne(ctx context.Context, t oras.Target, ref Reference, path string, inf
 		Size:        info.Size,
 		Annotations: map[string]string{AnnotationTitle: title},
 	}
-	if err := uploadFile(ctx, t, path, layer, opts.Progress); err != nil {
+	// The empty config goes up beside the layer, not after it: its
+	// round trips then cost nothing.
+	config := make(chan error, 1)
+	go func() {
+		config <- pushIfMissing(ctx, t, ocispec.DescriptorEmptyJSON, ocispec.DescriptorEmptyJSON.Data)
+	}()
+	err = uploadFile(ctx, t, path, layer, opts.Progress)
+	cerr := <-config
+	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", path, err)
 	}
-	if err := pushIfMissing(ctx, t, ocispec.DescriptorEmptyJSON, ocispec.DescriptorEmptyJSON.Data); err != nil {
-		return nil, fmt.Errorf("push %s: empty config: %w", path, err)
+	if cerr != nil {
+		return nil, fmt.Errorf("push %s: empty config: %w", path, cerr)
 	}
 	ann := Annotations(info.Meta)
 	for k, v := range ImageAnnotations(info.Release) {
@@ -291,6 +419,26 @@ func pushOne(ctx context.Context, t oras.Target, ref Reference, path string, inf
 	return &PushedManifest{File: path, Descriptor: desc, Layer: layer, Metadata: info.Meta}, nil
 }
 
+// pushTagged stores the manifest body under desc and points tag at it:
+// in one PUT by tag where the store takes that (a registry), else pushed
+// (unless present) and then tagged, which on a registry costs a HEAD, the
+// PUT, a GET and a second PUT.
+func pushTagged(ctx context.Context, t oras.Target, desc ocispec.Descriptor, body []byte, tag string) error {
+	if rp, ok := t.(registry.ReferencePusher); ok {
+		if err := rp.PushReference(ctx, desc, bytes.NewReader(body), tag); err != nil {
+			return fmt.Errorf("index: %w", err)
+		}
+		return nil
+	}
+	if err := pushIfMissing(ctx, t, desc, body); err != nil {
+		return fmt.Errorf("index: %w", err)
+	}
+	if err := t.Tag(ctx, desc, tag); err != nil {
+		return fmt.Errorf("tag: %w", err)
+	}
+	return nil
+}
+
 func descriptorFor(mediaType string, body []byte) ocispec.Descriptor {
 	return ocispec.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(body), Size: int64(len(body))}
 }
@@ -319,11 +467,19 @@ func uploadFile(ctx context.Context, t oras.Target, path string, desc ocispec.De
 		return err
 	}
 	defer f.Close()
-	var r io.Reader = f
+	stop := func() {}
 	if progress != nil {
-		r = &progressReader{r: f, name: path, total: desc.Size, fn: progress}
+		stop = watchOffset(f, path, desc.Size, progress)
 	}
-	err = t.Push(ctx, desc, r)
+	// The file itself is the body, so that net/http sends it with
+	// sendfile(2): the kernel copies the page cache into the socket, and
+	// this process does not read and write every byte (Progress is read
+	// from the file's offset, which sendfile moves).
+	err = t.Push(ctx, desc, f)
+	stop()
+	if progress != nil && (err == nil || errors.Is(err, errdef.ErrAlreadyExists)) {
+		progress(path, desc.Size, desc.Size)
+	}
 	if errors.Is(err, errdef.ErrAlreadyExists) {
 		return nil
 	}
@@ -333,20 +489,43 @@ func uploadFile(ctx context.Context, t oras.Target, path string, desc ocispec.De
 	return nil
 }
 
-type progressReader struct {
-	r     io.Reader
-	name  string
-	done  int64
-	total int64
-	fn    func(string, int64, int64)
+// watchOffset tells progress, every progressEvery until the returned stop
+// is called, how far f's offset has come (the upload reads f from the
+// start).
+func watchOffset(f *os.File, path string, total int64, progress func(string, int64, int64)) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(progressEvery)
+		defer tick.Stop()
+		last := int64(-1)
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			// A closed file (the transport closes the body it sent)
+			// ends the watch.
+			off, err := f.Seek(0, io.SeekCurrent)
+			if err != nil {
+				return
+			}
+			if off != last {
+				progress(path, off, total)
+				last = off
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
 }
 
-func (p *progressReader) Read(b []byte) (int, error) {
-	n, err := p.r.Read(b)
-	p.done += int64(n)
-	p.fn(p.name, p.done, p.total)
-	return n, err
-}
+// progressEvery is how often an upload's progress is looked at.
+const progressEvery = 100 * time.Millisecond
 
 // readAppendIndex returns what the tag of ref points at (a zero
 // descriptor when nothing does) and its entries: the index's manifests, or

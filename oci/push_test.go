@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/sysext/sysext/extension"
@@ -172,6 +173,42 @@ func TestEROFSAndAnyArch(t *testing.T) {
 			if d.Info.Format != "erofs" || filepath.Base(d.Path) != "anyext-2-_any.raw" {
 				t.Fatalf("downloaded %s (%s)", d.Path, d.Info.Format)
 			}
+		}
+	}
+}
+
+// Push tells Progress how far each file's upload is, ending with the whole
+// file (the upload sends the file itself, so the offset is watched).
+func TestPushProgress(t *testing.T) {
+	ctx := context.Background()
+	reg := ocitest.NewOlareg(t)
+	img := ocitest.Squashfs(t, ocitest.Meta("hello", "1.0", "x86-64"), bytes.Repeat([]byte("payload "), 1<<17))
+	fi, err := os.Stat(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg, ref := reg.Open(t, "ext/hello:1.0")
+	var mu sync.Mutex
+	var calls [][2]int64
+	_, err = oci.Push(ctx, tg, ref, []string{img}, oci.PushOptions{Progress: func(file string, done, total int64) {
+		if file != img {
+			t.Errorf("progress for %s, want %s", file, img)
+		}
+		mu.Lock()
+		calls = append(calls, [2]int64{done, total})
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(calls) == 0 || calls[len(calls)-1] != [2]int64{fi.Size(), fi.Size()} {
+		t.Fatalf("progress calls %v: want the last to be %d of %d", calls, fi.Size(), fi.Size())
+	}
+	for i := 1; i < len(calls); i++ {
+		if calls[i][0] < calls[i-1][0] || calls[i][1] != fi.Size() {
+			t.Fatalf("progress calls %v: want done rising and total %d", calls, fi.Size())
 		}
 	}
 }

@@ -8,9 +8,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
+	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/fsimage"
 )
 
@@ -83,24 +83,6 @@ func readKernelConfig(path string) (map[string]string, error) {
 	return cfg, nil
 }
 
-// kernelOlder reports whether release (uname -r: "6.1.0-18-amd64") is
-// older than want ("5.16"); false when either does not parse.
-func kernelOlder(release, want string) bool {
-	parse := func(s string) (int, int, bool) {
-		maj, rest, _ := strings.Cut(s, ".")
-		end := strings.IndexFunc(rest, func(r rune) bool { return r < '0' || r > '9' })
-		if end >= 0 {
-			rest = rest[:end]
-		}
-		a, err1 := strconv.Atoi(maj)
-		b, err2 := strconv.Atoi(rest)
-		return a, b, err1 == nil && err2 == nil
-	}
-	ra, rb, ok1 := parse(release)
-	wa, wb, ok2 := parse(want)
-	return ok1 && ok2 && (ra < wa || ra == wa && rb < wb)
-}
-
 // erofsCompressorFindings judges whether the kernel reads the compressors
 // of an EROFS image (from the manifest's annotation before a download,
 // from the superblock for a file). A kernel configuration that leaves one
@@ -126,7 +108,7 @@ func erofsCompressorFindings(k KernelFacts, img Image, name string, add func(che
 			add(CheckFilesystem, Warn, name, fmt.Sprintf("the image uses the EROFS compressor %.40q, which sysext does not know", alg), "the merge is still proven after the refresh")
 		case k.Config != nil && k.Config["CONFIG_EROFS_FS"] != "" && k.Config[config] != "y":
 			add(CheckFilesystem, Refuse, name, fmt.Sprintf("the kernel cannot read %s EROFS images: %s is not set in %s", alg, config, k.ConfigPath), fix)
-		case k.Config == nil && kernelOlder(k.Release, linux):
+		case k.Config == nil && k.Release != "" && extension.CompareVersions(k.Release, linux) < 0:
 			add(CheckFilesystem, Warn, name, fmt.Sprintf("%s EROFS images need Linux >= %s with %s, the kernel is %s: the merge will likely fail", alg, linux, config, k.Release), fix)
 		}
 	}

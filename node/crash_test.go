@@ -171,7 +171,7 @@ func TestCrashAtEveryStep(t *testing.T) {
 							t.Fatalf("%s: after the rerun partial downloads are left: %v", what, d)
 						}
 						if scenario == "gc" {
-							files, _ := os.ReadDir(filepath.Join(root, "var/lib/sysext/store/crash"))
+							files := storedFiles(t, filepath.Join(root, "var/lib/sysext/store/crash"))
 							if len(files) != 1 {
 								t.Fatalf("%s: after the rerun the store holds %d files", what, len(files))
 							}

@@ -30,12 +30,22 @@ type deltaLookup struct {
 	read int64 // bytes of index (and referrer manifest) fetched
 	err  error
 	cut  *sourceCut
+	// keepOnly: the store holds no image to take chunks from; the index
+	// is looked for only to be kept next to the image downloaded whole,
+	// so the next update need not cut it. cancel stops that lookup.
+	keepOnly bool
+	cancel   context.CancelFunc
+	// failed: a delta download by ix failed (its chunks may be what was
+	// wrong): ix is not kept.
+	failed bool
 }
 
 // release waits for the stored images to be cut and closes them; a pull
 // calls it once it is done with the download, whatever happened.
 func (l *deltaLookup) release() {
 	if l != nil {
+		l.cancel()
+		<-l.done
 		l.cut.release()
 	}
 }
@@ -85,18 +95,13 @@ func (n *Node) startCutEarly(ctx context.Context, s *store.Store, name string) *
 	return n.startCut(ctx, s, imgs, name, nil)
 }
 
-// deltaPossible reports whether a pull into s could be a delta download:
-// delta downloads are on and the store holds some image (of NAME first,
-// or of any extension).
-func (n *Node) deltaPossible(s *store.Store, name string) bool {
-	return !n.opts.NoDelta && s != nil && len(s.StoredImages(name)) > 0
-}
-
-// startDelta starts looking for the chunk index of p's image when a delta
-// download could help: delta downloads are on, the store holds some image,
-// and not this one under this name (then nothing is downloaded at all).
-// The lookup's round trips overlap the signature checks, and so does
-// cutting the stored images (started already when cut is set).
+// startDelta starts looking for the chunk index of p's image when delta
+// downloads are on and the store does not hold this image under this name
+// (then nothing is downloaded at all). The lookup's round trips overlap
+// the signature checks, and so does cutting the stored images (started
+// already when cut is set). When the store holds no image, the image is
+// downloaded whole and the index, if found by then, kept next to it
+// (keepIndex): the next update need not cut it.
 func (n *Node) startDelta(ctx context.Context, s *store.Store, p *pullPlan, cut *sourceCut) {
 	early := p.early
 	if n.opts.NoDelta || s == nil {
@@ -104,19 +109,18 @@ func (n *Node) startDelta(ctx context.Context, s *store.Store, p *pullPlan, cut 
 		return
 	}
 	imgs := s.StoredImages(p.name)
-	if len(imgs) == 0 {
-		early.Stop()
-		return
-	}
 	for _, im := range imgs {
 		if im.Name == p.name && im.LayerDigest == p.res.Layer.Digest {
 			early.Stop()
 			return
 		}
 	}
-	l := &deltaLookup{done: make(chan struct{}), cut: cut}
+	l := &deltaLookup{done: make(chan struct{}), cut: cut, keepOnly: len(imgs) == 0}
 	p.delta, p.store = l, s
+	lctx, cancel := context.WithCancel(ctx)
+	l.cancel = cancel
 	go func() {
+		ctx := lctx
 		defer close(l.done)
 		if early != nil {
 			// Started from the index's entry: used only when the manifest
@@ -130,6 +134,10 @@ func (n *Node) startDelta(ctx context.Context, s *store.Store, p *pullPlan, cut 
 		l.ix, read, l.err = oci.FindChunkIndex(ctx, p.t, &p.res.Entry)
 		l.read += read
 	}()
+	if l.keepOnly {
+		// Nothing to cut: the whole image is downloaded.
+		return
+	}
 	if cut == nil || cut.name != p.name {
 		l.cut = n.startCut(ctx, s, imgs, p.name, &p.res.Entry)
 	}
@@ -213,6 +221,7 @@ func (n *Node) tryDelta(ctx context.Context, inst store.Installer, p *pullPlan, 
 		// Its kept index (or the image) is damaged: made again next time.
 		_ = p.store.RemoveChunkIndex(imgs[lc.Source].Name, imgs[lc.Source].File)
 	}
+	l.failed = true
 	n.logf("%s: delta download failed (%v): downloading the whole image", name, err)
 	if derr := ing.Discard(); derr != nil {
 		return nil, ing, derr
@@ -328,16 +337,48 @@ func storedIndex(ctx context.Context, s *store.Store, im store.StoredImage, f *o
 // to the stored image: every chunk of it was checked, and so was the
 // whole file.
 func (n *Node) keepIndex(p *pullPlan, file string) {
-	if p.deltaIndex == nil || p.store == nil {
+	if p.store == nil {
 		return
 	}
-	b, err := p.deltaIndex.MarshalBinary()
+	ix := p.deltaIndex
+	if ix == nil {
+		ix = p.publishedIndex()
+	}
+	if ix == nil {
+		return
+	}
+	b, err := ix.MarshalBinary()
 	if err == nil {
 		err = p.store.WriteChunkIndex(p.name, file, b)
 	}
 	if err != nil {
 		n.logf("%s: %v", p.name, err)
 	}
+}
+
+// publishedIndex returns, for an image downloaded whole and checked, the
+// chunk index its publisher attached, when the lookup found one by the
+// time the download ended (it is cancelled otherwise: the pull never
+// waits for it). FindChunkIndex checked that it is for this layer (digest
+// and size); its chunks are checked when a delta download takes them
+// (copyLocal: each against the new image's index, and the whole file), so
+// an index that lies costs at most a fallback to the whole image then.
+func (p *pullPlan) publishedIndex() *delta.Index {
+	l := p.delta
+	if l == nil {
+		return nil
+	}
+	select {
+	case <-l.done:
+	default:
+		l.cancel()
+		<-l.done
+		return nil
+	}
+	if l.err != nil || l.failed {
+		return nil
+	}
+	return l.ix
 }
 
 // ctxReaderAt fails reads once ctx is done.

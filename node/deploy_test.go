@@ -36,7 +36,7 @@ func TestStagedDeployment(t *testing.T) {
 			t.Fatalf("sync --root %s: %+v %v", d, rs, err)
 		}
 	}
-	if ents, _ := os.ReadDir(filepath.Join(stateroot, "var/lib/sysext/store/dep")); len(ents) != 2 {
+	if ents := storedFiles(t, filepath.Join(stateroot, "var/lib/sysext/store/dep")); len(ents) != 2 {
 		t.Fatalf("shared store holds %d images, want 2", len(ents))
 	}
 	if ents, _ := os.ReadDir(filepath.Join(staged, "var")); len(ents) != 0 {

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -73,6 +75,35 @@ func push(t testing.TB, ref string, files ...string) *oci.PushResult {
 	res, err := oci.Push(context.Background(), tg, r, files, oci.PushOptions{})
 	must(t, err)
 	return res
+}
+
+// storedFiles lists the image files in a store directory, leaving out
+// the chunk indexes kept next to them.
+func storedFiles(t testing.TB, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".chunks") {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// chunkIndexBlobSize is the size of the chunk index blob a push attached
+// to its first manifest (from the referrer's annotation).
+func chunkIndexBlobSize(t testing.TB, r *oci.PushResult) int64 {
+	t.Helper()
+	var dg string
+	var n int64
+	if _, err := fmt.Sscanf(r.Manifests[0].ChunkIndex.Annotations[oci.AnnotationChunkIndexBlob], "%s %d", &dg, &n); err != nil {
+		t.Fatalf("chunk index annotation: %v", err)
+	}
+	return n
 }
 
 // nodeRoot makes a node root with an os-release.

@@ -3,9 +3,11 @@ package node
 import (
 	"context"
 	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -204,9 +206,14 @@ func TestNameMismatch(t *testing.T) {
 
 func TestCutConnectionResumed(t *testing.T) {
 	var cut ocitest.Counter
-	reg := ocitest.NewOlareg(t, ocitest.CutBlob(1<<20, 1, &cut))
+	var layer atomic.Value // the image's layer digest: the chunk index is not cut
+	layer.Store("none yet")
+	cutLayer := ocitest.CutBlob(1<<20, 1, &cut)
+	reg := ocitest.NewOlareg(t, func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+		return strings.Contains(r.URL.Path, layer.Load().(string)) && cutLayer(w, r, next)
+	})
 	ref := reg.Ref("ext/big:1")
-	push(t, ref, makeImage(t, meta("big", "1.0"), 4<<20))
+	layer.Store(push(t, ref, makeImage(t, meta("big", "1.0"), 4<<20)).Manifests[0].Layer.Digest.String())
 	root := nodeRoot(t, debianRelease)
 	r, err := testNode(root).Pull(context.Background(), PullRequest{Ref: ref})
 	if err != nil {

@@ -165,7 +165,7 @@ func (n *Node) pull(ctx context.Context, s *store.Store, inst store.Installer, r
 	// The signatures, and the chunk index when a delta download could
 	// follow, are looked for from the index's entry as its manifest is
 	// read.
-	p, err := n.plan(ctx, req, pre, earlyStarts{chunkIndex: !req.DryRun && n.deltaPossible(s, req.Name), active: s.ActiveManifest})
+	p, err := n.plan(ctx, req, pre, earlyStarts{chunkIndex: !req.DryRun && !n.opts.NoDelta, active: s.ActiveManifest})
 	if err != nil {
 		return nil, err
 	}
@@ -452,7 +452,7 @@ func (n *Node) put(ctx context.Context, inst store.Installer, p *pullPlan, resul
 	}
 	n.hook("download")
 	var dl *oci.Downloaded
-	if p.delta != nil {
+	if p.delta != nil && !p.delta.keepOnly {
 		if dl, ing, err = n.tryDelta(ctx, inst, p, ing, result); err != nil {
 			return in, fmt.Errorf("%s: download: %w", name, err)
 		}
@@ -514,6 +514,9 @@ func (n *Node) put(ctx context.Context, inst store.Installer, p *pullPlan, resul
 		return in, err
 	}
 	n.keepIndex(p, in.File)
+	if p.delta != nil && p.delta.keepOnly {
+		result.Downloaded += p.delta.read
+	}
 	return in, nil
 }
 

@@ -221,10 +221,10 @@ func createdTime(t time.Time) (string, error) {
 
 // pushFile uploads one file and its manifest and, unless NoChunkIndex,
 // attaches its chunk index. The file is hashed as the chunk index is made
-// (delta.BuildAtNotify: the digest on one core, the chunks on the other),
-// and the upload starts as soon as the digest is known, while the chunks
-// are still being cut: the upload mostly waits for the registry, so the
-// chunk index costs the push little more than the digest alone.
+// (delta.BuildAtNotify: the digest on one core, the chunks on the other).
+// To a registry the file goes up at once, while it is hashed
+// (earlyUpload); elsewhere the upload starts as soon as the digest is
+// known, while the chunks are still being cut.
 func pushFile(ctx context.Context, t oras.Target, ref Reference, path string, info *fsimage.Info, created string, opts PushOptions) (*PushedManifest, error) {
 	if opts.NoChunkIndex {
 		pm, err := pushOne(ctx, t, ref, path, info, created, opts, nil)

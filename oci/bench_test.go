@@ -114,8 +114,11 @@ func benchTransfer(b *testing.B, size int64) {
 	mb := float64(fi.Size()) / 1e6
 	dir := filepath.Dir(img)
 	base := filepath.Base(img)
-	var pushUs, pushOras series
+	var pushUs, pushOras, pushBase series
 	var rssPush, rssFetch float64
+	// BENCH_PUSH_BASE names another sysext binary (e.g. built from main)
+	// whose push is timed in the same rounds: a change's push side by side.
+	pushBin := os.Getenv("BENCH_PUSH_BASE")
 	b.ResetTimer()
 	// Pushes first: fresh repositories, so every byte is uploaded; who
 	// goes first alternates (the second upload of a blob the registry
@@ -131,12 +134,15 @@ func benchTransfer(b *testing.B, size int64) {
 			d, _ := timed(b, dir, oras, "push", "--plain-http", "--no-tty", reg.Ref(fmt.Sprintf("bench/oras%d:1", i)), base+":"+oci.MediaTypeSquashfs)
 			pushOras.add(d)
 		}
-		if i%2 == 0 {
-			ours()
-			theirs()
-		} else {
-			theirs()
-			ours()
+		steps := []func(){ours, theirs}
+		if pushBin != "" {
+			steps = append(steps, func() {
+				d, _ := timed(b, dir, pushBin, "push", "-q", img, reg.Ref(fmt.Sprintf("bench/base%d:1", i)))
+				pushBase.add(d)
+			})
+		}
+		for j := range steps {
+			steps[(i+j)%len(steps)]()
 		}
 	}
 	// Then, side by side in each round (who goes first rotates): fetch
@@ -218,6 +224,10 @@ func benchTransfer(b *testing.B, size int64) {
 	b.ReportMetric(rate(pushUs.sum), "sysext-push-MB/s")
 	b.ReportMetric(rate(pushOras.sum), "oras-push-MB/s")
 	ratio("push-ratio", pushOras, pushUs)
+	if pushBin != "" {
+		ratio("push-ratio-base", pushOras, pushBase)
+		ratio("push-base-of-ours", pushBase, pushUs)
+	}
 	b.ReportMetric(rssFetch, "fetch-peak-RSS-MiB")
 	b.ReportMetric(rssPush, "push-peak-RSS-MiB")
 }

@@ -24,6 +24,7 @@ import (
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry"
+	"oras.land/oras-go/v2/registry/remote"
 
 	"github.com/sysext/sysext/delta"
 	"github.com/sysext/sysext/extension"
@@ -220,13 +221,13 @@ func createdTime(t time.Time) (string, error) {
 
 // pushFile uploads one file and its manifest and, unless NoChunkIndex,
 // attaches its chunk index. The file is hashed as the chunk index is made
-// (delta.BuildAtNotify: the digest on one core, the chunks on the other),
-// and the upload starts as soon as the digest is known, while the chunks
-// are still being cut: the upload mostly waits for the registry, so the
-// chunk index costs the push little more than the digest alone.
+// (delta.BuildAtNotify: the digest on one core, the chunks on the other).
+// To a registry the file goes up at once, while it is hashed
+// (earlyUpload); elsewhere the upload starts as soon as the digest is
+// known, while the chunks are still being cut.
 func pushFile(ctx context.Context, t oras.Target, ref Reference, path string, info *fsimage.Info, created string, opts PushOptions) (*PushedManifest, error) {
 	if opts.NoChunkIndex {
-		pm, err := pushOne(ctx, t, ref, path, info, created, opts)
+		pm, err := pushOne(ctx, t, ref, path, info, created, opts, nil)
 		if err != nil {
 			return nil, Explain(ref, err)
 		}
@@ -238,6 +239,13 @@ func pushFile(ctx context.Context, t oras.Target, ref Reference, path string, in
 	// On failure the reads stop (cancel) and end before the file is left.
 	defer ci.wait()
 	defer cancel()
+	// A registry gets the file at once, while it is hashed (earlyUpload).
+	var early *earlyUpload
+	if repo, ok := t.(*remote.Repository); ok {
+		early = startEarlyUpload(ctx, repo, path, info.Size, opts.Progress)
+		// Whatever fails, the upload session is not left open.
+		defer early.abort(ctx)
+	}
 	dg, err := ci.digest()
 	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", path, err)
@@ -261,7 +269,7 @@ func pushFile(ctx context.Context, t oras.Target, ref Reference, path string, in
 		}
 		blob <- pushIfMissing(ctx, t, descriptorFor(MediaTypeChunkIndex, index), index)
 	}()
-	pm, err := pushOne(ctx, t, ref, path, info, created, opts)
+	pm, err := pushOne(ctx, t, ref, path, info, created, opts, early)
 	if err != nil {
 		cancel()
 	}
@@ -345,7 +353,9 @@ func (ci *chunkIndexing) wait() ([]byte, error) {
 	return ci.index, ci.err
 }
 
-func pushOne(ctx context.Context, t oras.Target, ref Reference, path string, info *fsimage.Info, created string, opts PushOptions) (*PushedManifest, error) {
+// pushOne uploads the file (through early when it is already on its way)
+// and its manifest.
+func pushOne(ctx context.Context, t oras.Target, ref Reference, path string, info *fsimage.Info, created string, opts PushOptions, early *earlyUpload) (*PushedManifest, error) {
 	mt, err := LayerMediaType(string(info.Format))
 	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", path, err)
@@ -370,7 +380,11 @@ func pushOne(ctx context.Context, t oras.Target, ref Reference, path string, inf
 	go func() {
 		config <- pushIfMissing(ctx, t, ocispec.DescriptorEmptyJSON, ocispec.DescriptorEmptyJSON.Data)
 	}()
-	err = uploadFile(ctx, t, path, layer, opts.Progress)
+	if early != nil {
+		err = early.finish(ctx, layer)
+	} else {
+		err = uploadFile(ctx, t, path, layer, opts.Progress)
+	}
 	cerr := <-config
 	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", path, err)

@@ -44,8 +44,10 @@ type deltaLookup struct {
 // calls it once it is done with the download, whatever happened.
 func (l *deltaLookup) release() {
 	if l != nil {
-		l.cancel()
-		<-l.done
+		if l.cancel != nil { // started
+			l.cancel()
+			<-l.done
+		}
 		l.cut.release()
 	}
 }
@@ -117,6 +119,24 @@ func (n *Node) startDelta(ctx context.Context, s *store.Store, p *pullPlan, cut 
 	}
 	l := &deltaLookup{done: make(chan struct{}), cut: cut, keepOnly: len(imgs) == 0}
 	p.delta, p.store = l, s
+	if l.keepOnly {
+		// Nothing to cut and no hurry: the lookup starts once the image
+		// is admitted (startKeepOnly), beside its whole download, so a
+		// build refused by the trust policy or systemd's rules costs no
+		// request for its index.
+		early.Stop()
+		return
+	}
+	l.start(ctx, p, early)
+	if cut == nil || cut.name != p.name {
+		l.cut = n.startCut(ctx, s, imgs, p.name, &p.res.Entry)
+	}
+}
+
+// start looks for p's chunk index in the background: from early (the
+// lookup started from the index's entry) when it names the manifest
+// resolved, else afresh.
+func (l *deltaLookup) start(ctx context.Context, p *pullPlan, early *oci.ChunkIndexLookup) {
 	lctx, cancel := context.WithCancel(ctx)
 	l.cancel = cancel
 	go func() {
@@ -134,12 +154,13 @@ func (n *Node) startDelta(ctx context.Context, s *store.Store, p *pullPlan, cut 
 		l.ix, read, l.err = oci.FindChunkIndex(ctx, p.t, &p.res.Entry)
 		l.read += read
 	}()
-	if l.keepOnly {
-		// Nothing to cut: the whole image is downloaded.
-		return
-	}
-	if cut == nil || cut.name != p.name {
-		l.cut = n.startCut(ctx, s, imgs, p.name, &p.res.Entry)
+}
+
+// startKeepOnly starts the lookup of an index to keep next to an image
+// downloaded whole into a store that held none (see startDelta).
+func (l *deltaLookup) startKeepOnly(ctx context.Context, p *pullPlan) {
+	if l != nil && l.keepOnly && l.cancel == nil {
+		l.start(ctx, p, nil)
 	}
 }
 
@@ -365,7 +386,7 @@ func (n *Node) keepIndex(p *pullPlan, file string) {
 // an index that lies costs at most a fallback to the whole image then.
 func (p *pullPlan) publishedIndex() *delta.Index {
 	l := p.delta
-	if l == nil {
+	if l == nil || l.cancel == nil { // none, or never started
 		return nil
 	}
 	select {

@@ -165,7 +165,9 @@ func (n *Node) pull(ctx context.Context, s *store.Store, inst store.Installer, r
 	// The signatures, and the chunk index when a delta download could
 	// follow, are looked for from the index's entry as its manifest is
 	// read.
-	p, err := n.plan(ctx, req, pre, earlyStarts{chunkIndex: !req.DryRun && !n.opts.NoDelta, active: s.ActiveManifest})
+	// (With no stored image to take chunks from, an index is only looked
+	// for to be kept, once the image is admitted: startDelta.)
+	p, err := n.plan(ctx, req, pre, earlyStarts{chunkIndex: !req.DryRun && !n.opts.NoDelta && len(s.StoredImages(req.Name)) > 0, active: s.ActiveManifest})
 	if err != nil {
 		return nil, err
 	}
@@ -212,6 +214,7 @@ func (n *Node) pull(ctx context.Context, s *store.Store, inst store.Installer, r
 	} else if err != nil {
 		return nil, err
 	}
+	p.delta.startKeepOnly(ctx, p)
 	if req.DryRun {
 		// Install would refuse a file of that name sysext did not install.
 		if err := s.CheckForeign(name); err != nil {

@@ -66,13 +66,19 @@ func meta(name, version string) extension.Metadata {
 // push pushes files to ref (host/repo:tag or oci:DIR:tag).
 func push(t testing.TB, ref string, files ...string) *oci.PushResult {
 	t.Helper()
+	return pushWith(t, ref, oci.PushOptions{}, files...)
+}
+
+// pushWith is push with options.
+func pushWith(t testing.TB, ref string, o oci.PushOptions, files ...string) *oci.PushResult {
+	t.Helper()
 	r, err := oci.ParseReference(ref)
 	must(t, err)
-	o := ocitest.TestOptions()
-	o.CreateLayout = true
-	tg, err := oci.Open(context.Background(), r, o)
+	to := ocitest.TestOptions()
+	to.CreateLayout = true
+	tg, err := oci.Open(context.Background(), r, to)
 	must(t, err)
-	res, err := oci.Push(context.Background(), tg, r, files, oci.PushOptions{})
+	res, err := oci.Push(context.Background(), tg, r, files, o)
 	must(t, err)
 	return res
 }

@@ -12,27 +12,12 @@ import (
 
 	"github.com/sysext/sysext/delta"
 	"github.com/sysext/sysext/oci"
-	"github.com/sysext/sysext/oci/ocitest"
 	"github.com/sysext/sysext/store"
 )
 
 // A pull that downloads a whole image keeps the chunk index its publisher
 // attached (looked for beside the download), so the next update takes its
 // chunks without cutting the stored image first.
-
-// pushWith is push with options.
-func pushWith(t testing.TB, ref string, o oci.PushOptions, files ...string) *oci.PushResult {
-	t.Helper()
-	r, err := oci.ParseReference(ref)
-	must(t, err)
-	to := ocitest.TestOptions()
-	to.CreateLayout = true
-	tg, err := oci.Open(context.Background(), r, to)
-	must(t, err)
-	res, err := oci.Push(context.Background(), tg, r, files, o)
-	must(t, err)
-	return res
-}
 
 // keptIndex is the chunk index the store keeps next to NAME's FILE (nil
 // when none).

@@ -74,7 +74,7 @@ func (s *Served) done() {
 // Settle waits until no blob GET is being answered: a handler counts the
 // bytes it wrote after the client may already have read them, and the
 // handler of a killed client's request may still be writing. Call it
-// before reading the counts or resetting them.
+// before reading the counts (Reset calls it).
 func (s *Served) Settle() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -86,8 +86,10 @@ func (s *Served) Settle() {
 	}
 }
 
-// Reset starts counting again.
+// Reset starts counting again, once the requests being answered are done
+// (Settle): a stopped download's late bytes are not the next one's.
 func (s *Served) Reset() {
+	s.Settle()
 	s.bytes.Store(0)
 	s.requests.Store(0)
 	s.maxIn.Store(0)

@@ -26,12 +26,18 @@ func downloadParallel(t *testing.T, p pushed) *oci.Downloaded {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, _ := os.ReadFile(p.file)
-	got, _ := os.ReadFile(d.Path)
-	if !bytes.Equal(want, got) {
-		t.Fatal("the parallel download differs from the pushed file")
-	}
+	samePushed(t, p, d.Path, "the parallel download")
 	return d
+}
+
+// samePushed fails t unless the file at path holds p's pushed bytes.
+func samePushed(t *testing.T, p pushed, path, what string) {
+	t.Helper()
+	want, _ := os.ReadFile(p.file)
+	got, _ := os.ReadFile(path)
+	if !bytes.Equal(want, got) {
+		t.Fatalf("%s differs from the pushed file", what)
+	}
 }
 
 // ranged counts the blob GETs with a Range header.
@@ -165,23 +171,20 @@ func TestDownloadParallelResumesMissingParts(t *testing.T) {
 	if len(miss) < 2 || missing >= layer.Size/2+8<<20 {
 		t.Fatalf("missing %v (%d bytes): the stopped download did not keep its parts", miss, missing)
 	}
-	// The stopped download's handlers may still be writing (slow under
-	// -race): their bytes are not the rerun's.
-	served.Settle()
 	served.Reset()
 	d, err := oci.Download(context.Background(), p.tg, &p.r.Entry, oci.DownloadOptions{Into: w})
 	if err != nil {
 		t.Fatal(err)
 	}
 	served.Settle()
-	if served.Bytes() != missing || d.Reused != layer.Size-missing {
-		t.Fatalf("served %d bytes, reused %d; want %d and %d", served.Bytes(), d.Reused, missing, layer.Size-missing)
+	// What was missing, and at most the stream's writes in flight again
+	// (8 buffers of 1 MiB): when the holes look like a stopped stream's,
+	// the rerun streams from the first hole over them (streamHoles).
+	const inFlight = 8 << 20
+	if served.Bytes() < missing || served.Bytes() > missing+inFlight || d.Reused < layer.Size-missing-inFlight {
+		t.Fatalf("served %d bytes, reused %d; want %d (+ up to %d) and %d", served.Bytes(), d.Reused, missing, inFlight, layer.Size-missing)
 	}
-	want, _ := os.ReadFile(p.file)
-	got, _ := os.ReadFile(w.Name())
-	if !bytes.Equal(want, got) {
-		t.Fatal("the resumed download differs from the pushed file")
-	}
+	samePushed(t, p, w.Name(), "the resumed download")
 }
 
 // A fetch stopped while its parallel ranges run (several requests in
@@ -211,9 +214,5 @@ func TestDownloadParallelCancelledLeavesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, _ := os.ReadFile(p.file)
-	got, _ := os.ReadFile(d.Path)
-	if !bytes.Equal(want, got) {
-		t.Fatal("the fetch after the stopped one differs from the pushed file")
-	}
+	samePushed(t, p, d.Path, "the fetch after the stopped one")
 }

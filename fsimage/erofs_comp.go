@@ -48,6 +48,11 @@ func ErofsNeeds(alg string) string {
 	return "a kernel that knows " + alg
 }
 
+// ErofsHeadSize is how many bytes at the start of an EROFS image hold
+// its superblock (at 1024, inside the first 4 KiB block): what a node
+// reads ahead of a download to learn the image's compressors.
+const ErofsHeadSize = 4096
+
 // ErofsCompressors reads from an EROFS image's superblock the compressors
 // its files may use, in on-disk order: none for an uncompressed image,
 // ["lz4"] for one written before compression configurations existed

@@ -239,7 +239,7 @@ type ActivatePreflight struct {
 func (p *ActivatePreflight) Preflight(ctx context.Context, plan Plan) error {
 	sys := p.System
 	sys.Root = plan.Root
-	rep := activate.Check(ctx, sys, []activate.Image{{Name: plan.Name, Meta: plan.Metadata, Format: layerFormat(plan.Entry), Compression: layerCompression(plan.Entry), Verity: verityImage(plan.Entry)}}, p.Strict)
+	rep := activate.Check(ctx, sys, []activate.Image{{Name: plan.Name, Meta: plan.Metadata, Format: plan.Format, Compression: plan.Compression, Verity: verityImage(plan.Entry)}}, p.Strict)
 	if p.Log != nil && !p.Strict {
 		for _, w := range rep.Warnings() {
 			line := w.String()

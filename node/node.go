@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/fsimage"
 	"github.com/sysext/sysext/internal/osrelease"
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/store"
@@ -55,9 +56,22 @@ type Plan struct {
 	Entry    *oci.Entry
 	Root     string
 	Metadata extension.Metadata
+	// Format is the image's filesystem: the layer's media type says it
+	// before the download ("" when it names none), the file after.
+	Format fsimage.Format
+	// Compression lists an EROFS image's compressors: the manifest's
+	// annotation, else its superblock read ahead with one Range request;
+	// after the download, the file's superblock. nil when unknown.
+	Compression []string
+	// Downloaded says the image is downloaded and checked (not yet
+	// committed): Format and Compression are the file's own.
+	Downloaded bool
 }
 
-// Preflighter refuses before anything is downloaded or touched.
+// Preflighter refuses before anything is downloaded or touched. A pull
+// asks it again once the image is downloaded, before anything is kept or
+// activated, when the file says more than the manifest did (an EROFS
+// image's compressors the manifest did not name).
 type Preflighter interface {
 	Preflight(ctx context.Context, p Plan) error
 }

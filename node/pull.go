@@ -12,6 +12,7 @@ import (
 	"github.com/sysext/sysext/activate"
 	"github.com/sysext/sysext/delta"
 	"github.com/sysext/sysext/extension"
+	"github.com/sysext/sysext/fsimage"
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/store"
 	"github.com/sysext/sysext/verify"
@@ -143,6 +144,11 @@ type pullPlan struct {
 	// earlyVerify is the signature check started so (admit).
 	early       *oci.ChunkIndexLookup
 	earlyVerify *earlyVerify
+	// Set by admit's preflight (erofscomp.go): the format and EROFS
+	// compressors it judged, and the bytes of the image read ahead.
+	judgedFormat      fsimage.Format
+	judgedCompression []string
+	headRead          int64
 	// Set by put: the trusted certificate that signed a disk image's root
 	// hash (nil when the policy names none), for protect.
 	verityCert *x509.Certificate
@@ -214,6 +220,7 @@ func (n *Node) pull(ctx context.Context, s *store.Store, inst store.Installer, r
 	} else if err != nil {
 		return nil, err
 	}
+	result.Downloaded += p.headRead
 	p.delta.startKeepOnly(ctx, p)
 	if req.DryRun {
 		// Install would refuse a file of that name sysext did not install.
@@ -279,6 +286,7 @@ func (n *Node) pullCopy(ctx context.Context, c *store.Copier, req PullRequest, p
 	} else if err != nil {
 		return nil, err
 	}
+	result.Downloaded += p.headRead
 	in, err := n.put(ctx, c, p, result)
 	if err != nil {
 		return nil, err
@@ -412,7 +420,7 @@ func (n *Node) admit(ctx context.Context, p *pullPlan, req PullRequest) (retry b
 		}
 	}
 	if n.opts.Preflighter != nil {
-		if err := n.opts.Preflighter.Preflight(ctx, Plan{Name: name, Ref: p.ref, Entry: e, Root: root, Metadata: e.Metadata}); err != nil {
+		if err := n.opts.Preflighter.Preflight(ctx, n.preflightPlan(ctx, p)); err != nil {
 			return false, fmt.Errorf("%s: preflight: %w", name, err)
 		}
 	}
@@ -486,6 +494,9 @@ func (n *Node) put(ctx context.Context, inst store.Installer, p *pullPlan, resul
 	result.Resumes = dl.Resumes
 	n.hook("downloaded")
 	if err := n.checkImage(name, e, dl, p.osr, p.osrPath, p.ref.String()); err != nil {
+		return in, err
+	}
+	if err := n.preflightFile(ctx, p, dl.Info); err != nil {
 		return in, err
 	}
 	if in.Verity, p.verityCert, err = verityOf(p.v, dl.Info); err != nil {

@@ -553,3 +553,32 @@ func (e *rangeEngine) copy(ctx context.Context, rc io.Reader, off, end int64) (i
 	}
 	return off, nil
 }
+
+// FetchHead returns the first n bytes of layer (all of it when it is
+// smaller) with one Range request: what a node reads of an image's header
+// (an EROFS superblock) before it decides to download it. A registry that
+// answers with the whole blob gets ErrRangeUnsupported and its body is
+// closed unread, so the caller never downloads the blob twice; so does a
+// store that cannot read at an offset (a mirror chain). Nothing is
+// retried: the caller goes on without the head.
+func FetchHead(ctx context.Context, t Target, layer ocispec.Descriptor, n int64) ([]byte, error) {
+	n = min(n, layer.Size)
+	if n <= 0 {
+		return nil, fmt.Errorf("layer %s: no bytes to read (size %d)", layer.Digest, layer.Size)
+	}
+	src, err := openRangeSource(t, layer)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	rc, err := src.open(ctx, 0, n)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(rc, buf); err != nil {
+		return nil, fmt.Errorf("layer %s: reading its first %d bytes: %w", layer.Digest, n, err)
+	}
+	return buf, nil
+}

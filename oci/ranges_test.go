@@ -322,3 +322,47 @@ func TestFetchRangesBadInput(t *testing.T) {
 		t.Fatalf("got %v, want ErrNotFound", err)
 	}
 }
+
+// FetchHead reads a blob's first bytes with one Range request; a blob
+// smaller than asked is read whole; a registry that ignores Range gets
+// ErrRangeUnsupported; a head cut short is an error, never short bytes.
+func TestFetchHead(t *testing.T) {
+	ctx := context.Background()
+	var served ocitest.Served
+	var mode atomic.Int32 // 1: ignore Range, 2: cut the answer
+	ignore, cut := ocitest.IgnoreRange(-1), ocitest.CutBlob(1000, -1)
+	count := served.Fault()
+	reg := ocitest.NewOlareg(t, func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+		return count(w, r, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch {
+			case mode.Load() == 1 && ignore(w, r, next):
+			case mode.Load() == 2 && cut(w, r, next):
+			default:
+				next.ServeHTTP(w, r)
+			}
+		}))
+	})
+	p := pushImage(t, reg, 1<<20)
+	want := pushedBlob(t, p)
+	layer := p.r.Entry.Layer
+	served.Reset()
+	head, err := oci.FetchHead(ctx, p.tg, layer, 4096)
+	served.Settle()
+	if err != nil || !bytes.Equal(head, want[:4096]) {
+		t.Fatalf("FetchHead = %d bytes, %v", len(head), err)
+	}
+	if rg := served.Ranges(); served.Bytes() != 4096 || len(rg) != 1 || rg[0] != "bytes=0-4095" {
+		t.Fatalf("the registry sent %d bytes for %q", served.Bytes(), rg)
+	}
+	if head, err := oci.FetchHead(ctx, p.tg, layer, layer.Size+100); err != nil || !bytes.Equal(head, want) {
+		t.Fatalf("FetchHead of more than the blob = %d bytes, %v", len(head), err)
+	}
+	mode.Store(1)
+	if _, err := oci.FetchHead(ctx, p.tg, layer, 4096); !errors.Is(err, oci.ErrRangeUnsupported) {
+		t.Fatalf("a registry that ignores Range: %v", err)
+	}
+	mode.Store(2)
+	if head, err := oci.FetchHead(ctx, p.tg, layer, 4096); err == nil {
+		t.Fatalf("a cut answer gave %d bytes and no error", len(head))
+	}
+}

@@ -271,3 +271,46 @@ func TestKeptChunkIndexLies(t *testing.T) {
 	reg.served.Settle()
 	t.Logf("sent %d of %d; %s", reg.served.Bytes(), size(t, v2), strings.TrimSpace(log.String()))
 }
+
+// A chunk index lookup that ends after the download (the registry holds
+// the referrers request until the pull is about to keep the image) is
+// waited for: its index is kept, byte for byte as published.
+func TestFullPullKeepsSlowChunkIndex(t *testing.T) {
+	reg := newDeltaReg(t)
+	v1 := extImage(t, "app", "1", map[string][]byte{"lib/shared": blob(2<<20, 71)})
+	ref := reg.Ref("ext/app:stable")
+	pushed := push(t, ref, v1)
+	release := make(chan struct{})
+	var once sync.Once
+	var held atomic.Int64
+	reg.misbehave(func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+		if referrersAPI(r) || referrersTag(r) {
+			held.Add(1)
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		return false
+	})
+	root := nodeRoot(t, debianRelease)
+	o := testNode(root).opts
+	var waited atomic.Bool
+	o.Hook = func(p string) {
+		if p == "chunk-index-wait" {
+			waited.Store(true)
+			once.Do(func() { close(release) })
+		}
+	}
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	if _, err := New(o).Pull(context.Background(), PullRequest{Ref: ref}); err != nil {
+		t.Fatal(err)
+	}
+	checkActive(t, root, "app", v1)
+	if got, want := keptIndex(t, root, "app", filepath.Base(v1)), publishedIndex(t, reg, "ext/app:stable", pushed); !bytes.Equal(got, want) {
+		t.Fatalf("the store keeps %d bytes of chunk index, want the %d published", len(got), len(want))
+	}
+	if held.Load() == 0 || !waited.Load() {
+		t.Fatalf("the lookup was not slower than the download (%d referrer requests held, waited %v)", held.Load(), waited.Load())
+	}
+}

@@ -527,7 +527,7 @@ func (n *Node) put(ctx context.Context, inst store.Installer, p *pullPlan, resul
 	if in.File, err = ing.Commit(ctx, e.Layer.Size, e.Layer.Digest, file); err != nil {
 		return in, err
 	}
-	n.keepIndex(p, in.File)
+	n.keepIndex(ctx, p, in.File)
 	if p.delta != nil && p.delta.keepOnly {
 		result.Downloaded += p.delta.read
 	}

@@ -68,8 +68,9 @@ func pushUnannotated(t *testing.T, reg *deltaReg, repoTag, img string) {
 // CONFIG_EROFS_FS_ZIP_LZMA refuses it (--strict: a test node's root is
 // not "/", so the finding is a warning) before the image is downloaded;
 // from the downloaded file, before anything is activated, when the
-// registry ignores Range or the manifest does not say EROFS. Either way
-// the active version stays and no partial download is left.
+// registry ignores Range or the manifest does not say EROFS, and from the
+// stored file when the store holds the image already. Either way the
+// active version stays and no partial download is left.
 func TestEROFSCompressorUnannotated(t *testing.T) {
 	t.Setenv("PATH", testenv.TrixieBin(t)+string(os.PathListSeparator)+os.Getenv("PATH"))
 	reg := newDeltaReg(t)
@@ -102,6 +103,8 @@ func TestEROFSCompressorUnannotated(t *testing.T) {
 		}
 	}
 
+	// The subtests run in order on the one node: each starts where the
+	// one before left it.
 	pushUnannotated(t, reg, "sysext/z:2", v2)
 	t.Run("superblock read ahead", func(t *testing.T) {
 		reg.misbehave(nil)
@@ -148,5 +151,26 @@ func TestEROFSCompressorUnannotated(t *testing.T) {
 			t.Fatalf("%d warnings about lzma, want 1:\n%s", n, log.String())
 		}
 		checkActive(t, root, "z", v2)
+	})
+	t.Run("stored", func(t *testing.T) {
+		// Back to 1.0; 2.0 stays stored. A pull of 2.0 from a registry
+		// that ignores Range takes the stored file, judged by its own
+		// superblock: refused without a download.
+		o := o
+		o.AllowDowngrade = true
+		if _, err := New(o).Pull(ctx, PullRequest{Ref: reg.Ref("sysext/z:1")}); err != nil {
+			t.Fatal(err)
+		}
+		checkActive(t, root, "z", v1)
+		reg.misbehave(ocitest.IgnoreRange(-1))
+		_, err := strict.Pull(ctx, PullRequest{Ref: reg.Ref("sysext/z:2")})
+		if err == nil || !strings.Contains(err.Error(), cause+cfg) {
+			t.Fatalf("pull --strict of the stored 2.0 = %v", err)
+		}
+		checkActive(t, root, "z", v1)
+		reg.served.Settle()
+		if n := reg.served.Requests(); n != 1 {
+			t.Fatalf("%d blob requests, want the range only", n)
+		}
 	})
 }

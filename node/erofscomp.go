@@ -75,6 +75,24 @@ func (n *Node) preflightFile(ctx context.Context, p *pullPlan, info *fsimage.Inf
 	return nil
 }
 
+// preflightStored is preflightFile for an image the store holds already
+// (stored by an earlier pull, not active now): its superblock is read
+// when the preflight before did not judge its compressors from the
+// manifest. An image that cannot be read is left to activation's proof.
+func (n *Node) preflightStored(ctx context.Context, p *pullPlan, path string) error {
+	if n.opts.Preflighter == nil || p.judgedFormat != "" && p.judgedFormat != fsimage.EROFS {
+		return nil
+	}
+	if _, named := p.res.Entry.Manifest.Annotations[oci.AnnotationCompression]; named {
+		return nil
+	}
+	info, err := fsimage.OpenMetadata(ctx, path)
+	if err != nil {
+		return nil
+	}
+	return n.preflightFile(ctx, p, info)
+}
+
 // judgedAll reports whether every compressor of the file was judged.
 func judgedAll(judged, file []string) bool {
 	for _, alg := range file {

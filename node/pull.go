@@ -453,6 +453,9 @@ func (n *Node) put(ctx context.Context, inst store.Installer, p *pullPlan, resul
 		if in.Verity, p.verityCert, err = storedVerity(ctx, p.v, ing.Name()); err != nil {
 			return in, fmt.Errorf("%s: %w: refusing it", p.ref, err)
 		}
+		if err := n.preflightStored(ctx, p, ing.Name()); err != nil {
+			return in, err
+		}
 		if in.ReleaseDigest == "" {
 			// Stored by a sysext that did not record it: read it now from
 			// the write-once file (its layer digest was checked at commit).

@@ -199,10 +199,13 @@ demo: apt-deps build
 	./scripts/node-demo.sh
 
 # sysext(1), one page per command (from the cobra definitions) and
-# sysext-policy.json(5), sysext-extensions.d(5).
-man: build
+# sysext-policy.json(5), sysext-extensions.d(5), sysext-registries.conf(5),
+# by the generator built with -tags man (bin/sysext does not link it: its
+# markdown stack's start-up cost would be paid on every run).
+man:
 	rm -rf build/man
-	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) bin/sysext man build/man
+	CGO_ENABLED=0 $(GO) build -trimpath -tags man -ldflags '$(LDFLAGS)' -o bin/sysext-man ./cmd/sysext
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) bin/sysext-man man build/man
 
 # cobra's completion scripts; they complete values too (formats,
 # architectures, recipes, installed and declared extensions).

@@ -5,8 +5,9 @@ package sysext_test
 // chunk index rules) imports only the standard library,
 // nothing imports the command, builder does no network I/O (not even
 // transitively), only oci/ imports the registry client and only verify/
-// imports sigstore, test helpers are for tests, and only a verify.Policy
-// makes a verify.Verified.
+// imports sigstore, test helpers are for tests, only a verify.Policy
+// makes a verify.Verified, and the sysext binary links no man page
+// generator.
 
 import (
 	"bytes"
@@ -259,6 +260,16 @@ func TestTransitiveDependencies(t *testing.T) {
 			dep == module+"/oci", strings.HasPrefix(dep, module+"/oci/"),
 			dep == module+"/verify", strings.HasPrefix(dep, module+"/cmd"):
 			t.Errorf("builder depends on %s: builder does no network I/O", dep)
+		}
+	}
+	// Every linked package's initialisation runs at every start of sysext
+	// (issue 15's fetch and push ratios pay for it), so the man page
+	// generator's markdown stack is built only with -tags man.
+	for _, dep := range goListDeps(t, "./cmd/sysext") {
+		if strings.HasPrefix(dep, "github.com/spf13/cobra/doc") ||
+			strings.HasPrefix(dep, "github.com/cpuguy83/go-md2man/") ||
+			strings.HasPrefix(dep, "github.com/russross/blackfriday/") {
+			t.Errorf("cmd/sysext depends on %s without -tags man: only the man page generator needs it", dep)
 		}
 	}
 }

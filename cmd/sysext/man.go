@@ -1,3 +1,10 @@
+//go:build man
+
+// The man page generator is built only with -tags man (make man, make
+// install): cobra/doc, go-md2man and blackfriday would otherwise be linked
+// into every sysext and their package initialisation (blackfriday's
+// tables and regular expressions, about 2 ms) paid on every start.
+
 package main
 
 import (
@@ -24,7 +31,7 @@ func init() { register(newManCommand) }
 var manFiles embed.FS
 
 // newManCommand is the hidden generator `make man` (and `make install`)
-// runs: sysext(1) and one page per command from the cobra definitions,
+// runs, from a binary built with -tags man: sysext(1) and one page per command from the cobra definitions,
 // plus sysext-policy.json(5), sysext-extensions.d(5) and
 // sysext-registries.conf(5).
 func newManCommand() *cobra.Command {

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/sysext/sysext/internal/smallfile"
 )
@@ -43,7 +44,7 @@ func RefreshCommand(systemdVersion int) []string {
 	return []string{"systemctl", "restart", "systemd-sysext.service"}
 }
 
-var sharedLibVersion = regexp.MustCompile(`^libsystemd-shared-([0-9]+)`)
+var sharedLibVersion = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^libsystemd-shared-([0-9]+)`) })
 
 // systemdBinaries link libsystemd-shared-NNN.so by name (DT_NEEDED), so
 // their dynamic section says the version too, wherever the library lives.
@@ -67,7 +68,7 @@ func SystemdVersion(root string) (int, error) {
 	for _, pattern := range []string{"usr/lib/systemd/libsystemd-shared-*.so", "usr/lib64/systemd/libsystemd-shared-*.so", "usr/lib/*/systemd/libsystemd-shared-*.so"} {
 		matches, _ := filepath.Glob(filepath.Join(root, pattern))
 		for _, m := range matches {
-			if v := sharedLibVersion.FindStringSubmatch(filepath.Base(m)); v != nil {
+			if v := sharedLibVersion().FindStringSubmatch(filepath.Base(m)); v != nil {
 				if n, err := strconv.Atoi(v[1]); err == nil {
 					found = append(found, n)
 				}
@@ -106,7 +107,7 @@ func linkedSystemdVersion(path string) int {
 		return 0
 	}
 	for _, l := range libs {
-		if v := sharedLibVersion.FindStringSubmatch(l); v != nil {
+		if v := sharedLibVersion().FindStringSubmatch(l); v != nil {
 			if n, err := strconv.Atoi(v[1]); err == nil {
 				return n
 			}

@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -220,7 +221,7 @@ func ddiBuilder() (string, error) {
 	return "", fmt.Errorf("building a disk image needs systemd-repart %d or newer, or veritysetup: install it with 'apt-get install cryptsetup-bin'", minRepart)
 }
 
-var systemdVersion = regexp.MustCompile(`^systemd (\d+)`)
+var systemdVersion = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^systemd (\d+)`) })
 
 // RepartVersion returns the version of the systemd-repart on PATH.
 func RepartVersion(ctx context.Context) (int, error) {
@@ -228,7 +229,7 @@ func RepartVersion(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	m := systemdVersion.FindSubmatch(out)
+	m := systemdVersion().FindSubmatch(out)
 	if m == nil {
 		return 0, fmt.Errorf("systemd-repart --version printed no version")
 	}

@@ -19,9 +19,11 @@ var erofsProbed sync.Map // path + "\x00" + alg -> error (nil: has it)
 
 // erofsSays finds the line where mkfs.erofs names the compressor it lacks
 // ("Cannot find a valid compressor lzma"), rather than its last one.
-var erofsSays = regexp.MustCompile(`(?m)^(?:<E> erofs:)?\s*(.*[Cc]ompressor.*)$`)
+var erofsSays = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?m)^(?:<E> erofs:)?\s*(.*[Cc]ompressor.*)$`) })
 
-var erofsVersion = regexp.MustCompile(`mkfs\.erofs (?:\(erofs-utils\) )?v?([0-9]+(?:\.[0-9]+)*)`)
+var erofsVersion = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`mkfs\.erofs (?:\(erofs-utils\) )?v?([0-9]+(?:\.[0-9]+)*)`)
+})
 
 // checkEROFSCompressor refuses, before any work, a compressor the
 // mkfs.erofs at path was built without: erofs-utils before 1.6 has no
@@ -60,11 +62,11 @@ func checkEROFSCompressor(ctx context.Context, path, alg string) error {
 	var probeErr error
 	if runErr != nil {
 		name := "mkfs.erofs"
-		if m := erofsVersion.FindStringSubmatch(out.String()); m != nil {
+		if m := erofsVersion().FindStringSubmatch(out.String()); m != nil {
 			name += " " + m[1]
 		}
 		said := out.LastLine()
-		if m := erofsSays.FindStringSubmatch(out.String()); m != nil {
+		if m := erofsSays().FindStringSubmatch(out.String()); m != nil {
 			said = m[1]
 		}
 		probeErr = fmt.Errorf("--compression %s: %s (%s) cannot write %s EROFS images (it says: %s): install erofs-utils >= %s, or use --compression %s",

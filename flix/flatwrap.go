@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/sysext/sysext/builder"
 	"github.com/sysext/sysext/internal/extract"
@@ -227,7 +228,7 @@ func mountPoint(root, d string) error {
 	return nil
 }
 
-var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+var envName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`) })
 
 // wrapperScript is the /bin/sh program installed at a wrapped program's
 // /usr path. It runs prog inside root with the host directories binds
@@ -247,7 +248,7 @@ name=%s
 `, name, prog, root, strings.Join(binds, " "), q(root), q(prog), q(name))
 	for _, e := range env {
 		k, v, ok := strings.Cut(e, "=")
-		if !ok || !envName.MatchString(k) || k == "PATH" || k == "HOME" {
+		if !ok || !envName().MatchString(k) || k == "PATH" || k == "HOME" {
 			continue
 		}
 		fmt.Fprintf(&b, "[ -n \"${%s+set}\" ] || export %s=%s\n", k, k, q(v))

@@ -134,7 +134,7 @@ func extents(t *testing.T, img, name string) int {
 		t.Fatalf("dump.erofs: %v\n%s", err, out)
 	}
 	n := 0
-	for _, e := range dumpExtent.FindAllSubmatch(out, -1) {
+	for _, e := range dumpExtent().FindAllSubmatch(out, -1) {
 		if string(e[3]) == string(e[6]) {
 			t.Fatalf("an extent is stored plain:\n%s", out)
 		}

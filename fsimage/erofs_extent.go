@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
@@ -22,8 +23,10 @@ import (
 const maxPcluster = 1 << 20
 
 var (
-	dumpSize   = regexp.MustCompile(`(?m)^Size: (\d+) `)
-	dumpExtent = regexp.MustCompile(`(?m)^\s*\d+:\s+(\d+)\.\.\s*(\d+) \|\s*(\d+) :\s+(\d+)\.\.\s*(\d+) \|\s*(\d+)$`)
+	dumpSize   = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?m)^Size: (\d+) `) })
+	dumpExtent = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`(?m)^\s*\d+:\s+(\d+)\.\.\s*(\d+) \|\s*(\d+) :\s+(\d+)\.\.\s*(\d+) \|\s*(\d+)$`)
+	})
 )
 
 // readCompressedExtent reads a small compressed EROFS file without
@@ -43,8 +46,8 @@ func readCompressedExtent(ctx context.Context, image, name string, limit int64) 
 	if err != nil {
 		return nil, false
 	}
-	m := dumpSize.FindSubmatch(out)
-	exts := dumpExtent.FindAllSubmatch(out, -1)
+	m := dumpSize().FindSubmatch(out)
+	exts := dumpExtent().FindAllSubmatch(out, -1)
 	if m == nil || len(exts) != 1 || !strings.Contains(string(out), "1 extents found") {
 		return nil, false
 	}

@@ -359,7 +359,7 @@ func readVerified(r io.Reader, desc ocispec.Descriptor) ([]byte, error) {
 // digest: they are asked like content by digest, whatever
 // pull-from-mirror says, because what they hold is checked against the
 // digest cryptographically.
-var sigTag = regexp.MustCompile(`^sha256-[0-9a-f]{64}(\.sig|\.att|\.sbom)?$`)
+var sigTag = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^sha256-[0-9a-f]{64}(\.sig|\.att|\.sbom)?$`) })
 
 // Resolve asks what reference (a tag or a digest) points to.
 func (m *mirrorTarget) Resolve(ctx context.Context, reference string) (ocispec.Descriptor, error) {
@@ -369,7 +369,7 @@ func (m *mirrorTarget) Resolve(ctx context.Context, reference string) (ocispec.D
 	switch {
 	case derr == nil:
 		srcs, what = m.contentSources(d), "manifest "+shortDigestString(d)
-	case sigTag.MatchString(reference):
+	case sigTag().MatchString(reference):
 		srcs = m.contentSources("")
 	default:
 		srcs = m.tagSources()

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -75,17 +76,17 @@ func isURL(s string) bool { return strings.HasPrefix(s, "http://") || strings.Ha
 
 // defaultClient gives up on a server that does not answer within a minute;
 // a download itself may take as long as it takes.
-var defaultClient = func() *http.Client {
+var defaultClient = sync.OnceValue(func() *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.ResponseHeaderTimeout = time.Minute
 	return &http.Client{Transport: tr}
-}()
+})
 
 func (f *Fetcher) client() *http.Client {
 	if f.Client != nil {
 		return f.Client
 	}
-	return defaultClient
+	return defaultClient()
 }
 
 // open returns a reader for u (through the mirror), its size (-1 when
@@ -168,7 +169,7 @@ func (f *Fetcher) knownSum(u string) string {
 		return ""
 	}
 	sum, rest, _ := strings.Cut(strings.TrimSpace(string(data)), " ")
-	if !hexSum.MatchString(sum) || rest != u {
+	if !hexSum().MatchString(sum) || rest != u {
 		return ""
 	}
 	return sum
@@ -284,7 +285,7 @@ func (f *Fetcher) download(ctx context.Context, d PlannedDownload, sum, blob str
 	return nil
 }
 
-var bsdLine = regexp.MustCompile(`^SHA256 \((.+)\) = ([0-9a-fA-F]{64})$`)
+var bsdLine = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^SHA256 \((.+)\) = ([0-9a-fA-F]{64})$`) })
 
 // checksumFromFile fetches the upstream's checksum file and picks d's entry.
 func (f *Fetcher) checksumFromFile(ctx context.Context, d PlannedDownload) (string, error) {
@@ -336,7 +337,7 @@ func ParseChecksumFile(data []byte, entry string) (string, error) {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		if m := bsdLine.FindStringSubmatch(line); m != nil {
+		if m := bsdLine().FindStringSubmatch(line); m != nil {
 			if sameEntry(m[1], entry) {
 				return strings.ToLower(m[2]), nil
 			}
@@ -344,7 +345,7 @@ func ParseChecksumFile(data []byte, entry string) (string, error) {
 		}
 		fields := strings.Fields(line)
 		sum := strings.ToLower(fields[0])
-		if !hexSum.MatchString(sum) {
+		if !hexSum().MatchString(sum) {
 			continue
 		}
 		if len(fields) == 1 {

@@ -235,7 +235,7 @@ func (r *Recipe) checkPins(pins map[string]string) error {
 		if !found {
 			return errorf(ErrOption, "recipe %s: --sha256 %s=...: no download has that id", r.Name, id)
 		}
-		if !hexSum.MatchString(pins[id]) {
+		if !hexSum().MatchString(pins[id]) {
 			return errorf(ErrOption, "recipe %s: --sha256 %s=%q is not a sha256 (64 lower-case hex digits)", r.Name, id, pins[id])
 		}
 	}

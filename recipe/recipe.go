@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/sysext/sysext/extension"
 	"gopkg.in/yaml.v3"
@@ -172,7 +173,7 @@ var parserProblems = map[string]bool{
 	"found incompatible YAML document":       true,
 }
 
-var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+var yamlLine = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`) })
 
 // Parse reads and validates one recipe. source names it in errors.
 func Parse(data []byte, source string) (*Recipe, error) {
@@ -205,7 +206,7 @@ func yamlError(source string, err error) error {
 	if errors.As(err, &te) && len(te.Errors) > 0 {
 		msg = te.Errors[0]
 	}
-	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+	if m := yamlLine().FindStringSubmatch(msg); m != nil {
 		n, _ := strconv.Atoi(m[1])
 		if parserProblems[m[2]] {
 			// yaml.v3 counts lines from 0 for parser (not scanner) errors.
@@ -276,9 +277,9 @@ func (r *Recipe) errAt(msg string, keys ...any) error {
 var builtinVars = []string{"version", "bare_version", "arch", "goarch", "uname"}
 
 var (
-	varName = regexp.MustCompile(`^[a-z][a-z0-9_-]*$`)
-	idName  = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
-	hexSum  = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	varName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z][a-z0-9_-]*$`) })
+	idName  = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`) })
+	hexSum  = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[0-9a-f]{64}$`) })
 )
 
 // Formats a download can have.
@@ -386,7 +387,7 @@ func (r *Recipe) validateVariables() (map[string]string, error) {
 			return nil, r.errAt(fmt.Sprintf("defines %v but another architecture defines %v: every architecture needs the same variables", keys, archKeys), "arches", a)
 		}
 		for _, k := range keys {
-			if !varName.MatchString(k) {
+			if !varName().MatchString(k) {
 				return nil, r.errAt(fmt.Sprintf("variable name %q: use lower-case letters, digits, '_' and '-'", k), "arches", a)
 			}
 			if known[k] == "built in" {
@@ -396,7 +397,7 @@ func (r *Recipe) validateVariables() (map[string]string, error) {
 		}
 	}
 	for i, o := range r.Options {
-		if !varName.MatchString(o.Name) {
+		if !varName().MatchString(o.Name) {
 			return nil, r.errAt(fmt.Sprintf("option name %q: use lower-case letters, digits, '_' and '-'", o.Name), "options", i, "name")
 		}
 		if _, dup := known[o.Name]; dup {
@@ -425,7 +426,7 @@ func (r *Recipe) validateDownloads(known map[string]string) (map[string]Download
 	}
 	ids := map[string]Download{}
 	for i, d := range r.Downloads {
-		if !idName.MatchString(d.ID) {
+		if !idName().MatchString(d.ID) {
 			return nil, r.errAt(fmt.Sprintf("id %q: use lower-case letters, digits, '.', '_' and '-'", d.ID), "downloads", i, "id")
 		}
 		if _, dup := ids[d.ID]; dup {
@@ -457,7 +458,7 @@ func (r *Recipe) validateDownloads(known map[string]string) (map[string]Download
 				if _, ok := r.Arches[a]; !ok {
 					return nil, r.errAt(fmt.Sprintf("version %s: %q is not one of the recipe's architectures", v, a), "downloads", i, "sha256", v)
 				}
-				if !hexSum.MatchString(sum) {
+				if !hexSum().MatchString(sum) {
 					return nil, r.errAt(fmt.Sprintf("version %s, %s: %q is not a sha256 (64 lower-case hex digits)", v, a, sum), "downloads", i, "sha256", v)
 				}
 			}

@@ -111,7 +111,7 @@ func Sysupdate(ctx context.Context, o SysupdateOptions) (*SysupdateResult, error
 	if old, err := os.ReadFile(sumsPath); err == nil {
 		for _, line := range strings.Split(string(old), "\n") {
 			f := strings.Fields(line)
-			if len(f) != 2 || !hexSum.MatchString(f[0]) {
+			if len(f) != 2 || !hexSum().MatchString(f[0]) {
 				continue
 			}
 			name := strings.TrimPrefix(f[1], "*")

@@ -12,7 +12,7 @@ import (
 	"strings"
 
 	"github.com/sysext/sysext/extension"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // ButaneOptions describe a provisioning snippet that installs one

@@ -13,7 +13,7 @@ import (
 	"sync"
 
 	"github.com/sysext/sysext/extension"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // Recipe is one parsed, validated recipe file. Field comments give the YAML

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/sysext/sysext/internal/testenv"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 func writeFiles(t *testing.T, dir string, files map[string]string) {

@@ -17,7 +17,7 @@ import (
 	"github.com/sysext/sysext/verify"
 )
 
-func init() { register(newBakeCommand) }
+func init() { register("bake", newBakeCommand) }
 
 // bakeOptions are the flags of `sysext bake`.
 type bakeOptions struct {

@@ -11,7 +11,7 @@ import (
 	"github.com/sysext/sysext/extension"
 )
 
-func init() { register(newBuildCommand) }
+func init() { register("build", newBuildCommand) }
 
 // buildOptions are the flags of `sysext build` shared by every source of
 // the tree (a directory, or --from-image in build_from_image.go).

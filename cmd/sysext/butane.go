@@ -12,7 +12,7 @@ import (
 	"github.com/sysext/sysext/verify"
 )
 
-func init() { register(newButaneCommand) }
+func init() { register("butane", newButaneCommand) }
 
 // butaneOptions are the flags of `sysext butane`.
 type butaneOptions struct {

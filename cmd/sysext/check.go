@@ -9,7 +9,7 @@ import (
 	"github.com/sysext/sysext/node"
 )
 
-func init() { register(newCheckCommand) }
+func init() { register("check", newCheckCommand) }
 
 type checkOptions struct {
 	nodeFlags

@@ -10,7 +10,7 @@ import (
 	"github.com/sysext/sysext/oci"
 )
 
-func init() { register(newChunkIndexCommand) }
+func init() { register("chunk-index", newChunkIndexCommand) }
 
 // chunkIndexOptions are the flags of `sysext chunk-index`.
 type chunkIndexOptions struct {

@@ -10,7 +10,7 @@ import (
 	"github.com/sysext/sysext/oci"
 )
 
-func init() { register(newCopyCommand) }
+func init() { register("copy", newCopyCommand) }
 
 // copyOptions are the flags of `sysext copy`.
 type copyOptions struct {

@@ -14,7 +14,7 @@ import (
 	"github.com/sysext/sysext/oci"
 )
 
-func init() { register(newFetchCommand) }
+func init() { register("fetch", newFetchCommand) }
 
 // fetchOptions are the flags of `sysext fetch`.
 type fetchOptions struct {

@@ -8,7 +8,7 @@ import (
 	"github.com/sysext/sysext/flix"
 )
 
-func init() { register(newFlatwrapCommand) }
+func init() { register("flatwrap", newFlatwrapCommand) }
 
 // flatwrapOptions are the flags of `sysext flatwrap`.
 type flatwrapOptions struct {

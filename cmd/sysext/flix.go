@@ -10,7 +10,7 @@ import (
 	"github.com/sysext/sysext/flix"
 )
 
-func init() { register(newFlixCommand) }
+func init() { register("flix", newFlixCommand) }
 
 // packOptions are the flags flix and flatwrap share with `sysext build`
 // (the same fields, so builderOptions checks them the same way).

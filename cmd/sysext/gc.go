@@ -6,7 +6,7 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() { register(newGCCommand) }
+func init() { register("gc", newGCCommand) }
 
 type gcOptions struct {
 	nodeFlags

@@ -17,7 +17,7 @@ import (
 	"github.com/sysext/sysext/verity"
 )
 
-func init() { register(newGenerateKeyPairCommand) }
+func init() { register("generate-key-pair", newGenerateKeyPairCommand) }
 
 // generateKeyPairOptions are the flags of `sysext generate-key-pair`.
 type generateKeyPairOptions struct {

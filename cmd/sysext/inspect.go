@@ -6,7 +6,7 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() { register(newInspectCommand) }
+func init() { register("inspect", newInspectCommand) }
 
 // inspectOptions are shared by inspecting a file (inspect_file.go) and a
 // registry or layout reference (inspect_ref.go).

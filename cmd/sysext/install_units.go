@@ -9,7 +9,7 @@ import (
 	"github.com/sysext/sysext/node"
 )
 
-func init() { register(newInstallUnitsCommand) }
+func init() { register("install-units", newInstallUnitsCommand) }
 
 type installUnitsOptions struct {
 	Root     string

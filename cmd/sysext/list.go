@@ -13,7 +13,7 @@ import (
 	"github.com/sysext/sysext/extension"
 )
 
-func init() { register(newListCommand) }
+func init() { register("list", newListCommand) }
 
 type listOptions struct {
 	nodeFlags

@@ -13,8 +13,8 @@ import (
 )
 
 func init() {
-	register(newLoginCommand)
-	register(newLogoutCommand)
+	register("login", newLoginCommand)
+	register("logout", newLogoutCommand)
 }
 
 // loginOptions are the flags of `sysext login`.

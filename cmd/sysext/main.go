@@ -16,12 +16,36 @@ import (
 var version = "dev"
 
 // commandConstructors is filled by each command file's init, so adding a
-// command touches only its own file.
-var commandConstructors []func() *cobra.Command
+// command touches only its own file; the key is the command's name.
+var commandConstructors []namedConstructor
 
-func register(f func() *cobra.Command) { commandConstructors = append(commandConstructors, f) }
+type namedConstructor struct {
+	name string
+	new  func() *cobra.Command
+}
 
-func newRootCommand() *cobra.Command {
+func register(name string, f func() *cobra.Command) {
+	commandConstructors = append(commandConstructors, namedConstructor{name, f})
+}
+
+// newRootCommand builds the whole command tree.
+func newRootCommand() *cobra.Command { return newRootFor(nil) }
+
+// newRootFor builds the tree args need: when args start with a command's
+// name (`sysext fetch ...`), the root holds that command alone, since the
+// others' flags and help (a thousand allocations, about 1 ms at every
+// start) serve only to list, complete or suggest commands; any other args
+// (help, --version, completion, a typo) get the whole tree.
+func newRootFor(args []string) *cobra.Command {
+	constructors := commandConstructors
+	if len(args) > 0 {
+		for _, c := range commandConstructors {
+			if c.name == args[0] {
+				constructors = []namedConstructor{c}
+				break
+			}
+		}
+	}
 	root := &cobra.Command{
 		Use:   "sysext",
 		Short: "Build, sign, distribute and activate systemd-sysext images as OCI artifacts",
@@ -35,8 +59,8 @@ and OCI layouts to the nodes that merge them with systemd-sysext.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &exitError{exitUsage, fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
-	for _, f := range commandConstructors {
-		root.AddCommand(f())
+	for _, c := range constructors {
+		root.AddCommand(c.new())
 	}
 	// cobra's own completion command, with the value completions the
 	// commands register (completion.go).
@@ -106,7 +130,7 @@ func interruptible(parent context.Context) (context.Context, func()) {
 // run executes the command line with the given standard streams and
 // returns the process exit code (exitCode maps the error).
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	root := newRootCommand()
+	root := newRootFor(args)
 	root.SetArgs(args)
 	root.SetIn(stdin)
 	root.SetOut(stdout)

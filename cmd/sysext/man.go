@@ -22,7 +22,7 @@ import (
 	"github.com/spf13/cobra/doc"
 )
 
-func init() { register(newManCommand) }
+func init() { register("man", newManCommand) }
 
 // manFiles are the section 5 pages of the files a user writes, in
 // markdown (go-md2man's dialect, as cobra's generator writes).

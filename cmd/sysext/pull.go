@@ -9,7 +9,7 @@ import (
 	"github.com/sysext/sysext/store"
 )
 
-func init() { register(newPullCommand) }
+func init() { register("pull", newPullCommand) }
 
 type pullOptions struct {
 	nodeFlags

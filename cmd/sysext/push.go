@@ -11,7 +11,7 @@ import (
 	"github.com/sysext/sysext/publish"
 )
 
-func init() { register(newPushCommand) }
+func init() { register("push", newPushCommand) }
 
 // pushOptions are the flags of `sysext push`.
 type pushOptions struct {

@@ -12,7 +12,7 @@ import (
 	"github.com/sysext/sysext/recipe"
 )
 
-func init() { register(newRecipesCommand) }
+func init() { register("recipes", newRecipesCommand) }
 
 // recipesOptions are the flags of `sysext recipes list|show`.
 type recipesOptions struct {

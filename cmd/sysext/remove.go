@@ -8,7 +8,7 @@ import (
 	"github.com/sysext/sysext/extension"
 )
 
-func init() { register(newRemoveCommand) }
+func init() { register("remove", newRemoveCommand) }
 
 type removeOptions struct{ nodeFlags }
 

@@ -8,7 +8,7 @@ import (
 	"github.com/sysext/sysext/extension"
 )
 
-func init() { register(newRollbackCommand) }
+func init() { register("rollback", newRollbackCommand) }
 
 type rollbackOptions struct{ nodeFlags }
 

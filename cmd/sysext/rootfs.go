@@ -10,7 +10,7 @@ import (
 	"github.com/sysext/sysext/oci"
 )
 
-func init() { register(newRootfsCommand) }
+func init() { register("rootfs", newRootfsCommand) }
 
 // rootfsOptions are the flags of `sysext rootfs`.
 type rootfsOptions struct {

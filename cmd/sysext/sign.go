@@ -11,7 +11,7 @@ import (
 	"github.com/sysext/sysext/verify"
 )
 
-func init() { register(newSignCommand) }
+func init() { register("sign", newSignCommand) }
 
 // signOptions are the flags of `sysext sign`.
 type signOptions struct {

@@ -12,7 +12,7 @@ import (
 	"github.com/sysext/sysext/node"
 )
 
-func init() { register(newStatusCommand) }
+func init() { register("status", newStatusCommand) }
 
 type statusOptions struct {
 	nodeFlags

@@ -9,7 +9,7 @@ import (
 	"github.com/sysext/sysext/node"
 )
 
-func init() { register(newSyncCommand) }
+func init() { register("sync", newSyncCommand) }
 
 type syncOptions struct {
 	nodeFlags

@@ -9,7 +9,7 @@ import (
 	"github.com/sysext/sysext/recipe"
 )
 
-func init() { register(newSysupdateCommand) }
+func init() { register("sysupdate", newSysupdateCommand) }
 
 // sysupdateOptions are the flags of `sysext sysupdate`.
 type sysupdateOptions struct {

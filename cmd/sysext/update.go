@@ -10,7 +10,7 @@ import (
 	"github.com/sysext/sysext/node"
 )
 
-func init() { register(newUpdateCommand) }
+func init() { register("update", newUpdateCommand) }
 
 // updateExitDoc says what update's and sync's exit codes mean for them.
 const updateExitDoc = `Exits 0 when at least one extension changed (or would, with --dry-run),

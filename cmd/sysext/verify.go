@@ -12,7 +12,7 @@ import (
 	"github.com/sysext/sysext/verify"
 )
 
-func init() { register(newVerifyCommand) }
+func init() { register("verify", newVerifyCommand) }
 
 // trustFlags say what signatures to trust; verify, fetch, pull and update
 // share them.

@@ -6,7 +6,7 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() { register(newVersionCommand) }
+func init() { register("version", newVersionCommand) }
 
 func newVersionCommand() *cobra.Command {
 	return &cobra.Command{

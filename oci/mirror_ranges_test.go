@@ -2,6 +2,7 @@ package oci_test
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -23,16 +24,25 @@ func TestFetchRangesThroughMirrors(t *testing.T) {
 		noCopy bool // the mirror lacks the image
 		// what the origin may send, of the ranges' total
 		origin   func(total int64) (int64, int64)
-		line     string
-		requests int64 // blob GETs the mirror answers (0: not checked)
+		lines    []string // what each line of the log says
+		requests int64    // blob GETs the mirror answers (0: not checked)
 	}{
 		{name: "served", origin: func(int64) (int64, int64) { return 0, 0 }},
 		{name: "cut beyond the retries", fault: ocitest.CutBlobRanged(20000, -1),
-			origin: func(total int64) (int64, int64) { return 1, total - 1 }, line: "trying"},
+			origin: func(total int64) (int64, int64) { return 1, total - 1 }, lines: []string{"trying"}},
 		{name: "whole answer", fault: ocitest.IgnoreRange(-1),
-			origin: func(int64) (int64, int64) { return 0, 0 }, line: "answered with the whole blob", requests: 1},
+			origin: func(int64) (int64, int64) { return 0, 0 }, lines: []string{"answered with the whole blob"}, requests: 1},
+		{name: "whole answer cut", fault: func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+			// The whole blob, cut in the third range: the rest of it and
+			// the last byte come from the origin.
+			return ocitest.IgnoreRange(-1)(w, r, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if !ocitest.CutBlob(120000, -1)(w, r, next) {
+					next.ServeHTTP(w, r)
+				}
+			}))
+		}, origin: func(int64) (int64, int64) { return 40001, 40001 }, lines: []string{"answered with the whole blob", "trying"}, requests: 1},
 		{name: "lacks the blob", noCopy: true,
-			origin: func(total int64) (int64, int64) { return total, total }, line: "trying"},
+			origin: func(total int64) (int64, int64) { return total, total }, lines: []string{"trying"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newMirrored(t, "")
@@ -73,11 +83,21 @@ func TestFetchRangesThroughMirrors(t *testing.T) {
 			if tc.requests > 0 && served.Requests() != tc.requests {
 				t.Fatalf("the mirror answered %d blob GETs, want %d", served.Requests(), tc.requests)
 			}
-			if tc.line == "" && m.log() != "" || tc.line != "" && strings.Count(m.log(), tc.line) != 1 || strings.Count(m.log(), "\n") > 0 {
-				t.Fatalf("want one line saying %q:\n%s", tc.line, m.log())
+			log := m.log()
+			n := 0
+			if log != "" {
+				n = strings.Count(log, "\n") + 1
+			}
+			for _, l := range tc.lines {
+				if strings.Count(log, l) != 1 {
+					n = -1
+				}
+			}
+			if n != len(tc.lines) {
+				t.Fatalf("want one line saying each of %q:\n%s", tc.lines, log)
 			}
 			by := servedBy(oci.SourceEvents(tg))["layer"]
-			if want := map[bool]string{true: m.origin.Host, false: mir.Host}[tc.line == "trying"]; !strings.HasPrefix(by, want) {
+			if want := map[bool]string{true: m.origin.Host, false: mir.Host}[len(tc.lines) > 0 && tc.lines[len(tc.lines)-1] == "trying"]; !strings.HasPrefix(by, want) {
 				t.Fatalf("layer served by %q, want %s", by, want)
 			}
 		})

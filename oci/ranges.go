@@ -624,20 +624,22 @@ func (e *rangeEngine) takeWhole(ctx context.Context, r Range, a *wholeAnswer) (i
 	e.queue = nil
 	e.wholeFrom = a.url
 	e.mu.Unlock()
-	// fail leaves what is not written: rs[i] from off on and the ranges
-	// after it; r's part is fetch's to leave.
+	sort.Slice(rs, func(i, j int) bool { return rs[i].Off < rs[j].Off })
+	// fail leaves what is not written, rs[i] from off on and the ranges
+	// after it, for the next source (r's part included: fetch is told r
+	// is done).
 	fail := func(i int, off int64, err error) (int64, error) {
-		e.leave(rs[i+1:])
-		if i == 0 {
-			return off, err
-		}
 		if g := rs[i]; off < g.Off+g.Len {
 			e.leave([]Range{{off, g.Off + g.Len - off}})
 		}
+		e.leave(rs[i+1:])
 		return r.Off + r.Len, err
 	}
 	var pos int64
 	for i, g := range rs {
+		if g.Off < pos {
+			return fail(i, g.Off, fmt.Errorf("layer %s: ranges overlap at %d", e.layer.Digest, g.Off))
+		}
 		if g.Off > pos {
 			n, err := io.CopyN(io.Discard, a.body, g.Off-pos)
 			e.skipped.Add(n)
@@ -648,17 +650,15 @@ func (e *rangeEngine) takeWhole(ctx context.Context, r Range, a *wholeAnswer) (i
 		}
 		off, err := e.copy(ctx, a.body, g.Off, g.Off+g.Len)
 		if err != nil {
-			return fail(i, off, err)
+			return fail(i, off, fmt.Errorf("layer %s: the whole answer of %s: %w", e.layer.Digest, a.url, err))
 		}
 		pos = g.Off + g.Len
 	}
-	// To its end: a pull-through cache keeps the blob only when it was
-	// sent whole.
-	n, err := io.Copy(io.Discard, a.body)
+	// To its end (and no further: the answer is untrusted), since a
+	// pull-through cache keeps the blob only when it was sent whole. The
+	// ranges are written: how the rest goes changes nothing here.
+	n, _ := io.CopyN(io.Discard, a.body, e.layer.Size-pos)
 	e.skipped.Add(n)
-	if err != nil && ctx.Err() == nil {
-		return r.Off + r.Len, fmt.Errorf("layer %s: the rest of the whole answer of %s: %w", e.layer.Digest, a.url, err)
-	}
 	return r.Off + r.Len, nil
 }
 

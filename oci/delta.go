@@ -107,11 +107,17 @@ func DownloadDelta(ctx context.Context, t Target, e *Entry, o DeltaOptions) (*Do
 	if err := a.run(ctx); err != nil {
 		return nil, err
 	}
-	res, err := checkWritten(ctx, e, o.Into, nil)
+	var wrong func(digest.Digest) error
+	if mt, ok := t.(*mirrorTarget); ok && len(a.used) > 0 {
+		// Chunks that matched an index that does not describe the image:
+		// the mirrors that sent them are not asked for it again.
+		wrong = func(got digest.Digest) error { return mt.blame(layer, got, a.used) }
+	}
+	res, err := checkWritten(ctx, e, o.Into, wrong)
 	if err != nil {
 		return nil, err
 	}
-	res.Reused, res.Fetched = a.plan.Reused+a.plan.Held, a.plan.Fetched
+	res.Reused, res.Fetched = a.plan.Reused+a.plan.Held, a.plan.Fetched+a.skipped
 	return res, nil
 }
 
@@ -127,6 +133,10 @@ type assembler struct {
 	sink  *chunkSink
 	local *localProgress
 	data  *os.File // Into's file, read back for the digest and for copies
+	// skipped: bytes of a mirror's whole answer read past; used: the
+	// mirrors and origin that sent ranges (fetchRanges).
+	skipped int64
+	used    []*source
 }
 
 // lookup finds a chunk in the sources whose chunker is the new image's;
@@ -207,7 +217,7 @@ func (a *assembler) run(ctx context.Context) error {
 		}
 		var err error
 		if len(ranges) > 0 {
-			_, err = FetchRanges(fctx, a.t, a.e.Layer, ranges, a.sink, ro)
+			_, a.skipped, a.used, err = fetchRanges(fctx, a.t, a.e.Layer, ranges, a.sink, ro)
 		}
 		a.sink.finish(err)
 		fetched <- err

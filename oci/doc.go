@@ -36,7 +36,10 @@
 //     within its range, follows a blob redirect once and sends later ranges
 //     straight to its target without credentials (back to the registry on
 //     401/403), and says ErrRangeUnsupported when a Range is answered with
-//     the whole blob.
+//     the whole blob. Through mirrors it asks the sources in order, a
+//     failed one handing what it did not write to the next; a mirror's
+//     whole answer to its first range (a cold pull-through cache) is read
+//     once, to its end, and serves every range (mirrorTarget.ranges).
 //   - File names taken from annotations are single path components
 //     (extension.ValidateFileName): untrusted metadata never escapes the directory.
 //   - Loopback registries use plain HTTP. Retrying lives in one place,

@@ -506,9 +506,79 @@ func (m *mirrorTarget) stream(ctx context.Context, layer ocispec.Descriptor, w W
 	return total, used, lastErr
 }
 
+// ranges fetches ranges of layer (FetchRanges through mirrors) from the
+// sources that may serve it, in order, each a registry (registrySource:
+// auth, redirects, retries). A source that fails (it lacks the blob,
+// refuses Range, keeps failing past the retries) hands the ranges it did
+// not write to the next, in one line; a chunk that does not match
+// (ErrChunkMismatch, from w) stops the fetch and the mirror that sent it
+// is not asked for the layer again. A mirror is asked one range first: a
+// whole answer to it (a pull-through cache that does not hold the blob
+// yet, a mirror that ignores Range) is read once, to its end, and serves
+// every range (takeWhole), so the cache keeps its copy and its upstream
+// sends the blob once. It returns the bytes written, those read past, and
+// the sources that sent bytes.
+func (m *mirrorTarget) ranges(ctx context.Context, layer ocispec.Descriptor, ranges []Range, w io.WriterAt, opts RangeOptions) (written, skipped int64, used []*source, err error) {
+	what := "layer " + shortDigestString(layer.Digest)
+	srcs := m.contentSources(layer.Digest)
+	left := ranges
+	for i, s := range srcs {
+		src := newRegistrySource(s.repo, layer)
+		src.whole = s.mirror
+		e := newRangeEngine(src, layer, w, opts)
+		e.queue = append(e.queue, left...)
+		e.limit = e.conc
+		if s.mirror {
+			e.probe, e.limit = true, 1
+		}
+		var n int64
+		n, err = e.run(ctx)
+		written += n
+		skipped += e.skipped.Load()
+		if n > 0 || e.skipped.Load() > 0 {
+			used = append(used, s)
+		}
+		if e.wholeFrom != "" && m.log != nil {
+			m.log(fmt.Sprintf("%s: %s: mirror %s answered with the whole blob, not the ranges asked for (a pull-through cache fetching it, or no Range support): read once, the chunks taken as they pass", m.ref, what, s.name))
+		}
+		if err == nil {
+			m.served(what, s)
+			return written, skipped, used, nil
+		}
+		var se sinkError
+		switch {
+		case errors.Is(err, ErrChunkMismatch):
+			m.markBad(layer.Digest, s)
+			m.event(SourceEvent{What: what, Source: s.name, Mirror: s.mirror, Error: oneLine(err)})
+			if s.mirror {
+				err = fmt.Errorf("from mirror %s, not asked for it again: %w", s.name, err)
+			}
+			return written, skipped, used, err
+		case ctx.Err() != nil, errors.As(err, &se):
+			return written, skipped, used, err
+		}
+		left = e.remaining()
+		if !m.next(ctx, what, srcs, i, err) {
+			break
+		}
+	}
+	return written, skipped, used, err
+}
+
 // wrongLayer is the error for a layer whose bytes did not match: the
 // mirrors that served them are not asked for it again.
 func (m *mirrorTarget) wrongLayer(layer ocispec.Descriptor, got digest.Digest, used []*source) error {
+	err := m.blame(layer, got, used)
+	if err.mirror && m.log != nil {
+		m.log(fmt.Sprintf("%s: layer %s from mirror %s: the bytes do not match the digest, dropped; trying %s", m.ref, shortDigestString(layer.Digest), strings.Join(err.from, ", "), m.contentSources(layer.Digest)[0].name))
+	}
+	return err
+}
+
+// blame marks the mirrors in used bad for layer, whose bytes as they
+// served them did not match (got), and returns the error saying so: a
+// delta download's caller says it in its own line.
+func (m *mirrorTarget) blame(layer ocispec.Descriptor, got digest.Digest, used []*source) *wrongLayerError {
 	var names []string
 	mirror := false
 	what := "layer " + shortDigestString(layer.Digest)
@@ -518,11 +588,7 @@ func (m *mirrorTarget) wrongLayer(layer ocispec.Descriptor, got digest.Digest, u
 		mirror = mirror || s.mirror
 		m.event(SourceEvent{What: what, Source: s.name, Mirror: s.mirror, Error: "the bytes do not match the digest"})
 	}
-	err := &wrongLayerError{digest: layer.Digest, got: got, from: names, mirror: mirror}
-	if mirror && m.log != nil {
-		m.log(fmt.Sprintf("%s: %s from mirror %s: the bytes do not match the digest, dropped; trying %s", m.ref, what, strings.Join(names, ", "), m.contentSources(layer.Digest)[0].name))
-	}
-	return err
+	return &wrongLayerError{digest: layer.Digest, got: got, from: names, mirror: mirror}
 }
 
 type wrongLayerError struct {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -81,17 +82,27 @@ func FetchRanges(ctx context.Context, t Target, layer ocispec.Descriptor, ranges
 			return 0, fmt.Errorf("layer %s: range %d+%d is outside its %d bytes", layer.Digest, r.Off, r.Len, layer.Size)
 		}
 	}
+	n, _, _, err := fetchRanges(ctx, t, layer, ranges, w, opts)
+	return n, err
+}
+
+// fetchRanges is FetchRanges, which also returns the bytes received and
+// not written (a mirror's whole answer, read past: mirrorTarget.ranges)
+// and, through mirrors, the sources that wrote bytes.
+func fetchRanges(ctx context.Context, t Target, layer ocispec.Descriptor, ranges []Range, w io.WriterAt, opts RangeOptions) (written, skipped int64, used []*source, err error) {
+	if m, ok := t.(*mirrorTarget); ok {
+		return m.ranges(ctx, layer, ranges, w, opts)
+	}
 	src, err := openRangeSource(t, layer)
 	if err != nil {
-		return 0, err
+		return 0, 0, nil, err
 	}
 	defer src.Close()
 	e := newRangeEngine(src, layer, w, opts)
-	for _, r := range ranges {
-		e.queue = append(e.queue, r)
-	}
+	e.queue = append(e.queue, ranges...)
 	e.limit = e.conc
-	return e.run(ctx)
+	written, err = e.run(ctx)
+	return written, 0, nil, err
 }
 
 // rangeSource opens a part of one blob.
@@ -115,6 +126,9 @@ func openRangeSource(t content.Fetcher, layer ocispec.Descriptor) (rangeSource, 
 
 // registrySource asks a registry for ranges of one blob, one GET each.
 type registrySource struct {
+	// whole: an answer with the whole blob (200) to a Range request is
+	// handed over as a *wholeAnswer rather than refused (a mirror's).
+	whole  bool
 	repo   *remote.Repository
 	layer  ocispec.Descriptor
 	url    string     // the registry's blob URL
@@ -223,6 +237,9 @@ func (s *registrySource) check(ctx context.Context, resp *http.Response, err err
 		if off == 0 && n == s.layer.Size && (resp.ContentLength == -1 || resp.ContentLength == n) {
 			return resp.Body, nil // the whole blob was what we asked for
 		}
+		if s.whole && (resp.ContentLength == -1 || resp.ContentLength == s.layer.Size) {
+			return nil, &wholeAnswer{body: resp.Body, url: redact(url)}
+		}
 		resp.Body.Close()
 		return nil, fmt.Errorf("layer %s: GET %s with a Range answered 200 with the whole blob: %w", d, redact(url), ErrRangeUnsupported)
 	case http.StatusNotFound:
@@ -294,6 +311,30 @@ func (s *layoutSource) open(_ context.Context, off, n int64) (io.ReadCloser, err
 
 func (s *layoutSource) Close() error { return s.f.Close() }
 
+// wholeAnswer is a source's answer to a Range request with the whole
+// blob: a pull-through cache that does not hold it yet fetches it from
+// its upstream and streams all of it (the distribution registry's proxy
+// mode does), as does a mirror that ignores Range. Read to its end, the
+// cache keeps its copy; closed early, it drops it and the next node's
+// request costs the upstream another copy.
+type wholeAnswer struct {
+	body io.ReadCloser
+	url  string
+}
+
+func (w *wholeAnswer) Error() string {
+	return fmt.Sprintf("GET %s with a Range answered 200 with the whole blob: %v", w.url, ErrRangeUnsupported)
+}
+
+func (w *wholeAnswer) Unwrap() error { return ErrRangeUnsupported }
+
+// sinkError is a failed write into the engine's io.WriterAt: not the
+// source's fault (a chunk that does not match is the source's bytes,
+// ErrChunkMismatch, and is told apart by that).
+type sinkError struct{ error }
+
+func (e sinkError) Unwrap() error { return e.error }
+
 // cutError is a failure worth asking again: the request failed or its
 // answer was cut.
 type cutError struct{ error }
@@ -336,8 +377,21 @@ type rangeEngine struct {
 	part   int64   // the part size while several fetch (0: maxPartSize)
 	whole  bool    // never split a range (RangeOptions.InOrder)
 	err    error   // the first failure
+	// probe: one request until the source answers one with the range
+	// (206); a whole answer (wholeAnswer) to that first request then
+	// serves every range queued, read once (takeWhole). A cold
+	// pull-through cache answers each request it gets at once with a
+	// whole copy fetched from its upstream: one at a time, it fetches one.
+	probe bool
+	// left are the parts of ranges a failed fetch did not write: with
+	// queue, what the next source is asked for (remaining).
+	left []Range
+	// wholeFrom is set to the source's URL when a whole answer served
+	// the ranges.
+	wholeFrom string
 
 	received atomic.Int64 // bytes written
+	skipped  atomic.Int64 // bytes of a whole answer read past
 }
 
 func newRangeEngine(src rangeSource, layer ocispec.Descriptor, w io.WriterAt, opts RangeOptions) *rangeEngine {
@@ -463,8 +517,31 @@ func (e *rangeEngine) run(ctx context.Context) (int64, error) {
 	return e.received.Load(), err
 }
 
-// fetch fetches r and writes it, asking again from where a cut stopped.
+// remaining returns, after run failed, the parts of the ranges not
+// written, in offset order.
+func (e *rangeEngine) remaining() []Range {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := append(append([]Range(nil), e.left...), e.queue...)
+	sort.Slice(out, func(i, j int) bool { return out[i].Off < out[j].Off })
+	return out
+}
+
+// fetch fetches r and writes it; what it did not write when it fails is
+// left for remaining.
 func (e *rangeEngine) fetch(ctx context.Context, r Range) error {
+	off, err := e.fetchFrom(ctx, r)
+	if err != nil && off < r.Off+r.Len {
+		e.mu.Lock()
+		e.left = append(e.left, Range{off, r.Off + r.Len - off})
+		e.mu.Unlock()
+	}
+	return err
+}
+
+// fetchFrom fetches r, asking again from where a cut stopped, and returns
+// where it got.
+func (e *rangeEngine) fetchFrom(ctx context.Context, r Range) (int64, error) {
 	off, end := r.Off, r.Off+r.Len
 	tries := 0
 	retry := func(cause error) error {
@@ -481,19 +558,24 @@ func (e *rangeEngine) fetch(ctx context.Context, r Range) error {
 	}
 	for off < end {
 		rc, err := e.src.open(ctx, off, end-off)
+		var whole *wholeAnswer
+		if errors.As(err, &whole) {
+			return e.takeWhole(ctx, Range{off, end - off}, whole)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return off, ctx.Err()
 			}
 			var cut cutError
 			if !errors.As(err, &cut) {
-				return err
+				return off, err
 			}
 			if err := retry(err); err != nil {
-				return err
+				return off, err
 			}
 			continue
 		}
+		e.answered()
 		var cause error
 		off, cause = e.copy(ctx, rc, off, end)
 		rc.Close()
@@ -501,17 +583,90 @@ func (e *rangeEngine) fetch(ctx context.Context, r Range) error {
 			continue
 		}
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return off, ctx.Err()
 		}
 		var cut cutError
 		if !errors.As(cause, &cut) {
-			return cause
+			return off, cause
 		}
 		if err := retry(cause); err != nil {
-			return err
+			return off, err
 		}
 	}
-	return nil
+	return off, nil
+}
+
+// answered ends the probe: the source serves ranges, let every worker
+// fetch.
+func (e *rangeEngine) answered() {
+	e.mu.Lock()
+	probing := e.probe
+	e.probe = false
+	e.mu.Unlock()
+	if probing {
+		e.setLimit(e.conc)
+	}
+}
+
+// takeWhole serves r (the probe's range) and every range queued from a
+// whole answer to the probe: read once, from its start to its end, the
+// bytes of the ranges written as they pass and the others read past. A
+// whole answer to a later request (the source served ranges before) is
+// refused: the others are fetching.
+func (e *rangeEngine) takeWhole(ctx context.Context, r Range, a *wholeAnswer) (int64, error) {
+	defer a.body.Close()
+	e.mu.Lock()
+	if !e.probe {
+		e.mu.Unlock()
+		return r.Off, a
+	}
+	rs := append([]Range{r}, e.queue...)
+	e.queue = nil
+	e.wholeFrom = a.url
+	e.mu.Unlock()
+	sort.Slice(rs, func(i, j int) bool { return rs[i].Off < rs[j].Off })
+	// fail leaves what is not written, rs[i] from off on and the ranges
+	// after it, for the next source (r's part included: fetch is told r
+	// is done).
+	fail := func(i int, off int64, err error) (int64, error) {
+		if g := rs[i]; off < g.Off+g.Len {
+			e.leave([]Range{{off, g.Off + g.Len - off}})
+		}
+		e.leave(rs[i+1:])
+		return r.Off + r.Len, err
+	}
+	var pos int64
+	for i, g := range rs {
+		if g.Off < pos {
+			return fail(i, g.Off, fmt.Errorf("layer %s: ranges overlap at %d", e.layer.Digest, g.Off))
+		}
+		if g.Off > pos {
+			n, err := io.CopyN(io.Discard, a.body, g.Off-pos)
+			e.skipped.Add(n)
+			if err != nil {
+				return fail(i, g.Off, fmt.Errorf("layer %s: the whole answer of %s ended at %d: %w", e.layer.Digest, a.url, pos+n, err))
+			}
+			pos = g.Off
+		}
+		off, err := e.copy(ctx, a.body, g.Off, g.Off+g.Len)
+		if err != nil {
+			return fail(i, off, fmt.Errorf("layer %s: the whole answer of %s: %w", e.layer.Digest, a.url, err))
+		}
+		pos = g.Off + g.Len
+	}
+	// To its end (and no further: the answer is untrusted), since a
+	// pull-through cache keeps the blob only when it was sent whole. The
+	// ranges are written: how the rest goes changes nothing here.
+	n, _ := io.CopyN(io.Discard, a.body, e.layer.Size-pos)
+	e.skipped.Add(n)
+	return r.Off + r.Len, nil
+}
+
+// leave adds rs to what remains to fetch.
+func (e *rangeEngine) leave(rs []Range) {
+	e.mu.Lock()
+	e.left = append(e.left, rs...)
+	e.mu.Unlock()
 }
 
 // copy writes what rc holds of [off, end) at its offsets and returns where
@@ -530,7 +685,7 @@ func (e *rangeEngine) copy(ctx context.Context, rc io.Reader, off, end int64) (i
 		if n > 0 {
 			if _, err := e.w.WriteAt(buf[:n], off); err != nil {
 				e.free <- buf
-				return off, fmt.Errorf("write: %w", err)
+				return off, sinkError{fmt.Errorf("write: %w", err)}
 			}
 			e.received.Add(int64(n))
 			if e.progress != nil {

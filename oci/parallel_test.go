@@ -63,9 +63,13 @@ func TestDownloadParallel(t *testing.T) {
 		t.Fatalf("%d ranged requests, %d at once: not parallel", ranged(&served), served.MaxInFlight())
 	}
 	// The single stream was cut short at the handover: at most what
-	// was in flight then is sent twice.
+	// was in flight then is sent twice. That is what the socket buffers
+	// held when the stream closed: the sender's (tcp_wmem, 4 MiB here)
+	// and the receiver's, which the kernel grows while the reader keeps
+	// up (to 32 MiB here); 9.4 MiB was seen on a loaded machine. A stream
+	// that did not stop would send about the rest of the image again.
 	served.Settle()
-	if extra := served.Bytes() - p.r.Entry.Layer.Size; extra < 0 || extra > 8<<20 {
+	if extra := served.Bytes() - p.r.Entry.Layer.Size; extra < 0 || extra > 16<<20 {
 		t.Fatalf("served %d bytes for %d", served.Bytes(), p.r.Entry.Layer.Size)
 	}
 }

@@ -320,6 +320,14 @@ func BenchmarkChunker(b *testing.B) {
 			_ = Default.Lengths(data)
 		}
 	})
+	b.Run("cut-bytewise", func(b *testing.B) {
+		b.SetBytes(int64(len(data)))
+		for b.Loop() {
+			for off := 0; off < len(data); {
+				off += Default.cutBytewise(data[off:])
+			}
+		}
+	})
 	b.Run("index", func(b *testing.B) {
 		b.SetBytes(int64(len(data)))
 		for b.Loop() {
@@ -373,3 +381,64 @@ func TestBuildAtNotify(t *testing.T) {
 type failingReaderAt struct{}
 
 func (failingReaderAt) ReadAt([]byte, int64) (int, error) { return 0, errors.New("disk error") }
+
+// cutBytewise is Cut as format version 1 defines it, one byte at a time:
+// the reference the unrolled Cut must match.
+func (c Chunker) cutBytewise(data []byte) int {
+	n := len(data)
+	if n <= c.Min {
+		return n
+	}
+	n = min(n, c.Max)
+	var fp uint64
+	for i := c.Min; i < n; i++ {
+		fp = fp<<1 + gear[data[i]]
+		mask := c.maskL
+		if i < c.Avg {
+			mask = c.maskS
+		}
+		if fp&mask == 0 {
+			return i + 1
+		}
+	}
+	return n
+}
+
+// Cut cuts where the byte-at-a-time definition does, for every chunker
+// shape (small ones cut often, so every position within a round of the
+// unrolled loop ends a chunk) and at every tail length.
+func TestCutMatchesBytewise(t *testing.T) {
+	data := randomBytes(8<<20, 11)
+	// Low-entropy stretches too: runs of one byte, a repeated pattern.
+	for i := 1 << 20; i < 2<<20; i++ {
+		data[i] = 0
+	}
+	for i := 3 << 20; i < 4<<20; i++ {
+		data[i] = byte(i % 7)
+	}
+	ends := map[int]int{}
+	for _, shape := range [][3]int{{MinSize, AvgSize, MaxSize}, {1, 256, 256}, {64, 256, 1024}, {100, 512, 4099}, {3, 1024, 65537}, {1000, 1024, 1025}} {
+		c, err := NewChunker(shape[0], shape[1], shape[2])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for off := 0; off < len(data); {
+			got, want := c.Cut(data[off:]), c.cutBytewise(data[off:])
+			if got != want {
+				t.Fatalf("chunker %v at %d: cut %d, want %d", shape, off, got, want)
+			}
+			if c.Min%4 == 0 && got > c.Min && got < c.Max {
+				ends[got%4]++ // rounds start at multiples of 4 then
+			}
+			off += got
+		}
+		for tail := 0; tail < 2*c.Max && tail < 5000; tail++ {
+			if got, want := c.Cut(data[:tail]), c.cutBytewise(data[:tail]); got != want {
+				t.Fatalf("chunker %v, %d bytes: cut %d, want %d", shape, tail, got, want)
+			}
+		}
+	}
+	if len(ends) != 4 {
+		t.Errorf("cuts ended only at round positions %v: want all four", ends)
+	}
+}

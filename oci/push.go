@@ -30,6 +30,7 @@ import (
 	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/fsimage"
 	"github.com/sysext/sysext/internal/mediatype"
+	"github.com/sysext/sysext/internal/testhook"
 )
 
 // PushOptions tune Push. The zero value pushes a new index.
@@ -102,8 +103,16 @@ func Push(ctx context.Context, t oras.Target, ref Reference, files []string, opt
 	}
 	// Read and check every file before uploading anything.
 	infos := make([]*fsimage.Info, len(files))
+	states := make([]fileState, len(files))
 	seen := map[string]string{}
 	for i, f := range files {
+		// What the file is before anything is read from it: a push that
+		// finds it different later refuses to publish it.
+		st, err := statFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("push %s: %w", f, err)
+		}
+		states[i] = st
 		info, err := openPushable(ctx, f, opts.NoChunkIndex)
 		if err != nil {
 			return nil, fmt.Errorf("push %s: %w", f, err)
@@ -139,7 +148,7 @@ func Push(ctx context.Context, t oras.Target, ref Reference, files []string, opt
 		}
 	}
 	for i, info := range infos {
-		pm, err := pushFile(ctx, t, ref, files[i], info, created, opts)
+		pm, err := pushFile(ctx, t, ref, files[i], info, states[i], created, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -225,14 +234,36 @@ func createdTime(t time.Time) (string, error) {
 // To a registry the file goes up at once, while it is hashed
 // (earlyUpload); elsewhere the upload starts as soon as the digest is
 // known, while the chunks are still being cut.
-func pushFile(ctx context.Context, t oras.Target, ref Reference, path string, info *fsimage.Info, created string, opts PushOptions) (*PushedManifest, error) {
+func pushFile(ctx context.Context, t oras.Target, ref Reference, path string, info *fsimage.Info, st fileState, created string, opts PushOptions) (*PushedManifest, error) {
+	if hook := testhook.PushFile; hook != nil {
+		hook("read", path)
+	}
+	pm, err := pushFileOnce(ctx, t, ref, path, info, st, created, opts)
+	if err != nil && (refusedBytes(err) || st.check(path) != nil) {
+		// Whatever failed on the way, a file that is not what was read
+		// and hashed is the reason to say.
+		return nil, fmt.Errorf("push %s: %w", path, errFileChanged)
+	}
+	return pm, err
+}
+
+func pushFileOnce(ctx context.Context, t oras.Target, ref Reference, path string, info *fsimage.Info, st fileState, created string, opts PushOptions) (*PushedManifest, error) {
+	repo, _ := t.(*remote.Repository)
 	if opts.NoChunkIndex {
-		pm, err := pushOne(ctx, t, ref, path, info, created, opts, nil)
+		// Hashed already (openPushable). To a registry, through an
+		// upload session of our own, which a failure deletes.
+		var early *earlyUpload
+		if repo != nil {
+			early = startEarlyUpload(ctx, repo, path, info.Size, st, opts.Progress)
+			defer early.abort(ctx)
+		}
+		pm, err := pushOne(ctx, t, ref, path, info, st, created, opts, early)
 		if err != nil {
 			return nil, Explain(ref, err)
 		}
 		return pm, nil
 	}
+	outer := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ci := startChunkIndex(ctx, path, info.Size)
@@ -241,8 +272,8 @@ func pushFile(ctx context.Context, t oras.Target, ref Reference, path string, in
 	defer cancel()
 	// A registry gets the file at once, while it is hashed (earlyUpload).
 	var early *earlyUpload
-	if repo, ok := t.(*remote.Repository); ok {
-		early = startEarlyUpload(ctx, repo, path, info.Size, opts.Progress)
+	if repo != nil {
+		early = startEarlyUpload(ctx, repo, path, info.Size, st, opts.Progress)
 		// Whatever fails, the upload session is not left open.
 		defer early.abort(ctx)
 	}
@@ -254,7 +285,8 @@ func pushFile(ctx context.Context, t oras.Target, ref Reference, path string, in
 	// The chunk index blob goes up as soon as it is made, while the layer
 	// still uploads; with it and the config there (pushOne), only its
 	// manifest is left. A chunk index that cannot be made stops the
-	// upload.
+	// upload. A failed layer does not stop the blob's push midway (outer):
+	// that would leave its upload session open; it is small.
 	blob := make(chan error, 1)
 	var chunkErr error // set before blob is sent to
 	go func() {
@@ -267,9 +299,9 @@ func pushFile(ctx context.Context, t oras.Target, ref Reference, path string, in
 			blob <- err
 			return
 		}
-		blob <- pushIfMissing(ctx, t, descriptorFor(MediaTypeChunkIndex, index), index)
+		blob <- pushIfMissing(outer, t, descriptorFor(MediaTypeChunkIndex, index), index)
 	}()
-	pm, err := pushOne(ctx, t, ref, path, info, created, opts, early)
+	pm, err := pushOne(ctx, t, ref, path, info, st, created, opts, early)
 	if err != nil {
 		cancel()
 	}
@@ -315,7 +347,7 @@ func startChunkIndex(ctx context.Context, path string, size int64) *chunkIndexin
 			ci.err = err
 			return
 		} else if fi.Size() != size {
-			ci.err = fmt.Errorf("%s changed while it was read (%d, then %d bytes)", path, size, fi.Size())
+			ci.err = fmt.Errorf("%w (%d, then %d bytes)", errFileChanged, size, fi.Size())
 			return
 		}
 		ix, err := delta.BuildAtNotify(ctxReaderAt{ctx, f}, size, delta.Default, func(s [sha256.Size]byte) { ci.sum <- s })
@@ -355,7 +387,10 @@ func (ci *chunkIndexing) wait() ([]byte, error) {
 
 // pushOne uploads the file (through early when it is already on its way)
 // and its manifest.
-func pushOne(ctx context.Context, t oras.Target, ref Reference, path string, info *fsimage.Info, created string, opts PushOptions, early *earlyUpload) (*PushedManifest, error) {
+func pushOne(ctx context.Context, t oras.Target, ref Reference, path string, info *fsimage.Info, st fileState, created string, opts PushOptions, early *earlyUpload) (*PushedManifest, error) {
+	if hook := testhook.PushFile; hook != nil {
+		hook("hashed", path)
+	}
 	mt, err := LayerMediaType(string(info.Format))
 	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", path, err)
@@ -383,9 +418,15 @@ func pushOne(ctx context.Context, t oras.Target, ref Reference, path string, inf
 	if early != nil {
 		err = early.finish(ctx, layer)
 	} else {
-		err = uploadFile(ctx, t, path, layer, opts.Progress)
+		err = uploadFile(ctx, t, path, layer, st, opts.Progress)
 	}
 	cerr := <-config
+	if err == nil {
+		// Nothing names the layer yet: a file that changed since it was
+		// read (which its digest cannot tell when that was before it was
+		// hashed) stops here.
+		err = st.check(path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", path, err)
 	}
@@ -469,18 +510,24 @@ func pushIfMissing(ctx context.Context, t oras.Target, desc ocispec.Descriptor, 
 }
 
 // uploadFile streams the file as blob desc unless the store has it.
-func uploadFile(ctx context.Context, t oras.Target, path string, desc ocispec.Descriptor, progress func(string, int64, int64)) error {
+func uploadFile(ctx context.Context, t oras.Target, path string, desc ocispec.Descriptor, st fileState, progress func(string, int64, int64)) error {
 	if ok, err := t.Exists(ctx, desc); err == nil && ok {
 		if progress != nil {
 			progress(path, desc.Size, desc.Size)
 		}
 		return nil
 	}
+	if hook := testhook.PushFile; hook != nil {
+		hook("send", path)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	if err := st.checkOpen(f); err != nil {
+		return err
+	}
 	stop := func() {}
 	if progress != nil {
 		stop = watchOffset(f, path, desc.Size, progress)

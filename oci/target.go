@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -159,6 +160,23 @@ func openLayout(ctx context.Context, ref Reference, opts Options) (Target, error
 type layoutTarget struct {
 	*oci.Store
 	root string // the layout directory (FetchRanges reads its blob files)
+}
+
+// Push is the store's, except that a blob it refuses (bytes that do not
+// match desc, a read that failed) leaves no temp file in the layout:
+// oras-go v2.6.4 loses the name of its ingest file on those errors (it
+// returns "" as the path its cleanup then removes). Another push of the
+// same blob into this layout at this moment loses its temp file too, and
+// fails: pushing it again fixes that, a leftover would stay for good.
+func (l *layoutTarget) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader) error {
+	err := l.Store.Push(ctx, desc, r)
+	if err != nil && !errors.Is(err, errdef.ErrAlreadyExists) && desc.Digest.Validate() == nil {
+		left, _ := filepath.Glob(filepath.Join(l.root, "ingest", desc.Digest.Encoded()+"_*"))
+		for _, p := range left {
+			os.Remove(p)
+		}
+	}
+	return err
 }
 
 // Referrers lists the manifests in the layout whose subject is desc,

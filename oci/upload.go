@@ -13,6 +13,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
+
+	"github.com/sysext/sysext/internal/testhook"
 )
 
 // earlyUpload is a file going up to a registry before its digest is
@@ -25,6 +27,7 @@ type earlyUpload struct {
 	repo     *remote.Repository
 	path     string
 	size     int64
+	was      fileState // the file before its metadata was read
 	progress func(string, int64, int64)
 	cancel   context.CancelFunc // stops the PATCH
 	done     chan struct{}      // closed when the POST and PATCH ended
@@ -36,10 +39,10 @@ type earlyUpload struct {
 
 // startEarlyUpload opens an upload session on repo and sends the file at
 // path (size bytes) into it, in the background.
-func startEarlyUpload(ctx context.Context, repo *remote.Repository, path string, size int64, progress func(string, int64, int64)) *earlyUpload {
+func startEarlyUpload(ctx context.Context, repo *remote.Repository, path string, size int64, was fileState, progress func(string, int64, int64)) *earlyUpload {
 	ctx = uploadScope(ctx, repo)
 	ctx, cancel := context.WithCancel(ctx)
-	u := &earlyUpload{repo: repo, path: path, size: size, progress: progress, cancel: cancel, done: make(chan struct{})}
+	u := &earlyUpload{repo: repo, path: path, size: size, was: was, progress: progress, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(u.done)
 		u.err = u.send(ctx)
@@ -74,15 +77,16 @@ func (u *earlyUpload) send(ctx context.Context) error {
 	if u.session, err = location(resp); err != nil {
 		return fmt.Errorf("open an upload session: %w", err)
 	}
+	if hook := testhook.PushFile; hook != nil {
+		hook("send", u.path)
+	}
 	f, err := os.Open(u.path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil {
+	if err := u.was.checkOpen(f); err != nil {
 		return err
-	} else if fi.Size() != u.size {
-		return fmt.Errorf("%s changed while it was read (%d, then %d bytes)", u.path, u.size, fi.Size())
 	}
 	// The file itself is the body, so that net/http sends it with
 	// sendfile(2); no GetBody: a PATCH cut short is not sent again into
@@ -125,6 +129,13 @@ func (u *earlyUpload) finish(ctx context.Context, desc ocispec.Descriptor) error
 		return nil
 	}
 	<-u.done
+	if u.err == nil {
+		// The bytes sent may not be the ones hashed if the file changed:
+		// then the session is deleted, not closed (a registry would
+		// refuse the digest, but one that the file changed before it
+		// was hashed cannot tell).
+		u.err = u.was.check(u.path)
+	}
 	if u.err != nil {
 		u.abort(ctx)
 		return fmt.Errorf("upload %s: %w", desc.Digest, u.err)

@@ -240,7 +240,11 @@ func newAuthClient(opts Options) *auth.Client {
 		if opts.Insecure {
 			tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
 		}
-		base = &http.Client{Transport: tr}
+		// Parallel ranges keep their connections between ranges: Go's
+		// default keeps 2 idle per host, so with 8 ranges in flight most
+		// of them would dial (and over TLS handshake) again for the next.
+		tr.MaxIdleConnsPerHost = 2 * defaultConcurrency
+		base = &http.Client{Transport: newRangesApart(tr)}
 	}
 	hc := *base
 	tr := base.Transport
@@ -341,4 +345,35 @@ func hasCredentials(host string) bool {
 	}
 	c, err := s.Get(context.Background(), credentials.ServerAddressFromHostname(host))
 	return err == nil && c != auth.EmptyCredential
+}
+
+// rangesApart sends blob range requests over HTTP/1.1, each on a TCP
+// connection of its own, and every other request over the transport as
+// it is (HTTP/2 where the registry speaks it). Over HTTP/2 all requests
+// to a host share one connection, so parallel ranges would share its one
+// congestion window and whatever rate a CDN or object store allows per
+// connection: the very limit they are there to get past. The small API
+// requests (manifests, referrers, uploads) gain from sharing it.
+type rangesApart struct {
+	api, ranges http.RoundTripper
+}
+
+func newRangesApart(tr *http.Transport) *rangesApart {
+	h1 := tr.Clone()
+	h1.ForceAttemptHTTP2 = false
+	h1.Protocols = new(http.Protocols)
+	h1.Protocols.SetHTTP1(true)
+	if h1.TLSClientConfig != nil {
+		// Clone set tr up for HTTP/2 first, and its TLS configuration,
+		// copied here, offers h2 in the handshake.
+		h1.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	}
+	return &rangesApart{api: tr, ranges: h1}
+}
+
+func (t *rangesApart) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method == http.MethodGet && r.Header.Get("Range") != "" {
+		return t.ranges.RoundTrip(r)
+	}
+	return t.api.RoundTrip(r)
 }

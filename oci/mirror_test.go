@@ -40,9 +40,15 @@ func (m *mirrored) log() string {
 // path is the origin's) with pull-from-mirror pfm.
 func newMirrored(t *testing.T, pfm string, mirrorHosts ...string) *mirrored {
 	t.Helper()
+	return newMirroredSize(t, 256<<10, pfm, mirrorHosts...)
+}
+
+// newMirroredSize is newMirrored with an image of about size bytes.
+func newMirroredSize(t *testing.T, size int, pfm string, mirrorHosts ...string) *mirrored {
+	t.Helper()
 	m := &mirrored{served: &ocitest.Served{}}
 	m.origin = ocitest.NewOlareg(t, m.served.Fault())
-	m.p = pushImage(t, m.origin, 256<<10)
+	m.p = pushImage(t, m.origin, size)
 	conf := fmt.Sprintf("[[registry]]\nlocation = %q\n", m.origin.Host)
 	for _, h := range mirrorHosts {
 		conf += fmt.Sprintf("[[registry.mirror]]\nlocation = %q\n", h)

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/sysext/sysext/internal/testenv"
 	"github.com/sysext/sysext/oci"
@@ -200,5 +202,96 @@ func TestFetchHeadThroughMirrors(t *testing.T) {
 				t.Fatalf("the origin sent %d bytes for the head", m.served.Bytes())
 			}
 		})
+	}
+}
+
+// stallThenCut serves a non-ranged blob GET (the stream) up to after
+// bytes, then holds it until a ranged GET arrives (the stream handed
+// over) and cuts it: the stream fails after the handover, whenever the
+// handover came.
+func stallThenCut(after int64) ocitest.Fault {
+	seen := make(chan struct{})
+	var once sync.Once
+	return func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+		if !ocitest.Blobs(r) {
+			return false
+		}
+		if r.Header.Get("Range") != "" {
+			once.Do(func() { close(seen) })
+			return false
+		}
+		sw := &stallWriter{ResponseWriter: w, left: after, seen: seen, done: r.Context().Done()}
+		func() {
+			defer func() {
+				if v := recover(); v != nil && v != http.ErrAbortHandler {
+					panic(v)
+				}
+			}()
+			next.ServeHTTP(sw, r)
+		}()
+		if sw.cut {
+			panic(http.ErrAbortHandler)
+		}
+		return true
+	}
+}
+
+type stallWriter struct {
+	http.ResponseWriter
+	left       int64
+	cut        bool
+	seen, done <-chan struct{}
+}
+
+func (s *stallWriter) Write(p []byte) (int, error) {
+	if s.cut {
+		return 0, errors.New("cut")
+	}
+	if int64(len(p)) <= s.left {
+		s.left -= int64(len(p))
+		return s.ResponseWriter.Write(p)
+	}
+	n, _ := s.ResponseWriter.Write(p[:s.left])
+	s.ResponseWriter.(http.Flusher).Flush()
+	// A stream that never hands over (the bug) is cut after 10 s, and
+	// the test fails on the count of ranged requests.
+	select {
+	case <-s.seen:
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+	}
+	s.left, s.cut = 0, true
+	return n, errors.New("cut")
+}
+
+// A mirror's stream cut after it handed over (its parallel ranges under
+// way) stops them; what is missing comes from the origin, in one line,
+// the file identical, nothing left behind.
+func TestDownloadParallelThroughMirrorStreamCut(t *testing.T) {
+	m := newMirroredSize(t, 24<<20, "")
+	var served ocitest.Served
+	mir := mirrorOf(t, m, served.Fault(), stallThenCut(1<<20))
+	m = withMirrors(t, m, mir.Host)
+	served.Reset()
+	oci.ForceParallel(t)
+	tg, _ := downloadThrough(t, m, oci.DownloadOptions{MaxResumes: -1})
+	served.Settle()
+	m.served.Settle()
+	size := m.p.r.Entry.Layer.Size
+	t.Logf("the mirror answered %d blob GETs (%d ranged), sent %d; the origin sent %d in %d; of %d\n%s", served.Requests(), ranged(&served), served.Bytes(), m.served.Bytes(), m.served.Requests(), size, m.log())
+	if ranged(&served) == 0 {
+		t.Fatal("the mirror's stream did not hand over")
+	}
+	// The origin streams from the first hole on (it hands over too): the
+	// rest, and what its socket buffers held at its own handover
+	// (TestDownloadParallel).
+	if m.served.Bytes() == 0 || m.served.Bytes() > size+16<<20 {
+		t.Fatalf("the origin sent %d bytes of %d", m.served.Bytes(), size)
+	}
+	if log := m.log(); strings.Count(log, "\n") != 0 || !strings.Contains(log, "trying "+m.origin.Host) {
+		t.Fatalf("want one line handing over to the origin:\n%s", log)
+	}
+	if by := servedBy(oci.SourceEvents(tg))["layer"]; !strings.HasPrefix(by, m.origin.Host) {
+		t.Fatalf("layer finished by %q, want the origin", by)
 	}
 }

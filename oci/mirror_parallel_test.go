@@ -5,11 +5,13 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/sysext/sysext/ingest"
 	"github.com/sysext/sysext/internal/testenv"
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/oci/ocitest"
@@ -294,4 +296,71 @@ func TestDownloadParallelThroughMirrorStreamCut(t *testing.T) {
 	if by := servedBy(oci.SourceEvents(tg))["layer"]; !strings.HasPrefix(by, m.origin.Host) {
 		t.Fatalf("layer finished by %q, want the origin", by)
 	}
+}
+
+// A parallel download through a mirror into an ingest, stopped partway,
+// keeps its parts; the next one asks the mirror only for the missing
+// ones, the origin for nothing.
+func TestDownloadParallelThroughMirrorResumesMissingParts(t *testing.T) {
+	m := newMirroredSize(t, 40<<20, "")
+	var served ocitest.Served
+	mir := mirrorOf(t, m, served.Fault())
+	m = withMirrors(t, m, mir.Host)
+	oci.ForceParallel(t)
+	layer := m.p.r.Entry.Layer
+	dir := filepath.Join(t.TempDir(), "ingest")
+	tg, err := oci.Open(context.Background(), m.p.ref, m.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	w, err := ingest.Open(ctx, dir, layer.Size, layer.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = oci.Download(ctx, tg, &m.p.r.Entry, oci.DownloadOptions{Into: w, Progress: func(done, total int64) {
+		if done >= total/2 {
+			cancel()
+		}
+	}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+	w.Close()
+
+	w, err = ingest.Open(context.Background(), dir, layer.Size, layer.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	var missing int64
+	parts := len(w.Missing())
+	for _, r := range w.Missing() {
+		missing += r.End - r.Off
+	}
+	if parts < 2 || missing >= layer.Size/2+8<<20 {
+		t.Fatalf("missing %v (%d bytes): the stopped download did not keep its parts", w.Missing(), missing)
+	}
+	served.Reset()
+	m.served.Reset()
+	tg, err = oci.Open(context.Background(), m.p.ref, m.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := oci.Download(context.Background(), tg, &m.p.r.Entry, oci.DownloadOptions{Into: w})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served.Settle()
+	m.served.Settle()
+	t.Logf("missing %d in %d parts; the mirror sent %d in %d GETs, the origin %d; reused %d", missing, parts, served.Bytes(), served.Requests(), m.served.Bytes(), d.Reused)
+	// What was missing and, when the holes look like a stopped stream's
+	// (the rerun streams from the first hole over them), the stream's
+	// writes in flight (8 MiB) and what its socket buffers held when it
+	// handed over at once (TestDownloadParallel).
+	const inFlight = 8<<20 + 16<<20
+	if served.Bytes() < missing || served.Bytes() > missing+inFlight || m.served.Bytes() != 0 {
+		t.Fatalf("the mirror sent %d bytes, the origin %d; want %d (+ up to %d) and 0", served.Bytes(), m.served.Bytes(), missing, inFlight)
+	}
+	samePushed(t, m.p, w.Name(), "the resumed download")
 }

@@ -34,7 +34,7 @@ var ErrDigestMismatch = errors.New("content does not match its digest")
 // SourceEvent says which source answered one read of a pull through
 // mirrors, or failed it (Error set; the next source was asked).
 type SourceEvent struct {
-	What   string `json:"what"`   // "tag 24", "index sha256:…", "manifest sha256:…", "layer sha256:…", "signatures"
+	What   string `json:"what"`   // "tag 24", "index sha256:…", "manifest sha256:…", "layer sha256:…", "head of layer sha256:…", "signatures"
 	Source string `json:"source"` // host/repository asked
 	Mirror bool   `json:"mirror,omitempty"`
 	Error  string `json:"error,omitempty"`

@@ -205,6 +205,9 @@ func (e *rangeEngine) ramp(ctx context.Context, single float64, tun tuning) {
 	for {
 		e.mu.Lock()
 		level := e.limit
+		if e.probe && e.opened > 0 {
+			level = e.opened // the probe's one request is not a level
+		}
 		e.mu.Unlock()
 		// Let the new connections get going (a request's round trip, the
 		// stream handing over), then measure.

@@ -417,7 +417,12 @@ func newRangeEngine(src rangeSource, layer ocispec.Descriptor, w io.WriterAt, op
 // setLimit lets n workers fetch (at most conc).
 func (e *rangeEngine) setLimit(n int) {
 	e.mu.Lock()
-	e.limit = max(1, min(n, e.conc))
+	n = max(1, min(n, e.conc))
+	if e.probe {
+		e.opened = n // for when the probe is answered: one until then
+	} else {
+		e.limit = n
+	}
 	e.mu.Unlock()
 	e.cond.Broadcast()
 }

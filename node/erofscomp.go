@@ -34,9 +34,10 @@ func (n *Node) preflightPlan(ctx context.Context, p *pullPlan) Plan {
 }
 
 // compressorsAhead reads the compressors of p's EROFS image from its
-// superblock, fetched alone with one Range request. nil when that is not
-// possible (a registry that ignores Range, a mirror chain, a blob that is
-// not what its media type says): the downloaded file is judged then.
+// superblock, fetched alone with one Range request (through mirrors, of
+// the first source that has it). nil when that is not possible (a source
+// that ignores Range, a blob that is not what its media type says): the
+// downloaded file is judged then.
 func (n *Node) compressorsAhead(ctx context.Context, p *pullPlan) []string {
 	e := &p.res.Entry
 	head, err := oci.FetchHead(ctx, p.t, e.Layer, fsimage.ErofsHeadSize)

@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry/remote"
 
@@ -66,6 +67,9 @@ type DownloadOptions struct {
 
 	// progress is the parallel ranges' share of Progress: bytes added.
 	progress func(n int64)
+	// rangedOnly: the stream hands over only when its answer says the
+	// source serves ranges (a mirror's).
+	rangedOnly bool
 }
 
 // Downloaded describes the image file Download committed (or, with Into,
@@ -177,6 +181,71 @@ func streamHoles(missing []ingest.Range, size int64) bool {
 	return missing[len(missing)-1].Off-missing[0].Off <= streamBuffers*streamBufSize
 }
 
+// stoppedParallel reports whether missing is what a stopped parallel
+// download leaves (parts written out of order), to be fetched as ranges
+// rather than streamed from the first hole on.
+func stoppedParallel(missing []ingest.Range, size int64) bool {
+	return !streamHoles(missing, size) && (len(missing) > 1 || len(missing) == 1 && missing[0].End != size)
+}
+
+func missingBytes(missing []ingest.Range) int64 {
+	var n int64
+	for _, m := range missing {
+		n += m.End - m.Off
+	}
+	return n
+}
+
+func toRanges(missing []ingest.Range) []Range {
+	rs := make([]Range, len(missing))
+	for i, m := range missing {
+		rs[i] = Range{m.Off, m.End - m.Off}
+	}
+	return rs
+}
+
+// mayGoParallel says whether a stream of layer from start on may hand over
+// to parallel ranges: enough is left and more than one connection allowed.
+func mayGoParallel(layer ocispec.Descriptor, start int64, opts DownloadOptions) bool {
+	return opts.Concurrency != 1 && layer.Size-start >= parallelTuning.minRest
+}
+
+// restFunc fetches ranges of the layer in parallel once a stream handed
+// them over, starting from the stream's rate; it hashes from when hashFrom
+// closes (the stream is done).
+type restFunc func(ctx context.Context, rs []Range, rate float64, hashFrom <-chan struct{}) (int, error)
+
+// streamThenRest streams the layer from start on from t into w; the stream
+// may hand the rest over to rest, whose parallel ranges start at once and
+// hash from when the stream is done. handed says it did. A failed stream
+// stops the rest.
+func streamThenRest(ctx context.Context, t content.Fetcher, layer ocispec.Descriptor, w rangeWriter, start int64, opts DownloadOptions, rest restFunc) (resumes int, handed bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	streamDone := make(chan struct{})
+	var restErr chan error
+	var restResumes int
+	resumes, err = stream(ctx, t, layer, w, start, opts, func(end int64, rate float64) {
+		restErr = make(chan error, 1)
+		go func() {
+			var err error
+			restResumes, err = rest(ctx, []Range{{end, layer.Size - end}}, rate, streamDone)
+			restErr <- err
+		}()
+	})
+	close(streamDone)
+	if err != nil {
+		cancel()
+	}
+	if restErr != nil {
+		if rerr := <-restErr; err == nil {
+			err = rerr
+		}
+		resumes += restResumes
+	}
+	return resumes, restErr != nil, err
+}
+
 // closed is a channel that is closed: nothing to wait for.
 var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
@@ -220,42 +289,18 @@ func download(ctx context.Context, t content.Fetcher, e *Entry, w Writer, opts D
 	}
 	switch {
 	case mirrored:
-		resumes, used, err = mt.stream(ctx, layer, w, opts)
-	case !streamHoles(missing, layer.Size) && (len(missing) > 1 || len(missing) == 1 && missing[0].End != layer.Size):
+		if stoppedParallel(missing, layer.Size) {
+			reused = layer.Size - missingBytes(missing)
+		}
+		resumes, used, err = mt.download(ctx, layer, w, opts)
+	case stoppedParallel(missing, layer.Size):
 		// A parallel download stopped: what arrived out of order stays.
-		rs := make([]Range, len(missing))
-		reused = layer.Size
-		for i, m := range missing {
-			rs[i] = Range{m.Off, m.End - m.Off}
-			reused -= rs[i].Len
-		}
-		resumes, err = fetchRest(ctx, t, layer, rw, rs, 0, opts, closed)
-	case ranged && registry && opts.Concurrency != 1 && layer.Size-reused >= parallelTuning.minRest:
-		// The stream may hand the rest over to parallel ranges, which
-		// start at once; they hash from when the stream is done.
-		ctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		streamDone := make(chan struct{})
-		var rest chan error
-		var restResumes int
-		resumes, err = stream(ctx, t, layer, w, reused, opts, func(end int64, rate float64) {
-			rest = make(chan error, 1)
-			go func() {
-				var err error
-				restResumes, err = fetchRest(ctx, t, layer, rw, []Range{{end, layer.Size - end}}, rate, opts, streamDone)
-				rest <- err
-			}()
+		reused = layer.Size - missingBytes(missing)
+		resumes, err = fetchRest(ctx, t, layer, rw, toRanges(missing), 0, opts, closed)
+	case ranged && registry && mayGoParallel(layer, reused, opts):
+		resumes, _, err = streamThenRest(ctx, t, layer, rw, reused, opts, func(ctx context.Context, rs []Range, rate float64, hashFrom <-chan struct{}) (int, error) {
+			return fetchRest(ctx, t, layer, rw, rs, rate, opts, hashFrom)
 		})
-		close(streamDone)
-		if err != nil {
-			cancel()
-		}
-		if rest != nil {
-			if rerr := <-rest; err == nil {
-				err = rerr
-			}
-			resumes += restResumes
-		}
 	default:
 		resumes, err = stream(ctx, t, layer, w, reused, opts, nil)
 	}

@@ -30,7 +30,7 @@ type pushed struct {
 
 // pushImage pushes a squashfs image with a payload of size random bytes to
 // reg (which may inject faults) and resolves it for x86-64.
-func pushImage(t *testing.T, reg *ocitest.Registry, size int) pushed {
+func pushImage(t testing.TB, reg *ocitest.Registry, size int) pushed {
 	t.Helper()
 	payload := make([]byte, size)
 	rand.Read(payload)

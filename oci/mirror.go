@@ -34,7 +34,7 @@ var ErrDigestMismatch = errors.New("content does not match its digest")
 // SourceEvent says which source answered one read of a pull through
 // mirrors, or failed it (Error set; the next source was asked).
 type SourceEvent struct {
-	What   string `json:"what"`   // "tag 24", "index sha256:…", "manifest sha256:…", "layer sha256:…", "signatures"
+	What   string `json:"what"`   // "tag 24", "index sha256:…", "manifest sha256:…", "layer sha256:…", "head of layer sha256:…", "signatures"
 	Source string `json:"source"` // host/repository asked
 	Mirror bool   `json:"mirror,omitempty"`
 	Error  string `json:"error,omitempty"`
@@ -475,35 +475,127 @@ func (m *mirrorTarget) Tags(ctx context.Context, last string, fn func([]string) 
 	return m.origin().repo.Tags(ctx, last, fn)
 }
 
-// stream downloads layer into w from the sources in turn: a source that
+// download downloads layer into w from the sources in turn: a source that
 // fails (after its own resumes) hands over at the offset reached, since
 // the bytes are the same wherever they come from; the digest is checked
-// over the whole at the end. It returns the resumes and the sources that
-// wrote bytes.
-func (m *mirrorTarget) stream(ctx context.Context, layer ocispec.Descriptor, w Writer, opts DownloadOptions) (int, []*source, error) {
+// over the whole at the end. Into a Writer that knows its ranges, a large
+// download streamed from a source may hand over to parallel ranges as
+// from a registry (streamThenRest), served by that source and, when it
+// fails, the sources after it (rangesFrom); a mirror's stream hands over
+// only when its answer says it serves ranges (Accept-Ranges, or a 206): a
+// pull-through cache that does not hold the blob yet streams it from its
+// upstream without saying so, and keeps its copy only when read to the
+// end. It returns the resumes and the sources that wrote bytes.
+func (m *mirrorTarget) download(ctx context.Context, layer ocispec.Descriptor, w Writer, opts DownloadOptions) (int, []*source, error) {
 	what := "layer " + shortDigestString(layer.Digest)
 	srcs := m.contentSources(layer.Digest)
+	rw, ranged := w.(rangeWriter)
 	var used []*source
 	total := 0
 	var lastErr error
 	for i, s := range srcs {
+		if ranged && stoppedParallel(rw.Missing(), layer.Size) {
+			// A parallel download stopped, here or in an earlier run:
+			// what is missing, as ranges, from this source on.
+			resumes, u, err := m.fetchRest(ctx, srcs[i:], layer, rw, toRanges(rw.Missing()), 0, opts, closed)
+			return total + resumes, append(used, u...), err
+		}
 		before := w.Offset()
-		resumes, err := stream(ctx, s.repo, layer, w, before, opts, nil)
+		var resumes int
+		var err error
+		var restUsed []*source
+		var restErr error
+		handed := false
+		if ranged && mayGoParallel(layer, before, opts) {
+			o := opts
+			o.rangedOnly = s.mirror
+			resumes, handed, err = streamThenRest(ctx, s.repo, layer, rw, before, o, func(ctx context.Context, rs []Range, rate float64, hashFrom <-chan struct{}) (int, error) {
+				n, u, err := m.fetchRest(ctx, srcs[i:], layer, rw, rs, rate, opts, hashFrom)
+				restUsed, restErr = u, err
+				return n, err
+			})
+		} else {
+			resumes, err = stream(ctx, s.repo, layer, w, before, opts, nil)
+		}
 		total += resumes
 		if err == nil || w.Offset() > before {
 			used = append(used, s)
 		}
+		for _, u := range restUsed {
+			if u != s {
+				used = append(used, u)
+			}
+		}
 		if err == nil {
-			m.served(what, s)
+			if !handed {
+				m.served(what, s) // else the rest's last source said so
+			}
 			return total, used, nil
 		}
 		lastErr = err
 		var we *writeError
-		if errors.As(err, &we) || !m.next(ctx, what, srcs, i, err) {
+		var se sinkError
+		if errors.As(err, &we) || errors.As(err, &se) || errors.Is(err, ErrChunkMismatch) {
+			break
+		}
+		// The rest went through every source after this one already;
+		// a stream cut after the handover leaves holes for the next.
+		if handed && restErr != nil && !errors.Is(restErr, context.Canceled) {
+			break
+		}
+		if !m.next(ctx, what, srcs, i, err) {
 			break
 		}
 	}
 	return total, used, lastErr
+}
+
+// head is FetchHead through mirrors: the sources in order, a failure
+// (the blob missing, an error, a cut answer) handing over to the next in
+// one line. A whole answer (200) stops there, closed unread, as from a
+// registry: the blob is never read twice, and asking the next source
+// would cost it a request the download makes anyway.
+func (m *mirrorTarget) head(ctx context.Context, layer ocispec.Descriptor, n int64) ([]byte, error) {
+	what := "head of layer " + shortDigestString(layer.Digest)
+	srcs := m.contentSources(layer.Digest)
+	var lastErr error
+	for i, s := range srcs {
+		b, err := readHeadFrom(ctx, newRegistrySource(s.repo, layer), layer, n)
+		if err == nil {
+			m.served(what, s)
+			return b, nil
+		}
+		lastErr = err
+		if errors.Is(err, ErrRangeUnsupported) || !m.next(ctx, what, srcs, i, err) {
+			break
+		}
+	}
+	return nil, lastErr
+}
+
+// fetchRest fetches ranges of layer into w in parallel from srcs in order
+// (rangesFrom), hashing as fetchParallel does; a last source that does not
+// serve ranges streams what is missing from the written prefix on.
+func (m *mirrorTarget) fetchRest(ctx context.Context, srcs []*source, layer ocispec.Descriptor, w rangeWriter, ranges []Range, rate float64, opts DownloadOptions, hashFrom <-chan struct{}) (int, []*source, error) {
+	var used []*source
+	err := runParallel(ctx, layer, w, rate, opts, hashFrom, func(ctx context.Context, ro RangeOptions, setup engineSetup) error {
+		var err error
+		_, _, used, err = m.rangesFrom(ctx, srcs, layer, ranges, w, ro, setup)
+		return err
+	})
+	if !errors.Is(err, ErrRangeUnsupported) {
+		return 0, used, err
+	}
+	<-hashFrom
+	if err := w.HashTo(ctx, w.Offset()); err != nil {
+		return 0, used, fmt.Errorf("layer %s: %w", layer.Digest, err)
+	}
+	last := srcs[len(srcs)-1]
+	resumes, err := stream(ctx, last.repo, layer, w, w.Offset(), opts, nil)
+	if err == nil {
+		m.served("layer "+shortDigestString(layer.Digest), last)
+	}
+	return resumes, append(used, last), err
 }
 
 // ranges fetches ranges of layer (FetchRanges through mirrors) from the
@@ -519,8 +611,14 @@ func (m *mirrorTarget) stream(ctx context.Context, layer ocispec.Descriptor, w W
 // sends the blob once. It returns the bytes written, those read past, and
 // the sources that sent bytes.
 func (m *mirrorTarget) ranges(ctx context.Context, layer ocispec.Descriptor, ranges []Range, w io.WriterAt, opts RangeOptions) (written, skipped int64, used []*source, err error) {
+	return m.rangesFrom(ctx, m.contentSources(layer.Digest), layer, ranges, w, opts, nil)
+}
+
+// rangesFrom is ranges from srcs; setup, when set, readies each source's
+// engine (a full download's parallel ranges: shared buffers and hasher,
+// part size, ramp).
+func (m *mirrorTarget) rangesFrom(ctx context.Context, srcs []*source, layer ocispec.Descriptor, ranges []Range, w io.WriterAt, opts RangeOptions, setup engineSetup) (written, skipped int64, used []*source, err error) {
 	what := "layer " + shortDigestString(layer.Digest)
-	srcs := m.contentSources(layer.Digest)
 	left := ranges
 	for i, s := range srcs {
 		src := newRegistrySource(s.repo, layer)
@@ -528,11 +626,19 @@ func (m *mirrorTarget) ranges(ctx context.Context, layer ocispec.Descriptor, ran
 		e := newRangeEngine(src, layer, w, opts)
 		e.queue = append(e.queue, left...)
 		e.limit = e.conc
+		after := func() {}
+		if setup != nil {
+			after = setup(e)
+		}
 		if s.mirror {
+			e.mu.Lock() // the ramp, started by setup, reads the limit
+			e.opened = e.limit
 			e.probe, e.limit = true, 1
+			e.mu.Unlock()
 		}
 		var n int64
 		n, err = e.run(ctx)
+		after()
 		written += n
 		skipped += e.skipped.Load()
 		if n > 0 || e.skipped.Load() > 0 {

@@ -38,11 +38,17 @@ func (m *mirrored) log() string {
 // newMirrored pushes an image to an origin and returns it with options
 // whose registries.conf names the mirror hosts (host only: the repository
 // path is the origin's) with pull-from-mirror pfm.
-func newMirrored(t *testing.T, pfm string, mirrorHosts ...string) *mirrored {
+func newMirrored(t testing.TB, pfm string, mirrorHosts ...string) *mirrored {
+	t.Helper()
+	return newMirroredSize(t, 256<<10, pfm, mirrorHosts...)
+}
+
+// newMirroredSize is newMirrored with an image of about size bytes.
+func newMirroredSize(t testing.TB, size int, pfm string, mirrorHosts ...string) *mirrored {
 	t.Helper()
 	m := &mirrored{served: &ocitest.Served{}}
 	m.origin = ocitest.NewOlareg(t, m.served.Fault())
-	m.p = pushImage(t, m.origin, 256<<10)
+	m.p = pushImage(t, m.origin, size)
 	conf := fmt.Sprintf("[[registry]]\nlocation = %q\n", m.origin.Host)
 	for _, h := range mirrorHosts {
 		conf += fmt.Sprintf("[[registry.mirror]]\nlocation = %q\n", h)
@@ -69,7 +75,7 @@ func newMirrored(t *testing.T, pfm string, mirrorHosts ...string) *mirrored {
 // mirrorOf starts an olareg mirror holding a copy of the origin's image
 // (made with oci.Copy, as `sysext copy` keeps a site mirror) and faults
 // that start once the copy is there.
-func mirrorOf(t *testing.T, m *mirrored, faults ...ocitest.Fault) *ocitest.Registry {
+func mirrorOf(t testing.TB, m *mirrored, faults ...ocitest.Fault) *ocitest.Registry {
 	t.Helper()
 	on := new(bool)
 	var fs []ocitest.Fault
@@ -152,12 +158,12 @@ func TestMirrorServesEverything(t *testing.T) {
 }
 
 // withMirrors rewrites m's configuration to name these mirrors.
-func withMirrors(t *testing.T, m *mirrored, hosts ...string) *mirrored {
+func withMirrors(t testing.TB, m *mirrored, hosts ...string) *mirrored {
 	t.Helper()
 	return withMirrorsPFM(t, m, "", hosts...)
 }
 
-func withMirrorsPFM(t *testing.T, m *mirrored, pfm string, hosts ...string) *mirrored {
+func withMirrorsPFM(t testing.TB, m *mirrored, pfm string, hosts ...string) *mirrored {
 	t.Helper()
 	conf := fmt.Sprintf("[[registry]]\nlocation = %q\n", m.origin.Host)
 	for _, h := range hosts {

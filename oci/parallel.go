@@ -127,6 +127,27 @@ func fetchRest(ctx context.Context, t content.Fetcher, layer ocispec.Descriptor,
 }
 
 func fetchParallel(ctx context.Context, src rangeSource, layer ocispec.Descriptor, w rangeWriter, ranges []Range, rate float64, opts DownloadOptions, hashFrom <-chan struct{}) error {
+	return runParallel(ctx, layer, w, rate, opts, hashFrom, func(ctx context.Context, ro RangeOptions, setup engineSetup) error {
+		e := newRangeEngine(src, layer, w, ro)
+		e.queue = append(e.queue, ranges...)
+		after := setup(e)
+		_, err := e.run(ctx)
+		after()
+		return err
+	})
+}
+
+// engineSetup readies an engine of a full download's parallel ranges (the
+// shared buffers and hasher, the part size, the ramp) and returns what to
+// call once it has run.
+type engineSetup func(e *rangeEngine) (after func())
+
+// runParallel runs the parallel ranges of a full download: run fetches
+// them with engines readied by setup (one; through mirrors, one per
+// source in turn), all writing into w and handing their buffers to one
+// hasher, which hashes in order as the prefix grows, from when hashFrom
+// closes.
+func runParallel(ctx context.Context, layer ocispec.Descriptor, w rangeWriter, rate float64, opts DownloadOptions, hashFrom <-chan struct{}, run func(context.Context, RangeOptions, engineSetup) error) error {
 	conc := opts.Concurrency
 	if conc <= 0 {
 		conc = defaultConcurrency
@@ -135,23 +156,15 @@ func fetchParallel(ctx context.Context, src rangeSource, layer ocispec.Descripto
 	if retries == 0 {
 		retries = 5
 	}
-	e := newRangeEngine(src, layer, w, RangeOptions{Concurrency: conc, MaxRetries: retries, Progress: opts.progress})
-	e.queue = append(e.queue, ranges...)
+	ro := RangeOptions{Concurrency: conc, MaxRetries: retries, Progress: opts.progress}
 	// Buffers: one being filled per connection, and as many on their way
 	// to the hasher.
-	e.free = make(chan []byte, 2*conc)
+	free := make(chan []byte, 2*conc)
 	for i := 0; i < 2*conc; i++ {
-		e.free <- make([]byte, rangeBufSize)
+		free <- make([]byte, rangeBufSize)
 	}
 	chunks := make(chan chunk, 2*conc)
-	e.onChunk = func(buf []byte, n int, off int64) { chunks <- chunk{buf: buf, n: n, off: off} }
 	tun := parallelTuning
-	if rate > 0 {
-		e.part = min(max(int64(rate*1.5)&^(minPartSize-1), 2*minPartSize), maxPartSize)
-		e.limit = max(2, tun.minLevel)
-	} else {
-		e.limit = conc
-	}
 	// Bytes held already (a resumed download) are hashed from the file
 	// when the hash reaches them.
 	var cold ingest.Ranges
@@ -161,14 +174,23 @@ func fetchParallel(ctx context.Context, src rangeSource, layer ocispec.Descripto
 	hashErr := make(chan error, 1)
 	go func() {
 		<-hashFrom
-		hashErr <- hashInOrder(ctx, w, cold, chunks, e.free)
+		hashErr <- hashInOrder(ctx, w, cold, chunks, free)
 	}()
-	rampCtx, stopRamp := context.WithCancel(ctx)
-	if rate > 0 {
-		go e.ramp(rampCtx, rate, tun)
-	}
-	_, err := e.run(ctx)
-	stopRamp()
+	err := run(ctx, ro, func(e *rangeEngine) func() {
+		e.free = free
+		e.onChunk = func(buf []byte, n int, off int64) { chunks <- chunk{buf: buf, n: n, off: off} }
+		if rate > 0 {
+			e.part = min(max(int64(rate*1.5)&^(minPartSize-1), 2*minPartSize), maxPartSize)
+			e.limit = max(2, tun.minLevel)
+		} else {
+			e.limit = conc
+		}
+		rampCtx, stopRamp := context.WithCancel(ctx)
+		if rate > 0 {
+			go e.ramp(rampCtx, rate, tun)
+		}
+		return stopRamp
+	})
 	close(chunks)
 	if herr := <-hashErr; err == nil && herr != nil {
 		err = fmt.Errorf("layer %s: %w", layer.Digest, herr)
@@ -183,6 +205,9 @@ func (e *rangeEngine) ramp(ctx context.Context, single float64, tun tuning) {
 	for {
 		e.mu.Lock()
 		level := e.limit
+		if e.probe && e.opened > 0 {
+			level = e.opened // the probe's one request is not a level
+		}
 		e.mu.Unlock()
 		// Let the new connections get going (a request's round trip, the
 		// stream handing over), then measure.

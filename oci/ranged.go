@@ -70,6 +70,16 @@ type rangeReader struct {
 	desc ocispec.Descriptor
 	body io.ReadCloser
 	off  int64
+	// ranged: the last answer was a range (206) or said the registry
+	// serves them (Accept-Ranges: bytes).
+	ranged bool
+}
+
+// servesRanges reports whether rc, a stream's answer, came from a source
+// that says it serves byte ranges.
+func servesRanges(rc io.Reader) bool {
+	r, ok := rc.(*rangeReader)
+	return ok && r.ranged
 }
 
 func (r *rangeReader) Read(p []byte) (int, error) {
@@ -122,8 +132,9 @@ func (r *rangeReader) Seek(off int64, whence int) (int64, error) {
 			resp.Body.Close()
 			return r.off, sizeMismatch(r.desc)
 		}
-		r.body = resp.Body
+		r.body, r.ranged = resp.Body, true
 	case http.StatusOK: // the registry ignored Range: drop what we have
+		r.ranged = off == 0 && resp.Header.Get("Accept-Ranges") == "bytes"
 		if n := resp.ContentLength; n != -1 && n != r.desc.Size {
 			resp.Body.Close()
 			return r.off, sizeMismatch(r.desc)

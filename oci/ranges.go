@@ -383,6 +383,8 @@ type rangeEngine struct {
 	// pull-through cache answers each request it gets at once with a
 	// whole copy fetched from its upstream: one at a time, it fetches one.
 	probe bool
+	// opened is the limit once the probe is answered (0: conc).
+	opened int
 	// left are the parts of ranges a failed fetch did not write: with
 	// queue, what the next source is asked for (remaining).
 	left []Range
@@ -415,7 +417,12 @@ func newRangeEngine(src rangeSource, layer ocispec.Descriptor, w io.WriterAt, op
 // setLimit lets n workers fetch (at most conc).
 func (e *rangeEngine) setLimit(n int) {
 	e.mu.Lock()
-	e.limit = max(1, min(n, e.conc))
+	n = max(1, min(n, e.conc))
+	if e.probe {
+		e.opened = n // for when the probe is answered: one until then
+	} else {
+		e.limit = n
+	}
 	e.mu.Unlock()
 	e.cond.Broadcast()
 }
@@ -436,7 +443,8 @@ func (e *rangeEngine) claim(ctx context.Context) (Range, bool) {
 		e.cond.Wait()
 	}
 	r := e.queue[0]
-	if e.limit > 1 && !e.whole {
+	// A probe asks one part when several connections are to follow it.
+	if (e.limit > 1 || e.probe && e.opened > 1) && !e.whole {
 		part := e.part
 		if part <= 0 {
 			part = maxPartSize
@@ -602,9 +610,13 @@ func (e *rangeEngine) answered() {
 	e.mu.Lock()
 	probing := e.probe
 	e.probe = false
+	n := e.opened
 	e.mu.Unlock()
+	if n <= 0 {
+		n = e.conc
+	}
 	if probing {
-		e.setLimit(e.conc)
+		e.setLimit(n)
 	}
 }
 
@@ -713,19 +725,29 @@ func (e *rangeEngine) copy(ctx context.Context, rc io.Reader, off, end int64) (i
 // smaller) with one Range request: what a node reads of an image's header
 // (an EROFS superblock) before it decides to download it. A registry that
 // answers with the whole blob gets ErrRangeUnsupported and its body is
-// closed unread, so the caller never downloads the blob twice; so does a
-// store that cannot read at an offset (a mirror chain). Nothing is
-// retried: the caller goes on without the head.
+// closed unread, so the caller never downloads the blob twice. Through
+// mirrors the sources are asked in order: one that lacks the blob or
+// fails hands over to the next, one that answers with the whole blob ends
+// the read-ahead the same way. Nothing is retried: the caller goes on
+// without the head.
 func FetchHead(ctx context.Context, t Target, layer ocispec.Descriptor, n int64) ([]byte, error) {
 	n = min(n, layer.Size)
 	if n <= 0 {
 		return nil, fmt.Errorf("layer %s: no bytes to read (size %d)", layer.Digest, layer.Size)
+	}
+	if m, ok := t.(*mirrorTarget); ok {
+		return m.head(ctx, layer, n)
 	}
 	src, err := openRangeSource(t, layer)
 	if err != nil {
 		return nil, err
 	}
 	defer src.Close()
+	return readHeadFrom(ctx, src, layer, n)
+}
+
+// readHeadFrom reads the first n bytes of layer from src with one request.
+func readHeadFrom(ctx context.Context, src rangeSource, layer ocispec.Descriptor, n int64) ([]byte, error) {
 	rc, err := src.open(ctx, 0, n)
 	if err != nil {
 		return nil, err

@@ -99,6 +99,9 @@ func stream(ctx context.Context, t content.Fetcher, layer ocispec.Descriptor, w 
 		readErr <- rd.run()
 	}()
 	watched := make(chan struct{})
+	if handover != nil && opts.rangedOnly && !servesRanges(rc) {
+		handover = nil
+	}
 	if handover != nil {
 		go func() {
 			defer close(watched)

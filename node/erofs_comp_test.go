@@ -12,7 +12,6 @@ import (
 
 	"github.com/sysext/sysext/activate"
 	"github.com/sysext/sysext/builder"
-	"github.com/sysext/sysext/extension"
 	"github.com/sysext/sysext/fsimage"
 	"github.com/sysext/sysext/internal/testenv"
 )
@@ -44,15 +43,7 @@ func TestEROFSCompressorsEndToEnd(t *testing.T) {
 					must(t, os.MkdirAll(filepath.Dir(filepath.Join(tree, p)), 0o755))
 					must(t, os.WriteFile(filepath.Join(tree, p), c, 0o755))
 				}
-				res, err := builder.Build(context.Background(), builder.Options{
-					Tree: tree, Meta: meta(name, version), Format: builder.EROFS, Compression: alg,
-					Output: filepath.Join(t.TempDir(), extension.FileName(name, version, extension.HostArch())), SourceDateEpoch: 1700000000,
-				})
-				must(t, err)
-				if !slices.Equal(res.Compression, []string{alg}) {
-					t.Fatalf("built with %s, the image says %v", alg, res.Compression)
-				}
-				return res.Path
+				return buildEROFS(t, tree, name, version, alg)
 			}
 			v1, v2 := build("1.0"), build("2.0")
 			ref := reg.Ref("sysext/" + name + ":stable")

@@ -30,6 +30,13 @@ func erofsImage(t *testing.T, name, version, alg string) string {
 	data := []byte(hex.EncodeToString(blob(512<<10, uint64(len(version)+len(alg)))))
 	must(t, os.MkdirAll(filepath.Join(tree, "usr/share", name), 0o755))
 	must(t, os.WriteFile(filepath.Join(tree, "usr/share", name, "data"), data, 0o644))
+	return buildEROFS(t, tree, name, version, alg)
+}
+
+// buildEROFS builds tree as EROFS extension NAME VERSION compressed with
+// alg, reproducibly, and checks the image says alg.
+func buildEROFS(t *testing.T, tree, name, version, alg string) string {
+	t.Helper()
 	res, err := builder.Build(context.Background(), builder.Options{
 		Tree: tree, Meta: meta(name, version), Format: builder.EROFS, Compression: alg,
 		Output: filepath.Join(t.TempDir(), extension.FileName(name, version, extension.HostArch())), SourceDateEpoch: 1700000000,

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sysext/sysext/ingest"
 	"github.com/sysext/sysext/internal/testenv"
 	"github.com/sysext/sysext/oci"
 	"github.com/sysext/sysext/oci/ocitest"
@@ -313,26 +312,7 @@ func TestDownloadParallelThroughMirrorResumesMissingParts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	w, err := ingest.Open(ctx, dir, layer.Size, layer.Digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = oci.Download(ctx, tg, &m.p.r.Entry, oci.DownloadOptions{Into: w, Progress: func(done, total int64) {
-		if done >= total/2 {
-			cancel()
-		}
-	}})
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("got %v, want context.Canceled", err)
-	}
-	w.Close()
-
-	w, err = ingest.Open(context.Background(), dir, layer.Size, layer.Digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	w := stopAtHalf(t, tg, &m.p.r.Entry, dir)
 	var missing int64
 	parts := len(w.Missing())
 	for _, r := range w.Missing() {

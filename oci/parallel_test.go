@@ -147,26 +147,7 @@ func TestDownloadParallelResumesMissingParts(t *testing.T) {
 	layer := p.r.Entry.Layer
 	dir := filepath.Join(t.TempDir(), "ingest")
 	oci.ForceParallel(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	w, err := ingest.Open(ctx, dir, layer.Size, layer.Digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = oci.Download(ctx, p.tg, &p.r.Entry, oci.DownloadOptions{Into: w, Progress: func(done, total int64) {
-		if done >= total/2 {
-			cancel()
-		}
-	}})
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("got %v, want context.Canceled", err)
-	}
-	w.Close()
-
-	w, err = ingest.Open(context.Background(), dir, layer.Size, layer.Digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	w := stopAtHalf(t, p.tg, &p.r.Entry, dir)
 	miss := w.Missing()
 	var missing int64
 	for _, m := range miss {
@@ -219,4 +200,34 @@ func TestDownloadParallelCancelledLeavesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	samePushed(t, p, d.Path, "the fetch after the stopped one")
+}
+
+// stopAtHalf downloads e from tg into a new ingest in dir, stops once
+// half of it is written, and opens the ingest again: what a stopped
+// download leaves for the next one. The writer is closed when the test
+// ends.
+func stopAtHalf(t *testing.T, tg oci.Target, e *oci.Entry, dir string) *ingest.Writer {
+	t.Helper()
+	layer := e.Layer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w, err := ingest.Open(ctx, dir, layer.Size, layer.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = oci.Download(ctx, tg, e, oci.DownloadOptions{Into: w, Progress: func(done, total int64) {
+		if done >= total/2 {
+			cancel()
+		}
+	}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+	w.Close()
+	w, err = ingest.Open(context.Background(), dir, layer.Size, layer.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	return w
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
 )
 
 // TestRegisteredNames: each command is registered under its own name, the
@@ -29,30 +31,18 @@ func TestRootForOneCommand(t *testing.T) {
 	if n := len(newRootFor([]string{"fetch", "--help"}).Commands()); n > 2 { // fetch, completion
 		t.Errorf("the tree for 'sysext fetch' has %d commands", n)
 	}
-	full := func(args ...string) (string, string) {
-		root := newRootCommand()
+	run := func(root *cobra.Command, args []string) (string, string) {
 		var out, errb bytes.Buffer
 		root.SetArgs(args)
 		root.SetOut(&out)
 		root.SetErr(&errb)
-		_, err := root.ExecuteContextC(context.Background())
-		if err != nil {
+		if _, err := root.ExecuteContextC(context.Background()); err != nil {
 			errb.WriteString(err.Error())
 		}
 		return out.String(), errb.String()
 	}
-	one := func(args ...string) (string, string) {
-		root := newRootFor(args)
-		var out, errb bytes.Buffer
-		root.SetArgs(args)
-		root.SetOut(&out)
-		root.SetErr(&errb)
-		_, err := root.ExecuteContextC(context.Background())
-		if err != nil {
-			errb.WriteString(err.Error())
-		}
-		return out.String(), errb.String()
-	}
+	full := func(args ...string) (string, string) { return run(newRootCommand(), args) }
+	one := func(args ...string) (string, string) { return run(newRootFor(args), args) }
 	paths := commandPaths(newRootCommand(), "")
 	if len(paths) < 30 {
 		t.Fatalf("only %d commands: the tree is not what it was", len(paths))
